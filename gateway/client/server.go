@@ -1,0 +1,93 @@
+// Package client is the Matrix client-server API front door. It authenticates and
+// validates requests, reads projections from Postgres, and turns every write to a room
+// into an intent published to the room's shard; it never touches room state itself, so
+// any gateway can serve any request.
+package client
+
+import (
+	"context"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+)
+
+// IntentSubmitter publishes an intent to its room's shard and waits for the persister's
+// answer. streams.IntentClient implements it.
+type IntentSubmitter interface {
+	Submit(ctx context.Context, in *schemas.Intent) (*schemas.IntentResult, error)
+}
+
+// Server serves the client-server API. Fields are set once before Handler is called.
+type Server struct {
+	ServerName string
+	DB         *persist.DB
+	Intents    IntentSubmitter
+	// Feed is the sync feed of this process; nil on processes that do not serve /sync.
+	Feed Feed
+	// EnableRegistration opens /register to anyone.
+	EnableRegistration bool
+	// RegistrationSharedSecret, when set, lets the admin API register users.
+	RegistrationSharedSecret string
+	Log                      *zap.Logger
+
+	tokens tokenCache
+}
+
+// Client API version prefixes, as listed by Synapse's worker routing table.
+var (
+	allVersions    = []string{"api/v1", "r0", "v3", "unstable"}
+	modernVersions = []string{"r0", "v3", "unstable"}
+	syncVersions   = []string{"r0", "v3"}
+)
+
+// router registers one handler under every version prefix an endpoint exists in.
+type router struct{ mux *http.ServeMux }
+
+func (r router) handle(method, path string, versions []string, h http.HandlerFunc) {
+	for _, v := range versions {
+		r.mux.HandleFunc(method+" /_matrix/client/"+v+path, h)
+	}
+}
+
+// Handler returns the HTTP handler of the client API.
+func (s *Server) Handler() http.Handler {
+	if s.Log == nil {
+		s.Log = zap.NewNop()
+	}
+	r := router{mux: http.NewServeMux()}
+	s.registerAccounts(r)
+	return s.frontDoor(r.mux)
+}
+
+// frontDoor adds CORS and answers what no route matches with a Matrix error instead of
+// net/http's plain-text one.
+func (s *Server) frontDoor(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Origin, X-Requested-With, Content-Type, Accept, Authorization")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		status := http.StatusNotFound
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, p := mux.Handler(probe); p != "" {
+				status = http.StatusMethodNotAllowed
+				break
+			}
+		}
+		matrix.WriteError(w, matrix.Errorf(status, matrix.CodeUnrecognized, "Unrecognized request"))
+	})
+}

@@ -1,0 +1,434 @@
+package persist
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/ganglionhq/ganglion/schemas"
+)
+
+// EventsStream is the stream_positions name of the events log.
+const EventsStream = "events"
+
+// BatchAt is one EVENTS log message and its stream sequence.
+type BatchAt struct {
+	Seq   uint64
+	Batch *schemas.LogBatch
+}
+
+// parsedEvent holds what the projections need from one event's JSON.
+type parsedEvent struct {
+	schemas.LoggedEvent
+	roomID, typ, sender, membership, redacts string
+	stateKey                                 *string
+	depth, ts                                int64
+	seq                                      uint64
+	idx                                      int
+}
+
+func parseBatch(b BatchAt) ([]parsedEvent, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(b.Batch.RoomVersion))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]parsedEvent, 0, len(b.Batch.Events))
+	for i, le := range b.Batch.Events {
+		pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(le.EventID, le.JSON, false)
+		if err != nil {
+			return nil, fmt.Errorf("event %s at seq %d: %w", le.EventID, b.Seq, err)
+		}
+		p := parsedEvent{
+			LoggedEvent: le, roomID: b.Batch.RoomID, typ: pdu.Type(), sender: string(pdu.SenderID()),
+			stateKey: pdu.StateKey(), depth: pdu.Depth(), ts: int64(pdu.OriginServerTS()),
+			seq: b.Seq, idx: i, redacts: RedactsOf(pdu),
+		}
+		if p.typ == "m.room.member" {
+			p.membership, _ = pdu.Membership()
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// RedactsOf returns the target of a redaction in any room version: top-level before
+// v11, inside content from v11 (the protocol library reads only the top level).
+func RedactsOf(pdu gomatrixserverlib.PDU) string {
+	if pdu.Type() != "m.room.redaction" {
+		return ""
+	}
+	if r := pdu.Redacts(); r != "" {
+		return r
+	}
+	var c struct {
+		Redacts string `json:"redacts"`
+	}
+	_ = json.Unmarshal(pdu.Content(), &c)
+	return c.Redacts
+}
+
+// Project writes the projections of log batches appended by writer in one transaction,
+// together with the writer's new position. It is idempotent: replaying a batch that is
+// already projected changes nothing, so recovery can simply replay the log.
+func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) error {
+	if len(batches) == 0 {
+		return nil
+	}
+	var evs []parsedEvent
+	for _, b := range batches {
+		p, err := parseBatch(b)
+		if err != nil {
+			return err
+		}
+		evs = append(evs, p...)
+	}
+	var (
+		ids, rooms, types, senders, jsons, devices, txns, members []string
+		stateKeys                                                 []*string
+		seqs, depths, tss                                         []int64
+		idxs                                                      []int32
+		redTargets, redBy                                         []string
+	)
+	type stateKey struct{ room, typ, key string }
+	state := map[stateKey]parsedEvent{}
+	type roomHead struct {
+		version, creator, lastEvent string
+		seq                         uint64
+		depth                       int64
+	}
+	heads := map[string]*roomHead{}
+	intents := map[string][]string{}
+	intentRoom := map[string]parsedEvent{}
+	var maxSeq uint64
+	for _, b := range batches {
+		maxSeq = max(maxSeq, b.Seq)
+	}
+	for _, e := range evs {
+		ids = append(ids, e.EventID)
+		rooms = append(rooms, e.roomID)
+		seqs = append(seqs, int64(e.seq))
+		idxs = append(idxs, int32(e.idx))
+		types = append(types, e.typ)
+		stateKeys = append(stateKeys, e.stateKey)
+		senders = append(senders, e.sender)
+		members = append(members, e.membership)
+		depths = append(depths, e.depth)
+		tss = append(tss, e.ts)
+		jsons = append(jsons, string(e.JSON))
+		devices = append(devices, e.DeviceID)
+		txns = append(txns, e.TxnID)
+		if e.stateKey != nil {
+			state[stateKey{e.roomID, e.typ, *e.stateKey}] = e
+		}
+		if e.redacts != "" {
+			redTargets = append(redTargets, e.redacts)
+			redBy = append(redBy, e.EventID)
+		}
+		h := heads[e.roomID]
+		if h == nil {
+			h = &roomHead{}
+			heads[e.roomID] = h
+		}
+		if e.typ == "m.room.create" && e.stateKey != nil && *e.stateKey == "" {
+			h.creator = e.sender
+		}
+		h.lastEvent, h.seq, h.depth = e.EventID, e.seq, e.depth
+		if e.IntentID != "" {
+			intents[e.IntentID] = append(intents[e.IntentID], e.EventID)
+			intentRoom[e.IntentID] = e
+		}
+	}
+	for _, b := range batches {
+		heads[b.Batch.RoomID].version = b.Batch.RoomVersion
+	}
+
+	batch := &pgx.Batch{}
+	batch.Queue(`INSERT INTO events (event_id, room_id, seq, idx, type, state_key, sender, membership,
+			depth, origin_server_ts, json, device_id, txn_id)
+		SELECT u.id, u.room, u.seq, u.idx, u.type, u.sk, u.sender, NULLIF(u.mem, ''), u.depth, u.ts, u.json,
+			NULLIF(u.dev, ''), NULLIF(u.txn, '')
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[],
+			$8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[])
+			AS u(id, room, seq, idx, type, sk, sender, mem, depth, ts, json, dev, txn)
+		ON CONFLICT (event_id) DO NOTHING`,
+		ids, rooms, seqs, idxs, types, stateKeys, senders, members, depths, tss, jsons, devices, txns)
+
+	if len(state) > 0 {
+		var sRooms, sTypes, sKeys, sIDs, sMem []string
+		var sSeqs []int64
+		var sIdxs []int32
+		for k, e := range state {
+			sRooms, sTypes, sKeys = append(sRooms, k.room), append(sTypes, k.typ), append(sKeys, k.key)
+			sIDs, sMem = append(sIDs, e.EventID), append(sMem, e.membership)
+			sSeqs, sIdxs = append(sSeqs, int64(e.seq)), append(sIdxs, int32(e.idx))
+		}
+		batch.Queue(`INSERT INTO current_state (room_id, type, state_key, event_id, seq, idx, membership)
+			SELECT u.room, u.type, u.sk, u.id, u.seq, u.idx, NULLIF(u.mem, '')
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[], $7::text[])
+				AS u(room, type, sk, id, seq, idx, mem)
+			ON CONFLICT (room_id, type, state_key) DO UPDATE
+			SET event_id = excluded.event_id, seq = excluded.seq, idx = excluded.idx, membership = excluded.membership
+			WHERE (current_state.seq, current_state.idx) < (excluded.seq, excluded.idx)`,
+			sRooms, sTypes, sKeys, sIDs, sSeqs, sIdxs, sMem)
+	}
+
+	var hRooms, hVersions, hCreators, hLast []string
+	var hSeqs, hDepths []int64
+	for room, h := range heads {
+		hRooms, hVersions, hCreators = append(hRooms, room), append(hVersions, h.version), append(hCreators, h.creator)
+		hLast, hSeqs, hDepths = append(hLast, h.lastEvent), append(hSeqs, int64(h.seq)), append(hDepths, h.depth)
+	}
+	batch.Queue(`INSERT INTO rooms (room_id, room_version, creator, last_seq, last_event_id, depth)
+		SELECT u.room, u.ver, u.creator, u.seq, u.last, u.depth
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])
+			AS u(room, ver, creator, seq, last, depth)
+		ON CONFLICT (room_id) DO UPDATE
+		SET last_seq = excluded.last_seq, last_event_id = excluded.last_event_id, depth = excluded.depth
+		WHERE rooms.last_seq < excluded.last_seq`,
+		hRooms, hVersions, hCreators, hSeqs, hLast, hDepths)
+
+	if len(redTargets) > 0 {
+		batch.Queue(`UPDATE events e SET redacted_by = u.by
+			FROM unnest($1::text[], $2::text[]) AS u(target, by)
+			JOIN events r ON r.event_id = u.by
+			WHERE e.event_id = u.target AND e.room_id = r.room_id AND e.redacted_by IS NULL`,
+			redTargets, redBy)
+	}
+
+	if len(intents) > 0 {
+		var iIDs, iRooms, iEvents []string
+		var iSeqs []int64
+		for id, evIDs := range intents {
+			e := intentRoom[id]
+			raw, _ := json.Marshal(evIDs)
+			iIDs, iRooms, iEvents = append(iIDs, id), append(iRooms, e.roomID), append(iEvents, string(raw))
+			iSeqs = append(iSeqs, int64(e.seq))
+		}
+		batch.Queue(`INSERT INTO intent_results (intent_id, room_id, seq, event_ids)
+			SELECT u.id, u.room, u.seq, ARRAY(SELECT json_array_elements_text(u.evs::json))
+			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(id, room, seq, evs)
+			ON CONFLICT (intent_id) DO NOTHING`, iIDs, iRooms, iSeqs, iEvents)
+	}
+
+	batch.Queue(`INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
+		ON CONFLICT (stream_name, instance_name) DO UPDATE
+		SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)`,
+		EventsStream, writer, int64(maxSeq))
+
+	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		return tx.SendBatch(ctx, batch).Close()
+	})
+}
+
+// RoomHead is what a writer needs to append the next event of a room.
+type RoomHead struct {
+	RoomVersion string
+	Creator     string
+	LastSeq     uint64
+	LastEventID string
+	Depth       int64
+}
+
+// LoadRoomHead returns the projected head of a room, or ErrNotFound.
+func (db *DB) LoadRoomHead(ctx context.Context, roomID string) (*RoomHead, error) {
+	var h RoomHead
+	var seq int64
+	err := db.Pool.QueryRow(ctx, `SELECT room_version, creator, last_seq, last_event_id, depth
+		FROM rooms WHERE room_id = $1`, roomID).Scan(&h.RoomVersion, &h.Creator, &seq, &h.LastEventID, &h.Depth)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	h.LastSeq = uint64(seq)
+	return &h, err
+}
+
+// CurrentState returns every event of a room's current state.
+func (db *DB) CurrentState(ctx context.Context, roomID string) ([]StoredEvent, error) {
+	return db.queryEvents(ctx, `WHERE e.event_id IN (SELECT event_id FROM current_state WHERE room_id = $1)
+		ORDER BY e.seq, e.idx`, roomID)
+}
+
+// IntentResult is the stored answer to an intent.
+type IntentResult struct {
+	RoomID   string
+	Seq      uint64
+	EventIDs []string
+}
+
+// IntentResults returns the stored answers for those of ids that were already handled.
+func (db *DB) IntentResults(ctx context.Context, ids []string) (map[string]IntentResult, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT intent_id, room_id, seq, event_ids FROM intent_results
+		WHERE intent_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]IntentResult{}
+	for rows.Next() {
+		var id string
+		var r IntentResult
+		var seq int64
+		if err := rows.Scan(&id, &r.RoomID, &seq, &r.EventIDs); err != nil {
+			return nil, err
+		}
+		r.Seq = uint64(seq)
+		out[id] = r
+	}
+	return out, rows.Err()
+}
+
+// StreamPositions returns, per writer, how far its projection of a stream has got.
+func (db *DB) StreamPositions(ctx context.Context, stream string) (map[string]uint64, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = $1`, stream)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for rows.Next() {
+		var name string
+		var pos int64
+		if err := rows.Scan(&name, &pos); err != nil {
+			return nil, err
+		}
+		out[name] = uint64(pos)
+	}
+	return out, rows.Err()
+}
+
+// StoredEvent is a projected event. JSON is already redacted when RedactedBy is set.
+type StoredEvent struct {
+	EventID     string
+	RoomID      string
+	RoomVersion string
+	Seq         uint64
+	Idx         int
+	Type        string
+	StateKey    *string
+	Sender      string
+	Membership  string
+	JSON        []byte
+	RedactedBy  string
+	DeviceID    string
+	TxnID       string
+}
+
+const storedEventColumns = `e.event_id, e.room_id, r.room_version, e.seq, e.idx, e.type, e.state_key, e.sender,
+	COALESCE(e.membership, ''), e.json, COALESCE(e.redacted_by, ''), COALESCE(e.device_id, ''), COALESCE(e.txn_id, '')`
+
+// queryEvents runs a query over events joined with their room; where is the tail of the
+// statement after the FROM clause.
+func (db *DB) queryEvents(ctx context.Context, where string, args ...any) ([]StoredEvent, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT `+storedEventColumns+` FROM events e JOIN rooms r USING (room_id) `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []StoredEvent
+	for rows.Next() {
+		var e StoredEvent
+		var seq int64
+		var js string
+		if err := rows.Scan(&e.EventID, &e.RoomID, &e.RoomVersion, &seq, &e.Idx, &e.Type, &e.StateKey, &e.Sender,
+			&e.Membership, &js, &e.RedactedBy, &e.DeviceID, &e.TxnID); err != nil {
+			return nil, err
+		}
+		e.Seq, e.JSON = uint64(seq), []byte(js)
+		if e.RedactedBy != "" {
+			if red, err := redact(e.RoomVersion, e.JSON); err == nil {
+				e.JSON = red
+			}
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func redact(roomVersion string, js []byte) ([]byte, error) {
+	v, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(roomVersion))
+	if err != nil {
+		return nil, err
+	}
+	return v.RedactEventJSON(js)
+}
+
+// GetEvent returns one event, or ErrNotFound.
+func (db *DB) GetEvent(ctx context.Context, eventID string) (*StoredEvent, error) {
+	evs, err := db.queryEvents(ctx, `WHERE e.event_id = $1`, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, ErrNotFound
+	}
+	return &evs[0], nil
+}
+
+// Membership returns a user's current membership of a room ("" when none) and the
+// position of the membership event.
+func (db *DB) Membership(ctx context.Context, roomID, userID string) (string, uint64, error) {
+	var m string
+	var seq int64
+	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(membership, ''), seq FROM current_state
+		WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, roomID, userID).Scan(&m, &seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", 0, nil
+	}
+	return m, uint64(seq), err
+}
+
+// StateAt returns the state of a room as of log position seq (inclusive). Local rooms
+// have a linear history, so the state is the last state event of each key up to seq.
+func (db *DB) StateAt(ctx context.Context, roomID string, seq uint64) ([]StoredEvent, error) {
+	return db.queryEvents(ctx, `WHERE e.event_id IN (
+		SELECT DISTINCT ON (type, state_key) event_id FROM events
+		WHERE room_id = $1 AND state_key IS NOT NULL AND seq <= $2
+		ORDER BY type, state_key, seq DESC, idx DESC)
+		ORDER BY e.seq, e.idx`, roomID, int64(seq))
+}
+
+// Members returns the member events of a room's current state, filtered by membership
+// when membership is not empty.
+func (db *DB) Members(ctx context.Context, roomID, membership string) ([]StoredEvent, error) {
+	return db.queryEvents(ctx, `WHERE e.event_id IN (SELECT event_id FROM current_state
+		WHERE room_id = $1 AND type = 'm.room.member' AND ($2 = '' OR membership = $2))
+		ORDER BY e.state_key`, roomID, membership)
+}
+
+// RoomsOfUser returns the rooms where the user's current membership is one of ms.
+func (db *DB) RoomsOfUser(ctx context.Context, userID string, ms ...string) ([]string, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT room_id FROM current_state
+		WHERE type = 'm.room.member' AND state_key = $1 AND membership = ANY($2) ORDER BY room_id`, userID, ms)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// Pos is a position in the global order.
+type Pos struct {
+	Seq uint64
+	Idx int
+}
+
+// RoomEvents pages through a room's timeline from (exclusive) position from, backwards
+// or forwards, stopping before limit events or at position to (exclusive) when set.
+func (db *DB) RoomEvents(ctx context.Context, roomID string, from Pos, to *Pos, backwards bool, limit int) ([]StoredEvent, error) {
+	if backwards {
+		lo := Pos{}
+		if to != nil {
+			lo = *to
+		}
+		evs, err := db.queryEvents(ctx, `WHERE e.room_id = $1 AND (e.seq, e.idx) < ($2, $3) AND (e.seq, e.idx) > ($4, $5)
+			ORDER BY e.seq DESC, e.idx DESC LIMIT $6`, roomID, int64(from.Seq), from.Idx, int64(lo.Seq), lo.Idx, limit)
+		return evs, err
+	}
+	hi := Pos{Seq: 1<<63 - 1}
+	if to != nil {
+		hi = *to
+	}
+	return db.queryEvents(ctx, `WHERE e.room_id = $1 AND (e.seq, e.idx) > ($2, $3) AND (e.seq, e.idx) < ($4, $5)
+		ORDER BY e.seq, e.idx LIMIT $6`, roomID, int64(from.Seq), from.Idx, int64(hi.Seq), hi.Idx, limit)
+}

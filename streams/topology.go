@@ -1,0 +1,113 @@
+// Package streams owns the JetStream topology (streams, subjects, consumers), the
+// sharding function, and the publish/consume helpers every role shares.
+package streams
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultNamespace prefixes every subject and stream unless configured otherwise.
+// Tests use their own namespace so they can share one NATS server.
+const DefaultNamespace = "ganglion"
+
+// Topology names every stream and subject of one deployment.
+type Topology struct {
+	// Namespace is a NATS subject token ([a-z0-9_-]); empty means DefaultNamespace.
+	Namespace string
+	// Replicas of each stream (1 for a single server).
+	Replicas int
+}
+
+func (t Topology) ns() string {
+	if t.Namespace == "" {
+		return DefaultNamespace
+	}
+	return t.Namespace
+}
+
+func (t Topology) streamName(s string) string {
+	return strings.ToUpper(strings.ReplaceAll(t.ns(), "-", "_")) + "_" + s
+}
+
+// IntentsStream is the work queue of intents, one subject per event writer.
+func (t Topology) IntentsStream() string { return t.streamName("INTENTS") }
+
+// EventsStream is the durable, replayable log of accepted events.
+func (t Topology) EventsStream() string { return t.streamName("EVENTS") }
+
+// DeadLetterStream keeps messages that kept failing, with context to inspect and retry.
+func (t Topology) DeadLetterStream() string { return t.streamName("DEADLETTER") }
+
+// IntentSubject is where intents for rooms owned by writer go.
+func (t Topology) IntentSubject(writer string) string {
+	return t.ns() + ".intents." + writer
+}
+
+// EventSubject is the log subject of one room. Room IDs contain characters NATS does not
+// allow in tokens ('.', and potentially others), so the ID is base64url-encoded.
+func (t Topology) EventSubject(roomID string) string {
+	return t.ns() + ".events." + base64.RawURLEncoding.EncodeToString([]byte(roomID))
+}
+
+// EventsWildcard matches every room's log subject.
+func (t Topology) EventsWildcard() string { return t.ns() + ".events.>" }
+
+// DeadLetterSubject is where the consumer called name dead-letters its messages.
+func (t Topology) DeadLetterSubject(name string) string { return t.ns() + ".dlq." + name }
+
+// ProjectedSubject carries schemas.Projected notices over core NATS.
+func (t Topology) ProjectedSubject() string { return t.ns() + ".projected" }
+
+// PersisterConsumer is the durable consumer name of an event writer.
+func (t Topology) PersisterConsumer(writer string) string { return "persister_" + writer }
+
+// Durability of the log: how long JetStream remembers message ids for deduplication.
+// Gateways also check Postgres, so this only needs to cover in-flight retries.
+const dedupWindow = 2 * time.Minute
+
+// Ensure creates or updates every stream of the topology. It is safe to call from
+// every process at start.
+func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	replicas := max(t.Replicas, 1)
+	configs := []jetstream.StreamConfig{{
+		Name:        t.IntentsStream(),
+		Description: "intents from gateways, one subject per event writer",
+		Subjects:    []string{t.ns() + ".intents.*"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  dedupWindow,
+		// Intents only matter while a gateway waits for the answer; a day bounds what
+		// a long outage of a writer can pile up.
+		MaxAge: 24 * time.Hour,
+	}, {
+		Name:        t.EventsStream(),
+		Description: "the events log: one message per room batch, the source of truth",
+		Subjects:    []string{t.EventsWildcard()},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  dedupWindow,
+		MaxMsgSize:  8 << 20,
+		AllowDirect: true,
+	}, {
+		Name:        t.DeadLetterStream(),
+		Description: "messages that kept failing, with their context",
+		Subjects:    []string{t.ns() + ".dlq.>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}}
+	for _, cfg := range configs {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
