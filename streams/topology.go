@@ -111,3 +111,15 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	}
 	return nil
 }
+
+// Headers of EVENTS log messages. They let followers (sync feeds, senders) route a
+// message without decoding its body.
+const (
+	// HeaderWriter names the event writer instance that appended the message.
+	HeaderWriter = "Ganglion-Writer"
+	// HeaderRoom is the room ID of every event in the message.
+	HeaderRoom = "Ganglion-Room"
+	// HeaderMembers lists, space-separated, the state keys of m.room.member events in
+	// the message: the users whose room list changes.
+	HeaderMembers = "Ganglion-Members"
+)
