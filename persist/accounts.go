@@ -1,0 +1,324 @@
+package persist
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Postgres error codes this file reacts to.
+const (
+	pgUniqueViolation     = "23505"
+	pgForeignKeyViolation = "23503"
+)
+
+func pgCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// bcryptInput cuts a password to the 72 bytes bcrypt reads. Synapse's hashes were made the
+// same way (its bcrypt ignored the rest), so hashes imported from Synapse keep verifying.
+func bcryptInput(password string) []byte {
+	b := []byte(password)
+	if len(b) > 72 {
+		b = b[:72]
+	}
+	return b
+}
+
+// NewDevice is a device to create together with its first access token.
+type NewDevice struct {
+	DeviceID    string
+	DisplayName string
+	// TokenHash is the SHA-256 of the access token; the token itself is never stored.
+	TokenHash []byte
+}
+
+// CreateUser creates userID with a bcrypt hash of password; an empty password makes an
+// account that cannot log in with a password. When dev is not nil the device and its
+// token are created in the same transaction, so a registration is all or nothing.
+// It returns ErrUserExists when the user ID is taken.
+func (db *DB) CreateUser(ctx context.Context, userID, password string, dev *NewDevice) error {
+	var hash *string
+	if password != "" {
+		h, err := bcrypt.GenerateFromPassword(bcryptInput(password), db.bcryptCost())
+		if err != nil {
+			return fmt.Errorf("persist: hash password: %w", err)
+		}
+		s := string(h)
+		hash = &s
+	}
+	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "INSERT INTO users (user_id, password_hash) VALUES ($1, $2)", userID, hash); err != nil {
+			if pgCode(err) == pgUniqueViolation {
+				return ErrUserExists
+			}
+			return fmt.Errorf("persist: create user: %w", err)
+		}
+		if dev == nil {
+			return nil
+		}
+		return createDevice(ctx, tx, userID, *dev)
+	})
+}
+
+// UserExists reports whether userID is registered.
+func (db *DB) UserExists(ctx context.Context, userID string) (bool, error) {
+	var exists bool
+	err := db.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)", userID).Scan(&exists)
+	if err != nil {
+		return false, fmt.Errorf("persist: user exists: %w", err)
+	}
+	return exists, nil
+}
+
+// CheckPassword returns nil when password is userID's password, ErrNotFound when the user
+// does not exist and ErrWrongPassword otherwise (also for accounts without a password).
+func (db *DB) CheckPassword(ctx context.Context, userID, password string) error {
+	var hash *string
+	err := db.Pool.QueryRow(ctx, "SELECT password_hash FROM users WHERE user_id = $1", userID).Scan(&hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("persist: read password hash: %w", err)
+	}
+	if hash == nil {
+		return ErrWrongPassword
+	}
+	if bcrypt.CompareHashAndPassword([]byte(*hash), bcryptInput(password)) != nil {
+		return ErrWrongPassword
+	}
+	return nil
+}
+
+// NextLocalpart returns a fresh numeric localpart for a registration that did not ask for
+// a username. Numbers are never reused, but an imported account may already hold one, so
+// callers still handle ErrUserExists.
+func (db *DB) NextLocalpart(ctx context.Context) (string, error) {
+	var n int64
+	if err := db.Pool.QueryRow(ctx, "SELECT nextval('user_localpart_seq')").Scan(&n); err != nil {
+		return "", fmt.Errorf("persist: next localpart: %w", err)
+	}
+	return strconv.FormatInt(n, 10), nil
+}
+
+// CreateDevice creates the device, or takes over an existing one with the same ID (the
+// spec's login with a known device_id), and makes dev.TokenHash its only access token:
+// tokens issued to the device earlier stop working. ErrNotFound if the user does not exist.
+func (db *DB) CreateDevice(ctx context.Context, userID string, dev NewDevice) error {
+	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		return createDevice(ctx, tx, userID, dev)
+	})
+}
+
+func createDevice(ctx context.Context, tx pgx.Tx, userID string, dev NewDevice) error {
+	var displayName *string
+	if dev.DisplayName != "" {
+		displayName = &dev.DisplayName
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO devices (user_id, device_id, display_name) VALUES ($1, $2, $3)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen = now()`, userID, dev.DeviceID, displayName)
+	if pgCode(err) == pgForeignKeyViolation {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("persist: create device: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", userID, dev.DeviceID); err != nil {
+		return fmt.Errorf("persist: replace device tokens: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO access_tokens (token_hash, user_id, device_id) VALUES ($1, $2, $3)",
+		dev.TokenHash, userID, dev.DeviceID); err != nil {
+		return fmt.Errorf("persist: store access token: %w", err)
+	}
+	return nil
+}
+
+// LookupToken returns the user and device an access token (by its SHA-256) belongs to, or
+// ErrNotFound. It also bumps the device's last_seen, at most once a minute, in the same
+// round trip, so tracking activity costs no extra query on the request path.
+func (db *DB) LookupToken(ctx context.Context, tokenHash []byte) (userID, deviceID string, err error) {
+	err = db.Pool.QueryRow(ctx, `WITH t AS (
+			SELECT user_id, device_id FROM access_tokens WHERE token_hash = $1
+		), seen AS (
+			UPDATE devices d SET last_seen = now() FROM t
+			WHERE d.user_id = t.user_id AND d.device_id = t.device_id
+			  AND d.last_seen < now() - interval '1 minute'
+		)
+		SELECT user_id, device_id FROM t`, tokenHash).Scan(&userID, &deviceID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", ErrNotFound
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("persist: look up access token: %w", err)
+	}
+	return userID, deviceID, nil
+}
+
+// Device is a stored device of a user.
+type Device struct {
+	UserID      string
+	DeviceID    string
+	DisplayName string
+	LastSeenMS  int64
+}
+
+// Devices lists userID's devices, ordered by device ID.
+func (db *DB) Devices(ctx context.Context, userID string) ([]Device, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT device_id, coalesce(display_name, ''),
+		(extract(epoch FROM last_seen) * 1000)::bigint
+		FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("persist: list devices: %w", err)
+	}
+	devs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Device, error) {
+		d := Device{UserID: userID}
+		return d, row.Scan(&d.DeviceID, &d.DisplayName, &d.LastSeenMS)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persist: list devices: %w", err)
+	}
+	return devs, nil
+}
+
+// DeleteDevice deletes a device with its access tokens (logout). ErrNotFound if it does
+// not exist.
+func (db *DB) DeleteDevice(ctx context.Context, userID, deviceID string) error {
+	tag, err := db.Pool.Exec(ctx, "DELETE FROM devices WHERE user_id = $1 AND device_id = $2", userID, deviceID)
+	if err != nil {
+		return fmt.Errorf("persist: delete device: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// LogoutAll deletes every device of userID with their access tokens.
+func (db *DB) LogoutAll(ctx context.Context, userID string) error {
+	if _, err := db.Pool.Exec(ctx, "DELETE FROM devices WHERE user_id = $1", userID); err != nil {
+		return fmt.Errorf("persist: delete devices: %w", err)
+	}
+	return nil
+}
+
+// uiaLifetime bounds how long a user-interactive auth session may be continued; Synapse
+// uses the same 48 hours.
+const uiaLifetime = "48 hours"
+
+// CreateUIASession starts a user-interactive auth session for the operation kind (e.g.
+// "register") and returns its ID: 128 random bits, unguessable by other clients.
+// Expired sessions are swept here, so the table stays small without a background job.
+func (db *DB) CreateUIASession(ctx context.Context, kind string) (string, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	id := base64.RawURLEncoding.EncodeToString(b[:])
+	if _, err := db.Pool.Exec(ctx, "DELETE FROM uia_sessions WHERE created_at < now() - $1::interval", uiaLifetime); err != nil {
+		return "", fmt.Errorf("persist: sweep UIA sessions: %w", err)
+	}
+	if _, err := db.Pool.Exec(ctx, "INSERT INTO uia_sessions (session_id, kind) VALUES ($1, $2)", id, kind); err != nil {
+		return "", fmt.Errorf("persist: create UIA session: %w", err)
+	}
+	return id, nil
+}
+
+// CompleteUIAStage records stage as completed in the session and returns every completed
+// stage, in completion order. Completing a stage twice records it once. ErrNotFound when the
+// session does not exist, has expired or belongs to another kind of operation.
+func (db *DB) CompleteUIAStage(ctx context.Context, sessionID, kind, stage string) ([]string, error) {
+	var completed []string
+	err := db.Pool.QueryRow(ctx, `UPDATE uia_sessions
+		SET completed = CASE WHEN $3 = ANY (completed) THEN completed ELSE array_append(completed, $3) END
+		WHERE session_id = $1 AND kind = $2 AND created_at >= now() - $4::interval
+		RETURNING completed`, sessionID, kind, stage, uiaLifetime).Scan(&completed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("persist: complete UIA stage: %w", err)
+	}
+	return completed, nil
+}
+
+// UIASession returns the completed stages of a live session of the given kind, or
+// ErrNotFound.
+func (db *DB) UIASession(ctx context.Context, sessionID, kind string) ([]string, error) {
+	var completed []string
+	err := db.Pool.QueryRow(ctx, `SELECT completed FROM uia_sessions
+		WHERE session_id = $1 AND kind = $2 AND created_at >= now() - $3::interval`,
+		sessionID, kind, uiaLifetime).Scan(&completed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("persist: read UIA session: %w", err)
+	}
+	return completed, nil
+}
+
+// DeleteUIASession ends a session once the operation it authorised is done, so it cannot
+// authorise a second one.
+func (db *DB) DeleteUIASession(ctx context.Context, sessionID string) error {
+	if _, err := db.Pool.Exec(ctx, "DELETE FROM uia_sessions WHERE session_id = $1", sessionID); err != nil {
+		return fmt.Errorf("persist: delete UIA session: %w", err)
+	}
+	return nil
+}
+
+// PutFilter stores a filter (a JSON object) for userID and returns its ID, numbered per
+// user from 0. Uploading a filter equal (as JSON) to a stored one returns the stored ID,
+// as Synapse does, because clients upload the same filter at every start.
+// ErrNotFound if the user does not exist.
+func (db *DB) PutFilter(ctx context.Context, userID string, filter []byte) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		var id int64
+		err := db.Pool.QueryRow(ctx, `WITH existing AS (
+				SELECT filter_id FROM filters WHERE user_id = $1 AND filter = $2::jsonb
+				ORDER BY filter_id LIMIT 1
+			), inserted AS (
+				INSERT INTO filters (user_id, filter_id, filter)
+				SELECT $1, coalesce((SELECT max(filter_id) + 1 FROM filters WHERE user_id = $1), 0), $2::jsonb
+				WHERE NOT EXISTS (SELECT 1 FROM existing)
+				RETURNING filter_id
+			)
+			SELECT filter_id FROM existing UNION ALL SELECT filter_id FROM inserted`,
+			userID, string(filter)).Scan(&id)
+		switch {
+		case err == nil:
+			return id, nil
+		case pgCode(err) == pgForeignKeyViolation:
+			return 0, ErrNotFound
+		case pgCode(err) == pgUniqueViolation && attempt < 5:
+			// Another upload by the same user took the same number; count again.
+			continue
+		default:
+			return 0, fmt.Errorf("persist: store filter: %w", err)
+		}
+	}
+}
+
+// GetFilter returns the JSON of userID's filter filterID, or ErrNotFound.
+func (db *DB) GetFilter(ctx context.Context, userID string, filterID int64) ([]byte, error) {
+	var filter []byte
+	err := db.Pool.QueryRow(ctx, "SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2",
+		userID, filterID).Scan(&filter)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("persist: read filter: %w", err)
+	}
+	return filter, nil
+}

@@ -1,0 +1,66 @@
+// Package persist is Ganglion's Postgres layer: the connection pool, the embedded schema
+// migrations, account storage and the projections of the EVENTS log.
+package persist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Errors returned as values by the storage functions; compare with errors.Is.
+var (
+	ErrNotFound      = errors.New("persist: not found")
+	ErrUserExists    = errors.New("persist: user already exists")
+	ErrWrongPassword = errors.New("persist: wrong password")
+)
+
+// DefaultBcryptCost is the bcrypt cost of new password hashes, Synapse's default
+// bcrypt_rounds, so hashes imported from Synapse and ours cost the same to check.
+const DefaultBcryptCost = 12
+
+// DB is the shared Postgres handle of one process.
+type DB struct {
+	Pool *pgxpool.Pool
+	// BcryptCost is the cost of password hashes written from now on; existing hashes keep
+	// the cost they were made with. Tests lower it to bcrypt.MinCost.
+	BcryptCost int
+
+	log *zap.Logger
+}
+
+// Open connects to Postgres and brings the schema up to date before returning, so every
+// process that opens the database can rely on the current schema.
+func Open(ctx context.Context, dsn string, log *zap.Logger) (*DB, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("persist: parse database DSN: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("persist: connect to Postgres: %w", err)
+	}
+	db := &DB{Pool: pool, BcryptCost: DefaultBcryptCost, log: log}
+	if err := migrate(ctx, pool, migrationFiles, log); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Close releases every connection of the pool.
+func (db *DB) Close() { db.Pool.Close() }
+
+func (db *DB) bcryptCost() int {
+	if db.BcryptCost < bcrypt.MinCost {
+		return DefaultBcryptCost
+	}
+	return db.BcryptCost
+}
