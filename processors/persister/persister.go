@@ -1,0 +1,530 @@
+// Package persister is the event writer: it owns the shards of rooms that
+// stream_writers.events gives it, consumes their intents in order, builds and
+// authorises events, appends them to the EVENTS log with per-room optimistic
+// concurrency, projects them into Postgres, answers the waiting gateway, and only then
+// acknowledges the intents.
+package persister
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// ReplicationSink receives the Synapse replication rows of appended events (the Redis
+// emitter). It must never block.
+type ReplicationSink interface {
+	Events(token int64, rows []schemas.EventRow)
+}
+
+// Config wires a persister. Every field but Replication and ProjectionDelay is required.
+type Config struct {
+	// Name is this writer's instance name, as listed in stream_writers.events.
+	Name       string
+	ServerName spec.ServerName
+	KeyID      gomatrixserverlib.KeyID
+	Key        ed25519.PrivateKey
+	Topology   streams.Topology
+	JS         jetstream.JetStream
+	NC         *nats.Conn
+	DB         *persist.DB
+	// Waiters lets answers to gateways of this process skip the network.
+	Waiters     *streams.Waiters
+	Replication ReplicationSink
+	Log         *zap.Logger
+	// MaxBatch bounds the intents handled per loop (default 512).
+	MaxBatch int
+	// ProjectionDelay holds every projection back, to test a slow writer.
+	ProjectionDelay time.Duration
+}
+
+// Persister is one event writer.
+type Persister struct {
+	cfg     Config
+	signer  signer
+	rooms   map[string]*room
+	Metrics streams.Metrics
+}
+
+// New returns a persister; Run starts it.
+func New(cfg Config) *Persister {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 512
+	}
+	return &Persister{
+		cfg:    cfg,
+		signer: signer{serverName: cfg.ServerName, keyID: cfg.KeyID, key: cfg.Key},
+		rooms:  map[string]*room{},
+	}
+}
+
+// Run recovers what an earlier run appended but did not project, then handles intents
+// until ctx ends.
+func (p *Persister) Run(ctx context.Context) error {
+	if err := p.recoverUnprojected(ctx); err != nil {
+		return fmt.Errorf("persister %s: recovery: %w", p.cfg.Name, err)
+	}
+	t := p.cfg.Topology
+	cons, err := p.cfg.JS.CreateOrUpdateConsumer(ctx, t.IntentsStream(), jetstream.ConsumerConfig{
+		Durable:       t.PersisterConsumer(p.cfg.Name),
+		Description:   "event writer " + p.cfg.Name,
+		FilterSubject: t.IntentSubject(p.cfg.Name),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		// A crashed writer's intents come back after this; recovery at start projects
+		// what it appended, so the redelivered intents find their results.
+		AckWait:       30 * time.Second,
+		MaxDeliver:    5,
+		MaxAckPending: 4 * p.cfg.MaxBatch,
+	})
+	if err != nil {
+		return fmt.Errorf("persister %s: consumer: %w", p.cfg.Name, err)
+	}
+	p.cfg.Log.Info("event writer started", zap.String("writer", p.cfg.Name))
+	runner := &streams.Runner{
+		Name:              "persister_" + p.cfg.Name,
+		Consumer:          cons,
+		JS:                p.cfg.JS,
+		DeadLetterSubject: t.DeadLetterSubject("persister_" + p.cfg.Name),
+		MaxBatch:          p.cfg.MaxBatch,
+		MaxWait:           time.Second,
+		MaxDeliver:        5,
+		Log:               p.cfg.Log,
+		Metrics:           &p.Metrics,
+	}
+	return runner.Run(ctx, p.handle)
+}
+
+// job is one intent in flight through a loop.
+type job struct {
+	msgIndex int
+	in       *schemas.Intent
+	replyTo  string
+	result   *schemas.IntentResult
+}
+
+// appendAttempts bounds how often a room is caught up and rebuilt in one loop before
+// its intents are left for redelivery.
+const appendAttempts = 3
+
+// handle processes one batch of intents; it returns one error per message (nil = ack).
+func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	var jobs []*job
+	for i, m := range msgs {
+		in, err := schemas.DecodeIntent(m.Data())
+		if err != nil {
+			errs[i] = streams.Permanent(err)
+			continue
+		}
+		if in.Kind == schemas.KindRemoteEvent {
+			// The remote event path is designed but not built yet: answer, do not retry.
+			j := &job{msgIndex: i, in: in, replyTo: m.Headers().Get(streams.ReplyHeader)}
+			j.result = resultError(http.StatusNotImplemented, "M_UNRECOGNIZED", "federation is not supported yet")
+			p.reply(j)
+			continue
+		}
+		jobs = append(jobs, &job{msgIndex: i, in: in, replyTo: m.Headers().Get(streams.ReplyHeader)})
+	}
+	pending, err := p.answerKnown(ctx, jobs)
+	for attempt := 0; err == nil && len(pending) > 0 && attempt < appendAttempts; attempt++ {
+		pending, err = p.appendAndProject(ctx, pending)
+	}
+	if err != nil {
+		p.cfg.Log.Warn("intent batch failed; will be redelivered", zap.Error(err), zap.Int("intents", len(pending)))
+	} else if len(pending) > 0 {
+		err = errors.New("room kept moving under this writer")
+	}
+	for _, j := range pending {
+		errs[j.msgIndex] = err
+	}
+	return errs
+}
+
+// answerKnown answers intents handled before (a redelivery, or a client retry after
+// the deduplication window) from their stored results and returns the others.
+func (p *Persister) answerKnown(ctx context.Context, jobs []*job) ([]*job, error) {
+	if len(jobs) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.in.ID
+	}
+	known, err := p.cfg.DB.IntentResults(ctx, ids)
+	if err != nil {
+		return jobs, err
+	}
+	var rest []*job
+	seen := map[string]bool{}
+	for _, j := range jobs {
+		if r, ok := known[j.in.ID]; ok {
+			j.result = &schemas.IntentResult{EventIDs: r.EventIDs, Seq: r.Seq}
+			p.reply(j)
+			continue
+		}
+		if seen[j.in.ID] {
+			// A duplicate inside one batch: the first copy's answer reaches every waiter.
+			continue
+		}
+		seen[j.in.ID] = true
+		rest = append(rest, j)
+	}
+	return rest, nil
+}
+
+// roomAppend is one room's share of a loop.
+type roomAppend struct {
+	room   *room
+	jobs   []*job
+	undo   *undo
+	batch  *schemas.LogBatch
+	future jetstream.PubAckFuture
+	seq    uint64
+	behind bool
+}
+
+// appendAndProject builds the events of every pending intent, appends one log message
+// per room, projects what was appended in one transaction, answers, and returns the
+// intents of rooms that turned out to be behind the log (to build again).
+func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, error) {
+	order, byRoom := groupByRoom(jobs)
+	now := time.Now()
+	var appends []*roomAppend
+	for _, roomID := range order {
+		ra, err := p.buildRoom(ctx, roomID, byRoom[roomID], now)
+		if err != nil {
+			return jobs, err
+		}
+		if ra.batch != nil {
+			appends = append(appends, ra)
+		}
+	}
+	for _, ra := range appends {
+		ra.future, ra.batch = p.publish(ra)
+	}
+	var retry []*job
+	var done []persist.BatchAt
+	var failed error
+	for _, ra := range appends {
+		if err := p.await(ctx, ra); err != nil {
+			ra.room.rollback(ra.undo)
+			if ra.behind {
+				if cerr := p.catchUp(ctx, ra.room.id); cerr != nil {
+					failed = cerr
+				}
+				retry = append(retry, ra.jobs...)
+				continue
+			}
+			failed = err
+			retry = append(retry, ra.jobs...)
+			continue
+		}
+		ra.room.lastSeq = ra.seq
+		done = append(done, persist.BatchAt{Seq: ra.seq, Batch: ra.batch})
+	}
+	if err := p.project(ctx, done); err != nil {
+		// Appended but not projected: the intents stay unacknowledged, and the next
+		// attempt finds the room behind and projects from the log.
+		p.forgetRooms(appends)
+		return jobs, err
+	}
+	for _, ra := range appends {
+		if ra.seq == 0 {
+			continue
+		}
+		for _, j := range ra.jobs {
+			if j.result.Error == nil {
+				j.result.Seq = ra.seq
+			}
+		}
+	}
+	for _, j := range jobs {
+		if j.result != nil && !contains(retry, j) {
+			p.reply(j)
+		}
+	}
+	p.emitReplication(done)
+	if failed != nil {
+		return retry, failed
+	}
+	if len(retry) > 0 {
+		return p.answerKnown(ctx, retry)
+	}
+	return nil, nil
+}
+
+func contains(list []*job, j *job) bool {
+	for _, x := range list {
+		if x == j {
+			return true
+		}
+	}
+	return false
+}
+
+func groupByRoom(jobs []*job) ([]string, map[string][]*job) {
+	var order []string
+	by := map[string][]*job{}
+	for _, j := range jobs {
+		if _, ok := by[j.in.RoomID]; !ok {
+			order = append(order, j.in.RoomID)
+		}
+		by[j.in.RoomID] = append(by[j.in.RoomID], j)
+	}
+	return order, by
+}
+
+// buildRoom builds the events of one room's intents on top of its in-memory state.
+// Refused intents get their answer; the accepted events form the room's log message.
+func (p *Persister) buildRoom(ctx context.Context, roomID string, jobs []*job, now time.Time) (*roomAppend, error) {
+	r, err := p.loadRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	ra := &roomAppend{jobs: jobs}
+	for _, j := range jobs {
+		j.result = nil
+	}
+	if r == nil {
+		// Only a create_room intent may start a room; it comes first by construction
+		// of a new room ID, others are for unknown rooms.
+		first := jobs[0]
+		if first.in.Kind != schemas.KindCreateRoom {
+			for _, j := range jobs {
+				j.result = resultError(http.StatusNotFound, "M_NOT_FOUND", "unknown room")
+			}
+			return ra, nil
+		}
+		ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(first.in.CreateRoom.RoomVersion))
+		if err != nil {
+			for _, j := range jobs {
+				j.result = resultError(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", "unsupported room version")
+			}
+			return ra, nil
+		}
+		r = &room{id: roomID, version: ver, state: authState{}}
+		p.rooms[roomID] = r
+	}
+	ra.room = r
+	ra.undo = r.checkpoint()
+	batch := &schemas.LogBatch{V: schemas.LogVersion, RoomID: roomID, RoomVersion: string(r.version.Version()), Writer: p.cfg.Name}
+	for _, j := range jobs {
+		evs, err := p.buildIntent(ctx, r, j.in, ra.undo, now)
+		var ref *refusal
+		if errors.As(err, &ref) {
+			j.result = &schemas.IntentResult{Error: &ref.ResultError}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		j.result = &schemas.IntentResult{}
+		for _, pdu := range evs {
+			j.result.EventIDs = append(j.result.EventIDs, pdu.EventID())
+			batch.Events = append(batch.Events, schemas.LoggedEvent{
+				EventID: pdu.EventID(), JSON: pdu.JSON(), IntentID: j.in.ID, DeviceID: j.in.DeviceID, TxnID: j.in.TxnID,
+			})
+		}
+	}
+	if len(batch.Events) > 0 {
+		ra.batch = batch
+	}
+	return ra, nil
+}
+
+// buildIntent builds the events of one intent, applying each to the room as it goes
+// so the next is authorised against the state it creates.
+func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent, u *undo, now time.Time) ([]gomatrixserverlib.PDU, error) {
+	switch in.Kind {
+	case schemas.KindCreateRoom:
+		if r.lastEventID != "" {
+			return nil, refuse(http.StatusBadRequest, "M_ROOM_IN_USE", "room already exists")
+		}
+		var out []gomatrixserverlib.PDU
+		mark := r.checkpoint()
+		for i := range in.CreateRoom.Events {
+			pdu, err := p.signer.build(r, in.Sender, &in.CreateRoom.Events[i], now)
+			if err != nil {
+				r.rollback(mark)
+				return nil, err
+			}
+			r.apply(pdu, mark)
+			out = append(out, pdu)
+		}
+		for k, v := range mark.prev {
+			if _, seen := u.prev[k]; !seen {
+				u.prev[k] = v
+			}
+		}
+		return out, nil
+	case schemas.KindClientEvent:
+		if in.Event.Type == spec.MRoomRedaction && in.Event.Redacts != "" && !canRedactOthers(r, in.Sender) {
+			target, err := p.cfg.DB.GetEvent(ctx, in.Event.Redacts)
+			if err != nil && !errors.Is(err, persist.ErrNotFound) {
+				return nil, err
+			}
+			if target != nil && target.Sender != in.Sender {
+				return nil, refuse(http.StatusForbidden, "M_FORBIDDEN", "you cannot redact other users' events")
+			}
+		}
+		pdu, err := p.signer.build(r, in.Sender, in.Event, now)
+		if err != nil {
+			return nil, err
+		}
+		r.apply(pdu, u)
+		return []gomatrixserverlib.PDU{pdu}, nil
+	}
+	return nil, refuse(http.StatusBadRequest, "M_UNRECOGNIZED", "unknown intent kind")
+}
+
+// publish appends a room's batch to its log subject, expecting the room's last
+// sequence there: a second writer of the room fails instead of forking it.
+func (p *Persister) publish(ra *roomAppend) (jetstream.PubAckFuture, *schemas.LogBatch) {
+	data, err := json.Marshal(ra.batch)
+	if err != nil {
+		panic(err) // a LogBatch always marshals
+	}
+	msg := nats.NewMsg(p.cfg.Topology.EventSubject(ra.room.id))
+	msg.Data = data
+	msg.Header.Set(streams.HeaderWriter, p.cfg.Name)
+	msg.Header.Set(streams.HeaderRoom, ra.room.id)
+	var members []string
+	h := sha256.New()
+	for _, e := range ra.batch.Events {
+		h.Write([]byte(e.EventID))
+		if strings.Contains(string(e.JSON), `"m.room.member"`) {
+			if k := memberStateKey(e.JSON); k != "" {
+				members = append(members, k)
+			}
+		}
+	}
+	if len(members) > 0 {
+		msg.Header.Set(streams.HeaderMembers, strings.Join(members, " "))
+	}
+	// Re-publishing the same built batch (after a lost ack) is deduplicated.
+	msg.Header.Set(jetstream.MsgIDHeader, base64.RawURLEncoding.EncodeToString(h.Sum(nil)))
+	fut, err := p.cfg.JS.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(ra.room.lastSeq))
+	if err != nil {
+		return failedFuture{msg: msg, err: err}, ra.batch
+	}
+	return fut, ra.batch
+}
+
+func memberStateKey(js []byte) string {
+	var e struct {
+		Type     string `json:"type"`
+		StateKey string `json:"state_key"`
+	}
+	if json.Unmarshal(js, &e) != nil || e.Type != spec.MRoomMember {
+		return ""
+	}
+	return e.StateKey
+}
+
+// await waits for a room's append and notes whether the room was behind the log.
+func (p *Persister) await(ctx context.Context, ra *roomAppend) error {
+	select {
+	case ack := <-ra.future.Ok():
+		ra.seq = ack.Sequence
+		return nil
+	case err := <-ra.future.Err():
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			ra.behind = true
+			p.cfg.Log.Warn("room is behind the log; catching up", zap.String("room_id", ra.room.id))
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// project writes appended batches to Postgres, retrying while Postgres is unavailable:
+// the events are safe in the log, so waiting only delays answers.
+func (p *Persister) project(ctx context.Context, done []persist.BatchAt) error {
+	if len(done) == 0 {
+		return nil
+	}
+	if p.cfg.ProjectionDelay > 0 {
+		select {
+		case <-time.After(p.cfg.ProjectionDelay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		err := p.cfg.DB.Project(ctx, p.cfg.Name, done)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		p.cfg.Log.Warn("projection failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	var maxSeq uint64
+	for _, b := range done {
+		maxSeq = max(maxSeq, b.Seq)
+	}
+	notice, _ := json.Marshal(schemas.Projected{Writer: p.cfg.Name, Seq: maxSeq})
+	if err := p.cfg.NC.Publish(p.cfg.Topology.ProjectedSubject(), notice); err != nil {
+		// Sync feeds poll stream_positions when a notice goes missing.
+		p.cfg.Log.Warn("projected notice not sent", zap.Error(err))
+	}
+	return nil
+}
+
+func (p *Persister) forgetRooms(appends []*roomAppend) {
+	for _, ra := range appends {
+		delete(p.rooms, ra.room.id)
+	}
+}
+
+func (p *Persister) reply(j *job) {
+	if err := streams.Reply(p.cfg.NC, p.cfg.Waiters, j.replyTo, j.in.ID, j.result); err != nil {
+		p.cfg.Log.Warn("reply not sent", zap.String("intent", j.in.ID), zap.Error(err))
+	}
+}
+
+func resultError(status int, code, msg string) *schemas.IntentResult {
+	return &schemas.IntentResult{Error: &schemas.ResultError{Status: status, Code: code, Message: msg}}
+}
+
+// failedFuture stands in for an async publish that could not even be queued.
+type failedFuture struct {
+	msg *nats.Msg
+	err error
+}
+
+func (f failedFuture) Ok() <-chan *jetstream.PubAck { return nil }
+func (f failedFuture) Err() <-chan error {
+	ch := make(chan error, 1)
+	ch <- f.err
+	return ch
+}
+func (f failedFuture) Msg() *nats.Msg { return f.msg }

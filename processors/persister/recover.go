@@ -1,0 +1,196 @@
+package persister
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// recoverChunk is how many log messages recovery projects per transaction.
+const recoverChunk = 256
+
+// recoverUnprojected projects every batch this writer appended after its recorded
+// position: those a crash left between append and projection. Until they are
+// projected, sync feeds hold their visible position below them.
+func (p *Persister) recoverUnprojected(ctx context.Context) error {
+	positions, err := p.cfg.DB.StreamPositions(ctx, persist.EventsStream)
+	if err != nil {
+		return err
+	}
+	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
+	if err != nil {
+		return err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	from := positions[p.cfg.Name] + 1
+	last := info.State.LastSeq
+	if last < from {
+		return nil
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   max(from, info.State.FirstSeq),
+	})
+	if err != nil {
+		return err
+	}
+	var chunk []persist.BatchAt
+	recovered := 0
+	flush := func() error {
+		if err := p.project(ctx, chunk); err != nil {
+			return err
+		}
+		recovered += len(chunk)
+		chunk = chunk[:0]
+		return nil
+	}
+	for {
+		msgs, err := cons.FetchNoWait(recoverChunk)
+		if err != nil {
+			return err
+		}
+		var seq uint64
+		for m := range msgs.Messages() {
+			meta, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			seq = meta.Sequence.Stream
+			if seq > last {
+				break
+			}
+			if m.Headers().Get(streams.HeaderWriter) != p.cfg.Name {
+				continue
+			}
+			b, err := schemas.DecodeLogBatch(m.Data())
+			if err != nil {
+				return fmt.Errorf("log message %d: %w", seq, err)
+			}
+			chunk = append(chunk, persist.BatchAt{Seq: seq, Batch: b})
+		}
+		if msgs.Error() != nil && !errors.Is(msgs.Error(), jetstream.ErrNoMessages) {
+			return msgs.Error()
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if seq >= last || seq == 0 {
+			break
+		}
+	}
+	if recovered > 0 {
+		p.cfg.Log.Info("recovered unprojected batches", zap.Int("batches", recovered), zap.Uint64("from_seq", from))
+	}
+	return nil
+}
+
+// catchUp projects a room's log messages that Postgres lacks (another writer appended
+// them, or this one crashed before projecting) and drops the cached room, so the next
+// build starts from the log's tip.
+func (p *Persister) catchUp(ctx context.Context, roomID string) error {
+	delete(p.rooms, roomID)
+	var from uint64 = 1
+	head, err := p.cfg.DB.LoadRoomHead(ctx, roomID)
+	switch {
+	case err == nil:
+		from = head.LastSeq + 1
+	case !errors.Is(err, persist.ErrNotFound):
+		return err
+	}
+	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
+	if err != nil {
+		return err
+	}
+	subject := p.cfg.Topology.EventSubject(roomID)
+	var batches []persist.BatchAt
+	for {
+		m, err := stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		b, err := schemas.DecodeLogBatch(m.Data)
+		if err != nil {
+			return fmt.Errorf("log message %d: %w", m.Sequence, err)
+		}
+		batches = append(batches, persist.BatchAt{Seq: m.Sequence, Batch: b})
+		from = m.Sequence + 1
+	}
+	p.cfg.Log.Info("caught up room from the log", zap.String("room_id", roomID), zap.Int("batches", len(batches)))
+	return p.project(ctx, batches)
+}
+
+// loadRoom returns the room from memory or Postgres; nil when it does not exist.
+func (p *Persister) loadRoom(ctx context.Context, roomID string) (*room, error) {
+	if r, ok := p.rooms[roomID]; ok {
+		return r, nil
+	}
+	head, err := p.cfg.DB.LoadRoomHead(ctx, roomID)
+	if errors.Is(err, persist.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(head.RoomVersion))
+	if err != nil {
+		return nil, err
+	}
+	evs, err := p.cfg.DB.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r := &room{id: roomID, version: ver, lastSeq: head.LastSeq, lastEventID: head.LastEventID, depth: head.Depth, state: authState{}}
+	for _, e := range evs {
+		pdu, err := ver.NewEventFromTrustedJSONWithEventID(e.EventID, e.JSON, e.RedactedBy != "")
+		if err != nil {
+			return nil, fmt.Errorf("state event %s: %w", e.EventID, err)
+		}
+		r.state[gomatrixserverlib.StateKeyTuple{EventType: pdu.Type(), StateKey: *pdu.StateKey()}] = pdu
+	}
+	p.rooms[roomID] = r
+	return r, nil
+}
+
+// emitReplication hands Synapse-format rows of appended events to the Redis emitter.
+// Every event of one log message shares the message's sequence as its token.
+func (p *Persister) emitReplication(done []persist.BatchAt) {
+	if p.cfg.Replication == nil {
+		return
+	}
+	for _, b := range done {
+		ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(b.Batch.RoomVersion))
+		if err != nil {
+			continue
+		}
+		rows := make([]schemas.EventRow, 0, len(b.Batch.Events))
+		for _, le := range b.Batch.Events {
+			pdu, err := ver.NewEventFromTrustedJSONWithEventID(le.EventID, le.JSON, false)
+			if err != nil {
+				continue
+			}
+			row := schemas.EventRow{EventID: le.EventID, RoomID: b.Batch.RoomID, Type: pdu.Type(), StateKey: pdu.StateKey()}
+			if r := persist.RedactsOf(pdu); r != "" {
+				row.Redacts = &r
+			}
+			if m, err := pdu.Membership(); err == nil && pdu.Type() == "m.room.member" {
+				row.Membership = &m
+			}
+			rows = append(rows, row)
+		}
+		p.cfg.Replication.Events(int64(b.Seq), rows)
+	}
+}
