@@ -413,22 +413,23 @@ type Pos struct {
 	Idx int
 }
 
-// RoomEvents pages through a room's timeline from (exclusive) position from, backwards
-// or forwards, stopping before limit events or at position to (exclusive) when set.
+// RoomEvents pages through a room's timeline from the boundary from: backwards it
+// returns events before from (newest first) down to boundary to when set; forwards it
+// returns events at or after from (oldest first) up to, not including, boundary to.
+// A boundary Pos{seq, idx} sits just before the event at that position.
 func (db *DB) RoomEvents(ctx context.Context, roomID string, from Pos, to *Pos, backwards bool, limit int) ([]StoredEvent, error) {
 	if backwards {
 		lo := Pos{}
 		if to != nil {
 			lo = *to
 		}
-		evs, err := db.queryEvents(ctx, `WHERE e.room_id = $1 AND (e.seq, e.idx) < ($2, $3) AND (e.seq, e.idx) > ($4, $5)
+		return db.queryEvents(ctx, `WHERE e.room_id = $1 AND (e.seq, e.idx) < ($2, $3) AND (e.seq, e.idx) >= ($4, $5)
 			ORDER BY e.seq DESC, e.idx DESC LIMIT $6`, roomID, int64(from.Seq), from.Idx, int64(lo.Seq), lo.Idx, limit)
-		return evs, err
 	}
 	hi := Pos{Seq: 1<<63 - 1}
 	if to != nil {
 		hi = *to
 	}
-	return db.queryEvents(ctx, `WHERE e.room_id = $1 AND (e.seq, e.idx) > ($2, $3) AND (e.seq, e.idx) < ($4, $5)
+	return db.queryEvents(ctx, `WHERE e.room_id = $1 AND (e.seq, e.idx) >= ($2, $3) AND (e.seq, e.idx) < ($4, $5)
 		ORDER BY e.seq, e.idx LIMIT $6`, roomID, int64(from.Seq), from.Idx, int64(hi.Seq), hi.Idx, limit)
 }

@@ -30,9 +30,11 @@ type authState map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU
 func (a authState) get(typ, key string) (gomatrixserverlib.PDU, error) {
 	return a[gomatrixserverlib.StateKeyTuple{EventType: typ, StateKey: key}], nil
 }
-func (a authState) Create() (gomatrixserverlib.PDU, error)      { return a.get(spec.MRoomCreate, "") }
-func (a authState) JoinRules() (gomatrixserverlib.PDU, error)   { return a.get(spec.MRoomJoinRules, "") }
-func (a authState) PowerLevels() (gomatrixserverlib.PDU, error) { return a.get(spec.MRoomPowerLevels, "") }
+func (a authState) Create() (gomatrixserverlib.PDU, error)    { return a.get(spec.MRoomCreate, "") }
+func (a authState) JoinRules() (gomatrixserverlib.PDU, error) { return a.get(spec.MRoomJoinRules, "") }
+func (a authState) PowerLevels() (gomatrixserverlib.PDU, error) {
+	return a.get(spec.MRoomPowerLevels, "")
+}
 func (a authState) Member(k spec.SenderID) (gomatrixserverlib.PDU, error) {
 	return a.get(spec.MRoomMember, string(k))
 }
