@@ -282,31 +282,33 @@ func (db *DB) DeleteUIASession(ctx context.Context, sessionID string) error {
 // as Synapse does, because clients upload the same filter at every start.
 // ErrNotFound if the user does not exist.
 func (db *DB) PutFilter(ctx context.Context, userID string, filter []byte) (int64, error) {
-	for attempt := 0; ; attempt++ {
-		var id int64
-		err := db.Pool.QueryRow(ctx, `WITH existing AS (
-				SELECT filter_id FROM filters WHERE user_id = $1 AND filter = $2::jsonb
-				ORDER BY filter_id LIMIT 1
-			), inserted AS (
-				INSERT INTO filters (user_id, filter_id, filter)
-				SELECT $1, coalesce((SELECT max(filter_id) + 1 FROM filters WHERE user_id = $1), 0), $2::jsonb
-				WHERE NOT EXISTS (SELECT 1 FROM existing)
-				RETURNING filter_id
-			)
-			SELECT filter_id FROM existing UNION ALL SELECT filter_id FROM inserted`,
-			userID, string(filter)).Scan(&id)
-		switch {
-		case err == nil:
-			return id, nil
-		case pgCode(err) == pgForeignKeyViolation:
-			return 0, ErrNotFound
-		case pgCode(err) == pgUniqueViolation && attempt < 5:
-			// Another upload by the same user took the same number; count again.
-			continue
-		default:
-			return 0, fmt.Errorf("persist: store filter: %w", err)
+	var id int64
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		// Uploads by one user take turns on the user's row, so numbering needs no retry.
+		// NO KEY UPDATE leaves foreign-key checks on the row (new devices) unblocked.
+		err := tx.QueryRow(ctx, "SELECT 1 FROM users WHERE user_id = $1 FOR NO KEY UPDATE", userID).Scan(new(int))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
 		}
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRow(ctx, `SELECT filter_id FROM filters WHERE user_id = $1 AND filter = $2::jsonb
+			ORDER BY filter_id LIMIT 1`, userID, string(filter)).Scan(&id)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO filters (user_id, filter_id, filter)
+			SELECT $1, coalesce(max(filter_id) + 1, 0), $2::jsonb FROM filters WHERE user_id = $1
+			RETURNING filter_id`, userID, string(filter)).Scan(&id)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return 0, err
 	}
+	if err != nil {
+		return 0, fmt.Errorf("persist: store filter: %w", err)
+	}
+	return id, nil
 }
 
 // GetFilter returns the JSON of userID's filter filterID, or ErrNotFound.
