@@ -60,6 +60,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
+	s.registerRooms(r)
 	return s.frontDoor(r.mux)
 }
 

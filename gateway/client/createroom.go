@@ -1,0 +1,220 @@
+package client
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/schemas"
+)
+
+// DefaultRoomVersion is what createRoom uses when the client names none.
+const DefaultRoomVersion = "11"
+
+// createRoomRequest is the body of POST /createRoom.
+type createRoomRequest struct {
+	Visibility                string                     `json:"visibility,omitempty"`
+	RoomAliasName             string                     `json:"room_alias_name,omitempty"`
+	Name                      *string                    `json:"name,omitempty"`
+	Topic                     *string                    `json:"topic,omitempty"`
+	Invite                    []string                   `json:"invite,omitempty"`
+	RoomVersion               string                     `json:"room_version,omitempty"`
+	CreationContent           map[string]json.RawMessage `json:"creation_content,omitempty"`
+	InitialState              []initialStateEvent        `json:"initial_state,omitempty"`
+	Preset                    string                     `json:"preset,omitempty"`
+	IsDirect                  bool                       `json:"is_direct,omitempty"`
+	PowerLevelContentOverride map[string]json.RawMessage `json:"power_level_content_override,omitempty"`
+}
+
+type initialStateEvent struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// supportedRoomVersion reports whether createRoom may use v: the versions whose room
+// IDs the gateway can choose (v12 derives them from the create event).
+func supportedRoomVersion(v string) bool {
+	impl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(v))
+	return err == nil && impl.Stable() && !impl.DomainlessRoomIDs()
+}
+
+func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) {
+	var req createRoomRequest
+	if err := matrix.DecodeBody(r, maxEventBody, &req); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	if req.RoomVersion == "" {
+		req.RoomVersion = DefaultRoomVersion
+	}
+	if !supportedRoomVersion(req.RoomVersion) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeUnsupportedRoomVersion, "room version %q is not supported", req.RoomVersion))
+		return
+	}
+	for _, id := range req.Invite {
+		if !validUserID(id) {
+			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid user id %q in invite", id))
+			return
+		}
+	}
+	events, err := s.initialEvents(&req, dev.UserID)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	roomID := "!" + randomLetters(18) + ":" + s.ServerName
+	_, err = s.submit(r.Context(), &schemas.Intent{
+		Kind: schemas.KindCreateRoom, ID: randomIntentID(), RoomID: roomID, Sender: dev.UserID, DeviceID: dev.DeviceID,
+		CreateRoom: &schemas.CreateRoom{RoomVersion: req.RoomVersion, Events: events},
+	})
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// initialEvents lays out a new room's events in the order the spec gives: create,
+// the creator's join, power levels, the preset's rules, initial_state, name, topic,
+// then invites.
+func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schemas.ProtoEvent, error) {
+	preset := req.Preset
+	if preset == "" {
+		preset = "private_chat"
+		if req.Visibility == "public" {
+			preset = "public_chat"
+		}
+	}
+	if preset != "private_chat" && preset != "public_chat" && preset != "trusted_private_chat" {
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "unknown preset %q", preset)
+	}
+	var out []schemas.ProtoEvent
+	add := func(typ, key string, content any) error {
+		raw, err := json.Marshal(content)
+		if err != nil {
+			return err
+		}
+		k := key
+		out = append(out, schemas.ProtoEvent{Type: typ, StateKey: &k, Content: raw})
+		return nil
+	}
+
+	create := map[string]json.RawMessage{}
+	for k, v := range req.CreationContent {
+		create[k] = v
+	}
+	create["room_version"], _ = json.Marshal(req.RoomVersion)
+	if impl, _ := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)); impl != nil && !impl.CreatorInCreateEvent() {
+		// Before v11 the creator is named in content; from v11 it is the sender.
+		create["creator"], _ = json.Marshal(creator)
+	}
+	_ = add("m.room.create", "", create)
+	_ = add("m.room.member", creator, map[string]string{"membership": "join"})
+
+	users := map[string]int{creator: 100}
+	if preset == "trusted_private_chat" {
+		for _, id := range req.Invite {
+			users[id] = 100
+		}
+	}
+	pl := map[string]json.RawMessage{}
+	for k, v := range map[string]any{
+		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
+		"ban": 50, "kick": 50, "redact": 50, "invite": 0,
+		"events": map[string]int{
+			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.server_acl": 100, "m.room.encryption": 100,
+		},
+		"notifications": map[string]int{"room": 50},
+	} {
+		pl[k], _ = json.Marshal(v)
+	}
+	for k, v := range req.PowerLevelContentOverride {
+		pl[k] = v
+	}
+	_ = add("m.room.power_levels", "", pl)
+
+	joinRule := "invite"
+	if preset == "public_chat" {
+		joinRule = "public"
+	}
+	preState := []initialStateEvent{
+		{Type: "m.room.join_rules", Content: mustJSON(map[string]string{"join_rule": joinRule})},
+		{Type: "m.room.history_visibility", Content: mustJSON(map[string]string{"history_visibility": "shared"})},
+	}
+	if preset != "public_chat" {
+		preState = append(preState, initialStateEvent{Type: "m.room.guest_access", Content: mustJSON(map[string]string{"guest_access": "can_join"})})
+	}
+	// initial_state replaces a preset event with the same type and state key.
+	overridden := map[[2]string]bool{}
+	for _, e := range req.InitialState {
+		if e.Type == "" || !isJSONObject(e.Content) {
+			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "initial_state events need a type and an object content")
+		}
+		overridden[[2]string{e.Type, e.StateKey}] = true
+	}
+	for _, e := range preState {
+		if !overridden[[2]string{e.Type, e.StateKey}] {
+			_ = add(e.Type, e.StateKey, e.Content)
+		}
+	}
+	for _, e := range req.InitialState {
+		_ = add(e.Type, e.StateKey, e.Content)
+	}
+	if req.Name != nil {
+		_ = add("m.room.name", "", map[string]string{"name": *req.Name})
+	}
+	if req.Topic != nil {
+		_ = add("m.room.topic", "", map[string]string{"topic": *req.Topic})
+	}
+	for _, id := range req.Invite {
+		content := map[string]any{"membership": "invite"}
+		if req.IsDirect {
+			content["is_direct"] = true
+		}
+		_ = add("m.room.member", id, content)
+	}
+	return out, nil
+}
+
+func mustJSON(v any) json.RawMessage {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return raw
+}
+
+func isJSONObject(raw json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(raw, &m) == nil && m != nil
+}
+
+// randomLetters returns n random ASCII letters, for room IDs.
+func randomLetters(n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+// intParam parses an optional integer query parameter, clamped to [lo, hi].
+func intParam(v string, def, lo, hi int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "%q is not an integer", v)
+	}
+	return min(max(n, lo), hi), nil
+}

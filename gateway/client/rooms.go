@@ -1,0 +1,527 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// maxEventBody bounds a request that becomes event content: the whole event may not
+// exceed 65536 bytes, so neither may its content.
+const maxEventBody = 65536
+
+func (s *Server) registerRooms(r router) {
+	r.handle("POST", "/createRoom", allVersions, s.authed(s.createRoom))
+	r.handle("POST", "/join/{room}", allVersions, s.authed(s.joinRoom))
+	r.handle("POST", "/rooms/{room}/join", allVersions, s.authed(s.joinRoom))
+	r.handle("POST", "/rooms/{room}/leave", allVersions, s.authed(s.selfMembership("leave")))
+	r.handle("POST", "/rooms/{room}/invite", allVersions, s.authed(s.otherMembership("invite")))
+	r.handle("POST", "/rooms/{room}/kick", allVersions, s.authed(s.otherMembership("leave")))
+	r.handle("POST", "/rooms/{room}/ban", allVersions, s.authed(s.otherMembership("ban")))
+	r.handle("POST", "/rooms/{room}/unban", allVersions, s.authed(s.otherMembership("leave")))
+	r.handle("POST", "/rooms/{room}/forget", allVersions, s.authed(s.forget))
+	r.handle("PUT", "/rooms/{room}/send/{type}/{txn}", allVersions, s.authed(s.send))
+	r.handle("PUT", "/rooms/{room}/state/{type}", allVersions, s.authed(s.putState))
+	r.handle("PUT", "/rooms/{room}/state/{type}/{stateKey...}", allVersions, s.authed(s.putState))
+	r.handle("PUT", "/rooms/{room}/redact/{event}/{txn}", allVersions, s.authed(s.redact))
+	r.handle("GET", "/rooms/{room}/state", allVersions, s.authed(s.getState))
+	r.handle("GET", "/rooms/{room}/state/{type}", allVersions, s.authed(s.getStateEvent))
+	r.handle("GET", "/rooms/{room}/state/{type}/{stateKey...}", allVersions, s.authed(s.getStateEvent))
+	r.handle("GET", "/rooms/{room}/event/{event}", allVersions, s.authed(s.getEvent))
+	r.handle("GET", "/rooms/{room}/messages", allVersions, s.authed(s.messages))
+	r.handle("GET", "/rooms/{room}/members", allVersions, s.authed(s.members))
+	r.handle("GET", "/rooms/{room}/joined_members", allVersions, s.authed(s.joinedMembers))
+	r.handle("GET", "/joined_rooms", allVersions, s.authed(s.joinedRooms))
+}
+
+// txnIntentID derives the intent id of a request carrying a transaction id, so every
+// retry of it (same device, same endpoint) maps to one event forever.
+func txnIntentID(dev Device, r *http.Request) string {
+	h := sha256.New()
+	for _, part := range []string{dev.UserID, dev.DeviceID, r.URL.Path} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return "t" + base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+func randomIntentID() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	return "r" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// submit sends an intent and turns the persister's answer into event IDs or a Matrix
+// error.
+func (s *Server) submit(ctx context.Context, in *schemas.Intent) ([]string, error) {
+	in.V = schemas.IntentVersion
+	in.IssuedAtMS = time.Now().UnixMilli()
+	res, err := s.Intents.Submit(ctx, in)
+	if errors.Is(err, streams.ErrIntentTimeout) {
+		return nil, matrix.Errorf(http.StatusGatewayTimeout, matrix.CodeUnknown, "the event writer did not answer in time; retry with the same transaction id")
+	}
+	if err != nil {
+		s.Log.Error("intent not submitted", zap.String("room_id", in.RoomID), zap.Error(err))
+		return nil, matrix.Errorf(http.StatusServiceUnavailable, matrix.CodeUnknown, "event writers are unavailable")
+	}
+	if res.Error != nil {
+		return nil, matrix.Errorf(res.Error.Status, res.Error.Code, "%s", res.Error.Message)
+	}
+	return res.EventIDs, nil
+}
+
+// readContent reads a request body that becomes event content: a JSON object.
+func readContent(r *http.Request) (json.RawMessage, error) {
+	var content json.RawMessage
+	if err := matrix.DecodeBody(r, maxEventBody, &content); err != nil {
+		return nil, err
+	}
+	if t := strings.TrimLeft(string(content), " \t\r\n"); !strings.HasPrefix(t, "{") {
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "content must be a JSON object")
+	}
+	return content, nil
+}
+
+func roomParam(r *http.Request) (string, error) {
+	room := r.PathValue("room")
+	if !strings.HasPrefix(room, "!") || !strings.Contains(room, ":") {
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid room id %q", room)
+	}
+	return room, nil
+}
+
+// sendEvent submits one event and answers with its id.
+func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, dev Device, intentID, txn string, pe *schemas.ProtoEvent) {
+	room, err := roomParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	ids, err := s.submit(r.Context(), &schemas.Intent{
+		Kind: schemas.KindClientEvent, ID: intentID, RoomID: room,
+		Sender: dev.UserID, DeviceID: dev.DeviceID, TxnID: txn, Event: pe,
+	})
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": ids[0]})
+}
+
+func (s *Server) send(w http.ResponseWriter, r *http.Request, dev Device) {
+	content, err := readContent(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	txn := r.PathValue("txn")
+	s.sendEvent(w, r, dev, txnIntentID(dev, r), txn, &schemas.ProtoEvent{Type: r.PathValue("type"), Content: content})
+}
+
+func (s *Server) putState(w http.ResponseWriter, r *http.Request, dev Device) {
+	content, err := readContent(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	key := r.PathValue("stateKey")
+	s.sendEvent(w, r, dev, randomIntentID(), "", &schemas.ProtoEvent{Type: r.PathValue("type"), StateKey: &key, Content: content})
+}
+
+func (s *Server) redact(w http.ResponseWriter, r *http.Request, dev Device) {
+	var body struct {
+		Reason string `json:"reason,omitempty"`
+	}
+	if err := matrix.DecodeBody(r, maxEventBody, &body); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	content, _ := json.Marshal(body)
+	s.sendEvent(w, r, dev, txnIntentID(dev, r), r.PathValue("txn"), &schemas.ProtoEvent{
+		Type: "m.room.redaction", Content: content, Redacts: r.PathValue("event"),
+	})
+}
+
+// membershipBody is the body of the membership endpoints.
+type membershipBody struct {
+	UserID string `json:"user_id,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (s *Server) readMembershipBody(r *http.Request) (membershipBody, error) {
+	var body membershipBody
+	if r.ContentLength == 0 {
+		return body, nil
+	}
+	err := matrix.DecodeBody(r, maxEventBody, &body)
+	return body, err
+}
+
+func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, room, target, membership, reason string) {
+	content := map[string]string{"membership": membership}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	raw, _ := json.Marshal(content)
+	ids, err := s.submit(r.Context(), &schemas.Intent{
+		Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: dev.UserID, DeviceID: dev.DeviceID,
+		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: raw},
+	})
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	if membership == "join" {
+		matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": room})
+		return
+	}
+	_ = ids
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {
+	body, err := s.readMembershipBody(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	room := r.PathValue("room")
+	if strings.HasPrefix(room, "#") {
+		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", room))
+		return
+	}
+	if room, err = roomParam(r); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	s.membership(w, r, dev, room, dev.UserID, "join", body.Reason)
+}
+
+func (s *Server) selfMembership(membership string) func(http.ResponseWriter, *http.Request, Device) {
+	return func(w http.ResponseWriter, r *http.Request, dev Device) {
+		body, err := s.readMembershipBody(r)
+		if err != nil {
+			matrix.WriteError(w, err)
+			return
+		}
+		room, err := roomParam(r)
+		if err != nil {
+			matrix.WriteError(w, err)
+			return
+		}
+		s.membership(w, r, dev, room, dev.UserID, membership, body.Reason)
+	}
+}
+
+func (s *Server) otherMembership(membership string) func(http.ResponseWriter, *http.Request, Device) {
+	return func(w http.ResponseWriter, r *http.Request, dev Device) {
+		body, err := s.readMembershipBody(r)
+		if err != nil {
+			matrix.WriteError(w, err)
+			return
+		}
+		room, err := roomParam(r)
+		if err != nil {
+			matrix.WriteError(w, err)
+			return
+		}
+		if !validUserID(body.UserID) {
+			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "user_id must be a user ID"))
+			return
+		}
+		s.membership(w, r, dev, room, body.UserID, membership, body.Reason)
+	}
+}
+
+func validUserID(id string) bool {
+	local, server, ok := strings.Cut(id, ":")
+	return ok && strings.HasPrefix(local, "@") && len(local) > 1 && server != "" && len(id) <= 255
+}
+
+// forget succeeds for rooms the user is no longer in. Forgotten rooms are not yet
+// hidden from later syncs.
+func (s *Server) forget(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, err := roomParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	m, _, err := s.DB.Membership(r.Context(), room, dev.UserID)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	if m == "join" || m == "invite" {
+		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "leave the room before forgetting it"))
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// visibleUpTo says how far into a room's history the user may read: everything while
+// joined, up to their leave or ban afterwards. ok is false for rooms they never joined.
+func (s *Server) visibleUpTo(ctx context.Context, room, userID string) (seq uint64, ok bool, err error) {
+	m, at, err := s.DB.Membership(ctx, room, userID)
+	if err != nil {
+		return 0, false, err
+	}
+	switch m {
+	case "join":
+		return 1<<63 - 1, true, nil
+	case "leave", "ban":
+		return at, true, nil
+	}
+	return 0, false, nil
+}
+
+// readableRoom checks that the user may read the room and returns the bound.
+func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device) (string, uint64, bool) {
+	room, err := roomParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return "", 0, false
+	}
+	upTo, ok, err := s.visibleUpTo(r.Context(), room, dev.UserID)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return "", 0, false
+	}
+	if !ok {
+		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room"))
+		return "", 0, false
+	}
+	return room, upTo, true
+}
+
+func (s *Server) roomState(ctx context.Context, room string, upTo uint64) ([]persist.StoredEvent, error) {
+	if upTo == 1<<63-1 {
+		return s.DB.CurrentState(ctx, room)
+	}
+	return s.DB.StateAt(ctx, room, upTo)
+}
+
+func (s *Server) getState(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, upTo, ok := s.readableRoom(w, r, dev)
+	if !ok {
+		return
+	}
+	evs, err := s.roomState(r.Context(), room, upTo)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, clientEvents(evs, dev))
+}
+
+func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, upTo, ok := s.readableRoom(w, r, dev)
+	if !ok {
+		return
+	}
+	evs, err := s.roomState(r.Context(), room, upTo)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	typ, key := r.PathValue("type"), r.PathValue("stateKey")
+	for i := range evs {
+		if evs[i].Type == typ && evs[i].StateKey != nil && *evs[i].StateKey == key {
+			var ev struct {
+				Content json.RawMessage `json:"content"`
+			}
+			if err := json.Unmarshal(evs[i].JSON, &ev); err != nil {
+				matrix.WriteError(w, err)
+				return
+			}
+			if r.URL.Query().Get("format") == "event" {
+				matrix.WriteJSON(w, http.StatusOK, clientEvent(&evs[i], dev))
+				return
+			}
+			matrix.WriteJSON(w, http.StatusOK, ev.Content)
+			return
+		}
+	}
+	matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "no %s state with key %q", typ, key))
+}
+
+func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, upTo, ok := s.readableRoom(w, r, dev)
+	if !ok {
+		return
+	}
+	ev, err := s.DB.GetEvent(r.Context(), r.PathValue("event"))
+	if errors.Is(err, persist.ErrNotFound) || (err == nil && (ev.RoomID != room || ev.Seq > upTo)) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "event not found"))
+		return
+	}
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, clientEvent(ev, dev))
+}
+
+// messagesResponse is the body of /messages.
+type messagesResponse struct {
+	Chunk []json.RawMessage `json:"chunk"`
+	Start string            `json:"start"`
+	End   string            `json:"end,omitempty"`
+	State []json.RawMessage `json:"state,omitempty"`
+}
+
+func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, upTo, ok := s.readableRoom(w, r, dev)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	dir := q.Get("dir")
+	if dir != "b" && dir != "f" {
+		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "dir must be b or f"))
+		return
+	}
+	limit, err := intParam(q.Get("limit"), 10, 1, 1000)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	backwards := dir == "b"
+	// The newest boundary this user may see: the end of the room while joined, just
+	// after their leave otherwise.
+	ceiling := persist.Pos{Seq: upTo + 1}
+	if upTo == 1<<63-1 {
+		ceiling = persist.Pos{Seq: upTo}
+	}
+	from := ceiling
+	if !backwards {
+		from = persist.Pos{}
+	}
+	if tok := q.Get("from"); tok != "" {
+		if from, err = parsePageToken(tok); err != nil {
+			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid from token"))
+			return
+		}
+	}
+	var to *persist.Pos
+	if tok := q.Get("to"); tok != "" {
+		p, err := parsePageToken(tok)
+		if err != nil {
+			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid to token"))
+			return
+		}
+		to = &p
+	}
+	if !backwards && (to == nil || ceiling.Seq < to.Seq) {
+		to = &ceiling
+	}
+	if backwards && (ceiling.Seq < from.Seq) {
+		from = ceiling
+	}
+	evs, err := s.DB.RoomEvents(r.Context(), room, from, to, backwards, limit)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	resp := messagesResponse{Chunk: clientEvents(evs, dev), Start: formatPageToken(from)}
+	if len(evs) == limit {
+		last := evs[len(evs)-1]
+		if backwards {
+			resp.End = formatPageToken(persist.Pos{Seq: last.Seq, Idx: last.Idx})
+		} else {
+			resp.End = formatPageToken(persist.Pos{Seq: last.Seq, Idx: last.Idx + 1})
+		}
+	}
+	matrix.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) members(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, upTo, ok := s.readableRoom(w, r, dev)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	var evs []persist.StoredEvent
+	var err error
+	if upTo == 1<<63-1 {
+		evs, err = s.DB.Members(r.Context(), room, q.Get("membership"))
+	} else {
+		evs, err = s.DB.StateAt(r.Context(), room, upTo)
+	}
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	not := q.Get("not_membership")
+	want := q.Get("membership")
+	kept := evs[:0]
+	for _, e := range evs {
+		if e.Type != "m.room.member" || (want != "" && e.Membership != want) || (not != "" && e.Membership == not) {
+			continue
+		}
+		kept = append(kept, e)
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"chunk": clientEvents(kept, dev)})
+}
+
+// joinedMember is one entry of /joined_members.
+type joinedMember struct {
+	DisplayName *string `json:"display_name"`
+	AvatarURL   *string `json:"avatar_url"`
+}
+
+func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, err := roomParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	if m, _, err := s.DB.Membership(r.Context(), room, dev.UserID); err != nil || m != "join" {
+		if err == nil {
+			err = matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not joined to the room")
+		}
+		matrix.WriteError(w, err)
+		return
+	}
+	evs, err := s.DB.Members(r.Context(), room, "join")
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	joined := make(map[string]joinedMember, len(evs))
+	for _, e := range evs {
+		var ev struct {
+			Content struct {
+				DisplayName *string `json:"displayname"`
+				AvatarURL   *string `json:"avatar_url"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal(e.JSON, &ev)
+		joined[*e.StateKey] = joinedMember{DisplayName: ev.Content.DisplayName, AvatarURL: ev.Content.AvatarURL}
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined})
+}
+
+func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request, dev Device) {
+	rooms, err := s.DB.RoomsOfUser(r.Context(), dev.UserID, "join")
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	if rooms == nil {
+		rooms = []string{}
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"joined_rooms": rooms})
+}

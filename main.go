@@ -1,0 +1,280 @@
+// Command ganglion is the one binary of the Ganglion homeserver. Every process of a
+// deployment runs it; its configuration decides which roles the process plays.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // served only when -pprof names an address
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ganglionhq/ganglion/deployments/config"
+	"github.com/ganglionhq/ganglion/gateway/client"
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/processors/persister"
+	"github.com/ganglionhq/ganglion/processors/syncfeed"
+	"github.com/ganglionhq/ganglion/streams"
+	"github.com/ganglionhq/ganglion/streams/replication"
+)
+
+const usage = `usage: ganglion <command> [flags]
+
+commands:
+  run -c FILE [-c FILE...]   run a process (later files override earlier ones)
+  generate-config [-server-name NAME] [-data-dir DIR] [-o FILE]
+                             write a single-process configuration
+  generate-keys -o FILE      write a new ed25519 signing key (Synapse's format)
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = runCmd(os.Args[2:])
+	case "generate-config":
+		err = generateConfigCmd(os.Args[2:])
+	case "generate-keys":
+		err = generateKeysCmd(os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "ganglion: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ganglion %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// fileList collects repeated -c flags.
+type fileList []string
+
+func (f *fileList) String() string     { return strings.Join(*f, ",") }
+func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
+
+func generateConfigCmd(args []string) error {
+	fs := flag.NewFlagSet("generate-config", flag.ContinueOnError)
+	name := fs.String("server-name", "localhost", "the server name")
+	dataDir := fs.String("data-dir", "data", "directory for the signing key and NATS files")
+	out := fs.String("o", "", "output file (default: standard output)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	data, err := config.Generate(*name, abs)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		_, err = os.Stdout.Write(data)
+		return err
+	}
+	return os.WriteFile(*out, data, 0o600)
+}
+
+func generateKeysCmd(args []string) error {
+	fs := flag.NewFlagSet("generate-keys", flag.ContinueOnError)
+	out := fs.String("o", "", "output file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return errors.New("-o FILE is required")
+	}
+	return config.GenerateSigningKey(*out)
+}
+
+func runCmd(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var files fileList
+	fs.Var(&files, "c", "configuration file (repeatable)")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (for profiling)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return errors.New("at least one -c FILE is required")
+	}
+	boot := newLogger(zapcore.InfoLevel)
+	cfg, err := config.Load(files, boot)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel).With(zap.String("instance", cfg.InstanceName()))
+	defer func() { _ = log.Sync() }()
+	if *pprofAddr != "" {
+		go func() { log.Warn("pprof stopped", zap.Error(http.ListenAndServe(*pprofAddr, nil))) }()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runProcess(ctx, cfg, log)
+}
+
+func newLogger(level zapcore.Level) *zap.Logger {
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(level)
+	zc.Sampling = nil
+	log, err := zc.Build()
+	if err != nil {
+		panic(err)
+	}
+	return log
+}
+
+// runProcess starts every role this process's configuration gives it and runs until
+// ctx ends or a role fails.
+func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	if err := persist.EnsureDatabase(ctx, cfg.Database.DSN(), log); err != nil {
+		return err
+	}
+	db, err := persist.Open(ctx, cfg.Database.DSN(), log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	nc, embedded, err := connectNATS(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		nc.Close()
+		if embedded != nil {
+			embedded.Shutdown()
+			embedded.WaitForShutdown()
+		}
+	}()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	topo := streams.Topology{Namespace: cfg.NATS.Namespace}
+	if err := topo.Ensure(ctx, js); err != nil {
+		return err
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	waiters := &streams.Waiters{}
+	instance := cfg.InstanceName()
+
+	if cfg.IsEventWriter() {
+		keyID, key, err := config.LoadSigningKey(cfg.SigningKeyPath)
+		if err != nil {
+			return err
+		}
+		var sink persister.ReplicationSink
+		if cfg.Redis.Enabled {
+			rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr(), Password: cfg.Redis.Password, DB: cfg.Redis.DBID})
+			defer rc.Close()
+			em := replication.New(rc, cfg.ServerName, instance, log)
+			g.Go(func() error { em.Run(ctx); return nil })
+			sink = em
+		}
+		p := persister.New(persister.Config{
+			Name: instance, ServerName: spec.ServerName(cfg.ServerName),
+			KeyID: gomatrixserverlib.KeyID(keyID), Key: key,
+			Topology: topo, JS: js, NC: nc, DB: db, Waiters: waiters, Replication: sink, Log: log,
+		})
+		g.Go(func() error { return p.Run(ctx) })
+	}
+
+	var servers []*http.Server
+	for _, l := range cfg.HTTPListeners() {
+		if !l.Has("client") {
+			continue
+		}
+		feed := syncfeed.New(syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log})
+		g.Go(func() error { return feed.Run(ctx) })
+		api := &client.Server{
+			ServerName: cfg.ServerName, DB: db, Feed: feed, Log: log,
+			EnableRegistration: cfg.EnableRegistration, RegistrationSharedSecret: cfg.RegistrationSharedSecret,
+			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(), Waiters: waiters, Log: log},
+		}
+		handler := api.Handler()
+		for _, addr := range l.Addrs() {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listener %s: %w", addr, err)
+			}
+			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+			servers = append(servers, srv)
+			log.Info("client API listening", zap.String("addr", ln.Addr().String()))
+			g.Go(func() error {
+				if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+				return nil
+			})
+		}
+		break // one sync feed and handler serve every client listener
+	}
+	g.Go(func() error {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			_ = srv.Shutdown(shutdown)
+		}
+		return nil
+	})
+	log.Info("process started", zap.String("server_name", cfg.ServerName), zap.Bool("event_writer", cfg.IsEventWriter()))
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// connectNATS connects to the configured NATS server, starting the embedded one first
+// when configured; an embedded server is reached in-process, without TCP.
+func connectNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, *server.Server, error) {
+	name := "ganglion-" + cfg.InstanceName()
+	if e := cfg.NATS.Embedded; e != nil {
+		ns, err := streams.StartEmbedded(streams.EmbeddedOptions{
+			StoreDir: e.StoreDir, Port: e.Port, SyncInterval: e.SyncInterval, SyncAlways: e.SyncAlways,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		nc, err := streams.ConnectEmbedded(ns, name)
+		if err != nil {
+			ns.Shutdown()
+			return nil, nil, err
+		}
+		log.Info("embedded NATS started", zap.String("store_dir", e.StoreDir), zap.Int("port", e.Port))
+		return nc, ns, nil
+	}
+	nc, err := nats.Connect(cfg.NATS.URL, nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats %s: %w", cfg.NATS.URL, err)
+	}
+	return nc, nil, nil
+}

@@ -1,0 +1,43 @@
+package persist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+)
+
+// EnsureDatabase creates the database named in dsn when the server answers but the
+// database does not exist yet, so a first start needs no manual step.
+func EnsureDatabase(ctx context.Context, dsn string, log *zap.Logger) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name
+		return fmt.Errorf("postgres: %w", err)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return err
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	admin, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("postgres: creating database %q: %w", name, err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		var dup *pgconn.PgError
+		if !errors.As(err, &dup) || dup.Code != "42P04" { // duplicate_database: another process won
+			return fmt.Errorf("postgres: creating database %q: %w", name, err)
+		}
+	}
+	log.Info("created database", zap.String("database", name))
+	return nil
+}
