@@ -126,9 +126,9 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	msg := nats.NewMsg(c.Topology.IntentSubject(ShardOwner(in.RoomID, c.Writers)))
 	msg.Data = data
 	msg.Header.Set(ReplyHeader, c.inbox)
-	// The intent id deduplicates retries that reach JetStream while the first copy is
-	// still queued; later retries are answered from the persister's intent results.
-	msg.Header.Set(jetstream.MsgIDHeader, in.ID)
+	// No JetStream message id: a deduplicated retry would never reach the persister,
+	// so nobody would answer it. The persister deduplicates by intent id instead, and
+	// answers every copy.
 	if _, err := c.JS.PublishMsg(ctx, msg); err != nil {
 		return nil, fmt.Errorf("publish intent: %w", err)
 	}

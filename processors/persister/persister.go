@@ -142,6 +142,7 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		}
 		jobs = append(jobs, &job{msgIndex: i, in: in, replyTo: m.Headers().Get(streams.ReplyHeader)})
 	}
+	jobs, dupes := splitDuplicates(jobs)
 	pending, err := p.answerKnown(ctx, jobs)
 	for attempt := 0; err == nil && len(pending) > 0 && attempt < appendAttempts; attempt++ {
 		pending, err = p.appendAndProject(ctx, pending)
@@ -154,7 +155,37 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	for _, j := range pending {
 		errs[j.msgIndex] = err
 	}
+	for _, d := range dupes {
+		if errs[d.first.msgIndex] != nil || d.first.result == nil {
+			errs[d.msgIndex] = errs[d.first.msgIndex]
+			continue
+		}
+		d.result = d.first.result
+		p.reply(d.job)
+	}
 	return errs
+}
+
+// dupe is a second copy of an intent in one batch (a client retry that arrived while
+// the first was queued); it gets the first copy's answer.
+type dupe struct {
+	*job
+	first *job
+}
+
+func splitDuplicates(jobs []*job) ([]*job, []dupe) {
+	firsts := map[string]*job{}
+	var unique []*job
+	var dupes []dupe
+	for _, j := range jobs {
+		if f, ok := firsts[j.in.ID]; ok {
+			dupes = append(dupes, dupe{job: j, first: f})
+			continue
+		}
+		firsts[j.in.ID] = j
+		unique = append(unique, j)
+	}
+	return unique, dupes
 }
 
 // answerKnown answers intents handled before (a redelivery, or a client retry after
@@ -172,18 +203,12 @@ func (p *Persister) answerKnown(ctx context.Context, jobs []*job) ([]*job, error
 		return jobs, err
 	}
 	var rest []*job
-	seen := map[string]bool{}
 	for _, j := range jobs {
 		if r, ok := known[j.in.ID]; ok {
 			j.result = &schemas.IntentResult{EventIDs: r.EventIDs, Seq: r.Seq}
 			p.reply(j)
 			continue
 		}
-		if seen[j.in.ID] {
-			// A duplicate inside one batch: the first copy's answer reaches every waiter.
-			continue
-		}
-		seen[j.in.ID] = true
 		rest = append(rest, j)
 	}
 	return rest, nil

@@ -1,0 +1,203 @@
+package persister
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/pgtest"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+	"github.com/ganglionhq/ganglion/streams/natstest"
+)
+
+// cluster is a test's bus and database with event writers on them.
+type cluster struct {
+	t    *testing.T
+	env  *natstest.Env
+	db   *persist.DB
+	key  ed25519.PrivateKey
+	seen int
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Parallel()
+	env := natstest.Start(t)
+	ctx := context.Background()
+	db, err := persist.Open(ctx, pgtest.DSN(t), zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	_, key, _ := ed25519.GenerateKey(nil)
+	return &cluster{t: t, env: env, db: db, key: key}
+}
+
+// writer starts an event writer called name and returns a client whose intents all go
+// to it (its own one-writer shard map), as a mis-configured deployment would.
+func (c *cluster) writer(name string, delay time.Duration) *streams.IntentClient {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := New(Config{
+		Name: name, ServerName: "test", KeyID: "ed25519:t", Key: c.key,
+		Topology: c.env.Topology, JS: c.env.JS, NC: c.env.NC, DB: c.db,
+		Log: zaptest.NewLogger(c.t), ProjectionDelay: delay,
+	})
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	c.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && ctx.Err() == nil {
+			c.t.Errorf("writer %s: %v", name, err)
+		}
+	})
+	return &streams.IntentClient{Topology: c.env.Topology, JS: c.env.JS, NC: c.env.NC,
+		Writers: []string{name}, Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(c.t)}
+}
+
+func (c *cluster) nextID() string {
+	c.seen++
+	return fmt.Sprintf("intent-%d", c.seen)
+}
+
+func submit(t *testing.T, ic *streams.IntentClient, in *schemas.Intent) *schemas.IntentResult {
+	t.Helper()
+	in.V = schemas.IntentVersion
+	res, err := ic.Submit(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func state(typ, key string, content any) schemas.ProtoEvent {
+	raw, _ := json.Marshal(content)
+	return schemas.ProtoEvent{Type: typ, StateKey: &key, Content: raw}
+}
+
+const (
+	roomID = "!room:test"
+	alice  = "@alice:test"
+	bob    = "@bob:test"
+)
+
+func (c *cluster) createRoom(ic *streams.IntentClient) {
+	res := submit(c.t, ic, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: roomID, Sender: alice,
+		CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: []schemas.ProtoEvent{
+			state("m.room.create", "", map[string]string{"room_version": "11"}),
+			state("m.room.member", alice, map[string]string{"membership": "join"}),
+			state("m.room.power_levels", "", map[string]any{"users": map[string]int{alice: 100}, "state_default": 50, "ban": 50}),
+			state("m.room.join_rules", "", map[string]string{"join_rule": "public"}),
+		}}})
+	if res.Error != nil || len(res.EventIDs) != 4 {
+		c.t.Fatalf("createRoom: %+v", res)
+	}
+}
+
+func (c *cluster) message(ic *streams.IntentClient, sender, body string) *schemas.IntentResult {
+	raw, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
+	return submit(c.t, ic, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: roomID, Sender: sender,
+		Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}})
+}
+
+func (c *cluster) member(ic *streams.IntentClient, sender, target, membership string) *schemas.IntentResult {
+	ev := state("m.room.member", target, map[string]string{"membership": membership})
+	return submit(c.t, ic, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: roomID, Sender: sender, Event: &ev})
+}
+
+func wantError(t *testing.T, res *schemas.IntentResult, status int, code string) {
+	t.Helper()
+	if res.Error == nil || res.Error.Status != status || res.Error.Code != code {
+		t.Fatalf("want %d %s, got %+v", status, code, res)
+	}
+}
+
+func TestAuthRulesAndDedup(t *testing.T) {
+	c := newCluster(t)
+	w := c.writer("w1", 0)
+	c.createRoom(w)
+
+	wantError(t, c.message(w, bob, "not a member"), 403, "M_FORBIDDEN")
+	if res := c.member(w, bob, bob, "join"); res.Error != nil {
+		t.Fatalf("bob joins a public room: %+v", res.Error)
+	}
+	// Bob (power 0) may not set state that needs 50.
+	topic := state("m.room.topic", "", map[string]string{"topic": "x"})
+	res := submit(t, w, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: roomID, Sender: bob, Event: &topic})
+	wantError(t, res, 403, "M_FORBIDDEN")
+	// Banned users cannot come back.
+	if res := c.member(w, alice, bob, "ban"); res.Error != nil {
+		t.Fatalf("ban: %+v", res.Error)
+	}
+	wantError(t, c.member(w, bob, bob, "join"), 403, "M_FORBIDDEN")
+
+	// The same intent twice yields the same event, stored once.
+	raw, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": "once"})
+	in := &schemas.Intent{Kind: schemas.KindClientEvent, ID: "txn-fixed", RoomID: roomID, Sender: alice,
+		Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}}
+	first := submit(t, w, in)
+	again := submit(t, w, in)
+	if first.Error != nil || len(first.EventIDs) != 1 || again.EventIDs[0] != first.EventIDs[0] {
+		t.Fatalf("dedup: first %+v again %+v", first, again)
+	}
+	var n int
+	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE txn_id IS NULL AND json LIKE '%"once"%'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("event stored %d times (%v)", n, err)
+	}
+	wantError(t, submit(t, w, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: "!nowhere:test", Sender: alice,
+		Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}}), 404, "M_NOT_FOUND")
+}
+
+// TestSecondWriterCannotFork runs two writers on one room, as a mis-configured shard
+// map would. Appends expect the room's last log sequence, so the stale writer fails,
+// catches up from the log and builds on the real tip: the room stays one chain.
+func TestSecondWriterCannotFork(t *testing.T) {
+	c := newCluster(t)
+	w1 := c.writer("w1", 0)
+	w2 := c.writer("w2", 0)
+	c.createRoom(w1)
+	for i := range 10 {
+		// Alternate writers: each time one of them holds a stale view of the room.
+		w := w1
+		if i%2 == 1 {
+			w = w2
+		}
+		if res := c.message(w, alice, fmt.Sprint(i)); res.Error != nil {
+			t.Fatalf("message %d: %+v", i, res.Error)
+		}
+	}
+	rows, err := c.db.Pool.Query(context.Background(), `SELECT event_id, json FROM events WHERE room_id = $1 ORDER BY seq, idx`, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	ver := gomatrixserverlib.MustGetRoomVersion("11")
+	prev, depth, count := "", int64(0), 0
+	for rows.Next() {
+		var id, js string
+		if err := rows.Scan(&id, &js); err != nil {
+			t.Fatal(err)
+		}
+		pdu, err := ver.NewEventFromTrustedJSONWithEventID(id, []byte(js), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev != "" && (len(pdu.PrevEventIDs()) != 1 || pdu.PrevEventIDs()[0] != prev) {
+			t.Fatalf("event %s does not follow %s: prev_events %v", id, prev, pdu.PrevEventIDs())
+		}
+		if pdu.Depth() != depth+1 {
+			t.Fatalf("event %s has depth %d after %d", id, pdu.Depth(), depth)
+		}
+		prev, depth = id, pdu.Depth()
+		count++
+	}
+	if count != 14 {
+		t.Fatalf("want 14 events in one chain, got %d", count)
+	}
+}
