@@ -6,6 +6,7 @@
 package persister
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -434,7 +435,7 @@ func (p *Persister) publish(ra *roomAppend) (jetstream.PubAckFuture, *schemas.Lo
 	h := sha256.New()
 	for _, e := range ra.batch.Events {
 		h.Write([]byte(e.EventID))
-		if strings.Contains(string(e.JSON), `"m.room.member"`) {
+		if bytes.Contains(e.JSON, []byte(`"m.room.member"`)) {
 			if k := memberStateKey(e.JSON); k != "" {
 				members = append(members, k)
 			}

@@ -2,6 +2,7 @@ package persister
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -189,8 +190,22 @@ func (p *Persister) emitReplication(done []persist.BatchAt) {
 			if m, err := pdu.Membership(); err == nil && pdu.Type() == "m.room.member" {
 				row.Membership = &m
 			}
+			if rel := relatesTo(pdu.Content()); rel != "" {
+				row.RelatesTo = &rel
+			}
 			rows = append(rows, row)
 		}
 		p.cfg.Replication.Events(int64(b.Seq), rows)
 	}
+}
+
+// relatesTo returns content.m.relates_to.event_id, Synapse's relates_to column.
+func relatesTo(content []byte) string {
+	var c struct {
+		RelatesTo struct {
+			EventID string `json:"event_id"`
+		} `json:"m.relates_to"`
+	}
+	_ = json.Unmarshal(content, &c)
+	return c.RelatesTo.EventID
 }
