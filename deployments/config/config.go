@@ -1,0 +1,320 @@
+// Package config reads Ganglion's YAML configuration.
+//
+// The vocabulary is Synapse's, so an operator's existing homeserver.yaml and
+// worker files keep their meaning: a process starts as
+//
+//	ganglion run -c shared.yaml [-c worker.yaml]
+//
+// and the files are merged as Synapse merges them (see Load). Keys Synapse
+// knows but Ganglion does not use are reported as warnings, never as errors,
+// so the same files can serve both during a migration.
+package config
+
+import (
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+// MainInstance is the instance name of the main process. Synapse calls it
+// "master" internally and accepts "main" in instance_map and stream_writers;
+// Load rewrites "main" to this name everywhere an instance is named.
+const MainInstance = "master"
+
+// GenericWorker is the worker_app of every worker. The legacy worker apps
+// are aliases of it (see Config.LegacyWorkerApp).
+const GenericWorker = "synapse.app.generic_worker"
+
+// Config is one process's configuration after merging its files.
+type Config struct {
+	// ServerName is the Matrix server name (host[:port]), the domain part
+	// of user ids and the Redis replication channel.
+	ServerName string
+	// Listeners are the main process's listeners. Workers use
+	// WorkerListeners instead, as in Synapse; see HTTPListeners.
+	Listeners []Listener
+	Database  Database
+	Redis     Redis
+	NATS      NATS
+	// SigningKeyPath is the file holding the server's ed25519 signing key,
+	// in Synapse's format (see LoadSigningKey).
+	SigningKeyPath           string
+	EnableRegistration       bool
+	RegistrationSharedSecret string
+	// LogLevel is the minimum level logged; "info" when not set.
+	LogLevel zapcore.Level
+
+	// WorkerApp is "" for the main process and GenericWorker for a worker.
+	WorkerApp string
+	// LegacyWorkerApp keeps a legacy worker_app name (for example
+	// "synapse.app.pusher") when one was given: Synapse derives some duties
+	// from it, see Pushers and FederationSenders.
+	LegacyWorkerApp string
+	WorkerName      string
+	WorkerListeners []Listener
+	// InstanceMap tells processes where to reach each other's replication
+	// listener, by instance name ("main" is stored as MainInstance).
+	InstanceMap             map[string]InstanceLocation
+	StreamWriters           StreamWriters
+	WorkerReplicationSecret string
+
+	// RunBackgroundTasksOn names the instance running background tasks;
+	// MainInstance when not set.
+	RunBackgroundTasksOn string
+	// PusherInstances and FederationSenderInstances are nil when the key is
+	// not set, which differs from an empty list: unset lets start_pushers /
+	// send_federation and legacy worker apps decide (see Pushers).
+	PusherInstances                    []string
+	FederationSenderInstances          []string
+	NotifyAppservicesFromWorker        string
+	UpdateUserDirectoryFromWorker      string
+	MediaInstanceRunningBackgroundJobs string
+	OutboundFederationRestrictedTo     []string
+	// EnableMediaRepo, StartPushers and SendFederation default to true, as
+	// in Synapse.
+	EnableMediaRepo bool
+	StartPushers    bool
+	SendFederation  bool
+}
+
+// Listener is one entry of listeners or worker_listeners.
+type Listener struct {
+	Port int
+	// BindAddresses merges Synapse's bind_addresses and bind_address.
+	// Empty means every interface.
+	BindAddresses []string
+	// Type is "http" or "metrics".
+	Type       string
+	XForwarded bool
+	Resources  []Resource
+}
+
+// Resource is one entry of a listener's resources.
+type Resource struct {
+	Names    []string
+	Compress bool
+}
+
+// InstanceLocation is where an instance's replication listener is reached:
+// Host and Port (and TLS), or Path for a Unix socket.
+type InstanceLocation struct {
+	Host string
+	Port int
+	TLS  bool
+	Path string
+}
+
+// StreamWriters names the instances writing each stream. After Load every
+// list is non-empty; a stream not configured is written by MainInstance.
+type StreamWriters struct {
+	Events      []string
+	Typing      []string
+	ToDevice    []string
+	AccountData []string
+	Receipts    []string
+	Presence    []string
+	PushRules   []string
+}
+
+// Database is the Postgres connection, given either as a DSN string or as
+// Synapse's {name: psycopg2, args: {...}} mapping.
+type Database struct {
+	// URL is the DSN when the configuration gave a string.
+	URL string
+	// The rest comes from Synapse's args mapping; empty fields are left to
+	// libpq's defaults (local socket, the OS user's name).
+	User     string
+	Password string
+	Name     string
+	Host     string
+	Port     int
+	SSLMode  string
+}
+
+// Redis is Synapse's redis section. Ganglion uses Redis only to publish
+// replication positions for Synapse-compatible tooling and as a cache.
+type Redis struct {
+	Enabled  bool
+	Host     string
+	Port     int
+	Password string
+	DBID     int
+}
+
+// NATS says which NATS server carries the streams: an external one at URL,
+// or one embedded in this process.
+type NATS struct {
+	// URL is one or more comma-separated server URLs.
+	URL      string
+	Embedded *EmbeddedNATS
+	// Namespace prefixes every stream and subject ("ganglion" when unset) so
+	// several homeservers, or tests, can share one NATS server.
+	Namespace string
+}
+
+// EmbeddedNATS configures the NATS server run inside this process.
+type EmbeddedNATS struct {
+	// StoreDir holds JetStream's files.
+	StoreDir string
+	// Port is the client port; 0 means no TCP listener at all, so only
+	// this process (connecting in-process) can reach the server.
+	Port int
+	// SyncInterval and SyncAlways are JetStream's durability setting, the
+	// operator's choice between throughput and what survives a power loss:
+	// with an interval (2m by default, as in nats-server) an acknowledged
+	// event sits in the OS page cache until the next fsync, which survives a
+	// crash of the process but not of the machine; "always" fsyncs every
+	// message before acknowledging it, at roughly a quarter of the
+	// publish rate on a small machine.
+	SyncInterval time.Duration
+	SyncAlways   bool
+}
+
+// InstanceName is this process's instance name: its worker_name, or
+// MainInstance for the main process.
+func (c *Config) InstanceName() string {
+	if c.WorkerName != "" {
+		return c.WorkerName
+	}
+	return MainInstance
+}
+
+// IsMain reports whether this is the main process.
+func (c *Config) IsMain() bool { return c.WorkerApp == "" }
+
+// EventWriters lists the event persisters in configuration order, which is
+// the order the sharding function indexes into.
+func (c *Config) EventWriters() []string {
+	if len(c.StreamWriters.Events) == 0 {
+		return []string{MainInstance}
+	}
+	return c.StreamWriters.Events
+}
+
+// IsEventWriter reports whether this process persists events.
+func (c *Config) IsEventWriter() bool {
+	return slices.Contains(c.EventWriters(), c.InstanceName())
+}
+
+// HTTPListeners returns this process's HTTP listeners: listeners for the
+// main process, worker_listeners for a worker (a worker ignores the main
+// process's listeners from the shared file, as in Synapse).
+func (c *Config) HTTPListeners() []Listener {
+	all := c.Listeners
+	if !c.IsMain() {
+		all = c.WorkerListeners
+	}
+	var out []Listener
+	for _, l := range all {
+		if l.Type == "http" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Pushers lists the instances sending push notifications, with Synapse's
+// rules: pusher_instances when set; otherwise the main process unless
+// start_pushers is false, in which case a legacy synapse.app.pusher worker
+// pushes (and knows only itself).
+func (c *Config) Pushers() []string {
+	return c.duty(c.PusherInstances, c.StartPushers, "synapse.app.pusher")
+}
+
+// FederationSenders lists the instances sending federation traffic, with
+// the same rules as Pushers over federation_sender_instances,
+// send_federation and synapse.app.federation_sender.
+func (c *Config) FederationSenders() []string {
+	return c.duty(c.FederationSenderInstances, c.SendFederation, "synapse.app.federation_sender")
+}
+
+func (c *Config) duty(instances []string, onMain bool, legacyApp string) []string {
+	switch {
+	case instances != nil:
+		return instances
+	case c.LegacyWorkerApp == legacyApp:
+		return []string{c.WorkerName}
+	case onMain:
+		return []string{MainInstance}
+	}
+	return []string{}
+}
+
+// Addrs returns the host:port addresses to listen on. With no bind address
+// it is one wildcard address, which Go serves on IPv4 and IPv6 alike. For
+// the same reason "0.0.0.0" is dropped when "::" is also listed (Synapse's
+// default pair), since binding both would fail with "address in use".
+func (l Listener) Addrs() []string {
+	port := strconv.Itoa(l.Port)
+	if len(l.BindAddresses) == 0 {
+		return []string{net.JoinHostPort("", port)}
+	}
+	dualStack := slices.Contains(l.BindAddresses, "::")
+	var out []string
+	for _, a := range l.BindAddresses {
+		if a == "0.0.0.0" && dualStack {
+			continue
+		}
+		out = append(out, net.JoinHostPort(a, port))
+	}
+	return out
+}
+
+// Has reports whether the listener serves the named resource (client,
+// federation, replication, media, ...).
+func (l Listener) Has(resource string) bool {
+	for _, r := range l.Resources {
+		if slices.Contains(r.Names, resource) {
+			return true
+		}
+	}
+	return false
+}
+
+// DSN returns a Postgres connection string accepted by pgx: the configured
+// string as is, or a postgres:// URL built from Synapse's args. A Host
+// starting with "/" is a Unix socket directory and goes in the query, as
+// libpq expects.
+func (d Database) DSN() string {
+	if d.URL != "" {
+		return d.URL
+	}
+	u := url.URL{Scheme: "postgres", Path: "/" + d.Name}
+	switch {
+	case d.User != "" && d.Password != "":
+		u.User = url.UserPassword(d.User, d.Password)
+	case d.User != "":
+		u.User = url.User(d.User)
+	}
+	q := url.Values{}
+	port := ""
+	if d.Port != 0 {
+		port = strconv.Itoa(d.Port)
+	}
+	if strings.HasPrefix(d.Host, "/") {
+		q.Set("host", d.Host)
+		if port != "" {
+			q.Set("port", port)
+		}
+	} else if d.Host != "" {
+		u.Host = d.Host
+		if port != "" {
+			u.Host = net.JoinHostPort(d.Host, port)
+		}
+	}
+	if d.SSLMode != "" {
+		q.Set("sslmode", d.SSLMode)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// Addr is the Redis server's host:port.
+func (r Redis) Addr() string {
+	return net.JoinHostPort(r.Host, strconv.Itoa(r.Port))
+}

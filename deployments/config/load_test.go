@@ -1,0 +1,562 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// base is a complete main-process configuration; cases add files after it.
+const base = `
+server_name: example.org
+listeners:
+  - port: 8008
+    type: http
+    resources: [{names: [client, federation]}]
+database: postgres://postgres@127.0.0.1:5432/ganglion
+nats: {url: "nats://127.0.0.1:4222"}
+signing_key_path: /tmp/example.org.signing.key
+`
+
+// writeFiles writes each content to its own file in a fresh directory and
+// returns the paths in order.
+func writeFiles(t *testing.T, contents ...string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	var paths []string
+	for i, c := range contents {
+		p := filepath.Join(dir, "file"+string(rune('a'+i))+".yaml")
+		if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	return paths
+}
+
+func mustLoad(t *testing.T, contents ...string) *Config {
+	t.Helper()
+	c, err := Load(writeFiles(t, contents...), zap.NewNop())
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	return c
+}
+
+func TestLoadMergesFilesTopLevelKeyByKey(t *testing.T) {
+	shared := base + `
+log_level: warning
+instance_map:
+  main: {host: 127.0.0.1, port: 9093}
+  p1: {host: 127.0.0.1, port: 9101}
+  p2: {host: 127.0.0.1, port: 9102}
+stream_writers:
+  events: [p1, p2]
+  typing: p1
+`
+	tests := []struct {
+		name   string
+		worker string
+		check  func(t *testing.T, c *Config)
+	}{
+		{
+			name:   "shared keys survive a worker file",
+			worker: "worker_app: synapse.app.generic_worker\nworker_name: p2\n",
+			check: func(t *testing.T, c *Config) {
+				if c.ServerName != "example.org" || c.LogLevel != zapcore.WarnLevel {
+					t.Errorf("server_name %q, log_level %v", c.ServerName, c.LogLevel)
+				}
+				if c.InstanceName() != "p2" || c.IsMain() || !c.IsEventWriter() {
+					t.Errorf("instance %q main %v event writer %v", c.InstanceName(), c.IsMain(), c.IsEventWriter())
+				}
+				if !slices.Equal(c.StreamWriters.Typing, []string{"p1"}) {
+					t.Errorf("typing writers %v", c.StreamWriters.Typing)
+				}
+			},
+		},
+		{
+			name:   "a later top-level key replaces the earlier one whole",
+			worker: "log_level: debug\nstream_writers:\n  events: [p1]\n",
+			check: func(t *testing.T, c *Config) {
+				if c.LogLevel != zapcore.DebugLevel {
+					t.Errorf("log_level %v", c.LogLevel)
+				}
+				if !slices.Equal(c.EventWriters(), []string{"p1"}) {
+					t.Errorf("event writers %v", c.EventWriters())
+				}
+				// typing came from the replaced stream_writers: back to main.
+				if !slices.Equal(c.StreamWriters.Typing, []string{MainInstance}) {
+					t.Errorf("typing writers %v", c.StreamWriters.Typing)
+				}
+				if !c.IsMain() || c.IsEventWriter() {
+					t.Errorf("main %v event writer %v", c.IsMain(), c.IsEventWriter())
+				}
+			},
+		},
+		{
+			name:   "a null value in a later file resets the key to its default",
+			worker: "log_level:\n",
+			check: func(t *testing.T, c *Config) {
+				if c.LogLevel != zapcore.InfoLevel {
+					t.Errorf("log_level %v, want the default", c.LogLevel)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.check(t, mustLoad(t, shared, tt.worker))
+		})
+	}
+}
+
+func TestLoadWarnsOnUnknownKeys(t *testing.T) {
+	paths := writeFiles(t, base, `
+report_stats: false
+listeners:
+  - port: 8008
+    type: http
+    bind_addresses: ['::1']
+    resources: [{names: [client], favourite: true}]
+redis: {enabled: true, use_tls: false}
+stream_writers: {device_lists: main}
+`)
+	core, logs := observer.New(zapcore.WarnLevel)
+	if _, err := Load(paths, zap.New(core)); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range logs.All() {
+		f := e.ContextMap()
+		got = append(got, f["file"].(string)+" "+f["key"].(string))
+	}
+	want := []string{
+		paths[1] + " report_stats",
+		paths[1] + " listeners[0].resources[0].favourite",
+		paths[1] + " redis.use_tls",
+		paths[1] + " stream_writers.device_lists",
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("warnings\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra string // a second file, after base
+		file  int    // which file the error names; -1 for every file
+		want  string // key: reason
+	}{
+		{"port out of range", "listeners: [{port: 70000, type: http}]", 1,
+			"listeners[0].port: must be between 1 and 65535, got 70000"},
+		{"fractional port is not rounded", "listeners: [{port: 8008.5, type: http}]", 1,
+			"listeners[0].port: must be a whole number, got 8008.5"},
+		{"huge exponent", "redis: {port: !!float 1e99999}", 1,
+			"redis.port: must be between 1 and 65535, got 1e99999"},
+		{"past uint64", "redis: {dbid: 99999999999999999999}", 1,
+			"redis.dbid: must be between 0 and 2147483647, got 99999999999999999999"},
+		{"port as a string", "listeners: [{port: '8008', type: http}]", 1,
+			"listeners[0].port: must be an integer, got a string"},
+		{"hex port", "redis: {port: 0x1F90}", 1,
+			"redis.port: must be a decimal integer, got 0x1F90"},
+		{"listener without port", "listeners: [{type: http}]", 1,
+			"listeners[0].port: required"},
+		{"unknown resource", "listeners: [{port: 1, type: http, resources: [{names: [client, chat]}]}]", 1,
+			`listeners[0].resources[0].names[1]: unknown resource "chat"`},
+		{"tls listener", "listeners: [{port: 1, type: http, tls: true}]", 1,
+			"listeners[0].tls: TLS listeners are not supported"},
+		{"bind address not an IP", "listeners: [{port: 1, type: http, bind_addresses: [localhost]}]", 1,
+			`listeners[0].bind_addresses[0]: must be an IP address, got "localhost"`},
+		{"listeners not a list", "listeners: {port: 1}", 1,
+			"listeners: must be a list, got a mapping"},
+		{"boolean as a string", "enable_registration: 'yes'", 1,
+			"enable_registration: must be true or false, got a string"},
+		{"invalid server name", "server_name: 'my server'", 1,
+			`server_name: must be host[:port] with a DNS name or IP address, got "my server"`},
+		{"server name port", "server_name: 'example.org:99999'", 1,
+			`server_name: port must be between 1 and 65535, got "99999"`},
+		{"unknown worker app", "worker_app: synapse.app.chat\nworker_name: w1", 1,
+			`worker_app: unknown worker app "synapse.app.chat"`},
+		{"worker without name", "worker_app: synapse.app.generic_worker", 1,
+			"worker_name: required for a worker"},
+		{"worker named main", "worker_app: synapse.app.generic_worker\nworker_name: main", 1,
+			`worker_name: "main" is the main process's name`},
+		{"instance name with a dot", "worker_app: synapse.app.generic_worker\nworker_name: w.1", 1,
+			`worker_name: instance name "w.1" must be 1 to 100 letters`},
+		{"stream writer not in instance_map",
+			"instance_map: {main: {host: h, port: 1}, p1: {host: h, port: 2}}\nstream_writers: {events: [p1, p2]}", 1,
+			`stream_writers.events: instance "p2" is not in instance_map`},
+		{"worker stream writer without main in instance_map",
+			"instance_map: {p1: {host: h, port: 2}}\nstream_writers: {events: p1}", 1,
+			"instance_map: must list main when stream_writers names a worker"},
+		{"two typing writers",
+			"instance_map: {main: {host: h, port: 1}, p1: {host: h, port: 2}}\nstream_writers: {typing: [main, p1]}", 1,
+			"stream_writers.typing: only one instance can write typing"},
+		{"empty writer list", "stream_writers: {events: []}", 1,
+			"stream_writers.events: must name at least one instance"},
+		{"main and master both", "instance_map: {main: {host: h, port: 1}, master: {host: h, port: 1}}", 1,
+			"instance_map.master: main and master are the same instance"},
+		{"instance without port", "instance_map: {main: {host: h}}", 1,
+			"instance_map.main: needs host and port"},
+		{"nats url and embedded", "nats: {url: 'nats://h:4222', embedded: {store_dir: /x}}", 1,
+			"nats: set url or embedded, not both"},
+		{"nats neither", "nats: {namespace: x}", 1,
+			"nats: set url (an external server) or embedded"},
+		{"nats bad url", "nats: {url: 'http://h:4222'}", 1,
+			"nats.url: must be nats://host:port"},
+		{"embedded without store_dir", "nats: {embedded: {port: 0}}", 1,
+			"nats.embedded.store_dir: required"},
+		{"bad sync interval", "nats: {embedded: {store_dir: /x}, sync_interval: fast}", 1,
+			`nats.sync_interval: must be a positive duration such as "2m", or "always", got "fast"`},
+		{"bad namespace", "nats: {url: 'nats://h:4222', namespace: 'a.b'}", 1,
+			`nats.namespace: must be 1 to 64 letters, digits, '_' or '-', got "a.b"`},
+		{"bad log level", "log_level: loud", 1,
+			`log_level: must be debug, info, warning or error, got "loud"`},
+		{"sqlite", "database: {name: sqlite3, args: {database: homeserver.db}}", 1,
+			"database.name: sqlite3 is not supported"},
+		{"database mapping without name", "database: {args: {dbname: x}}", 1,
+			"database.name: required"},
+		{"database url of another kind", "database: 'mysql://u:secret@h/db'", 1,
+			"database: must be a postgres:// URL or a mapping with name and args"},
+		{"database port", "database: {name: psycopg2, args: {port: -1}}", 1,
+			"database.args.port: must be between 1 and 65535, got -1"},
+		{"key twice", "enable_registration: true\nenable_registration: false", 1,
+			"enable_registration: set twice in the same mapping"},
+		{"legacy pusher while main pushes", "worker_app: synapse.app.pusher\nworker_name: pusher1", 1,
+			"worker_app: synapse.app.pusher needs start_pushers: false in the shared configuration"},
+		{"restricted federation without secret",
+			"instance_map: {main: {host: h, port: 1}}\noutbound_federation_restricted_to: [main]", 1,
+			"worker_replication_secret: required when outbound_federation_restricted_to is set"},
+		{"required key missing from every file", "server_name: ~", -1,
+			"server_name: required"},
+		{"yaml syntax", "listeners: [", 1, "yaml: line 1"},
+		{"top level not a mapping", "- a\n- b", 1,
+			"the top level must be a mapping of keys, got a list"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			first := base
+			if tt.file == -1 {
+				first = strings.Replace(base, "server_name: example.org", "", 1)
+			}
+			paths := writeFiles(t, first, tt.extra)
+			_, err := Load(paths, zap.NewNop())
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			file := strings.Join(paths, ", ")
+			if tt.file >= 0 {
+				file = paths[tt.file]
+			}
+			want := "config: " + file + ": " + tt.want
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error\n got %s\nwant %s...", err, want)
+			}
+			var cerr *Error
+			if !errors.As(err, &cerr) || cerr.File != file {
+				t.Errorf("error %#v does not name file %s", cerr, file)
+			}
+		})
+	}
+}
+
+func TestLoadErrorsDoNotEchoSecrets(t *testing.T) {
+	_, err := Load(writeFiles(t, base, "registration_shared_secret: 123456789\ndatabase: 'mysql://u:hunter2@h/db'"), zap.NewNop())
+	if err == nil || strings.Contains(err.Error(), "123456789") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error %v", err)
+	}
+}
+
+func TestLoadMapsLegacyWorkerApps(t *testing.T) {
+	tests := []struct {
+		app        string
+		extra      string
+		main       bool
+		pushers    []string
+		fedSenders []string
+	}{
+		{app: "synapse.app.homeserver", main: true, pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "", main: true, pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: GenericWorker, pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.client_reader", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.event_creator", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.federation_reader", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.frontend_proxy", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.synchrotron", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.appservice", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.user_dir", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.media_repository", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.pusher", extra: "start_pushers: false",
+			pushers: []string{"w1"}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.federation_sender", extra: "send_federation: false",
+			pushers: []string{MainInstance}, fedSenders: []string{"w1"}},
+		{app: GenericWorker, extra: "send_federation: false\nstart_pushers: false",
+			pushers: []string{}, fedSenders: []string{}},
+		{app: "synapse.app.pusher", extra: "pusher_instances: [w1, main]",
+			pushers: []string{"w1", MainInstance}, fedSenders: []string{MainInstance}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.app+" "+tt.extra, func(t *testing.T) {
+			worker := "worker_app: '" + tt.app + "'\n" + tt.extra + "\n"
+			if !tt.main {
+				worker += "worker_name: w1\n"
+			}
+			c := mustLoad(t, base, worker)
+			if c.IsMain() != tt.main {
+				t.Fatalf("IsMain %v", c.IsMain())
+			}
+			wantApp, wantLegacy := GenericWorker, ""
+			switch {
+			case tt.main:
+				wantApp = ""
+			case tt.app != GenericWorker:
+				wantLegacy = tt.app
+			}
+			if c.WorkerApp != wantApp || c.LegacyWorkerApp != wantLegacy {
+				t.Errorf("worker_app %q legacy %q", c.WorkerApp, c.LegacyWorkerApp)
+			}
+			if !slices.Equal(c.Pushers(), tt.pushers) || !slices.Equal(c.FederationSenders(), tt.fedSenders) {
+				t.Errorf("pushers %q federation senders %q", c.Pushers(), c.FederationSenders())
+			}
+		})
+	}
+}
+
+func TestLoadNormalisesMainToMaster(t *testing.T) {
+	c := mustLoad(t, base, `
+instance_map:
+  main: {host: 127.0.0.1, port: 9093}
+  p1: {path: /run/ganglion/p1.sock}
+stream_writers:
+  events: [main, p1]
+  receipts: main
+run_background_tasks_on: main
+pusher_instances: [main]
+`)
+	if _, ok := c.InstanceMap["main"]; ok {
+		t.Error(`instance_map kept "main"`)
+	}
+	if got := c.InstanceMap[MainInstance]; got != (InstanceLocation{Host: "127.0.0.1", Port: 9093}) {
+		t.Errorf("instance_map[master] = %+v", got)
+	}
+	if got := c.InstanceMap["p1"]; got.Path != "/run/ganglion/p1.sock" {
+		t.Errorf("instance_map[p1] = %+v", got)
+	}
+	if !slices.Equal(c.EventWriters(), []string{MainInstance, "p1"}) || !c.IsEventWriter() {
+		t.Errorf("event writers %v, main writes %v", c.EventWriters(), c.IsEventWriter())
+	}
+	if !slices.Equal(c.StreamWriters.Receipts, []string{MainInstance}) ||
+		c.RunBackgroundTasksOn != MainInstance || !slices.Equal(c.Pushers(), []string{MainInstance}) {
+		t.Errorf("receipts %v background %q pushers %v", c.StreamWriters.Receipts, c.RunBackgroundTasksOn, c.Pushers())
+	}
+}
+
+func TestDatabaseDSN(t *testing.T) {
+	tests := []struct {
+		name     string
+		database string
+		want     string
+	}{
+		{"url", "database: 'postgresql://u:p@db:5433/x?sslmode=require'", "postgresql://u:p@db:5433/x?sslmode=require"},
+		{"synapse args", `database:
+  name: psycopg2
+  txn_limit: 10000
+  args: {user: synapse, password: "p@ss word", dbname: synapse, host: db.example, port: 5433, cp_min: 5}`,
+			"postgres://synapse:p%40ss%20word@db.example:5433/synapse"},
+		{"database alias of dbname", "database: {name: postgres, args: {user: u, database: d, host: h}}",
+			"postgres://u@h/d"},
+		{"socket directory", "database: {name: psycopg2, args: {user: u, dbname: d, host: /var/run/postgresql, port: 5432, sslmode: disable}}",
+			"postgres://u@/d?host=%2Fvar%2Frun%2Fpostgresql&port=5432&sslmode=disable"},
+		{"libpq defaults", "database: {name: psycopg2}", "postgres:///"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mustLoad(t, base, tt.database).Database.DSN(); got != tt.want {
+				t.Errorf("DSN() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadIntegersAndAliases(t *testing.T) {
+	c := mustLoad(t, base, `
+defaults: &listener
+  type: http
+  bind_addresses: ['::', '0.0.0.0']
+  resources: [{names: [client]}]
+listeners:
+  - <<: *listener
+    port: 8_008.0
+  - <<: *listener
+    port: 8448
+    resources: [{names: [federation], compress: true}]
+redis: {enabled: true, port: 6380, dbid: 3}
+nats: {embedded: {store_dir: /var/lib/ganglion/nats}, sync_interval: always}
+`)
+	ls := c.HTTPListeners()
+	if len(ls) != 2 || ls[0].Port != 8008 || !ls[0].Has("client") || ls[0].Has("federation") ||
+		!ls[1].Has("federation") || ls[1].Has("client") || !ls[1].Resources[0].Compress {
+		t.Fatalf("listeners %+v", ls)
+	}
+	if got := ls[0].Addrs(); !slices.Equal(got, []string{"[::]:8008"}) {
+		t.Errorf("Addrs() = %v", got)
+	}
+	if c.Redis.Addr() != "localhost:6380" || c.Redis.DBID != 3 || !c.Redis.Enabled {
+		t.Errorf("redis %+v", c.Redis)
+	}
+	if e := c.NATS.Embedded; e == nil || !e.SyncAlways || e.StoreDir != "/var/lib/ganglion/nats" || c.NATS.Namespace != "ganglion" {
+		t.Errorf("nats %+v embedded %+v", c.NATS, c.NATS.Embedded)
+	}
+}
+
+func TestLoadRefusesAliasBombs(t *testing.T) {
+	// Each level merges the previous one twice: unchecked, redis would
+	// expand 2^40 mappings.
+	var b strings.Builder
+	b.WriteString(base + "x0: &m0 {enabled: true}\n")
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "x%d: &m%d {<<: [*m%d, *m%d]}\n", i, i, i-1, i-1)
+	}
+	b.WriteString("redis: *m40\n")
+	_, err := Load(writeFiles(t, b.String()), zap.NewNop())
+	if err == nil || !strings.Contains(err.Error(), "more than 1000 YAML aliases") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestListenerAddrs(t *testing.T) {
+	tests := []struct {
+		bind []string
+		want []string
+	}{
+		{nil, []string{":8008"}},
+		{[]string{"127.0.0.1", "::1"}, []string{"127.0.0.1:8008", "[::1]:8008"}},
+		{[]string{"::", "0.0.0.0"}, []string{"[::]:8008"}},
+		{[]string{"0.0.0.0"}, []string{"0.0.0.0:8008"}},
+	}
+	for _, tt := range tests {
+		got := Listener{Port: 8008, BindAddresses: tt.bind}.Addrs()
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("Addrs(%v) = %v, want %v", tt.bind, got, tt.want)
+		}
+	}
+}
+
+func TestExampleDeployments(t *testing.T) {
+	tests := []struct {
+		files       []string
+		instance    string
+		eventWriter bool
+		addrs       []string
+		resource    string
+	}{
+		{[]string{"../monolith.yaml"}, MainInstance, true, []string{"127.0.0.1:8008"}, "client"},
+		{[]string{"../workers/shared.yaml"}, MainInstance, false, []string{"127.0.0.1:8008", "127.0.0.1:9093"}, "federation"},
+		{[]string{"../workers/shared.yaml", "../workers/gateway1.yaml"}, "gateway1", false, []string{"127.0.0.1:8081"}, "federation"},
+		{[]string{"../workers/shared.yaml", "../workers/gateway2.yaml"}, "gateway2", false, []string{"127.0.0.1:8082"}, "client"},
+		{[]string{"../workers/shared.yaml", "../workers/event_persister1.yaml"}, "event_persister1", true, []string{"127.0.0.1:9101"}, "replication"},
+		{[]string{"../workers/shared.yaml", "../workers/event_persister2.yaml"}, "event_persister2", true, []string{"127.0.0.1:9102"}, "replication"},
+		{[]string{"../workers/shared.yaml", "../workers/sync1.yaml"}, "sync1", false, []string{"127.0.0.1:8083"}, "client"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.files, "+"), func(t *testing.T) {
+			core, logs := observer.New(zapcore.WarnLevel)
+			c, err := Load(tt.files, zap.New(core))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if logs.Len() != 0 {
+				t.Errorf("warnings: %v", logs.All())
+			}
+			if c.InstanceName() != tt.instance || c.IsEventWriter() != tt.eventWriter {
+				t.Errorf("instance %q event writer %v", c.InstanceName(), c.IsEventWriter())
+			}
+			var addrs []string
+			has := false
+			for _, l := range c.HTTPListeners() {
+				addrs = append(addrs, l.Addrs()...)
+				has = has || l.Has(tt.resource)
+			}
+			if !slices.Equal(addrs, tt.addrs) || !has {
+				t.Errorf("addresses %v, serves %s: %v", addrs, tt.resource, has)
+			}
+		})
+	}
+}
+
+func TestGenerate(t *testing.T) {
+	dir := t.TempDir()
+	out, err := Generate("example.org:8448", filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	c, err := Load(writeFiles(t, string(out)), zap.New(core))
+	if err != nil {
+		t.Fatalf("generated config does not load: %v\n%s", err, out)
+	}
+	if logs.Len() != 0 {
+		t.Errorf("warnings: %v", logs.All())
+	}
+	ls := c.HTTPListeners()
+	if c.ServerName != "example.org:8448" || !c.IsMain() || !c.EnableRegistration ||
+		len(ls) != 1 || !slices.Equal(ls[0].Addrs(), []string{"127.0.0.1:8008"}) || !ls[0].Has("client") || !ls[0].Has("federation") {
+		t.Errorf("config %+v", c)
+	}
+	if c.Database.DSN() != DefaultDatabaseURL {
+		t.Errorf("DSN %q", c.Database.DSN())
+	}
+	e := c.NATS.Embedded
+	if e == nil || e.StoreDir != filepath.Join(dir, "data", "nats") || e.Port != 0 || e.SyncInterval != 2*time.Minute || e.SyncAlways {
+		t.Errorf("nats %+v", e)
+	}
+	if c.SigningKeyPath != filepath.Join(dir, "data", "example.org:8448.signing.key") {
+		t.Errorf("signing key path %q", c.SigningKeyPath)
+	}
+
+	if _, err := Generate("not a name", dir); err == nil {
+		t.Error("Generate accepted an invalid server name")
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	for _, p := range []string{"../monolith.yaml", "../workers/shared.yaml", "../workers/event_persister1.yaml"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(base + "listeners: [{port: 1e5, type: http}]\nx: &a [*a]\nstream_writers: {events: *a}"))
+	f.Add([]byte("a: &a {<<: *a}\n<<: *a"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "fuzz.yaml")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load([]string{p}, zap.NewNop())
+		if (c == nil) == (err == nil) {
+			t.Fatalf("config %v, error %v", c, err)
+		}
+		if c != nil {
+			// The helpers main.go calls must hold on anything Load accepts.
+			c.IsEventWriter()
+			for _, l := range c.HTTPListeners() {
+				l.Addrs()
+			}
+			c.Database.DSN()
+		}
+	})
+}
