@@ -1,0 +1,536 @@
+// Package syncfeed follows the EVENTS log for one process and tracks its visible
+// position: the largest log sequence up to which every message is projected into
+// Postgres. /sync answers up to that position and nothing beyond, and long-polls wait
+// here for it to pass their token.
+//
+// The rule (DESIGN.md invariant 5). Every log message is appended by one writer and
+// projected by that same writer shortly after; a writer's stream_positions row and its
+// "<ns>.projected" notices say that every message it appended with sequence <= N is in
+// Postgres. Writers project independently, so message 7 of writer A can be in Postgres
+// while message 5 of writer B is not yet. The visible position therefore advances to the
+// largest sequence S such that every message with sequence <= S is projected by its
+// writer: one slow writer holds the position back, and a sync token never moves past an
+// event that would become readable later. This is Synapse's "minimum over writers"
+// rule applied to the log's single global order, and tighter than it: an idle writer
+// does not hold anyone back, because only messages actually in the log are waited for.
+package syncfeed
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// Defaults of the tunables in Deps.
+const (
+	DefaultPollInterval = 250 * time.Millisecond
+	DefaultMaxPending   = 1 << 16
+	DefaultRecent       = 4096
+)
+
+// stuckReport is how long a message may wait for its projection before the feed logs
+// which writer holds the position back, and how often it repeats that.
+const stuckReport = 10 * time.Second
+
+// Deps are what a feed needs. JS, NC, DB are required.
+type Deps struct {
+	JS       jetstream.JetStream
+	NC       *nats.Conn
+	Topology streams.Topology
+	DB       *persist.DB
+	Log      *zap.Logger
+	// Writers is stream_writers.events. A configured writer without a stream_positions
+	// row has projected nothing yet, so the feed starts at the beginning of the log
+	// rather than skip its first messages. Writers that are not configured are known
+	// only from their rows.
+	Writers []string
+	// PollInterval is how often stream_positions is read while a message waits for its
+	// projection (lost notice, restart). Zero means DefaultPollInterval.
+	PollInterval time.Duration
+	// MaxPending bounds the messages held while they wait for projections; reading the
+	// log pauses while it is full. Zero means DefaultMaxPending.
+	MaxPending int
+	// Recent is how many visible messages are remembered, so Wait can tell from memory
+	// whether a token slightly behind the position has anything new for its caller.
+	// Zero means DefaultRecent.
+	Recent int
+}
+
+// entry is what the feed keeps of one log message: its routing headers, never its body.
+type entry struct {
+	seq     uint64
+	writer  string
+	room    string
+	members []string
+}
+
+// waiter is one blocked Wait call.
+type waiter struct {
+	since uint64
+	user  string
+	rooms []string
+	ch    chan struct{}
+	woken bool
+}
+
+// Feed is the sync feed of one process. Create it with New, then call Run.
+type Feed struct {
+	deps Deps
+	log  *zap.Logger
+
+	// kick wakes the poller when a message starts waiting; space wakes the log reader
+	// when pending drops below MaxPending.
+	kick  chan struct{}
+	space chan struct{}
+
+	mu sync.Mutex
+	// pos is the visible position; next is the sequence the log reader resumes at.
+	pos, next uint64
+	// projected is, per writer, the sequence up to which its messages are in Postgres.
+	projected map[string]uint64
+	// pending are the messages after pos, in log order, not all projected yet.
+	pending []entry
+	// recent holds the last visible messages, a ring starting at recentHead. Every
+	// visible message with sequence > recentFloor is in it.
+	recent      []entry
+	recentHead  int
+	recentFloor uint64
+	byRoom      map[string]map[*waiter]struct{}
+	byUser      map[string]map[*waiter]struct{}
+}
+
+// New reads how far every writer has projected and sets the visible position there, so
+// Position is meaningful before Run has read anything.
+func New(ctx context.Context, d Deps) (*Feed, error) {
+	if d.JS == nil || d.NC == nil || d.DB == nil {
+		return nil, errors.New("syncfeed: JS, NC and DB are required")
+	}
+	if d.Log == nil {
+		d.Log = zap.NewNop()
+	}
+	if d.PollInterval <= 0 {
+		d.PollInterval = DefaultPollInterval
+	}
+	if d.MaxPending <= 0 {
+		d.MaxPending = DefaultMaxPending
+	}
+	if d.Recent <= 0 {
+		d.Recent = DefaultRecent
+	}
+	positions, err := d.DB.StreamPositions(ctx, persist.EventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("syncfeed: read stream positions: %w", err)
+	}
+	start := startPosition(positions, d.Writers)
+	f := &Feed{
+		deps:        d,
+		log:         d.Log.Named("syncfeed"),
+		kick:        make(chan struct{}, 1),
+		space:       make(chan struct{}, 1),
+		pos:         start,
+		next:        start + 1,
+		projected:   positions,
+		recent:      make([]entry, 0, d.Recent),
+		recentFloor: start,
+		byRoom:      map[string]map[*waiter]struct{}{},
+		byUser:      map[string]map[*waiter]struct{}{},
+	}
+	f.log.Info("sync feed starts", zap.Uint64("position", start), zap.Int("writers", len(positions)))
+	return f, nil
+}
+
+// startPosition is the minimum over writers of their projected position: every message
+// at or below it is in Postgres whoever wrote it. A configured writer without a row
+// counts as 0.
+func startPosition(positions map[string]uint64, writers []string) uint64 {
+	if len(positions) == 0 {
+		return 0
+	}
+	for _, w := range writers {
+		if _, ok := positions[w]; !ok {
+			return 0
+		}
+	}
+	first := true
+	var lo uint64
+	for _, p := range positions {
+		if first || p < lo {
+			lo, first = p, false
+		}
+	}
+	return lo
+}
+
+// Position is the visible position: every log message up to it is in Postgres.
+func (f *Feed) Position() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pos
+}
+
+// Wait returns as soon as the visible position passes since with a message of one of
+// rooms or one naming userID in its members header (a membership change of the user),
+// or when ctx ends. It returns the visible position at that moment. When since is
+// further behind than the feed remembers, it returns at once: the caller has to look in
+// Postgres anyway.
+func (f *Feed) Wait(ctx context.Context, since uint64, userID string, rooms []string) uint64 {
+	f.mu.Lock()
+	if f.pos > since && (since < f.recentFloor || f.recentHasLocked(since, userID, rooms)) {
+		pos := f.pos
+		f.mu.Unlock()
+		return pos
+	}
+	w := &waiter{since: since, user: userID, rooms: rooms, ch: make(chan struct{})}
+	f.addWaiterLocked(w)
+	f.mu.Unlock()
+
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		f.mu.Lock()
+		f.wakeLocked(w)
+		f.mu.Unlock()
+	}
+	return f.Position()
+}
+
+// recentHasLocked reports whether a remembered visible message after since concerns the
+// user or one of rooms. It scans from the newest message back to since.
+func (f *Feed) recentHasLocked(since uint64, userID string, rooms []string) bool {
+	var roomSet map[string]struct{}
+	for i := len(f.recent) - 1; i >= 0; i-- {
+		e := &f.recent[(f.recentHead+i)%len(f.recent)]
+		if e.seq <= since {
+			return false
+		}
+		for _, m := range e.members {
+			if m == userID {
+				return true
+			}
+		}
+		if roomSet == nil {
+			roomSet = make(map[string]struct{}, len(rooms))
+			for _, r := range rooms {
+				roomSet[r] = struct{}{}
+			}
+		}
+		if _, ok := roomSet[e.room]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *Feed) addWaiterLocked(w *waiter) {
+	for _, r := range w.rooms {
+		set := f.byRoom[r]
+		if set == nil {
+			set = map[*waiter]struct{}{}
+			f.byRoom[r] = set
+		}
+		set[w] = struct{}{}
+	}
+	if w.user != "" {
+		set := f.byUser[w.user]
+		if set == nil {
+			set = map[*waiter]struct{}{}
+			f.byUser[w.user] = set
+		}
+		set[w] = struct{}{}
+	}
+}
+
+// wakeLocked releases w and forgets it; waking twice is harmless.
+func (f *Feed) wakeLocked(w *waiter) {
+	if w.woken {
+		return
+	}
+	w.woken = true
+	close(w.ch)
+	for _, r := range w.rooms {
+		if set := f.byRoom[r]; set != nil {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(f.byRoom, r)
+			}
+		}
+	}
+	if set := f.byUser[w.user]; set != nil {
+		delete(set, w)
+		if len(set) == 0 {
+			delete(f.byUser, w.user)
+		}
+	}
+}
+
+// add records a message read from the log.
+func (f *Feed) add(e entry) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if e.seq < f.next {
+		return // already seen: the reader restarted behind its position
+	}
+	f.next = e.seq + 1
+	wasIdle := len(f.pending) == 0
+	f.pending = append(f.pending, e)
+	f.advanceLocked()
+	if wasIdle && len(f.pending) > 0 {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// setProjected raises the projected positions of writers and advances.
+func (f *Feed) setProjected(positions map[string]uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for w, p := range positions {
+		if p > f.projected[w] {
+			f.projected[w] = p
+		}
+	}
+	f.advanceLocked()
+}
+
+// advanceLocked moves the visible position over every leading pending message whose
+// writer has projected it, and wakes the waiters those messages concern.
+func (f *Feed) advanceLocked() {
+	n := 0
+	for n < len(f.pending) && f.projected[f.pending[n].writer] >= f.pending[n].seq {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	wasFull := len(f.pending) >= f.deps.MaxPending
+	visible := f.pending[:n]
+	f.pos = visible[n-1].seq
+	for i := range visible {
+		e := &visible[i]
+		f.remember(*e)
+		for w := range f.byRoom[e.room] {
+			if e.seq > w.since {
+				f.wakeLocked(w)
+			}
+		}
+		for _, m := range e.members {
+			for w := range f.byUser[m] {
+				if e.seq > w.since {
+					f.wakeLocked(w)
+				}
+			}
+		}
+	}
+	clear(visible) // drop the strings now, not when the backing array is reallocated
+	f.pending = f.pending[n:]
+	if len(f.pending) == 0 {
+		f.pending = nil
+	}
+	if wasFull && len(f.pending) < f.deps.MaxPending {
+		select {
+		case f.space <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// remember appends a visible message to the ring of recent ones.
+func (f *Feed) remember(e entry) {
+	if len(f.recent) < cap(f.recent) {
+		f.recent = append(f.recent, e)
+		return
+	}
+	f.recentFloor = f.recent[f.recentHead].seq
+	f.recent[f.recentHead] = e
+	f.recentHead = (f.recentHead + 1) % len(f.recent)
+}
+
+// Run follows the log, listens for projection notices and polls stream_positions while
+// something waits for its projection. It returns when ctx ends.
+func (f *Feed) Run(ctx context.Context) error {
+	sub, err := f.deps.NC.Subscribe(f.deps.Topology.ProjectedSubject(), f.onProjected)
+	if err != nil {
+		return fmt.Errorf("syncfeed: subscribe to projection notices: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { f.pollLoop(ctx) })
+	f.followLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+func (f *Feed) onProjected(m *nats.Msg) {
+	var p schemas.Projected
+	if err := json.Unmarshal(m.Data, &p); err != nil || p.Writer == "" {
+		f.log.Warn("ignoring malformed projection notice", zap.ByteString("data", m.Data))
+		return
+	}
+	f.setProjected(map[string]uint64{p.Writer: p.Seq})
+}
+
+// pollLoop reads stream_positions while the oldest pending message stays pending for
+// a whole interval: a notice was lost, or was sent before this feed subscribed. It
+// sleeps on kick while nothing is pending, so an idle feed costs no queries.
+func (f *Feed) pollLoop(ctx context.Context) {
+	interval := f.deps.PollInterval
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	var (
+		lastHead   uint64
+		stuckSince time.Time
+		reported   time.Time
+	)
+	for {
+		head, writer, ok := f.head()
+		if !ok {
+			lastHead, stuckSince = 0, time.Time{}
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.kick:
+				continue
+			}
+		}
+		if head != lastHead {
+			lastHead, stuckSince = head, time.Now()
+		} else {
+			positions, err := f.deps.DB.StreamPositions(ctx, persist.EventsStream)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				f.log.Warn("read stream positions", zap.Error(err))
+			} else {
+				f.setProjected(positions)
+			}
+			if held := time.Since(stuckSince); held >= stuckReport && time.Since(reported) >= stuckReport {
+				reported = time.Now()
+				f.log.Warn("sync position held back by a writer that has not projected its message",
+					zap.String("writer", writer), zap.Uint64("seq", head), zap.Duration("for", held))
+			}
+		}
+		timer.Reset(interval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+	}
+}
+
+// head returns the oldest pending message.
+func (f *Feed) head() (seq uint64, writer string, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.pending) == 0 {
+		return 0, "", false
+	}
+	return f.pending[0].seq, f.pending[0].writer, true
+}
+
+// followLoop reads the log until ctx ends, recreating the reader after failures.
+func (f *Feed) followLoop(ctx context.Context) {
+	for {
+		err := f.follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		f.log.Warn("events log reader stopped; restarting", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// follow reads the log from where the feed stands with an ordered consumer that gets
+// headers only: the feed routes by headers and never needs the events themselves.
+func (f *Feed) follow(ctx context.Context) error {
+	f.mu.Lock()
+	start := f.next
+	f.mu.Unlock()
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{f.deps.Topology.EventsWildcard()},
+		HeadersOnly:    true,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if start > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	cons, err := f.deps.JS.OrderedConsumer(ctx, f.deps.Topology.EventsStream(), cfg)
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	for {
+		if err := f.waitForSpace(ctx); err != nil {
+			return err
+		}
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return err
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		f.add(f.entryOf(meta.Sequence.Stream, msg.Headers()))
+	}
+}
+
+// entryOf reads a message's routing headers. A message without a writer cannot be
+// matched to any projection; holding the position for it forever would stop sync for
+// everyone, so it counts as projected and the anomaly is logged.
+func (f *Feed) entryOf(seq uint64, h nats.Header) entry {
+	e := entry{seq: seq, writer: h.Get(streams.HeaderWriter), room: h.Get(streams.HeaderRoom)}
+	if members := h.Get(streams.HeaderMembers); members != "" {
+		e.members = strings.Fields(members)
+	}
+	if e.writer == "" {
+		f.log.Error("events log message without a writer header; not waiting for its projection",
+			zap.Uint64("seq", seq), zap.String("room", e.room))
+		f.mu.Lock()
+		f.projected[""] = seq
+		f.mu.Unlock()
+	}
+	return e
+}
+
+// waitForSpace blocks while pending is full, so a writer that stops projecting bounds
+// the memory of the feed instead of growing it.
+func (f *Feed) waitForSpace(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		full := len(f.pending) >= f.deps.MaxPending
+		f.mu.Unlock()
+		if !full {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.space:
+		}
+	}
+}

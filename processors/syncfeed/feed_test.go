@@ -1,0 +1,471 @@
+package syncfeed
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	mathrand "math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/pgtest"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// fixture is one test's NATS server, stream namespace and database.
+type fixture struct {
+	t    *testing.T
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	topo streams.Topology
+	db   *persist.DB
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		DontListen: true, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(30 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	topo := streams.Topology{Namespace: "t" + hex.EncodeToString(b[:])}
+	ctx := context.Background()
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	db, err := persist.Open(ctx, pgtest.DSN(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return &fixture{t: t, nc: nc, js: js, topo: topo, db: db}
+}
+
+func (fx *fixture) deps() Deps {
+	// Polling is off (an hour) unless a test turns it on, so every advance in the other
+	// tests comes from the notices the test sends.
+	return Deps{JS: fx.js, NC: fx.nc, Topology: fx.topo, DB: fx.db, PollInterval: time.Hour}
+}
+
+// run creates a feed and runs it until the test ends.
+func (fx *fixture) run(d Deps) *Feed {
+	fx.t.Helper()
+	f, err := New(context.Background(), d)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	// Notices sent before the feed subscribes are lost by design (polling recovers
+	// them); the tests that turn polling off wait for the subscription. It is made on
+	// the test's connection before anything else Run subscribes to.
+	subs := fx.nc.NumSubscriptions()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := f.Run(ctx); err != nil {
+			fx.t.Errorf("Run: %v", err)
+		}
+	}()
+	fx.t.Cleanup(func() { cancel(); <-done })
+	eventually(fx.t, "the feed to subscribe", func() bool { return fx.nc.NumSubscriptions() > subs })
+	return f
+}
+
+// publish appends a synthetic log message; the feed must never look at the body.
+func (fx *fixture) publish(writer, room string, members ...string) uint64 {
+	fx.t.Helper()
+	msg := nats.NewMsg(fx.topo.EventSubject(room))
+	msg.Header.Set(streams.HeaderWriter, writer)
+	msg.Header.Set(streams.HeaderRoom, room)
+	if len(members) > 0 {
+		msg.Header.Set(streams.HeaderMembers, strings.Join(members, " "))
+	}
+	msg.Data = []byte("not a log batch")
+	ack, err := fx.js.PublishMsg(context.Background(), msg)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+func (fx *fixture) notice(writer string, seq uint64) {
+	fx.t.Helper()
+	data, _ := json.Marshal(schemas.Projected{Writer: writer, Seq: seq})
+	if err := fx.nc.Publish(fx.topo.ProjectedSubject(), data); err != nil {
+		fx.t.Fatal(err)
+	}
+}
+
+func (fx *fixture) setRow(writer string, seq uint64) {
+	fx.t.Helper()
+	_, err := fx.db.Pool.Exec(context.Background(), `INSERT INTO stream_positions (stream_name, instance_name, stream_id)
+		VALUES ('events', $1, $2) ON CONFLICT (stream_name, instance_name) DO UPDATE SET stream_id = excluded.stream_id`,
+		writer, int64(seq))
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// state is a consistent snapshot of the feed's bookkeeping.
+func (f *Feed) state() (pos, next uint64, pending int, projected map[string]uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	projected = make(map[string]uint64, len(f.projected))
+	for w, p := range f.projected {
+		projected[w] = p
+	}
+	return f.pos, f.next, len(f.pending), projected
+}
+
+func (f *Feed) waiters() (rooms, users int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.byRoom {
+		rooms += len(s)
+	}
+	for _, s := range f.byUser {
+		users += len(s)
+	}
+	return rooms, users
+}
+
+// read waits until the feed has read every message up to seq.
+func read(t *testing.T, f *Feed, seq uint64) {
+	t.Helper()
+	eventually(t, "the feed to read the log", func() bool { _, next, _, _ := f.state(); return next > seq })
+}
+
+// noticed waits until the feed knows writer projected up to at least seq.
+func noticed(t *testing.T, f *Feed, writer string, seq uint64) {
+	t.Helper()
+	eventually(t, "the feed to take the notice", func() bool { _, _, _, p := f.state(); return p[writer] >= seq })
+}
+
+// modelPosition is the rule itself: the largest published sequence such that every
+// message up to it is projected by its writer.
+func modelPosition(writers []string, projected map[string]uint64) uint64 {
+	var pos uint64
+	for i, w := range writers {
+		seq := uint64(i + 1)
+		if projected[w] < seq {
+			break
+		}
+		pos = seq
+	}
+	return pos
+}
+
+func TestOneSlowWriterHoldsThePosition(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	f := fx.run(fx.deps())
+
+	a1 := fx.publish("A", "!a:x")
+	b2 := fx.publish("B", "!b:x")
+	a3 := fx.publish("A", "!a:x")
+	a4 := fx.publish("A", "!a:x")
+	read(t, f, a4)
+	if pos := f.Position(); pos != 0 {
+		t.Fatalf("position %d before any projection", pos)
+	}
+
+	// A is fast: all its messages are projected, but B's message 2 is not, so nothing
+	// after 1 may become visible.
+	fx.notice("A", a4)
+	noticed(t, f, "A", a4)
+	if pos := f.Position(); pos != a1 {
+		t.Fatalf("position %d with B's message %d unprojected, want %d", pos, b2, a1)
+	}
+	// Notices arrive out of order: an older one changes nothing.
+	fx.notice("A", a3)
+	fx.notice("B", a1)
+	noticed(t, f, "B", a1)
+	if pos, _, _, p := f.state(); pos != a1 || p["A"] != a4 {
+		t.Fatalf("after stale notices: position %d, projected[A] %d", pos, p["A"])
+	}
+	fx.notice("B", b2)
+	noticed(t, f, "B", b2)
+	if pos := f.Position(); pos != a4 {
+		t.Fatalf("position %d once B caught up, want %d", pos, a4)
+	}
+}
+
+func TestPositionFollowsTheRuleUnderRandomInterleavings(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	f := fx.run(fx.deps())
+
+	var writers []string // writer of each published sequence, index = seq-1
+	projected := map[string]uint64{}
+	last := map[string]uint64{}
+	for step := 0; step < 80; step++ {
+		w := []string{"A", "B"}[mathrand.IntN(2)]
+		// B is the slow one: it projects less often than A.
+		projectOdds := map[string]int{"A": 2, "B": 5}[w]
+		if mathrand.IntN(projectOdds) != 0 || last[w] == 0 {
+			seq := fx.publish(w, "!r"+w+":x")
+			writers = append(writers, w)
+			last[w] = seq
+			read(t, f, seq)
+		} else {
+			// Project up to some message of w, not necessarily its last (batched
+			// projection), sometimes a position already covered (late notice).
+			var mine []uint64
+			for i, ww := range writers {
+				if ww == w {
+					mine = append(mine, uint64(i+1))
+				}
+			}
+			seq := mine[mathrand.IntN(len(mine))]
+			fx.notice(w, seq)
+			projected[w] = max(projected[w], seq)
+			noticed(t, f, w, projected[w])
+		}
+		if pos, want := f.Position(), modelPosition(writers, projected); pos != want {
+			t.Fatalf("step %d: position %d, rule gives %d (writers %v, projected %v)", step, pos, want, writers, projected)
+		}
+	}
+	// Everyone catches up: everything becomes visible.
+	fx.notice("A", uint64(len(writers)))
+	fx.notice("B", uint64(len(writers)))
+	eventually(t, "everything visible", func() bool { return f.Position() == uint64(len(writers)) })
+}
+
+// waitAsync runs Wait in a goroutine and returns where its result arrives.
+func waitAsync(ctx context.Context, f *Feed, since uint64, user string, rooms ...string) <-chan uint64 {
+	ch := make(chan uint64, 1)
+	go func() { ch <- f.Wait(ctx, since, user, rooms) }()
+	return ch
+}
+
+func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	f := fx.run(fx.deps())
+	ctx := context.Background()
+
+	byRoom := waitAsync(ctx, f, 0, "@x:x", "!a:x", "!c:x")
+	byUser := waitAsync(ctx, f, 0, "@u:x", "!c:x")
+	otherCtx, cancelOther := context.WithCancel(ctx)
+	other := waitAsync(otherCtx, f, 0, "@o:x", "!b:x")
+	eventually(t, "three waiters", func() bool { r, u := f.waiters(); return r == 4 && u == 3 })
+
+	// A message of !a from fast writer A after an unprojected one of slow writer B in
+	// another room: the !a waiter must not wake before the position passes it.
+	b1 := fx.publish("B", "!z:x")
+	a2 := fx.publish("A", "!a:x")
+	read(t, f, a2)
+	fx.notice("A", a2)
+	noticed(t, f, "A", a2)
+	if r, u := f.waiters(); r != 4 || u != 3 {
+		t.Fatalf("a waiter woke while message %d of the slow writer is unprojected (%d room, %d user entries)", b1, r, u)
+	}
+	fx.notice("B", b1)
+	if got := <-byRoom; got < a2 {
+		t.Fatalf("room waiter woke at %d, before its message %d", got, a2)
+	}
+	if r, u := f.waiters(); r != 2 || u != 2 {
+		t.Fatalf("after the !a message: %d room and %d user entries, want 2 and 2", r, u)
+	}
+
+	// A membership change naming @u in a room it does not wait on wakes it.
+	a3 := fx.publish("A", "!new:x", "@someone:x", "@u:x")
+	fx.notice("A", a3)
+	if got := <-byUser; got < a3 {
+		t.Fatalf("user waiter woke at %d, before its message %d", got, a3)
+	}
+	eventually(t, "the user waiter to leave the index", func() bool { r, u := f.waiters(); return r == 1 && u == 1 })
+	select {
+	case got := <-other:
+		t.Fatalf("unconcerned waiter woke at %d", got)
+	default:
+	}
+
+	// Ending the context releases the waiter with the current position and forgets it.
+	cancelOther()
+	if got := <-other; got != a3 {
+		t.Fatalf("cancelled waiter returned %d, want the position %d", got, a3)
+	}
+	if r, u := f.waiters(); r != 0 || u != 0 {
+		t.Fatalf("cancelled waiter still indexed: %d room, %d user entries", r, u)
+	}
+
+	// A token behind the position returns at once when a remembered message after it
+	// concerns the caller, and blocks when none does.
+	if got := f.Wait(ctx, 0, "@nobody:x", []string{"!a:x"}); got != a3 {
+		t.Fatalf("Wait behind the position returned %d, want %d", got, a3)
+	}
+	if got := f.Wait(ctx, a2, "@u:x", nil); got != a3 {
+		t.Fatalf("Wait for a remembered membership returned %d, want %d", got, a3)
+	}
+	blockedCtx, cancelBlocked := context.WithCancel(ctx)
+	blocked := waitAsync(blockedCtx, f, a2, "@nobody:x", "!a:x")
+	eventually(t, "the waiter to block", func() bool { r, _ := f.waiters(); return r == 1 })
+	cancelBlocked()
+	<-blocked
+}
+
+func TestWaitReturnsAtOnceForTokensOlderThanItRemembers(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	d := fx.deps()
+	d.Recent = 2
+	f := fx.run(d)
+	var last uint64
+	for range 3 {
+		last = fx.publish("A", "!a:x")
+	}
+	fx.notice("A", last)
+	eventually(t, "visible", func() bool { return f.Position() == last })
+	// Message 1 has left the memory; a caller at 0 must look in Postgres.
+	if got := f.Wait(context.Background(), 0, "@nobody:x", []string{"!unrelated:x"}); got != last {
+		t.Fatalf("Wait returned %d, want %d", got, last)
+	}
+}
+
+func TestPollingRecoversALostNotice(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	d := fx.deps()
+	d.PollInterval = 10 * time.Millisecond
+	f := fx.run(d)
+
+	a1 := fx.publish("A", "!a:x")
+	b2 := fx.publish("B", "!b:x")
+	read(t, f, b2)
+	fx.notice("A", a1)
+	noticed(t, f, "A", a1)
+	// B's projection commits but its notice never arrives.
+	fx.setRow("B", b2)
+	waiter := waitAsync(context.Background(), f, a1, "@x:x", "!b:x")
+	if got := <-waiter; got != b2 {
+		t.Fatalf("waiter woke at %d, want %d", got, b2)
+	}
+}
+
+func TestStartsAtTheSlowestWritersPosition(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	fx.publish("A", "!a:x")
+	b2 := fx.publish("B", "!b:x")
+	a3 := fx.publish("A", "!a:x")
+	a4 := fx.publish("A", "!a:x")
+	fx.setRow("A", a3)
+	fx.setRow("B", b2)
+
+	start := func(writers ...string) uint64 {
+		d := fx.deps()
+		d.Writers = writers
+		f, err := New(context.Background(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.Position()
+	}
+	if pos := start("A", "B"); pos != b2 {
+		t.Fatalf("start position %d, want the slowest writer's %d", pos, b2)
+	}
+	// A configured writer that has never projected anything could have messages
+	// anywhere in the log: the feed must start from the beginning.
+	if pos := start("A", "B", "C"); pos != 0 {
+		t.Fatalf("start position %d with an unprojected configured writer, want 0", pos)
+	}
+
+	f := fx.run(fx.deps())
+	read(t, f, a4)
+	if pos := f.Position(); pos != a3 {
+		t.Fatalf("position %d after reading the log, want %d (A projected up to %d)", pos, a3, a3)
+	}
+	fx.notice("A", a4)
+	eventually(t, "A's last message visible", func() bool { return f.Position() == a4 })
+}
+
+func TestPendingIsBounded(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	d := fx.deps()
+	d.MaxPending = 3
+	f := fx.run(d)
+
+	b1 := fx.publish("B", "!b:x")
+	var last uint64
+	for range 7 {
+		last = fx.publish("A", "!a:x")
+	}
+	fx.notice("A", last)
+	noticed(t, f, "A", last)
+	read(t, f, 3)
+	// The reader stops while B's message holds the position and pending is full. A sleep
+	// can only hide a failure here, never invent one.
+	time.Sleep(50 * time.Millisecond)
+	if pos, next, pending, _ := f.state(); pos != 0 || next != 4 || pending != 3 {
+		t.Fatalf("with pending full: position %d, next %d, pending %d; want 0, 4, 3", pos, next, pending)
+	}
+	fx.notice("B", b1)
+	eventually(t, "everything visible", func() bool { return f.Position() == last })
+	if _, _, pending, _ := f.state(); pending != 0 {
+		t.Fatalf("%d messages still pending", pending)
+	}
+}
+
+// Many waiters on one room all wake for one message, and only once.
+func TestManyWaitersOnOneRoom(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	f := fx.run(fx.deps())
+	var wg sync.WaitGroup
+	results := make(chan uint64, 50)
+	for i := range 50 {
+		wg.Go(func() { results <- f.Wait(context.Background(), 0, "@u"+string(rune('a'+i%26))+":x", []string{"!a:x"}) })
+	}
+	eventually(t, "50 waiters", func() bool { r, _ := f.waiters(); return r == 50 })
+	seq := fx.publish("A", "!a:x")
+	fx.notice("A", seq)
+	wg.Wait()
+	close(results)
+	for got := range results {
+		if got != seq {
+			t.Fatalf("waiter returned %d, want %d", got, seq)
+		}
+	}
+	if r, u := f.waiters(); r != 0 || u != 0 {
+		t.Fatalf("%d room and %d user entries left", r, u)
+	}
+}
