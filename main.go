@@ -274,7 +274,7 @@ func connectNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, *server.Serve
 	}
 	nc, err := nats.Connect(cfg.NATS.URL, nats.Name(name), nats.MaxReconnects(-1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("nats %s: %w", cfg.NATS.URL, err)
+		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
 	return nc, nil, nil
 }
