@@ -1,0 +1,479 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// BatchHandler handles one batch of messages and returns one error (or nil) per
+// message, in the same order. Returning a nil slice means every message
+// succeeded. Delivery is at least once, so handlers must be idempotent: a
+// message is redelivered when its ack is lost, when the process dies, or when a
+// batch panicked and its messages are retried one by one.
+type BatchHandler func(ctx context.Context, msgs []jetstream.Msg) []error
+
+// PerMessage adapts a handler of single messages to a BatchHandler. Messages
+// are handled in order; one failing does not stop the others.
+func PerMessage(h func(ctx context.Context, m jetstream.Msg) error) BatchHandler {
+	return func(ctx context.Context, msgs []jetstream.Msg) []error {
+		errs := make([]error, len(msgs))
+		for i, m := range msgs {
+			errs[i] = h(ctx, m)
+		}
+		return errs
+	}
+}
+
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// Permanent marks err as not worth retrying: the message is dead-lettered at
+// once instead of being redelivered. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
+// IsPermanent reports whether err (or an error it wraps) was marked Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
+
+// ErrHandlerPanic is wrapped into the error of every message whose handler panicked.
+var ErrHandlerPanic = errors.New("handler panicked")
+
+// Headers set on dead-lettered copies. The body and the application headers of
+// the original are kept as they were, so a dead letter can be inspected and
+// republished to its original subject as is.
+const (
+	HeaderDLQStream     = "Ganglion-Dlq-Stream"     // stream the message came from
+	HeaderDLQSubject    = "Ganglion-Dlq-Subject"    // its original subject
+	HeaderDLQSequence   = "Ganglion-Dlq-Sequence"   // its stream sequence
+	HeaderDLQConsumer   = "Ganglion-Dlq-Consumer"   // the consumer that gave up on it
+	HeaderDLQDeliveries = "Ganglion-Dlq-Deliveries" // how many times it was delivered
+	HeaderDLQError      = "Ganglion-Dlq-Error"      // the last error, on one line
+)
+
+// Defaults used for zero fields of Runner.
+const (
+	DefaultMaxBatch   = 100
+	DefaultMaxWait    = 5 * time.Second
+	DefaultMaxDeliver = 5
+)
+
+// maxErrorHeader bounds the error text carried in a dead letter's header.
+const maxErrorHeader = 1024
+
+// DefaultBackoff is the delay before redelivering a message that failed on its
+// delivery-th attempt: 1s, 2s, 4s, ... capped at one minute.
+func DefaultBackoff(delivery int) time.Duration {
+	if delivery < 1 {
+		delivery = 1
+	}
+	if delivery > 7 {
+		return time.Minute
+	}
+	return min(time.Second<<(delivery-1), time.Minute)
+}
+
+// Metrics counts what a Runner did. The zero value is ready; share one
+// between runners to aggregate them.
+type Metrics struct {
+	processed, failed, retried, deadLettered, panics, batches atomic.Uint64
+}
+
+// MetricsSnapshot is a point-in-time copy of Metrics.
+type MetricsSnapshot struct {
+	Processed    uint64 // messages handled successfully and acked
+	Failed       uint64 // messages whose handler returned an error or panicked
+	Retried      uint64 // failed messages handed back for a delayed redelivery
+	DeadLettered uint64 // failed messages copied to the dead-letter subject and terminated
+	Panics       uint64 // handler calls that panicked
+	Batches      uint64 // handler calls
+}
+
+// Snapshot returns the current counter values.
+func (m *Metrics) Snapshot() MetricsSnapshot {
+	return MetricsSnapshot{
+		Processed:    m.processed.Load(),
+		Failed:       m.failed.Load(),
+		Retried:      m.retried.Load(),
+		DeadLettered: m.deadLettered.Load(),
+		Panics:       m.panics.Load(),
+		Batches:      m.batches.Load(),
+	}
+}
+
+// Runner drives one JetStream pull consumer: it fetches batches, calls the
+// handler, acks successes, redelivers failures with backoff, and moves messages
+// that keep failing to a dead-letter subject so they never block the consumer.
+//
+// The consumer should use explicit acks, an AckWait longer than a batch takes
+// to handle, and MaxDeliver -1 (or at least Runner.MaxDeliver): the Runner
+// dead-letters on the last delivery it is allowed, and when the consumer's own
+// MaxDeliver is lower it uses that instead, because past it JetStream would stop
+// delivering the message without anyone keeping a copy.
+type Runner struct {
+	// Name identifies the runner in logs; empty means the consumer's name.
+	Name     string
+	Consumer jetstream.Consumer
+	// JS publishes dead letters; it is required when DeadLetterSubject is set.
+	JS jetstream.JetStream
+	// DeadLetterSubject receives copies of messages given up on, e.g.
+	// Topology.DeadLetterSubject(name); a stream must capture it. Empty means no
+	// copy is kept: the message is terminated and only the log line remains.
+	DeadLetterSubject string
+	// MaxBatch bounds the messages per handler call (default DefaultMaxBatch).
+	MaxBatch int
+	// MaxWait is how long one idle pull request waits on the server before it is
+	// renewed (default DefaultMaxWait). Cancelling Run's context interrupts it.
+	MaxWait time.Duration
+	// MaxDeliver is the delivery at which a still failing message is
+	// dead-lettered (default DefaultMaxDeliver).
+	MaxDeliver int
+	// Backoff gives the redelivery delay after a failed delivery (default DefaultBackoff).
+	Backoff func(delivery int) time.Duration
+	// Log defaults to a no-op logger.
+	Log *zap.Logger
+	// Metrics defaults to counters nobody reads.
+	Metrics *Metrics
+}
+
+// runner is Runner with defaults applied, so Run never mutates its receiver.
+type runner struct {
+	Runner
+	log *zap.Logger
+	m   *Metrics
+}
+
+// Run consumes until ctx is cancelled, then returns nil. It returns an error
+// for a misconfigured Runner and when the consumer no longer exists, which no
+// amount of retrying fixes; other fetch errors (a NATS reconnect, a leader
+// change) are logged and retried with backoff.
+//
+// Acks are fire-and-forget (Ack, not AckSync): if one is lost, the message is
+// redelivered after AckWait, which at-least-once handlers tolerate, and waiting
+// for a round trip per message would cost more than the rare duplicate.
+func (r *Runner) Run(ctx context.Context, h BatchHandler) error {
+	if r.Consumer == nil {
+		return errors.New("streams: Runner without a Consumer")
+	}
+	if h == nil {
+		return errors.New("streams: Runner without a handler")
+	}
+	if r.DeadLetterSubject != "" && r.JS == nil {
+		return fmt.Errorf("streams: Runner %q has a dead-letter subject but no JetStream to publish with", r.Name)
+	}
+	rr := &runner{Runner: *r, log: r.Log, m: r.Metrics}
+	info := r.Consumer.CachedInfo()
+	if rr.Name == "" && info != nil {
+		rr.Name = info.Name
+	}
+	if rr.MaxBatch <= 0 {
+		rr.MaxBatch = DefaultMaxBatch
+	}
+	if rr.MaxWait <= 0 {
+		rr.MaxWait = DefaultMaxWait
+	}
+	if rr.MaxDeliver <= 0 {
+		rr.MaxDeliver = DefaultMaxDeliver
+	}
+	if info != nil && info.Config.MaxDeliver > 0 && info.Config.MaxDeliver < rr.MaxDeliver {
+		rr.MaxDeliver = info.Config.MaxDeliver
+	}
+	if rr.Backoff == nil {
+		rr.Backoff = DefaultBackoff
+	}
+	if rr.log == nil {
+		rr.log = zap.NewNop()
+	}
+	rr.log = rr.log.With(zap.String("runner", rr.Name))
+	if rr.m == nil {
+		rr.m = new(Metrics)
+	}
+	if rr.DeadLetterSubject == "" {
+		rr.log.Warn("no dead-letter subject: messages given up on are terminated and only logged")
+	}
+	return rr.loop(ctx, h)
+}
+
+func (r *runner) loop(ctx context.Context, h BatchHandler) error {
+	// After a short batch the consumer is probably drained, so the next round
+	// starts by waiting for one message rather than polling; after a full batch
+	// it polls first. Either way a batch is topped up with whatever is already
+	// available, which keeps latency low when idle and batches large under load.
+	drained := true
+	failures := 0
+	for ctx.Err() == nil {
+		var msgs []jetstream.Msg
+		var err error
+		if !drained {
+			msgs, err = r.fetchNoWait(r.MaxBatch)
+		}
+		if err == nil && len(msgs) == 0 {
+			msgs, err = r.waitForOne(ctx)
+			if err == nil && len(msgs) == 1 && r.MaxBatch > 1 {
+				var more []jetstream.Msg
+				more, err = r.fetchNoWait(r.MaxBatch - 1)
+				msgs = append(msgs, more...)
+			}
+		}
+		if len(msgs) > 0 && ctx.Err() != nil {
+			// Fetched as Run was stopping: hand them back at once rather than
+			// let them wait out AckWait.
+			for _, m := range msgs {
+				_ = m.Nak()
+			}
+			break
+		}
+		if len(msgs) > 0 {
+			drained = len(msgs) < r.MaxBatch
+			r.handle(ctx, h, msgs)
+		}
+		if err == nil || ctx.Err() != nil {
+			failures = 0
+			continue
+		}
+		if r.consumerGone(ctx, err) {
+			return fmt.Errorf("streams: runner %q: consumer gone: %w", r.Name, err)
+		}
+		failures++
+		delay := min(100*time.Millisecond<<min(failures, 6), 5*time.Second)
+		r.log.Warn("fetch failed, retrying", zap.Error(err), zap.Duration("in", delay))
+		if !sleepCtx(ctx, delay) {
+			break
+		}
+	}
+	return nil
+}
+
+// consumerGone tells a deleted consumer from a passing failure. A pull request
+// to a deleted consumer usually fails with "no responders", just like one sent
+// while JetStream is still starting, so ask the API when the error is not
+// already conclusive.
+func (r *runner) consumerGone(ctx context.Context, fetchErr error) bool {
+	if errors.Is(fetchErr, jetstream.ErrConsumerDeleted) || errors.Is(fetchErr, jetstream.ErrConsumerNotFound) {
+		return true
+	}
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := r.Consumer.Info(ictx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+// waitForOne blocks until one message is available, MaxWait passes or ctx is
+// cancelled. A server-side expiry is not an error.
+func (r *runner) waitForOne(ctx context.Context) ([]jetstream.Msg, error) {
+	wctx, cancel := context.WithTimeout(ctx, r.MaxWait)
+	defer cancel()
+	batch, err := r.Consumer.Fetch(1, jetstream.FetchContext(wctx))
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := collect(batch)
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		err = nil // our own MaxWait ran out
+	}
+	return msgs, err
+}
+
+func (r *runner) fetchNoWait(n int) ([]jetstream.Msg, error) {
+	batch, err := r.Consumer.FetchNoWait(n)
+	if err != nil {
+		return nil, err
+	}
+	return collect(batch)
+}
+
+func collect(batch jetstream.MessageBatch) ([]jetstream.Msg, error) {
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	err := batch.Error()
+	if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+		err = nil
+	}
+	return msgs, err
+}
+
+func (r *runner) handle(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) {
+	errs := r.call(ctx, h, msgs)
+	if errs == nil && len(msgs) > 1 {
+		// A panic blames the whole batch. Run each message alone so only the
+		// culprit is retried and, in the end, dead-lettered; the others would
+		// otherwise share its fate.
+		errs = make([]error, len(msgs))
+		for i, m := range msgs {
+			one := r.call(ctx, h, []jetstream.Msg{m})
+			if one == nil {
+				errs[i] = ErrHandlerPanic
+			} else {
+				errs[i] = one[0]
+			}
+		}
+	} else if errs == nil {
+		errs = []error{ErrHandlerPanic}
+	}
+	for i, m := range msgs {
+		r.settle(ctx, m, errs[i])
+	}
+}
+
+// call runs the handler on msgs and returns exactly one error per message, or
+// nil if it panicked.
+func (r *runner) call(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) (errs []error) {
+	r.m.batches.Add(1)
+	defer func() {
+		if p := recover(); p != nil {
+			r.m.panics.Add(1)
+			r.log.Error("handler panicked", zap.Int("batch", len(msgs)),
+				zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+			errs = nil
+		}
+	}()
+	out := h(ctx, msgs)
+	if out == nil {
+		return make([]error, len(msgs))
+	}
+	if len(out) != len(msgs) {
+		err := fmt.Errorf("streams: handler returned %d results for %d messages", len(out), len(msgs))
+		r.log.Error("handler broke its contract", zap.Error(err))
+		out = make([]error, len(msgs))
+		for i := range out {
+			out[i] = err
+		}
+	}
+	return out
+}
+
+// settle acks, redelivers or dead-letters one handled message.
+func (r *runner) settle(ctx context.Context, m jetstream.Msg, herr error) {
+	if herr == nil {
+		r.m.processed.Add(1)
+		if err := m.Ack(); err != nil {
+			r.log.Debug("ack failed; the message will be redelivered", zap.Error(err))
+		}
+		return
+	}
+	r.m.failed.Add(1)
+	meta, metaErr := m.Metadata()
+	if ctx.Err() != nil {
+		// Shutting down is not the message's fault: hand it back at once
+		// without weighing it toward the dead-letter subject.
+		_ = m.Nak()
+		return
+	}
+	delivery := 1
+	if metaErr == nil {
+		delivery = int(min(meta.NumDelivered, uint64(1<<30)))
+	}
+	if !IsPermanent(herr) && metaErr == nil && delivery < r.MaxDeliver {
+		r.m.retried.Add(1)
+		if err := m.NakWithDelay(r.Backoff(delivery)); err != nil {
+			r.log.Debug("nak failed; the message will be redelivered after AckWait", zap.Error(err))
+		}
+		return
+	}
+	r.deadLetter(ctx, m, meta, delivery, herr)
+}
+
+func (r *runner) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, delivery int, herr error) {
+	fields := []zap.Field{
+		zap.String("subject", m.Subject()), zap.Int("deliveries", delivery),
+		zap.Bool("permanent", IsPermanent(herr)), zap.Error(herr),
+	}
+	if meta != nil {
+		fields = append(fields, zap.String("stream", meta.Stream),
+			zap.Uint64("seq", meta.Sequence.Stream), zap.String("consumer", meta.Consumer))
+	}
+	if r.DeadLetterSubject != "" {
+		if err := r.publishDeadLetter(ctx, m, meta, delivery, herr); err != nil {
+			// Terminating without a stored copy would lose the message, so it
+			// stays on the consumer and comes back after the backoff.
+			r.m.retried.Add(1)
+			r.log.Error("dead-letter publish failed; redelivering instead",
+				append(fields, zap.NamedError("publish_error", err))...)
+			_ = m.NakWithDelay(r.Backoff(delivery))
+			return
+		}
+		fields = append(fields, zap.String("dead_letter_subject", r.DeadLetterSubject))
+	}
+	r.m.deadLettered.Add(1)
+	if err := m.TermWithReason("dead-lettered"); err != nil {
+		// Redelivered later, it fails again and its copy is deduplicated by
+		// the message id below.
+		r.log.Warn("term failed", zap.Error(err))
+	}
+	r.log.Error("message dead-lettered", fields...)
+}
+
+func (r *runner) publishDeadLetter(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, delivery int, herr error) error {
+	h := nats.Header{}
+	for k, v := range m.Headers() {
+		// Nats-* headers are instructions to the stream that stored the
+		// original (message id, expected sequences, TTL, ...); replayed on the
+		// dead-letter stream they would be obeyed there, or make the publish fail.
+		if strings.HasPrefix(strings.ToLower(k), "nats-") {
+			continue
+		}
+		h[k] = append([]string(nil), v...)
+	}
+	h.Set(HeaderDLQSubject, m.Subject())
+	h.Set(HeaderDLQDeliveries, strconv.Itoa(delivery))
+	h.Set(HeaderDLQError, oneLine(herr.Error(), maxErrorHeader))
+	if meta != nil {
+		h.Set(HeaderDLQStream, meta.Stream)
+		h.Set(HeaderDLQSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
+		h.Set(HeaderDLQConsumer, meta.Consumer)
+		// Dead-lettering the same stored message twice (its term got lost)
+		// keeps one copy.
+		h.Set(jetstream.MsgIDHeader, "dlq:"+meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
+	}
+	// A dead letter must be stored even while Run is stopping, but not wait
+	// forever on an unreachable server.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err := r.JS.PublishMsg(pctx, &nats.Msg{Subject: r.DeadLetterSubject, Header: h, Data: m.Data()})
+	return err
+}
+
+// oneLine makes s safe as a header value: NATS headers end at a line break.
+func oneLine(s string, limit int) string {
+	s = strings.Map(func(c rune) rune {
+		if c == '\r' || c == '\n' {
+			return ' '
+		}
+		return c
+	}, s)
+	if len(s) > limit {
+		s = strings.ToValidUTF8(s[:limit], "")
+	}
+	return s
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

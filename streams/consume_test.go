@@ -1,0 +1,439 @@
+package streams
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap/zaptest"
+)
+
+// consumeFixture is an embedded JetStream server with a work stream, its
+// dead-letter stream and one durable consumer, all under a random namespace.
+type consumeFixture struct {
+	js       jetstream.JetStream
+	ns       string
+	work     string // stream name
+	dlq      string // dead-letter stream name
+	consumer jetstream.Consumer
+}
+
+func newConsumeFixture(t *testing.T) *consumeFixture {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(30 * time.Second) {
+		t.Fatal("embedded NATS server did not start")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	f := &consumeFixture{js: js, ns: "t" + hex.EncodeToString(b)}
+	up := strings.ToUpper(f.ns)
+	f.work, f.dlq = up+"_WORK", up+"_DEADLETTER"
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: f.work, Subjects: []string{f.ns + ".work.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: f.dlq, Subjects: []string{f.ns + ".dlq.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.consumer, err = js.CreateOrUpdateConsumer(ctx, f.work, jetstream.ConsumerConfig{
+		Durable: "worker", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxDeliver: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *consumeFixture) publish(t *testing.T, subject, body string, hdr nats.Header) {
+	t.Helper()
+	msg := &nats.Msg{Subject: f.ns + ".work." + subject, Data: []byte(body), Header: hdr}
+	if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *consumeFixture) runner(t *testing.T) *Runner {
+	return &Runner{
+		Name: "worker", Consumer: f.consumer, JS: f.js,
+		DeadLetterSubject: f.ns + ".dlq.worker",
+		MaxDeliver:        3,
+		Backoff:           func(int) time.Duration { return 10 * time.Millisecond },
+		Log:               zaptest.NewLogger(t),
+		Metrics:           new(Metrics),
+	}
+}
+
+// start runs r in the background; the returned function stops it and
+// returns Run's result.
+func start(t *testing.T, r *Runner, h BatchHandler) func() error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, h) }()
+	var once sync.Once
+	var result error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case result = <-done:
+			case <-time.After(time.Minute):
+				t.Error("Run did not return after its context was cancelled")
+			}
+		})
+		return result
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// eventually polls cond; the deadline is only a guard against hanging forever.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// settled reports whether the consumer has nothing pending or unacked.
+func (f *consumeFixture) settled(t *testing.T) bool {
+	info, err := f.consumer.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.NumPending == 0 && info.NumAckPending == 0
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	seen map[string]int // body -> times handled successfully
+}
+
+func (rec *recorder) ok(body string) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.seen == nil {
+		rec.seen = map[string]int{}
+	}
+	rec.seen[body]++
+}
+
+func (rec *recorder) count(body string) int {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.seen[body]
+}
+
+func TestRunnerAcksSuccesses(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	for i := range 7 {
+		f.publish(t, "a", "m"+strconv.Itoa(i), nil)
+	}
+	r := f.runner(t)
+	r.MaxBatch = 3
+	var rec recorder
+	var mu sync.Mutex
+	var sizes []int
+	start(t, r, func(ctx context.Context, msgs []jetstream.Msg) []error {
+		mu.Lock()
+		sizes = append(sizes, len(msgs))
+		mu.Unlock()
+		for _, m := range msgs {
+			rec.ok(string(m.Data()))
+		}
+		return nil
+	})
+	eventually(t, "all acked", func() bool { return f.settled(t) && r.Metrics.Snapshot().Processed == 7 })
+	for i := range 7 {
+		if n := rec.count("m" + strconv.Itoa(i)); n != 1 {
+			t.Errorf("m%d handled %d times", i, n)
+		}
+	}
+	mu.Lock()
+	for _, s := range sizes {
+		if s < 1 || s > 3 {
+			t.Errorf("batch of %d messages with MaxBatch 3", s)
+		}
+	}
+	mu.Unlock()
+	s := r.Metrics.Snapshot()
+	if s.Failed != 0 || s.Retried != 0 || s.DeadLettered != 0 || s.Panics != 0 || s.Batches < 3 {
+		t.Errorf("metrics: %+v", s)
+	}
+}
+
+func TestRunnerRetriesTransientErrors(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	f.publish(t, "a", "flaky", nil)
+	f.publish(t, "a", "fine", nil)
+	r := f.runner(t)
+	var rec recorder
+	start(t, r, PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		if string(m.Data()) == "flaky" && meta.NumDelivered < 2 {
+			return errors.New("database unavailable")
+		}
+		rec.ok(string(m.Data()))
+		return nil
+	}))
+	eventually(t, "flaky handled", func() bool { return rec.count("flaky") == 1 && f.settled(t) })
+	s := r.Metrics.Snapshot()
+	if s.Processed != 2 || s.Failed != 1 || s.Retried != 1 || s.DeadLettered != 0 {
+		t.Errorf("metrics: %+v", s)
+	}
+	if rec.count("fine") != 1 {
+		t.Errorf("fine handled %d times", rec.count("fine"))
+	}
+	if n := f.dlqCount(t); n != 0 {
+		t.Errorf("%d dead letters, want 0", n)
+	}
+}
+
+func (f *consumeFixture) dlqCount(t *testing.T) uint64 {
+	st, err := f.js.Stream(context.Background(), f.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func (f *consumeFixture) dlqMessage(t *testing.T, seq uint64) *jetstream.RawStreamMsg {
+	st, err := f.js.Stream(context.Background(), f.dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(context.Background(), seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestRunnerDeadLettersPoisonAndKeepsGoing(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	hdr := nats.Header{}
+	hdr.Set("Ganglion-Room", "!r:example.com")
+	hdr.Set(jetstream.MsgIDHeader, "poison-1")
+	f.publish(t, "room1", "poison", hdr)
+	for i := range 5 {
+		f.publish(t, "room1", "good"+strconv.Itoa(i), nil)
+	}
+	r := f.runner(t)
+	r.MaxBatch = 1 // the poison message is alone at the head of the consumer
+	var rec recorder
+	start(t, r, PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		if string(m.Data()) == "poison" {
+			return errors.New("cannot decode\nintent")
+		}
+		rec.ok(string(m.Data()))
+		return nil
+	}))
+	eventually(t, "poison dead-lettered", func() bool { return f.dlqCount(t) == 1 && f.settled(t) })
+	for i := range 5 {
+		if n := rec.count("good" + strconv.Itoa(i)); n != 1 {
+			t.Errorf("good%d handled %d times", i, n)
+		}
+	}
+	dl := f.dlqMessage(t, 1)
+	if string(dl.Data) != "poison" || dl.Subject != f.ns+".dlq.worker" {
+		t.Errorf("dead letter %q on %s", dl.Data, dl.Subject)
+	}
+	want := map[string]string{
+		HeaderDLQStream:     f.work,
+		HeaderDLQSubject:    f.ns + ".work.room1",
+		HeaderDLQSequence:   "1",
+		HeaderDLQConsumer:   "worker",
+		HeaderDLQDeliveries: "3",
+		HeaderDLQError:      "cannot decode intent",
+		"Ganglion-Room":     "!r:example.com",
+	}
+	for k, v := range want {
+		if got := dl.Header.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	if got := dl.Header.Get(jetstream.MsgIDHeader); got == "poison-1" {
+		t.Errorf("the original's message id leaked into the dead letter")
+	}
+	s := r.Metrics.Snapshot()
+	if s.DeadLettered != 1 || s.Failed != 3 || s.Retried != 2 || s.Processed != 5 {
+		t.Errorf("metrics: %+v", s)
+	}
+}
+
+func TestRunnerDeadLettersPermanentErrorsAtOnce(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	f.publish(t, "a", "malformed", nil)
+	r := f.runner(t)
+	r.MaxDeliver = 100
+	start(t, r, PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		return Permanent(errors.New("schema version 99 unknown"))
+	}))
+	eventually(t, "dead letter", func() bool { return f.dlqCount(t) == 1 && f.settled(t) })
+	dl := f.dlqMessage(t, 1)
+	if got := dl.Header.Get(HeaderDLQDeliveries); got != "1" {
+		t.Errorf("deliveries = %q, want 1", got)
+	}
+	if got := dl.Header.Get(HeaderDLQError); got != "schema version 99 unknown" {
+		t.Errorf("error header = %q", got)
+	}
+	if s := r.Metrics.Snapshot(); s.Retried != 0 || s.DeadLettered != 1 {
+		t.Errorf("metrics: %+v", s)
+	}
+}
+
+func TestRunnerRecoversPanics(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	f.publish(t, "a", "one", nil)
+	f.publish(t, "a", "boom", nil)
+	f.publish(t, "a", "two", nil)
+	r := f.runner(t)
+	var rec recorder
+	// A batch handler that panics on "boom": the whole first batch panics, and
+	// the runner must isolate the culprit so "one" and "two" still succeed.
+	start(t, r, func(ctx context.Context, msgs []jetstream.Msg) []error {
+		for _, m := range msgs {
+			if string(m.Data()) == "boom" {
+				panic("boom")
+			}
+		}
+		for _, m := range msgs {
+			rec.ok(string(m.Data()))
+		}
+		return nil
+	})
+	eventually(t, "boom dead-lettered", func() bool { return f.dlqCount(t) == 1 && f.settled(t) })
+	if rec.count("one") != 1 || rec.count("two") != 1 {
+		t.Errorf("one handled %d, two handled %d times; want 1 each", rec.count("one"), rec.count("two"))
+	}
+	dl := f.dlqMessage(t, 1)
+	if string(dl.Data) != "boom" || !strings.Contains(dl.Header.Get(HeaderDLQError), ErrHandlerPanic.Error()) {
+		t.Errorf("dead letter %q with error %q", dl.Data, dl.Header.Get(HeaderDLQError))
+	}
+	if s := r.Metrics.Snapshot(); s.Panics < 3 || s.Processed != 2 || s.DeadLettered != 1 {
+		t.Errorf("metrics: %+v", s)
+	}
+}
+
+func TestRunnerStopsOnCancel(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	r := &Runner{Consumer: f.consumer, MaxWait: time.Hour} // zero values elsewhere
+	calls := make(chan struct{}, 1)
+	stop := start(t, r, func(ctx context.Context, msgs []jetstream.Msg) []error {
+		calls <- struct{}{}
+		return nil
+	})
+	f.publish(t, "a", "x", nil)
+	<-calls
+	// Run now sits in a pull request that would last an hour.
+	eventually(t, "ack", func() bool { return f.settled(t) })
+	if err := stop(); err != nil {
+		t.Fatalf("Run returned %v after cancel, want nil", err)
+	}
+}
+
+func TestRunnerFailsWhenConsumerDeleted(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	r := &Runner{Consumer: f.consumer, MaxWait: 200 * time.Millisecond, Log: zaptest.NewLogger(t)}
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(context.Background(), PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
+	}()
+	if err := f.js.DeleteConsumer(context.Background(), f.work, "worker"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil for a deleted consumer")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run kept going without its consumer")
+	}
+}
+
+func TestRunnerRejectsMisconfiguration(t *testing.T) {
+	t.Parallel()
+	h := PerMessage(func(context.Context, jetstream.Msg) error { return nil })
+	if err := (&Runner{}).Run(context.Background(), h); err == nil {
+		t.Error("Run without a consumer succeeded")
+	}
+	f := newConsumeFixture(t)
+	if err := (&Runner{Consumer: f.consumer, DeadLetterSubject: "x.dlq.y"}).Run(context.Background(), h); err == nil {
+		t.Error("Run with a dead-letter subject but no JetStream succeeded")
+	}
+}
+
+func TestDefaultBackoffGrowsAndIsCapped(t *testing.T) {
+	t.Parallel()
+	prev := time.Duration(0)
+	for d := 0; d < 100; d++ {
+		b := DefaultBackoff(d)
+		if b < prev || b <= 0 || b > time.Minute {
+			t.Fatalf("DefaultBackoff(%d) = %v after %v", d, b, prev)
+		}
+		prev = b
+	}
+	if DefaultBackoff(1) != time.Second || DefaultBackoff(3) != 4*time.Second || DefaultBackoff(50) != time.Minute {
+		t.Errorf("backoff steps: %v %v %v", DefaultBackoff(1), DefaultBackoff(3), DefaultBackoff(50))
+	}
+}
+
+func TestPermanent(t *testing.T) {
+	t.Parallel()
+	base := errors.New("bad")
+	if Permanent(nil) != nil {
+		t.Error("Permanent(nil) != nil")
+	}
+	p := Permanent(base)
+	if !IsPermanent(p) || !errors.Is(p, base) || p.Error() != "bad" {
+		t.Errorf("Permanent(%v) = %v", base, p)
+	}
+	if IsPermanent(base) || !IsPermanent(errors.Join(errors.New("ctx"), p)) {
+		t.Error("IsPermanent misclassifies")
+	}
+}
