@@ -1,0 +1,628 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
+)
+
+func (s *Server) registerAccounts(r router) {
+	r.mux.HandleFunc("GET /_matrix/client/versions", s.versions)
+	r.handle("POST", "/register", modernVersions, s.register)
+	r.handle("GET", "/register/available", modernVersions, s.registerAvailable)
+	r.handle("GET", "/login", allVersions, s.loginFlows)
+	r.handle("POST", "/login", allVersions, s.login)
+	r.handle("POST", "/logout", allVersions, s.authed(s.logout))
+	r.handle("POST", "/logout/all", allVersions, s.authed(s.logoutAll))
+	r.handle("GET", "/account/whoami", modernVersions, s.authed(s.whoami))
+	r.handle("POST", "/user/{userId}/filter", modernVersions, s.authed(s.postFilter))
+	r.handle("GET", "/user/{userId}/filter/{filterId}", modernVersions, s.authed(s.getFilter))
+}
+
+// accountBodyLimit bounds account request bodies; the biggest legitimate one, a filter,
+// is a few KiB.
+const accountBodyLimit = matrix.DefaultBodyLimit
+
+// Limits Synapse also applies: longer device display names are cut, longer passwords and
+// device IDs refused.
+const (
+	maxDisplayNameLen = 100
+	maxPasswordLen    = 512
+	maxDeviceIDLen    = 255
+	maxUserIDLen      = 255
+)
+
+// The UIA operation kind of registration sessions and the stage we offer: registration is
+// open (EnableRegistration) or closed, so the only stage is the dummy one.
+const (
+	uiaRegister = "register"
+	stageDummy  = "m.login.dummy"
+)
+
+var registerFlows = [][]string{{stageDummy}}
+
+type versionsResponse struct {
+	Versions         []string        `json:"versions"`
+	UnstableFeatures map[string]bool `json:"unstable_features"`
+}
+
+// versions advertises the spec versions whose endpoints we serve under their prefixes: r0
+// and v1.1 to v1.5.
+func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
+	matrix.WriteJSON(w, http.StatusOK, versionsResponse{
+		Versions: []string{"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
+			"v1.1", "v1.2", "v1.3", "v1.4", "v1.5"},
+		UnstableFeatures: map[string]bool{},
+	})
+}
+
+// uiaAuth is the "auth" object of a request under user-interactive authentication.
+type uiaAuth struct {
+	Type    string `json:"type"`
+	Session string `json:"session"`
+}
+
+type registerRequest struct {
+	Username                 string   `json:"username"`
+	Password                 string   `json:"password"`
+	DeviceID                 string   `json:"device_id"`
+	InitialDeviceDisplayName string   `json:"initial_device_display_name"`
+	InhibitLogin             bool     `json:"inhibit_login"`
+	Auth                     *uiaAuth `json:"auth"`
+}
+
+// uiaResponse is the 401 body that tells a client which stages remain.
+type uiaResponse struct {
+	Flows     []uiaFlow      `json:"flows"`
+	Params    map[string]any `json:"params"`
+	Session   string         `json:"session"`
+	Completed []string       `json:"completed"`
+	ErrCode   string         `json:"errcode,omitempty"`
+	Error     string         `json:"error,omitempty"`
+}
+
+type uiaFlow struct {
+	Stages []string `json:"stages"`
+}
+
+type credentialsResponse struct {
+	UserID      string `json:"user_id"`
+	AccessToken string `json:"access_token,omitempty"`
+	DeviceID    string `json:"device_id,omitempty"`
+	// HomeServer is deprecated in the spec but still read by older clients.
+	HomeServer string `json:"home_server"`
+}
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request) {
+	switch kind := r.URL.Query().Get("kind"); kind {
+	case "", "user":
+	case "guest":
+		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeGuestAccessForbidden, "Guest access is disabled"))
+		return
+	default:
+		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Unknown registration kind %q", kind))
+		return
+	}
+	if !s.EnableRegistration {
+		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Registration has been disabled"))
+		return
+	}
+	req, userID, err := s.decodeRegister(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	ctx := r.Context()
+	// Fail fast on a taken username, before the client goes through the auth stages.
+	if userID != "" {
+		if exists, err := s.DB.UserExists(ctx, userID); err != nil {
+			s.internalError(w, "check username", err)
+			return
+		} else if exists {
+			matrix.WriteError(w, errUserInUse)
+			return
+		}
+	}
+
+	session, completed, done, err := s.registerUIA(ctx, req.Auth)
+	if err != nil {
+		s.writeErr(w, "registration auth", err)
+		return
+	}
+	if !done {
+		resp := newUIAResponse(session, completed)
+		if req.Auth != nil && req.Auth.Type != "" {
+			resp.ErrCode, resp.Error = matrix.CodeUnrecognized, "Unsupported authentication type "+strconv.Quote(req.Auth.Type)
+		}
+		matrix.WriteJSON(w, http.StatusUnauthorized, resp)
+		return
+	}
+
+	var dev *persist.NewDevice
+	var tok string
+	createUser := func(userID string) error {
+		if !req.InhibitLogin {
+			var h [32]byte
+			tok, h = newAccessToken(userID)
+			dev = &persist.NewDevice{DeviceID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName), TokenHash: h[:]}
+		}
+		return s.DB.CreateUser(ctx, userID, req.Password, dev)
+	}
+	if userID != "" {
+		err = createUser(userID)
+	} else {
+		userID, err = s.createGeneratedUser(ctx, createUser)
+	}
+	if errors.Is(err, persist.ErrUserExists) {
+		matrix.WriteError(w, errUserInUse)
+		return
+	}
+	if err != nil {
+		s.internalError(w, "create user", err)
+		return
+	}
+	// The session authorised this one registration; a replay must start over.
+	if err := s.DB.DeleteUIASession(ctx, session); err != nil {
+		s.Log.Warn("could not end registration auth session", zap.Error(err))
+	}
+	s.Log.Info("registered user", zap.String("user_id", userID))
+	resp := credentialsResponse{UserID: userID, HomeServer: s.ServerName}
+	if dev != nil {
+		resp.AccessToken, resp.DeviceID = tok, dev.DeviceID
+	}
+	matrix.WriteJSON(w, http.StatusOK, resp)
+}
+
+// decodeRegister reads a registration body and checks what needs no database: the
+// username (returned as a user ID, empty when the server is to pick one), the password's
+// and the device ID's length.
+func (s *Server) decodeRegister(r *http.Request) (req registerRequest, userID string, err error) {
+	if err := matrix.DecodeBody(r, accountBodyLimit, &req); err != nil {
+		return req, "", err
+	}
+	if req.Username != "" {
+		localpart := strings.ToLower(req.Username)
+		if err := s.validateLocalpart(localpart); err != nil {
+			return req, "", err
+		}
+		userID = s.userID(localpart)
+	}
+	if len(req.Password) > maxPasswordLen {
+		return req, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Password is longer than %d bytes", maxPasswordLen)
+	}
+	return req, userID, validateDeviceID(req.DeviceID)
+}
+
+// registerUIA runs the auth stage a registration request carries and returns the
+// session, its completed stages, and whether they complete a whole flow. Without auth it
+// starts a session; with a stage but no session it starts one implicitly, as Synapse does.
+func (s *Server) registerUIA(ctx context.Context, auth *uiaAuth) (session string, completed []string, done bool, err error) {
+	if auth == nil || auth.Session == "" {
+		if session, err = s.DB.CreateUIASession(ctx, uiaRegister); err != nil {
+			return "", nil, false, err
+		}
+	} else {
+		session = auth.Session
+	}
+	if auth == nil || auth.Type != stageDummy {
+		if auth != nil && auth.Session != "" {
+			if completed, err = s.DB.UIASession(ctx, session, uiaRegister); err != nil {
+				return "", nil, false, uiaSessionError(err)
+			}
+		}
+		return session, completed, false, nil
+	}
+	if completed, err = s.DB.CompleteUIAStage(ctx, session, uiaRegister, stageDummy); err != nil {
+		return "", nil, false, uiaSessionError(err)
+	}
+	for _, flow := range registerFlows {
+		if !slices.ContainsFunc(flow, func(st string) bool { return !slices.Contains(completed, st) }) {
+			return session, completed, true, nil
+		}
+	}
+	return session, completed, false, nil
+}
+
+func uiaSessionError(err error) error {
+	if errors.Is(err, persist.ErrNotFound) {
+		return matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "Unknown or expired auth session")
+	}
+	return err
+}
+
+func newUIAResponse(session string, completed []string) uiaResponse {
+	resp := uiaResponse{Params: map[string]any{}, Session: session, Completed: completed}
+	if resp.Completed == nil {
+		resp.Completed = []string{}
+	}
+	for _, f := range registerFlows {
+		resp.Flows = append(resp.Flows, uiaFlow{Stages: f})
+	}
+	return resp
+}
+
+// createGeneratedUser registers a numeric localpart from the database's sequence, moving
+// past numbers an imported account already holds.
+func (s *Server) createGeneratedUser(ctx context.Context, create func(userID string) error) (string, error) {
+	for range 10 {
+		localpart, err := s.DB.NextLocalpart(ctx)
+		if err != nil {
+			return "", err
+		}
+		userID := s.userID(localpart)
+		err = create(userID)
+		if !errors.Is(err, persist.ErrUserExists) {
+			return userID, err
+		}
+	}
+	return "", errors.New("no free generated localpart after 10 attempts")
+}
+
+var errUserInUse = matrix.Errorf(http.StatusBadRequest, matrix.CodeUserInUse, "User ID already taken")
+
+func (s *Server) userID(localpart string) string { return "@" + localpart + ":" + s.ServerName }
+
+// validateLocalpart applies the rules for new (lower-cased) localparts: the spec's
+// character set, Synapse's reservations (a leading '_' for application services, numeric
+// names for generated accounts) and the 255-byte bound on user IDs.
+func (s *Server) validateLocalpart(localpart string) error {
+	invalid := func(msg string) error {
+		return matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidUsername, "%s", msg)
+	}
+	if localpart == "" {
+		return invalid("User ID cannot be empty")
+	}
+	for _, c := range []byte(localpart) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("._=-/+", c) >= 0) {
+			return invalid("User ID can only contain characters a-z, 0-9, or '=_-./+'")
+		}
+	}
+	if localpart[0] == '_' {
+		return invalid("User ID may not begin with _")
+	}
+	if strings.Trim(localpart, "0123456789") == "" {
+		return invalid("Numeric user IDs are reserved for generated accounts")
+	}
+	if len(s.userID(localpart)) > maxUserIDLen {
+		return invalid("User ID is too long")
+	}
+	return nil
+}
+
+func validateDeviceID(id string) error {
+	if len(id) > maxDeviceIDLen {
+		return matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "device_id is longer than %d bytes", maxDeviceIDLen)
+	}
+	return nil
+}
+
+// deviceIDOrNew returns the requested device ID or a new one in Synapse's style (ten
+// capital letters).
+func deviceIDOrNew(id string) string {
+	if id != "" {
+		return id
+	}
+	return randomString(10, upperLetters)
+}
+
+// displayName cuts a device display name to maxDisplayNameLen characters.
+func displayName(name string) string {
+	if utf8.RuneCountInString(name) <= maxDisplayNameLen {
+		return name
+	}
+	return string([]rune(name)[:maxDisplayNameLen])
+}
+
+func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) {
+	if !s.EnableRegistration {
+		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Registration has been disabled"))
+		return
+	}
+	username := r.URL.Query().Get("username")
+	if username == "" {
+		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeMissingParam, "Missing username"))
+		return
+	}
+	localpart := strings.ToLower(username)
+	if err := s.validateLocalpart(localpart); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	exists, err := s.DB.UserExists(r.Context(), s.userID(localpart))
+	if err != nil {
+		s.internalError(w, "check username", err)
+		return
+	}
+	if exists {
+		matrix.WriteError(w, errUserInUse)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]bool{"available": true})
+}
+
+const loginTypePassword = "m.login.password"
+
+func (s *Server) loginFlows(w http.ResponseWriter, r *http.Request) {
+	matrix.WriteJSON(w, http.StatusOK, map[string][]map[string]string{"flows": {{"type": loginTypePassword}}})
+}
+
+type loginRequest struct {
+	Type       string `json:"type"`
+	Identifier *struct {
+		Type string `json:"type"`
+		User string `json:"user"`
+	} `json:"identifier"`
+	// User is the pre-identifier form of m.id.user, still sent by older clients.
+	User                     string `json:"user"`
+	Password                 string `json:"password"`
+	DeviceID                 string `json:"device_id"`
+	InitialDeviceDisplayName string `json:"initial_device_display_name"`
+}
+
+var errBadLogin = matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Invalid username or password")
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	req, userID, err := s.decodeLogin(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	ctx := r.Context()
+	switch err := s.DB.CheckPassword(ctx, userID, req.Password); {
+	case errors.Is(err, persist.ErrNotFound), errors.Is(err, persist.ErrWrongPassword):
+		matrix.WriteError(w, errBadLogin)
+		return
+	case err != nil:
+		s.internalError(w, "check password", err)
+		return
+	}
+	tok, h := newAccessToken(userID)
+	dev := persist.NewDevice{DeviceID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName), TokenHash: h[:]}
+	if err := s.DB.CreateDevice(ctx, userID, dev); err != nil {
+		s.internalError(w, "create device", err)
+		return
+	}
+	// Logging in as an existing device replaced its token.
+	s.tokens.forget(func(d Device) bool { return d.UserID == userID && d.DeviceID == dev.DeviceID })
+	matrix.WriteJSON(w, http.StatusOK, credentialsResponse{UserID: userID, AccessToken: tok, DeviceID: dev.DeviceID, HomeServer: s.ServerName})
+}
+
+// decodeLogin reads a password login body and returns it with the user ID it names.
+func (s *Server) decodeLogin(r *http.Request) (req loginRequest, userID string, err error) {
+	if err := matrix.DecodeBody(r, accountBodyLimit, &req); err != nil {
+		return req, "", err
+	}
+	if req.Type != loginTypePassword {
+		return req, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "Unknown login type %q", req.Type)
+	}
+	user := req.User
+	if id := req.Identifier; id != nil && (id.Type != "" || id.User != "") {
+		if id.Type != "m.id.user" {
+			return req, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "Unknown login identifier type %q", id.Type)
+		}
+		user = id.User
+	}
+	if user == "" {
+		return req, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeMissingParam, "Missing user identifier")
+	}
+	if err := validateDeviceID(req.DeviceID); err != nil {
+		return req, "", err
+	}
+	userID, ok := s.localUserID(user)
+	if !ok {
+		return req, "", errBadLogin
+	}
+	return req, userID, nil
+}
+
+// localUserID turns a login's user (a localpart or a full user ID of this server) into a
+// user ID. Localparts are compared lower-cased, as registration stores them.
+func (s *Server) localUserID(user string) (string, bool) {
+	localpart := user
+	if rest, ok := strings.CutPrefix(user, "@"); ok {
+		var server string
+		localpart, server, ok = strings.Cut(rest, ":")
+		if !ok || server != s.ServerName {
+			return "", false
+		}
+	}
+	if localpart == "" {
+		return "", false
+	}
+	return s.userID(strings.ToLower(localpart)), true
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request, dev Device) {
+	if err := s.DB.DeleteDevice(r.Context(), dev.UserID, dev.DeviceID); err != nil && !errors.Is(err, persist.ErrNotFound) {
+		s.internalError(w, "logout", err)
+		return
+	}
+	s.tokens.forget(func(d Device) bool { return d == dev })
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request, dev Device) {
+	if err := s.DB.LogoutAll(r.Context(), dev.UserID); err != nil {
+		s.internalError(w, "logout all", err)
+		return
+	}
+	s.tokens.forget(func(d Device) bool { return d.UserID == dev.UserID })
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+type whoamiResponse struct {
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id"`
+	IsGuest  bool   `json:"is_guest"`
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, dev Device) {
+	matrix.WriteJSON(w, http.StatusOK, whoamiResponse{UserID: dev.UserID, DeviceID: dev.DeviceID})
+}
+
+// Filter is a client's event filter (spec: "Filtering"). Only the shape is checked when
+// it is uploaded; the stored JSON is the client's own, unknown keys included.
+type Filter struct {
+	EventFields []string     `json:"event_fields,omitempty"`
+	EventFormat string       `json:"event_format,omitempty"`
+	Presence    *EventFilter `json:"presence,omitempty"`
+	AccountData *EventFilter `json:"account_data,omitempty"`
+	Room        *RoomFilter  `json:"room,omitempty"`
+}
+
+// EventFilter selects events by type and sender and bounds their number.
+type EventFilter struct {
+	Limit      *int     `json:"limit,omitempty"`
+	Types      []string `json:"types,omitempty"`
+	NotTypes   []string `json:"not_types,omitempty"`
+	Senders    []string `json:"senders,omitempty"`
+	NotSenders []string `json:"not_senders,omitempty"`
+}
+
+// RoomFilter selects rooms and, per section, their events.
+type RoomFilter struct {
+	Rooms        []string         `json:"rooms,omitempty"`
+	NotRooms     []string         `json:"not_rooms,omitempty"`
+	IncludeLeave bool             `json:"include_leave,omitempty"`
+	Timeline     *RoomEventFilter `json:"timeline,omitempty"`
+	State        *RoomEventFilter `json:"state,omitempty"`
+	Ephemeral    *RoomEventFilter `json:"ephemeral,omitempty"`
+	AccountData  *RoomEventFilter `json:"account_data,omitempty"`
+}
+
+// RoomEventFilter is an EventFilter for room events.
+type RoomEventFilter struct {
+	EventFilter
+	Rooms                     []string `json:"rooms,omitempty"`
+	NotRooms                  []string `json:"not_rooms,omitempty"`
+	ContainsURL               *bool    `json:"contains_url,omitempty"`
+	LazyLoadMembers           bool     `json:"lazy_load_members,omitempty"`
+	IncludeRedundantMembers   bool     `json:"include_redundant_members,omitempty"`
+	UnreadThreadNotifications bool     `json:"unread_thread_notifications,omitempty"`
+}
+
+// uploadedFilter keeps the raw JSON of a filter next to its checked form.
+type uploadedFilter struct {
+	Filter
+	raw []byte
+}
+
+func (f *uploadedFilter) UnmarshalJSON(b []byte) error {
+	f.raw = append(f.raw[:0], b...)
+	return json.Unmarshal(b, &f.Filter)
+}
+
+func (f *Filter) validate() error {
+	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
+		return matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, `event_format must be "client" or "federation"`)
+	}
+	return nil
+}
+
+// ownUser rejects requests about another user's filters.
+func ownUser(r *http.Request, dev Device) error {
+	if r.PathValue("userId") != dev.UserID {
+		return matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Cannot access filters of other users")
+	}
+	return nil
+}
+
+func (s *Server) postFilter(w http.ResponseWriter, r *http.Request, dev Device) {
+	if err := ownUser(r, dev); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	var f uploadedFilter
+	if err := matrix.DecodeBody(r, accountBodyLimit, &f); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	if err := f.validate(); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	id, err := s.DB.PutFilter(r.Context(), dev.UserID, f.raw)
+	if err != nil {
+		s.internalError(w, "store filter", err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"filter_id": strconv.FormatInt(id, 10)})
+}
+
+func (s *Server) getFilter(w http.ResponseWriter, r *http.Request, dev Device) {
+	if err := ownUser(r, dev); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	id, err := strconv.ParseInt(r.PathValue("filterId"), 10, 64)
+	if err != nil || id < 0 {
+		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Invalid filter ID"))
+		return
+	}
+	raw, err := s.DB.GetFilter(r.Context(), dev.UserID, id)
+	if errors.Is(err, persist.ErrNotFound) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "No such filter"))
+		return
+	}
+	if err != nil {
+		s.internalError(w, "read filter", err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, json.RawMessage(raw))
+}
+
+// loadFilter resolves /sync's filter parameter: empty, a stored filter ID of the caller,
+// or an inline JSON filter.
+func (s *Server) loadFilter(ctx context.Context, dev Device, param string) (*Filter, error) {
+	var f Filter
+	if param == "" {
+		return &f, nil
+	}
+	raw := []byte(param)
+	if !strings.HasPrefix(param, "{") {
+		id, err := strconv.ParseInt(param, 10, 64)
+		if err != nil || id < 0 {
+			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Invalid filter ID")
+		}
+		if raw, err = s.DB.GetFilter(ctx, dev.UserID, id); errors.Is(err, persist.ErrNotFound) {
+			return nil, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "No such filter")
+		} else if err != nil {
+			return nil, err
+		}
+	} else if !json.Valid(raw) {
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeNotJSON, "filter is not valid JSON")
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "Invalid filter")
+	}
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// writeErr answers with a Matrix error as is and logs anything else as internal.
+func (s *Server) writeErr(w http.ResponseWriter, what string, err error) {
+	var me *matrix.Error
+	if errors.As(err, &me) {
+		matrix.WriteError(w, err)
+		return
+	}
+	s.internalError(w, what, err)
+}
+
+// internalError logs an unexpected failure and answers 500 without its details.
+func (s *Server) internalError(w http.ResponseWriter, what string, err error) {
+	s.Log.Error("client API request failed", zap.String("op", what), zap.Error(err))
+	matrix.WriteError(w, err)
+}

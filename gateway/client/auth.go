@@ -1,0 +1,209 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
+)
+
+// Device is the authenticated caller of a request.
+type Device struct{ UserID, DeviceID string }
+
+// authed wraps a handler that needs an access token, given as "Authorization: Bearer" or
+// as the access_token query parameter.
+func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, dev Device)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, err := requestToken(r)
+		if err != nil {
+			matrix.WriteError(w, err)
+			return
+		}
+		dev, err := s.lookupToken(r.Context(), tok)
+		if err != nil {
+			if !errors.Is(err, errUnknownToken) {
+				s.Log.Error("access token lookup failed", zap.Error(err))
+			}
+			matrix.WriteError(w, err)
+			return
+		}
+		h(w, r, dev)
+	}
+}
+
+// requestToken extracts the access token. Like Synapse, it refuses a request carrying
+// both forms (or several query parameters) rather than guess which one counts.
+func requestToken(r *http.Request) (string, error) {
+	headers := r.Header.Values("Authorization")
+	params := r.URL.Query()["access_token"]
+	switch {
+	case len(headers)+len(params) == 0:
+		return "", matrix.Errorf(http.StatusUnauthorized, matrix.CodeMissingToken, "Missing access token")
+	case len(headers)+len(params) > 1:
+		return "", matrix.Errorf(http.StatusUnauthorized, matrix.CodeMissingToken, "Give the access token once, either as Authorization header or as access_token parameter")
+	case len(params) == 1:
+		if params[0] == "" {
+			return "", matrix.Errorf(http.StatusUnauthorized, matrix.CodeMissingToken, "Missing access token")
+		}
+		return params[0], nil
+	}
+	scheme, tok, ok := strings.Cut(headers[0], " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", matrix.Errorf(http.StatusUnauthorized, matrix.CodeMissingToken, "Invalid Authorization header")
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+var errUnknownToken = matrix.Errorf(http.StatusUnauthorized, matrix.CodeUnknownToken, "Unknown access token").With("soft_logout", false)
+
+func hashToken(tok string) [sha256.Size]byte { return sha256.Sum256([]byte(tok)) }
+
+// lookupToken resolves a token through the cache, then Postgres.
+func (s *Server) lookupToken(ctx context.Context, tok string) (Device, error) {
+	h := hashToken(tok)
+	if dev, ok := s.tokens.get(h); ok {
+		return dev, nil
+	}
+	gen := s.tokens.generation()
+	userID, deviceID, err := s.DB.LookupToken(ctx, h[:])
+	if errors.Is(err, persist.ErrNotFound) {
+		return Device{}, errUnknownToken
+	}
+	if err != nil {
+		return Device{}, err
+	}
+	dev := Device{UserID: userID, DeviceID: deviceID}
+	s.tokens.put(h, dev, gen)
+	return dev, nil
+}
+
+// newAccessToken mints a token for userID and returns it with the hash that is stored.
+// The format is Synapse's, syt_<base64 localpart>_<random>, because the seed's nginx
+// configuration routes /sync by the localpart it reads from the token; the random part
+// carries 256 bits from crypto/rand.
+func newAccessToken(userID string) (string, [sha256.Size]byte) {
+	localpart, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	tok := "syt_" + base64.RawURLEncoding.EncodeToString([]byte(localpart)) + "_" + randomString(43, alphanumeric)
+	return tok, hashToken(tok)
+}
+
+const (
+	alphanumeric = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	upperLetters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+// randomString draws n characters uniformly from alphabet (at most 256 characters) with
+// crypto/rand; bytes beyond the largest multiple of len(alphabet) are redrawn so every
+// character is equally likely.
+func randomString(n int, alphabet string) string {
+	limit := 256 - 256%len(alphabet)
+	out := make([]byte, 0, n)
+	var buf [64]byte
+	for len(out) < n {
+		_, _ = rand.Read(buf[:]) // crypto/rand.Read never fails
+		for _, b := range buf {
+			if int(b) < limit && len(out) < n {
+				out = append(out, alphabet[int(b)%len(alphabet)])
+			}
+		}
+	}
+	return string(out)
+}
+
+// tokenTTL bounds how long a gateway trusts a cached token lookup. A token revoked
+// through another gateway keeps working here for at most this long; one revoked through
+// this gateway stops at once, because the revoking handler also drops it from the cache.
+const tokenTTL = 3 * time.Second
+
+// tokenCacheMax bounds the cache's memory; past it, expired entries are dropped, and if
+// that is not enough, all of them (they are only a shortcut to Postgres).
+const tokenCacheMax = 100_000
+
+// tokenCache remembers recent token lookups, keyed by token hash, so an active client
+// costs one Postgres query per tokenTTL instead of one per request. The zero value is
+// ready to use.
+type tokenCache struct {
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]cachedToken
+	// gen counts revocations. A lookup that raced with one does not cache its answer:
+	// it may have read the token just before the revocation deleted it.
+	gen uint64
+	// now is the clock; nil means time.Now. Tests replace it to step past the TTL.
+	now func() time.Time
+}
+
+type cachedToken struct {
+	dev     Device
+	expires time.Time
+}
+
+func (c *tokenCache) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
+}
+
+func (c *tokenCache) get(h [sha256.Size]byte) (Device, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[h]
+	if !ok || !c.clock().Before(e.expires) {
+		return Device{}, false
+	}
+	return e.dev, true
+}
+
+func (c *tokenCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// put caches a lookup made when the generation was gen, unless a revocation happened
+// since.
+func (c *tokenCache) put(h [sha256.Size]byte, dev Device, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	now := c.clock()
+	if c.entries == nil {
+		c.entries = map[[sha256.Size]byte]cachedToken{}
+	}
+	if len(c.entries) >= tokenCacheMax {
+		for k, e := range c.entries {
+			if !now.Before(e.expires) {
+				delete(c.entries, k)
+			}
+		}
+		if len(c.entries) >= tokenCacheMax {
+			clear(c.entries)
+		}
+	}
+	c.entries[h] = cachedToken{dev: dev, expires: now.Add(tokenTTL)}
+}
+
+// forget drops every cached token whose device matches; callers revoke in Postgres
+// first, then forget, so no later lookup can re-cache the revoked token.
+func (c *tokenCache) forget(match func(Device) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for k, e := range c.entries {
+		if match(e.dev) {
+			delete(c.entries, k)
+		}
+	}
+}
