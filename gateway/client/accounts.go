@@ -470,18 +470,19 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, whoamiResponse{UserID: dev.UserID, DeviceID: dev.DeviceID})
 }
 
-// Filter is a client's event filter (spec: "Filtering"). Only the shape is checked when
-// it is uploaded; the stored JSON is the client's own, unknown keys included.
-type Filter struct {
-	EventFields []string     `json:"event_fields,omitempty"`
-	EventFormat string       `json:"event_format,omitempty"`
-	Presence    *EventFilter `json:"presence,omitempty"`
-	AccountData *EventFilter `json:"account_data,omitempty"`
-	Room        *RoomFilter  `json:"room,omitempty"`
+// filterDef is the shape of a client's event filter (spec: "Filtering"), checked when it
+// is uploaded; the stored JSON is the client's own, unknown keys included. /sync reads
+// the part it applies with its own type.
+type filterDef struct {
+	EventFields []string        `json:"event_fields,omitempty"`
+	EventFormat string          `json:"event_format,omitempty"`
+	Presence    *eventFilterDef `json:"presence,omitempty"`
+	AccountData *eventFilterDef `json:"account_data,omitempty"`
+	Room        *roomFilterDef  `json:"room,omitempty"`
 }
 
-// EventFilter selects events by type and sender and bounds their number.
-type EventFilter struct {
+// eventFilterDef selects events by type and sender and bounds their number.
+type eventFilterDef struct {
 	Limit      *int     `json:"limit,omitempty"`
 	Types      []string `json:"types,omitempty"`
 	NotTypes   []string `json:"not_types,omitempty"`
@@ -489,20 +490,20 @@ type EventFilter struct {
 	NotSenders []string `json:"not_senders,omitempty"`
 }
 
-// RoomFilter selects rooms and, per section, their events.
-type RoomFilter struct {
-	Rooms        []string         `json:"rooms,omitempty"`
-	NotRooms     []string         `json:"not_rooms,omitempty"`
-	IncludeLeave bool             `json:"include_leave,omitempty"`
-	Timeline     *RoomEventFilter `json:"timeline,omitempty"`
-	State        *RoomEventFilter `json:"state,omitempty"`
-	Ephemeral    *RoomEventFilter `json:"ephemeral,omitempty"`
-	AccountData  *RoomEventFilter `json:"account_data,omitempty"`
+// roomFilterDef selects rooms and, per section, their events.
+type roomFilterDef struct {
+	Rooms        []string            `json:"rooms,omitempty"`
+	NotRooms     []string            `json:"not_rooms,omitempty"`
+	IncludeLeave bool                `json:"include_leave,omitempty"`
+	Timeline     *roomEventFilterDef `json:"timeline,omitempty"`
+	State        *roomEventFilterDef `json:"state,omitempty"`
+	Ephemeral    *roomEventFilterDef `json:"ephemeral,omitempty"`
+	AccountData  *roomEventFilterDef `json:"account_data,omitempty"`
 }
 
-// RoomEventFilter is an EventFilter for room events.
-type RoomEventFilter struct {
-	EventFilter
+// roomEventFilterDef is an eventFilterDef for room events.
+type roomEventFilterDef struct {
+	eventFilterDef
 	Rooms                     []string `json:"rooms,omitempty"`
 	NotRooms                  []string `json:"not_rooms,omitempty"`
 	ContainsURL               *bool    `json:"contains_url,omitempty"`
@@ -513,16 +514,16 @@ type RoomEventFilter struct {
 
 // uploadedFilter keeps the raw JSON of a filter next to its checked form.
 type uploadedFilter struct {
-	Filter
+	filterDef
 	raw []byte
 }
 
 func (f *uploadedFilter) UnmarshalJSON(b []byte) error {
 	f.raw = append(f.raw[:0], b...)
-	return json.Unmarshal(b, &f.Filter)
+	return json.Unmarshal(b, &f.filterDef)
 }
 
-func (f *Filter) validate() error {
+func (f *filterDef) validate() error {
 	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
 		return matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, `event_format must be "client" or "federation"`)
 	}
@@ -579,36 +580,6 @@ func (s *Server) getFilter(w http.ResponseWriter, r *http.Request, dev Device) {
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, json.RawMessage(raw))
-}
-
-// loadFilter resolves /sync's filter parameter: empty, a stored filter ID of the caller,
-// or an inline JSON filter.
-func (s *Server) loadFilter(ctx context.Context, dev Device, param string) (*Filter, error) {
-	var f Filter
-	if param == "" {
-		return &f, nil
-	}
-	raw := []byte(param)
-	if !strings.HasPrefix(param, "{") {
-		id, err := strconv.ParseInt(param, 10, 64)
-		if err != nil || id < 0 {
-			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Invalid filter ID")
-		}
-		if raw, err = s.DB.GetFilter(ctx, dev.UserID, id); errors.Is(err, persist.ErrNotFound) {
-			return nil, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "No such filter")
-		} else if err != nil {
-			return nil, err
-		}
-	} else if !json.Valid(raw) {
-		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeNotJSON, "filter is not valid JSON")
-	}
-	if err := json.Unmarshal(raw, &f); err != nil {
-		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "Invalid filter")
-	}
-	if err := f.validate(); err != nil {
-		return nil, err
-	}
-	return &f, nil
 }
 
 // writeErr answers with a Matrix error as is and logs anything else as internal.

@@ -343,6 +343,20 @@ func TestFilters(t *testing.T) {
 		t.Fatalf("stored filter = %+v", got)
 	}
 
+	// Keys we do not know are kept, so clients get their filter back as they wrote it.
+	var custom mautrix.RespCreateFilter
+	if _, err := alice.MakeRequest(ctx, http.MethodPost, alice.BuildClientURL("v3", "user", reg.UserID, "filter"),
+		map[string]any{"org.example.flag": true, "room": map[string]any{"include_leave": true}}, &custom); err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, alice.BuildClientURL("v3", "user", reg.UserID, "filter", custom.FilterID), nil, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if raw["org.example.flag"] != true || custom.FilterID == created.FilterID {
+		t.Fatalf("custom filter %s = %v", custom.FilterID, raw)
+	}
+
 	// Another user's filters are neither readable nor writable.
 	_, err = bob.MakeRequest(ctx, http.MethodGet, bob.BuildClientURL("v3", "user", reg.UserID, "filter", created.FilterID), nil, nil)
 	wantMatrixErr(t, err, 403, matrix.CodeForbidden)
@@ -360,32 +374,6 @@ func TestFilters(t *testing.T) {
 	} {
 		_, err = alice.MakeRequest(ctx, http.MethodPost, alice.BuildClientURL("v3", "user", reg.UserID, "filter"), bad, nil)
 		wantMatrixErr(t, err, 400, matrix.CodeBadJSON)
-	}
-
-	// /sync's filter parameter: stored ID, inline JSON, or nothing.
-	dev := Device{UserID: string(reg.UserID), DeviceID: reg.DeviceID.String()}
-	if lf, err := g.srv.loadFilter(ctx, dev, string(created.FilterID)); err != nil || lf.Room.Timeline.Limit == nil || *lf.Room.Timeline.Limit != limit {
-		t.Fatalf("loadFilter(stored) = %+v, %v", lf, err)
-	}
-	if lf, err := g.srv.loadFilter(ctx, dev, `{"room":{"timeline":{"limit":3}}}`); err != nil || *lf.Room.Timeline.Limit != 3 {
-		t.Fatalf("loadFilter(inline) = %+v, %v", lf, err)
-	}
-	if lf, err := g.srv.loadFilter(ctx, dev, ""); err != nil || lf.Room != nil {
-		t.Fatalf("loadFilter(empty) = %+v, %v", lf, err)
-	}
-	for param, code := range map[string]string{"{bad": matrix.CodeNotJSON, `{"room":[]}`: matrix.CodeBadJSON, "42": matrix.CodeNotFound, "x": matrix.CodeInvalidParam} {
-		var me *matrix.Error
-		if _, err := g.srv.loadFilter(ctx, dev, param); !errors.As(err, &me) || me.Code != code {
-			t.Errorf("loadFilter(%q) = %v, want %s", param, err, code)
-		}
-	}
-	// Filter IDs are per user: bob's stored filter 0 is not alice's.
-	if _, err := bob.CreateFilter(ctx, &mautrix.Filter{EventFormat: mautrix.EventFormatClient}); err != nil {
-		t.Fatal(err)
-	}
-	bobDev := Device{UserID: string(other.UserID)}
-	if lf, err := g.srv.loadFilter(ctx, bobDev, "0"); err != nil || lf.EventFormat != "client" {
-		t.Fatalf("bob's filter 0 = %+v, %v", lf, err)
 	}
 }
 
