@@ -46,6 +46,9 @@ type Config struct {
 	SigningKeyPath           string
 	EnableRegistration       bool
 	RegistrationSharedSecret string
+	// BcryptRounds is the cost of password hashes (Synapse's bcrypt_rounds); 0 means
+	// the default of 12.
+	BcryptRounds int
 	// LogLevel is the minimum level logged; "info" when not set.
 	LogLevel zapcore.Level
 

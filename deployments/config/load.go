@@ -494,7 +494,12 @@ func (l *loader) topFields(c *Config) fields {
 				c.SigningKeyPath = s
 			}
 		},
-		"enable_registration":        boolean(&c.EnableRegistration),
+		"enable_registration": boolean(&c.EnableRegistration),
+		"bcrypt_rounds": func(v *yaml.Node, p string) {
+			if n, ok := l.integer(v, p, 4, 31); ok {
+				c.BcryptRounds = int(n)
+			}
+		},
 		"registration_shared_secret": str(&c.RegistrationSharedSecret),
 		"log_level": func(v *yaml.Node, p string) {
 			s, ok := l.str(v, p)
