@@ -33,7 +33,7 @@ import (
 	"github.com/ganglionhq/ganglion/streams"
 )
 
-// Defaults of the tunables in Deps.
+// Defaults of the tunables in Config.
 const (
 	DefaultPollInterval = 250 * time.Millisecond
 	DefaultMaxPending   = 1 << 16
@@ -44,8 +44,8 @@ const (
 // which writer holds the position back, and how often it repeats that.
 const stuckReport = 10 * time.Second
 
-// Deps are what a feed needs. JS, NC, DB are required.
-type Deps struct {
+// Config is what a feed needs. JS, NC and DB are required.
+type Config struct {
 	JS       jetstream.JetStream
 	NC       *nats.Conn
 	Topology streams.Topology
@@ -87,8 +87,8 @@ type waiter struct {
 
 // Feed is the sync feed of one process. Create it with New, then call Run.
 type Feed struct {
-	deps Deps
-	log  *zap.Logger
+	cfg Config
+	log *zap.Logger
 
 	// kick wakes the poller when a message starts waiting; space wakes the log reader
 	// when pending drops below MaxPending.
@@ -113,7 +113,7 @@ type Feed struct {
 
 // New reads how far every writer has projected and sets the visible position there, so
 // Position is meaningful before Run has read anything.
-func New(ctx context.Context, d Deps) (*Feed, error) {
+func New(ctx context.Context, d Config) (*Feed, error) {
 	if d.JS == nil || d.NC == nil || d.DB == nil {
 		return nil, errors.New("syncfeed: JS, NC and DB are required")
 	}
@@ -135,7 +135,7 @@ func New(ctx context.Context, d Deps) (*Feed, error) {
 	}
 	start := startPosition(positions, d.Writers)
 	f := &Feed{
-		deps:        d,
+		cfg:         d,
 		log:         d.Log.Named("syncfeed"),
 		kick:        make(chan struct{}, 1),
 		space:       make(chan struct{}, 1),
@@ -316,7 +316,7 @@ func (f *Feed) advanceLocked() {
 	if n == 0 {
 		return
 	}
-	wasFull := len(f.pending) >= f.deps.MaxPending
+	wasFull := len(f.pending) >= f.cfg.MaxPending
 	visible := f.pending[:n]
 	f.pos = visible[n-1].seq
 	for i := range visible {
@@ -340,7 +340,7 @@ func (f *Feed) advanceLocked() {
 	if len(f.pending) == 0 {
 		f.pending = nil
 	}
-	if wasFull && len(f.pending) < f.deps.MaxPending {
+	if wasFull && len(f.pending) < f.cfg.MaxPending {
 		select {
 		case f.space <- struct{}{}:
 		default:
@@ -362,7 +362,7 @@ func (f *Feed) remember(e entry) {
 // Run follows the log, listens for projection notices and polls stream_positions while
 // something waits for its projection. It returns when ctx ends.
 func (f *Feed) Run(ctx context.Context) error {
-	sub, err := f.deps.NC.Subscribe(f.deps.Topology.ProjectedSubject(), f.onProjected)
+	sub, err := f.cfg.NC.Subscribe(f.cfg.Topology.ProjectedSubject(), f.onProjected)
 	if err != nil {
 		return fmt.Errorf("syncfeed: subscribe to projection notices: %w", err)
 	}
@@ -388,7 +388,7 @@ func (f *Feed) onProjected(m *nats.Msg) {
 // a whole interval: a notice was lost, or was sent before this feed subscribed. It
 // sleeps on kick while nothing is pending, so an idle feed costs no queries.
 func (f *Feed) pollLoop(ctx context.Context) {
-	interval := f.deps.PollInterval
+	interval := f.cfg.PollInterval
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
 	var (
@@ -410,7 +410,7 @@ func (f *Feed) pollLoop(ctx context.Context) {
 		if head != lastHead {
 			lastHead, stuckSince = head, time.Now()
 		} else {
-			positions, err := f.deps.DB.StreamPositions(ctx, persist.EventsStream)
+			positions, err := f.cfg.DB.StreamPositions(ctx, persist.EventsStream)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -467,14 +467,14 @@ func (f *Feed) follow(ctx context.Context) error {
 	start := f.next
 	f.mu.Unlock()
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{f.deps.Topology.EventsWildcard()},
+		FilterSubjects: []string{f.cfg.Topology.EventsWildcard()},
 		HeadersOnly:    true,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 	if start > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}
-	cons, err := f.deps.JS.OrderedConsumer(ctx, f.deps.Topology.EventsStream(), cfg)
+	cons, err := f.cfg.JS.OrderedConsumer(ctx, f.cfg.Topology.EventsStream(), cfg)
 	if err != nil {
 		return err
 	}
@@ -522,7 +522,7 @@ func (f *Feed) entryOf(seq uint64, h nats.Header) entry {
 func (f *Feed) waitForSpace(ctx context.Context) error {
 	for {
 		f.mu.Lock()
-		full := len(f.pending) >= f.deps.MaxPending
+		full := len(f.pending) >= f.cfg.MaxPending
 		f.mu.Unlock()
 		if !full {
 			return nil

@@ -67,14 +67,14 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{t: t, nc: nc, js: js, topo: topo, db: db}
 }
 
-func (fx *fixture) deps() Deps {
+func (fx *fixture) config() Config {
 	// Polling is off (an hour) unless a test turns it on, so every advance in the other
 	// tests comes from the notices the test sends.
-	return Deps{JS: fx.js, NC: fx.nc, Topology: fx.topo, DB: fx.db, PollInterval: time.Hour}
+	return Config{JS: fx.js, NC: fx.nc, Topology: fx.topo, DB: fx.db, PollInterval: time.Hour}
 }
 
 // run creates a feed and runs it until the test ends.
-func (fx *fixture) run(d Deps) *Feed {
+func (fx *fixture) run(d Config) *Feed {
 	fx.t.Helper()
 	f, err := New(context.Background(), d)
 	if err != nil {
@@ -195,7 +195,7 @@ func modelPosition(writers []string, projected map[string]uint64) uint64 {
 func TestOneSlowWriterHoldsThePosition(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
-	f := fx.run(fx.deps())
+	f := fx.run(fx.config())
 
 	a1 := fx.publish("A", "!a:x")
 	b2 := fx.publish("B", "!b:x")
@@ -230,7 +230,7 @@ func TestOneSlowWriterHoldsThePosition(t *testing.T) {
 func TestPositionFollowsTheRuleUnderRandomInterleavings(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
-	f := fx.run(fx.deps())
+	f := fx.run(fx.config())
 
 	var writers []string // writer of each published sequence, index = seq-1
 	projected := map[string]uint64{}
@@ -278,7 +278,7 @@ func waitAsync(ctx context.Context, f *Feed, since uint64, user string, rooms ..
 func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
-	f := fx.run(fx.deps())
+	f := fx.run(fx.config())
 	ctx := context.Background()
 
 	byRoom := waitAsync(ctx, f, 0, "@x:x", "!a:x", "!c:x")
@@ -345,7 +345,7 @@ func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
 func TestWaitReturnsAtOnceForTokensOlderThanItRemembers(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
-	d := fx.deps()
+	d := fx.config()
 	d.Recent = 2
 	f := fx.run(d)
 	var last uint64
@@ -363,7 +363,7 @@ func TestWaitReturnsAtOnceForTokensOlderThanItRemembers(t *testing.T) {
 func TestPollingRecoversALostNotice(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
-	d := fx.deps()
+	d := fx.config()
 	d.PollInterval = 10 * time.Millisecond
 	f := fx.run(d)
 
@@ -391,7 +391,7 @@ func TestStartsAtTheSlowestWritersPosition(t *testing.T) {
 	fx.setRow("B", b2)
 
 	start := func(writers ...string) uint64 {
-		d := fx.deps()
+		d := fx.config()
 		d.Writers = writers
 		f, err := New(context.Background(), d)
 		if err != nil {
@@ -408,7 +408,7 @@ func TestStartsAtTheSlowestWritersPosition(t *testing.T) {
 		t.Fatalf("start position %d with an unprojected configured writer, want 0", pos)
 	}
 
-	f := fx.run(fx.deps())
+	f := fx.run(fx.config())
 	read(t, f, a4)
 	if pos := f.Position(); pos != a3 {
 		t.Fatalf("position %d after reading the log, want %d (A projected up to %d)", pos, a3, a3)
@@ -420,7 +420,7 @@ func TestStartsAtTheSlowestWritersPosition(t *testing.T) {
 func TestPendingIsBounded(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
-	d := fx.deps()
+	d := fx.config()
 	d.MaxPending = 3
 	f := fx.run(d)
 
@@ -449,7 +449,7 @@ func TestPendingIsBounded(t *testing.T) {
 func TestManyWaitersOnOneRoom(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
-	f := fx.run(fx.deps())
+	f := fx.run(fx.config())
 	var wg sync.WaitGroup
 	results := make(chan uint64, 50)
 	for i := range 50 {

@@ -1,0 +1,433 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+)
+
+// stepFeed is a sync feed whose visible position the test moves by hand, so a test can
+// hold back rows that are already in Postgres, as a slow writer would.
+type stepFeed struct {
+	mu      sync.Mutex
+	pos     uint64
+	waiting int
+	moved   chan struct{}
+}
+
+func newStepFeed(pos uint64) *stepFeed { return &stepFeed{pos: pos, moved: make(chan struct{})} }
+
+func (f *stepFeed) Position() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pos
+}
+
+func (f *stepFeed) Wait(ctx context.Context, since uint64, _ string, _ []string) uint64 {
+	f.mu.Lock()
+	f.waiting++
+	defer func() { f.mu.Lock(); f.waiting--; f.mu.Unlock() }()
+	for f.pos <= since {
+		moved := f.moved
+		f.mu.Unlock()
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return f.Position()
+		}
+		f.mu.Lock()
+	}
+	pos := f.pos
+	f.mu.Unlock()
+	return pos
+}
+
+func (f *stepFeed) set(pos uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pos = pos
+	close(f.moved)
+	f.moved = make(chan struct{})
+}
+
+func (f *stepFeed) waiters() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.waiting
+}
+
+// syncTestRoom builds real signed room version 11 events and projects them at chosen
+// log sequences.
+type syncTestRoom struct {
+	t      *testing.T
+	db     *persist.DB
+	key    ed25519.PrivateKey
+	roomID string
+	depth  int64
+	prev   []string
+	labels map[string]string // event ID -> label
+}
+
+type syncTestEvent struct {
+	label, typ, sender string
+	stateKey           *string
+	content            map[string]any
+	device, txn        string
+}
+
+func strPtr(s string) *string { return &s }
+
+func (r *syncTestRoom) project(seq uint64, evs ...syncTestEvent) {
+	r.t.Helper()
+	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
+	lb := &schemas.LogBatch{V: schemas.LogVersion, RoomID: r.roomID, RoomVersion: "11", Writer: "A"}
+	for _, e := range evs {
+		content, _ := json.Marshal(e.content)
+		r.depth++
+		pdu, err := verImpl.NewEventBuilderFromProtoEvent(&gomatrixserverlib.ProtoEvent{
+			SenderID: e.sender, RoomID: r.roomID, Type: e.typ, StateKey: e.stateKey,
+			PrevEvents: r.prev, AuthEvents: []string{}, Depth: r.depth, Content: content,
+		}).Build(time.Now(), testServerName, "ed25519:1", r.key)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		r.prev = []string{pdu.EventID()}
+		r.labels[pdu.EventID()] = e.label
+		lb.Events = append(lb.Events, schemas.LoggedEvent{EventID: pdu.EventID(), JSON: pdu.JSON(), DeviceID: e.device, TxnID: e.txn})
+	}
+	if err := r.db.Project(context.Background(), "A", []persist.BatchAt{{Seq: seq, Batch: lb}}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func memberEvent(label, user, sender, membership string) syncTestEvent {
+	return syncTestEvent{label: label, typ: "m.room.member", sender: sender, stateKey: strPtr(user),
+		content: map[string]any{"membership": membership}}
+}
+
+func textEvent(label, sender string) syncTestEvent {
+	return syncTestEvent{label: label, typ: "m.room.message", sender: sender, content: map[string]any{"msgtype": "m.text", "body": label}}
+}
+
+// syncClient calls /sync as one user.
+type syncClient struct {
+	t     *testing.T
+	url   string
+	token string
+}
+
+type syncTestBody struct {
+	NextBatch string `json:"next_batch"`
+	Rooms     struct {
+		Join   map[string]syncTestRoomBody `json:"join"`
+		Invite map[string]struct {
+			InviteState struct {
+				Events []map[string]any `json:"events"`
+			} `json:"invite_state"`
+		} `json:"invite"`
+		Leave map[string]syncTestRoomBody `json:"leave"`
+	} `json:"rooms"`
+	raw map[string]any
+}
+
+type syncTestRoomBody struct {
+	Timeline struct {
+		Events    []map[string]any `json:"events"`
+		Limited   bool             `json:"limited"`
+		PrevBatch string           `json:"prev_batch"`
+	} `json:"timeline"`
+	State struct {
+		Events []map[string]any `json:"events"`
+	} `json:"state"`
+}
+
+// get calls /sync with query and returns the status and the decoded body.
+func (c *syncClient) get(query url.Values) (int, *syncTestBody) {
+	c.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, c.url+"/_matrix/client/v3/sync?"+query.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body syncTestBody
+	dec := json.NewDecoder(resp.Body)
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = json.Unmarshal(raw, &body)
+	_ = json.Unmarshal(raw, &body.raw)
+	return resp.StatusCode, &body
+}
+
+func (c *syncClient) sync(kv ...string) *syncTestBody {
+	c.t.Helper()
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		q.Set(kv[i], kv[i+1])
+	}
+	status, body := c.get(q)
+	if status != http.StatusOK {
+		c.t.Fatalf("sync %v: status %d: %v", q, status, body.raw)
+	}
+	return body
+}
+
+func (c *syncClient) syncError(kv ...string) (int, string) {
+	c.t.Helper()
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		q.Set(kv[i], kv[i+1])
+	}
+	status, body := c.get(q)
+	code, _ := body.raw["errcode"].(string)
+	return status, code
+}
+
+// names lists events by label, or by type/state_key for stripped events.
+func (r *syncTestRoom) names(evs []map[string]any) []string {
+	out := []string{}
+	for _, e := range evs {
+		if id, ok := e["event_id"].(string); ok {
+			out = append(out, r.labels[id])
+			continue
+		}
+		out = append(out, fmt.Sprintf("%v/%v", e["type"], e["state_key"]))
+	}
+	return out
+}
+
+func txnID(ev map[string]any) any {
+	unsigned, _ := ev["unsigned"].(map[string]any)
+	return unsigned["transaction_id"]
+}
+
+func newSyncTestUser(t *testing.T, db *persist.DB, userID, deviceID string) string {
+	t.Helper()
+	tok, hash := newAccessToken(userID)
+	if err := db.CreateUser(context.Background(), userID, "", &persist.NewDevice{DeviceID: deviceID, TokenHash: hash[:]}); err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestSyncSections(t *testing.T) {
+	t.Parallel()
+	db := openAccountsDB(t)
+	feed := newStepFeed(0)
+	srv := &Server{ServerName: testServerName, DB: db, Feed: feed, Log: zaptest.NewLogger(t)}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	const alice, bob = "@alice:" + testServerName, "@bob:" + testServerName
+	aliceC := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, alice, "ALICEDEV")}
+	bobC := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, bob, "BOBDEV")}
+
+	_, key, _ := ed25519.GenerateKey(nil)
+	room := &syncTestRoom{t: t, db: db, key: key, roomID: "!room:" + testServerName, prev: []string{}, labels: map[string]string{}}
+	room.project(1,
+		syncTestEvent{label: "create", typ: "m.room.create", sender: alice, stateKey: strPtr(""), content: map[string]any{"room_version": "11"}},
+		memberEvent("alice-join", alice, alice, "join"),
+		syncTestEvent{label: "join-rules", typ: "m.room.join_rules", sender: alice, stateKey: strPtr(""), content: map[string]any{"join_rule": "invite"}},
+		syncTestEvent{label: "name", typ: "m.room.name", sender: alice, stateKey: strPtr(""), content: map[string]any{"name": "room"}})
+	room.project(2, memberEvent("bob-invite", bob, alice, "invite"))
+	feed.set(2)
+
+	// Initial syncs: alice is joined, bob invited.
+	b := bobC.sync()
+	if b.NextBatch != "s2" || len(b.Rooms.Join) != 0 || len(b.Rooms.Leave) != 0 {
+		t.Fatalf("bob initial: next %s, %d joined, %d left", b.NextBatch, len(b.Rooms.Join), len(b.Rooms.Leave))
+	}
+	inv := room.names(b.Rooms.Invite[room.roomID].InviteState.Events)
+	if want := []string{"m.room.create/", "m.room.join_rules/", "m.room.name/", "m.room.member/" + bob}; !slices.Equal(inv, want) {
+		t.Errorf("bob's invite state %v, want %v", inv, want)
+	}
+	for _, key := range []string{"account_data", "presence", "to_device"} {
+		if evs, ok := b.raw[key].(map[string]any)["events"].([]any); !ok || len(evs) != 0 {
+			t.Errorf("top-level %s: %v", key, b.raw[key])
+		}
+	}
+	if dl, ok := b.raw["device_lists"].(map[string]any); !ok || dl["changed"] == nil || dl["left"] == nil {
+		t.Errorf("device_lists: %v", b.raw["device_lists"])
+	}
+	a := aliceC.sync()
+	j := a.Rooms.Join[room.roomID]
+	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"create", "alice-join", "join-rules", "name", "bob-invite"}) ||
+		j.Timeline.Limited || j.Timeline.PrevBatch != "t1_0" || len(j.State.Events) != 0 {
+		t.Errorf("alice initial: timeline %v limited %v prev %s state %v", tl, j.Timeline.Limited, j.Timeline.PrevBatch, room.names(j.State.Events))
+	}
+
+	// Bob joins and talks at 3. Message 4 is in Postgres but not visible: a slow
+	// writer holds the position at 3, and nothing of 4 may leak.
+	room.project(3, memberEvent("bob-join", bob, bob, "join"),
+		syncTestEvent{label: "hi", typ: "m.room.message", sender: bob, content: map[string]any{"msgtype": "m.text", "body": "hi"}, device: "BOBDEV", txn: "txn1"})
+	room.project(4, textEvent("hidden", alice))
+	feed.set(3)
+	b = bobC.sync("since", "s2", "filter", `{"room":{"timeline":{"limit":2}}}`)
+	j = b.Rooms.Join[room.roomID]
+	if b.NextBatch != "s3" || len(b.Rooms.Invite) != 0 {
+		t.Fatalf("bob after joining: next %s, invites %v", b.NextBatch, b.Rooms.Invite)
+	}
+	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"bob-join", "hi"}) || !j.Timeline.Limited || j.Timeline.PrevBatch != "t3_0" {
+		t.Errorf("bob's new room: timeline %v limited %v prev %s", tl, j.Timeline.Limited, j.Timeline.PrevBatch)
+	}
+	// A new join gets the full state at the start of its timeline.
+	if st := room.names(j.State.Events); !slices.Equal(st, []string{"create", "alice-join", "join-rules", "name", "bob-invite"}) {
+		t.Errorf("bob's new room state: %v", st)
+	}
+	if txn := txnID(j.Timeline.Events[1]); txn != "txn1" {
+		t.Errorf("transaction_id for the sending device: %v", txn)
+	}
+	a = aliceC.sync("since", "s2", "timeout", "0")
+	j = a.Rooms.Join[room.roomID]
+	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"bob-join", "hi"}) || j.Timeline.Limited || len(j.State.Events) != 0 {
+		t.Errorf("alice incremental: timeline %v limited %v state %v", tl, j.Timeline.Limited, room.names(j.State.Events))
+	}
+	if txn := txnID(j.Timeline.Events[1]); txn != nil {
+		t.Error("transaction_id shown to another user")
+	}
+
+	// A long-poll with nothing new waits, and wakes when the position moves.
+	done := make(chan *syncTestBody, 1)
+	go func() { done <- bobC.sync("since", "s3", "timeout", "30000") }()
+	for feed.waiters() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	feed.set(4)
+	b = <-done
+	if tl := room.names(b.Rooms.Join[room.roomID].Timeline.Events); b.NextBatch != "s4" || !slices.Equal(tl, []string{"hidden"}) {
+		t.Errorf("long-poll: next %s timeline %v", b.NextBatch, tl)
+	}
+
+	// A gap larger than the limit: limited, and the state changes of the gap.
+	evs := []syncTestEvent{{label: "rename", typ: "m.room.name", sender: alice, stateKey: strPtr(""), content: map[string]any{"name": "renamed"}}}
+	for i := range 12 {
+		evs = append(evs, textEvent(fmt.Sprintf("m%d", i), alice))
+	}
+	room.project(5, evs...)
+	feed.set(5)
+	b = bobC.sync("since", "s4", "filter", `{"room":{"timeline":{"limit":5}}}`)
+	j = b.Rooms.Join[room.roomID]
+	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"m7", "m8", "m9", "m10", "m11"}) || !j.Timeline.Limited || j.Timeline.PrevBatch != "t5_8" {
+		t.Errorf("limited: timeline %v limited %v prev %s", tl, j.Timeline.Limited, j.Timeline.PrevBatch)
+	}
+	if st := room.names(j.State.Events); !slices.Equal(st, []string{"rename"}) {
+		t.Errorf("limited: state %v, want the rename only", st)
+	}
+	// The same through a stored filter.
+	fid, err := db.PutFilter(context.Background(), bob, []byte(`{"room":{"timeline":{"limit":1}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bobC.sync("since", "s4", "filter", fmt.Sprint(fid))
+	if tl := room.names(b.Rooms.Join[room.roomID].Timeline.Events); !slices.Equal(tl, []string{"m11"}) {
+		t.Errorf("stored filter: timeline %v", tl)
+	}
+
+	// Bob leaves: the room moves to his leave section, alice sees it in her timeline.
+	room.project(6, memberEvent("bob-leave", bob, bob, "leave"))
+	feed.set(6)
+	b = bobC.sync("since", "s5")
+	l, ok := b.Rooms.Leave[room.roomID]
+	if _, joined := b.Rooms.Join[room.roomID]; !ok || joined {
+		t.Fatalf("bob after leaving: join %v leave %v", b.Rooms.Join, b.Rooms.Leave)
+	}
+	if tl := room.names(l.Timeline.Events); !slices.Equal(tl, []string{"bob-leave"}) {
+		t.Errorf("bob's leave timeline %v", tl)
+	}
+	a = aliceC.sync("since", "s5", "full_state", "true")
+	j = a.Rooms.Join[room.roomID]
+	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"bob-leave"}) {
+		t.Errorf("alice full_state timeline %v", tl)
+	}
+	if st := room.names(j.State.Events); !slices.Equal(st, []string{"create", "alice-join", "join-rules", "bob-join", "rename"}) {
+		t.Errorf("alice full_state state %v", st)
+	}
+	// Bob is out: nothing more for him, and his initial sync no longer lists the room
+	// unless he asks for left rooms.
+	b = bobC.sync("since", "s6", "timeout", "50")
+	if b.NextBatch != "s6" || len(b.Rooms.Join)+len(b.Rooms.Invite)+len(b.Rooms.Leave) != 0 {
+		t.Errorf("bob with nothing new: next %s, rooms %v", b.NextBatch, b.raw["rooms"])
+	}
+	if b = bobC.sync(); len(b.Rooms.Join)+len(b.Rooms.Leave) != 0 {
+		t.Errorf("bob initial after leaving: %v", b.raw["rooms"])
+	}
+	b = bobC.sync("filter", `{"room":{"include_leave":true}}`)
+	if l := b.Rooms.Leave[room.roomID]; !slices.Equal(room.names(l.Timeline.Events), []string{"bob-leave"}) {
+		t.Errorf("bob initial with include_leave: %v", b.raw["rooms"])
+	}
+	// A token ahead of this process's position never moves back.
+	if b = bobC.sync("since", "s9"); b.NextBatch != "s9" {
+		t.Errorf("token ahead of the position: next %s", b.NextBatch)
+	}
+}
+
+func TestSyncRejectsBadParameters(t *testing.T) {
+	t.Parallel()
+	db := openAccountsDB(t)
+	srv := &Server{ServerName: testServerName, DB: db, Feed: newStepFeed(0), Log: zaptest.NewLogger(t)}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	c := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, "@u:"+testServerName, "DEV")}
+	cases := []struct {
+		kv     []string
+		status int
+		code   string
+	}{
+		{[]string{"since", "garbage"}, 400, "M_INVALID_PARAM"},
+		{[]string{"since", "s-1"}, 400, "M_INVALID_PARAM"},
+		{[]string{"timeout", "soon"}, 400, "M_INVALID_PARAM"},
+		{[]string{"full_state", "yes"}, 400, "M_INVALID_PARAM"},
+		{[]string{"filter", "{not json"}, 400, "M_NOT_JSON"},
+		{[]string{"filter", `{"room":{"timeline":{"limit":"ten"}}}`}, 400, "M_BAD_JSON"},
+		{[]string{"filter", "filter-name"}, 400, "M_INVALID_PARAM"},
+		{[]string{"filter", "42"}, 400, "M_INVALID_PARAM"},
+	}
+	for _, tc := range cases {
+		if status, code := c.syncError(tc.kv...); status != tc.status || code != tc.code {
+			t.Errorf("%s: %d %s, want %d %s", strings.Join(tc.kv, "="), status, code, tc.status, tc.code)
+		}
+	}
+	// set_presence is accepted and ignored.
+	if b := c.sync("set_presence", "offline"); b.NextBatch != "s0" {
+		t.Errorf("set_presence: next %s", b.NextBatch)
+	}
+}
+
+func TestSyncFilterParsing(t *testing.T) {
+	t.Parallel()
+	var f syncFilter
+	if f.timelineLimit() != defaultTimelineLimit || !f.allowsRoom("!a:x") {
+		t.Fatal("zero filter must allow every room with the default limit")
+	}
+	if err := json.Unmarshal([]byte(`{"room":{"rooms":["!a:x","!b:x"],"not_rooms":["!b:x"],"timeline":{"limit":100000}}}`), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.timelineLimit() != maxTimelineLimit {
+		t.Errorf("limit %d, want the cap %d", f.timelineLimit(), maxTimelineLimit)
+	}
+	for room, want := range map[string]bool{"!a:x": true, "!b:x": false, "!c:x": false} {
+		if f.allowsRoom(room) != want {
+			t.Errorf("allowsRoom(%s) = %v", room, !want)
+		}
+	}
+	if err := json.Unmarshal([]byte(`{"room":{"timeline":{"limit":-3}}}`), &f); err != nil || f.timelineLimit() != 0 {
+		t.Errorf("negative limit: %d, %v", f.timelineLimit(), err)
+	}
+}

@@ -1,0 +1,175 @@
+package persist
+
+import (
+	"context"
+	"fmt"
+)
+
+// Read queries of /sync. Each one covers every room of a request at once, so a sync
+// costs a handful of queries however many rooms the user is in. Every bound they take
+// comes from the caller's visible position: rows past it may already be in Postgres
+// (another writer projected further) and must not be shown yet.
+//
+// Boundaries are Pos values as in RoomEvents: Pos{seq, idx} sits just before the event
+// at that position, and Pos{n + 1, 0} just after all of log message n.
+
+// SyncMembership is a user's membership of one room as of a sync position.
+type SyncMembership struct {
+	RoomID     string
+	Membership string
+	EventID    string
+	// At is the position of the membership event.
+	At Pos
+	// Before is the user's membership as of the since position ("" when none). It is
+	// only read for memberships that changed after since.
+	Before string
+}
+
+// SyncMemberships returns the user's membership of every room as of log position upTo,
+// with the membership as of since for those that changed after it.
+func (db *DB) SyncMemberships(ctx context.Context, userID string, since, upTo uint64) ([]SyncMembership, error) {
+	// current_state answers for rooms whose latest membership event is visible; for the
+	// rare one that changed after upTo, the history gives the membership at upTo.
+	rows, err := db.Pool.Query(ctx, `WITH cur AS (
+			SELECT room_id, membership, seq, idx, event_id FROM current_state
+			WHERE type = 'm.room.member' AND state_key = $1 AND seq <= $2
+			UNION ALL
+			(SELECT DISTINCT ON (e.room_id) e.room_id, e.membership, e.seq, e.idx, e.event_id FROM events e
+			 WHERE e.type = 'm.room.member' AND e.state_key = $1 AND e.seq <= $2
+			   AND e.room_id IN (SELECT room_id FROM current_state
+			                     WHERE type = 'm.room.member' AND state_key = $1 AND seq > $2)
+			 ORDER BY e.room_id, e.seq DESC, e.idx DESC))
+		SELECT c.room_id, COALESCE(c.membership, ''), c.event_id, c.seq, c.idx, COALESCE(b.membership, '')
+		FROM cur c LEFT JOIN LATERAL (
+			SELECT p.membership FROM events p
+			WHERE c.seq > $3 AND p.type = 'm.room.member' AND p.state_key = $1 AND p.room_id = c.room_id
+			  AND p.seq <= $3
+			ORDER BY p.seq DESC, p.idx DESC LIMIT 1) b ON true
+		ORDER BY c.room_id`, userID, int64(upTo), int64(since))
+	if err != nil {
+		return nil, fmt.Errorf("persist: sync memberships: %w", err)
+	}
+	defer rows.Close()
+	var out []SyncMembership
+	for rows.Next() {
+		var m SyncMembership
+		var seq int64
+		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID, &seq, &m.At.Idx, &m.Before); err != nil {
+			return nil, err
+		}
+		m.At.Seq = uint64(seq)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// RoomRange is the span [From, To) of one room's timeline between two boundaries.
+type RoomRange struct {
+	RoomID   string
+	From, To Pos
+}
+
+// SyncTimelines returns, for each range, its newest limit events, oldest first. A room
+// with no event in its range is absent from the map.
+func (db *DB) SyncTimelines(ctx context.Context, ranges []RoomRange, limit int) (map[string][]StoredEvent, error) {
+	if len(ranges) == 0 || limit <= 0 {
+		return map[string][]StoredEvent{}, nil
+	}
+	rooms := make([]string, len(ranges))
+	fromSeq, toSeq := make([]int64, len(ranges)), make([]int64, len(ranges))
+	fromIdx, toIdx := make([]int32, len(ranges)), make([]int32, len(ranges))
+	for i, r := range ranges {
+		rooms[i] = r.RoomID
+		fromSeq[i], fromIdx[i] = int64(r.From.Seq), int32(r.From.Idx)
+		toSeq[i], toIdx[i] = int64(r.To.Seq), int32(r.To.Idx)
+	}
+	// One index walk per room, backwards from the end of its range, stopping after
+	// limit rows: the cost follows what is returned, not the room's history.
+	evs, err := db.queryEvents(ctx, `WHERE e.event_id IN (
+		SELECT t.event_id
+		FROM unnest($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::int[]) AS x(room, fs, fi, ts, ti)
+		CROSS JOIN LATERAL (SELECT ev.event_id FROM events ev
+			WHERE ev.room_id = x.room AND (ev.seq, ev.idx) >= (x.fs, x.fi) AND (ev.seq, ev.idx) < (x.ts, x.ti)
+			ORDER BY ev.seq DESC, ev.idx DESC LIMIT $6) t)
+		ORDER BY e.room_id, e.seq, e.idx`, rooms, fromSeq, fromIdx, toSeq, toIdx, limit)
+	if err != nil {
+		return nil, fmt.Errorf("persist: sync timelines: %w", err)
+	}
+	return byRoom(evs), nil
+}
+
+// StateRequest asks for the state of a room just before boundary At, keeping only the
+// events at or after boundary Since (Pos{} keeps all: the full state).
+type StateRequest struct {
+	RoomID    string
+	At, Since Pos
+}
+
+// StateFilter narrows SyncState. The zero value keeps everything.
+type StateFilter struct {
+	// Types keeps only these event types when not nil.
+	Types []string
+	// Member, when set, keeps only this user's m.room.member event.
+	Member string
+}
+
+// SyncState returns the state of each requested room, oldest event first. It starts
+// from current_state and looks back in the history only for the keys that changed at
+// or after At, so its cost follows the room's state, not its history.
+func (db *DB) SyncState(ctx context.Context, reqs []StateRequest, filter StateFilter) (map[string][]StoredEvent, error) {
+	if len(reqs) == 0 {
+		return map[string][]StoredEvent{}, nil
+	}
+	rooms := make([]string, len(reqs))
+	atSeq, sinceSeq := make([]int64, len(reqs)), make([]int64, len(reqs))
+	atIdx, sinceIdx := make([]int32, len(reqs)), make([]int32, len(reqs))
+	for i, r := range reqs {
+		rooms[i] = r.RoomID
+		atSeq[i], atIdx[i] = int64(r.At.Seq), int32(r.At.Idx)
+		sinceSeq[i], sinceIdx[i] = int64(r.Since.Seq), int32(r.Since.Idx)
+	}
+	// Member events are looked up through the (state_key, seq) index of member events,
+	// other keys by walking the room backwards from At: a member key that changed is
+	// usually the user's own join, whose earlier value may be far back or absent.
+	evs, err := db.queryEvents(ctx, `WHERE e.event_id IN (
+		SELECT s.event_id
+		FROM unnest($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::int[]) AS x(room, at_seq, at_idx, since_seq, since_idx)
+		JOIN current_state cs ON cs.room_id = x.room
+		CROSS JOIN LATERAL (
+			SELECT cs.event_id, cs.seq, cs.idx WHERE (cs.seq, cs.idx) < (x.at_seq, x.at_idx)
+			UNION ALL
+			(SELECT ev.event_id, ev.seq, ev.idx FROM events ev
+			 WHERE (cs.seq, cs.idx) >= (x.at_seq, x.at_idx) AND cs.type <> 'm.room.member'
+			   AND ev.room_id = cs.room_id AND ev.type = cs.type AND ev.state_key = cs.state_key
+			   AND (ev.seq, ev.idx) < (x.at_seq, x.at_idx)
+			 ORDER BY ev.seq DESC, ev.idx DESC LIMIT 1)
+			UNION ALL
+			(SELECT ev.event_id, ev.seq, ev.idx FROM events ev
+			 WHERE (cs.seq, cs.idx) >= (x.at_seq, x.at_idx) AND cs.type = 'm.room.member'
+			   AND ev.type = 'm.room.member' AND ev.state_key = cs.state_key AND ev.room_id = cs.room_id
+			   AND (ev.seq, ev.idx) < (x.at_seq, x.at_idx)
+			 ORDER BY ev.seq DESC, ev.idx DESC LIMIT 1)
+		) s
+		WHERE (s.seq, s.idx) >= (x.since_seq, x.since_idx)
+		  AND ($6::text[] IS NULL OR cs.type = ANY($6))
+		  AND ($7 = '' OR cs.type <> 'm.room.member' OR cs.state_key = $7))
+		ORDER BY e.room_id, e.seq, e.idx`, rooms, atSeq, atIdx, sinceSeq, sinceIdx, filter.Types, filter.Member)
+	if err != nil {
+		return nil, fmt.Errorf("persist: sync state: %w", err)
+	}
+	return byRoom(evs), nil
+}
+
+// byRoom groups events ordered by room.
+func byRoom(evs []StoredEvent) map[string][]StoredEvent {
+	out := map[string][]StoredEvent{}
+	for start := 0; start < len(evs); {
+		end := start + 1
+		for end < len(evs) && evs[end].RoomID == evs[start].RoomID {
+			end++
+		}
+		out[evs[start].RoomID] = evs[start:end:end]
+		start = end
+	}
+	return out
+}
