@@ -160,6 +160,9 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		return err
 	}
 	defer db.Close()
+	if cfg.BcryptRounds > 0 {
+		db.BcryptCost = cfg.BcryptRounds
+	}
 
 	nc, embedded, err := connectNATS(cfg, log)
 	if err != nil {
@@ -211,7 +214,10 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		if !l.Has("client") {
 			continue
 		}
-		feed := syncfeed.New(syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log})
+		feed, err := syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: cfg.EventWriters()})
+		if err != nil {
+			return err
+		}
 		g.Go(func() error { return feed.Run(ctx) })
 		api := &client.Server{
 			ServerName: cfg.ServerName, DB: db, Feed: feed, Log: log,
