@@ -109,7 +109,7 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		create[k] = v
 	}
 	create["room_version"], _ = json.Marshal(req.RoomVersion)
-	if impl, _ := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)); impl != nil && !impl.CreatorInCreateEvent() {
+	if impl, _ := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)); impl != nil && impl.CreatorInCreateEvent() {
 		// Before v11 the creator is named in content; from v11 it is the sender.
 		create["creator"], _ = json.Marshal(creator)
 	}
