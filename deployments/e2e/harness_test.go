@@ -1,0 +1,440 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
+
+	"github.com/ganglionhq/ganglion/deployments/config"
+	"github.com/ganglionhq/ganglion/persist/pgtest"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// ganglionBin is the binary every test runs, built once by TestMain.
+var ganglionBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "ganglion-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ganglionBin = filepath.Join(dir, "ganglion")
+	build := exec.Command("go", "build", "-o", ganglionBin, "github.com/ganglionhq/ganglion")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the ganglion binary failed:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// Bounds on waits, so a broken server fails a test instead of hanging it. They are
+// generous on purpose: nothing here measures speed.
+const (
+	startTimeout = 60 * time.Second
+	flowTimeout  = 3 * time.Minute
+)
+
+// randomLetters returns n random lowercase letters.
+func randomLetters(n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyz"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+// freePort asks the kernel for a free port. It is closed again before the server binds
+// it, a small race that parallel tests on one machine tolerate.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// deployment is one test's homeserver: its own database, NATS namespace, server name,
+// signing key and configuration files, and the processes started from them.
+type deployment struct {
+	t          *testing.T
+	dir        string
+	dsn        string
+	serverName string
+	namespace  string
+	// natsURL is the test's own NATS server, or "" when the single process embeds one.
+	natsURL string
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	shared  map[string]any
+}
+
+type deploymentOptions struct {
+	// externalNATS starts a NATS server in the test process and points the processes
+	// at it; otherwise the (single) process embeds its own, unreachable from the test.
+	externalNATS bool
+	// redis is the redis section; nil leaves Redis disabled.
+	redis map[string]any
+	// eventWriters is stream_writers.events; empty means the main process.
+	eventWriters []string
+}
+
+func newDeployment(t *testing.T, o deploymentOptions) *deployment {
+	t.Helper()
+	d := &deployment{
+		t:          t,
+		dir:        t.TempDir(),
+		dsn:        pgtest.DSN(t),
+		serverName: "t" + randomLetters(8) + ".localhost",
+		namespace:  "t" + randomLetters(8),
+	}
+	key := filepath.Join(d.dir, "signing.key")
+	if err := config.GenerateSigningKey(key); err != nil {
+		t.Fatal(err)
+	}
+	natsSection := map[string]any{"namespace": d.namespace}
+	if o.externalNATS {
+		ns, err := streams.StartEmbedded(streams.EmbeddedOptions{StoreDir: t.TempDir(), Port: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		d.natsURL = ns.ClientURL()
+		natsSection["url"] = d.natsURL
+		if d.nc, err = nats.Connect(d.natsURL); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(d.nc.Close)
+		if d.js, err = jetstream.New(d.nc); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		natsSection["embedded"] = map[string]any{"store_dir": filepath.Join(d.dir, "nats"), "port": 0}
+	}
+	d.shared = map[string]any{
+		"server_name":         d.serverName,
+		"database":            d.dsn,
+		"nats":                natsSection,
+		"signing_key_path":    key,
+		"enable_registration": true,
+	}
+	if o.redis != nil {
+		d.shared["redis"] = o.redis
+	}
+	if len(o.eventWriters) > 0 {
+		d.shared["stream_writers"] = map[string]any{"events": o.eventWriters}
+		// Synapse's rule, enforced by the loader: worker stream writers and main must be
+		// in instance_map. Nothing listens there yet; the ports only have to be valid.
+		im := map[string]any{"main": map[string]any{"host": "127.0.0.1", "port": freePort(t)}}
+		for _, w := range o.eventWriters {
+			im[w] = map[string]any{"host": "127.0.0.1", "port": freePort(t)}
+		}
+		d.shared["instance_map"] = im
+	}
+	return d
+}
+
+// writeYAML writes one configuration file into the deployment's directory.
+func (d *deployment) writeYAML(name string, v map[string]any) string {
+	d.t.Helper()
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	path := filepath.Join(d.dir, name)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		d.t.Fatal(err)
+	}
+	return path
+}
+
+func clientListener(port int) []map[string]any {
+	return []map[string]any{{
+		"port":           port,
+		"bind_addresses": []string{"127.0.0.1"},
+		"type":           "http",
+		"resources":      []map[string]any{{"names": []string{"client"}}},
+	}}
+}
+
+// startMain starts the main process with a client listener.
+func (d *deployment) startMain() *process {
+	d.t.Helper()
+	port := freePort(d.t)
+	cfg := map[string]any{}
+	for k, v := range d.shared {
+		cfg[k] = v
+	}
+	cfg["listeners"] = clientListener(port)
+	p := d.start("main", port, d.writeYAML("homeserver.yaml", cfg))
+	p.waitReady()
+	return p
+}
+
+// launchWorker starts a generic worker without waiting for it (see waitReady), so
+// several processes start at once, as after a deployment-wide restart; withClient gives
+// it a client listener.
+func (d *deployment) launchWorker(name string, withClient bool) *process {
+	d.t.Helper()
+	shared := filepath.Join(d.dir, "shared.yaml")
+	if _, err := os.Stat(shared); err != nil {
+		d.writeYAML("shared.yaml", d.shared)
+	}
+	worker := map[string]any{"worker_app": config.GenericWorker, "worker_name": name}
+	port := 0
+	if withClient {
+		port = freePort(d.t)
+		worker["worker_listeners"] = clientListener(port)
+	}
+	return d.start(name, port, shared, d.writeYAML(name+".yaml", worker))
+}
+
+// process is one running ganglion OS process.
+type process struct {
+	t     *testing.T
+	name  string
+	port  int
+	files []string
+	dir   string
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	exitErr  error
+	stopping bool
+	starts   int
+	logs     []string
+}
+
+func (d *deployment) start(name string, port int, files ...string) *process {
+	d.t.Helper()
+	p := &process{t: d.t, name: name, port: port, files: files, dir: d.dir}
+	p.launch()
+	d.t.Cleanup(p.cleanup)
+	return p
+}
+
+// launch starts the process, with its output in a new log file per start.
+func (p *process) launch() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.starts++
+	logPath := filepath.Join(p.dir, fmt.Sprintf("%s.%d.log", p.name, p.starts))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	args := []string{"run"}
+	for _, f := range p.files {
+		args = append(args, "-c", f)
+	}
+	cmd := exec.Command(ganglionBin, args...)
+	cmd.Dir = p.dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		p.t.Fatalf("start %s: %v", p.name, err)
+	}
+	exited := make(chan struct{})
+	p.cmd, p.exited, p.stopping = cmd, exited, false
+	p.logs = append(p.logs, logPath)
+	go func() {
+		err := cmd.Wait()
+		logFile.Close()
+		p.mu.Lock()
+		p.exitErr = err
+		p.mu.Unlock()
+		close(exited)
+	}()
+}
+
+// url is the base URL of the process's client listener.
+func (p *process) url() string { return "http://127.0.0.1:" + strconv.Itoa(p.port) }
+
+func (p *process) current() (*exec.Cmd, chan struct{}, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd, p.exited, p.logs[len(p.logs)-1]
+}
+
+// waitClientReady polls GET /_matrix/client/versions until it answers 200.
+func (p *process) waitClientReady() {
+	p.t.Helper()
+	_, exited, _ := p.current()
+	deadline := time.Now().Add(startTimeout)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.url() + "/_matrix/client/versions")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-exited:
+			p.t.Fatalf("%s exited before it was ready: %v", p.name, p.exitErr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	p.t.Fatalf("%s: /_matrix/client/versions did not answer 200 within %s", p.name, startTimeout)
+}
+
+// waitLogged waits until the current start's log contains text.
+func (p *process) waitLogged(text string) {
+	p.t.Helper()
+	_, exited, logPath := p.current()
+	deadline := time.Now().Add(startTimeout)
+	for time.Now().Before(deadline) {
+		data, _ := os.ReadFile(logPath)
+		if bytes.Contains(data, []byte(text)) {
+			return
+		}
+		select {
+		case <-exited:
+			p.t.Fatalf("%s exited before logging %q: %v", p.name, text, p.exitErr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	p.t.Fatalf("%s did not log %q within %s", p.name, text, startTimeout)
+}
+
+// kill9 kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+func (p *process) kill9() {
+	p.t.Helper()
+	p.mu.Lock()
+	p.stopping = true
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+}
+
+// restart starts the process again with the same configuration files.
+func (p *process) restart() {
+	p.t.Helper()
+	p.launch()
+	p.waitReady()
+}
+
+// waitReady waits until the process serves clients, or for processes without a client
+// listener, which have no endpoint to poll, until it logs that it started.
+func (p *process) waitReady() {
+	p.t.Helper()
+	if p.port != 0 {
+		p.waitClientReady()
+	} else {
+		p.waitLogged("process started")
+	}
+}
+
+// cleanup stops the process, reports it if it had died on its own, and prints the tail
+// of its logs when the test failed.
+func (p *process) cleanup() {
+	p.mu.Lock()
+	cmd, exited, stopping := p.cmd, p.exited, p.stopping
+	p.stopping = true
+	p.mu.Unlock()
+	select {
+	case <-exited:
+		if !stopping {
+			p.t.Errorf("%s exited on its own during the test: %v", p.name, p.exitErr)
+		}
+	default:
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-exited
+		}
+	}
+	if p.t.Failed() {
+		for _, path := range p.logs {
+			p.t.Logf("--- last lines of %s ---\n%s", filepath.Base(path), tail(path, 60))
+		}
+	}
+}
+
+// tail returns the last n lines of a file.
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// lastSeq is the last sequence a JetStream stream of the deployment ever assigned: it
+// moves whenever anything is published to the stream, even if the message is gone
+// since (work-queue streams delete acknowledged intents).
+func (d *deployment) lastSeq(ctx context.Context, stream string) uint64 {
+	d.t.Helper()
+	s, err := d.js.Stream(ctx, stream)
+	if err != nil {
+		d.t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		d.t.Fatalf("stream %s info: %v", stream, err)
+	}
+	return info.State.LastSeq
+}
+
+// topology is the stream naming of the deployment's namespace.
+func (d *deployment) topology() streams.Topology {
+	return streams.Topology{Namespace: d.namespace}
+}
+
+// query runs fn on a fresh connection to the deployment's database.
+func (d *deployment) query(ctx context.Context, fn func(conn *pgx.Conn) error) {
+	d.t.Helper()
+	conn, err := pgx.Connect(ctx, d.dsn)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := fn(conn); err != nil {
+		d.t.Fatal(err)
+	}
+}
