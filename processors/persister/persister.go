@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -33,6 +34,7 @@ import (
 // emitter). It must never block.
 type ReplicationSink interface {
 	Events(token int64, rows []schemas.EventRow)
+	Position(stream string, token int64)
 }
 
 // Config wires a persister. Every field but Replication and ProjectionDelay is required.
@@ -62,6 +64,9 @@ type Persister struct {
 	signer  signer
 	rooms   map[string]*room
 	Metrics streams.Metrics
+	// busy is held while a batch of intents is handled, so position announcements
+	// never claim a sequence an append of ours is still heading for.
+	busy sync.Mutex
 }
 
 // New returns a persister; Run starts it.
@@ -90,14 +95,19 @@ func (p *Persister) Run(ctx context.Context) error {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		// A crashed writer's intents come back after this; recovery at start projects
 		// what it appended, so the redelivered intents find their results.
-		AckWait:       30 * time.Second,
-		MaxDeliver:    5,
+		AckWait: 30 * time.Second,
+		// The runner gives up after its own MaxDeliver and dead-letters; the consumer
+		// must keep delivering until then, or a last failure would strand the intent.
+		MaxDeliver:    -1,
 		MaxAckPending: 4 * p.cfg.MaxBatch,
 	})
 	if err != nil {
 		return fmt.Errorf("persister %s: consumer: %w", p.cfg.Name, err)
 	}
 	p.cfg.Log.Info("event writer started", zap.String("writer", p.cfg.Name))
+	if p.cfg.Replication != nil {
+		go p.announcePositions(ctx)
+	}
 	runner := &streams.Runner{
 		Name:              "persister_" + p.cfg.Name,
 		Consumer:          cons,
@@ -126,6 +136,8 @@ const appendAttempts = 3
 
 // handle processes one batch of intents; it returns one error per message (nil = ack).
 func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	p.busy.Lock()
+	defer p.busy.Unlock()
 	errs := make([]error, len(msgs))
 	var jobs []*job
 	for i, m := range msgs {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/nats-io/nats.go/jetstream"
@@ -208,4 +209,34 @@ func relatesTo(content []byte) string {
 	}
 	_ = json.Unmarshal(content, &c)
 	return c.RelatesTo.EventID
+}
+
+// announcePositions tells Synapse-compatible receivers, once a second, that this writer
+// has nothing in flight below the log's last sequence. Receivers compute a minimum over
+// writers; an idle writer that stayed silent would pin it (Synapse issue #15595). The
+// loop's lock is held while reading the log's tip, so no append of ours is in flight
+// below it and every row of ours up to it was already handed to the emitter.
+func (p *Persister) announcePositions(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		p.busy.Lock()
+		var seq uint64
+		stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
+		if err == nil {
+			var info *jetstream.StreamInfo
+			if info, err = stream.Info(ctx); err == nil {
+				seq = info.State.LastSeq
+			}
+		}
+		if seq > 0 {
+			p.cfg.Replication.Position(schemas.StreamEvents, int64(seq))
+		}
+		p.busy.Unlock()
+	}
 }
