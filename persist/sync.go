@@ -3,6 +3,8 @@ package persist
 import (
 	"context"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Read queries of /sync. Each one covers every room of a request at once, so a sync
@@ -172,4 +174,28 @@ func byRoom(evs []StoredEvent) map[string][]StoredEvent {
 		start = end
 	}
 	return out
+}
+
+// ProjectedSeqs returns those of seqs whose log message is in Postgres. A message's
+// events are written in one transaction, so one row with its sequence proves them all,
+// whoever projected it (a writer catching up a room appended by another one projects
+// under its own name, and the appender's position may never cover the message).
+func (db *DB) ProjectedSeqs(ctx context.Context, seqs []uint64) ([]uint64, error) {
+	arg := make([]int64, len(seqs))
+	for i, s := range seqs {
+		arg[i] = int64(s)
+	}
+	rows, err := db.Pool.Query(ctx, `SELECT DISTINCT seq FROM events WHERE seq = ANY($1)`, arg)
+	if err != nil {
+		return nil, fmt.Errorf("persist: projected sequences: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("persist: projected sequences: %w", err)
+	}
+	out := make([]uint64, len(found))
+	for i, s := range found {
+		out[i] = uint64(s)
+	}
+	return out, nil
 }

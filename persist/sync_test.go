@@ -262,3 +262,16 @@ func TestSyncStateBeforeABoundary(t *testing.T) {
 		t.Errorf("r2 invite state: %v", l)
 	}
 }
+
+func TestProjectedSeqs(t *testing.T) {
+	t.Parallel()
+	db, _, _ := syncFixture(t)
+	got, err := db.ProjectedSeqs(context.Background(), []uint64{11, 6, 2, 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []uint64{2, 6}) {
+		t.Fatalf("projected among 11, 6, 2, 42: %v, want [2 6]", got)
+	}
+}

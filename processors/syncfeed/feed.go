@@ -13,6 +13,11 @@
 // event that would become readable later. This is Synapse's "minimum over writers"
 // rule applied to the log's single global order, and tighter than it: an idle writer
 // does not hold anyone back, because only messages actually in the log are waited for.
+//
+// Notices make the position move within a millisecond of a projection. Polling backs
+// them up while a message stays pending: stream_positions covers lost notices and
+// restarts, and looking the message itself up in events covers a message projected by
+// another writer than its appender, which no position will ever cover.
 package syncfeed
 
 import (
@@ -74,7 +79,12 @@ type entry struct {
 	writer  string
 	room    string
 	members []string
+	// found is set when polling found the message itself in Postgres.
+	found bool
 }
+
+// checkBatch bounds how many pending messages one poll looks up in Postgres.
+const checkBatch = 256
 
 // waiter is one blocked Wait call.
 type waiter struct {
@@ -310,7 +320,7 @@ func (f *Feed) setProjected(positions map[string]uint64) {
 // writer has projected it, and wakes the waiters those messages concern.
 func (f *Feed) advanceLocked() {
 	n := 0
-	for n < len(f.pending) && f.projected[f.pending[n].writer] >= f.pending[n].seq {
+	for n < len(f.pending) && (f.pending[n].found || f.projected[f.pending[n].writer] >= f.pending[n].seq) {
 		n++
 	}
 	if n == 0 {
@@ -384,9 +394,12 @@ func (f *Feed) onProjected(m *nats.Msg) {
 	f.setProjected(map[string]uint64{p.Writer: p.Seq})
 }
 
-// pollLoop reads stream_positions while the oldest pending message stays pending for
-// a whole interval: a notice was lost, or was sent before this feed subscribed. It
-// sleeps on kick while nothing is pending, so an idle feed costs no queries.
+// pollLoop looks in Postgres while the oldest pending message stays pending for a whole
+// interval: a notice was lost or sent before this feed subscribed, or the message was
+// projected by another writer than its appender (a room caught up after its shard
+// moved), which no position of its appender will ever cover. It reads stream_positions
+// and looks the first pending messages up themselves. It sleeps on kick while nothing
+// is pending, so an idle feed costs no queries.
 func (f *Feed) pollLoop(ctx context.Context) {
 	interval := f.cfg.PollInterval
 	timer := time.NewTimer(interval)
@@ -410,14 +423,11 @@ func (f *Feed) pollLoop(ctx context.Context) {
 		if head != lastHead {
 			lastHead, stuckSince = head, time.Now()
 		} else {
-			positions, err := f.cfg.DB.StreamPositions(ctx, persist.EventsStream)
-			if err != nil {
+			if err := f.poll(ctx); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				f.log.Warn("read stream positions", zap.Error(err))
-			} else {
-				f.setProjected(positions)
+				f.log.Warn("poll projections", zap.Error(err))
 			}
 			if held := time.Since(stuckSince); held >= stuckReport && time.Since(reported) >= stuckReport {
 				reported = time.Now()
@@ -432,6 +442,52 @@ func (f *Feed) pollLoop(ctx context.Context) {
 		case <-timer.C:
 		}
 	}
+}
+
+// poll reads the writers' positions, then looks up the pending messages they do not
+// cover.
+func (f *Feed) poll(ctx context.Context) error {
+	positions, err := f.cfg.DB.StreamPositions(ctx, persist.EventsStream)
+	if err != nil {
+		return err
+	}
+	f.setProjected(positions)
+	f.mu.Lock()
+	var seqs []uint64
+	for i := 0; i < len(f.pending) && len(seqs) < checkBatch; i++ {
+		if e := &f.pending[i]; !e.found && f.projected[e.writer] < e.seq {
+			seqs = append(seqs, e.seq)
+		}
+	}
+	f.mu.Unlock()
+	if len(seqs) == 0 {
+		return nil
+	}
+	found, err := f.cfg.DB.ProjectedSeqs(ctx, seqs)
+	if err != nil {
+		return err
+	}
+	f.markFound(found)
+	return nil
+}
+
+// markFound records pending messages found in Postgres and advances.
+func (f *Feed) markFound(seqs []uint64) {
+	if len(seqs) == 0 {
+		return
+	}
+	set := make(map[uint64]struct{}, len(seqs))
+	for _, s := range seqs {
+		set[s] = struct{}{}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.pending {
+		if _, ok := set[f.pending[i].seq]; ok {
+			f.pending[i].found = true
+		}
+	}
+	f.advanceLocked()
 }
 
 // head returns the oldest pending message.

@@ -380,6 +380,35 @@ func TestPollingRecoversALostNotice(t *testing.T) {
 	}
 }
 
+func TestPollingFindsAMessageProjectedByAnotherWriter(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	d := fx.config()
+	d.PollInterval = 10 * time.Millisecond
+	f := fx.run(d)
+
+	x1 := fx.publish("X", "!a:x") // X appended, then its shard moved to W
+	w2 := fx.publish("W", "!b:x")
+	read(t, f, w2)
+	fx.notice("W", w2)
+	noticed(t, f, "W", w2)
+	if pos := f.Position(); pos != 0 {
+		t.Fatalf("position %d with X's message unprojected", pos)
+	}
+	// W catches the room up from the log and projects X's message under its own name:
+	// the message is in Postgres, but X's position will never cover it.
+	_, err := fx.db.Pool.Exec(context.Background(), `INSERT INTO events
+		(event_id, room_id, seq, idx, type, sender, depth, origin_server_ts, json)
+		VALUES ('$x1', '!a:x', $1, 0, 'm.room.message', '@x:x', 1, 0, '{}')`, int64(x1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "X's message found in Postgres", func() bool { return f.Position() == w2 })
+	if _, _, _, p := f.state(); p["X"] != 0 {
+		t.Fatalf("projected[X] = %d, want 0: only the message itself was found", p["X"])
+	}
+}
+
 func TestStartsAtTheSlowestWritersPosition(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
