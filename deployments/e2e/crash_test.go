@@ -152,7 +152,7 @@ func TestCrashSafety(t *testing.T) {
 	if len(sendErrs) > 0 {
 		t.Fatalf("%d senders gave up, first: %v", len(sendErrs), sendErrs[0])
 	}
-	t.Logf("%d sends acknowledged, %d attempts failed", len(acked), len(failures))
+	t.Logf("%d sends acknowledged, %d attempts failed and were retried: %q", len(acked), len(failures), failures[:min(len(failures), 5)])
 	if err := setBarriers(ctx, clients[0], rooms, bar); err != nil {
 		t.Fatal(err)
 	}
