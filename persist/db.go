@@ -37,9 +37,18 @@ func Open(ctx context.Context, dsn string, log *zap.Logger) (*DB, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	pool, err := pgxpool.New(ctx, dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("persist: parse database DSN: %w", err)
+	}
+	// JIT compilation costs seconds on the sync state query of large rooms (its cost
+	// estimate crosses the JIT threshold) and never pays off for our short queries.
+	if _, set := cfg.ConnConfig.RuntimeParams["jit"]; !set {
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("persist: connect to Postgres: %w", err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()

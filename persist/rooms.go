@@ -103,10 +103,9 @@ func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) err
 	heads := map[string]*roomHead{}
 	intents := map[string][]string{}
 	intentRoom := map[string]parsedEvent{}
-	var maxSeq uint64
-	for _, b := range batches {
-		maxSeq = max(maxSeq, b.Seq)
-	}
+	// The writer's position covers only its own batches: projecting another writer's
+	// messages (catching up a room) says nothing about this writer's own.
+	maxSeq := OwnMaxSeq(writer, batches)
 	for _, e := range evs {
 		ids = append(ids, e.EventID)
 		rooms = append(rooms, e.roomID)
@@ -214,14 +213,26 @@ func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) err
 			ON CONFLICT (intent_id) DO NOTHING`, iIDs, iRooms, iSeqs, iEvents)
 	}
 
-	batch.Queue(`INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
-		ON CONFLICT (stream_name, instance_name) DO UPDATE
-		SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)`,
-		EventsStream, writer, int64(maxSeq))
+	if maxSeq > 0 {
+		batch.Queue(`INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
+			ON CONFLICT (stream_name, instance_name) DO UPDATE
+			SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)`,
+			EventsStream, writer, int64(maxSeq))
+	}
+	// A batch is one pipeline ending in one Sync, which Postgres runs as one implicit
+	// transaction: all statements commit together or none does, in one round trip.
+	return db.Pool.SendBatch(ctx, batch).Close()
+}
 
-	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		return tx.SendBatch(ctx, batch).Close()
-	})
+// OwnMaxSeq is the highest sequence among the batches appended by writer, or 0.
+func OwnMaxSeq(writer string, batches []BatchAt) uint64 {
+	var seq uint64
+	for _, b := range batches {
+		if b.Batch.Writer == writer {
+			seq = max(seq, b.Seq)
+		}
+	}
+	return seq
 }
 
 // RoomHead is what a writer needs to append the next event of a room.

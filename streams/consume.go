@@ -213,103 +213,78 @@ func (r *Runner) Run(ctx context.Context, h BatchHandler) error {
 }
 
 func (r *runner) loop(ctx context.Context, h BatchHandler) error {
-	// After a short batch the consumer is probably drained, so the next round
-	// starts by waiting for one message rather than polling; after a full batch
-	// it polls first. Either way a batch is topped up with whatever is already
-	// available, which keeps latency low when idle and batches large under load.
-	drained := true
-	failures := 0
-	for ctx.Err() == nil {
-		var msgs []jetstream.Msg
-		var err error
-		if !drained {
-			msgs, err = r.fetchNoWait(r.MaxBatch)
+	// Consume keeps pull requests outstanding, so messages arrive without a round
+	// trip per batch; the loop takes whatever has arrived, up to MaxBatch, as one
+	// batch. Latency stays low when idle and batches grow under load.
+	buffered := make(chan jetstream.Msg, 2*r.MaxBatch)
+	gone := make(chan error, 1)
+	cc, err := r.Consumer.Consume(func(m jetstream.Msg) {
+		select {
+		case buffered <- m:
+		case <-ctx.Done():
+			_ = m.Nak()
 		}
-		if err == nil && len(msgs) == 0 {
-			msgs, err = r.waitForOne(ctx)
-			if err == nil && len(msgs) == 1 && r.MaxBatch > 1 {
-				var more []jetstream.Msg
-				more, err = r.fetchNoWait(r.MaxBatch - 1)
-				msgs = append(msgs, more...)
+	},
+		jetstream.PullMaxMessages(2*r.MaxBatch),
+		jetstream.PullExpiry(r.MaxWait),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if r.consumerGone(ctx, err) {
+				select {
+				case gone <- err:
+				default:
+				}
+				return
 			}
-		}
-		if len(msgs) > 0 && ctx.Err() != nil {
-			// Fetched as Run was stopping: hand them back at once rather than
-			// let them wait out AckWait.
-			for _, m := range msgs {
-				_ = m.Nak()
-			}
-			break
-		}
-		if len(msgs) > 0 {
-			drained = len(msgs) < r.MaxBatch
-			r.handle(ctx, h, msgs)
-		}
-		if err == nil || ctx.Err() != nil {
-			failures = 0
-			continue
-		}
-		if r.consumerGone(ctx, err) {
-			return fmt.Errorf("streams: runner %q: consumer gone: %w", r.Name, err)
-		}
-		failures++
-		delay := min(100*time.Millisecond<<min(failures, 6), 5*time.Second)
-		r.log.Warn("fetch failed, retrying", zap.Error(err), zap.Duration("in", delay))
-		if !sleepCtx(ctx, delay) {
-			break
-		}
+			r.log.Warn("consume error; the client retries", zap.Error(err))
+		}))
+	if err != nil {
+		return fmt.Errorf("streams: runner %q: consume: %w", r.Name, err)
 	}
-	return nil
+	defer cc.Stop()
+	for {
+		var msgs []jetstream.Msg
+		select {
+		case <-ctx.Done():
+			// Hand back what arrived as Run was stopping rather than let it wait
+			// out AckWait.
+			for {
+				select {
+				case m := <-buffered:
+					_ = m.Nak()
+				default:
+					return nil
+				}
+			}
+		case err := <-gone:
+			return fmt.Errorf("streams: runner %q: consumer gone: %w", r.Name, err)
+		case m := <-buffered:
+			msgs = append(msgs, m)
+		}
+	fill:
+		for len(msgs) < r.MaxBatch {
+			select {
+			case m := <-buffered:
+				msgs = append(msgs, m)
+			default:
+				break fill
+			}
+		}
+		r.handle(ctx, h, msgs)
+	}
 }
 
-// consumerGone tells a deleted consumer from a passing failure. A pull request
-// to a deleted consumer usually fails with "no responders", just like one sent
-// while JetStream is still starting, so ask the API when the error is not
-// already conclusive.
-func (r *runner) consumerGone(ctx context.Context, fetchErr error) bool {
-	if errors.Is(fetchErr, jetstream.ErrConsumerDeleted) || errors.Is(fetchErr, jetstream.ErrConsumerNotFound) {
+// consumerGone tells a deleted consumer from a passing failure.
+func (r *runner) consumerGone(ctx context.Context, err error) bool {
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return true
+	}
+	if !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, nats.ErrNoResponders) {
+		return false
 	}
 	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	_, err := r.Consumer.Info(ictx)
-	return errors.Is(err, jetstream.ErrConsumerNotFound)
-}
-
-// waitForOne blocks until one message is available, MaxWait passes or ctx is
-// cancelled. A server-side expiry is not an error.
-func (r *runner) waitForOne(ctx context.Context) ([]jetstream.Msg, error) {
-	wctx, cancel := context.WithTimeout(ctx, r.MaxWait)
-	defer cancel()
-	batch, err := r.Consumer.Fetch(1, jetstream.FetchContext(wctx))
-	if err != nil {
-		return nil, err
-	}
-	msgs, err := collect(batch)
-	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-		err = nil // our own MaxWait ran out
-	}
-	return msgs, err
-}
-
-func (r *runner) fetchNoWait(n int) ([]jetstream.Msg, error) {
-	batch, err := r.Consumer.FetchNoWait(n)
-	if err != nil {
-		return nil, err
-	}
-	return collect(batch)
-}
-
-func collect(batch jetstream.MessageBatch) ([]jetstream.Msg, error) {
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	err := batch.Error()
-	if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
-		err = nil
-	}
-	return msgs, err
+	_, ierr := r.Consumer.Info(ictx)
+	return errors.Is(ierr, jetstream.ErrConsumerNotFound)
 }
 
 func (r *runner) handle(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) {
@@ -465,15 +440,4 @@ func oneLine(s string, limit int) string {
 		s = strings.ToValidUTF8(s[:limit], "")
 	}
 	return s
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

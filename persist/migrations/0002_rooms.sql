@@ -37,6 +37,8 @@ CREATE TABLE events (
 );
 CREATE INDEX events_seq ON events (seq);
 CREATE INDEX events_member_target ON events (state_key, seq) WHERE type = 'm.room.member';
+-- State of a room at a position: the last event of each (type, state_key) up to it.
+CREATE INDEX events_state_history ON events (room_id, type, state_key, seq, idx) WHERE state_key IS NOT NULL;
 
 CREATE TABLE current_state (
     room_id    TEXT   NOT NULL,

@@ -106,6 +106,8 @@ func (p *Persister) Run(ctx context.Context) error {
 	}
 	p.cfg.Log.Info("event writer started", zap.String("writer", p.cfg.Name))
 	if p.cfg.Replication != nil {
+		// Receivers drop RDATA for a stream until they saw a POSITION for it.
+		p.announcePosition(ctx)
 		go p.announcePositions(ctx)
 	}
 	runner := &streams.Runner{
@@ -525,9 +527,9 @@ func (p *Persister) project(ctx context.Context, done []persist.BatchAt) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	var maxSeq uint64
-	for _, b := range done {
-		maxSeq = max(maxSeq, b.Seq)
+	maxSeq := persist.OwnMaxSeq(p.cfg.Name, done)
+	if maxSeq == 0 {
+		return nil
 	}
 	notice, _ := json.Marshal(schemas.Projected{Writer: p.cfg.Name, Seq: maxSeq})
 	if err := p.cfg.NC.Publish(p.cfg.Topology.ProjectedSubject(), notice); err != nil {

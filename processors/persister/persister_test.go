@@ -20,15 +20,14 @@ import (
 
 // cluster is a test's bus and database with event writers on them.
 type cluster struct {
-	t    *testing.T
+	t    testing.TB
 	env  *natstest.Env
 	db   *persist.DB
 	key  ed25519.PrivateKey
 	seen int
 }
 
-func newCluster(t *testing.T) *cluster {
-	t.Parallel()
+func newCluster(t testing.TB) *cluster {
 	env := natstest.Start(t)
 	ctx := context.Background()
 	db, err := persist.Open(ctx, pgtest.DSN(t), zaptest.NewLogger(t))
@@ -66,7 +65,7 @@ func (c *cluster) nextID() string {
 	return fmt.Sprintf("intent-%d", c.seen)
 }
 
-func submit(t *testing.T, ic *streams.IntentClient, in *schemas.Intent) *schemas.IntentResult {
+func submit(t testing.TB, ic *streams.IntentClient, in *schemas.Intent) *schemas.IntentResult {
 	t.Helper()
 	in.V = schemas.IntentVersion
 	res, err := ic.Submit(context.Background(), in)
@@ -119,6 +118,7 @@ func wantError(t *testing.T, res *schemas.IntentResult, status int, code string)
 }
 
 func TestAuthRulesAndDedup(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	w := c.writer("w1", 0)
 	c.createRoom(w)
@@ -158,6 +158,7 @@ func TestAuthRulesAndDedup(t *testing.T) {
 // map would. Appends expect the room's last log sequence, so the stale writer fails,
 // catches up from the log and builds on the real tip: the room stays one chain.
 func TestSecondWriterCannotFork(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	w1 := c.writer("w1", 0)
 	w2 := c.writer("w2", 0)
@@ -199,5 +200,22 @@ func TestSecondWriterCannotFork(t *testing.T) {
 	}
 	if count != 14 {
 		t.Fatalf("want 14 events in one chain, got %d", count)
+	}
+}
+
+// BenchmarkSequentialMessage measures one intent at a time through a writer: publish,
+// build, append, project, answer. It is the floor under a client's sequential sends.
+func BenchmarkSequentialMessage(b *testing.B) {
+	c := newCluster(b)
+	w := c.writer("w1", 0)
+	c.createRoom(w)
+	raw, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": "hello"})
+	b.ResetTimer()
+	for i := range b.N {
+		res, err := w.Submit(context.Background(), &schemas.Intent{V: schemas.IntentVersion, Kind: schemas.KindClientEvent,
+			ID: fmt.Sprintf("b%d", i), RoomID: roomID, Sender: alice, Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}})
+		if err != nil || res.Error != nil {
+			b.Fatal(err, res)
+		}
 	}
 }

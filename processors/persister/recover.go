@@ -213,9 +213,7 @@ func relatesTo(content []byte) string {
 
 // announcePositions tells Synapse-compatible receivers, once a second, that this writer
 // has nothing in flight below the log's last sequence. Receivers compute a minimum over
-// writers; an idle writer that stayed silent would pin it (Synapse issue #15595). The
-// loop's lock is held while reading the log's tip, so no append of ours is in flight
-// below it and every row of ours up to it was already handed to the emitter.
+// writers; an idle writer that stayed silent would pin it (Synapse issue #15595).
 func (p *Persister) announcePositions(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -224,19 +222,24 @@ func (p *Persister) announcePositions(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			p.announcePosition(ctx)
 		}
-		p.busy.Lock()
-		var seq uint64
-		stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
-		if err == nil {
-			var info *jetstream.StreamInfo
-			if info, err = stream.Info(ctx); err == nil {
-				seq = info.State.LastSeq
-			}
-		}
-		if seq > 0 {
-			p.cfg.Replication.Position(schemas.StreamEvents, int64(seq))
-		}
-		p.busy.Unlock()
 	}
+}
+
+// announcePosition announces the log's last sequence as this writer's position. The
+// loop's lock is held while reading it, so no append of ours is in flight below it and
+// every row of ours up to it was already handed to the emitter.
+func (p *Persister) announcePosition(ctx context.Context) {
+	p.busy.Lock()
+	defer p.busy.Unlock()
+	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
+	if err != nil {
+		return
+	}
+	info, err := stream.Info(ctx)
+	if err != nil || info.State.LastSeq == 0 {
+		return
+	}
+	p.cfg.Replication.Position(schemas.StreamEvents, int64(info.State.LastSeq))
 }
