@@ -238,7 +238,7 @@ func (p *Persister) announcePosition(ctx context.Context) {
 		return
 	}
 	info, err := stream.Info(ctx)
-	if err != nil || info.State.LastSeq == 0 {
+	if err != nil {
 		return
 	}
 	p.cfg.Replication.Position(schemas.StreamEvents, int64(info.State.LastSeq))
