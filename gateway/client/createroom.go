@@ -44,25 +44,7 @@ func supportedRoomVersion(v string) bool {
 }
 
 func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) {
-	var req createRoomRequest
-	if err := matrix.DecodeBody(r, maxEventBody, &req); err != nil {
-		matrix.WriteError(w, err)
-		return
-	}
-	if req.RoomVersion == "" {
-		req.RoomVersion = DefaultRoomVersion
-	}
-	if !supportedRoomVersion(req.RoomVersion) {
-		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeUnsupportedRoomVersion, "room version %q is not supported", req.RoomVersion))
-		return
-	}
-	for _, id := range req.Invite {
-		if !validUserID(id) {
-			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid user id %q in invite", id))
-			return
-		}
-	}
-	events, err := s.initialEvents(&req, dev.UserID)
+	req, events, err := s.decodeCreateRoom(r, dev.UserID)
 	if err != nil {
 		matrix.WriteError(w, err)
 		return
@@ -77,6 +59,27 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) 
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// decodeCreateRoom reads and checks a createRoom body and lays out the room's events.
+func (s *Server) decodeCreateRoom(r *http.Request, creator string) (*createRoomRequest, []schemas.ProtoEvent, error) {
+	var req createRoomRequest
+	if err := matrix.DecodeBody(r, maxEventBody, &req); err != nil {
+		return nil, nil, err
+	}
+	if req.RoomVersion == "" {
+		req.RoomVersion = DefaultRoomVersion
+	}
+	if !supportedRoomVersion(req.RoomVersion) {
+		return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeUnsupportedRoomVersion, "room version %q is not supported", req.RoomVersion)
+	}
+	for _, id := range req.Invite {
+		if !validUserID(id) {
+			return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid user id %q in invite", id)
+		}
+	}
+	events, err := s.initialEvents(&req, creator)
+	return &req, events, err
 }
 
 // initialEvents lays out a new room's events in the order the spec gives: create,
