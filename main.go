@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/deployments/config"
+	"github.com/ganglionhq/ganglion/deployments/load"
 	"github.com/ganglionhq/ganglion/gateway/client"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/persister"
@@ -43,6 +44,7 @@ commands:
   generate-config [-server-name NAME] [-data-dir DIR] [-o FILE]
                              write a single-process configuration
   generate-keys -o FILE      write a new ed25519 signing key (Synapse's format)
+  load [-url URL] [flags]    drive a running server and measure it (-h for flags)
 `
 
 func main() {
@@ -58,6 +60,8 @@ func main() {
 		err = generateConfigCmd(os.Args[2:])
 	case "generate-keys":
 		err = generateKeysCmd(os.Args[2:])
+	case "load":
+		err = load.Main(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
