@@ -54,6 +54,9 @@ type Config struct {
 	Log         *zap.Logger
 	// MaxBatch bounds the intents handled per loop (default 512).
 	MaxBatch int
+	// MaxRooms bounds the rooms kept in memory (default 10000); others are loaded from
+	// Postgres when their next intent comes.
+	MaxRooms int
 	// ProjectionDelay holds every projection back, to test a slow writer.
 	ProjectionDelay time.Duration
 }
@@ -73,6 +76,9 @@ type Persister struct {
 func New(cfg Config) *Persister {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 512
+	}
+	if cfg.MaxRooms <= 0 {
+		cfg.MaxRooms = 10000
 	}
 	return &Persister{
 		cfg:    cfg,
@@ -257,7 +263,7 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, 
 		}
 	}
 	for _, ra := range appends {
-		ra.future, ra.batch = p.publish(ra)
+		ra.future = p.publish(ra)
 	}
 	var retry []*job
 	var done []persist.BatchAt
@@ -295,8 +301,12 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, 
 			}
 		}
 	}
+	retrying := make(map[*job]bool, len(retry))
+	for _, j := range retry {
+		retrying[j] = true
+	}
 	for _, j := range jobs {
-		if j.result != nil && !contains(retry, j) {
+		if j.result != nil && !retrying[j] {
 			p.reply(j)
 		}
 	}
@@ -308,15 +318,6 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, 
 		return p.answerKnown(ctx, retry)
 	}
 	return nil, nil
-}
-
-func contains(list []*job, j *job) bool {
-	for _, x := range list {
-		if x == j {
-			return true
-		}
-	}
-	return false
 }
 
 func groupByRoom(jobs []*job) ([]string, map[string][]*job) {
@@ -436,7 +437,7 @@ func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent
 
 // publish appends a room's batch to its log subject, expecting the room's last
 // sequence there: a second writer of the room fails instead of forking it.
-func (p *Persister) publish(ra *roomAppend) (jetstream.PubAckFuture, *schemas.LogBatch) {
+func (p *Persister) publish(ra *roomAppend) jetstream.PubAckFuture {
 	data, err := json.Marshal(ra.batch)
 	if err != nil {
 		panic(err) // a LogBatch always marshals
@@ -462,9 +463,9 @@ func (p *Persister) publish(ra *roomAppend) (jetstream.PubAckFuture, *schemas.Lo
 	msg.Header.Set(jetstream.MsgIDHeader, base64.RawURLEncoding.EncodeToString(h.Sum(nil)))
 	fut, err := p.cfg.JS.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(ra.room.lastSeq))
 	if err != nil {
-		return failedFuture{msg: msg, err: err}, ra.batch
+		return failedFuture{msg: msg, err: err}
 	}
-	return fut, ra.batch
+	return fut
 }
 
 func memberStateKey(js []byte) string {

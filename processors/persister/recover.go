@@ -163,6 +163,17 @@ func (p *Persister) loadRoom(ctx context.Context, roomID string) (*room, error) 
 		}
 		r.state[gomatrixserverlib.StateKeyTuple{EventType: pdu.Type(), StateKey: *pdu.StateKey()}] = pdu
 	}
+	if len(p.rooms) >= p.cfg.MaxRooms {
+		// Evict a tenth, whichever the map yields first: a reload costs two queries,
+		// tracking recency would cost on every intent.
+		n := p.cfg.MaxRooms / 10
+		for id := range p.rooms {
+			if n--; n < 0 {
+				break
+			}
+			delete(p.rooms, id)
+		}
+	}
 	p.rooms[roomID] = r
 	return r, nil
 }
