@@ -327,14 +327,35 @@ func (c *ceilings) batchedRate() float64 {
 	return float64(runtime.NumCPU()) / c.batched.Seconds()
 }
 
+// ceilingRounds is how many times each part is measured; the round with the lowest CPU
+// per operation is kept. A ceiling is the best the machine can do, and on a virtual
+// machine with neighbours single rounds vary by a quarter or more.
+const ceilingRounds = 3
+
+// best runs f ceilingRounds times and keeps the result with the lowest CPU per
+// operation.
+func best(f func(round int) (result, error)) (result, error) {
+	var keep result
+	for round := range ceilingRounds {
+		r, err := f(round)
+		if err != nil {
+			return r, err
+		}
+		if round == 0 || (r.cpuPerOp() > 0 && r.cpuPerOp() < keep.cpuPerOp()) {
+			keep = r
+		}
+	}
+	return keep, nil
+}
+
 func measureCeilings(ctx context.Context, out io.Writer, o options, event []byte) (*ceilings, error) {
 	c := &ceilings{}
 	var err error
-	fmt.Fprintln(out, "ceilings: measuring the parts alone")
-	if c.build, err = measureBuild(ctx, 3000); err != nil {
+	fmt.Fprintf(out, "ceilings: measuring the parts alone, best of %d rounds each\n", ceilingRounds)
+	if c.build, err = best(func(int) (result, error) { return measureBuild(ctx, 2000) }); err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	if c.http, err = measureHTTP(ctx, 19200, 64); err != nil {
+	if c.http, err = best(func(int) (result, error) { return measureHTTP(ctx, 12800, 64) }); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 
@@ -345,13 +366,13 @@ func measureCeilings(ctx context.Context, out io.Writer, o options, event []byte
 	jsWhere := js.where
 	func() {
 		defer js.close()
-		if c.jsSync, err = js.publishSync(ctx, event, 3000); err != nil {
+		if c.jsSync, err = best(func(int) (result, error) { return js.publishSync(ctx, event, 2000) }); err != nil {
 			return
 		}
-		if c.jsAsync, err = js.publishAsync(ctx, event, 30000); err != nil {
+		if c.jsAsync, err = best(func(int) (result, error) { return js.publishAsync(ctx, event, 20000) }); err != nil {
 			return
 		}
-		c.jsConsume, err = js.consume(ctx, 30000)
+		c.jsConsume, err = best(func(int) (result, error) { return js.consume(ctx, 20000) })
 	}()
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -364,16 +385,17 @@ func measureCeilings(ctx context.Context, out io.Writer, o options, event []byte
 	pgWhere := pg.where
 	func() {
 		defer pg.close()
-		if c.pgRow, err = pg.insertPerRow(ctx, 0, 2000, 1); err != nil {
+		// Each round writes rows with ids of its own, offset by the round.
+		if c.pgRow, err = best(func(r int) (result, error) { return pg.insertPerRow(ctx, r*10_000, 1500, 1) }); err != nil {
 			return
 		}
-		if c.pgRow8, err = pg.insertPerRow(ctx, 100_000, 4000, 8); err != nil {
+		if c.pgRow8, err = best(func(r int) (result, error) { return pg.insertPerRow(ctx, 100_000+r*10_000, 3000, 8) }); err != nil {
 			return
 		}
-		if c.pgBatch, err = pg.insertBatched(ctx, 200_000, 20000, 100); err != nil {
+		if c.pgBatch, err = best(func(r int) (result, error) { return pg.insertBatched(ctx, 200_000+r*100_000, 15000, 100) }); err != nil {
 			return
 		}
-		c.pgCopy, err = pg.copyRows(ctx, 300_000, 40000, 1000)
+		c.pgCopy, err = best(func(r int) (result, error) { return pg.copyRows(ctx, 600_000+r*100_000, 30000, 1000) })
 	}()
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)

@@ -83,9 +83,11 @@ func BenchmarkEventBuild(b *testing.B) {
 	sb := newSampleBuilder(key)
 	now := time.Now()
 	for b.Loop() {
-		if _, err := sb.build(now); err != nil {
+		pdu, err := sb.build(now)
+		if err != nil {
 			b.Fatal(err)
 		}
+		_ = pdu.EventID()
 	}
 }
 
