@@ -79,13 +79,18 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Name:        t.IntentsStream(),
 		Description: "intents from gateways, one subject per event writer",
 		Subjects:    []string{t.ns() + ".intents.*"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		Duplicates:  dedupWindow,
-		// Intents only matter while a gateway waits for the answer; a day bounds what
-		// a long outage of a writer can pile up.
-		MaxAge: 24 * time.Hour,
+		// Limits, not a work queue: a work queue deletes each intent on ack, and at low
+		// load that empties and replaces a message block file per send (measured: 11%
+		// of a sequential send's CPU). Age removes intents in bulk instead.
+		Retention: jetstream.LimitsPolicy,
+		Storage:   jetstream.FileStorage,
+		Replicas:  replicas,
+		// Intents only matter while a gateway waits for the answer (30 s); after a
+		// writer outage longer than this, clients have long retried with the same
+		// transaction ids, which the writer answers from its stored results.
+		MaxAge:   10 * time.Minute,
+		MaxBytes: 1 << 30,
+		Discard:  jetstream.DiscardOld,
 	}, {
 		Name:        t.EventsStream(),
 		Description: "the events log: one message per room batch, the source of truth",
