@@ -15,10 +15,12 @@ import (
 // EventsStream is the stream_positions name of the events log.
 const EventsStream = "events"
 
-// BatchAt is one EVENTS log message and its stream sequence.
+// BatchAt is one EVENTS log message and its stream sequence. PDUs, when set, are the
+// batch's events already parsed (by the writer that built them), one per event.
 type BatchAt struct {
 	Seq   uint64
 	Batch *schemas.LogBatch
+	PDUs  []gomatrixserverlib.PDU
 }
 
 // parsedEvent holds what the projections need from one event's JSON.
@@ -38,8 +40,10 @@ func parseBatch(b BatchAt) ([]parsedEvent, error) {
 	}
 	out := make([]parsedEvent, 0, len(b.Batch.Events))
 	for i, le := range b.Batch.Events {
-		pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(le.EventID, le.JSON, false)
-		if err != nil {
+		var pdu gomatrixserverlib.PDU
+		if len(b.PDUs) == len(b.Batch.Events) {
+			pdu = b.PDUs[i]
+		} else if pdu, err = verImpl.NewEventFromTrustedJSONWithEventID(le.EventID, le.JSON, false); err != nil {
 			return nil, fmt.Errorf("event %s at seq %d: %w", le.EventID, b.Seq, err)
 		}
 		p := parsedEvent{

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/schemas"
@@ -164,7 +166,8 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		jobs = append(jobs, &job{msgIndex: i, in: in, replyTo: m.Headers().Get(streams.ReplyHeader)})
 	}
 	jobs, dupes := splitDuplicates(jobs)
-	pending, err := p.answerKnown(ctx, jobs)
+	pending := jobs
+	var err error
 	for attempt := 0; err == nil && len(pending) > 0 && attempt < appendAttempts; attempt++ {
 		pending, err = p.appendAndProject(ctx, pending)
 	}
@@ -241,6 +244,7 @@ type roomAppend struct {
 	jobs   []*job
 	undo   *undo
 	batch  *schemas.LogBatch
+	pdus   []gomatrixserverlib.PDU
 	future jetstream.PubAckFuture
 	seq    uint64
 	behind bool
@@ -250,56 +254,63 @@ type roomAppend struct {
 // per room, projects what was appended in one transaction, answers, and returns the
 // intents of rooms that turned out to be behind the log (to build again).
 func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, error) {
-	order, byRoom := groupByRoom(jobs)
-	now := time.Now()
-	var appends []*roomAppend
-	for _, roomID := range order {
-		ra, err := p.buildRoom(ctx, roomID, byRoom[roomID], now)
-		if err != nil {
+	// Which intents were handled before is asked of Postgres while the events are
+	// built; the rare known one is taken out of its room's batch afterwards.
+	known := p.lookupKnown(ctx, jobs)
+	appends, err := p.prepareRooms(ctx, jobs)
+	if err == nil {
+		err = p.buildAll(ctx, appends, time.Now())
+	}
+	results, kerr := known()
+	if err == nil {
+		err = kerr
+	}
+	if err != nil {
+		p.rollbackAll(appends)
+		return jobs, err
+	}
+	if len(results) > 0 {
+		if err := p.dropKnown(ctx, appends, results); err != nil {
+			p.rollbackAll(appends)
 			return jobs, err
 		}
-		if ra.batch != nil {
-			appends = append(appends, ra)
-		}
 	}
+	var published []*roomAppend
 	for _, ra := range appends {
-		ra.future = p.publish(ra)
+		if ra.batch != nil {
+			ra.future = p.publish(ra)
+			published = append(published, ra)
+		}
 	}
 	var retry []*job
 	var done []persist.BatchAt
 	var failed error
-	for _, ra := range appends {
+	for _, ra := range published {
 		if err := p.await(ctx, ra); err != nil {
-			ra.room.rollback(ra.undo)
+			p.rollback(ra)
 			if ra.behind {
 				if cerr := p.catchUp(ctx, ra.room.id); cerr != nil {
 					failed = cerr
 				}
-				retry = append(retry, ra.jobs...)
-				continue
+			} else {
+				failed = err
 			}
-			failed = err
 			retry = append(retry, ra.jobs...)
 			continue
 		}
 		ra.room.lastSeq = ra.seq
-		done = append(done, persist.BatchAt{Seq: ra.seq, Batch: ra.batch})
+		done = append(done, persist.BatchAt{Seq: ra.seq, Batch: ra.batch, PDUs: ra.pdus})
+		for _, j := range ra.jobs {
+			if j.result.Error == nil {
+				j.result.Seq = ra.seq
+			}
+		}
 	}
 	if err := p.project(ctx, done); err != nil {
 		// Appended but not projected: the intents stay unacknowledged, and the next
 		// attempt finds the room behind and projects from the log.
 		p.forgetRooms(appends)
 		return jobs, err
-	}
-	for _, ra := range appends {
-		if ra.seq == 0 {
-			continue
-		}
-		for _, j := range ra.jobs {
-			if j.result.Error == nil {
-				j.result.Seq = ra.seq
-			}
-		}
 	}
 	retrying := make(map[*job]bool, len(retry))
 	for _, j := range retry {
@@ -320,6 +331,55 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, 
 	return nil, nil
 }
 
+// lookupKnown starts looking up stored results of jobs; the returned function waits.
+func (p *Persister) lookupKnown(ctx context.Context, jobs []*job) func() (map[string]persist.IntentResult, error) {
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.in.ID
+	}
+	type answer struct {
+		known map[string]persist.IntentResult
+		err   error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		known, err := p.cfg.DB.IntentResults(ctx, ids)
+		ch <- answer{known, err}
+	}()
+	return func() (map[string]persist.IntentResult, error) {
+		a := <-ch
+		return a.known, a.err
+	}
+}
+
+// dropKnown answers the jobs handled before from their stored results and builds their
+// rooms' batches again without them.
+func (p *Persister) dropKnown(ctx context.Context, appends []*roomAppend, known map[string]persist.IntentResult) error {
+	for _, ra := range appends {
+		var rest []*job
+		for _, j := range ra.jobs {
+			if r, ok := known[j.in.ID]; ok {
+				j.result = &schemas.IntentResult{EventIDs: r.EventIDs, Seq: r.Seq}
+				p.reply(j)
+				continue
+			}
+			rest = append(rest, j)
+		}
+		if len(rest) == len(ra.jobs) {
+			continue
+		}
+		p.rollback(ra)
+		ra.jobs, ra.batch, ra.pdus = rest, nil, nil
+		if ra.room == nil || len(rest) == 0 {
+			continue
+		}
+		if err := p.buildBatch(ctx, ra, time.Now()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func groupByRoom(jobs []*job) ([]string, map[string][]*job) {
 	var order []string
 	by := map[string][]*job{}
@@ -332,41 +392,72 @@ func groupByRoom(jobs []*job) ([]string, map[string][]*job) {
 	return order, by
 }
 
-// buildRoom builds the events of one room's intents on top of its in-memory state.
-// Refused intents get their answer; the accepted events form the room's log message.
-func (p *Persister) buildRoom(ctx context.Context, roomID string, jobs []*job, now time.Time) (*roomAppend, error) {
-	r, err := p.loadRoom(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	ra := &roomAppend{jobs: jobs}
-	for _, j := range jobs {
-		j.result = nil
-	}
-	if r == nil {
-		// Only a create_room intent may start a room; it comes first by construction
-		// of a new room ID, others are for unknown rooms.
-		first := jobs[0]
-		if first.in.Kind != schemas.KindCreateRoom {
-			for _, j := range jobs {
-				j.result = resultError(http.StatusNotFound, "M_NOT_FOUND", "unknown room")
-			}
-			return ra, nil
+// prepareRooms finds (or, for create_room, starts) the room of every job. Intents for
+// rooms that do not exist are answered here.
+func (p *Persister) prepareRooms(ctx context.Context, jobs []*job) ([]*roomAppend, error) {
+	order, byRoom := groupByRoom(jobs)
+	appends := make([]*roomAppend, 0, len(order))
+	for _, roomID := range order {
+		ra := &roomAppend{jobs: byRoom[roomID]}
+		for _, j := range ra.jobs {
+			j.result = nil
 		}
-		ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(first.in.CreateRoom.RoomVersion))
+		r, err := p.loadRoom(ctx, roomID)
 		if err != nil {
-			for _, j := range jobs {
-				j.result = resultError(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", "unsupported room version")
-			}
-			return ra, nil
+			return appends, err
 		}
-		r = &room{id: roomID, version: ver, state: authState{}}
-		p.rooms[roomID] = r
+		if r == nil {
+			// Only a create_room intent may start a room; it comes first by construction
+			// of a new room ID, others are for unknown rooms.
+			first := ra.jobs[0].in
+			var ver gomatrixserverlib.IRoomVersion
+			if first.Kind == schemas.KindCreateRoom {
+				ver, err = gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(first.CreateRoom.RoomVersion))
+			}
+			switch {
+			case first.Kind != schemas.KindCreateRoom:
+				setResults(ra.jobs, resultError(http.StatusNotFound, "M_NOT_FOUND", "unknown room"))
+			case err != nil:
+				setResults(ra.jobs, resultError(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", "unsupported room version"))
+			default:
+				r = &room{id: roomID, version: ver, state: authState{}}
+				p.rooms[roomID] = r
+			}
+		}
+		ra.room = r
+		appends = append(appends, ra)
 	}
-	ra.room = r
-	ra.undo = r.checkpoint()
-	batch := &schemas.LogBatch{V: schemas.LogVersion, RoomID: roomID, RoomVersion: string(r.version.Version()), Writer: p.cfg.Name}
+	return appends, nil
+}
+
+func setResults(jobs []*job, res *schemas.IntentResult) {
 	for _, j := range jobs {
+		j.result = res
+	}
+}
+
+// buildAll builds every room's batch, rooms in parallel: they share nothing, and
+// signing is most of a persister's CPU.
+func (p *Persister) buildAll(ctx context.Context, appends []*roomAppend, now time.Time) error {
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, ra := range appends {
+		if ra.room == nil {
+			continue
+		}
+		g.Go(func() error { return p.buildBatch(ctx, ra, now) })
+	}
+	return g.Wait()
+}
+
+// buildBatch builds the events of one room's intents on top of its in-memory state.
+// Refused intents get their answer; the accepted events form the room's log message.
+func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Time) error {
+	r := ra.room
+	ra.undo = r.checkpoint()
+	batch := &schemas.LogBatch{V: schemas.LogVersion, RoomID: r.id, RoomVersion: string(r.version.Version()), Writer: p.cfg.Name}
+	var pdus []gomatrixserverlib.PDU
+	for _, j := range ra.jobs {
 		evs, err := p.buildIntent(ctx, r, j.in, ra.undo, now)
 		var ref *refusal
 		if errors.As(err, &ref) {
@@ -374,7 +465,7 @@ func (p *Persister) buildRoom(ctx context.Context, roomID string, jobs []*job, n
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		j.result = &schemas.IntentResult{}
 		for _, pdu := range evs {
@@ -382,12 +473,32 @@ func (p *Persister) buildRoom(ctx context.Context, roomID string, jobs []*job, n
 			batch.Events = append(batch.Events, schemas.LoggedEvent{
 				EventID: pdu.EventID(), JSON: pdu.JSON(), IntentID: j.in.ID, DeviceID: j.in.DeviceID, TxnID: j.in.TxnID,
 			})
+			pdus = append(pdus, pdu)
 		}
 	}
 	if len(batch.Events) > 0 {
-		ra.batch = batch
+		ra.batch, ra.pdus = batch, pdus
 	}
-	return ra, nil
+	return nil
+}
+
+// rollback takes back what building a room's batch applied to the room; a room that
+// this batch was creating is forgotten.
+func (p *Persister) rollback(ra *roomAppend) {
+	if ra.room == nil || ra.undo == nil {
+		return
+	}
+	ra.room.rollback(ra.undo)
+	ra.undo = nil
+	if ra.room.lastEventID == "" {
+		delete(p.rooms, ra.room.id)
+	}
+}
+
+func (p *Persister) rollbackAll(appends []*roomAppend) {
+	for _, ra := range appends {
+		p.rollback(ra)
+	}
 }
 
 // buildIntent builds the events of one intent, applying each to the room as it goes

@@ -185,17 +185,9 @@ func (p *Persister) emitReplication(done []persist.BatchAt) {
 		return
 	}
 	for _, b := range done {
-		ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(b.Batch.RoomVersion))
-		if err != nil {
-			continue
-		}
-		rows := make([]schemas.EventRow, 0, len(b.Batch.Events))
-		for _, le := range b.Batch.Events {
-			pdu, err := ver.NewEventFromTrustedJSONWithEventID(le.EventID, le.JSON, false)
-			if err != nil {
-				continue
-			}
-			row := schemas.EventRow{EventID: le.EventID, RoomID: b.Batch.RoomID, Type: pdu.Type(), StateKey: pdu.StateKey()}
+		rows := make([]schemas.EventRow, 0, len(b.PDUs))
+		for i, pdu := range b.PDUs {
+			row := schemas.EventRow{EventID: b.Batch.Events[i].EventID, RoomID: b.Batch.RoomID, Type: pdu.Type(), StateKey: pdu.StateKey()}
 			if r := persist.RedactsOf(pdu); r != "" {
 				row.Redacts = &r
 			}
