@@ -176,7 +176,7 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 		content["reason"] = reason
 	}
 	raw, _ := json.Marshal(content)
-	ids, err := s.submit(r.Context(), &schemas.Intent{
+	_, err := s.submit(r.Context(), &schemas.Intent{
 		Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: dev.UserID, DeviceID: dev.DeviceID,
 		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: raw},
 	})
@@ -188,7 +188,6 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 		matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": room})
 		return
 	}
-	_ = ids
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
