@@ -27,11 +27,11 @@ func (s *Server) registerRooms(r router) {
 	r.handle("POST", "/createRoom", allVersions, s.authed(s.createRoom))
 	r.handle("POST", "/join/{room}", allVersions, s.authed(s.joinRoom))
 	r.handle("POST", "/rooms/{room}/join", allVersions, s.authed(s.joinRoom))
-	r.handle("POST", "/rooms/{room}/leave", allVersions, s.authed(s.selfMembership("leave")))
-	r.handle("POST", "/rooms/{room}/invite", allVersions, s.authed(s.otherMembership("invite")))
-	r.handle("POST", "/rooms/{room}/kick", allVersions, s.authed(s.otherMembership("leave")))
-	r.handle("POST", "/rooms/{room}/ban", allVersions, s.authed(s.otherMembership("ban")))
-	r.handle("POST", "/rooms/{room}/unban", allVersions, s.authed(s.otherMembership("leave")))
+	r.handle("POST", "/rooms/{room}/leave", allVersions, s.authed(s.changeMembership("leave", false)))
+	r.handle("POST", "/rooms/{room}/invite", allVersions, s.authed(s.changeMembership("invite", true)))
+	r.handle("POST", "/rooms/{room}/kick", allVersions, s.authed(s.changeMembership("leave", true)))
+	r.handle("POST", "/rooms/{room}/ban", allVersions, s.authed(s.changeMembership("ban", true)))
+	r.handle("POST", "/rooms/{room}/unban", allVersions, s.authed(s.changeMembership("leave", true)))
 	r.handle("POST", "/rooms/{room}/forget", allVersions, s.authed(s.forget))
 	r.handle("PUT", "/rooms/{room}/send/{type}/{txn}", allVersions, s.authed(s.send))
 	r.handle("PUT", "/rooms/{room}/state/{type}", allVersions, s.authed(s.putState))
@@ -209,7 +209,9 @@ func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {
 	s.membership(w, r, dev, room, dev.UserID, "join", body.Reason)
 }
 
-func (s *Server) selfMembership(membership string) func(http.ResponseWriter, *http.Request, Device) {
+// changeMembership serves leave (target: the caller) and invite, kick, ban and unban
+// (target: the body's user_id).
+func (s *Server) changeMembership(membership string, ofOther bool) func(http.ResponseWriter, *http.Request, Device) {
 	return func(w http.ResponseWriter, r *http.Request, dev Device) {
 		body, err := s.readMembershipBody(r)
 		if err != nil {
@@ -221,27 +223,15 @@ func (s *Server) selfMembership(membership string) func(http.ResponseWriter, *ht
 			matrix.WriteError(w, err)
 			return
 		}
-		s.membership(w, r, dev, room, dev.UserID, membership, body.Reason)
-	}
-}
-
-func (s *Server) otherMembership(membership string) func(http.ResponseWriter, *http.Request, Device) {
-	return func(w http.ResponseWriter, r *http.Request, dev Device) {
-		body, err := s.readMembershipBody(r)
-		if err != nil {
-			matrix.WriteError(w, err)
-			return
+		target := dev.UserID
+		if ofOther {
+			if !validUserID(body.UserID) {
+				matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "user_id must be a user ID"))
+				return
+			}
+			target = body.UserID
 		}
-		room, err := roomParam(r)
-		if err != nil {
-			matrix.WriteError(w, err)
-			return
-		}
-		if !validUserID(body.UserID) {
-			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "user_id must be a user ID"))
-			return
-		}
-		s.membership(w, r, dev, room, body.UserID, membership, body.Reason)
+		s.membership(w, r, dev, room, target, membership, body.Reason)
 	}
 }
 

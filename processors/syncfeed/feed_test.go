@@ -2,8 +2,6 @@ package syncfeed
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	mathrand "math/rand/v2"
 	"strings"
@@ -11,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist/pgtest"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
+	"github.com/ganglionhq/ganglion/streams/natstest"
 )
 
 // fixture is one test's NATS server, stream namespace and database.
@@ -32,39 +30,13 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		DontListen: true, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(30 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	topo := streams.Topology{Namespace: "t" + hex.EncodeToString(b[:])}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	db, err := persist.Open(ctx, pgtest.DSN(t), nil)
+	env := natstest.Start(t)
+	db, err := persist.Open(context.Background(), pgtest.DSN(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	return &fixture{t: t, nc: nc, js: js, topo: topo, db: db}
+	return &fixture{t: t, nc: env.NC, js: env.JS, topo: env.Topology, db: db}
 }
 
 func (fx *fixture) config() Config {
