@@ -72,7 +72,7 @@ const (
 // Defaults used for zero fields of Runner.
 const (
 	DefaultMaxBatch   = 100
-	DefaultMaxWait    = 5 * time.Second
+	DefaultMaxWait    = 30 * time.Second
 	DefaultMaxDeliver = 5
 )
 
@@ -140,8 +140,10 @@ type Runner struct {
 	DeadLetterSubject string
 	// MaxBatch bounds the messages per handler call (default DefaultMaxBatch).
 	MaxBatch int
-	// MaxWait is how long one idle pull request waits on the server before it is
-	// renewed (default DefaultMaxWait). Cancelling Run's context interrupts it.
+	// MaxWait is how long an outstanding pull request lives on the server before the
+	// client renews it (default DefaultMaxWait, nats.go's own default); heartbeats
+	// are derived from it, so a short one makes a busy machine report missed
+	// heartbeats.
 	MaxWait time.Duration
 	// MaxDeliver is the delivery at which a still failing message is
 	// dead-lettered (default DefaultMaxDeliver).

@@ -124,7 +124,6 @@ func (p *Persister) Run(ctx context.Context) error {
 		JS:                p.cfg.JS,
 		DeadLetterSubject: t.DeadLetterSubject("persister_" + p.cfg.Name),
 		MaxBatch:          p.cfg.MaxBatch,
-		MaxWait:           time.Second,
 		MaxDeliver:        5,
 		Log:               p.cfg.Log,
 		Metrics:           &p.Metrics,
