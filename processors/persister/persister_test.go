@@ -1,6 +1,7 @@
 package persister
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -131,6 +132,16 @@ func TestAuthRulesAndDedup(t *testing.T) {
 	topic := state("m.room.topic", "", map[string]string{"topic": "x"})
 	res := submit(t, w, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: roomID, Sender: bob, Event: &topic})
 	wantError(t, res, 403, "M_FORBIDDEN")
+	// Below the redact level, users may redact only their own events.
+	mine, theirs := c.message(w, bob, "bob's"), c.message(w, alice, "alice's")
+	redact := func(target string) *schemas.IntentResult {
+		return submit(t, w, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: roomID, Sender: bob,
+			Event: &schemas.ProtoEvent{Type: "m.room.redaction", Content: json.RawMessage(`{}`), Redacts: target}})
+	}
+	wantError(t, redact(theirs.EventIDs[0]), 403, "M_FORBIDDEN")
+	if res := redact(mine.EventIDs[0]); res.Error != nil {
+		t.Fatalf("redacting one's own event: %+v", res.Error)
+	}
 	// Banned users cannot come back.
 	if res := c.member(w, alice, bob, "ban"); res.Error != nil {
 		t.Fatalf("ban: %+v", res.Error)
@@ -216,6 +227,49 @@ func BenchmarkSequentialMessage(b *testing.B) {
 			ID: fmt.Sprintf("b%d", i), RoomID: roomID, Sender: alice, Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}})
 		if err != nil || res.Error != nil {
 			b.Fatal(err, res)
+		}
+	}
+}
+
+// TestRedactionsInBothFormats creates a v10 and a v11 room and redacts a message in each:
+// v10 carries "redacts" at the top level, v11 inside content (the protocol library
+// reads only the top level). Both must be authorised and projected as redactions.
+func TestRedactionsInBothFormats(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 0)
+	for _, version := range []string{"10", "11"} {
+		room := "!v" + version + ":test"
+		create := map[string]string{"room_version": version}
+		if version == "10" {
+			create["creator"] = alice
+		}
+		res := submit(t, w, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: room, Sender: alice,
+			CreateRoom: &schemas.CreateRoom{RoomVersion: version, Events: []schemas.ProtoEvent{
+				state("m.room.create", "", create),
+				state("m.room.member", alice, map[string]string{"membership": "join"}),
+				state("m.room.power_levels", "", map[string]any{"users": map[string]int{alice: 100}, "redact": 50}),
+			}}})
+		if res.Error != nil {
+			t.Fatalf("v%s create: %+v", version, res.Error)
+		}
+		raw, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": "secret"})
+		msg := submit(t, w, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: room, Sender: alice,
+			Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}})
+		red := submit(t, w, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: room, Sender: alice,
+			Event: &schemas.ProtoEvent{Type: "m.room.redaction", Content: json.RawMessage(`{"reason":"oops"}`), Redacts: msg.EventIDs[0]}})
+		if msg.Error != nil || red.Error != nil {
+			t.Fatalf("v%s: message %+v redaction %+v", version, msg.Error, red.Error)
+		}
+		ev, err := c.db.GetEvent(context.Background(), msg.EventIDs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.RedactedBy != red.EventIDs[0] {
+			t.Fatalf("v%s: message redacted by %q, want %q", version, ev.RedactedBy, red.EventIDs[0])
+		}
+		if bytes.Contains(ev.JSON, []byte("secret")) {
+			t.Fatalf("v%s: redacted event still carries its content: %s", version, ev.JSON)
 		}
 	}
 }
