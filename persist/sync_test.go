@@ -2,96 +2,50 @@ package persist
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
-	"time"
 
-	"github.com/matrix-org/gomatrixserverlib"
-
-	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/persist/projtest"
 )
 
-// syncRoom builds real signed events of one room version 11 room and projects them in
-// log batches at the sequences a test chooses, as a writer would.
+// syncRoom is a room of real signed events, projected in log batches at the sequences a
+// test chooses, as a writer would.
 type syncRoom struct {
-	t      *testing.T
-	db     *DB
-	key    ed25519.PrivateKey
-	roomID string
-	depth  int64
-	prev   []string
-	// ids names every event by the label the test gave it.
-	ids map[string]string
+	*projtest.Room
+	t  *testing.T
+	db *DB
 }
 
 func newSyncRoom(t *testing.T, db *DB, roomID string) *syncRoom {
-	_, key, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &syncRoom{t: t, db: db, key: key, roomID: roomID, prev: []string{}, ids: map[string]string{}}
+	return &syncRoom{Room: projtest.NewRoom(t, roomID, "test"), t: t, db: db}
 }
 
-// syncEv describes one event of a batch.
-type syncEv struct {
-	label, typ, sender string
-	stateKey           *string
-	content            any
-}
-
-func syncKey(s string) *string { return &s }
-
-func syncMember(label, user, sender, membership string) syncEv {
-	return syncEv{label, "m.room.member", sender, syncKey(user), map[string]string{"membership": membership}}
-}
-
-func syncMsg(label, sender string) syncEv {
-	return syncEv{label, "m.room.message", sender, nil, map[string]string{"msgtype": "m.text", "body": label}}
-}
-
-func syncName(label, sender, n string) syncEv {
-	return syncEv{label, "m.room.name", sender, syncKey(""), map[string]string{"name": n}}
+// syncName sets the room name to n.
+func syncName(label, sender, n string) projtest.Event {
+	return projtest.State(label, "m.room.name", sender, map[string]string{"name": n})
 }
 
 // batch appends one log message at seq.
-func (r *syncRoom) batch(seq uint64, evs ...syncEv) {
+func (r *syncRoom) batch(seq uint64, evs ...projtest.Event) {
 	r.t.Helper()
-	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
-	lb := &schemas.LogBatch{V: schemas.LogVersion, RoomID: r.roomID, RoomVersion: "11", Writer: "A"}
-	for _, e := range evs {
-		content, _ := json.Marshal(e.content)
-		r.depth++
-		pdu, err := verImpl.NewEventBuilderFromProtoEvent(&gomatrixserverlib.ProtoEvent{
-			SenderID: e.sender, RoomID: r.roomID, Type: e.typ, StateKey: e.stateKey,
-			PrevEvents: r.prev, AuthEvents: []string{}, Depth: r.depth, Content: content,
-		}).Build(time.Now(), "test", "ed25519:1", r.key)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		r.prev = []string{pdu.EventID()}
-		r.ids[e.label] = pdu.EventID()
-		lb.Events = append(lb.Events, schemas.LoggedEvent{EventID: pdu.EventID(), JSON: pdu.JSON()})
-	}
-	if err := r.db.Project(context.Background(), "A", []BatchAt{{Seq: seq, Batch: lb}}); err != nil {
+	if err := r.db.Project(context.Background(), projtest.Writer, []BatchAt{{Seq: seq, Batch: r.Batch(evs...)}}); err != nil {
 		r.t.Fatal(err)
 	}
 }
 
 // syncLabels names events by their test labels, in the order given.
 func syncLabels(rooms ...*syncRoom) func([]StoredEvent) []string {
-	byID := map[string]string{}
-	for _, r := range rooms {
-		for l, id := range r.ids {
-			byID[id] = l
-		}
-	}
 	return func(evs []StoredEvent) []string {
 		out := make([]string, 0, len(evs))
 		for _, e := range evs {
-			out = append(out, byID[e.EventID])
+			l := ""
+			for _, r := range rooms {
+				if l = r.Label(e.EventID); l != "" {
+					break
+				}
+			}
+			out = append(out, l)
 		}
 		return out
 	}
@@ -114,18 +68,18 @@ func syncFixture(t *testing.T) (db *DB, r1, r2 *syncRoom) {
 	r1 = newSyncRoom(t, db, "!one:test")
 	r2 = newSyncRoom(t, db, "!two:test")
 	const alice, bob, carol = "@alice:test", "@bob:test", "@carol:test"
-	r1.batch(1, syncEv{"create1", "m.room.create", alice, syncKey(""), map[string]string{"room_version": "11"}},
-		syncMember("alice", alice, alice, "join"), syncName("name-one", alice, "one"))
-	r2.batch(2, syncEv{"create2", "m.room.create", carol, syncKey(""), map[string]string{"room_version": "11"}},
-		syncMember("carol", carol, carol, "join"))
-	r1.batch(3, syncMember("bob-invite", bob, alice, "invite"))
-	r1.batch(4, syncMember("bob-join", bob, bob, "join"))
-	r2.batch(5, syncMember("bob-invite2", bob, carol, "invite"))
-	r1.batch(6, syncMsg("m1", alice), syncMsg("m2", bob), syncName("name-two", alice, "two"))
-	r2.batch(7, syncMsg("c1", carol))
-	r1.batch(8, syncMsg("m3", alice))
-	r1.batch(9, syncMember("bob-leave", bob, bob, "leave"))
-	r1.batch(10, syncMsg("m4", alice), syncName("name-three", alice, "three"))
+	r1.batch(1, projtest.State("create1", "m.room.create", alice, map[string]string{"room_version": "11"}),
+		projtest.Member("alice", alice, alice, "join"), syncName("name-one", alice, "one"))
+	r2.batch(2, projtest.State("create2", "m.room.create", carol, map[string]string{"room_version": "11"}),
+		projtest.Member("carol", carol, carol, "join"))
+	r1.batch(3, projtest.Member("bob-invite", bob, alice, "invite"))
+	r1.batch(4, projtest.Member("bob-join", bob, bob, "join"))
+	r2.batch(5, projtest.Member("bob-invite2", bob, carol, "invite"))
+	r1.batch(6, projtest.Message("m1", alice), projtest.Message("m2", bob), syncName("name-two", alice, "two"))
+	r2.batch(7, projtest.Message("c1", carol))
+	r1.batch(8, projtest.Message("m3", alice))
+	r1.batch(9, projtest.Member("bob-leave", bob, bob, "leave"))
+	r1.batch(10, projtest.Message("m4", alice), syncName("name-three", alice, "three"))
 	return db, r1, r2
 }
 
@@ -136,17 +90,17 @@ func TestSyncTimelinesCapsEachRoom(t *testing.T) {
 	lbl := syncLabels(r1, r2)
 
 	got, err := db.SyncTimelines(ctx, []RoomRange{
-		{RoomID: r1.roomID, From: Pos{}, To: Pos{Seq: 11}},
-		{RoomID: r2.roomID, From: Pos{Seq: 6}, To: Pos{Seq: 11}},
+		{RoomID: r1.ID, From: Pos{}, To: Pos{Seq: 11}},
+		{RoomID: r2.ID, From: Pos{Seq: 6}, To: Pos{Seq: 11}},
 		{RoomID: "!absent:test", From: Pos{}, To: Pos{Seq: 11}},
 	}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := lbl(got[r1.roomID]); !slices.Equal(l, []string{"bob-leave", "m4", "name-three"}) {
+	if l := lbl(got[r1.ID]); !slices.Equal(l, []string{"bob-leave", "m4", "name-three"}) {
 		t.Errorf("r1 newest 3: %v", l)
 	}
-	if l := lbl(got[r2.roomID]); !slices.Equal(l, []string{"c1"}) {
+	if l := lbl(got[r2.ID]); !slices.Equal(l, []string{"c1"}) {
 		t.Errorf("r2 after seq 5: %v", l)
 	}
 	if _, ok := got["!absent:test"]; ok || len(got) != 2 {
@@ -154,19 +108,19 @@ func TestSyncTimelinesCapsEachRoom(t *testing.T) {
 	}
 
 	// Boundaries inside one log message: [ (6,1), (8,0) ) holds m2 and name-two only.
-	got, err = db.SyncTimelines(ctx, []RoomRange{{RoomID: r1.roomID, From: Pos{Seq: 6, Idx: 1}, To: Pos{Seq: 8}}}, 10)
+	got, err = db.SyncTimelines(ctx, []RoomRange{{RoomID: r1.ID, From: Pos{Seq: 6, Idx: 1}, To: Pos{Seq: 8}}}, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := lbl(got[r1.roomID]); !slices.Equal(l, []string{"m2", "name-two"}) {
+	if l := lbl(got[r1.ID]); !slices.Equal(l, []string{"m2", "name-two"}) {
 		t.Errorf("r1 [(6,1), (8,0)): %v", l)
 	}
 	// A visible position of 7 hides seq 8 and later, and the cap counts from the end.
-	got, err = db.SyncTimelines(ctx, []RoomRange{{RoomID: r1.roomID, From: Pos{}, To: Pos{Seq: 8}}}, 2)
+	got, err = db.SyncTimelines(ctx, []RoomRange{{RoomID: r1.ID, From: Pos{}, To: Pos{Seq: 8}}}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := lbl(got[r1.roomID]); !slices.Equal(l, []string{"m2", "name-two"}) {
+	if l := lbl(got[r1.ID]); !slices.Equal(l, []string{"m2", "name-two"}) {
 		t.Errorf("r1 up to position 7, limit 2: %v", l)
 	}
 }
@@ -205,8 +159,8 @@ func TestSyncMembershipsAtAPosition(t *testing.T) {
 			t.Errorf("since %d, up to %d:\n got %s\nwant %s", c.since, c.upTo, got, c.want)
 		}
 		for _, m := range ms {
-			room := map[string]*syncRoom{r1.roomID: r1, r2.roomID: r2}[m.RoomID]
-			if ev, err := db.GetEvent(ctx, m.EventID); err != nil || ev.RoomID != room.roomID || ev.Seq != m.At.Seq {
+			room := map[string]*syncRoom{r1.ID: r1, r2.ID: r2}[m.RoomID]
+			if ev, err := db.GetEvent(ctx, m.EventID); err != nil || ev.RoomID != room.ID || ev.Seq != m.At.Seq {
 				t.Errorf("membership event %s: %v", m.EventID, err)
 			}
 		}
@@ -230,35 +184,35 @@ func TestSyncStateBeforeABoundary(t *testing.T) {
 	// Just before name-two: the name and bob's membership have changed since in
 	// current_state, so their earlier values come from the history.
 	got := state(StateFilter{},
-		StateRequest{RoomID: r1.roomID, At: Pos{Seq: 6, Idx: 2}},
-		StateRequest{RoomID: r2.roomID, At: Pos{Seq: 11}})
-	if l := lbl(got[r1.roomID]); !slices.Equal(l, []string{"create1", "alice", "name-one", "bob-join"}) {
+		StateRequest{RoomID: r1.ID, At: Pos{Seq: 6, Idx: 2}},
+		StateRequest{RoomID: r2.ID, At: Pos{Seq: 11}})
+	if l := lbl(got[r1.ID]); !slices.Equal(l, []string{"create1", "alice", "name-one", "bob-join"}) {
 		t.Errorf("r1 state before (6,2): %v", l)
 	}
-	if l := lbl(got[r2.roomID]); !slices.Equal(l, []string{"create2", "carol", "bob-invite2"}) {
+	if l := lbl(got[r2.ID]); !slices.Equal(l, []string{"create2", "carol", "bob-invite2"}) {
 		t.Errorf("r2 current state: %v", l)
 	}
 
 	// Only what changed since boundary (4,0): the delta of a limited incremental sync.
-	got = state(StateFilter{}, StateRequest{RoomID: r1.roomID, At: Pos{Seq: 6, Idx: 2}, Since: Pos{Seq: 4}})
-	if l := lbl(got[r1.roomID]); !slices.Equal(l, []string{"bob-join"}) {
+	got = state(StateFilter{}, StateRequest{RoomID: r1.ID, At: Pos{Seq: 6, Idx: 2}, Since: Pos{Seq: 4}})
+	if l := lbl(got[r1.ID]); !slices.Equal(l, []string{"bob-join"}) {
 		t.Errorf("r1 state changes in [(4,0), (6,2)): %v", l)
 	}
 	// A key set for the first time at or after At is not part of the state.
-	got = state(StateFilter{}, StateRequest{RoomID: r1.roomID, At: Pos{Seq: 3}})
-	if l := lbl(got[r1.roomID]); !slices.Equal(l, []string{"create1", "alice", "name-one"}) {
+	got = state(StateFilter{}, StateRequest{RoomID: r1.ID, At: Pos{Seq: 3}})
+	if l := lbl(got[r1.ID]); !slices.Equal(l, []string{"create1", "alice", "name-one"}) {
 		t.Errorf("r1 state before (3,0): %v", l)
 	}
 	// Up to the end: the latest values.
-	got = state(StateFilter{}, StateRequest{RoomID: r1.roomID, At: Pos{Seq: 11}})
-	if l := lbl(got[r1.roomID]); !slices.Equal(l, []string{"create1", "alice", "bob-leave", "name-three"}) {
+	got = state(StateFilter{}, StateRequest{RoomID: r1.ID, At: Pos{Seq: 11}})
+	if l := lbl(got[r1.ID]); !slices.Equal(l, []string{"create1", "alice", "bob-leave", "name-three"}) {
 		t.Errorf("r1 state at the end: %v", l)
 	}
 
 	// Stripped state of an invite: some types, and of the members only the invitee.
 	got = state(StateFilter{Types: []string{"m.room.create", "m.room.name", "m.room.member"}, Member: "@bob:test"},
-		StateRequest{RoomID: r2.roomID, At: Pos{Seq: 5, Idx: 1}})
-	if l := lbl(got[r2.roomID]); !slices.Equal(l, []string{"create2", "bob-invite2"}) {
+		StateRequest{RoomID: r2.ID, At: Pos{Seq: 5, Idx: 1}})
+	if l := lbl(got[r2.ID]); !slices.Equal(l, []string{"create2", "bob-invite2"}) {
 		t.Errorf("r2 invite state: %v", l)
 	}
 }

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ganglionhq/ganglion/persist"
-	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/persist/projtest"
 )
 
 // stepFeed is a sync feed whose visible position the test moves by hand, so a test can
@@ -71,57 +69,19 @@ func (f *stepFeed) waiters() int {
 	return f.waiting
 }
 
-// syncTestRoom builds real signed room version 11 events and projects them at chosen
-// log sequences.
+// syncTestRoom is a room of real signed events, projected at log sequences the test
+// chooses.
 type syncTestRoom struct {
-	t      *testing.T
-	db     *persist.DB
-	key    ed25519.PrivateKey
-	roomID string
-	depth  int64
-	prev   []string
-	labels map[string]string // event ID -> label
+	*projtest.Room
+	t  *testing.T
+	db *persist.DB
 }
 
-type syncTestEvent struct {
-	label, typ, sender string
-	stateKey           *string
-	content            map[string]any
-	device, txn        string
-}
-
-func strPtr(s string) *string { return &s }
-
-func (r *syncTestRoom) project(seq uint64, evs ...syncTestEvent) {
+func (r *syncTestRoom) project(seq uint64, evs ...projtest.Event) {
 	r.t.Helper()
-	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
-	lb := &schemas.LogBatch{V: schemas.LogVersion, RoomID: r.roomID, RoomVersion: "11", Writer: "A"}
-	for _, e := range evs {
-		content, _ := json.Marshal(e.content)
-		r.depth++
-		pdu, err := verImpl.NewEventBuilderFromProtoEvent(&gomatrixserverlib.ProtoEvent{
-			SenderID: e.sender, RoomID: r.roomID, Type: e.typ, StateKey: e.stateKey,
-			PrevEvents: r.prev, AuthEvents: []string{}, Depth: r.depth, Content: content,
-		}).Build(time.Now(), testServerName, "ed25519:1", r.key)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		r.prev = []string{pdu.EventID()}
-		r.labels[pdu.EventID()] = e.label
-		lb.Events = append(lb.Events, schemas.LoggedEvent{EventID: pdu.EventID(), JSON: pdu.JSON(), DeviceID: e.device, TxnID: e.txn})
-	}
-	if err := r.db.Project(context.Background(), "A", []persist.BatchAt{{Seq: seq, Batch: lb}}); err != nil {
+	if err := r.db.Project(context.Background(), projtest.Writer, []persist.BatchAt{{Seq: seq, Batch: r.Batch(evs...)}}); err != nil {
 		r.t.Fatal(err)
 	}
-}
-
-func memberEvent(label, user, sender, membership string) syncTestEvent {
-	return syncTestEvent{label: label, typ: "m.room.member", sender: sender, stateKey: strPtr(user),
-		content: map[string]any{"membership": membership}}
-}
-
-func textEvent(label, sender string) syncTestEvent {
-	return syncTestEvent{label: label, typ: "m.room.message", sender: sender, content: map[string]any{"msgtype": "m.text", "body": label}}
 }
 
 // syncClient calls /sync as one user.
@@ -206,7 +166,7 @@ func (r *syncTestRoom) names(evs []map[string]any) []string {
 	out := []string{}
 	for _, e := range evs {
 		if id, ok := e["event_id"].(string); ok {
-			out = append(out, r.labels[id])
+			out = append(out, r.Label(id))
 			continue
 		}
 		out = append(out, fmt.Sprintf("%v/%v", e["type"], e["state_key"]))
@@ -239,14 +199,13 @@ func TestSyncSections(t *testing.T) {
 	aliceC := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, alice, "ALICEDEV")}
 	bobC := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, bob, "BOBDEV")}
 
-	_, key, _ := ed25519.GenerateKey(nil)
-	room := &syncTestRoom{t: t, db: db, key: key, roomID: "!room:" + testServerName, prev: []string{}, labels: map[string]string{}}
+	room := &syncTestRoom{Room: projtest.NewRoom(t, "!room:"+testServerName, testServerName), t: t, db: db}
 	room.project(1,
-		syncTestEvent{label: "create", typ: "m.room.create", sender: alice, stateKey: strPtr(""), content: map[string]any{"room_version": "11"}},
-		memberEvent("alice-join", alice, alice, "join"),
-		syncTestEvent{label: "join-rules", typ: "m.room.join_rules", sender: alice, stateKey: strPtr(""), content: map[string]any{"join_rule": "invite"}},
-		syncTestEvent{label: "name", typ: "m.room.name", sender: alice, stateKey: strPtr(""), content: map[string]any{"name": "room"}})
-	room.project(2, memberEvent("bob-invite", bob, alice, "invite"))
+		projtest.State("create", "m.room.create", alice, map[string]any{"room_version": "11"}),
+		projtest.Member("alice-join", alice, alice, "join"),
+		projtest.State("join-rules", "m.room.join_rules", alice, map[string]any{"join_rule": "invite"}),
+		projtest.State("name", "m.room.name", alice, map[string]any{"name": "room"}))
+	room.project(2, projtest.Member("bob-invite", bob, alice, "invite"))
 	feed.set(2)
 
 	// Initial syncs: alice is joined, bob invited.
@@ -254,7 +213,7 @@ func TestSyncSections(t *testing.T) {
 	if b.NextBatch != "s2" || len(b.Rooms.Join) != 0 || len(b.Rooms.Leave) != 0 {
 		t.Fatalf("bob initial: next %s, %d joined, %d left", b.NextBatch, len(b.Rooms.Join), len(b.Rooms.Leave))
 	}
-	inv := room.names(b.Rooms.Invite[room.roomID].InviteState.Events)
+	inv := room.names(b.Rooms.Invite[room.ID].InviteState.Events)
 	if want := []string{"m.room.create/", "m.room.join_rules/", "m.room.name/", "m.room.member/" + bob}; !slices.Equal(inv, want) {
 		t.Errorf("bob's invite state %v, want %v", inv, want)
 	}
@@ -267,7 +226,7 @@ func TestSyncSections(t *testing.T) {
 		t.Errorf("device_lists: %v", b.raw["device_lists"])
 	}
 	a := aliceC.sync()
-	j := a.Rooms.Join[room.roomID]
+	j := a.Rooms.Join[room.ID]
 	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"create", "alice-join", "join-rules", "name", "bob-invite"}) ||
 		j.Timeline.Limited || j.Timeline.PrevBatch != "t1_0" || len(j.State.Events) != 0 {
 		t.Errorf("alice initial: timeline %v limited %v prev %s state %v", tl, j.Timeline.Limited, j.Timeline.PrevBatch, room.names(j.State.Events))
@@ -275,12 +234,13 @@ func TestSyncSections(t *testing.T) {
 
 	// Bob joins and talks at 3. Message 4 is in Postgres but not visible: a slow
 	// writer holds the position at 3, and nothing of 4 may leak.
-	room.project(3, memberEvent("bob-join", bob, bob, "join"),
-		syncTestEvent{label: "hi", typ: "m.room.message", sender: bob, content: map[string]any{"msgtype": "m.text", "body": "hi"}, device: "BOBDEV", txn: "txn1"})
-	room.project(4, textEvent("hidden", alice))
+	hi := projtest.Message("hi", bob)
+	hi.DeviceID, hi.TxnID = "BOBDEV", "txn1"
+	room.project(3, projtest.Member("bob-join", bob, bob, "join"), hi)
+	room.project(4, projtest.Message("hidden", alice))
 	feed.set(3)
 	b = bobC.sync("since", "s2", "filter", `{"room":{"timeline":{"limit":2}}}`)
-	j = b.Rooms.Join[room.roomID]
+	j = b.Rooms.Join[room.ID]
 	if b.NextBatch != "s3" || len(b.Rooms.Invite) != 0 {
 		t.Fatalf("bob after joining: next %s, invites %v", b.NextBatch, b.Rooms.Invite)
 	}
@@ -295,7 +255,7 @@ func TestSyncSections(t *testing.T) {
 		t.Errorf("transaction_id for the sending device: %v", txn)
 	}
 	a = aliceC.sync("since", "s2", "timeout", "0")
-	j = a.Rooms.Join[room.roomID]
+	j = a.Rooms.Join[room.ID]
 	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"bob-join", "hi"}) || j.Timeline.Limited || len(j.State.Events) != 0 {
 		t.Errorf("alice incremental: timeline %v limited %v state %v", tl, j.Timeline.Limited, room.names(j.State.Events))
 	}
@@ -311,19 +271,19 @@ func TestSyncSections(t *testing.T) {
 	}
 	feed.set(4)
 	b = <-done
-	if tl := room.names(b.Rooms.Join[room.roomID].Timeline.Events); b.NextBatch != "s4" || !slices.Equal(tl, []string{"hidden"}) {
+	if tl := room.names(b.Rooms.Join[room.ID].Timeline.Events); b.NextBatch != "s4" || !slices.Equal(tl, []string{"hidden"}) {
 		t.Errorf("long-poll: next %s timeline %v", b.NextBatch, tl)
 	}
 
 	// A gap larger than the limit: limited, and the state changes of the gap.
-	evs := []syncTestEvent{{label: "rename", typ: "m.room.name", sender: alice, stateKey: strPtr(""), content: map[string]any{"name": "renamed"}}}
+	evs := []projtest.Event{projtest.State("rename", "m.room.name", alice, map[string]any{"name": "renamed"})}
 	for i := range 12 {
-		evs = append(evs, textEvent(fmt.Sprintf("m%d", i), alice))
+		evs = append(evs, projtest.Message(fmt.Sprintf("m%d", i), alice))
 	}
 	room.project(5, evs...)
 	feed.set(5)
 	b = bobC.sync("since", "s4", "filter", `{"room":{"timeline":{"limit":5}}}`)
-	j = b.Rooms.Join[room.roomID]
+	j = b.Rooms.Join[room.ID]
 	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"m7", "m8", "m9", "m10", "m11"}) || !j.Timeline.Limited || j.Timeline.PrevBatch != "t5_8" {
 		t.Errorf("limited: timeline %v limited %v prev %s", tl, j.Timeline.Limited, j.Timeline.PrevBatch)
 	}
@@ -336,23 +296,23 @@ func TestSyncSections(t *testing.T) {
 		t.Fatal(err)
 	}
 	b = bobC.sync("since", "s4", "filter", fmt.Sprint(fid))
-	if tl := room.names(b.Rooms.Join[room.roomID].Timeline.Events); !slices.Equal(tl, []string{"m11"}) {
+	if tl := room.names(b.Rooms.Join[room.ID].Timeline.Events); !slices.Equal(tl, []string{"m11"}) {
 		t.Errorf("stored filter: timeline %v", tl)
 	}
 
 	// Bob leaves: the room moves to his leave section, alice sees it in her timeline.
-	room.project(6, memberEvent("bob-leave", bob, bob, "leave"))
+	room.project(6, projtest.Member("bob-leave", bob, bob, "leave"))
 	feed.set(6)
 	b = bobC.sync("since", "s5")
-	l, ok := b.Rooms.Leave[room.roomID]
-	if _, joined := b.Rooms.Join[room.roomID]; !ok || joined {
+	l, ok := b.Rooms.Leave[room.ID]
+	if _, joined := b.Rooms.Join[room.ID]; !ok || joined {
 		t.Fatalf("bob after leaving: join %v leave %v", b.Rooms.Join, b.Rooms.Leave)
 	}
 	if tl := room.names(l.Timeline.Events); !slices.Equal(tl, []string{"bob-leave"}) {
 		t.Errorf("bob's leave timeline %v", tl)
 	}
 	a = aliceC.sync("since", "s5", "full_state", "true")
-	j = a.Rooms.Join[room.roomID]
+	j = a.Rooms.Join[room.ID]
 	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"bob-leave"}) {
 		t.Errorf("alice full_state timeline %v", tl)
 	}
@@ -369,7 +329,7 @@ func TestSyncSections(t *testing.T) {
 		t.Errorf("bob initial after leaving: %v", b.raw["rooms"])
 	}
 	b = bobC.sync("filter", `{"room":{"include_leave":true}}`)
-	if l := b.Rooms.Leave[room.roomID]; !slices.Equal(room.names(l.Timeline.Events), []string{"bob-leave"}) {
+	if l := b.Rooms.Leave[room.ID]; !slices.Equal(room.names(l.Timeline.Events), []string{"bob-leave"}) {
 		t.Errorf("bob initial with include_leave: %v", b.raw["rooms"])
 	}
 	// A token ahead of this process's position never moves back.
