@@ -77,14 +77,9 @@ func (db *DB) SyncTimelines(ctx context.Context, ranges []RoomRange, limit int) 
 	if len(ranges) == 0 || limit <= 0 {
 		return map[string][]StoredEvent{}, nil
 	}
-	rooms := make([]string, len(ranges))
-	fromSeq, toSeq := make([]int64, len(ranges)), make([]int64, len(ranges))
-	fromIdx, toIdx := make([]int32, len(ranges)), make([]int32, len(ranges))
-	for i, r := range ranges {
-		rooms[i] = r.RoomID
-		fromSeq[i], fromIdx[i] = int64(r.From.Seq), int32(r.From.Idx)
-		toSeq[i], toIdx[i] = int64(r.To.Seq), int32(r.To.Idx)
-	}
+	args := roomBoundaries(len(ranges), func(i int) (string, Pos, Pos) {
+		return ranges[i].RoomID, ranges[i].From, ranges[i].To
+	})
 	// One index walk per room, backwards from the end of its range, stopping after
 	// limit rows: the cost follows what is returned, not the room's history.
 	evs, err := db.queryEvents(ctx, `WHERE e.event_id IN (
@@ -93,7 +88,7 @@ func (db *DB) SyncTimelines(ctx context.Context, ranges []RoomRange, limit int) 
 		CROSS JOIN LATERAL (SELECT ev.event_id FROM events ev
 			WHERE ev.room_id = x.room AND (ev.seq, ev.idx) >= (x.fs, x.fi) AND (ev.seq, ev.idx) < (x.ts, x.ti)
 			ORDER BY ev.seq DESC, ev.idx DESC LIMIT $6) t)
-		ORDER BY e.room_id, e.seq, e.idx`, rooms, fromSeq, fromIdx, toSeq, toIdx, limit)
+		ORDER BY e.room_id, e.seq, e.idx`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("persist: sync timelines: %w", err)
 	}
@@ -122,14 +117,9 @@ func (db *DB) SyncState(ctx context.Context, reqs []StateRequest, filter StateFi
 	if len(reqs) == 0 {
 		return map[string][]StoredEvent{}, nil
 	}
-	rooms := make([]string, len(reqs))
-	atSeq, sinceSeq := make([]int64, len(reqs)), make([]int64, len(reqs))
-	atIdx, sinceIdx := make([]int32, len(reqs)), make([]int32, len(reqs))
-	for i, r := range reqs {
-		rooms[i] = r.RoomID
-		atSeq[i], atIdx[i] = int64(r.At.Seq), int32(r.At.Idx)
-		sinceSeq[i], sinceIdx[i] = int64(r.Since.Seq), int32(r.Since.Idx)
-	}
+	args := roomBoundaries(len(reqs), func(i int) (string, Pos, Pos) {
+		return reqs[i].RoomID, reqs[i].At, reqs[i].Since
+	})
 	// Member events are looked up through the (state_key, seq) index of member events,
 	// other keys by walking the room backwards from At: a member key that changed is
 	// usually the user's own join, whose earlier value may be far back or absent.
@@ -155,11 +145,27 @@ func (db *DB) SyncState(ctx context.Context, reqs []StateRequest, filter StateFi
 		WHERE (s.seq, s.idx) >= (x.since_seq, x.since_idx)
 		  AND ($6::text[] IS NULL OR cs.type = ANY($6))
 		  AND ($7 = '' OR cs.type <> 'm.room.member' OR cs.state_key = $7))
-		ORDER BY e.room_id, e.seq, e.idx`, rooms, atSeq, atIdx, sinceSeq, sinceIdx, filter.Types, filter.Member)
+		ORDER BY e.room_id, e.seq, e.idx`, append(args, filter.Types, filter.Member)...)
 	if err != nil {
 		return nil, fmt.Errorf("persist: sync state: %w", err)
 	}
 	return byRoom(evs), nil
+}
+
+// roomBoundaries lays out n rooms, each with two boundaries, as the parameters $1 to $5
+// of a query that unnests them: room IDs, then the first boundaries' seqs and idxs, then
+// the second boundaries'. A whole sync request's rooms then take one query.
+func roomBoundaries(n int, at func(i int) (roomID string, first, second Pos)) []any {
+	rooms := make([]string, n)
+	firstSeq, secondSeq := make([]int64, n), make([]int64, n)
+	firstIdx, secondIdx := make([]int32, n), make([]int32, n)
+	for i := range n {
+		var first, second Pos
+		rooms[i], first, second = at(i)
+		firstSeq[i], firstIdx[i] = int64(first.Seq), int32(first.Idx)
+		secondSeq[i], secondIdx[i] = int64(second.Seq), int32(second.Idx)
+	}
+	return []any{rooms, firstSeq, firstIdx, secondSeq, secondIdx}
 }
 
 // byRoom groups events ordered by room.
