@@ -260,15 +260,21 @@ func (l *loader) set(e entry, path string, f fields) bool {
 	return true
 }
 
-// object decodes a mapping with a fields table and returns the keys set.
-func (l *loader) object(n *yaml.Node, path string, f fields) map[string]bool {
-	set := map[string]bool{}
+// mapping returns the entries of n, or none, with a type error, when n is not a
+// mapping.
+func (l *loader) mapping(n *yaml.Node, path string) []entry {
 	n = l.resolve(n)
 	if n.Kind != yaml.MappingNode {
 		l.typeErr(path, "a mapping", n)
-		return set
+		return nil
 	}
-	for _, e := range l.entries(n, path) {
+	return l.entries(n, path)
+}
+
+// object decodes a mapping with a fields table and returns the keys set.
+func (l *loader) object(n *yaml.Node, path string, f fields) map[string]bool {
+	set := map[string]bool{}
+	for _, e := range l.mapping(n, path) {
 		if l.set(e, join(path, e.key), f) {
 			set[e.key] = true
 		}
@@ -794,12 +800,7 @@ func (l *loader) nats(c *NATS, n *yaml.Node, path string) {
 
 func (l *loader) instanceMap(n *yaml.Node, path string) map[string]InstanceLocation {
 	out := map[string]InstanceLocation{}
-	n = l.resolve(n)
-	if n.Kind != yaml.MappingNode {
-		l.typeErr(path, "a mapping", n)
-		return out
-	}
-	for _, e := range l.entries(n, path) {
+	for _, e := range l.mapping(n, path) {
 		p := join(path, e.key)
 		name, ok := l.instanceName(e.key, p)
 		if !ok {
