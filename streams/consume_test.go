@@ -1,9 +1,7 @@
-package streams
+package streams_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"strconv"
 	"strings"
@@ -14,6 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/ganglionhq/ganglion/streams"
+	"github.com/ganglionhq/ganglion/streams/natstest"
 )
 
 // consumeFixture is an embedded JetStream server with a work stream, its
@@ -28,23 +29,8 @@ type consumeFixture struct {
 
 func newConsumeFixture(t *testing.T) *consumeFixture {
 	t.Helper()
-	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir(), Port: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	f := &consumeFixture{js: js, ns: "t" + hex.EncodeToString(b)}
+	js := natstest.Connect(t).JS
+	f := &consumeFixture{js: js, ns: natstest.Namespace()}
 	up := strings.ToUpper(f.ns)
 	f.work, f.dlq = up+"_WORK", up+"_DEADLETTER"
 	ctx := context.Background()
@@ -54,6 +40,7 @@ func newConsumeFixture(t *testing.T) *consumeFixture {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: f.dlq, Subjects: []string{f.ns + ".dlq.>"}}); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	f.consumer, err = js.CreateOrUpdateConsumer(ctx, f.work, jetstream.ConsumerConfig{
 		Durable: "worker", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxDeliver: -1,
 	})
@@ -71,20 +58,20 @@ func (f *consumeFixture) publish(t *testing.T, subject, body string, hdr nats.He
 	}
 }
 
-func (f *consumeFixture) runner(t *testing.T) *Runner {
-	return &Runner{
+func (f *consumeFixture) runner(t *testing.T) *streams.Runner {
+	return &streams.Runner{
 		Name: "worker", Consumer: f.consumer, JS: f.js,
 		DeadLetterSubject: f.ns + ".dlq.worker",
 		MaxDeliver:        3,
 		Backoff:           func(int) time.Duration { return 10 * time.Millisecond },
 		Log:               zaptest.NewLogger(t),
-		Metrics:           new(Metrics),
+		Metrics:           new(streams.Metrics),
 	}
 }
 
 // start runs r in the background; the returned function stops it and
 // returns Run's result.
-func start(t *testing.T, r *Runner, h BatchHandler) func() error {
+func start(t *testing.T, r *streams.Runner, h streams.BatchHandler) func() error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -193,7 +180,7 @@ func TestRunnerRetriesTransientErrors(t *testing.T) {
 	f.publish(t, "a", "fine", nil)
 	r := f.runner(t)
 	var rec recorder
-	start(t, r, PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+	start(t, r, streams.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
 		meta, err := m.Metadata()
 		if err != nil {
 			return err
@@ -254,7 +241,7 @@ func TestRunnerDeadLettersPoisonAndKeepsGoing(t *testing.T) {
 	r := f.runner(t)
 	r.MaxBatch = 1 // the poison message is alone at the head of the consumer
 	var rec recorder
-	start(t, r, PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+	start(t, r, streams.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
 		if string(m.Data()) == "poison" {
 			return errors.New("cannot decode\nintent")
 		}
@@ -272,13 +259,13 @@ func TestRunnerDeadLettersPoisonAndKeepsGoing(t *testing.T) {
 		t.Errorf("dead letter %q on %s", dl.Data, dl.Subject)
 	}
 	want := map[string]string{
-		HeaderDLQStream:     f.work,
-		HeaderDLQSubject:    f.ns + ".work.room1",
-		HeaderDLQSequence:   "1",
-		HeaderDLQConsumer:   "worker",
-		HeaderDLQDeliveries: "3",
-		HeaderDLQError:      "cannot decode intent",
-		"Ganglion-Room":     "!r:example.com",
+		streams.HeaderDLQStream:     f.work,
+		streams.HeaderDLQSubject:    f.ns + ".work.room1",
+		streams.HeaderDLQSequence:   "1",
+		streams.HeaderDLQConsumer:   "worker",
+		streams.HeaderDLQDeliveries: "3",
+		streams.HeaderDLQError:      "cannot decode intent",
+		"Ganglion-Room":             "!r:example.com",
 	}
 	for k, v := range want {
 		if got := dl.Header.Get(k); got != v {
@@ -300,15 +287,15 @@ func TestRunnerDeadLettersPermanentErrorsAtOnce(t *testing.T) {
 	f.publish(t, "a", "malformed", nil)
 	r := f.runner(t)
 	r.MaxDeliver = 100
-	start(t, r, PerMessage(func(ctx context.Context, m jetstream.Msg) error {
-		return Permanent(errors.New("schema version 99 unknown"))
+	start(t, r, streams.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		return streams.Permanent(errors.New("schema version 99 unknown"))
 	}))
 	eventually(t, "dead letter", func() bool { return f.dlqCount(t) == 1 && f.settled(t) })
 	dl := f.dlqMessage(t, 1)
-	if got := dl.Header.Get(HeaderDLQDeliveries); got != "1" {
+	if got := dl.Header.Get(streams.HeaderDLQDeliveries); got != "1" {
 		t.Errorf("deliveries = %q, want 1", got)
 	}
-	if got := dl.Header.Get(HeaderDLQError); got != "schema version 99 unknown" {
+	if got := dl.Header.Get(streams.HeaderDLQError); got != "schema version 99 unknown" {
 		t.Errorf("error header = %q", got)
 	}
 	if s := r.Metrics.Snapshot(); s.Retried != 0 || s.DeadLettered != 1 {
@@ -342,8 +329,8 @@ func TestRunnerRecoversPanics(t *testing.T) {
 		t.Errorf("one handled %d, two handled %d times; want 1 each", rec.count("one"), rec.count("two"))
 	}
 	dl := f.dlqMessage(t, 1)
-	if string(dl.Data) != "boom" || !strings.Contains(dl.Header.Get(HeaderDLQError), ErrHandlerPanic.Error()) {
-		t.Errorf("dead letter %q with error %q", dl.Data, dl.Header.Get(HeaderDLQError))
+	if string(dl.Data) != "boom" || !strings.Contains(dl.Header.Get(streams.HeaderDLQError), streams.ErrHandlerPanic.Error()) {
+		t.Errorf("dead letter %q with error %q", dl.Data, dl.Header.Get(streams.HeaderDLQError))
 	}
 	if s := r.Metrics.Snapshot(); s.Panics < 3 || s.Processed != 2 || s.DeadLettered != 1 {
 		t.Errorf("metrics: %+v", s)
@@ -353,7 +340,7 @@ func TestRunnerRecoversPanics(t *testing.T) {
 func TestRunnerStopsOnCancel(t *testing.T) {
 	t.Parallel()
 	f := newConsumeFixture(t)
-	r := &Runner{Consumer: f.consumer, MaxWait: time.Hour} // zero values elsewhere
+	r := &streams.Runner{Consumer: f.consumer, MaxWait: time.Hour} // zero values elsewhere
 	calls := make(chan struct{}, 1)
 	stop := start(t, r, func(ctx context.Context, msgs []jetstream.Msg) []error {
 		calls <- struct{}{}
@@ -371,10 +358,10 @@ func TestRunnerStopsOnCancel(t *testing.T) {
 func TestRunnerFailsWhenConsumerDeleted(t *testing.T) {
 	t.Parallel()
 	f := newConsumeFixture(t)
-	r := &Runner{Consumer: f.consumer, MaxWait: 200 * time.Millisecond, Log: zaptest.NewLogger(t)}
+	r := &streams.Runner{Consumer: f.consumer, MaxWait: 200 * time.Millisecond, Log: zaptest.NewLogger(t)}
 	done := make(chan error, 1)
 	go func() {
-		done <- r.Run(context.Background(), PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
+		done <- r.Run(context.Background(), streams.PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
 	}()
 	if err := f.js.DeleteConsumer(context.Background(), f.work, "worker"); err != nil {
 		t.Fatal(err)
@@ -391,12 +378,12 @@ func TestRunnerFailsWhenConsumerDeleted(t *testing.T) {
 
 func TestRunnerRejectsMisconfiguration(t *testing.T) {
 	t.Parallel()
-	h := PerMessage(func(context.Context, jetstream.Msg) error { return nil })
-	if err := (&Runner{}).Run(context.Background(), h); err == nil {
+	h := streams.PerMessage(func(context.Context, jetstream.Msg) error { return nil })
+	if err := (&streams.Runner{}).Run(context.Background(), h); err == nil {
 		t.Error("Run without a consumer succeeded")
 	}
 	f := newConsumeFixture(t)
-	if err := (&Runner{Consumer: f.consumer, DeadLetterSubject: "x.dlq.y"}).Run(context.Background(), h); err == nil {
+	if err := (&streams.Runner{Consumer: f.consumer, DeadLetterSubject: "x.dlq.y"}).Run(context.Background(), h); err == nil {
 		t.Error("Run with a dead-letter subject but no JetStream succeeded")
 	}
 }
@@ -405,28 +392,28 @@ func TestDefaultBackoffGrowsAndIsCapped(t *testing.T) {
 	t.Parallel()
 	prev := time.Duration(0)
 	for d := 0; d < 100; d++ {
-		b := DefaultBackoff(d)
+		b := streams.DefaultBackoff(d)
 		if b < prev || b <= 0 || b > time.Minute {
 			t.Fatalf("DefaultBackoff(%d) = %v after %v", d, b, prev)
 		}
 		prev = b
 	}
-	if DefaultBackoff(1) != time.Second || DefaultBackoff(3) != 4*time.Second || DefaultBackoff(50) != time.Minute {
-		t.Errorf("backoff steps: %v %v %v", DefaultBackoff(1), DefaultBackoff(3), DefaultBackoff(50))
+	if streams.DefaultBackoff(1) != time.Second || streams.DefaultBackoff(3) != 4*time.Second || streams.DefaultBackoff(50) != time.Minute {
+		t.Errorf("backoff steps: %v %v %v", streams.DefaultBackoff(1), streams.DefaultBackoff(3), streams.DefaultBackoff(50))
 	}
 }
 
 func TestPermanent(t *testing.T) {
 	t.Parallel()
 	base := errors.New("bad")
-	if Permanent(nil) != nil {
+	if streams.Permanent(nil) != nil {
 		t.Error("Permanent(nil) != nil")
 	}
-	p := Permanent(base)
-	if !IsPermanent(p) || !errors.Is(p, base) || p.Error() != "bad" {
+	p := streams.Permanent(base)
+	if !streams.IsPermanent(p) || !errors.Is(p, base) || p.Error() != "bad" {
 		t.Errorf("Permanent(%v) = %v", base, p)
 	}
-	if IsPermanent(base) || !IsPermanent(errors.Join(errors.New("ctx"), p)) {
+	if streams.IsPermanent(base) || !streams.IsPermanent(errors.Join(errors.New("ctx"), p)) {
 		t.Error("IsPermanent misclassifies")
 	}
 }

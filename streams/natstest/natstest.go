@@ -14,18 +14,23 @@ import (
 	"github.com/ganglionhq/ganglion/streams"
 )
 
-// Env is one test's NATS: a server of its own on a random port, a connection, and a
-// topology with a random namespace whose streams exist.
+// Conn is one test's own JetStream server, on a random port, and a connection to it.
+type Conn struct {
+	Server *server.Server
+	URL    string
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+}
+
+// Env is a Conn with a topology under a random namespace whose streams exist.
 type Env struct {
-	Server   *server.Server
-	URL      string
-	NC       *nats.Conn
-	JS       jetstream.JetStream
+	Conn
 	Topology streams.Topology
 }
 
-// Start starts the server and ensures the topology; everything stops at cleanup.
-func Start(t testing.TB) *Env {
+// Connect starts the server, with no streams, and connects to it; everything stops at
+// cleanup. Tests of their own streams start here.
+func Connect(t testing.TB) *Conn {
 	t.Helper()
 	ns, err := streams.StartEmbedded(streams.EmbeddedOptions{StoreDir: t.TempDir(), Port: -1})
 	if err != nil {
@@ -41,11 +46,18 @@ func Start(t testing.TB) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &Conn{Server: ns, URL: ns.ClientURL(), NC: nc, JS: js}
+}
+
+// Start connects and ensures the topology; everything stops at cleanup.
+func Start(t testing.TB) *Env {
+	t.Helper()
+	c := Connect(t)
 	topo := streams.Topology{Namespace: Namespace()}
-	if err := topo.Ensure(context.Background(), js); err != nil {
+	if err := topo.Ensure(context.Background(), c.JS); err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Server: ns, URL: ns.ClientURL(), NC: nc, JS: js, Topology: topo}
+	return &Env{Conn: *c, Topology: topo}
 }
 
 // Namespace returns a random NATS namespace.
