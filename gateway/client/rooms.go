@@ -260,6 +260,9 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
+// allHistory is the visibility bound of a joined member: no bound.
+const allHistory = 1<<63 - 1
+
 // visibleUpTo says how far into a room's history the user may read: everything while
 // joined, up to their leave or ban afterwards. ok is false for rooms they never joined.
 func (s *Server) visibleUpTo(ctx context.Context, room, userID string) (seq uint64, ok bool, err error) {
@@ -269,7 +272,7 @@ func (s *Server) visibleUpTo(ctx context.Context, room, userID string) (seq uint
 	}
 	switch m {
 	case "join":
-		return 1<<63 - 1, true, nil
+		return allHistory, true, nil
 	case "leave", "ban":
 		return at, true, nil
 	}
@@ -295,34 +298,35 @@ func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device
 	return room, upTo, true
 }
 
-func (s *Server) roomState(ctx context.Context, room string, upTo uint64) ([]persist.StoredEvent, error) {
-	if upTo == 1<<63-1 {
-		return s.DB.CurrentState(ctx, room)
+// readableState returns the room's state as the user may see it, or writes the error.
+func (s *Server) readableState(w http.ResponseWriter, r *http.Request, dev Device) ([]persist.StoredEvent, bool) {
+	room, upTo, ok := s.readableRoom(w, r, dev)
+	if !ok {
+		return nil, false
 	}
-	return s.DB.StateAt(ctx, room, upTo)
+	var evs []persist.StoredEvent
+	var err error
+	if upTo == allHistory {
+		evs, err = s.DB.CurrentState(r.Context(), room)
+	} else {
+		evs, err = s.DB.StateAt(r.Context(), room, upTo)
+	}
+	if err != nil {
+		matrix.WriteError(w, err)
+		return nil, false
+	}
+	return evs, true
 }
 
 func (s *Server) getState(w http.ResponseWriter, r *http.Request, dev Device) {
-	room, upTo, ok := s.readableRoom(w, r, dev)
-	if !ok {
-		return
+	if evs, ok := s.readableState(w, r, dev); ok {
+		matrix.WriteJSON(w, http.StatusOK, clientEvents(evs, dev))
 	}
-	evs, err := s.roomState(r.Context(), room, upTo)
-	if err != nil {
-		matrix.WriteError(w, err)
-		return
-	}
-	matrix.WriteJSON(w, http.StatusOK, clientEvents(evs, dev))
 }
 
 func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request, dev Device) {
-	room, upTo, ok := s.readableRoom(w, r, dev)
+	evs, ok := s.readableState(w, r, dev)
 	if !ok {
-		return
-	}
-	evs, err := s.roomState(r.Context(), room, upTo)
-	if err != nil {
-		matrix.WriteError(w, err)
 		return
 	}
 	typ, key := r.PathValue("type"), r.PathValue("stateKey")
@@ -391,7 +395,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 	// The newest boundary this user may see: the end of the room while joined, just
 	// after their leave otherwise.
 	ceiling := persist.Pos{Seq: upTo + 1}
-	if upTo == 1<<63-1 {
+	if upTo == allHistory {
 		ceiling = persist.Pos{Seq: upTo}
 	}
 	from := ceiling
@@ -444,7 +448,7 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request, dev Device) {
 	q := r.URL.Query()
 	var evs []persist.StoredEvent
 	var err error
-	if upTo == 1<<63-1 {
+	if upTo == allHistory {
 		evs, err = s.DB.Members(r.Context(), room, q.Get("membership"))
 	} else {
 		evs, err = s.DB.StateAt(r.Context(), room, upTo)
