@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// TestRoomReads covers the read endpoints of a room (state, members, joined members,
+// joined rooms, one event, redaction) and what a user may still read after leaving:
+// history up to the leave, nothing after it.
+func TestRoomReads(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{})
+	hs := d.startMain()
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	eve := newUser(ctx, t, hs.url(), "eve")
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "reads", Topic: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	before, err := sendText(ctx, alice, room, "r1", "before bob leaves")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	state, err := bob.State(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []event.Type{event.StateCreate, event.StatePowerLevels, event.StateJoinRules, event.StateRoomName, event.StateTopic} {
+		if _, ok := state[want][""]; !ok {
+			t.Errorf("room state lacks %s", want.Type)
+		}
+	}
+	if len(state[event.StateMember]) != 2 {
+		t.Errorf("room state has %d members, want 2", len(state[event.StateMember]))
+	}
+	joined, err := alice.JoinedMembers(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := joined.Joined[bob.UserID]; !ok || len(joined.Joined) != 2 {
+		t.Errorf("joined members %v, want alice and bob", joined.Joined)
+	}
+	rooms, err := bob.JoinedRooms(ctx)
+	if err != nil || !slices.Contains(rooms.JoinedRooms, room) {
+		t.Errorf("bob's joined rooms %v (%v) lack %s", rooms, err, room)
+	}
+	ev, err := bob.GetEvent(ctx, room, before)
+	if err != nil || ev.Content.Raw["body"] != "before bob leaves" {
+		t.Errorf("GET event: %v, %v", ev, err)
+	}
+	_, err = eve.GetEvent(ctx, room, before)
+	wantError(t, "a non-member reads an event", err, http.StatusForbidden, "M_FORBIDDEN")
+	_, err = eve.Members(ctx, room)
+	wantError(t, "a non-member lists members", err, http.StatusForbidden, "M_FORBIDDEN")
+
+	// Redaction: the event stays, its content goes.
+	if _, err := alice.RedactEvent(ctx, room, before, mautrix.ReqRedact{Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	ev, err = bob.GetEvent(ctx, room, before)
+	if err != nil || len(ev.Content.Raw) != 0 {
+		t.Errorf("redacted event: content %v (%v), want empty", ev.Content.Raw, err)
+	}
+
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	after, err := sendText(ctx, alice, room, "r2", "after bob left")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.GetEvent(ctx, room, after); err == nil {
+		t.Error("bob reads an event sent after he left")
+	}
+	if _, err := bob.GetEvent(ctx, room, before); err != nil {
+		t.Errorf("bob cannot read an event from before he left: %v", err)
+	}
+	msgs, err := bob.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []id.EventID
+	for _, e := range msgs.Chunk {
+		ids = append(ids, e.ID)
+	}
+	if slices.Contains(ids, after) || !slices.Contains(ids, before) {
+		t.Errorf("bob's /messages after leaving: %v; want %s and not %s", ids, before, after)
+	}
+	rooms, err = bob.JoinedRooms(ctx)
+	if err != nil || slices.Contains(rooms.JoinedRooms, room) {
+		t.Errorf("bob's joined rooms %v (%v) still list %s", rooms, err, room)
+	}
+}
