@@ -7,7 +7,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,13 +21,6 @@ import (
 // message is redelivered when its ack is lost, when the process dies, or when a
 // batch panicked and its messages are retried one by one.
 type BatchHandler func(ctx context.Context, msgs []jetstream.Msg) []error
-
-// AsyncBatchHandler takes a batch and reports its outcome later: it must call settle
-// exactly once, with one error (or nil) per message as BatchHandler returns them, from
-// any goroutine, before or after it returns. It lets a handler take the next batch
-// while the side effects of the previous one are still being made (a pipeline); the
-// messages are acked only when settled.
-type AsyncBatchHandler func(ctx context.Context, msgs []jetstream.Msg, settle func(errs []error))
 
 // PerMessage adapts a handler of single messages to a BatchHandler. Messages
 // are handled in order; one failing does not stop the others.
@@ -162,18 +154,13 @@ type Runner struct {
 	Log *zap.Logger
 	// Metrics defaults to counters nobody reads.
 	Metrics *Metrics
-	// MaxInFlight bounds the batches handed to an AsyncBatchHandler and not yet
-	// settled (default 1: the next batch waits for the previous one's settle).
-	MaxInFlight int
 }
 
 // runner is Runner with defaults applied, so Run never mutates its receiver.
 type runner struct {
 	Runner
-	log     *zap.Logger
-	m       *Metrics
-	slots   chan struct{}  // one per batch in flight
-	settled sync.WaitGroup // batches not yet settled
+	log *zap.Logger
+	m   *Metrics
 }
 
 // Run consumes until ctx is cancelled, then returns nil. It returns an error
@@ -185,17 +172,6 @@ type runner struct {
 // redelivered after AckWait, which at-least-once handlers tolerate, and waiting
 // for a round trip per message would cost more than the rare duplicate.
 func (r *Runner) Run(ctx context.Context, h BatchHandler) error {
-	if h == nil {
-		return errors.New("streams: Runner without a handler")
-	}
-	return r.RunAsync(ctx, func(ctx context.Context, msgs []jetstream.Msg, settle func([]error)) {
-		settle(h(ctx, msgs))
-	})
-}
-
-// RunAsync is Run for a handler that settles batches later. At most MaxInFlight
-// batches are handed out and not yet settled; Run returns after all are settled.
-func (r *Runner) RunAsync(ctx context.Context, h AsyncBatchHandler) error {
 	if r.Consumer == nil {
 		return errors.New("streams: Runner without a Consumer")
 	}
@@ -219,10 +195,6 @@ func (r *Runner) RunAsync(ctx context.Context, h AsyncBatchHandler) error {
 	if rr.MaxDeliver <= 0 {
 		rr.MaxDeliver = DefaultMaxDeliver
 	}
-	if rr.MaxInFlight <= 0 {
-		rr.MaxInFlight = 1
-	}
-	rr.slots = make(chan struct{}, rr.MaxInFlight)
 	if info != nil && info.Config.MaxDeliver > 0 && info.Config.MaxDeliver < rr.MaxDeliver {
 		rr.MaxDeliver = info.Config.MaxDeliver
 	}
@@ -242,8 +214,7 @@ func (r *Runner) RunAsync(ctx context.Context, h AsyncBatchHandler) error {
 	return rr.loop(ctx, h)
 }
 
-func (r *runner) loop(ctx context.Context, h AsyncBatchHandler) error {
-	defer r.settled.Wait()
+func (r *runner) loop(ctx context.Context, h BatchHandler) error {
 	// Consume keeps pull requests outstanding, so messages arrive without a round
 	// trip per batch; the loop takes whatever has arrived, up to MaxBatch, as one
 	// batch. Latency stays low when idle and batches grow under load.
@@ -300,22 +271,7 @@ func (r *runner) loop(ctx context.Context, h AsyncBatchHandler) error {
 				break fill
 			}
 		}
-		select {
-		case r.slots <- struct{}{}:
-		case <-ctx.Done():
-			for _, m := range msgs {
-				_ = m.Nak()
-			}
-			continue
-		}
-		r.settled.Add(1)
-		r.handle(ctx, h, msgs, func(errs []error) {
-			for i, m := range msgs {
-				r.settle(ctx, m, errs[i])
-			}
-			<-r.slots
-			r.settled.Done()
-		})
+		r.handle(ctx, h, msgs)
 	}
 }
 
@@ -333,69 +289,54 @@ func (r *runner) consumerGone(ctx context.Context, err error) bool {
 	return errors.Is(ierr, jetstream.ErrConsumerNotFound)
 }
 
-// handle hands msgs to h and calls finish once with one error per message. A panic
-// blames the whole batch, so the batch is then handled again one message at a time,
-// each settled before the next: only the culprit is retried and, in the end,
-// dead-lettered; the others would otherwise share its fate.
-func (r *runner) handle(ctx context.Context, h AsyncBatchHandler, msgs []jetstream.Msg, finish func([]error)) {
-	var once sync.Once
-	var settled atomic.Bool
-	settle := func(errs []error) {
-		once.Do(func() {
-			settled.Store(true)
-			finish(r.normalize(errs, len(msgs)))
-		})
-	}
-	if r.call(ctx, h, msgs, settle) || settled.Load() {
-		// A panic after settling changes nothing: the outcome was already given.
-		return
-	}
-	errs := make([]error, len(msgs))
-	if len(msgs) > 1 {
+func (r *runner) handle(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) {
+	errs := r.call(ctx, h, msgs)
+	if errs == nil && len(msgs) > 1 {
+		// A panic blames the whole batch. Run each message alone so only the
+		// culprit is retried and, in the end, dead-lettered; the others would
+		// otherwise share its fate.
+		errs = make([]error, len(msgs))
 		for i, m := range msgs {
-			got := make(chan []error, 1)
-			var one sync.Once
-			if !r.call(ctx, h, []jetstream.Msg{m}, func(e []error) { one.Do(func() { got <- r.normalize(e, 1) }) }) {
+			one := r.call(ctx, h, []jetstream.Msg{m})
+			if one == nil {
 				errs[i] = ErrHandlerPanic
-				continue
+			} else {
+				errs[i] = one[0]
 			}
-			errs[i] = (<-got)[0]
 		}
-	} else {
-		errs[0] = ErrHandlerPanic
+	} else if errs == nil {
+		errs = []error{ErrHandlerPanic}
 	}
-	settle(errs)
+	for i, m := range msgs {
+		r.settle(ctx, m, errs[i])
+	}
 }
 
-// call runs the handler and reports false if it panicked.
-func (r *runner) call(ctx context.Context, h AsyncBatchHandler, msgs []jetstream.Msg, settle func([]error)) (ok bool) {
+// call runs the handler on msgs and returns exactly one error per message, or
+// nil if it panicked.
+func (r *runner) call(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) (errs []error) {
 	r.m.batches.Add(1)
 	defer func() {
 		if p := recover(); p != nil {
 			r.m.panics.Add(1)
 			r.log.Error("handler panicked", zap.Int("batch", len(msgs)),
 				zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-			ok = false
+			errs = nil
 		}
 	}()
-	h(ctx, msgs, settle)
-	return true
-}
-
-// normalize holds a handler to its contract: one result per message.
-func (r *runner) normalize(errs []error, n int) []error {
-	if errs == nil {
-		return make([]error, n)
+	out := h(ctx, msgs)
+	if out == nil {
+		return make([]error, len(msgs))
 	}
-	if len(errs) != n {
-		err := fmt.Errorf("streams: handler returned %d results for %d messages", len(errs), n)
+	if len(out) != len(msgs) {
+		err := fmt.Errorf("streams: handler returned %d results for %d messages", len(out), len(msgs))
 		r.log.Error("handler broke its contract", zap.Error(err))
-		errs = make([]error, n)
-		for i := range errs {
-			errs[i] = err
+		out = make([]error, len(msgs))
+		for i := range out {
+			out[i] = err
 		}
 	}
-	return errs
+	return out
 }
 
 // settle acks, redelivers or dead-letters one handled message.

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -416,69 +415,5 @@ func TestPermanent(t *testing.T) {
 	}
 	if streams.IsPermanent(base) || !streams.IsPermanent(errors.Join(errors.New("ctx"), p)) {
 		t.Error("IsPermanent misclassifies")
-	}
-}
-
-// TestRunnerAsyncSettlesLater hands batches to a handler that settles them from another
-// goroutine, later: messages are acked only once settled, no more than MaxInFlight
-// batches are ever unsettled, and a failure reported late is retried like any other.
-func TestRunnerAsyncSettlesLater(t *testing.T) {
-	t.Parallel()
-	f := newConsumeFixture(t)
-	for i := range 20 {
-		f.publish(t, "a", "m"+strconv.Itoa(i), nil)
-	}
-	r := f.runner(t)
-	r.MaxBatch = 3
-	r.MaxInFlight = 2
-	var rec recorder
-	var inFlight, most atomic.Int32
-	failedOnce := sync.Map{}
-	later := make(chan func(), 100)
-	go func() {
-		for f := range later {
-			time.Sleep(2 * time.Millisecond)
-			f()
-		}
-	}()
-	t.Cleanup(func() { close(later) })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- r.RunAsync(ctx, func(_ context.Context, msgs []jetstream.Msg, settle func([]error)) {
-			n := inFlight.Add(1)
-			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-			}
-			later <- func() {
-				errs := make([]error, len(msgs))
-				for i, m := range msgs {
-					body := string(m.Data())
-					if _, seen := failedOnce.LoadOrStore(body, true); !seen && body == "m7" {
-						errs[i] = errors.New("m7 fails the first time")
-						continue
-					}
-					rec.ok(body)
-				}
-				inFlight.Add(-1)
-				settle(errs)
-			}
-		})
-	}()
-	eventually(t, "all acked", func() bool { return f.settled(t) && r.Metrics.Snapshot().Processed == 20 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	for i := range 20 {
-		if n := rec.count("m" + strconv.Itoa(i)); n != 1 {
-			t.Errorf("m%d handled %d times", i, n)
-		}
-	}
-	if m := most.Load(); m > 2 || m < 1 {
-		t.Errorf("%d batches in flight at once, MaxInFlight is 2", m)
-	}
-	if s := r.Metrics.Snapshot(); s.Retried != 1 || s.Failed != 1 {
-		t.Errorf("metrics: %+v", s)
 	}
 }
