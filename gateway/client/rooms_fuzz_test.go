@@ -3,6 +3,7 @@ package client
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -53,6 +54,35 @@ func FuzzTokens(f *testing.F) {
 			if again, err := parsePageToken(formatPageToken(p)); err != nil || again != p {
 				t.Fatalf("page token %q: round trip gave %+v, %v", tok, again, err)
 			}
+		}
+	})
+}
+
+// FuzzParseSyncRequest feeds arbitrary query parameters to /sync's parser: it answers
+// a Matrix client error or a request within its bounds, never a panic. Filter ids are
+// left out: they are looked up in Postgres.
+func FuzzParseSyncRequest(f *testing.F) {
+	f.Add("s5", "30000", "false", `{"room":{"timeline":{"limit":50}}}`)
+	f.Add("", "", "", "")
+	f.Add("x", "-1", "yes", `{"room":{"timeline":{"limit":"x"}}}`)
+	f.Add("s1", "99999999999999999999", "true", `{"room":{"rooms":["!a:h"],"not_rooms":null,"include_leave":true}}`)
+	s := &Server{ServerName: testServerName}
+	f.Fuzz(func(t *testing.T, since, timeout, fullState, filter string) {
+		if filter != "" && !strings.HasPrefix(filter, "{") {
+			return
+		}
+		q := url.Values{"since": {since}, "timeout": {timeout}, "full_state": {fullState}, "filter": {filter}}
+		r := httptest.NewRequest(http.MethodGet, "/_matrix/client/v3/sync?"+q.Encode(), nil)
+		req, err := s.parseSyncRequest(r.Context(), r, Device{UserID: "@a:" + testServerName})
+		if err != nil {
+			checkDecodeError(t, []byte(q.Encode()), err)
+			return
+		}
+		if req.timeout < 0 || req.timeout > maxSyncTimeout {
+			t.Fatalf("timeout %v out of bounds", req.timeout)
+		}
+		if l := req.filter.timelineLimit(); l < 0 || l > maxTimelineLimit {
+			t.Fatalf("timeline limit %d out of bounds", l)
 		}
 	})
 }
