@@ -281,6 +281,7 @@ func (db *DB) IntentResults(ctx context.Context, ids []string) (map[string]Inten
 	if err != nil {
 		return nil, err
 	}
+	defer rows.Close()
 	out := map[string]IntentResult{}
 	for rows.Next() {
 		var id string
@@ -301,6 +302,7 @@ func (db *DB) StreamPositions(ctx context.Context, stream string) (map[string]ui
 	if err != nil {
 		return nil, err
 	}
+	defer rows.Close()
 	out := map[string]uint64{}
 	for rows.Next() {
 		var name string
@@ -383,25 +385,27 @@ func (db *DB) GetEvent(ctx context.Context, eventID string) (*StoredEvent, error
 
 // Membership returns a user's current membership of a room ("" when none) and the
 // position of the membership event.
-func (db *DB) Membership(ctx context.Context, roomID, userID string) (string, uint64, error) {
+func (db *DB) Membership(ctx context.Context, roomID, userID string) (string, Pos, error) {
 	var m string
 	var seq int64
-	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(membership, ''), seq FROM current_state
-		WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, roomID, userID).Scan(&m, &seq)
+	var idx int
+	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(membership, ''), seq, idx FROM current_state
+		WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, roomID, userID).Scan(&m, &seq, &idx)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", 0, nil
+		return "", Pos{}, nil
 	}
-	return m, uint64(seq), err
+	return m, Pos{Seq: uint64(seq), Idx: idx}, err
 }
 
-// StateAt returns the state of a room as of log position seq (inclusive). Local rooms
-// have a linear history, so the state is the last state event of each key up to seq.
-func (db *DB) StateAt(ctx context.Context, roomID string, seq uint64) ([]StoredEvent, error) {
+// StateAt returns the state of a room as of the event at position at, included. Local
+// rooms have a linear history, so the state is the last state event of each key up to
+// it.
+func (db *DB) StateAt(ctx context.Context, roomID string, at Pos) ([]StoredEvent, error) {
 	return db.queryEvents(ctx, `WHERE e.event_id IN (
 		SELECT DISTINCT ON (type, state_key) event_id FROM events
-		WHERE room_id = $1 AND state_key IS NOT NULL AND seq <= $2
+		WHERE room_id = $1 AND state_key IS NOT NULL AND (seq, idx) <= ($2, $3)
 		ORDER BY type, state_key, seq DESC, idx DESC)
-		ORDER BY e.seq, e.idx`, roomID, int64(seq))
+		ORDER BY e.seq, e.idx`, roomID, int64(at.Seq), at.Idx)
 }
 
 // Members returns the member events of a room's current state, filtered by membership
@@ -426,6 +430,11 @@ func (db *DB) RoomsOfUser(ctx context.Context, userID string, ms ...string) ([]s
 type Pos struct {
 	Seq uint64
 	Idx int
+}
+
+// Less reports whether p comes before q.
+func (p Pos) Less(q Pos) bool {
+	return p.Seq < q.Seq || (p.Seq == q.Seq && p.Idx < q.Idx)
 }
 
 // RoomEvents pages through a room's timeline from the boundary from: backwards it

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 )
 
 // IntentVersion is the schema version of Intent written by this build. Decoders accept
@@ -89,6 +91,13 @@ func (in *Intent) Validate() error {
 	if in.RoomID == "" {
 		return errors.New("intent: missing room_id")
 	}
+	// These strings become Postgres TEXT, which holds neither NUL nor invalid UTF-8; a
+	// refused event must be refused here, before it reaches the log.
+	for _, s := range []string{in.ID, in.RoomID, in.Sender, in.DeviceID, in.TxnID} {
+		if !storableText(s) {
+			return errors.New("intent: a string holds NUL or invalid UTF-8")
+		}
+	}
 	switch in.Kind {
 	case KindClientEvent:
 		if in.Event == nil || in.Event.Type == "" || in.Sender == "" {
@@ -96,6 +105,9 @@ func (in *Intent) Validate() error {
 		}
 		if !json.Valid(in.Event.Content) {
 			return errors.New("intent: event content is not JSON")
+		}
+		if !in.Event.storable() {
+			return errors.New("intent: event type, state key or redacts holds NUL or invalid UTF-8")
 		}
 	case KindCreateRoom:
 		if in.CreateRoom == nil || len(in.CreateRoom.Events) == 0 || in.Sender == "" {
@@ -108,6 +120,9 @@ func (in *Intent) Validate() error {
 			if ev.Type == "" || !json.Valid(ev.Content) {
 				return errors.New("intent: create_room event without type or JSON content")
 			}
+			if !ev.storable() {
+				return errors.New("intent: event type or state key holds NUL or invalid UTF-8")
+			}
 		}
 	case KindRemoteEvent:
 		if in.Remote == nil || in.Remote.Origin == "" || !json.Valid(in.Remote.PDU) {
@@ -117,6 +132,14 @@ func (in *Intent) Validate() error {
 		return fmt.Errorf("intent: unknown kind %q", in.Kind)
 	}
 	return nil
+}
+
+func (pe *ProtoEvent) storable() bool {
+	return storableText(pe.Type) && storableText(pe.Redacts) && (pe.StateKey == nil || storableText(*pe.StateKey))
+}
+
+func storableText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // DecodeIntent parses and validates an intent from the bus.

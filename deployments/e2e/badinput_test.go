@@ -91,6 +91,9 @@ func TestBadInput(t *testing.T) {
 		{"no token", "PUT", roomPath + "/send/m.room.message/b7", "", []byte(`{"body":"x"}`), 401, "M_MISSING_TOKEN"},
 		{"unknown token", "PUT", roomPath + "/send/m.room.message/b8", "syt_not_a_token", []byte(`{"body":"x"}`), 401, "M_UNKNOWN_TOKEN"},
 		{"unknown token as query parameter", "PUT", roomPath + "/send/m.room.message/b9?access_token=syt_not_a_token", "", []byte(`{"body":"x"}`), 401, "M_UNKNOWN_TOKEN"},
+		{"NUL in the transaction id", "PUT", roomPath + "/send/m.room.message/b%00x", token, []byte(`{"body":"x"}`), 400, "M_INVALID_PARAM"},
+		{"NUL in the event type", "PUT", roomPath + "/send/m.room%00.message/b10", token, []byte(`{"body":"x"}`), 400, "M_INVALID_PARAM"},
+		{"NUL in an initial_state type", "POST", api + "/createRoom", token, []byte(`{"initial_state":[{"type":"a\u0000b","content":{}}]}`), 400, "M_INVALID_PARAM"},
 		{"unknown endpoint", "GET", api + "/no/such/endpoint", token, nil, 404, "M_UNRECOGNIZED"},
 		{"unknown endpoint without a token", "POST", hs.url() + "/_matrix/client/v9/createRoom", "", []byte(`{}`), 404, "M_UNRECOGNIZED"},
 	} {

@@ -46,7 +46,7 @@ func supportedRoomVersion(v string) bool {
 func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) {
 	req, events, err := s.decodeCreateRoom(r, dev.UserID)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	roomID := "!" + randomLetters(18) + ":" + s.ServerName
@@ -55,7 +55,7 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) 
 		CreateRoom: &schemas.CreateRoom{RoomVersion: req.RoomVersion, Events: events},
 	})
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})

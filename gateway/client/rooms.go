@@ -69,6 +69,10 @@ func randomIntentID() string {
 func (s *Server) submit(ctx context.Context, in *schemas.Intent) ([]string, error) {
 	in.V = schemas.IntentVersion
 	in.IssuedAtMS = time.Now().UnixMilli()
+	if err := in.Validate(); err != nil {
+		// Nothing that a persister would refuse to store reaches the bus.
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "%s", err.Error())
+	}
 	res, err := s.Intents.Submit(ctx, in)
 	if errors.Is(err, streams.ErrIntentTimeout) {
 		return nil, matrix.Errorf(http.StatusGatewayTimeout, matrix.CodeUnknown, "the event writer did not answer in time; retry with the same transaction id")
@@ -107,7 +111,7 @@ func roomParam(r *http.Request) (string, error) {
 func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, dev Device, intentID, txn string, pe *schemas.ProtoEvent) {
 	room, err := roomParam(r)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	ids, err := s.submit(r.Context(), &schemas.Intent{
@@ -115,7 +119,7 @@ func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, dev Device, i
 		Sender: dev.UserID, DeviceID: dev.DeviceID, TxnID: txn, Event: pe,
 	})
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": ids[0]})
@@ -124,7 +128,7 @@ func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, dev Device, i
 func (s *Server) send(w http.ResponseWriter, r *http.Request, dev Device) {
 	content, err := readContent(r)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	txn := r.PathValue("txn")
@@ -134,7 +138,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, dev Device) {
 func (s *Server) putState(w http.ResponseWriter, r *http.Request, dev Device) {
 	content, err := readContent(r)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	key := r.PathValue("stateKey")
@@ -146,7 +150,7 @@ func (s *Server) redact(w http.ResponseWriter, r *http.Request, dev Device) {
 		Reason string `json:"reason,omitempty"`
 	}
 	if err := matrix.DecodeBody(r, maxEventBody, &body); err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	content, _ := json.Marshal(body)
@@ -181,7 +185,7 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: raw},
 	})
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	if membership == "join" {
@@ -194,7 +198,7 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {
 	body, err := s.readMembershipBody(r)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	room := r.PathValue("room")
@@ -203,7 +207,7 @@ func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {
 		return
 	}
 	if room, err = roomParam(r); err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	s.membership(w, r, dev, room, dev.UserID, "join", body.Reason)
@@ -215,12 +219,12 @@ func (s *Server) changeMembership(membership string, ofOther bool) func(http.Res
 	return func(w http.ResponseWriter, r *http.Request, dev Device) {
 		body, err := s.readMembershipBody(r)
 		if err != nil {
-			matrix.WriteError(w, err)
+			s.writeErr(w, r.Pattern, err)
 			return
 		}
 		room, err := roomParam(r)
 		if err != nil {
-			matrix.WriteError(w, err)
+			s.writeErr(w, r.Pattern, err)
 			return
 		}
 		target := dev.UserID
@@ -245,12 +249,12 @@ func validUserID(id string) bool {
 func (s *Server) forget(w http.ResponseWriter, r *http.Request, dev Device) {
 	room, err := roomParam(r)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	m, _, err := s.DB.Membership(r.Context(), room, dev.UserID)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	if m == "join" || m == "invite" {
@@ -260,59 +264,59 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
-// allHistory is the visibility bound of a joined member: no bound.
-const allHistory = 1<<63 - 1
+// readBound is how far into a room's history a user may read: everything while
+// joined (last is nil), up to and including their leave or ban afterwards.
+type readBound struct{ last *persist.Pos }
 
-// visibleUpTo says how far into a room's history the user may read: everything while
-// joined, up to their leave or ban afterwards. ok is false for rooms they never joined.
-func (s *Server) visibleUpTo(ctx context.Context, room, userID string) (seq uint64, ok bool, err error) {
-	m, at, err := s.DB.Membership(ctx, room, userID)
+// allows reports whether the event at p is readable.
+func (b readBound) allows(p persist.Pos) bool { return b.last == nil || !b.last.Less(p) }
+
+// ceiling is the boundary just after the last readable event.
+func (b readBound) ceiling() persist.Pos {
+	if b.last == nil {
+		return persist.Pos{Seq: 1<<63 - 1}
+	}
+	return persist.Pos{Seq: b.last.Seq, Idx: b.last.Idx + 1}
+}
+
+// readableRoom checks that the user may read the room (they are or were a member) and
+// returns how far.
+func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device) (string, readBound, bool) {
+	room, err := roomParam(r)
 	if err != nil {
-		return 0, false, err
+		s.writeErr(w, r.Pattern, err)
+		return "", readBound{}, false
+	}
+	m, at, err := s.DB.Membership(r.Context(), room, dev.UserID)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return "", readBound{}, false
 	}
 	switch m {
 	case "join":
-		return allHistory, true, nil
+		return room, readBound{}, true
 	case "leave", "ban":
-		return at, true, nil
+		return room, readBound{last: &at}, true
 	}
-	return 0, false, nil
-}
-
-// readableRoom checks that the user may read the room and returns the bound.
-func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device) (string, uint64, bool) {
-	room, err := roomParam(r)
-	if err != nil {
-		matrix.WriteError(w, err)
-		return "", 0, false
-	}
-	upTo, ok, err := s.visibleUpTo(r.Context(), room, dev.UserID)
-	if err != nil {
-		matrix.WriteError(w, err)
-		return "", 0, false
-	}
-	if !ok {
-		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room"))
-		return "", 0, false
-	}
-	return room, upTo, true
+	matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room"))
+	return "", readBound{}, false
 }
 
 // readableState returns the room's state as the user may see it, or writes the error.
 func (s *Server) readableState(w http.ResponseWriter, r *http.Request, dev Device) ([]persist.StoredEvent, bool) {
-	room, upTo, ok := s.readableRoom(w, r, dev)
+	room, bound, ok := s.readableRoom(w, r, dev)
 	if !ok {
 		return nil, false
 	}
 	var evs []persist.StoredEvent
 	var err error
-	if upTo == allHistory {
+	if bound.last == nil {
 		evs, err = s.DB.CurrentState(r.Context(), room)
 	} else {
-		evs, err = s.DB.StateAt(r.Context(), room, upTo)
+		evs, err = s.DB.StateAt(r.Context(), room, *bound.last)
 	}
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return nil, false
 	}
 	return evs, true
@@ -336,7 +340,7 @@ func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request, dev Devic
 				Content json.RawMessage `json:"content"`
 			}
 			if err := json.Unmarshal(evs[i].JSON, &ev); err != nil {
-				matrix.WriteError(w, err)
+				s.writeErr(w, r.Pattern, err)
 				return
 			}
 			if r.URL.Query().Get("format") == "event" {
@@ -351,17 +355,17 @@ func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request, dev Devic
 }
 
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, dev Device) {
-	room, upTo, ok := s.readableRoom(w, r, dev)
+	room, bound, ok := s.readableRoom(w, r, dev)
 	if !ok {
 		return
 	}
 	ev, err := s.DB.GetEvent(r.Context(), r.PathValue("event"))
-	if errors.Is(err, persist.ErrNotFound) || (err == nil && (ev.RoomID != room || ev.Seq > upTo)) {
+	if errors.Is(err, persist.ErrNotFound) || (err == nil && (ev.RoomID != room || !bound.allows(persist.Pos{Seq: ev.Seq, Idx: ev.Idx}))) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "event not found"))
 		return
 	}
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, clientEvent(ev, dev))
@@ -376,7 +380,7 @@ type messagesResponse struct {
 }
 
 func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
-	room, upTo, ok := s.readableRoom(w, r, dev)
+	room, bound, ok := s.readableRoom(w, r, dev)
 	if !ok {
 		return
 	}
@@ -388,16 +392,11 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 	}
 	limit, err := intParam(q.Get("limit"), 10, 1, 1000)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	backwards := dir == "b"
-	// The newest boundary this user may see: the end of the room while joined, just
-	// after their leave otherwise.
-	ceiling := persist.Pos{Seq: upTo + 1}
-	if upTo == allHistory {
-		ceiling = persist.Pos{Seq: upTo}
-	}
+	ceiling := bound.ceiling()
 	from := ceiling
 	if !backwards {
 		from = persist.Pos{}
@@ -417,15 +416,15 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 		}
 		to = &p
 	}
-	if !backwards && (to == nil || ceiling.Seq < to.Seq) {
+	if !backwards && (to == nil || ceiling.Less(*to)) {
 		to = &ceiling
 	}
-	if backwards && (ceiling.Seq < from.Seq) {
+	if backwards && ceiling.Less(from) {
 		from = ceiling
 	}
 	evs, err := s.DB.RoomEvents(r.Context(), room, from, to, backwards, limit)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	resp := messagesResponse{Chunk: clientEvents(evs, dev), Start: formatPageToken(from)}
@@ -441,22 +440,11 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 }
 
 func (s *Server) members(w http.ResponseWriter, r *http.Request, dev Device) {
-	room, upTo, ok := s.readableRoom(w, r, dev)
+	evs, ok := s.readableState(w, r, dev)
 	if !ok {
 		return
 	}
 	q := r.URL.Query()
-	var evs []persist.StoredEvent
-	var err error
-	if upTo == allHistory {
-		evs, err = s.DB.Members(r.Context(), room, q.Get("membership"))
-	} else {
-		evs, err = s.DB.StateAt(r.Context(), room, upTo)
-	}
-	if err != nil {
-		matrix.WriteError(w, err)
-		return
-	}
 	not := q.Get("not_membership")
 	want := q.Get("membership")
 	kept := evs[:0]
@@ -478,19 +466,19 @@ type joinedMember struct {
 func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, dev Device) {
 	room, err := roomParam(r)
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	if m, _, err := s.DB.Membership(r.Context(), room, dev.UserID); err != nil || m != "join" {
 		if err == nil {
 			err = matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not joined to the room")
 		}
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	evs, err := s.DB.Members(r.Context(), room, "join")
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	joined := make(map[string]joinedMember, len(evs))
@@ -510,7 +498,7 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, dev Devic
 func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request, dev Device) {
 	rooms, err := s.DB.RoomsOfUser(r.Context(), dev.UserID, "join")
 	if err != nil {
-		matrix.WriteError(w, err)
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	if rooms == nil {
