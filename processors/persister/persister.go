@@ -143,6 +143,11 @@ type job struct {
 // its intents are left for redelivery.
 const appendAttempts = 3
 
+// maxBatchBytes bounds the events of one log message. NATS refuses messages over its
+// max_payload (1 MiB by default); once a room's batch reaches this, its further intents
+// wait for the next append. One intent adds at most about 130 KiB (createRoom).
+const maxBatchBytes = 768 << 10
+
 // handle processes one batch of intents; it returns one error per message (nil = ack).
 func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	p.busy.Lock()
@@ -167,8 +172,13 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	jobs, dupes := splitDuplicates(jobs)
 	pending := jobs
 	var err error
-	for attempt := 0; err == nil && len(pending) > 0 && attempt < appendAttempts; attempt++ {
-		pending, err = p.appendAndProject(ctx, pending)
+	for attempts := 0; err == nil && len(pending) > 0 && attempts < appendAttempts; {
+		var retry, deferred []*job
+		retry, deferred, err = p.appendAndProject(ctx, pending)
+		if len(retry) > 0 {
+			attempts++
+		}
+		pending = append(retry, deferred...)
 	}
 	if err != nil {
 		p.cfg.Log.Warn("intent batch failed; will be redelivered", zap.Error(err), zap.Int("intents", len(pending)))
@@ -239,20 +249,22 @@ func (p *Persister) answerKnown(ctx context.Context, jobs []*job) ([]*job, error
 
 // roomAppend is one room's share of a loop.
 type roomAppend struct {
-	room   *room
-	jobs   []*job
-	undo   *undo
-	batch  *schemas.LogBatch
-	pdus   []gomatrixserverlib.PDU
-	future jetstream.PubAckFuture
-	seq    uint64
-	behind bool
+	room  *room
+	jobs  []*job
+	undo  *undo
+	batch *schemas.LogBatch
+	pdus  []gomatrixserverlib.PDU
+	// deferred are the intents left for the next append: the batch was full.
+	deferred []*job
+	future   jetstream.PubAckFuture
+	seq      uint64
+	behind   bool
 }
 
 // appendAndProject builds the events of every pending intent, appends one log message
 // per room, projects what was appended in one transaction, answers, and returns the
 // intents of rooms that turned out to be behind the log (to build again).
-func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, error) {
+func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, deferred []*job, err error) {
 	// Which intents were handled before is asked of Postgres while the events are
 	// built; the rare known one is taken out of its room's batch afterwards.
 	known := p.lookupKnown(ctx, jobs)
@@ -266,13 +278,16 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, 
 	}
 	if err != nil {
 		p.rollbackAll(appends)
-		return jobs, err
+		return jobs, nil, err
 	}
 	if len(results) > 0 {
 		if err := p.dropKnown(ctx, appends, results); err != nil {
 			p.rollbackAll(appends)
-			return jobs, err
+			return jobs, nil, err
 		}
+	}
+	for _, ra := range appends {
+		deferred = append(deferred, ra.deferred...)
 	}
 	var published []*roomAppend
 	for _, ra := range appends {
@@ -281,17 +296,17 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, 
 			published = append(published, ra)
 		}
 	}
-	var retry []*job
 	var done []persist.BatchAt
 	var failed error
 	for _, ra := range published {
 		if err := p.await(ctx, ra); err != nil {
 			p.rollback(ra)
-			if ra.behind {
-				if cerr := p.catchUp(ctx, ra.room.id); cerr != nil {
-					failed = cerr
-				}
-			} else {
+			// Behind the log, or an outcome we do not know (a lost ack, a reconnect):
+			// either way the room's log messages are projected from the log before the
+			// intents are built again; the retry then finds an intent that did land.
+			if cerr := p.catchUp(ctx, ra.room.id); cerr != nil {
+				failed = cerr
+			} else if !ra.behind {
 				failed = err
 			}
 			retry = append(retry, ra.jobs...)
@@ -305,29 +320,31 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) ([]*job, 
 			}
 		}
 	}
-	if err := p.project(ctx, done); err != nil {
+	if err := p.project(ctx, p.cfg.Name, done); err != nil {
 		// Appended but not projected: the intents stay unacknowledged, and the next
 		// attempt finds the room behind and projects from the log.
 		p.forgetRooms(appends)
-		return jobs, err
+		return jobs, nil, err
 	}
 	retrying := make(map[*job]bool, len(retry))
 	for _, j := range retry {
 		retrying[j] = true
 	}
-	for _, j := range jobs {
-		if j.result != nil && !retrying[j] {
-			p.reply(j)
+	for _, ra := range appends {
+		for _, j := range ra.jobs {
+			if j.result != nil && !retrying[j] {
+				p.reply(j)
+			}
 		}
 	}
 	p.emitReplication(done)
 	if failed != nil {
-		return retry, failed
+		return retry, deferred, failed
 	}
 	if len(retry) > 0 {
-		return p.answerKnown(ctx, retry)
+		retry, err = p.answerKnown(ctx, retry)
 	}
-	return nil, nil
+	return retry, deferred, err
 }
 
 // lookupKnown starts looking up stored results of jobs; the returned function waits.
@@ -456,7 +473,13 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 	ra.undo = r.checkpoint()
 	batch := &schemas.LogBatch{V: schemas.LogVersion, RoomID: r.id, RoomVersion: string(r.version.Version()), Writer: p.cfg.Name}
 	var pdus []gomatrixserverlib.PDU
-	for _, j := range ra.jobs {
+	size := 0
+	ra.deferred = nil
+	for i, j := range ra.jobs {
+		if size >= maxBatchBytes {
+			ra.jobs, ra.deferred = ra.jobs[:i], ra.jobs[i:]
+			break
+		}
 		evs, err := p.buildIntent(ctx, r, j.in, ra.undo, now)
 		var ref *refusal
 		if errors.As(err, &ref) {
@@ -468,6 +491,7 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 		}
 		j.result = &schemas.IntentResult{}
 		for _, pdu := range evs {
+			size += len(pdu.JSON())
 			j.result.EventIDs = append(j.result.EventIDs, pdu.EventID())
 			batch.Events = append(batch.Events, schemas.LoggedEvent{
 				EventID: pdu.EventID(), JSON: pdu.JSON(), IntentID: j.in.ID, DeviceID: j.in.DeviceID, TxnID: j.in.TxnID,
@@ -610,7 +634,7 @@ func (p *Persister) await(ctx context.Context, ra *roomAppend) error {
 
 // project writes appended batches to Postgres, retrying while Postgres is unavailable:
 // the events are safe in the log, so waiting only delays answers.
-func (p *Persister) project(ctx context.Context, done []persist.BatchAt) error {
+func (p *Persister) project(ctx context.Context, writer string, done []persist.BatchAt) error {
 	if len(done) == 0 {
 		return nil
 	}
@@ -623,7 +647,7 @@ func (p *Persister) project(ctx context.Context, done []persist.BatchAt) error {
 	}
 	backoff := 50 * time.Millisecond
 	for {
-		err := p.cfg.DB.Project(ctx, p.cfg.Name, done)
+		err := p.cfg.DB.Project(ctx, writer, done)
 		if err == nil {
 			break
 		}
@@ -638,7 +662,7 @@ func (p *Persister) project(ctx context.Context, done []persist.BatchAt) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	maxSeq := persist.OwnMaxSeq(p.cfg.Name, done)
+	maxSeq := persist.OwnMaxSeq(writer, done)
 	if maxSeq == 0 {
 		return nil
 	}
@@ -652,7 +676,9 @@ func (p *Persister) project(ctx context.Context, done []persist.BatchAt) error {
 
 func (p *Persister) forgetRooms(appends []*roomAppend) {
 	for _, ra := range appends {
-		delete(p.rooms, ra.room.id)
+		if ra.room != nil {
+			delete(p.rooms, ra.room.id)
+		}
 	}
 }
 
