@@ -179,7 +179,9 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			embedded.WaitForShutdown()
 		}
 	}()
-	js, err := jetstream.New(nc)
+	// A lost publish ack must not stall an event writer forever: past this the append
+	// counts as failed, and the writer catches the room up from the log.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(15*time.Second))
 	if err != nil {
 		return err
 	}
@@ -188,6 +190,9 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		return err
 	}
 
+	if cfg.RegistrationSharedSecret != "" {
+		log.Warn("registration_shared_secret is set, but the admin registration API is not built yet; it is ignored")
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	waiters := &streams.Waiters{}
 	instance := cfg.InstanceName()
@@ -213,23 +218,26 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		g.Go(func() error { return p.Run(ctx) })
 	}
 
-	var servers []*http.Server
+	var addrs []string
 	for _, l := range cfg.HTTPListeners() {
-		if !l.Has("client") {
-			continue
+		if l.Has("client") {
+			addrs = append(addrs, l.Addrs()...)
 		}
+	}
+	var servers []*http.Server
+	if len(addrs) > 0 {
+		// One sync feed and one handler serve every client listener of the process.
 		feed, err := syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: cfg.EventWriters()})
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return feed.Run(ctx) })
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Feed: feed, Log: log,
-			EnableRegistration: cfg.EnableRegistration, RegistrationSharedSecret: cfg.RegistrationSharedSecret,
+			ServerName: cfg.ServerName, DB: db, Feed: feed, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(), Waiters: waiters, Log: log},
 		}
 		handler := api.Handler()
-		for _, addr := range l.Addrs() {
+		for _, addr := range addrs {
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listener %s: %w", addr, err)
@@ -244,7 +252,6 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 				return nil
 			})
 		}
-		break // one sync feed and handler serve every client listener
 	}
 	g.Go(func() error {
 		<-ctx.Done()

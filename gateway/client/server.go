@@ -30,9 +30,7 @@ type Server struct {
 	Feed Feed
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
-	// RegistrationSharedSecret, when set, lets the admin API register users.
-	RegistrationSharedSecret string
-	Log                      *zap.Logger
+	Log                *zap.Logger
 
 	tokens tokenCache
 }
