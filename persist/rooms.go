@@ -383,18 +383,38 @@ func (db *DB) GetEvent(ctx context.Context, eventID string) (*StoredEvent, error
 	return &evs[0], nil
 }
 
-// Membership returns a user's current membership of a room ("" when none) and the
-// position of the membership event.
-func (db *DB) Membership(ctx context.Context, roomID, userID string) (string, Pos, error) {
-	var m string
+// Membership is a user's current membership of a room.
+type Membership struct {
+	// Membership is "" when the user never had one.
+	Membership string
+	EventID    string
+	At         Pos
+	// Forgotten is true when the user forgot the room after this membership.
+	Forgotten bool
+}
+
+// Membership returns a user's current membership of a room.
+func (db *DB) Membership(ctx context.Context, roomID, userID string) (Membership, error) {
+	var m Membership
 	var seq int64
-	var idx int
-	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(membership, ''), seq, idx FROM current_state
-		WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, roomID, userID).Scan(&m, &seq, &idx)
+	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(c.membership, ''), c.event_id, c.seq, c.idx, f.event_id IS NOT NULL
+		FROM current_state c LEFT JOIN forgotten_rooms f
+			ON f.user_id = c.state_key AND f.room_id = c.room_id AND f.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, userID).
+		Scan(&m.Membership, &m.EventID, &seq, &m.At.Idx, &m.Forgotten)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", Pos{}, nil
+		return Membership{}, nil
 	}
-	return m, Pos{Seq: uint64(seq), Idx: idx}, err
+	m.At.Seq = uint64(seq)
+	return m, err
+}
+
+// ForgetRoom records that the user forgot the room they left or were banned from, as
+// of that membership event.
+func (db *DB) ForgetRoom(ctx context.Context, userID, roomID, eventID string) error {
+	_, err := db.Pool.Exec(ctx, `INSERT INTO forgotten_rooms (user_id, room_id, event_id) VALUES ($1, $2, $3)
+		ON CONFLICT (user_id, room_id) DO UPDATE SET event_id = excluded.event_id`, userID, roomID, eventID)
+	return err
 }
 
 // StateAt returns the state of a room as of the event at position at, included. Local

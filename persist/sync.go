@@ -47,6 +47,8 @@ func (db *DB) SyncMemberships(ctx context.Context, userID string, since, upTo ui
 			WHERE c.seq > $3 AND p.type = 'm.room.member' AND p.state_key = $1 AND p.room_id = c.room_id
 			  AND p.seq <= $3
 			ORDER BY p.seq DESC, p.idx DESC LIMIT 1) b ON true
+		WHERE NOT EXISTS (SELECT 1 FROM forgotten_rooms f
+			WHERE f.user_id = $1 AND f.room_id = c.room_id AND f.event_id = c.event_id)
 		ORDER BY c.room_id`, userID, int64(upTo), int64(since))
 	if err != nil {
 		return nil, fmt.Errorf("persist: sync memberships: %w", err)

@@ -106,4 +106,35 @@ func TestRoomReads(t *testing.T) {
 	if err != nil || slices.Contains(rooms.JoinedRooms, room) {
 		t.Errorf("bob's joined rooms %v (%v) still list %s", rooms, err, room)
 	}
+
+	// Forgetting: the room leaves bob's syncs and its history closes to him, until he
+	// joins again.
+	_, err = alice.ForgetRoom(ctx, room)
+	wantError(t, "a joined member forgets the room", err, http.StatusBadRequest, "M_UNKNOWN")
+	withLeave := `{"room":{"include_leave":true,"timeline":{"limit":5}}}`
+	resp, err := bob.SyncRequest(ctx, 0, "", withLeave, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := resp.Rooms.Leave[room]; !ok {
+		t.Errorf("before forgetting, bob's sync with include_leave lacks the room")
+	}
+	if _, err := bob.ForgetRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = bob.SyncRequest(ctx, 0, "", withLeave, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := resp.Rooms.Leave[room]; ok {
+		t.Errorf("after forgetting, bob's sync still lists the room")
+	}
+	_, err = bob.GetEvent(ctx, room, before)
+	wantError(t, "bob reads a forgotten room", err, http.StatusForbidden, "M_FORBIDDEN")
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.GetEvent(ctx, room, after); err != nil {
+		t.Errorf("bob cannot read the room he joined again: %v", err)
+	}
 }

@@ -244,22 +244,28 @@ func validUserID(id string) bool {
 	return ok && strings.HasPrefix(local, "@") && len(local) > 1 && server != "" && len(id) <= 255
 }
 
-// forget succeeds for rooms the user is no longer in. Forgotten rooms are not yet
-// hidden from later syncs.
+// forget hides a room the user left or was banned from: it leaves their syncs and
+// its history becomes unreadable to them, until they join again.
 func (s *Server) forget(w http.ResponseWriter, r *http.Request, dev Device) {
 	room, err := roomParam(r)
 	if err != nil {
-		s.writeErr(w, r.Pattern, err)
+		matrix.WriteError(w, err)
 		return
 	}
-	m, _, err := s.DB.Membership(r.Context(), room, dev.UserID)
+	m, err := s.DB.Membership(r.Context(), room, dev.UserID)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	if m == "join" || m == "invite" {
+	switch m.Membership {
+	case "join", "invite":
 		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "leave the room before forgetting it"))
 		return
+	case "leave", "ban":
+		if err := s.DB.ForgetRoom(r.Context(), dev.UserID, room, m.EventID); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
@@ -287,16 +293,16 @@ func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device
 		s.writeErr(w, r.Pattern, err)
 		return "", readBound{}, false
 	}
-	m, at, err := s.DB.Membership(r.Context(), room, dev.UserID)
+	m, err := s.DB.Membership(r.Context(), room, dev.UserID)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return "", readBound{}, false
 	}
-	switch m {
-	case "join":
+	switch {
+	case m.Membership == "join":
 		return room, readBound{}, true
-	case "leave", "ban":
-		return room, readBound{last: &at}, true
+	case (m.Membership == "leave" || m.Membership == "ban") && !m.Forgotten:
+		return room, readBound{last: &m.At}, true
 	}
 	matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room"))
 	return "", readBound{}, false
@@ -469,7 +475,7 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, dev Devic
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	if m, _, err := s.DB.Membership(r.Context(), room, dev.UserID); err != nil || m != "join" {
+	if m, err := s.DB.Membership(r.Context(), room, dev.UserID); err != nil || m.Membership != "join" {
 		if err == nil {
 			err = matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not joined to the room")
 		}
