@@ -16,6 +16,7 @@ import (
 var (
 	ErrNotFound      = errors.New("persist: not found")
 	ErrUserExists    = errors.New("persist: user already exists")
+	ErrAliasExists   = errors.New("persist: room alias already exists")
 	ErrWrongPassword = errors.New("persist: wrong password")
 )
 

@@ -3,12 +3,16 @@ package client
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -28,6 +32,9 @@ type createRoomRequest struct {
 	Preset                    string                     `json:"preset,omitempty"`
 	IsDirect                  bool                       `json:"is_direct,omitempty"`
 	PowerLevelContentOverride map[string]json.RawMessage `json:"power_level_content_override,omitempty"`
+
+	// alias is the room's canonical alias, made from RoomAliasName.
+	alias string
 }
 
 type initialStateEvent struct {
@@ -50,11 +57,26 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) 
 		return
 	}
 	roomID := "!" + randomLetters(18) + ":" + s.ServerName
+	if req.alias != "" {
+		// The alias is taken before the room exists, so a conflict costs no room.
+		if err := s.DB.CreateAlias(r.Context(), req.alias, roomID, dev.UserID); err != nil {
+			if errors.Is(err, persist.ErrAliasExists) {
+				err = matrix.Errorf(http.StatusBadRequest, matrix.CodeRoomInUse, "room alias %s already taken", req.alias)
+			}
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
 	_, err = s.submit(r.Context(), &schemas.Intent{
 		Kind: schemas.KindCreateRoom, ID: randomIntentID(), RoomID: roomID, Sender: dev.UserID, DeviceID: dev.DeviceID,
 		CreateRoom: &schemas.CreateRoom{RoomVersion: req.RoomVersion, Events: events},
 	})
 	if err != nil {
+		if req.alias != "" {
+			if derr := s.DB.DeleteAlias(r.Context(), req.alias); derr != nil {
+				s.Log.Warn("alias of a room that was not created stays", zap.String("alias", req.alias), zap.Error(derr))
+			}
+		}
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
@@ -76,6 +98,12 @@ func (s *Server) decodeCreateRoom(r *http.Request, creator string) (*createRoomR
 	for _, id := range req.Invite {
 		if !validUserID(id) {
 			return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid user id %q in invite", id)
+		}
+	}
+	if req.RoomAliasName != "" {
+		req.alias = "#" + req.RoomAliasName + ":" + s.ServerName
+		if strings.ContainsAny(req.RoomAliasName, ":# ") || !validAlias(req.alias) {
+			return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid room_alias_name %q", req.RoomAliasName)
 		}
 	}
 	events, err := s.initialEvents(&req, creator)
@@ -142,6 +170,9 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		pl[k] = v
 	}
 	_ = add("m.room.power_levels", "", pl)
+	if req.alias != "" {
+		_ = add("m.room.canonical_alias", "", map[string]string{"alias": req.alias})
+	}
 
 	joinRule := "invite"
 	if preset == "public_chat" {

@@ -203,10 +203,16 @@ func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {
 	}
 	room := r.PathValue("room")
 	if strings.HasPrefix(room, "#") {
-		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", room))
-		return
-	}
-	if room, err = roomParam(r); err != nil {
+		resolved, _, err := s.DB.ResolveAlias(r.Context(), room)
+		if errors.Is(err, persist.ErrNotFound) {
+			err = matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", room)
+		}
+		if err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+		room = resolved
+	} else if room, err = roomParam(r); err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}

@@ -59,6 +59,7 @@ func (s *Server) Handler() http.Handler {
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
+	s.registerDirectory(r)
 	s.registerSync(r)
 	return s.frontDoor(r.mux)
 }

@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// TestRoomAliases covers the room directory: createRoom's room_alias_name, resolving,
+// joining by alias, adding and deleting aliases, and who may.
+func TestRoomAliases(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{})
+	hs := d.startMain()
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	alias := id.RoomAlias("#lobby:" + d.serverName)
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "lobby"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomAliasName: "lobby"})
+	wantError(t, "a second room takes a taken alias", err, http.StatusBadRequest, "M_ROOM_IN_USE")
+
+	resolved, err := bob.ResolveAlias(ctx, alias)
+	if err != nil || resolved.RoomID != created.RoomID {
+		t.Fatalf("resolving %s: %v, %v; want %s", alias, resolved, err, created.RoomID)
+	}
+	var canonical struct {
+		Alias id.RoomAlias `json:"alias"`
+	}
+	if err := alice.StateEvent(ctx, created.RoomID, event.StateCanonicalAlias, "", &canonical); err != nil || canonical.Alias != alias {
+		t.Errorf("canonical alias %q (%v), want %s", canonical.Alias, err, alias)
+	}
+	joined, err := bob.JoinRoom(ctx, alias.String(), nil)
+	if err != nil || joined.RoomID != created.RoomID {
+		t.Fatalf("bob joins by alias: %v, %v", joined, err)
+	}
+
+	other := id.RoomAlias("#other:" + d.serverName)
+	eve := newUser(ctx, t, hs.url(), "eve")
+	_, err = eve.CreateAlias(ctx, other, created.RoomID)
+	wantError(t, "a non-member adds an alias", err, http.StatusForbidden, "M_FORBIDDEN")
+	if _, err := bob.CreateAlias(ctx, other, created.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.CreateAlias(ctx, other, created.RoomID)
+	wantError(t, "an alias added twice", err, http.StatusConflict, "M_UNKNOWN")
+	_, err = alice.DeleteAlias(ctx, other)
+	wantError(t, "someone else deletes bob's alias", err, http.StatusForbidden, "M_FORBIDDEN")
+	if _, err := bob.DeleteAlias(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.ResolveAlias(ctx, other)
+	wantError(t, "resolving a deleted alias", err, http.StatusNotFound, "M_NOT_FOUND")
+	_, err = bob.JoinRoom(ctx, "#nowhere:"+d.serverName, nil)
+	wantError(t, "joining an unknown alias", err, http.StatusNotFound, "M_NOT_FOUND")
+}

@@ -1,0 +1,113 @@
+package client
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
+)
+
+func (s *Server) registerDirectory(r router) {
+	// Resolving an alias needs no authentication (spec: GET /directory/room/{roomAlias}).
+	r.handle("GET", "/directory/room/{alias}", allVersions, s.resolveAlias)
+	r.handle("PUT", "/directory/room/{alias}", allVersions, s.authed(s.putAlias))
+	r.handle("DELETE", "/directory/room/{alias}", allVersions, s.authed(s.deleteAlias))
+}
+
+// validAlias accepts "#localpart:server" within the spec's 255 bytes.
+func validAlias(alias string) bool {
+	local, server, ok := strings.Cut(alias, ":")
+	return ok && len(local) > 1 && local[0] == '#' && server != "" && len(alias) <= 255
+}
+
+func (s *Server) aliasParam(r *http.Request) (string, error) {
+	alias := r.PathValue("alias")
+	if !validAlias(alias) {
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid room alias %q", alias)
+	}
+	return alias, nil
+}
+
+func (s *Server) resolveAlias(w http.ResponseWriter, r *http.Request) {
+	alias, err := s.aliasParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	room, _, err := s.DB.ResolveAlias(r.Context(), alias)
+	if errors.Is(err, persist.ErrNotFound) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", alias))
+		return
+	}
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"room_id": room, "servers": []string{s.ServerName}})
+}
+
+// putAlias lets a member of a room give it a local alias.
+func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, dev Device) {
+	alias, err := s.aliasParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	var body struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := matrix.DecodeBody(r, maxEventBody, &body); err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	if !strings.HasSuffix(alias, ":"+s.ServerName) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "aliases must be on this server, %s", s.ServerName))
+		return
+	}
+	m, err := s.DB.Membership(r.Context(), body.RoomID, dev.UserID)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	if m.Membership != "join" {
+		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not joined to room %q", body.RoomID))
+		return
+	}
+	if err := s.DB.CreateAlias(r.Context(), alias, body.RoomID, dev.UserID); err != nil {
+		if errors.Is(err, persist.ErrAliasExists) {
+			err = matrix.Errorf(http.StatusConflict, matrix.CodeUnknown, "room alias %s already exists", alias)
+		}
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// deleteAlias lets the alias's creator remove it.
+func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, dev Device) {
+	alias, err := s.aliasParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	_, creator, err := s.DB.ResolveAlias(r.Context(), alias)
+	if errors.Is(err, persist.ErrNotFound) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", alias))
+		return
+	}
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	if creator != dev.UserID {
+		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "only the alias's creator may delete it"))
+		return
+	}
+	if err := s.DB.DeleteAlias(r.Context(), alias); err != nil && !errors.Is(err, persist.ErrNotFound) {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}

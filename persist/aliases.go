@@ -1,0 +1,43 @@
+package persist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// CreateAlias points alias at roomID; ErrAliasExists when the alias is taken.
+func (db *DB) CreateAlias(ctx context.Context, alias, roomID, creator string) error {
+	_, err := db.Pool.Exec(ctx, `INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)`, alias, roomID, creator)
+	if pgCode(err) == pgUniqueViolation {
+		return ErrAliasExists
+	}
+	if err != nil {
+		return fmt.Errorf("persist: create alias: %w", err)
+	}
+	return nil
+}
+
+// ResolveAlias returns the room an alias points to and who created the alias, or
+// ErrNotFound.
+func (db *DB) ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error) {
+	err = db.Pool.QueryRow(ctx, `SELECT room_id, creator FROM room_aliases WHERE alias = $1`, alias).Scan(&roomID, &creator)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", ErrNotFound
+	}
+	return roomID, creator, err
+}
+
+// DeleteAlias removes an alias; ErrNotFound when there was none.
+func (db *DB) DeleteAlias(ctx context.Context, alias string) error {
+	tag, err := db.Pool.Exec(ctx, `DELETE FROM room_aliases WHERE alias = $1`, alias)
+	if err != nil {
+		return fmt.Errorf("persist: delete alias: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
