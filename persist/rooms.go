@@ -23,6 +23,15 @@ type BatchAt struct {
 	PDUs  []gomatrixserverlib.PDU
 }
 
+// BatchesOf turns log messages into batches to project.
+func BatchesOf(msgs []schemas.LogMessage) []BatchAt {
+	out := make([]BatchAt, len(msgs))
+	for i, m := range msgs {
+		out[i] = BatchAt{Seq: m.Seq, Batch: m.Batch}
+	}
+	return out
+}
+
 // parsedEvent holds what the projections need from one event's JSON.
 type parsedEvent struct {
 	schemas.LoggedEvent
@@ -218,14 +227,22 @@ func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) err
 	}
 
 	if maxSeq > 0 {
-		batch.Queue(`INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
-			ON CONFLICT (stream_name, instance_name) DO UPDATE
-			SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)`,
-			EventsStream, writer, int64(maxSeq))
+		batch.Queue(advancePosition, EventsStream, writer, int64(maxSeq))
 	}
 	// A batch is one pipeline ending in one Sync, which Postgres runs as one implicit
 	// transaction: all statements commit together or none does, in one round trip.
 	return db.Pool.SendBatch(ctx, batch).Close()
+}
+
+// advancePosition moves a writer's position forward, never back.
+const advancePosition = `INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
+	ON CONFLICT (stream_name, instance_name) DO UPDATE
+	SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)`
+
+// AdvanceStreamPosition records that writer's projection of stream reached pos.
+func (db *DB) AdvanceStreamPosition(ctx context.Context, stream, writer string, pos uint64) error {
+	_, err := db.Pool.Exec(ctx, advancePosition, stream, writer, int64(pos))
+	return err
 }
 
 // OwnMaxSeq is the highest sequence among the batches appended by writer, or 0.

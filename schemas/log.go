@@ -32,6 +32,14 @@ type LoggedEvent struct {
 	TxnID    string `json:"txn_id,omitempty"`
 }
 
+// LogMessage is one message of the EVENTS log as read back: its sequence, the writer
+// that appended it, and its batch.
+type LogMessage struct {
+	Seq    uint64
+	Writer string
+	Batch  *LogBatch
+}
+
 // DecodeLogBatch parses a log message.
 func DecodeLogBatch(data []byte) (*LogBatch, error) {
 	var b LogBatch

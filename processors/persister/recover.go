@@ -27,74 +27,18 @@ func (p *Persister) recoverUnprojected(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
-	if err != nil {
-		return err
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return err
-	}
 	from := positions[p.cfg.Name] + 1
-	last := info.State.LastSeq
-	if last < from {
-		return nil
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   max(from, info.State.FirstSeq),
-	})
-	if err != nil {
-		return err
-	}
-	var chunk []persist.BatchAt
 	recovered := 0
-	flush := func() error {
-		if err := p.project(ctx, p.cfg.Name, chunk); err != nil {
-			return err
-		}
-		recovered += len(chunk)
-		chunk = chunk[:0]
-		return nil
-	}
-	for {
-		msgs, err := cons.FetchNoWait(recoverChunk)
-		if err != nil {
-			return err
-		}
-		var seq uint64
-		for m := range msgs.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			seq = meta.Sequence.Stream
-			if seq > last {
-				break
-			}
-			if m.Headers().Get(streams.HeaderWriter) != p.cfg.Name {
-				continue
-			}
-			b, err := schemas.DecodeLogBatch(m.Data())
-			if err != nil {
-				return fmt.Errorf("log message %d: %w", seq, err)
-			}
-			chunk = append(chunk, persist.BatchAt{Seq: seq, Batch: b})
-		}
-		if msgs.Error() != nil && !errors.Is(msgs.Error(), jetstream.ErrNoMessages) {
-			return msgs.Error()
-		}
-		if err := flush(); err != nil {
-			return err
-		}
-		if seq >= last || seq == 0 {
-			break
-		}
-	}
+	err = streams.ReadLog(ctx, p.cfg.JS, p.cfg.Topology, from, recoverChunk,
+		func(writer string) bool { return writer == p.cfg.Name },
+		func(msgs []schemas.LogMessage) error {
+			recovered += len(msgs)
+			return p.project(ctx, p.cfg.Name, persist.BatchesOf(msgs))
+		})
 	if recovered > 0 {
 		p.cfg.Log.Info("recovered unprojected batches", zap.Int("batches", recovered), zap.Uint64("from_seq", from))
 	}
-	return nil
+	return err
 }
 
 // catchUp projects a room's log messages that Postgres lacks (another writer appended
