@@ -32,6 +32,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/client"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/persister"
+	"github.com/ganglionhq/ganglion/processors/replay"
 	"github.com/ganglionhq/ganglion/processors/syncfeed"
 	"github.com/ganglionhq/ganglion/streams"
 	"github.com/ganglionhq/ganglion/streams/replication"
@@ -44,6 +45,9 @@ commands:
   generate-config [-server-name NAME] [-data-dir DIR] [-o FILE]
                              write a single-process configuration
   generate-keys -o FILE      write a new ed25519 signing key (Synapse's format)
+  replay -c FILE [-c FILE...]
+                             rebuild the Postgres projections from the events log
+                             (stop the processes that use an embedded NATS store first)
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
 `
 
@@ -62,6 +66,8 @@ func main() {
 		err = generateKeysCmd(os.Args[2:])
 	case "load":
 		err = load.Main(os.Args[2:])
+	case "replay":
+		err = replayCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -118,17 +124,8 @@ func generateKeysCmd(args []string) error {
 
 func runCmd(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	var files fileList
-	fs.Var(&files, "c", "configuration file (repeatable)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (for profiling)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if len(files) == 0 {
-		return errors.New("at least one -c FILE is required")
-	}
-	boot := newLogger(zapcore.InfoLevel)
-	cfg, err := config.Load(files, boot)
+	cfg, err := loadConfig(fs, args)
 	if err != nil {
 		return err
 	}
@@ -140,6 +137,53 @@ func runCmd(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return runProcess(ctx, cfg, log)
+}
+
+// loadConfig parses a command's flags, with its -c files, and loads the configuration.
+func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
+	var files fileList
+	fs.Var(&files, "c", "configuration file (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, errors.New("at least one -c FILE is required")
+	}
+	return config.Load(files, newLogger(zapcore.InfoLevel))
+}
+
+// replayCmd rebuilds the projections of the configured database from the events log.
+func replayCmd(args []string) error {
+	cfg, err := loadConfig(flag.NewFlagSet("replay", flag.ContinueOnError), args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := persist.EnsureDatabase(ctx, cfg.Database.DSN(), log); err != nil {
+		return err
+	}
+	db, err := persist.Open(ctx, cfg.Database.DSN(), log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	nc, embedded, err := connectNATS(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeNATS(nc, embedded)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	st, err := replay.Run(ctx, js, streams.Topology{Namespace: cfg.NATS.Namespace}, db, log)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("replayed %d log messages, %d events; positions %v\n", st.Messages, st.Events, st.Positions)
+	return nil
 }
 
 func newLogger(level zapcore.Level) *zap.Logger {
@@ -172,13 +216,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	if err != nil {
 		return err
 	}
-	defer func() {
-		nc.Close()
-		if embedded != nil {
-			embedded.Shutdown()
-			embedded.WaitForShutdown()
-		}
-	}()
+	defer closeNATS(nc, embedded)
 	// A lost publish ack must not stall an event writer forever: past this the append
 	// counts as failed, and the writer catches the room up from the log.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(15*time.Second))
@@ -268,6 +306,14 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		err = nil
 	}
 	return err
+}
+
+func closeNATS(nc *nats.Conn, embedded *server.Server) {
+	nc.Close()
+	if embedded != nil {
+		embedded.Shutdown()
+		embedded.WaitForShutdown()
+	}
 }
 
 // connectNATS connects to the configured NATS server, starting the embedded one first

@@ -1,0 +1,57 @@
+// Package replay rebuilds the Postgres projections of the EVENTS log by reading the log
+// from its start: the operator's recovery when a database is lost or a projection is
+// suspect. Projections are idempotent, so replaying into a database that already holds
+// some of them only fills in what is missing.
+package replay
+
+import (
+	"context"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// chunk is how many log messages are projected per transaction.
+const chunk = 512
+
+// Stats says what a replay did.
+type Stats struct {
+	Messages int
+	Events   int
+	// Positions is each writer's projected position afterwards.
+	Positions map[string]uint64
+}
+
+// Run projects every message of the log into db and records each writer's position.
+func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger) (Stats, error) {
+	st := Stats{Positions: map[string]uint64{}}
+	err := streams.ReadLog(ctx, js, topo, 1, chunk, func(string) bool { return true },
+		func(msgs []schemas.LogMessage) error {
+			// Rows first, on nobody's behalf; positions once every writer's messages
+			// up to them are in.
+			if err := db.Project(ctx, "", persist.BatchesOf(msgs)); err != nil {
+				return err
+			}
+			for _, m := range msgs {
+				st.Messages++
+				st.Events += len(m.Batch.Events)
+				st.Positions[m.Writer] = max(st.Positions[m.Writer], m.Seq)
+			}
+			return nil
+		})
+	if err != nil {
+		return st, err
+	}
+	for writer, pos := range st.Positions {
+		if err := db.AdvanceStreamPosition(ctx, persist.EventsStream, writer, pos); err != nil {
+			return st, err
+		}
+	}
+	log.Info("replayed the events log", zap.Int("messages", st.Messages), zap.Int("events", st.Events),
+		zap.Int("writers", len(st.Positions)))
+	return st, nil
+}
