@@ -406,6 +406,9 @@ type Membership struct {
 	Membership string
 	EventID    string
 	At         Pos
+	// JoinedAt is where the user's latest stay in the room began (their join, not a
+	// later profile change); nil if they never joined.
+	JoinedAt *Pos
 	// Forgotten is true when the user forgot the room after this membership.
 	Forgotten bool
 }
@@ -414,16 +417,70 @@ type Membership struct {
 func (db *DB) Membership(ctx context.Context, roomID, userID string) (Membership, error) {
 	var m Membership
 	var seq int64
-	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(c.membership, ''), c.event_id, c.seq, c.idx, f.event_id IS NOT NULL
-		FROM current_state c LEFT JOIN forgotten_rooms f
-			ON f.user_id = c.state_key AND f.room_id = c.room_id AND f.event_id = c.event_id
+	var joinSeq *int64
+	var joinIdx *int
+	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(c.membership, ''), c.event_id, c.seq, c.idx, f.event_id IS NOT NULL,
+			j.seq, j.idx
+		FROM current_state c
+		LEFT JOIN forgotten_rooms f ON f.user_id = c.state_key AND f.room_id = c.room_id AND f.event_id = c.event_id
+		LEFT JOIN LATERAL (SELECT h.seq, h.idx FROM (
+				SELECT e.seq, e.idx, e.membership,
+					lag(e.membership) OVER (ORDER BY e.seq, e.idx) AS prev
+				FROM events e
+				WHERE e.room_id = c.room_id AND e.type = 'm.room.member' AND e.state_key = c.state_key) h
+			-- A join after a join is a profile change, not the start of a membership.
+			WHERE h.membership = 'join' AND h.prev IS DISTINCT FROM 'join'
+			ORDER BY h.seq DESC, h.idx DESC LIMIT 1) j ON true
 		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, userID).
-		Scan(&m.Membership, &m.EventID, &seq, &m.At.Idx, &m.Forgotten)
+		Scan(&m.Membership, &m.EventID, &seq, &m.At.Idx, &m.Forgotten, &joinSeq, &joinIdx)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Membership{}, nil
 	}
 	m.At.Seq = uint64(seq)
+	if joinSeq != nil && joinIdx != nil {
+		m.JoinedAt = &Pos{Seq: uint64(*joinSeq), Idx: *joinIdx}
+	}
 	return m, err
+}
+
+// HistoryVisibility returns the current m.room.history_visibility of each room, or
+// "shared", the spec's default, where it is unset or unreadable.
+func (db *DB) HistoryVisibility(ctx context.Context, rooms []string) (map[string]string, error) {
+	out := make(map[string]string, len(rooms))
+	for _, r := range rooms {
+		out[r] = "shared"
+	}
+	if len(rooms) == 0 {
+		return out, nil
+	}
+	rows, err := db.Pool.Query(ctx, `SELECT c.room_id, e.json FROM current_state c JOIN events e USING (event_id)
+		WHERE c.room_id = ANY($1) AND c.type = 'm.room.history_visibility' AND c.state_key = ''`, rooms)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, js string
+		if err := rows.Scan(&room, &js); err != nil {
+			return nil, err
+		}
+		var ev struct {
+			Content struct {
+				HistoryVisibility string `json:"history_visibility"`
+			} `json:"content"`
+		}
+		if json.Unmarshal([]byte(js), &ev) == nil && ev.Content.HistoryVisibility != "" {
+			out[room] = ev.Content.HistoryVisibility
+		}
+	}
+	return out, rows.Err()
+}
+
+// HidesHistory reports whether a history visibility hides events sent before a
+// member's join from them. "invited" is treated like "joined": the window between an
+// invite and the join stays hidden, the safe side.
+func HidesHistory(visibility string) bool {
+	return visibility == "joined" || visibility == "invited"
 }
 
 // ForgetRoom records that the user forgot the room they left or were banned from, as

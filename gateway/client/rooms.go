@@ -276,12 +276,23 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
-// readBound is how far into a room's history a user may read: everything while
-// joined (last is nil), up to and including their leave or ban afterwards.
-type readBound struct{ last *persist.Pos }
+// readBound is the part of a room's history a user may read: from their join when
+// the room's history visibility hides earlier events (first), up to and including
+// their leave or ban once they are gone (last); nil means no bound on that side.
+type readBound struct{ first, last *persist.Pos }
 
 // allows reports whether the event at p is readable.
-func (b readBound) allows(p persist.Pos) bool { return b.last == nil || !b.last.Less(p) }
+func (b readBound) allows(p persist.Pos) bool {
+	return (b.first == nil || !p.Less(*b.first)) && (b.last == nil || !b.last.Less(p))
+}
+
+// floor is the boundary just before the first readable event.
+func (b readBound) floor() persist.Pos {
+	if b.first == nil {
+		return persist.Pos{}
+	}
+	return *b.first
+}
 
 // ceiling is the boundary just after the last readable event.
 func (b readBound) ceiling() persist.Pos {
@@ -292,11 +303,11 @@ func (b readBound) ceiling() persist.Pos {
 }
 
 // readableRoom checks that the user may read the room (they are or were a member) and
-// returns how far.
+// returns what of it.
 func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device) (string, readBound, bool) {
 	room, err := roomParam(r)
 	if err != nil {
-		s.writeErr(w, r.Pattern, err)
+		matrix.WriteError(w, err)
 		return "", readBound{}, false
 	}
 	m, err := s.DB.Membership(r.Context(), room, dev.UserID)
@@ -304,14 +315,29 @@ func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device
 		s.writeErr(w, r.Pattern, err)
 		return "", readBound{}, false
 	}
+	var bound readBound
 	switch {
 	case m.Membership == "join":
-		return room, readBound{}, true
 	case (m.Membership == "leave" || m.Membership == "ban") && !m.Forgotten:
-		return room, readBound{last: &m.At}, true
+		bound.last = &m.At
+	default:
+		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room"))
+		return "", readBound{}, false
 	}
-	matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room"))
-	return "", readBound{}, false
+	vis, err := s.DB.HistoryVisibility(r.Context(), []string{room})
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return "", readBound{}, false
+	}
+	if persist.HidesHistory(vis[room]) {
+		if m.JoinedAt == nil {
+			// Banned or gone before ever joining: nothing was visible to them.
+			matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "the room's history is visible to joined members only"))
+			return "", readBound{}, false
+		}
+		bound.first = m.JoinedAt
+	}
+	return room, bound, true
 }
 
 // readableState returns the room's state as the user may see it, or writes the error.
@@ -408,10 +434,10 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 		return
 	}
 	backwards := dir == "b"
-	ceiling := bound.ceiling()
+	ceiling, floor := bound.ceiling(), bound.floor()
 	from := ceiling
 	if !backwards {
-		from = persist.Pos{}
+		from = floor
 	}
 	if tok := q.Get("from"); tok != "" {
 		if from, err = parsePageToken(tok); err != nil {
@@ -428,11 +454,20 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 		}
 		to = &p
 	}
-	if !backwards && (to == nil || ceiling.Less(*to)) {
-		to = &ceiling
-	}
-	if backwards && ceiling.Less(from) {
-		from = ceiling
+	if backwards {
+		if ceiling.Less(from) {
+			from = ceiling
+		}
+		if to == nil || to.Less(floor) {
+			to = &floor
+		}
+	} else {
+		if from.Less(floor) {
+			from = floor
+		}
+		if to == nil || ceiling.Less(*to) {
+			to = &ceiling
+		}
 	}
 	evs, err := s.DB.RoomEvents(r.Context(), room, from, to, backwards, limit)
 	if err != nil {

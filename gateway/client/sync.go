@@ -297,6 +297,17 @@ func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, si
 	// end is the boundary just after everything visible; sinceB just after the token.
 	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
 	changedOnly := req.incremental && !req.fullState
+	// Rooms whose history visibility hides what came before a member's join.
+	var joinedRooms []string
+	for _, m := range mems {
+		if m.Membership == "join" {
+			joinedRooms = append(joinedRooms, m.RoomID)
+		}
+	}
+	visibility, err := s.DB.HistoryVisibility(ctx, joinedRooms)
+	if err != nil {
+		return nil, err
+	}
 	var plans []roomPlan
 	var invites []persist.SyncMembership
 	for _, m := range mems {
@@ -309,8 +320,21 @@ func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, si
 			res.joined = append(res.joined, m.RoomID)
 			p := roomPlan{room: m.RoomID, joined: true, span: persist.RoomRange{RoomID: m.RoomID, To: end}}
 			if !req.incremental || (changed && m.Before != "join") {
-				// Initial sync or a new join: recent history and the full state.
+				// Initial sync or a new join: recent history and the full state. The
+				// history starts at the join where the room hides what came before.
 				p.fullState = true
+				if persist.HidesHistory(visibility[m.RoomID]) {
+					// The current membership event may be a later profile change: the
+					// history starts where this stay in the room began.
+					cur, err := s.DB.Membership(ctx, m.RoomID, dev.UserID)
+					if err != nil {
+						return nil, err
+					}
+					p.span.From = m.At
+					if cur.JoinedAt != nil && cur.JoinedAt.Less(m.At) {
+						p.span.From = *cur.JoinedAt
+					}
+				}
 			} else {
 				p.span.From = sinceB
 				p.fullState, p.always = req.fullState, req.fullState
