@@ -24,6 +24,12 @@ func TestRoomReads(t *testing.T) {
 	bob := newUser(ctx, t, hs.url(), "bob")
 	eve := newUser(ctx, t, hs.url(), "eve")
 
+	caps, err := alice.Capabilities(ctx)
+	if err != nil || caps.RoomVersions == nil || caps.RoomVersions.Default != "11" ||
+		caps.RoomVersions.Available["10"] == "" || caps.RoomVersions.Available["11"] == "" || caps.RoomVersions.Available["12"] != "" {
+		t.Errorf("capabilities: %+v (%v); want default 11, 10 and 11 available, not 12", caps, err)
+	}
+
 	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "reads", Topic: "t"})
 	if err != nil {
 		t.Fatal(err)

@@ -60,6 +60,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAccounts(r)
 	s.registerRooms(r)
 	s.registerDirectory(r)
+	s.registerCapabilities(r)
 	s.registerSync(r)
 	return s.frontDoor(r.mux)
 }
