@@ -9,7 +9,7 @@ import (
 )
 
 // capabilities is the body of GET /capabilities. What is not offered is said so, so
-// clients do not show controls that would fail.
+// clients do not show controls that would fail; profiles can be changed.
 type capabilities struct {
 	Capabilities struct {
 		RoomVersions struct {
@@ -34,6 +34,8 @@ func (s *Server) registerCapabilities(r router) {
 func (s *Server) capabilities(w http.ResponseWriter, _ *http.Request, _ Device) {
 	var c capabilities
 	c.Capabilities.RoomVersions.Default = DefaultRoomVersion
+	c.Capabilities.SetDisplayname.Enabled = true
+	c.Capabilities.SetAvatarURL.Enabled = true
 	c.Capabilities.RoomVersions.Available = map[string]string{}
 	for v := range gomatrixserverlib.RoomVersions() {
 		if supportedRoomVersion(string(v)) {

@@ -175,14 +175,19 @@ func (s *Server) readMembershipBody(r *http.Request) (membershipBody, error) {
 }
 
 func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, room, target, membership, reason string) {
-	content := map[string]string{"membership": membership}
-	if reason != "" {
-		content["reason"] = reason
+	var profile persist.Profile
+	if membership == "join" {
+		// A member event carries the member's profile, so other members can show it.
+		p, err := s.DB.GetProfile(r.Context(), dev.UserID)
+		if err != nil && !errors.Is(err, persist.ErrNotFound) {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+		profile = p
 	}
-	raw, _ := json.Marshal(content)
 	_, err := s.submit(r.Context(), &schemas.Intent{
 		Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: dev.UserID, DeviceID: dev.DeviceID,
-		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: raw},
+		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: memberContent(membership, reason, profile)},
 	})
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
@@ -193,6 +198,22 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// memberContent is the content of an m.room.member event.
+func memberContent(membership, reason string, p persist.Profile) json.RawMessage {
+	content := map[string]string{"membership": membership}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	if p.DisplayName != nil {
+		content["displayname"] = *p.DisplayName
+	}
+	if p.AvatarURL != nil {
+		content["avatar_url"] = *p.AvatarURL
+	}
+	raw, _ := json.Marshal(content)
+	return raw
 }
 
 func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {

@@ -61,6 +61,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerRooms(r)
 	s.registerDirectory(r)
 	s.registerCapabilities(r)
+	s.registerProfile(r)
 	s.registerSync(r)
 	return s.frontDoor(r.mux)
 }

@@ -1,0 +1,49 @@
+package persist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Profile is a user's public profile; nil fields are unset.
+type Profile struct {
+	DisplayName *string
+	AvatarURL   *string
+}
+
+// GetProfile returns a local user's profile, or ErrNotFound for an unknown user. A user
+// who never set one has their localpart as display name.
+func (db *DB) GetProfile(ctx context.Context, userID string) (Profile, error) {
+	var p Profile
+	var hasRow bool
+	err := db.Pool.QueryRow(ctx, `SELECT p.user_id IS NOT NULL, p.displayname, p.avatar_url
+		FROM users u LEFT JOIN profiles p USING (user_id) WHERE u.user_id = $1`, userID).
+		Scan(&hasRow, &p.DisplayName, &p.AvatarURL)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Profile{}, ErrNotFound
+	}
+	if err != nil {
+		return Profile{}, fmt.Errorf("persist: get profile: %w", err)
+	}
+	if !hasRow {
+		local := strings.TrimPrefix(userID, "@")
+		local, _, _ = strings.Cut(local, ":")
+		p.DisplayName = &local
+	}
+	return p, nil
+}
+
+// SetProfile stores a user's profile whole.
+func (db *DB) SetProfile(ctx context.Context, userID string, p Profile) error {
+	_, err := db.Pool.Exec(ctx, `INSERT INTO profiles (user_id, displayname, avatar_url) VALUES ($1, $2, $3)
+		ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname, avatar_url = excluded.avatar_url`,
+		userID, p.DisplayName, p.AvatarURL)
+	if err != nil {
+		return fmt.Errorf("persist: set profile: %w", err)
+	}
+	return nil
+}
