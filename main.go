@@ -48,6 +48,8 @@ commands:
   replay -c FILE [-c FILE...]
                              rebuild the Postgres projections from the events log
                              (stop the processes that use an embedded NATS store first)
+  dead-letters -c FILE [-c FILE...] [-redeliver SEQ | -redeliver-all]
+                             list the messages consumers gave up on, or send them back
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
 `
 
@@ -68,6 +70,8 @@ func main() {
 		err = load.Main(os.Args[2:])
 	case "replay":
 		err = replayCmd(os.Args[2:])
+	case "dead-letters":
+		err = deadLettersCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -183,6 +187,54 @@ func replayCmd(args []string) error {
 		return err
 	}
 	fmt.Printf("replayed %d log messages, %d events; positions %v\n", st.Messages, st.Events, st.Positions)
+	return nil
+}
+
+// deadLettersCmd lists the dead-letter stream, or redelivers from it once the cause of
+// the failures is fixed.
+func deadLettersCmd(args []string) error {
+	fs := flag.NewFlagSet("dead-letters", flag.ContinueOnError)
+	one := fs.Uint64("redeliver", 0, "send dead letter SEQ back to its original subject")
+	all := fs.Bool("redeliver-all", false, "send every dead letter back")
+	limit := fs.Int("limit", 100, "list at most this many")
+	cfg, err := loadConfig(fs, args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	nc, embedded, err := connectNATS(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeNATS(nc, embedded)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	stream := streams.Topology{Namespace: cfg.NATS.Namespace}.DeadLetterStream()
+	if *one != 0 {
+		return streams.Redeliver(ctx, js, stream, *one)
+	}
+	dls, err := streams.DeadLetters(ctx, js, stream, *limit)
+	if err != nil {
+		return err
+	}
+	if len(dls) == 0 {
+		fmt.Println("no dead letters")
+	}
+	for _, dl := range dls {
+		if *all {
+			if err := streams.Redeliver(ctx, js, stream, dl.Seq); err != nil {
+				return err
+			}
+			fmt.Printf("redelivered %d to %s\n", dl.Seq, dl.Subject)
+			continue
+		}
+		fmt.Printf("%d\t%s seq %s\t%s\tdeliveries %s\t%s\n", dl.Seq, dl.Stream, dl.Msg.Header.Get(streams.HeaderDLQSequence),
+			dl.Consumer, dl.Deliveries, dl.Error)
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -415,5 +416,46 @@ func TestPermanent(t *testing.T) {
 	}
 	if streams.IsPermanent(base) || !streams.IsPermanent(errors.Join(errors.New("ctx"), p)) {
 		t.Error("IsPermanent misclassifies")
+	}
+}
+
+// TestRedeliverDeadLetter lists a dead letter with its context, then, once the cause
+// is fixed, sends it back to its original subject, where the consumer handles it.
+func TestRedeliverDeadLetter(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	hdr := nats.Header{}
+	hdr.Set("Ganglion-Room", "!r:example.com")
+	f.publish(t, "room1", "needs-a-fix", hdr)
+	r := f.runner(t)
+	var fixed atomic.Bool
+	var rec recorder
+	start(t, r, streams.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		if !fixed.Load() {
+			return streams.Permanent(errors.New("bug in the handler"))
+		}
+		if m.Headers().Get("Ganglion-Room") != "!r:example.com" {
+			return streams.Permanent(errors.New("application header lost"))
+		}
+		rec.ok(string(m.Data()))
+		return nil
+	}))
+	eventually(t, "dead-lettered", func() bool { return f.dlqCount(t) == 1 && f.settled(t) })
+	ctx := context.Background()
+	dls, err := streams.DeadLetters(ctx, f.js, f.dlq, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters: %+v, %v", dls, err)
+	}
+	dl := dls[0]
+	if dl.Subject != f.ns+".work.room1" || dl.Stream != f.work || dl.Error != "bug in the handler" || string(dl.Msg.Data) != "needs-a-fix" {
+		t.Fatalf("dead letter %+v", dl)
+	}
+	fixed.Store(true)
+	if err := streams.Redeliver(ctx, f.js, f.dlq, dl.Seq); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "redelivered and handled", func() bool { return rec.count("needs-a-fix") == 1 && f.settled(t) })
+	if dls, err := streams.DeadLetters(ctx, f.js, f.dlq, 10); err != nil || len(dls) != 0 {
+		t.Fatalf("dead letters after the redelivery: %+v, %v", dls, err)
 	}
 }
