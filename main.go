@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only when -pprof names an address
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"github.com/ganglionhq/ganglion/deployments/config"
 	"github.com/ganglionhq/ganglion/deployments/load"
 	"github.com/ganglionhq/ganglion/gateway/client"
+	"github.com/ganglionhq/ganglion/gateway/frontdoor"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/persister"
 	"github.com/ganglionhq/ganglion/processors/replay"
@@ -50,6 +52,8 @@ commands:
                              (stop the processes that use an embedded NATS store first)
   dead-letters -c FILE [-c FILE...] [-redeliver SEQ | -redeliver-all]
                              list the messages consumers gave up on, or send them back
+  frontdoor -listen ADDR -gateway URL [-gateway URL...] [-sync URL...]
+                             a reverse proxy applying Synapse's worker routing rules
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
 `
 
@@ -72,6 +76,8 @@ func main() {
 		err = replayCmd(os.Args[2:])
 	case "dead-letters":
 		err = deadLettersCmd(os.Args[2:])
+	case "frontdoor":
+		err = frontDoorCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -234,6 +240,56 @@ func deadLettersCmd(args []string) error {
 		}
 		fmt.Printf("%d\t%s seq %s\t%s\tdeliveries %s\t%s\n", dl.Seq, dl.Stream, dl.Msg.Header.Get(streams.HeaderDLQSequence),
 			dl.Consumer, dl.Deliveries, dl.Error)
+	}
+	return nil
+}
+
+// frontDoorCmd runs the routing reverse proxy in front of gateways and sync workers.
+func frontDoorCmd(args []string) error {
+	fs := flag.NewFlagSet("frontdoor", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8008", "address to serve on")
+	var gateways, syncs fileList
+	fs.Var(&gateways, "gateway", "base URL of a process serving the client API (repeatable)")
+	fs.Var(&syncs, "sync", "base URL of a sync worker (repeatable; default: the gateways)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(gateways) == 0 {
+		return errors.New("at least one -gateway URL is required")
+	}
+	parse := func(raw []string) ([]*url.URL, error) {
+		var out []*url.URL
+		for _, r := range raw {
+			u, err := url.Parse(r)
+			if err != nil || u.Scheme == "" || u.Host == "" {
+				return nil, fmt.Errorf("%q is not a base URL like http://127.0.0.1:8081", r)
+			}
+			out = append(out, u)
+		}
+		return out, nil
+	}
+	log := newLogger(zapcore.InfoLevel)
+	rt := &frontdoor.Router{Log: log}
+	var err error
+	if rt.Gateways, err = parse(gateways); err != nil {
+		return err
+	}
+	if rt.SyncWorkers, err = parse(syncs); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv := &http.Server{Addr: *listen, Handler: rt.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	log.Info("front door listening", zap.String("addr", *listen), zap.Int("gateways", len(rt.Gateways)),
+		zap.Int("sync_workers", len(rt.SyncWorkers)))
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
 	}
 	return nil
 }

@@ -67,6 +67,16 @@ func TestMultiProcess(t *testing.T) {
 		{"bob", bob, at(bob, sync1.url())},
 	}, rooms, 100)
 
+	// The front door routes by Synapse's rules: carol's sends reach either gateway,
+	// her /sync the sync worker, and she sees her conversation with alice whole.
+	front := d.startFrontDoor([]*process{gw1, gw2}, []*process{sync1})
+	carol := newUser(ctx, t, front.url(), "carol")
+	room := createRoomWith(ctx, t, alice, "", carol)
+	converse(ctx, t, [2]party{
+		{"alice", alice, at(alice, sync1.url())},
+		{"carol", carol, carol},
+	}, []id.RoomID{room}, 20)
+
 	// Every room's log was appended by the writer the sharding function names.
 	for _, w := range writers {
 		room := byWriter[w][0]

@@ -218,13 +218,33 @@ func (d *deployment) launchWorker(name string, withClient bool) *process {
 	return d.start(name, port, shared, d.writeYAML(name+".yaml", worker))
 }
 
+// startFrontDoor starts `ganglion frontdoor` in front of the gateways and sync workers.
+func (d *deployment) startFrontDoor(gateways, syncs []*process) *process {
+	d.t.Helper()
+	port := freePort(d.t)
+	args := []string{"frontdoor", "-listen", "127.0.0.1:" + strconv.Itoa(port)}
+	for _, g := range gateways {
+		args = append(args, "-gateway", g.url())
+	}
+	for _, s := range syncs {
+		args = append(args, "-sync", s.url())
+	}
+	p := &process{t: d.t, name: "frontdoor", port: port, args: args, dir: d.dir}
+	p.launch()
+	d.t.Cleanup(p.cleanup)
+	p.waitClientReady()
+	return p
+}
+
 // process is one running ganglion OS process.
 type process struct {
 	t     *testing.T
 	name  string
 	port  int
 	files []string
-	dir   string
+	// args replaces "run -c files..." for other subcommands.
+	args []string
+	dir  string
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -254,9 +274,12 @@ func (p *process) launch() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	args := []string{"run"}
-	for _, f := range p.files {
-		args = append(args, "-c", f)
+	args := p.args
+	if args == nil {
+		args = []string{"run"}
+		for _, f := range p.files {
+			args = append(args, "-c", f)
+		}
 	}
 	cmd := exec.Command(ganglionBin, args...)
 	cmd.Dir = p.dir
