@@ -16,7 +16,7 @@ type DeadLetter struct {
 	Seq uint64
 	// Where it came from, how often it was tried and why it last failed.
 	Stream, Subject, Consumer, Deliveries, Error string
-	Msg                                         *jetstream.RawStreamMsg
+	Msg                                          *jetstream.RawStreamMsg
 }
 
 // DeadLetters returns up to limit dead letters of stream, oldest first.
