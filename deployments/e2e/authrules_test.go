@@ -14,11 +14,7 @@ import (
 // Acceptance 4: the auth rules hold for a non-member, a user below the power level a
 // state event needs, and a banned user.
 func TestAuthRules(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{})
-	hs := d.startMain()
+	ctx, d, hs := singleProcess(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	carol := newUser(ctx, t, hs.url(), "carol")

@@ -18,11 +18,7 @@ import (
 // each send 100 messages, and both see all 200 in one order through incremental /sync
 // and once each through /messages; a repeated PUT with the same txnId changes nothing.
 func TestSingleProcess(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{})
-	hs := d.startMain()
+	ctx, _, hs := singleProcess(t)
 
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"testing"
 
@@ -13,11 +12,7 @@ import (
 // TestRoomAliases covers the room directory: createRoom's room_alias_name, resolving,
 // joining by alias, adding and deleting aliases, and who may.
 func TestRoomAliases(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{})
-	hs := d.startMain()
+	ctx, d, hs := singleProcess(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	alias := id.RoomAlias("#lobby:" + d.serverName)

@@ -218,6 +218,17 @@ func (d *deployment) launchWorker(name string, withClient bool) *process {
 	return d.start(name, port, shared, d.writeYAML(name+".yaml", worker))
 }
 
+// singleProcess starts, for a test that runs in parallel, one homeserver process with
+// its own database and embedded NATS; the context ends with the test or after
+// flowTimeout.
+func singleProcess(t *testing.T) (context.Context, *deployment, *process) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	t.Cleanup(cancel)
+	d := newDeployment(t, deploymentOptions{})
+	return ctx, d, d.startMain()
+}
+
 // startFrontDoor starts `ganglion frontdoor` in front of the gateways and sync workers.
 func (d *deployment) startFrontDoor(gateways, syncs []*process) *process {
 	d.t.Helper()

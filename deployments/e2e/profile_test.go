@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"testing"
 
@@ -12,11 +11,7 @@ import (
 // TestProfiles: a new user's display name is their localpart; setting one is public,
 // reaches the member events of their rooms, and only they may change it.
 func TestProfiles(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{})
-	hs := d.startMain()
+	ctx, d, hs := singleProcess(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 

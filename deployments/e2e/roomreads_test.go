@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"testing"
@@ -15,11 +14,7 @@ import (
 // joined rooms, one event, redaction) and what a user may still read after leaving:
 // history up to the leave, nothing after it.
 func TestRoomReads(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{})
-	hs := d.startMain()
+	ctx, _, hs := singleProcess(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	eve := newUser(ctx, t, hs.url(), "eve")

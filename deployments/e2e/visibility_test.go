@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"testing"
@@ -15,11 +14,7 @@ import (
 // newcomer sees nothing from before their join, in /sync, /messages or /event, and a
 // profile change does not move that point; in a room with shared history they see it.
 func TestHistoryVisibility(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{})
-	hs := d.startMain()
+	ctx, _, hs := singleProcess(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 
