@@ -171,23 +171,16 @@ func replayCmd(args []string) error {
 	log := newLogger(cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := persist.EnsureDatabase(ctx, cfg.Database.DSN(), log); err != nil {
-		return err
-	}
-	db, err := persist.Open(ctx, cfg.Database.DSN(), log)
+	db, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	nc, embedded, err := connectNATS(cfg, log)
+	_, js, closeBus, err := openNATS(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer closeNATS(nc, embedded)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+	defer closeBus()
 	st, err := replay.Run(ctx, js, streams.Topology{Namespace: cfg.NATS.Namespace}, db, log)
 	if err != nil {
 		return err
@@ -210,15 +203,11 @@ func deadLettersCmd(args []string) error {
 	log := newLogger(cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, embedded, err := connectNATS(cfg, log)
+	_, js, closeBus, err := openNATS(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer closeNATS(nc, embedded)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+	defer closeBus()
 	stream := streams.Topology{Namespace: cfg.NATS.Namespace}.DeadLetterStream()
 	if *one != 0 {
 		return streams.Redeliver(ctx, js, stream, *one)
@@ -308,29 +297,16 @@ func newLogger(level zapcore.Level) *zap.Logger {
 // runProcess starts every role this process's configuration gives it and runs until
 // ctx ends or a role fails.
 func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
-	if err := persist.EnsureDatabase(ctx, cfg.Database.DSN(), log); err != nil {
-		return err
-	}
-	db, err := persist.Open(ctx, cfg.Database.DSN(), log)
+	db, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if cfg.BcryptRounds > 0 {
-		db.BcryptCost = cfg.BcryptRounds
-	}
-
-	nc, embedded, err := connectNATS(cfg, log)
+	nc, js, closeBus, err := openNATS(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer closeNATS(nc, embedded)
-	// A lost publish ack must not stall an event writer forever: past this the append
-	// counts as failed, and the writer catches the room up from the log.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(15*time.Second))
-	if err != nil {
-		return err
-	}
+	defer closeBus()
 	topo := streams.Topology{Namespace: cfg.NATS.Namespace}
 	if err := topo.Ensure(ctx, js); err != nil {
 		return err
@@ -416,12 +392,44 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	return err
 }
 
-func closeNATS(nc *nats.Conn, embedded *server.Server) {
-	nc.Close()
-	if embedded != nil {
-		embedded.Shutdown()
-		embedded.WaitForShutdown()
+// openDatabase creates the configured database when it does not exist yet, then opens
+// it with its migrations applied.
+func openDatabase(ctx context.Context, cfg *config.Config, log *zap.Logger) (*persist.DB, error) {
+	if err := persist.EnsureDatabase(ctx, cfg.Database.DSN(), log); err != nil {
+		return nil, err
 	}
+	db, err := persist.Open(ctx, cfg.Database.DSN(), log)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.BcryptRounds > 0 {
+		db.BcryptCost = cfg.BcryptRounds
+	}
+	return db, nil
+}
+
+// openNATS connects to the configured NATS server (starting the embedded one when
+// configured) and returns JetStream on it and a function that closes both.
+func openNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, jetstream.JetStream, func(), error) {
+	nc, embedded, err := connectNATS(cfg, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	closeBus := func() {
+		nc.Close()
+		if embedded != nil {
+			embedded.Shutdown()
+			embedded.WaitForShutdown()
+		}
+	}
+	// A lost publish ack must not stall an event writer forever: past this the append
+	// counts as failed, and the writer catches the room up from the log.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(15*time.Second))
+	if err != nil {
+		closeBus()
+		return nil, nil, nil, err
+	}
+	return nc, js, closeBus, nil
 }
 
 // connectNATS connects to the configured NATS server, starting the embedded one first

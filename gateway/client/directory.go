@@ -30,22 +30,28 @@ func (s *Server) aliasParam(r *http.Request) (string, error) {
 	return alias, nil
 }
 
-func (s *Server) resolveAlias(w http.ResponseWriter, r *http.Request) {
+// lookupAlias resolves the request's alias to its room and creator, or writes the error.
+func (s *Server) lookupAlias(w http.ResponseWriter, r *http.Request) (alias, room, creator string, ok bool) {
 	alias, err := s.aliasParam(r)
 	if err != nil {
 		matrix.WriteError(w, err)
-		return
+		return "", "", "", false
 	}
-	room, _, err := s.DB.ResolveAlias(r.Context(), alias)
+	room, creator, err = s.DB.ResolveAlias(r.Context(), alias)
 	if errors.Is(err, persist.ErrNotFound) {
-		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", alias))
-		return
+		err = matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", alias)
 	}
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
-		return
+		return "", "", "", false
 	}
-	matrix.WriteJSON(w, http.StatusOK, map[string]any{"room_id": room, "servers": []string{s.ServerName}})
+	return alias, room, creator, true
+}
+
+func (s *Server) resolveAlias(w http.ResponseWriter, r *http.Request) {
+	if _, room, _, ok := s.lookupAlias(w, r); ok {
+		matrix.WriteJSON(w, http.StatusOK, map[string]any{"room_id": room, "servers": []string{s.ServerName}})
+	}
 }
 
 // putAlias lets a member of a room give it a local alias.
@@ -87,18 +93,8 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, dev Device) {
 
 // deleteAlias lets the alias's creator remove it.
 func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, dev Device) {
-	alias, err := s.aliasParam(r)
-	if err != nil {
-		matrix.WriteError(w, err)
-		return
-	}
-	_, creator, err := s.DB.ResolveAlias(r.Context(), alias)
-	if errors.Is(err, persist.ErrNotFound) {
-		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", alias))
-		return
-	}
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
+	alias, _, creator, ok := s.lookupAlias(w, r)
+	if !ok {
 		return
 	}
 	if creator != dev.UserID {
