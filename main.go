@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only when -pprof names an address
@@ -195,7 +196,7 @@ func deadLettersCmd(args []string) error {
 	fs := flag.NewFlagSet("dead-letters", flag.ContinueOnError)
 	one := fs.Uint64("redeliver", 0, "send dead letter SEQ back to its original subject")
 	all := fs.Bool("redeliver-all", false, "send every dead letter back")
-	limit := fs.Int("limit", 100, "list at most this many")
+	limit := fs.Int("limit", 100, "list at most this many (-redeliver-all takes every one)")
 	cfg, err := loadConfig(fs, args)
 	if err != nil {
 		return err
@@ -211,6 +212,10 @@ func deadLettersCmd(args []string) error {
 	stream := streams.Topology{Namespace: cfg.NATS.Namespace}.DeadLetterStream()
 	if *one != 0 {
 		return streams.Redeliver(ctx, js, stream, *one)
+	}
+	if *all {
+		// Everything there now, not only the first page of a listing.
+		*limit = math.MaxInt
 	}
 	dls, err := streams.DeadLetters(ctx, js, stream, *limit)
 	if err != nil {

@@ -28,7 +28,7 @@ const (
 	KindCreateRoom IntentKind = "create_room"
 	// KindRemoteEvent carries a PDU received over federation whose signatures and hashes
 	// the federation gateway already checked; the persister runs auth, soft-fail and
-	// state resolution. Not handled yet: persisters reject it permanently.
+	// state resolution. Not handled yet: persisters answer it with 501.
 	KindRemoteEvent IntentKind = "remote_event"
 )
 

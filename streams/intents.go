@@ -18,7 +18,10 @@ import (
 // ReplyHeader carries the core NATS subject where the persister answers an intent.
 const ReplyHeader = "Ganglion-Reply"
 
-// ErrIntentTimeout is returned when no persister answered within the client's bound.
+// intentTimeout bounds the wait for a persister's answer.
+const intentTimeout = 30 * time.Second
+
+// ErrIntentTimeout is returned when no persister answered within intentTimeout.
 var ErrIntentTimeout = errors.New("intent: no answer from the event writer in time")
 
 // Waiters matches persister answers to the requests waiting for them. One value is
@@ -78,7 +81,6 @@ type IntentClient struct {
 	// Writers is stream_writers.events in configuration order.
 	Writers []string
 	Waiters *Waiters
-	Timeout time.Duration
 	Log     *zap.Logger
 
 	once  sync.Once
@@ -116,11 +118,7 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	}
 	ch, cancel := c.Waiters.Register(in.ID)
 	defer cancel()
-	timeout := c.Timeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	ctx, stop := context.WithTimeout(ctx, timeout)
+	ctx, stop := context.WithTimeout(ctx, intentTimeout)
 	defer stop()
 
 	msg := nats.NewMsg(c.Topology.IntentSubject(ShardOwner(in.RoomID, c.Writers)))
@@ -136,7 +134,10 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	case res := <-ch:
 		return res, nil
 	case <-ctx.Done():
-		return nil, ErrIntentTimeout
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, ErrIntentTimeout
+		}
+		return nil, ctx.Err()
 	}
 }
 

@@ -20,8 +20,6 @@ const DefaultNamespace = "ganglion"
 type Topology struct {
 	// Namespace is a NATS subject token ([a-z0-9_-]); empty means DefaultNamespace.
 	Namespace string
-	// Replicas of each stream (1 for a single server).
-	Replicas int
 }
 
 func (t Topology) ns() string {
@@ -35,7 +33,8 @@ func (t Topology) streamName(s string) string {
 	return strings.ToUpper(strings.ReplaceAll(t.ns(), "-", "_")) + "_" + s
 }
 
-// IntentsStream is the work queue of intents, one subject per event writer.
+// IntentsStream holds intents (limits retention, 10 minutes), one subject per event
+// writer.
 func (t Topology) IntentsStream() string { return t.streamName("INTENTS") }
 
 // EventsStream is the durable, replayable log of accepted events.
@@ -67,14 +66,13 @@ func (t Topology) ProjectedSubject() string { return t.ns() + ".projected" }
 // PersisterConsumer is the durable consumer name of an event writer.
 func (t Topology) PersisterConsumer(writer string) string { return "persister_" + writer }
 
-// Durability of the log: how long JetStream remembers message ids for deduplication.
+// dedupWindow is how long JetStream remembers message ids for deduplication.
 // Gateways also check Postgres, so this only needs to cover in-flight retries.
 const dedupWindow = 2 * time.Minute
 
 // Ensure creates or updates every stream of the topology. It is safe to call from
 // every process at start.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
-	replicas := max(t.Replicas, 1)
 	configs := []jetstream.StreamConfig{{
 		Name:        t.IntentsStream(),
 		Description: "intents from gateways, one subject per event writer",
@@ -84,7 +82,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		// of a sequential send's CPU). Age removes intents in bulk instead.
 		Retention: jetstream.LimitsPolicy,
 		Storage:   jetstream.FileStorage,
-		Replicas:  replicas,
+		Replicas:  1,
 		// Intents only matter while a gateway waits for the answer (30 s); after a
 		// writer outage longer than this, clients have long retried with the same
 		// transaction ids, which the writer answers from its stored results.
@@ -97,7 +95,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Subjects:    []string{t.EventsWildcard()},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    1,
 		Duplicates:  dedupWindow,
 		MaxMsgSize:  8 << 20,
 		AllowDirect: true,
@@ -107,7 +105,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Subjects:    []string{t.ns() + ".dlq.>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    1,
 	}}
 	for _, cfg := range configs {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {

@@ -99,6 +99,7 @@ func newAccessToken(userID string) (string, [sha256.Size]byte) {
 
 const (
 	alphanumeric = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	letters      = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	upperLetters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 

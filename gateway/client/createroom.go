@@ -1,7 +1,6 @@
 package client
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -56,7 +55,7 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) 
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	roomID := "!" + randomLetters(18) + ":" + s.ServerName
+	roomID := "!" + randomString(18, letters) + ":" + s.ServerName
 	if req.alias != "" {
 		// The alias is taken before the room exists, so a conflict costs no room.
 		if err := s.DB.CreateAlias(r.Context(), req.alias, roomID, dev.UserID); err != nil {
@@ -125,14 +124,9 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "unknown preset %q", preset)
 	}
 	var out []schemas.ProtoEvent
-	add := func(typ, key string, content any) error {
-		raw, err := json.Marshal(content)
-		if err != nil {
-			return err
-		}
+	add := func(typ, key string, content any) {
 		k := key
-		out = append(out, schemas.ProtoEvent{Type: typ, StateKey: &k, Content: raw})
-		return nil
+		out = append(out, schemas.ProtoEvent{Type: typ, StateKey: &k, Content: mustJSON(content)})
 	}
 
 	create := map[string]json.RawMessage{}
@@ -144,8 +138,8 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		// Before v11 the creator is named in content; from v11 it is the sender.
 		create["creator"], _ = json.Marshal(creator)
 	}
-	_ = add("m.room.create", "", create)
-	_ = add("m.room.member", creator, map[string]string{"membership": "join"})
+	add("m.room.create", "", create)
+	add("m.room.member", creator, map[string]string{"membership": "join"})
 
 	users := map[string]int{creator: 100}
 	if preset == "trusted_private_chat" {
@@ -169,9 +163,9 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 	for k, v := range req.PowerLevelContentOverride {
 		pl[k] = v
 	}
-	_ = add("m.room.power_levels", "", pl)
+	add("m.room.power_levels", "", pl)
 	if req.alias != "" {
-		_ = add("m.room.canonical_alias", "", map[string]string{"alias": req.alias})
+		add("m.room.canonical_alias", "", map[string]string{"alias": req.alias})
 	}
 
 	joinRule := "invite"
@@ -195,24 +189,24 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 	}
 	for _, e := range preState {
 		if !overridden[[2]string{e.Type, e.StateKey}] {
-			_ = add(e.Type, e.StateKey, e.Content)
+			add(e.Type, e.StateKey, e.Content)
 		}
 	}
 	for _, e := range req.InitialState {
-		_ = add(e.Type, e.StateKey, e.Content)
+		add(e.Type, e.StateKey, e.Content)
 	}
 	if req.Name != nil {
-		_ = add("m.room.name", "", map[string]string{"name": *req.Name})
+		add("m.room.name", "", map[string]string{"name": *req.Name})
 	}
 	if req.Topic != nil {
-		_ = add("m.room.topic", "", map[string]string{"topic": *req.Topic})
+		add("m.room.topic", "", map[string]string{"topic": *req.Topic})
 	}
 	for _, id := range req.Invite {
 		content := map[string]any{"membership": "invite"}
 		if req.IsDirect {
 			content["is_direct"] = true
 		}
-		_ = add("m.room.member", id, content)
+		add("m.room.member", id, content)
 	}
 	return out, nil
 }
@@ -228,17 +222,6 @@ func mustJSON(v any) json.RawMessage {
 func isJSONObject(raw json.RawMessage) bool {
 	var m map[string]json.RawMessage
 	return json.Unmarshal(raw, &m) == nil && m != nil
-}
-
-// randomLetters returns n random ASCII letters, for room IDs.
-func randomLetters(n int) string {
-	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = letters[int(b[i])%len(letters)]
-	}
-	return string(b)
 }
 
 // intParam parses an optional integer query parameter, clamped to [lo, hi].

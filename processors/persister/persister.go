@@ -39,7 +39,8 @@ type ReplicationSink interface {
 	Position(stream string, token int64)
 }
 
-// Config wires a persister. Every field but Replication and ProjectionDelay is required.
+// Config wires a persister. Replication, Waiters, MaxBatch, MaxRooms and ProjectionDelay
+// are optional.
 type Config struct {
 	// Name is this writer's instance name, as listed in stream_writers.events.
 	Name       string
@@ -116,7 +117,9 @@ func (p *Persister) Run(ctx context.Context) error {
 	if p.cfg.Replication != nil {
 		// Receivers drop RDATA for a stream until they saw a POSITION for it.
 		p.announcePosition(ctx)
-		go p.announcePositions(ctx)
+		var announcer sync.WaitGroup
+		announcer.Go(func() { p.announcePositions(ctx) })
+		defer announcer.Wait()
 	}
 	runner := &streams.Runner{
 		Name:              "persister_" + p.cfg.Name,
@@ -235,6 +238,11 @@ func (p *Persister) answerKnown(ctx context.Context, jobs []*job) ([]*job, error
 	if err != nil {
 		return jobs, err
 	}
+	return p.answerFrom(known, jobs), nil
+}
+
+// answerFrom answers the jobs whose intent has a stored result and returns the others.
+func (p *Persister) answerFrom(known map[string]persist.IntentResult, jobs []*job) []*job {
 	var rest []*job
 	for _, j := range jobs {
 		if r, ok := known[j.in.ID]; ok {
@@ -244,7 +252,7 @@ func (p *Persister) answerKnown(ctx context.Context, jobs []*job) ([]*job, error
 		}
 		rest = append(rest, j)
 	}
-	return rest, nil
+	return rest
 }
 
 // roomAppend is one room's share of a loop.
@@ -372,15 +380,7 @@ func (p *Persister) lookupKnown(ctx context.Context, jobs []*job) func() (map[st
 // rooms' batches again without them.
 func (p *Persister) dropKnown(ctx context.Context, appends []*roomAppend, known map[string]persist.IntentResult) error {
 	for _, ra := range appends {
-		var rest []*job
-		for _, j := range ra.jobs {
-			if r, ok := known[j.in.ID]; ok {
-				j.result = &schemas.IntentResult{EventIDs: r.EventIDs, Seq: r.Seq}
-				p.reply(j)
-				continue
-			}
-			rest = append(rest, j)
-		}
+		rest := p.answerFrom(known, ra.jobs)
 		if len(rest) == len(ra.jobs) {
 			continue
 		}
@@ -437,7 +437,7 @@ func (p *Persister) prepareRooms(ctx context.Context, jobs []*job) ([]*roomAppen
 				setResults(ra.jobs, resultError(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", "unsupported room version"))
 			default:
 				r = &room{id: roomID, version: ver, state: authState{}}
-				p.rooms[roomID] = r
+				p.remember(r)
 			}
 		}
 		ra.room = r

@@ -46,13 +46,17 @@ func newCluster(t testing.TB) *cluster {
 
 // writer starts an event writer called name and returns a client whose intents all go
 // to it (its own one-writer shard map), as a mis-configured deployment would.
-func (c *cluster) writer(name string, delay time.Duration) *streams.IntentClient {
+func (c *cluster) writer(name string, delay time.Duration, tune ...func(*Config)) *streams.IntentClient {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := New(Config{
+	cfg := Config{
 		Name: name, ServerName: "test", KeyID: "ed25519:t", Key: c.key,
 		Topology: c.env.Topology, JS: c.env.JS, NC: c.env.NC, DB: c.db,
 		Log: zaptest.NewLogger(c.t), ProjectionDelay: delay,
-	})
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	p := New(cfg)
 	c.writers[name] = p
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -318,5 +322,45 @@ func TestLargeEventsSplitAcrossAppends(t *testing.T) {
 	// Each intent was handled on its first delivery: no append failed on the way.
 	if m := c.writers["w1"].Metrics.Snapshot(); m.Failed != 0 || m.Retried != 0 {
 		t.Fatalf("intents failed and were retried: %+v", m)
+	}
+}
+
+// TestRoomsReloadAfterEviction keeps two rooms in memory while five are busy: every
+// evicted room is loaded again from Postgres and carries on as one chain.
+func TestRoomsReloadAfterEviction(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 0, func(cfg *Config) { cfg.MaxRooms = 2 })
+	rooms := []string{"!a:test", "!b:test", "!c:test", "!d:test", "!e:test"}
+	for _, room := range rooms {
+		res := submit(t, w, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: room, Sender: alice,
+			CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: []schemas.ProtoEvent{
+				state("m.room.create", "", map[string]string{"room_version": "11"}),
+				state("m.room.member", alice, map[string]string{"membership": "join"}),
+			}}})
+		if res.Error != nil {
+			t.Fatal(res.Error)
+		}
+	}
+	raw, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": "x"})
+	for i := range 3 * len(rooms) {
+		res := submit(t, w, &schemas.Intent{Kind: schemas.KindClientEvent, ID: c.nextID(), RoomID: rooms[i%len(rooms)],
+			Sender: alice, Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}})
+		if res.Error != nil {
+			t.Fatalf("message %d: %+v", i, res.Error)
+		}
+	}
+	if n := len(c.writers["w1"].rooms); n > 2 {
+		t.Errorf("%d rooms in memory, MaxRooms is 2", n)
+	}
+	// Each room is one chain: 2 initial events and 3 messages, depths 1 to 5.
+	var bad int
+	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM (
+		SELECT room_id, array_agg(depth ORDER BY seq, idx) AS depths FROM events GROUP BY room_id) r
+		WHERE r.depths <> ARRAY[1,2,3,4,5]::bigint[]`).Scan(&bad); err != nil || bad != 0 {
+		t.Fatalf("%d rooms do not form one chain of depths 1..5 (%v)", bad, err)
+	}
+	if m := c.writers["w1"].Metrics.Snapshot(); m.Failed != 0 {
+		t.Fatalf("intents failed after reloads: %+v", m)
 	}
 }

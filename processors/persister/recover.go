@@ -112,10 +112,16 @@ func (p *Persister) loadRoom(ctx context.Context, roomID string) (*room, error) 
 		}
 		r.state[gomatrixserverlib.StateKeyTuple{EventType: pdu.Type(), StateKey: *pdu.StateKey()}] = pdu
 	}
+	p.remember(r)
+	return r, nil
+}
+
+// remember keeps a room in memory, first making room under MaxRooms: it evicts a tenth
+// of them, whichever the map yields first, since a reload costs two queries and
+// tracking recency would cost on every intent.
+func (p *Persister) remember(r *room) {
 	if len(p.rooms) >= p.cfg.MaxRooms {
-		// Evict a tenth, whichever the map yields first: a reload costs two queries,
-		// tracking recency would cost on every intent.
-		n := p.cfg.MaxRooms / 10
+		n := max(p.cfg.MaxRooms/10, 1)
 		for id := range p.rooms {
 			if n--; n < 0 {
 				break
@@ -123,8 +129,7 @@ func (p *Persister) loadRoom(ctx context.Context, roomID string) (*room, error) 
 			delete(p.rooms, id)
 		}
 	}
-	p.rooms[roomID] = r
-	return r, nil
+	p.rooms[r.id] = r
 }
 
 // emitReplication hands Synapse-format rows of appended events to the Redis emitter.
@@ -186,11 +191,14 @@ func (p *Persister) announcePosition(ctx context.Context) {
 	p.busy.Lock()
 	defer p.busy.Unlock()
 	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
-	if err != nil {
-		return
+	var info *jetstream.StreamInfo
+	if err == nil {
+		info, err = stream.Info(ctx)
 	}
-	info, err := stream.Info(ctx)
 	if err != nil {
+		if ctx.Err() == nil {
+			p.cfg.Log.Warn("replication position not announced", zap.Error(err))
+		}
 		return
 	}
 	p.cfg.Replication.Position(schemas.StreamEvents, int64(info.State.LastSeq))
