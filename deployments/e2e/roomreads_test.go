@@ -37,6 +37,14 @@ func TestRoomReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Read-your-writes: the sender's very next /sync on this process has the event.
+	own, err := alice.SyncRequest(ctx, 0, "", `{"room":{"timeline":{"limit":5}}}`, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl := own.Rooms.Join[room].Timeline.Events; len(tl) == 0 || tl[len(tl)-1].ID != before {
+		t.Errorf("alice's /sync right after her send does not end with it: %v", tl)
+	}
 
 	state, err := bob.State(ctx, room)
 	if err != nil {

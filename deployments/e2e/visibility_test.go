@@ -45,13 +45,22 @@ func TestHistoryVisibility(t *testing.T) {
 		}
 		hidden := vis == event.HistoryVisibilityJoined
 
-		resp, err := bob.SyncRequest(ctx, 0, "", `{"room":{"timeline":{"limit":50}}}`, false, "")
+		// Alice's last message may reach bob's sync feed a moment after her send
+		// returned: follow bob's sync until it arrives.
+		filter := `{"room":{"timeline":{"limit":50}}}`
+		resp, err := bob.SyncRequest(ctx, 0, "", filter, false, "")
+		var synced []id.EventID
+		for err == nil {
+			for _, e := range resp.Rooms.Join[room].Timeline.Events {
+				synced = append(synced, e.ID)
+			}
+			if slices.Contains(synced, after) {
+				break
+			}
+			resp, err = bob.SyncRequest(ctx, 5000, resp.NextBatch, filter, false, "")
+		}
 		if err != nil {
 			t.Fatal(err)
-		}
-		var synced []id.EventID
-		for _, e := range resp.Rooms.Join[room].Timeline.Events {
-			synced = append(synced, e.ID)
 		}
 		msgs, err := bob.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
 		if err != nil {

@@ -33,6 +33,7 @@ type Server struct {
 	Log                *zap.Logger
 
 	tokens tokenCache
+	writes ownWrites
 }
 
 // Client API version prefixes, as listed by Synapse's worker routing table.

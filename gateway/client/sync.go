@@ -149,6 +149,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		return
 	}
 	ctx := r.Context()
+	s.awaitOwnWrite(ctx, dev)
 	waitCtx := ctx
 	canWait := req.incremental && !req.fullState && req.timeout > 0
 	if canWait {

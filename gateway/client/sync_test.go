@@ -391,3 +391,44 @@ func TestSyncFilterParsing(t *testing.T) {
 		t.Errorf("negative limit: %d, %v", f.timelineLimit(), err)
 	}
 }
+
+// TestSyncWaitsForOwnWrite: a device's /sync right after its own write on this process
+// waits until the sync feed shows the write (read-your-writes), and only for that.
+func TestSyncWaitsForOwnWrite(t *testing.T) {
+	t.Parallel()
+	db := openAccountsDB(t)
+	feed := newStepFeed(0)
+	srv := &Server{ServerName: testServerName, DB: db, Feed: feed, Log: zaptest.NewLogger(t)}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	const alice = "@alice:" + testServerName
+	aliceC := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, alice, "ALICEDEV")}
+	room := &syncTestRoom{Room: projtest.NewRoom(t, "!own:"+testServerName, testServerName), t: t, db: db}
+	room.project(1,
+		projtest.State("create", "m.room.create", alice, map[string]any{"room_version": "11"}),
+		projtest.Member("alice-join", alice, alice, "join"))
+	feed.set(1)
+	// Alice's message is answered (in Postgres at 2) but the feed has not shown it yet.
+	room.project(2, projtest.Message("mine", alice))
+	srv.writes.record(Device{UserID: alice, DeviceID: "ALICEDEV"}, room.ID, 2)
+
+	done := make(chan *syncTestBody, 1)
+	go func() { done <- aliceC.sync() }()
+	for feed.waiters() == 0 {
+		select {
+		case b := <-done:
+			t.Fatalf("sync answered before the feed showed alice's write: %v", b.raw)
+		default:
+			time.Sleep(time.Millisecond)
+		}
+	}
+	feed.set(2)
+	b := <-done
+	if tl := room.names(b.Rooms.Join[room.ID].Timeline.Events); !slices.Contains(tl, "mine") || b.NextBatch != "s2" {
+		t.Fatalf("sync after the write: timeline %v, next %s", tl, b.NextBatch)
+	}
+	// The write is seen: the next sync does not wait.
+	if b := aliceC.sync(); b.NextBatch != "s2" {
+		t.Fatalf("second sync: next %s", b.NextBatch)
+	}
+}

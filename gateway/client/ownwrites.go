@@ -1,0 +1,57 @@
+package client
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// ownWriteWait bounds how long a /sync waits for the sync feed to show the device's own
+// latest write; the feed normally lags a write's answer by a millisecond or two.
+const ownWriteWait = time.Second
+
+// ownWrites remembers, per device, its latest write answered by this process, so the
+// device's next /sync here includes it (read-your-writes): a write is answered once it
+// is in Postgres, but the sync feed learns of it a moment later. The zero value is
+// ready.
+type ownWrites struct {
+	mu     sync.Mutex
+	latest map[Device]ownWrite
+}
+
+type ownWrite struct {
+	room string
+	seq  uint64
+}
+
+func (o *ownWrites) record(dev Device, room string, seq uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.latest == nil {
+		o.latest = map[Device]ownWrite{}
+	}
+	if seq > o.latest[dev].seq {
+		o.latest[dev] = ownWrite{room: room, seq: seq}
+	}
+}
+
+// take returns the device's latest write not yet visible at pos and forgets it.
+func (o *ownWrites) take(dev Device, pos uint64) (ownWrite, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w, ok := o.latest[dev]
+	delete(o.latest, dev)
+	return w, ok && w.seq > pos
+}
+
+// awaitOwnWrite holds a /sync until the feed shows the device's latest write, or for
+// ownWriteWait at most.
+func (s *Server) awaitOwnWrite(ctx context.Context, dev Device) {
+	w, ok := s.writes.take(dev, s.Feed.Position())
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, ownWriteWait)
+	defer cancel()
+	s.Feed.Wait(ctx, w.seq-1, dev.UserID, []string{w.room})
+}
