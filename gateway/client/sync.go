@@ -298,14 +298,15 @@ func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, si
 	// end is the boundary just after everything visible; sinceB just after the token.
 	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
 	changedOnly := req.incremental && !req.fullState
-	// Rooms whose history visibility hides what came before a member's join.
-	var joinedRooms []string
+	// A new join shows history, which the room's history visibility may hide; only
+	// those rooms' visibility is read (none in a typical incremental sync).
+	var newJoins []string
 	for _, m := range mems {
-		if m.Membership == "join" {
-			joinedRooms = append(joinedRooms, m.RoomID)
+		if m.Membership == "join" && (!req.incremental || (m.At.Seq > since && m.Before != "join")) {
+			newJoins = append(newJoins, m.RoomID)
 		}
 	}
-	visibility, err := s.DB.HistoryVisibility(ctx, joinedRooms)
+	visibility, err := s.DB.HistoryVisibility(ctx, newJoins)
 	if err != nil {
 		return nil, err
 	}
