@@ -188,16 +188,31 @@ func newSyncTestUser(t *testing.T, db *persist.DB, userID, deviceID string) stri
 	return tok
 }
 
-func TestSyncSections(t *testing.T) {
-	t.Parallel()
+// syncServer is a client API server over a real database and a step feed at 0.
+type syncServer struct {
+	*Server
+	db   *persist.DB
+	feed *stepFeed
+	url  string
+}
+
+func newSyncServer(t *testing.T) *syncServer {
+	t.Helper()
 	db := openAccountsDB(t)
 	feed := newStepFeed(0)
 	srv := &Server{ServerName: testServerName, DB: db, Feed: feed, Log: zaptest.NewLogger(t)}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
+	return &syncServer{Server: srv, db: db, feed: feed, url: hs.URL}
+}
+
+func TestSyncSections(t *testing.T) {
+	t.Parallel()
+	ss := newSyncServer(t)
+	db, feed := ss.db, ss.feed
 	const alice, bob = "@alice:" + testServerName, "@bob:" + testServerName
-	aliceC := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, alice, "ALICEDEV")}
-	bobC := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, bob, "BOBDEV")}
+	aliceC := &syncClient{t: t, url: ss.url, token: newSyncTestUser(t, db, alice, "ALICEDEV")}
+	bobC := &syncClient{t: t, url: ss.url, token: newSyncTestUser(t, db, bob, "BOBDEV")}
 
 	room := &syncTestRoom{Room: projtest.NewRoom(t, "!room:"+testServerName, testServerName), t: t, db: db}
 	room.project(1,
@@ -340,11 +355,8 @@ func TestSyncSections(t *testing.T) {
 
 func TestSyncRejectsBadParameters(t *testing.T) {
 	t.Parallel()
-	db := openAccountsDB(t)
-	srv := &Server{ServerName: testServerName, DB: db, Feed: newStepFeed(0), Log: zaptest.NewLogger(t)}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	c := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, "@u:"+testServerName, "DEV")}
+	ss := newSyncServer(t)
+	c := &syncClient{t: t, url: ss.url, token: newSyncTestUser(t, ss.db, "@u:"+testServerName, "DEV")}
 	cases := []struct {
 		kv     []string
 		status int
@@ -396,13 +408,10 @@ func TestSyncFilterParsing(t *testing.T) {
 // waits until the sync feed shows the write (read-your-writes), and only for that.
 func TestSyncWaitsForOwnWrite(t *testing.T) {
 	t.Parallel()
-	db := openAccountsDB(t)
-	feed := newStepFeed(0)
-	srv := &Server{ServerName: testServerName, DB: db, Feed: feed, Log: zaptest.NewLogger(t)}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	srv := newSyncServer(t)
+	db, feed := srv.db, srv.feed
 	const alice = "@alice:" + testServerName
-	aliceC := &syncClient{t: t, url: hs.URL, token: newSyncTestUser(t, db, alice, "ALICEDEV")}
+	aliceC := &syncClient{t: t, url: srv.url, token: newSyncTestUser(t, db, alice, "ALICEDEV")}
 	room := &syncTestRoom{Room: projtest.NewRoom(t, "!own:"+testServerName, testServerName), t: t, db: db}
 	room.project(1,
 		projtest.State("create", "m.room.create", alice, map[string]any{"room_version": "11"}),
