@@ -41,14 +41,7 @@ func TestNoGapsWithSlowWriter(t *testing.T) {
 
 	rooms := map[*streams.IntentClient]string{fast: "!fast:test", slow: "!slow:test"}
 	for w, room := range rooms {
-		res := submit(t, w, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: room, Sender: alice,
-			CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: []schemas.ProtoEvent{
-				state("m.room.create", "", map[string]string{"room_version": "11"}),
-				state("m.room.member", alice, map[string]string{"membership": "join"}),
-			}}})
-		if res.Error != nil {
-			t.Fatal(res.Error)
-		}
+		c.createBareRoom(w, room)
 	}
 
 	var observations []observation

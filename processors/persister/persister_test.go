@@ -96,6 +96,18 @@ const (
 	bob    = "@bob:test"
 )
 
+// createBareRoom creates a room of just its create event and alice's join.
+func (c *cluster) createBareRoom(ic *streams.IntentClient, room string) {
+	res := submit(c.t, ic, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: room, Sender: alice,
+		CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: []schemas.ProtoEvent{
+			state("m.room.create", "", map[string]string{"room_version": "11"}),
+			state("m.room.member", alice, map[string]string{"membership": "join"}),
+		}}})
+	if res.Error != nil {
+		c.t.Fatal(res.Error)
+	}
+}
+
 func (c *cluster) createRoom(ic *streams.IntentClient) {
 	res := submit(c.t, ic, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: roomID, Sender: alice,
 		CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: []schemas.ProtoEvent{
@@ -333,14 +345,7 @@ func TestRoomsReloadAfterEviction(t *testing.T) {
 	w := c.writer("w1", 0, func(cfg *Config) { cfg.MaxRooms = 2 })
 	rooms := []string{"!a:test", "!b:test", "!c:test", "!d:test", "!e:test"}
 	for _, room := range rooms {
-		res := submit(t, w, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: room, Sender: alice,
-			CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: []schemas.ProtoEvent{
-				state("m.room.create", "", map[string]string{"room_version": "11"}),
-				state("m.room.member", alice, map[string]string{"membership": "join"}),
-			}}})
-		if res.Error != nil {
-			t.Fatal(res.Error)
-		}
+		c.createBareRoom(w, room)
 	}
 	raw, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": "x"})
 	for i := range 3 * len(rooms) {
