@@ -54,6 +54,28 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+type unavailableError struct{ err error }
+
+func (u unavailableError) Error() string { return u.err.Error() }
+func (u unavailableError) Unwrap() error { return u.err }
+
+// Unavailable marks err as the passing failure of something the handler depends on (the
+// database or the bus restarting, a deadline), not of the message: the runner keeps the
+// message in progress and hands it to the handler again after a backoff, without
+// counting a delivery, so an outage never dead-letters anything. Unavailable(nil) is nil.
+func Unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return unavailableError{err}
+}
+
+// IsUnavailable reports whether err (or an error it wraps) was marked Unavailable.
+func IsUnavailable(err error) bool {
+	var u unavailableError
+	return errors.As(err, &u)
+}
+
 // ErrHandlerPanic is wrapped into the error of every message whose handler panicked.
 var ErrHandlerPanic = errors.New("handler panicked")
 
@@ -94,7 +116,7 @@ func DefaultBackoff(delivery int) time.Duration {
 // Metrics counts what a Runner did. The zero value is ready; share one
 // between runners to aggregate them.
 type Metrics struct {
-	processed, failed, retried, deadLettered, panics, batches atomic.Uint64
+	processed, failed, retried, deadLettered, panics, batches, waits atomic.Uint64
 }
 
 // MetricsSnapshot is a point-in-time copy of Metrics.
@@ -105,6 +127,7 @@ type MetricsSnapshot struct {
 	DeadLettered uint64 // failed messages copied to the dead-letter subject and terminated
 	Panics       uint64 // handler calls that panicked
 	Batches      uint64 // handler calls
+	Waits        uint64 // messages handed back to the handler in place: a dependency was unavailable
 }
 
 // Snapshot returns the current counter values.
@@ -116,6 +139,7 @@ func (m *Metrics) Snapshot() MetricsSnapshot {
 		DeadLettered: m.deadLettered.Load(),
 		Panics:       m.panics.Load(),
 		Batches:      m.batches.Load(),
+		Waits:        m.waits.Load(),
 	}
 }
 
@@ -161,7 +185,16 @@ type runner struct {
 	Runner
 	log *zap.Logger
 	m   *Metrics
+	// progressEvery is how often messages still being handled are reported in
+	// progress, well within the consumer's AckWait.
+	progressEvery time.Duration
 }
+
+// DefaultAckWait is JetStream's AckWait when a consumer sets none.
+const DefaultAckWait = 30 * time.Second
+
+// maxUnavailableBackoff caps the wait between attempts while a dependency is down.
+const maxUnavailableBackoff = 5 * time.Second
 
 // Run consumes until ctx is cancelled, then returns nil. It returns an error
 // for a misconfigured Runner and when the consumer no longer exists, which no
@@ -181,8 +214,11 @@ func (r *Runner) Run(ctx context.Context, h BatchHandler) error {
 	if r.DeadLetterSubject != "" && r.JS == nil {
 		return fmt.Errorf("streams: Runner %q has a dead-letter subject but no JetStream to publish with", r.Name)
 	}
-	rr := &runner{Runner: *r, log: r.Log, m: r.Metrics}
+	rr := &runner{Runner: *r, log: r.Log, m: r.Metrics, progressEvery: DefaultAckWait / 3}
 	info := r.Consumer.CachedInfo()
+	if info != nil && info.Config.AckWait > 0 {
+		rr.progressEvery = info.Config.AckWait / 3
+	}
 	if rr.Name == "" && info != nil {
 		rr.Name = info.Name
 	}
@@ -290,26 +326,82 @@ func (r *runner) consumerGone(ctx context.Context, err error) bool {
 }
 
 func (r *runner) handle(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) {
-	errs := r.call(ctx, h, msgs)
-	if errs == nil && len(msgs) > 1 {
-		// A panic blames the whole batch. Run each message alone so only the
-		// culprit is retried and, in the end, dead-lettered; the others would
-		// otherwise share its fate.
-		errs = make([]error, len(msgs))
+	// However long the handler takes (a slow database, a dependency being waited for),
+	// JetStream must not redeliver the batch behind its back.
+	stop := r.keepInProgress(msgs)
+	defer stop()
+	errs := r.callIsolated(ctx, h, msgs)
+	for attempt := 0; ; attempt++ {
+		var waiting []jetstream.Msg
+		var last error
 		for i, m := range msgs {
-			one := r.call(ctx, h, []jetstream.Msg{m})
-			if one == nil {
-				errs[i] = ErrHandlerPanic
-			} else {
-				errs[i] = one[0]
+			if IsUnavailable(errs[i]) && ctx.Err() == nil {
+				waiting, last = append(waiting, m), errs[i]
+				continue
 			}
+			r.settle(ctx, m, errs[i])
 		}
-	} else if errs == nil {
-		errs = []error{ErrHandlerPanic}
+		if len(waiting) == 0 {
+			return
+		}
+		backoff := min(100*time.Millisecond<<min(attempt, 6), maxUnavailableBackoff)
+		r.m.waits.Add(uint64(len(waiting)))
+		r.log.Warn("a dependency is unavailable; handling again in place", zap.Int("messages", len(waiting)),
+			zap.Duration("backoff", backoff), zap.Error(last))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		msgs = waiting
+		errs = r.callIsolated(ctx, h, msgs)
+	}
+}
+
+// callIsolated runs the handler on msgs and returns one error per message. A panic
+// blames the whole batch, so each message is then run alone: only the culprit is
+// retried and, in the end, dead-lettered; the others would otherwise share its fate.
+func (r *runner) callIsolated(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) []error {
+	errs := r.call(ctx, h, msgs)
+	if errs != nil {
+		return errs
+	}
+	errs = make([]error, len(msgs))
+	if len(msgs) == 1 {
+		errs[0] = ErrHandlerPanic
+		return errs
 	}
 	for i, m := range msgs {
-		r.settle(ctx, m, errs[i])
+		one := r.call(ctx, h, []jetstream.Msg{m})
+		if one == nil {
+			errs[i] = ErrHandlerPanic
+		} else {
+			errs[i] = one[0]
+		}
 	}
+	return errs
+}
+
+// keepInProgress tells JetStream every progressEvery that msgs are still being worked
+// on, until the returned function is called.
+func (r *runner) keepInProgress(msgs []jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(r.progressEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // call runs the handler on msgs and returns exactly one error per message, or

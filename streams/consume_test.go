@@ -459,3 +459,62 @@ func TestRedeliverDeadLetter(t *testing.T) {
 		t.Fatalf("dead letters after the redelivery: %+v, %v", dls, err)
 	}
 }
+
+func TestRunnerWaitsInPlaceWhileUnavailable(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	f.publish(t, "a", "needs-db", nil)
+	r := f.runner(t) // MaxDeliver 3: more failures than that would dead-letter
+	var calls atomic.Int32
+	var deliveredAtSuccess atomic.Uint64
+	start(t, r, streams.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		if calls.Add(1) <= 6 {
+			return streams.Unavailable(errors.New("connection refused"))
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		deliveredAtSuccess.Store(meta.NumDelivered)
+		return nil
+	}))
+	eventually(t, "handled after the outage", func() bool { return r.Metrics.Snapshot().Processed == 1 && f.settled(t) })
+	if n := deliveredAtSuccess.Load(); n != 1 {
+		t.Errorf("the message was delivered %d times; waiting in place must not spend deliveries", n)
+	}
+	if n := f.dlqCount(t); n != 0 {
+		t.Errorf("%d dead letters for an outage", n)
+	}
+	if s := r.Metrics.Snapshot(); s.Waits != 6 || s.Retried != 0 || s.DeadLettered != 0 {
+		t.Errorf("metrics: %+v", s)
+	}
+}
+
+func TestRunnerKeepsSlowMessagesInProgress(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	cons, err := f.js.CreateOrUpdateConsumer(context.Background(), f.work, jetstream.ConsumerConfig{
+		Durable: "slow", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 600 * time.Millisecond, MaxDeliver: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.publish(t, "a", "slow", nil)
+	r := f.runner(t)
+	r.Consumer = cons
+	var calls atomic.Int32
+	start(t, r, streams.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		calls.Add(1)
+		time.Sleep(2 * time.Second) // several AckWaits
+		return nil
+	}))
+	eventually(t, "handled", func() bool { return r.Metrics.Snapshot().Processed == 1 })
+	time.Sleep(time.Second) // a redelivery would be on its way by now
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 || info.NumRedelivered != 0 {
+		t.Errorf("handled %d times, %d redelivered: JetStream redelivered a message still in progress", n, info.NumRedelivered)
+	}
+}
