@@ -12,38 +12,72 @@ import (
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
-// ReadLog reads the EVENTS log in order, from sequence from up to the last sequence it
-// holds when ReadLog is called, and hands the messages to fn in chunks of at most
-// chunk. Messages whose writer keep refuses are skipped without being decoded. It is
-// how a writer recovers and how projections are rebuilt from the log.
-func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, from uint64, chunk int,
-	keep func(writer string) bool, fn func([]schemas.LogMessage) error) error {
+// LogRange says which messages of the EVENTS log ReadLog reads.
+type LogRange struct {
+	// From is the first sequence to read (default 1).
+	From uint64
+	// Room limits the read to one room's subject; empty reads every room.
+	Room string
+	// Writer limits the read to the messages that writer appended; the others are
+	// passed over by their headers, their bodies never fetched.
+	Writer string
+	// Chunk bounds the messages handed to fn at once (default 256).
+	Chunk int
+}
+
+// fetchWait is how long one fetch waits for messages that are known to be stored.
+var fetchWait = time.Second
+
+// ReadLog reads the EVENTS log in order, from r.From up to the last sequence the range
+// holds when ReadLog is called, and hands the messages to fn in chunks. It returns
+// that last sequence: every message of the range up to it was read. It reads to the end
+// however slowly messages arrive; a fetch that comes back empty only ends the read once
+// the stream confirms that nothing of the range is left up to the end (deleted
+// messages). It is how a writer recovers and catches a room up, and how projections
+// are rebuilt from the log.
+func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRange, fn func([]schemas.LogMessage) error) (uint64, error) {
 	stream, err := js.Stream(ctx, topo.EventsStream())
 	if err != nil {
-		return err
+		return 0, err
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	last := info.State.LastSeq
-	from = max(from, info.State.FirstSeq)
-	if last < from || last == 0 {
-		return nil
+	subject := topo.EventsWildcard()
+	if r.Room != "" {
+		subject = topo.EventSubject(r.Room)
+		m, err := stream.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return last, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		last = m.Sequence
+	}
+	from := max(r.From, info.State.FirstSeq, 1)
+	if last < from {
+		return last, nil
+	}
+	chunk := r.Chunk
+	if chunk <= 0 {
+		chunk = 256
 	}
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   from,
+		FilterSubjects: []string{subject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+		HeadersOnly:    r.Writer != "",
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for seq := from - 1; seq < last; {
-		// Waiting for a full chunk would only delay the last one: everything up to
-		// last is stored, so a short wait per fetch is enough.
-		msgs, err := cons.Fetch(min(chunk, int(last-seq)), jetstream.FetchMaxWait(time.Second))
+		msgs, err := cons.Fetch(min(chunk, int(min(last-seq, 1<<20))), jetstream.FetchMaxWait(fetchWait))
 		if err != nil {
-			return err
+			return 0, err
 		}
 		var out []schemas.LogMessage
 		received := 0
@@ -51,34 +85,48 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, from ui
 			received++
 			meta, err := m.Metadata()
 			if err != nil {
-				return err
+				return 0, err
 			}
 			seq = meta.Sequence.Stream
 			writer := m.Headers().Get(HeaderWriter)
-			if seq > last || !keep(writer) {
+			if seq > last || (r.Writer != "" && writer != r.Writer) {
 				continue
 			}
-			b, err := schemas.DecodeLogBatch(m.Data())
+			data := m.Data()
+			if r.Writer != "" {
+				raw, err := stream.GetMsg(ctx, seq)
+				if err != nil {
+					return 0, fmt.Errorf("log message %d: %w", seq, err)
+				}
+				data = raw.Data
+			}
+			b, err := schemas.DecodeLogBatch(data)
 			if err != nil {
-				return fmt.Errorf("log message %d: %w", seq, err)
+				return 0, fmt.Errorf("log message %d: %w", seq, err)
 			}
 			out = append(out, schemas.LogMessage{Seq: seq, Writer: writer, Batch: b})
 		}
 		if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return err
-		}
-		if received == 0 {
-			// Nothing more within the wait: the rest up to last was deleted.
-			return nil
+			return 0, err
 		}
 		if len(out) > 0 {
 			if err := fn(out); err != nil {
-				return err
+				return 0, err
 			}
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return 0, err
+		}
+		if received == 0 {
+			// A slow server, or the rest was deleted: only the stream can tell.
+			next, err := stream.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && next.Sequence > last) {
+				return last, nil
+			}
+			if err != nil {
+				return 0, err
+			}
 		}
 	}
-	return nil
+	return last, nil
 }

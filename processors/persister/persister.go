@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -62,7 +63,22 @@ type Config struct {
 	MaxRooms int
 	// ProjectionDelay holds every projection back, to test a slow writer.
 	ProjectionDelay time.Duration
+	// DBTimeout bounds every database call (default 10 s): a hung Postgres fails the
+	// call, and the loop waits and tries again instead of hanging.
+	DBTimeout time.Duration
+	// AppendTimeout bounds the wait for an append's acknowledgement (default 15 s); past
+	// it the append's outcome is unknown and the room is caught up from the log.
+	AppendTimeout time.Duration
+	// Backoff is the runner's redelivery delay after a failed delivery (default
+	// streams.DefaultBackoff); tests shorten it.
+	Backoff func(delivery int) time.Duration
 }
+
+// Defaults of Config's bounds.
+const (
+	DefaultDBTimeout     = 10 * time.Second
+	DefaultAppendTimeout = 15 * time.Second
+)
 
 // Persister is one event writer.
 type Persister struct {
@@ -73,6 +89,26 @@ type Persister struct {
 	// busy is held while a batch of intents is handled, so position announcements
 	// never claim a sequence an append of ours is still heading for.
 	busy sync.Mutex
+	// unresolved are rooms with an append whose outcome is unknown (a lost ack, a
+	// timeout, a panic) that no catch-up has settled yet: the message may be in the log
+	// but not in Postgres, so the writer's position must not move until they are caught
+	// up. Only the loop touches it.
+	unresolved map[string]bool
+	// maxAppend bounds the events of one log message, below the server's max payload.
+	maxAppend int
+	// faults injects failures in tests; nil fields do nothing.
+	faults faults
+}
+
+// faults are the test hooks of the failure paths that real runs reach only by bad luck.
+type faults struct {
+	// ackLost, when it returns true for a room, drops the acknowledgement of that
+	// room's append (which the log has stored) as a lost reply would.
+	ackLost func(roomID string) bool
+	// catchUp fails a catch-up with the error it returns.
+	catchUp func(roomID string) error
+	// build runs before each intent is built (a panic there is a library panic).
+	build func(in *schemas.Intent)
 }
 
 // New returns a persister; Run starts it.
@@ -83,11 +119,28 @@ func New(cfg Config) *Persister {
 	if cfg.MaxRooms <= 0 {
 		cfg.MaxRooms = 10000
 	}
-	return &Persister{
-		cfg:    cfg,
-		signer: signer{serverName: cfg.ServerName, keyID: cfg.KeyID, key: cfg.Key},
-		rooms:  map[string]*room{},
+	if cfg.DBTimeout <= 0 {
+		cfg.DBTimeout = DefaultDBTimeout
 	}
+	if cfg.AppendTimeout <= 0 {
+		cfg.AppendTimeout = DefaultAppendTimeout
+	}
+	maxAppend := maxBatchBytes
+	if cfg.NC != nil && cfg.NC.MaxPayload() > 0 {
+		maxAppend = min(maxAppend, int(cfg.NC.MaxPayload())*3/4)
+	}
+	return &Persister{
+		cfg:        cfg,
+		signer:     signer{serverName: cfg.ServerName, keyID: cfg.KeyID, key: cfg.Key},
+		rooms:      map[string]*room{},
+		unresolved: map[string]bool{},
+		maxAppend:  maxAppend,
+	}
+}
+
+// dbCtx bounds one database call by DBTimeout.
+func (p *Persister) dbCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, p.cfg.DBTimeout)
 }
 
 // Run recovers what an earlier run appended but did not project, then handles intents
@@ -116,11 +169,11 @@ func (p *Persister) Run(ctx context.Context) error {
 	p.cfg.Log.Info("event writer started", zap.String("writer", p.cfg.Name))
 	if p.cfg.Replication != nil {
 		// Receivers drop RDATA for a stream until they saw a POSITION for it.
-		p.announcePosition(ctx)
-		var announcer sync.WaitGroup
-		announcer.Go(func() { p.announcePositions(ctx) })
-		defer announcer.Wait()
+		p.announcePosition(ctx, false)
 	}
+	var announcer sync.WaitGroup
+	announcer.Go(func() { p.announcePositions(ctx) })
+	defer announcer.Wait()
 	runner := &streams.Runner{
 		Name:              "persister_" + p.cfg.Name,
 		Consumer:          cons,
@@ -128,6 +181,7 @@ func (p *Persister) Run(ctx context.Context) error {
 		DeadLetterSubject: t.DeadLetterSubject("persister_" + p.cfg.Name),
 		MaxBatch:          p.cfg.MaxBatch,
 		MaxDeliver:        5,
+		Backoff:           p.cfg.Backoff,
 		Log:               p.cfg.Log,
 		Metrics:           &p.Metrics,
 	}
@@ -146,12 +200,16 @@ type job struct {
 // its intents are left for redelivery.
 const appendAttempts = 3
 
-// maxBatchBytes bounds the events of one log message. NATS refuses messages over its
-// max_payload (1 MiB by default); once a room's batch reaches this, its further intents
-// wait for the next append. One intent adds at most about 130 KiB (createRoom).
+// maxBatchBytes bounds the events of one log message (and at most three quarters of
+// the server's max_payload, 1 MiB by default): an intent that does not fit beside the
+// room's earlier intents waits for the next append, one that cannot fit alone is
+// refused with 413.
 const maxBatchBytes = 768 << 10
 
 // handle processes one batch of intents; it returns one error per message (nil = ack).
+// A failure of the database or the bus comes back as streams.Unavailable: the runner
+// keeps those intents in progress and hands them back, so an outage delays intents and
+// never dead-letters them.
 func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	p.busy.Lock()
 	defer p.busy.Unlock()
@@ -172,9 +230,21 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		}
 		jobs = append(jobs, &job{msgIndex: i, in: in, replyTo: m.Headers().Get(streams.ReplyHeader)})
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			// Building may have applied events to cached rooms that were never appended,
+			// and an append may have landed unanswered: forget those rooms and catch them
+			// up before anything else, then let the runner isolate the culprit.
+			for _, j := range jobs {
+				delete(p.rooms, j.in.RoomID)
+				p.unresolved[j.in.RoomID] = true
+			}
+			panic(r)
+		}
+	}()
 	jobs, dupes := splitDuplicates(jobs)
 	pending := jobs
-	var err error
+	err := p.resolve(ctx)
 	for attempts := 0; err == nil && len(pending) > 0 && attempts < appendAttempts; {
 		var retry, deferred []*job
 		retry, deferred, err = p.appendAndProject(ctx, pending)
@@ -183,9 +253,17 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		}
 		pending = append(retry, deferred...)
 	}
-	if err != nil {
+	var pe *panicError
+	switch {
+	case errors.As(err, &pe):
+		p.cfg.Log.Error("event writer panicked", zap.Any("panic", pe.value), zap.ByteString("stack", pe.stack))
+		panic(pe)
+	case persist.Transient(err):
+		p.cfg.Log.Warn("database or bus unavailable; the intents wait", zap.Error(err), zap.Int("intents", len(pending)))
+		err = streams.Unavailable(err)
+	case err != nil:
 		p.cfg.Log.Warn("intent batch failed; will be redelivered", zap.Error(err), zap.Int("intents", len(pending)))
-	} else if len(pending) > 0 {
+	case len(pending) > 0:
 		err = errors.New("room kept moving under this writer")
 	}
 	for _, j := range pending {
@@ -200,6 +278,34 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		p.reply(d.job)
 	}
 	return errs
+}
+
+// resolve catches up the rooms whose last append had an unknown outcome; until it
+// succeeds, nothing else is appended.
+func (p *Persister) resolve(ctx context.Context) error {
+	for id := range p.unresolved {
+		if err := p.catchUp(ctx, id); err != nil {
+			return err
+		}
+		delete(p.unresolved, id)
+	}
+	return nil
+}
+
+// panicError carries a panic out of a goroutine of the loop, so that the loop's own
+// goroutine panics with it and the runner isolates the culprit.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
+
+// recovered turns a panic of the calling goroutine into *err.
+func recovered(err *error) {
+	if r := recover(); r != nil {
+		*err = &panicError{value: r, stack: debug.Stack()}
+	}
 }
 
 // dupe is a second copy of an intent in one batch (a client retry that arrived while
@@ -234,7 +340,9 @@ func (p *Persister) answerKnown(ctx context.Context, jobs []*job) ([]*job, error
 	for i, j := range jobs {
 		ids[i] = j.in.ID
 	}
-	known, err := p.cfg.DB.IntentResults(ctx, ids)
+	dctx, cancel := p.dbCtx(ctx)
+	defer cancel()
+	known, err := p.cfg.DB.IntentResults(dctx, ids)
 	if err != nil {
 		return jobs, err
 	}
@@ -295,6 +403,12 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 		}
 	}
 	for _, ra := range appends {
+		if ra.room != nil && ra.room.lastEventID == "" {
+			// Its create was refused: the room does not exist.
+			delete(p.rooms, ra.room.id)
+		}
+	}
+	for _, ra := range appends {
 		deferred = append(deferred, ra.deferred...)
 	}
 	var published []*roomAppend
@@ -312,10 +426,14 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 			// Behind the log, or an outcome we do not know (a lost ack, a reconnect):
 			// either way the room's log messages are projected from the log before the
 			// intents are built again; the retry then finds an intent that did land.
+			if !ra.behind {
+				p.cfg.Log.Warn("append outcome unknown; catching the room up", zap.String("room_id", ra.room.id), zap.Error(err))
+				p.unresolved[ra.room.id] = true
+			}
 			if cerr := p.catchUp(ctx, ra.room.id); cerr != nil {
 				failed = cerr
-			} else if !ra.behind {
-				failed = err
+			} else {
+				delete(p.unresolved, ra.room.id)
 			}
 			retry = append(retry, ra.jobs...)
 			continue
@@ -328,7 +446,14 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 			}
 		}
 	}
-	if err := p.project(ctx, p.cfg.Name, done); err != nil {
+	// No position may pass an append whose outcome is unknown (invariant 5): while one
+	// is unresolved, what this loop appended is projected on nobody's behalf, and sync
+	// feeds find it in Postgres instead of through the position.
+	writer := p.cfg.Name
+	if len(p.unresolved) > 0 {
+		writer = ""
+	}
+	if err := p.project(ctx, writer, done); err != nil {
 		// Appended but not projected: the intents stay unacknowledged, and the next
 		// attempt finds the room behind and projects from the log.
 		p.forgetRooms(appends)
@@ -367,8 +492,12 @@ func (p *Persister) lookupKnown(ctx context.Context, jobs []*job) func() (map[st
 	}
 	ch := make(chan answer, 1)
 	go func() {
-		known, err := p.cfg.DB.IntentResults(ctx, ids)
-		ch <- answer{known, err}
+		var a answer
+		defer func() { ch <- a }()
+		defer recovered(&a.err)
+		dctx, cancel := p.dbCtx(ctx)
+		defer cancel()
+		a.known, a.err = p.cfg.DB.IntentResults(dctx, ids)
 	}()
 	return func() (map[string]persist.IntentResult, error) {
 		a := <-ch
@@ -461,13 +590,18 @@ func (p *Persister) buildAll(ctx context.Context, appends []*roomAppend, now tim
 		if ra.room == nil {
 			continue
 		}
-		g.Go(func() error { return p.buildBatch(ctx, ra, now) })
+		g.Go(func() (err error) {
+			defer recovered(&err)
+			return p.buildBatch(ctx, ra, now)
+		})
 	}
 	return g.Wait()
 }
 
 // buildBatch builds the events of one room's intents on top of its in-memory state.
 // Refused intents get their answer; the accepted events form the room's log message.
+// An intent whose events alone cannot fit one log message is refused (413); one that
+// does not fit beside the intents before it waits for the room's next append.
 func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Time) error {
 	r := ra.room
 	ra.undo = r.checkpoint()
@@ -476,22 +610,26 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 	size := 0
 	ra.deferred = nil
 	for i, j := range ra.jobs {
-		if size >= maxBatchBytes {
-			ra.jobs, ra.deferred = ra.jobs[:i], ra.jobs[i:]
-			break
-		}
-		evs, err := p.buildIntent(ctx, r, j.in, ra.undo, now)
-		var ref *refusal
-		if errors.As(err, &ref) {
+		mark := r.checkpoint()
+		evs, n, err := p.buildIntent(ctx, r, j.in, mark, now)
+		if err != nil {
+			r.rollback(mark)
+			var ref *refusal
+			if !errors.As(err, &ref) {
+				return err
+			}
 			j.result = &schemas.IntentResult{Error: &ref.ResultError}
 			continue
 		}
-		if err != nil {
-			return err
+		if size+n > p.maxAppend {
+			r.rollback(mark)
+			ra.jobs, ra.deferred = ra.jobs[:i], ra.jobs[i:]
+			break
 		}
+		ra.undo.keep(mark)
+		size += n
 		j.result = &schemas.IntentResult{}
 		for _, pdu := range evs {
-			size += len(pdu.JSON())
 			j.result.EventIDs = append(j.result.EventIDs, pdu.EventID())
 			batch.Events = append(batch.Events, schemas.LoggedEvent{
 				EventID: pdu.EventID(), JSON: pdu.JSON(), IntentID: j.in.ID, DeviceID: j.in.DeviceID, TxnID: j.in.TxnID,
@@ -503,6 +641,12 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 		ra.batch, ra.pdus = batch, pdus
 	}
 	return nil
+}
+
+// loggedSize is about what an event of in adds to its log message.
+func loggedSize(in *schemas.Intent, pdu gomatrixserverlib.PDU) int {
+	const fieldNames = 64 // {"event_id":"","json":,"intent_id":"",...}
+	return len(pdu.JSON()) + len(pdu.EventID()) + len(in.ID) + len(in.DeviceID) + len(in.TxnID) + fieldNames
 }
 
 // rollback takes back what building a room's batch applied to the room; a room that
@@ -524,49 +668,57 @@ func (p *Persister) rollbackAll(appends []*roomAppend) {
 	}
 }
 
-// buildIntent builds the events of one intent, applying each to the room as it goes
-// so the next is authorised against the state it creates.
-func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent, u *undo, now time.Time) ([]gomatrixserverlib.PDU, error) {
+// buildIntent builds the events of one intent, applying each to the room (recorded in
+// mark) so the next is authorised against the state it creates, and returns them with
+// their size in the log. A create_room whose events outgrow one log message is refused
+// as soon as they do.
+func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent, mark *undo, now time.Time) ([]gomatrixserverlib.PDU, int, error) {
+	if p.faults.build != nil {
+		p.faults.build(in)
+	}
 	switch in.Kind {
 	case schemas.KindCreateRoom:
 		if r.lastEventID != "" {
-			return nil, refuse(http.StatusBadRequest, "M_ROOM_IN_USE", "room already exists")
+			return nil, 0, refuse(http.StatusBadRequest, "M_ROOM_IN_USE", "room already exists")
 		}
 		var out []gomatrixserverlib.PDU
-		mark := r.checkpoint()
+		size := 0
 		for i := range in.CreateRoom.Events {
 			pdu, err := p.signer.build(r, in.Sender, &in.CreateRoom.Events[i], now)
 			if err != nil {
-				r.rollback(mark)
-				return nil, err
+				return nil, 0, err
+			}
+			if size += loggedSize(in, pdu); size > p.maxAppend {
+				return nil, 0, refuse(http.StatusRequestEntityTooLarge, "M_TOO_LARGE",
+					"the room's initial events exceed %d bytes", p.maxAppend)
 			}
 			r.apply(pdu, mark)
 			out = append(out, pdu)
 		}
-		for k, v := range mark.prev {
-			if _, seen := u.prev[k]; !seen {
-				u.prev[k] = v
-			}
-		}
-		return out, nil
+		return out, size, nil
 	case schemas.KindClientEvent:
+		if r.lastEventID == "" {
+			return nil, 0, refuse(http.StatusNotFound, "M_NOT_FOUND", "unknown room")
+		}
 		if in.Event.Type == spec.MRoomRedaction && in.Event.Redacts != "" && !canRedactOthers(r, in.Sender) {
-			target, err := p.cfg.DB.GetEvent(ctx, in.Event.Redacts)
+			dctx, cancel := p.dbCtx(ctx)
+			target, err := p.cfg.DB.GetEvent(dctx, in.Event.Redacts)
+			cancel()
 			if err != nil && !errors.Is(err, persist.ErrNotFound) {
-				return nil, err
+				return nil, 0, err
 			}
 			if target != nil && target.Sender != in.Sender {
-				return nil, refuse(http.StatusForbidden, "M_FORBIDDEN", "you cannot redact other users' events")
+				return nil, 0, refuse(http.StatusForbidden, "M_FORBIDDEN", "you cannot redact other users' events")
 			}
 		}
 		pdu, err := p.signer.build(r, in.Sender, in.Event, now)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		r.apply(pdu, u)
-		return []gomatrixserverlib.PDU{pdu}, nil
+		r.apply(pdu, mark)
+		return []gomatrixserverlib.PDU{pdu}, loggedSize(in, pdu), nil
 	}
-	return nil, refuse(http.StatusBadRequest, "M_UNRECOGNIZED", "unknown intent kind")
+	return nil, 0, refuse(http.StatusBadRequest, "M_UNRECOGNIZED", "unknown intent kind")
 }
 
 // publish appends a room's batch to its log subject, expecting the room's last
@@ -613,13 +765,20 @@ func memberStateKey(js []byte) string {
 	return e.StateKey
 }
 
-// await waits for a room's append and notes whether the room was behind the log.
+// await waits, at most AppendTimeout, for a room's append and notes whether the room
+// was behind the log. Any other failure leaves the append's outcome unknown.
 func (p *Persister) await(ctx context.Context, ra *roomAppend) error {
+	ok, failed := ra.future.Ok(), ra.future.Err()
+	if p.faults.ackLost != nil && p.faults.ackLost(ra.room.id) {
+		ok, failed = nil, nil
+	}
+	timer := time.NewTimer(p.cfg.AppendTimeout)
+	defer timer.Stop()
 	select {
-	case ack := <-ra.future.Ok():
+	case ack := <-ok:
 		ra.seq = ack.Sequence
 		return nil
-	case err := <-ra.future.Err():
+	case err := <-failed:
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -627,6 +786,8 @@ func (p *Persister) await(ctx context.Context, ra *roomAppend) error {
 			p.cfg.Log.Warn("room is behind the log; catching up", zap.String("room_id", ra.room.id))
 		}
 		return err
+	case <-timer.C:
+		return fmt.Errorf("append to room %s: no acknowledgement within %s", ra.room.id, p.cfg.AppendTimeout)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -647,7 +808,9 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 	}
 	backoff := 50 * time.Millisecond
 	for {
-		err := p.cfg.DB.Project(ctx, writer, done)
+		dctx, cancel := p.dbCtx(ctx)
+		err := p.cfg.DB.Project(dctx, writer, done)
+		cancel()
 		if err == nil {
 			break
 		}

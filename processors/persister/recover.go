@@ -21,67 +21,80 @@ const recoverChunk = 256
 
 // recoverUnprojected projects every batch this writer appended after its recorded
 // position: those a crash left between append and projection. Until they are
-// projected, sync feeds hold their visible position below them.
+// projected, sync feeds hold their visible position below them. Other writers'
+// messages are passed over by their headers. Once done, every message of ours up to the
+// log's end is projected, so the position moves there: an idle writer does not read the
+// same stretch of the log again at its next start.
 func (p *Persister) recoverUnprojected(ctx context.Context) error {
-	positions, err := p.cfg.DB.StreamPositions(ctx, persist.EventsStream)
+	dctx, cancel := p.dbCtx(ctx)
+	positions, err := p.cfg.DB.StreamPositions(dctx, persist.EventsStream)
+	cancel()
 	if err != nil {
 		return err
 	}
 	from := positions[p.cfg.Name] + 1
 	recovered := 0
-	err = streams.ReadLog(ctx, p.cfg.JS, p.cfg.Topology, from, recoverChunk,
-		func(writer string) bool { return writer == p.cfg.Name },
+	last, err := streams.ReadLog(ctx, p.cfg.JS, p.cfg.Topology,
+		streams.LogRange{From: from, Writer: p.cfg.Name, Chunk: recoverChunk},
 		func(msgs []schemas.LogMessage) error {
 			recovered += len(msgs)
 			return p.project(ctx, p.cfg.Name, persist.BatchesOf(msgs))
 		})
+	if err != nil {
+		return err
+	}
 	if recovered > 0 {
 		p.cfg.Log.Info("recovered unprojected batches", zap.Int("batches", recovered), zap.Uint64("from_seq", from))
 	}
-	return err
+	return p.advanceIdle(ctx, last)
+}
+
+// advanceIdle records that every message of ours up to seq is projected. Only true
+// while nothing of ours is in flight or unresolved: at start, or with the loop paused.
+func (p *Persister) advanceIdle(ctx context.Context, seq uint64) error {
+	if seq == 0 || len(p.unresolved) > 0 {
+		return nil
+	}
+	dctx, cancel := p.dbCtx(ctx)
+	defer cancel()
+	return p.cfg.DB.AdvanceStreamPosition(dctx, persist.EventsStream, p.cfg.Name, seq)
 }
 
 // catchUp projects a room's log messages that Postgres lacks (another writer appended
-// them, or this one crashed before projecting) and drops the cached room, so the next
-// build starts from the log's tip.
+// them, or this one crashed before projecting, or an append's outcome was unknown) and
+// drops the cached room, so the next build starts from the log's tip.
 func (p *Persister) catchUp(ctx context.Context, roomID string) error {
 	delete(p.rooms, roomID)
+	if p.faults.catchUp != nil {
+		if err := p.faults.catchUp(roomID); err != nil {
+			return err
+		}
+	}
 	var from uint64 = 1
-	head, err := p.cfg.DB.LoadRoomHead(ctx, roomID)
+	dctx, cancel := p.dbCtx(ctx)
+	head, err := p.cfg.DB.LoadRoomHead(dctx, roomID)
+	cancel()
 	switch {
 	case err == nil:
 		from = head.LastSeq + 1
 	case !errors.Is(err, persist.ErrNotFound):
 		return err
 	}
-	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
-	if err != nil {
-		return err
+	caught := 0
+	_, err = streams.ReadLog(ctx, p.cfg.JS, p.cfg.Topology,
+		streams.LogRange{From: from, Room: roomID, Chunk: recoverChunk},
+		func(msgs []schemas.LogMessage) error {
+			caught += len(msgs)
+			// Projected on nobody's behalf: among the room's messages may be one of ours
+			// that landed after this loop's other appends, and claiming it would move our
+			// position past those before they are projected. Sync feeds find such
+			// messages in events.
+			return p.project(ctx, "", persist.BatchesOf(msgs))
+		})
+	if caught > 0 {
+		p.cfg.Log.Info("caught up room from the log", zap.String("room_id", roomID), zap.Int("batches", caught))
 	}
-	subject := p.cfg.Topology.EventSubject(roomID)
-	var batches []persist.BatchAt
-	for {
-		m, err := stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		b, err := schemas.DecodeLogBatch(m.Data)
-		if err != nil {
-			return fmt.Errorf("log message %d: %w", m.Sequence, err)
-		}
-		batches = append(batches, persist.BatchAt{Seq: m.Sequence, Batch: b})
-		from = m.Sequence + 1
-	}
-	if len(batches) > 0 {
-		p.cfg.Log.Info("caught up room from the log", zap.String("room_id", roomID), zap.Int("batches", len(batches)))
-	}
-	// Projected on nobody's behalf: among the room's messages may be one of ours that
-	// landed after this loop's other appends, and claiming it would move our position
-	// past those before they are projected. Sync feeds find such messages in events.
-	return p.project(ctx, "", batches)
+	return err
 }
 
 // loadRoom returns the room from memory or Postgres; nil when it does not exist.
@@ -89,7 +102,9 @@ func (p *Persister) loadRoom(ctx context.Context, roomID string) (*room, error) 
 	if r, ok := p.rooms[roomID]; ok {
 		return r, nil
 	}
-	head, err := p.cfg.DB.LoadRoomHead(ctx, roomID)
+	dctx, cancel := p.dbCtx(ctx)
+	defer cancel()
+	head, err := p.cfg.DB.LoadRoomHead(dctx, roomID)
 	if errors.Is(err, persist.ErrNotFound) {
 		return nil, nil
 	}
@@ -100,7 +115,7 @@ func (p *Persister) loadRoom(ctx context.Context, roomID string) (*room, error) 
 	if err != nil {
 		return nil, err
 	}
-	evs, err := p.cfg.DB.CurrentState(ctx, roomID)
+	evs, err := p.cfg.DB.CurrentState(dctx, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -168,26 +183,33 @@ func relatesTo(content []byte) string {
 	return c.RelatesTo.EventID
 }
 
-// announcePositions tells Synapse-compatible receivers, once a second, that this writer
-// has nothing in flight below the log's last sequence. Receivers compute a minimum over
-// writers; an idle writer that stayed silent would pin it (Synapse issue #15595).
+// idleRecordEvery is how many position ticks pass between records of an idle writer's
+// position in Postgres.
+const idleRecordEvery = 10
+
+// announcePositions runs once a second, with the loop paused, what needs the log's
+// last sequence: it tells Synapse-compatible receivers that this writer has nothing in
+// flight below it (receivers compute a minimum over writers, and an idle writer that
+// stayed silent would pin it: Synapse issue #15595), and every idleRecordEvery ticks
+// records it as this writer's position in Postgres, which bounds the next start's
+// recovery.
 func (p *Persister) announcePositions(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			p.announcePosition(ctx)
+			p.announcePosition(ctx, n%idleRecordEvery == 0)
 		}
 	}
 }
 
-// announcePosition announces the log's last sequence as this writer's position. The
-// loop's lock is held while reading it, so no append of ours is in flight below it and
-// every row of ours up to it was already handed to the emitter.
-func (p *Persister) announcePosition(ctx context.Context) {
+// announcePosition reads the log's last sequence with the loop's lock held, so no
+// append of ours is in flight below it and every row of ours up to it was handed to the
+// emitter, then announces it (with Redis) and, when record is set, records it.
+func (p *Persister) announcePosition(ctx context.Context, record bool) {
 	p.busy.Lock()
 	defer p.busy.Unlock()
 	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
@@ -195,11 +217,16 @@ func (p *Persister) announcePosition(ctx context.Context) {
 	if err == nil {
 		info, err = stream.Info(ctx)
 	}
+	if err == nil && record {
+		err = p.advanceIdle(ctx, info.State.LastSeq)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
-			p.cfg.Log.Warn("replication position not announced", zap.Error(err))
+			p.cfg.Log.Warn("writer position not announced", zap.Error(err))
 		}
 		return
 	}
-	p.cfg.Replication.Position(schemas.StreamEvents, int64(info.State.LastSeq))
+	if p.cfg.Replication != nil {
+		p.cfg.Replication.Position(schemas.StreamEvents, int64(info.State.LastSeq))
+	}
 }

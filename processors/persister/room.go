@@ -62,6 +62,15 @@ func (r *room) checkpoint() *undo {
 		prev: map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU{}}
 }
 
+// keep folds a later checkpoint into u, so rolling u back also undoes what came after it.
+func (u *undo) keep(later *undo) {
+	for k, v := range later.prev {
+		if _, seen := u.prev[k]; !seen {
+			u.prev[k] = v
+		}
+	}
+}
+
 func (r *room) rollback(u *undo) {
 	r.lastSeq, r.lastEventID, r.depth = u.lastSeq, u.lastEventID, u.depth
 	for k, pdu := range u.prev {

@@ -29,7 +29,7 @@ type Stats struct {
 // Run projects every message of the log into db and records each writer's position.
 func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger) (Stats, error) {
 	st := Stats{Positions: map[string]uint64{}}
-	err := streams.ReadLog(ctx, js, topo, 1, chunk, func(string) bool { return true },
+	_, err := streams.ReadLog(ctx, js, topo, streams.LogRange{Chunk: chunk},
 		func(msgs []schemas.LogMessage) error {
 			// Rows first, on nobody's behalf; positions once every writer's messages
 			// up to them are in.
