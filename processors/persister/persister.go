@@ -72,6 +72,9 @@ type Config struct {
 	// Backoff is the runner's redelivery delay after a failed delivery (default
 	// streams.DefaultBackoff); tests shorten it.
 	Backoff func(delivery int) time.Duration
+
+	// faults injects failures in tests; nil fields do nothing.
+	faults faults
 }
 
 // Defaults of Config's bounds.
@@ -96,8 +99,6 @@ type Persister struct {
 	unresolved map[string]bool
 	// maxAppend bounds the events of one log message, below the server's max payload.
 	maxAppend int
-	// faults injects failures in tests; nil fields do nothing.
-	faults faults
 }
 
 // faults are the test hooks of the failure paths that real runs reach only by bad luck.
@@ -673,8 +674,8 @@ func (p *Persister) rollbackAll(appends []*roomAppend) {
 // their size in the log. A create_room whose events outgrow one log message is refused
 // as soon as they do.
 func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent, mark *undo, now time.Time) ([]gomatrixserverlib.PDU, int, error) {
-	if p.faults.build != nil {
-		p.faults.build(in)
+	if p.cfg.faults.build != nil {
+		p.cfg.faults.build(in)
 	}
 	switch in.Kind {
 	case schemas.KindCreateRoom:
@@ -769,7 +770,7 @@ func memberStateKey(js []byte) string {
 // was behind the log. Any other failure leaves the append's outcome unknown.
 func (p *Persister) await(ctx context.Context, ra *roomAppend) error {
 	ok, failed := ra.future.Ok(), ra.future.Err()
-	if p.faults.ackLost != nil && p.faults.ackLost(ra.room.id) {
+	if p.cfg.faults.ackLost != nil && p.cfg.faults.ackLost(ra.room.id) {
 		ok, failed = nil, nil
 	}
 	timer := time.NewTimer(p.cfg.AppendTimeout)

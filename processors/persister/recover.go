@@ -65,8 +65,8 @@ func (p *Persister) advanceIdle(ctx context.Context, seq uint64) error {
 // drops the cached room, so the next build starts from the log's tip.
 func (p *Persister) catchUp(ctx context.Context, roomID string) error {
 	delete(p.rooms, roomID)
-	if p.faults.catchUp != nil {
-		if err := p.faults.catchUp(roomID); err != nil {
+	if p.cfg.faults.catchUp != nil {
+		if err := p.cfg.faults.catchUp(roomID); err != nil {
 			return err
 		}
 	}

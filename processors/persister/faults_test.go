@@ -1,0 +1,370 @@
+package persister
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// fastRetries makes the runner's redeliveries quick, so a test reaches dead letters in
+// milliseconds.
+func fastRetries(cfg *Config) { cfg.Backoff = func(int) time.Duration { return 10 * time.Millisecond } }
+
+func textMessage(id, room, body string) *schemas.Intent {
+	raw, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
+	return &schemas.Intent{V: schemas.IntentVersion, Kind: schemas.KindClientEvent, ID: id, RoomID: room, Sender: alice,
+		Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}}
+}
+
+// eventually polls cond; the deadline only guards against hanging forever.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkChains fails unless every stored event's prev_events are stored events of its
+// room, one step shallower: no event was built on one that never reached the log.
+func (c *cluster) checkChains(t *testing.T) {
+	t.Helper()
+	rows, err := c.db.Pool.Query(context.Background(), `SELECT e.event_id, e.room_id, r.room_version, e.json
+		FROM events e JOIN rooms r USING (room_id)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	type node struct {
+		room  string
+		depth int64
+		prev  []string
+	}
+	nodes := map[string]node{}
+	for rows.Next() {
+		var id, room, version, js string
+		if err := rows.Scan(&id, &room, &version, &js); err != nil {
+			t.Fatal(err)
+		}
+		pdu, err := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(version)).NewEventFromTrustedJSONWithEventID(id, []byte(js), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[id] = node{room: room, depth: pdu.Depth(), prev: pdu.PrevEventIDs()}
+	}
+	for id, n := range nodes {
+		for _, p := range n.prev {
+			pn, ok := nodes[p]
+			if !ok || pn.room != n.room || pn.depth != n.depth-1 {
+				t.Errorf("event %s (depth %d) builds on %s, which is not the stored event before it", id, n.depth, p)
+			}
+		}
+	}
+}
+
+// positionViolation returns a description of the first log message of writer at or
+// below its recorded position that Postgres lacks, or "" when there is none: a sync
+// feed trusting the position would skip it (invariant 5).
+func (c *cluster) positionViolation(writer string) (string, error) {
+	ctx := context.Background()
+	positions, err := c.db.StreamPositions(ctx, persist.EventsStream)
+	if err != nil {
+		return "", err
+	}
+	pos := positions[writer]
+	var missing string
+	_, err = streams.ReadLog(ctx, c.env.JS, c.env.Topology, streams.LogRange{Writer: writer}, func(msgs []schemas.LogMessage) error {
+		for _, m := range msgs {
+			if m.Seq > pos || missing != "" {
+				continue
+			}
+			var n int
+			if err := c.db.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE seq = $1`, int64(m.Seq)).Scan(&n); err != nil {
+				return err
+			}
+			if n != len(m.Batch.Events) {
+				missing = fmt.Sprintf("position %d of %s passes log message %d, of which Postgres has %d of %d events",
+					pos, writer, m.Seq, n, len(m.Batch.Events))
+			}
+		}
+		return nil
+	})
+	return missing, err
+}
+
+// watchPositions checks the position invariant of writer until the test ends, and
+// reports the first violation then.
+func (c *cluster) watchPositions(t *testing.T, writer string) {
+	done := make(chan struct{})
+	var violation atomic.Value
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if v, err := c.positionViolation(writer); err == nil && v != "" {
+				violation.CompareAndSwap(nil, v)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		close(done)
+		wg.Wait()
+		if v := violation.Load(); v != nil {
+			t.Errorf("invariant 5 broken: %s", v)
+		}
+	})
+}
+
+// countInLog counts the events of the log whose body contains marker.
+func (c *cluster) countInLog(t *testing.T, marker string) int {
+	t.Helper()
+	n := 0
+	_, err := streams.ReadLog(context.Background(), c.env.JS, c.env.Topology, streams.LogRange{}, func(msgs []schemas.LogMessage) error {
+		for _, m := range msgs {
+			for _, e := range m.Batch.Events {
+				if strings.Contains(string(e.JSON), marker) {
+					n++
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestOversizedIntentRefusedAtOnce sends a createRoom whose initial events cannot fit
+// one log message: it is answered 413 at once, not retried, not dead-lettered, and
+// leaves no room behind, while the writer goes on serving others.
+func TestOversizedIntentRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 0)
+	events := []schemas.ProtoEvent{
+		state("m.room.create", "", map[string]string{"room_version": "11"}),
+		state("m.room.member", alice, map[string]string{"membership": "join"}),
+	}
+	big := strings.Repeat("x", 60000)
+	for i := range 14 { // 14 × 60 KB: past the 768 KiB of one append, and the intent below NATS's 1 MiB
+		events = append(events, state("x.big", fmt.Sprint(i), map[string]string{"v": big}))
+	}
+	res := submit(t, w, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: "!huge:test", Sender: alice,
+		CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: events}})
+	wantError(t, res, 413, "M_TOO_LARGE")
+	wantError(t, submit(t, w, textMessage(c.nextID(), "!huge:test", "hello")), 404, "M_NOT_FOUND")
+	c.createRoom(w)
+	if res := c.message(w, alice, "still serving"); res.Error != nil {
+		t.Fatal(res.Error)
+	}
+	if m := c.writers["w1"].Metrics.Snapshot(); m.Failed != 0 || m.Retried != 0 || m.DeadLettered != 0 {
+		t.Fatalf("the oversized intent was retried or dead-lettered: %+v", m)
+	}
+}
+
+// TestRefusedCreateLeavesNoRoom: once a room's create is refused, the room does not
+// exist for the next intent either (404, not a 403 from an empty room's auth rules).
+func TestRefusedCreateLeavesNoRoom(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 0)
+	// Alice may not join Bob into a room she creates.
+	res := submit(t, w, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: "!refused:test", Sender: alice,
+		CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: []schemas.ProtoEvent{
+			state("m.room.create", "", map[string]string{"room_version": "11"}),
+			state("m.room.member", bob, map[string]string{"membership": "join"}),
+		}}})
+	wantError(t, res, 403, "M_FORBIDDEN")
+	wantError(t, submit(t, w, textMessage(c.nextID(), "!refused:test", "hello")), 404, "M_NOT_FOUND")
+}
+
+// TestPanicLeavesRoomsIntact makes the build of one intent panic, as a bug in the
+// protocol library would, while other intents of its room are in the same batches. The
+// process survives, the culprit alone is dead-lettered, every other intent is answered,
+// and no stored event builds on one that was never appended.
+func TestPanicLeavesRoomsIntact(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 50*time.Millisecond, fastRetries, func(cfg *Config) {
+		cfg.faults.build = func(in *schemas.Intent) {
+			if in.Event != nil && strings.Contains(string(in.Event.Content), "poison") {
+				panic("injected: the protocol library panicked")
+			}
+		}
+	})
+	c.createRoom(w)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	go func() { _, _ = w.Submit(ctx, textMessage("poison", roomID, "poison")) }()
+	errs := make(chan error, 12)
+	for i := range 12 {
+		wg.Go(func() {
+			res, err := w.Submit(context.Background(), textMessage(fmt.Sprint("good-", i), roomID, fmt.Sprint("good ", i)))
+			if err == nil && res.Error != nil {
+				err = fmt.Errorf("%+v", res.Error)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := c.writers["w1"]
+	eventually(t, "the poison intent dead-lettered", func() bool { return p.Metrics.Snapshot().DeadLettered == 1 })
+	if res := c.message(w, alice, "after the panic"); res.Error != nil {
+		t.Fatal(res.Error)
+	}
+	if m := p.Metrics.Snapshot(); m.Panics == 0 || m.DeadLettered != 1 {
+		t.Fatalf("metrics: %+v", m)
+	}
+	c.checkChains(t)
+	for i := range 12 {
+		if n := c.countInLog(t, fmt.Sprint("good ", i)+`"`); n != 1 {
+			t.Errorf("good %d is %d times in the log", i, n)
+		}
+	}
+}
+
+// TestLostAckBoundedByTheWriter loses the acknowledgement of an append that the log
+// stored. The writer's JetStream has no publish timeout of its own (as in any embedding
+// but main's), so only the writer's AppendTimeout ends the wait: the room is caught up,
+// the intent is answered from what landed, and the event is stored once.
+func TestLostAckBoundedByTheWriter(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	var lost atomic.Bool
+	w := c.writer("w1", 0, func(cfg *Config) {
+		cfg.AppendTimeout = 300 * time.Millisecond
+		cfg.faults.ackLost = func(string) bool { return lost.CompareAndSwap(true, false) }
+	})
+	c.createRoom(w)
+	lost.Store(true)
+	res := c.message(w, alice, "ack lost")
+	if res.Error != nil || len(res.EventIDs) != 1 {
+		t.Fatalf("answer: %+v", res)
+	}
+	if lost.Load() {
+		t.Fatal("the fault was not injected")
+	}
+	if n := c.countInLog(t, `"ack lost"`); n != 1 {
+		t.Fatalf("the event is %d times in the log", n)
+	}
+	ev, err := c.db.GetEvent(context.Background(), res.EventIDs[0])
+	if err != nil || ev == nil {
+		t.Fatalf("the answered event is not in Postgres: %v", err)
+	}
+	if v, err := c.positionViolation("w1"); err != nil || v != "" {
+		t.Fatal(v, err)
+	}
+}
+
+// TestUnknownAppendHoldsThePosition loses the acknowledgement of an append to one room
+// and then fails its catch-ups for a while, with another room's intents appended in the
+// same loop and after it. No projection may move the writer's position past the
+// message whose outcome is unknown while Postgres lacks it (a sync feed would skip it
+// for good); once the catch-up works, everything is answered, stored once, and not
+// dead-lettered.
+func TestUnknownAppendHoldsThePosition(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	const stuck, other = "!stuck:test", "!other:test"
+	var lost, catchUpBroken atomic.Bool
+	lostFired := make(chan struct{})
+	// Projections take a while, so the intents sent during one arrive as one batch.
+	w := c.writer("w1", 200*time.Millisecond, fastRetries, func(cfg *Config) {
+		cfg.AppendTimeout = 200 * time.Millisecond
+		cfg.faults.ackLost = func(room string) bool {
+			if room == stuck && lost.CompareAndSwap(true, false) {
+				close(lostFired)
+				return true
+			}
+			return false
+		}
+		cfg.faults.catchUp = func(room string) error {
+			if room == stuck && catchUpBroken.Load() {
+				return fmt.Errorf("injected: the log is unreachable")
+			}
+			return nil
+		}
+	})
+	c.createBareRoom(w, stuck)
+	c.createBareRoom(w, other)
+	c.watchPositions(t, "w1")
+	lost.Store(true)
+	catchUpBroken.Store(true)
+	answers := make(chan *schemas.IntentResult, 7)
+	send := func(id, room, body string) { answers <- submit(t, w, textMessage(id, room, body)) }
+	go send("warm", other, "keeps the writer busy")
+	time.Sleep(50 * time.Millisecond)
+	go send("lost", stuck, "lost ack")
+	go send("beside", other, "beside the lost ack")
+	<-lostFired
+	for i := range 4 {
+		go send(fmt.Sprint("after-", i), other, fmt.Sprint("after ", i))
+	}
+	time.Sleep(time.Second) // the stuck room cannot be caught up meanwhile
+	catchUpBroken.Store(false)
+	for range 7 {
+		if res := <-answers; res.Error != nil || len(res.EventIDs) != 1 {
+			t.Fatalf("answer: %+v", res)
+		}
+	}
+	if n := c.countInLog(t, `"lost ack"`); n != 1 {
+		t.Fatalf("the lost-ack event is %d times in the log", n)
+	}
+	if m := c.writers["w1"].Metrics.Snapshot(); m.DeadLettered != 0 {
+		t.Fatalf("dead letters for a passing failure: %+v", m)
+	}
+}
+
+// TestIdleWriterStartsWhereTheLogIs: a writer that appended nothing while another
+// wrote a lot records, at its next start, that it has nothing unprojected up to the
+// log's end, so no later start reads that stretch again.
+func TestIdleWriterStartsWhereTheLogIs(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	busy := c.writer("busy", 0)
+	c.createBareRoom(busy, "!busy:test")
+	for i := range 20 {
+		if res := submit(t, busy, textMessage(c.nextID(), "!busy:test", fmt.Sprint(i))); res.Error != nil {
+			t.Fatal(res.Error)
+		}
+	}
+	c.writer("idle", 0)
+	stream, err := c.env.JS.Stream(context.Background(), c.env.Topology.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the idle writer's position at the log's end", func() bool {
+		positions, err := c.db.StreamPositions(context.Background(), persist.EventsStream)
+		return err == nil && positions["idle"] == info.State.LastSeq
+	})
+}
