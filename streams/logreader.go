@@ -25,8 +25,12 @@ type LogRange struct {
 	Chunk int
 }
 
-// fetchWait is how long one fetch waits for messages that are known to be stored.
+// fetchWait is how long one fetch first waits for messages that are known to be
+// stored; each fetch that comes back empty while more is stored doubles it, up to
+// maxFetchWait.
 var fetchWait = time.Second
+
+const maxFetchWait = 10 * time.Second
 
 // ReadLog reads the EVENTS log in order, from r.From up to the last sequence the range
 // holds when ReadLog is called, and hands the messages to fn in chunks. It returns
@@ -74,8 +78,9 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 	if err != nil {
 		return 0, err
 	}
+	wait := fetchWait
 	for seq := from - 1; seq < last; {
-		msgs, err := cons.Fetch(min(chunk, int(min(last-seq, 1<<20))), jetstream.FetchMaxWait(fetchWait))
+		msgs, err := cons.Fetch(min(chunk, int(min(last-seq, 1<<20))), jetstream.FetchMaxWait(wait))
 		if err != nil {
 			return 0, err
 		}
@@ -126,6 +131,8 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 			if err != nil {
 				return 0, err
 			}
+			// More is stored: wait longer for it.
+			wait = min(2*wait, maxFetchWait)
 		}
 	}
 	return last, nil

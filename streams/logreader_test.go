@@ -70,7 +70,7 @@ func TestReadLogReadsToTheEnd(t *testing.T) {
 	env := natstest.Start(t)
 	rooms, writers := []string{"!a:t", "!b:t", "!c:t"}, []string{"w1", "w2"}
 	byRoom, byWriter := appendLog(t, env, 1500, rooms, writers)
-	defer streams.SetFetchWait(time.Millisecond)()
+	defer streams.SetFetchWait(time.Microsecond)()
 	var all []uint64
 	for i := range 1500 {
 		all = append(all, uint64(i+1))
