@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/pgtest"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 )
@@ -367,4 +368,79 @@ func TestIdleWriterStartsWhereTheLogIs(t *testing.T) {
 		positions, err := c.db.StreamPositions(context.Background(), persist.EventsStream)
 		return err == nil && positions["idle"] == info.State.LastSeq
 	})
+}
+
+// TestDatabaseRestartUnderLoad restarts Postgres (a cluster of the test's own) while
+// four clients send to four rooms. The writer waits for it: every send is answered
+// once, stored once, nothing is dead-lettered, and no position passes a message
+// Postgres lacks.
+func TestDatabaseRestartUnderLoad(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.StartServer(t)
+	c := newClusterOn(t, srv.DSN())
+	w := c.writer("w1", 0, fastRetries, func(cfg *Config) { cfg.DBTimeout = 2 * time.Second })
+	rooms := []string{"!r0:test", "!r1:test", "!r2:test", "!r3:test"}
+	for _, r := range rooms {
+		c.createBareRoom(w, r)
+	}
+	const perClient, pauseAt = 40, 10
+	// The clients pause once, so the database goes down while the writer is idle and
+	// the next intents meet it down from their first query; they keep sending after it
+	// is gone, and while it is coming back.
+	var paused sync.WaitGroup
+	paused.Add(len(rooms))
+	resume := make(chan struct{})
+	var wg sync.WaitGroup
+	results := make(chan string, len(rooms)*perClient)
+	for ci, room := range rooms {
+		wg.Go(func() {
+			for i := range perClient {
+				if i == pauseAt {
+					paused.Done()
+					<-resume
+				}
+				// A client retries a send that timed out with the same transaction.
+				in := textMessage(fmt.Sprintf("c%d-%d", ci, i), room, fmt.Sprintf("send c%d m%d", ci, i))
+				for {
+					res, err := w.Submit(context.Background(), in)
+					if err == nil && res.Error == nil && len(res.EventIDs) == 1 {
+						results <- res.EventIDs[0]
+						break
+					}
+					t.Logf("send %s: %v %+v; retrying", in.ID, err, res)
+				}
+			}
+		})
+	}
+	paused.Wait()
+	srv.Stop(t)
+	close(resume)
+	time.Sleep(3 * time.Second)
+	srv.Start(t)
+	wg.Wait()
+	close(results)
+	ids := map[string]bool{}
+	for id := range results {
+		if ids[id] {
+			t.Fatalf("event %s answered twice", id)
+		}
+		ids[id] = true
+	}
+	if len(ids) != len(rooms)*perClient {
+		t.Fatalf("%d distinct answers, want %d", len(ids), len(rooms)*perClient)
+	}
+	var stored int
+	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'm.room.message'`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != len(ids) || c.countInLog(t, `"send c`) != len(ids) {
+		t.Fatalf("%d messages in Postgres, %d in the log, want %d each", stored, c.countInLog(t, `"send c`), len(ids))
+	}
+	if m := c.writers["w1"].Metrics.Snapshot(); m.DeadLettered != 0 || m.Retried != 0 {
+		t.Fatalf("the outage spent deliveries: %+v", m)
+	}
+	if v, err := c.positionViolation("w1"); err != nil || v != "" {
+		t.Fatal(v, err)
+	}
+	c.checkChains(t)
 }

@@ -32,10 +32,13 @@ type cluster struct {
 	writers map[string]*Persister
 }
 
-func newCluster(t testing.TB) *cluster {
+func newCluster(t testing.TB) *cluster { return newClusterOn(t, pgtest.DSN(t)) }
+
+// newClusterOn is newCluster with the database at dsn.
+func newClusterOn(t testing.TB, dsn string) *cluster {
 	env := natstest.Start(t)
 	ctx := context.Background()
-	db, err := persist.Open(ctx, pgtest.DSN(t), zaptest.NewLogger(t))
+	db, err := persist.Open(ctx, dsn, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
