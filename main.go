@@ -316,6 +316,13 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	if err := topo.Ensure(ctx, js); err != nil {
 		return err
 	}
+	info, err := topo.EventsInfo(ctx, js)
+	if err != nil {
+		return err
+	}
+	if err := db.CheckLog(ctx, info.Config.Name, info.Created, info.State.LastSeq); err != nil {
+		return err
+	}
 
 	if cfg.RegistrationSharedSecret != "" {
 		log.Warn("registration_shared_secret is set, but the admin registration API is not built yet; it is ignored")

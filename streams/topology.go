@@ -54,6 +54,16 @@ func (t Topology) EventSubject(roomID string) string {
 	return t.ns() + ".events." + base64.RawURLEncoding.EncodeToString([]byte(roomID))
 }
 
+// EventsInfo describes the EVENTS stream: its name, creation time (which tells one log
+// from another of the same name) and state.
+func (t Topology) EventsInfo(ctx context.Context, js jetstream.JetStream) (*jetstream.StreamInfo, error) {
+	stream, err := js.Stream(ctx, t.EventsStream())
+	if err != nil {
+		return nil, err
+	}
+	return stream.Info(ctx)
+}
+
 // EventsWildcard matches every room's log subject.
 func (t Topology) EventsWildcard() string { return t.ns() + ".events.>" }
 

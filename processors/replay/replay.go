@@ -29,7 +29,15 @@ type Stats struct {
 // Run projects every message of the log into db and records each writer's position.
 func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger) (Stats, error) {
 	st := Stats{Positions: map[string]uint64{}}
-	_, err := streams.ReadLog(ctx, js, topo, streams.LogRange{Chunk: chunk},
+	info, err := topo.EventsInfo(ctx, js)
+	if err != nil {
+		return st, err
+	}
+	// A fresh database records this log; one of another log is refused, not mixed.
+	if err := db.CheckLog(ctx, info.Config.Name, info.Created, info.State.LastSeq); err != nil {
+		return st, err
+	}
+	_, err = streams.ReadLog(ctx, js, topo, streams.LogRange{Chunk: chunk},
 		func(msgs []schemas.LogMessage) error {
 			// Rows first, on nobody's behalf; positions once every writer's messages
 			// up to them are in.
