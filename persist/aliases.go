@@ -20,6 +20,33 @@ func (db *DB) CreateAlias(ctx context.Context, alias, roomID, creator string) er
 	return nil
 }
 
+// ClaimAlias points alias at roomID unless another room holds it (ErrAliasExists).
+// Claiming an alias the room already holds succeeds, so a redelivered create claims
+// again harmlessly.
+func (db *DB) ClaimAlias(ctx context.Context, alias, roomID, creator string) error {
+	var holder string
+	err := db.Pool.QueryRow(ctx, `WITH claim AS (
+			INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)
+			ON CONFLICT (alias) DO NOTHING RETURNING room_id)
+		SELECT room_id FROM claim UNION ALL SELECT room_id FROM room_aliases WHERE alias = $1
+		LIMIT 1`, alias, roomID, creator).Scan(&holder)
+	if err != nil {
+		return fmt.Errorf("persist: claim alias: %w", err)
+	}
+	if holder != roomID {
+		return ErrAliasExists
+	}
+	return nil
+}
+
+// ReleaseAlias lets go of alias if roomID holds it: the room was not created.
+func (db *DB) ReleaseAlias(ctx context.Context, alias, roomID string) error {
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM room_aliases WHERE alias = $1 AND room_id = $2`, alias, roomID); err != nil {
+		return fmt.Errorf("persist: release alias: %w", err)
+	}
+	return nil
+}
+
 // ResolveAlias returns the room an alias points to and who created the alias, or
 // ErrNotFound.
 func (db *DB) ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error) {

@@ -2,16 +2,13 @@ package client
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
-	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
-	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -56,26 +53,13 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) 
 		return
 	}
 	roomID := "!" + randomString(18, letters) + ":" + s.ServerName
-	if req.alias != "" {
-		// The alias is taken before the room exists, so a conflict costs no room.
-		if err := s.DB.CreateAlias(r.Context(), req.alias, roomID, dev.UserID); err != nil {
-			if errors.Is(err, persist.ErrAliasExists) {
-				err = matrix.Errorf(http.StatusBadRequest, matrix.CodeRoomInUse, "room alias %s already taken", req.alias)
-			}
-			s.writeErr(w, r.Pattern, err)
-			return
-		}
-	}
+	// The room's writer claims the alias as it creates the room: a taken alias costs no
+	// room, and a request that times out or disconnects cannot leave one half-made.
 	_, err = s.submit(r.Context(), &schemas.Intent{
 		Kind: schemas.KindCreateRoom, ID: randomIntentID(), RoomID: roomID, Sender: dev.UserID, DeviceID: dev.DeviceID,
-		CreateRoom: &schemas.CreateRoom{RoomVersion: req.RoomVersion, Events: events},
+		CreateRoom: &schemas.CreateRoom{RoomVersion: req.RoomVersion, Events: events, Alias: req.alias},
 	})
 	if err != nil {
-		if req.alias != "" {
-			if derr := s.DB.DeleteAlias(r.Context(), req.alias); derr != nil {
-				s.Log.Warn("alias of a room that was not created stays", zap.String("alias", req.alias), zap.Error(derr))
-			}
-		}
 		s.writeErr(w, r.Pattern, err)
 		return
 	}

@@ -444,3 +444,49 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 	}
 	c.checkChains(t)
 }
+
+// TestCreateRoomClaimsItsAlias: the writer claims a new room's alias as it creates
+// the room. Of two rooms created at once with one alias, exactly one is created and
+// holds it; a create refused for another reason leaves the alias free.
+func TestCreateRoomClaimsItsAlias(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 0)
+	create := func(room, alias string, members ...string) *schemas.IntentResult {
+		events := []schemas.ProtoEvent{state("m.room.create", "", map[string]string{"room_version": "11"})}
+		for _, m := range members {
+			events = append(events, state("m.room.member", m, map[string]string{"membership": "join"}))
+		}
+		return submit(t, w, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: room, Sender: alice,
+			CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: events, Alias: alias}})
+	}
+	// Refused (alice cannot join bob): the alias stays free.
+	wantError(t, create("!refused:test", "#a:test", bob), 403, "M_FORBIDDEN")
+	if _, _, err := c.db.ResolveAlias(context.Background(), "#a:test"); err != persist.ErrNotFound {
+		t.Fatalf("a refused room holds the alias: %v", err)
+	}
+	results := make(chan *schemas.IntentResult, 2)
+	for _, room := range []string{"!one:test", "!two:test"} {
+		go func() { results <- create(room, "#a:test", alice) }()
+	}
+	var created int
+	for range 2 {
+		res := <-results
+		switch {
+		case res.Error == nil:
+			created++
+		case res.Error.Code != "M_ROOM_IN_USE" || res.Error.Status != 400:
+			t.Fatalf("the losing create: %+v", res.Error)
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d rooms created with one alias", created)
+	}
+	holder, _, err := c.db.ResolveAlias(context.Background(), "#a:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.db.LoadRoomHead(context.Background(), holder); err != nil {
+		t.Fatalf("the alias points to %s, which was not created: %v", holder, err)
+	}
+}

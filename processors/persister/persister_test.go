@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ type cluster struct {
 	env  *natstest.Env
 	db   *persist.DB
 	key  ed25519.PrivateKey
-	seen int
+	seen atomic.Int64
 	// writers by name, for their metrics.
 	writers map[string]*Persister
 }
@@ -74,8 +75,7 @@ func (c *cluster) writer(name string, delay time.Duration, tune ...func(*Config)
 }
 
 func (c *cluster) nextID() string {
-	c.seen++
-	return fmt.Sprintf("intent-%d", c.seen)
+	return fmt.Sprintf("intent-%d", c.seen.Add(1))
 }
 
 func submit(t testing.TB, ic *streams.IntentClient, in *schemas.Intent) *schemas.IntentResult {
