@@ -3,6 +3,7 @@ package syncfeed
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	mathrand "math/rand/v2"
 	"strings"
 	"sync"
@@ -199,19 +200,34 @@ func TestOneSlowWriterHoldsThePosition(t *testing.T) {
 	}
 }
 
+// seed replays a failed randomized run: go test -run Interleavings -seed N.
+var seed = flag.Uint64("seed", 0, "seed of the randomized tests (0: a new one, logged)")
+
+// newRand returns the test's random source, its seed logged so a failure can be
+// replayed with -seed.
+func newRand(t *testing.T) *mathrand.Rand {
+	s := *seed
+	if s == 0 {
+		s = mathrand.Uint64()
+	}
+	t.Logf("random seed %d (rerun with -seed %d)", s, s)
+	return mathrand.New(mathrand.NewPCG(s, s))
+}
+
 func TestPositionFollowsTheRuleUnderRandomInterleavings(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t)
 	f := fx.run(fx.config())
+	rnd := newRand(t)
 
 	var writers []string // writer of each published sequence, index = seq-1
 	projected := map[string]uint64{}
 	last := map[string]uint64{}
 	for step := 0; step < 80; step++ {
-		w := []string{"A", "B"}[mathrand.IntN(2)]
+		w := []string{"A", "B"}[rnd.IntN(2)]
 		// B is the slow one: it projects less often than A.
 		projectOdds := map[string]int{"A": 2, "B": 5}[w]
-		if mathrand.IntN(projectOdds) != 0 || last[w] == 0 {
+		if rnd.IntN(projectOdds) != 0 || last[w] == 0 {
 			seq := fx.publish(w, "!r"+w+":x")
 			writers = append(writers, w)
 			last[w] = seq
@@ -225,7 +241,7 @@ func TestPositionFollowsTheRuleUnderRandomInterleavings(t *testing.T) {
 					mine = append(mine, uint64(i+1))
 				}
 			}
-			seq := mine[mathrand.IntN(len(mine))]
+			seq := mine[rnd.IntN(len(mine))]
 			fx.notice(w, seq)
 			projected[w] = max(projected[w], seq)
 			noticed(t, f, w, projected[w])
