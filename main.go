@@ -434,9 +434,9 @@ func openNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, jetstream.JetStr
 			embedded.WaitForShutdown()
 		}
 	}
-	// A lost publish ack must not stall an event writer forever: past this the append
-	// counts as failed, and the writer catches the room up from the log.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(15*time.Second))
+	// The event writer bounds its own wait for an append's ack; this bound frees the
+	// client's bookkeeping of acks that never come.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(persister.DefaultAppendTimeout))
 	if err != nil {
 		closeBus()
 		return nil, nil, nil, err
