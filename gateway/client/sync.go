@@ -124,8 +124,8 @@ func (s *Server) filterJSON(ctx context.Context, param string, dev Device) ([]by
 		return nil, nil
 	}
 	if strings.HasPrefix(param, "{") {
-		if !json.Valid([]byte(param)) {
-			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeNotJSON, "filter is not valid JSON")
+		if err := matrix.CheckJSON([]byte(param)); err != nil {
+			return nil, err
 		}
 		return []byte(param), nil
 	}
