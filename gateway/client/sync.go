@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
 )
@@ -145,7 +143,7 @@ func (s *Server) filterJSON(ctx context.Context, param string, dev Device) ([]by
 func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 	req, err := s.parseSyncRequest(r.Context(), r, dev)
 	if err != nil {
-		s.syncError(w, err)
+		s.writeErr(w, "sync", err)
 		return
 	}
 	ctx := r.Context()
@@ -162,7 +160,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		res, err := s.buildSync(ctx, dev, req, since, s.Feed.Position())
 		if err != nil {
 			if ctx.Err() == nil {
-				s.syncError(w, err)
+				s.writeErr(w, "sync", err)
 			}
 			return
 		}
@@ -175,14 +173,6 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		since = res.next
 		s.Feed.Wait(waitCtx, since, dev.UserID, res.joined)
 	}
-}
-
-func (s *Server) syncError(w http.ResponseWriter, err error) {
-	var me *matrix.Error
-	if !errors.As(err, &me) {
-		s.Log.Error("sync failed", zap.Error(err))
-	}
-	matrix.WriteError(w, err)
 }
 
 // Response bodies. Every list the spec describes is present, as [] when empty, which
