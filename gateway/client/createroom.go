@@ -133,10 +133,10 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 	for k, v := range req.CreationContent {
 		create[k] = v
 	}
-	create["room_version"], _ = json.Marshal(req.RoomVersion)
+	create["room_version"], _ = matrix.Marshal(req.RoomVersion)
 	if impl, _ := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)); impl != nil && impl.CreatorInCreateEvent() {
 		// Before v11 the creator is named in content; from v11 it is the sender.
-		create["creator"], _ = json.Marshal(creator)
+		create["creator"], _ = matrix.Marshal(creator)
 	}
 	add("m.room.create", "", create)
 	add("m.room.member", creator, map[string]string{"membership": "join"})
@@ -158,7 +158,7 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		},
 		"notifications": map[string]int{"room": 50},
 	} {
-		pl[k], _ = json.Marshal(v)
+		pl[k], _ = matrix.Marshal(v)
 	}
 	for k, v := range req.PowerLevelContentOverride {
 		pl[k] = v
@@ -212,7 +212,7 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 }
 
 func mustJSON(v any) json.RawMessage {
-	raw, err := json.Marshal(v)
+	raw, err := matrix.Marshal(v)
 	if err != nil {
 		panic(err)
 	}

@@ -209,7 +209,7 @@ func (l eventList) MarshalJSON() ([]byte, error) {
 		return []byte(`{"events":[]}`), nil
 	}
 	type plain eventList
-	return json.Marshal(plain(l))
+	return matrix.Marshal(plain(l))
 }
 
 type timeline struct {
@@ -440,7 +440,7 @@ func strippedEvents(evs []persist.StoredEvent) []json.RawMessage {
 		if ev.StateKey != nil {
 			key = *ev.StateKey
 		}
-		raw, err := json.Marshal(strippedEvent{Type: ev.Type, StateKey: key, Content: full.Content, Sender: ev.Sender})
+		raw, err := matrix.Marshal(strippedEvent{Type: ev.Type, StateKey: key, Content: full.Content, Sender: ev.Sender})
 		if err == nil {
 			out = append(out, raw)
 		}

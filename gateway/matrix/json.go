@@ -21,20 +21,29 @@ const MaxJSONDepth = 100
 // bound on events, which no other client request legitimately approaches.
 const DefaultBodyLimit int64 = 65536
 
-// WriteJSON answers with status and v as JSON. HTML escaping is off so event content
-// goes out with the characters it came in with.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
+// Marshal is json.Marshal with HTML escaping off, so event content goes out with the
+// characters it came in with (json.Marshal writes < as \u003c, also inside a
+// json.RawMessage). Every JSON the server sends is made by it.
+func Marshal(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+}
+
+// WriteJSON answers with status and v as JSON, made by Marshal.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := Marshal(v)
+	if err != nil {
 		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`)
+		body = []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(body)
 }
 
 // DecodeBody reads a JSON object of at most limit bytes from r into dst. Its errors are
