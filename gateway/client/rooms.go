@@ -85,7 +85,7 @@ func (s *Server) submit(ctx context.Context, in *schemas.Intent) ([]string, erro
 		return nil, matrix.Errorf(res.Error.Status, res.Error.Code, "%s", res.Error.Message)
 	}
 	if s.Feed != nil && res.Seq > 0 {
-		s.writes.record(Device{UserID: in.Sender, DeviceID: in.DeviceID}, in.RoomID, res.Seq)
+		s.writes.record(Device{UserID: in.Sender, DeviceID: in.DeviceID}, in.RoomID, res.Seq, s.Feed.Position())
 	}
 	return res.EventIDs, nil
 }

@@ -424,7 +424,7 @@ func TestSyncWaitsForOwnWrite(t *testing.T) {
 	feed.set(1)
 	// Alice's message is answered (in Postgres at 2) but the feed has not shown it yet.
 	room.project(2, projtest.Message("mine", alice))
-	srv.writes.record(Device{UserID: alice, DeviceID: "ALICEDEV"}, room.ID, 2)
+	srv.writes.record(Device{UserID: alice, DeviceID: "ALICEDEV"}, room.ID, 2, feed.Position())
 
 	done := make(chan *syncTestBody, 1)
 	go func() { done <- aliceC.sync() }()
