@@ -85,22 +85,44 @@ func (db *DB) UserExists(ctx context.Context, userID string) (bool, error) {
 
 // CheckPassword returns nil when password is userID's password, ErrNotFound when the user
 // does not exist and ErrWrongPassword otherwise (also for accounts without a password).
+// Every answer costs one bcrypt comparison: without a stored hash, password is compared
+// with a dummy hash of the configured cost, so the time a login takes does not tell
+// whether the account exists.
 func (db *DB) CheckPassword(ctx context.Context, userID, password string) error {
 	var hash *string
 	err := db.Pool.QueryRow(ctx, "SELECT password_hash FROM users WHERE user_id = $1", userID).Scan(&hash)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNotFound
-	}
-	if err != nil {
+	unknown := errors.Is(err, pgx.ErrNoRows)
+	if err != nil && !unknown {
 		return fmt.Errorf("persist: read password hash: %w", err)
 	}
 	if hash == nil {
+		_ = db.compare(db.dummyHash(), bcryptInput(password))
+		if unknown {
+			return ErrNotFound
+		}
 		return ErrWrongPassword
 	}
-	if bcrypt.CompareHashAndPassword([]byte(*hash), bcryptInput(password)) != nil {
+	if db.compare([]byte(*hash), bcryptInput(password)) != nil {
 		return ErrWrongPassword
 	}
 	return nil
+}
+
+// dummyHash returns a bcrypt hash at the configured cost of a random password, made
+// once per cost.
+func (db *DB) dummyHash() []byte {
+	d := &db.dummy
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cost := db.bcryptCost(); d.hash == nil || d.cost != cost {
+		secret := make([]byte, 32)
+		_, _ = rand.Read(secret) // crypto/rand.Read never fails
+		// It fails only for a cost out of range, which bcryptCost rules out, or a
+		// password over 72 bytes.
+		d.hash, _ = bcrypt.GenerateFromPassword(secret, cost)
+		d.cost = cost
+	}
+	return d.hash
 }
 
 // NextLocalpart returns a fresh numeric localpart for a registration that did not ask for

@@ -330,3 +330,46 @@ func TestFilters(t *testing.T) {
 		seen[ids[i]] = true
 	}
 }
+
+// TestCheckPasswordSpendsHashWork: whether the account exists or not, a password check
+// costs one bcrypt comparison at the configured cost, so its timing does not tell an
+// unknown user from a wrong password.
+func TestCheckPasswordSpendsHashWork(t *testing.T) {
+	t.Parallel()
+	db := openTestDB(t)
+	db.BcryptCost = bcrypt.MinCost + 1
+	ctx := context.Background()
+	if err := db.CreateUser(ctx, "@alice:test", "wonderland", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateUser(ctx, "@nopass:test", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	var costs []int
+	db.compareHash = func(hash, password []byte) error {
+		cost, err := bcrypt.Cost(hash)
+		if err != nil {
+			t.Errorf("compared against %q, not a bcrypt hash: %v", hash, err)
+		}
+		costs = append(costs, cost)
+		return bcrypt.CompareHashAndPassword(hash, password)
+	}
+	for _, tc := range []struct {
+		user, password string
+		want           error
+	}{
+		{"@alice:test", "wonderland", nil},
+		{"@alice:test", "wrong", ErrWrongPassword},
+		{"@nobody:test", "wonderland", ErrNotFound},
+		{"@nobody:test", "", ErrNotFound},
+		{"@nopass:test", "", ErrWrongPassword},
+	} {
+		costs = nil
+		if err := db.CheckPassword(ctx, tc.user, tc.password); !errors.Is(err, tc.want) {
+			t.Errorf("%s/%q: err = %v, want %v", tc.user, tc.password, err, tc.want)
+		}
+		if !slices.Equal(costs, []int{db.BcryptCost}) {
+			t.Errorf("%s/%q: bcrypt comparisons at costs %v, want one at %d", tc.user, tc.password, costs, db.BcryptCost)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -30,6 +31,16 @@ type DB struct {
 	// BcryptCost is the cost of password hashes written from now on; existing hashes keep
 	// the cost they were made with. Tests lower it to bcrypt.MinCost.
 	BcryptCost int
+
+	// compareHash is bcrypt.CompareHashAndPassword when nil; tests watch it.
+	compareHash func(hash, password []byte) error
+	// dummy is a hash of nothing anyone knows, compared against when an account has no
+	// hash, so such a check costs what checking a wrong password costs.
+	dummy struct {
+		mu   sync.Mutex
+		cost int
+		hash []byte
+	}
 }
 
 // Open connects to Postgres and brings the schema up to date before returning, so every
@@ -66,8 +77,15 @@ func Open(ctx context.Context, dsn string, log *zap.Logger) (*DB, error) {
 // Close releases every connection of the pool.
 func (db *DB) Close() { db.Pool.Close() }
 
+func (db *DB) compare(hash, password []byte) error {
+	if db.compareHash != nil {
+		return db.compareHash(hash, password)
+	}
+	return bcrypt.CompareHashAndPassword(hash, password)
+}
+
 func (db *DB) bcryptCost() int {
-	if db.BcryptCost < bcrypt.MinCost {
+	if db.BcryptCost < bcrypt.MinCost || db.BcryptCost > bcrypt.MaxCost {
 		return DefaultBcryptCost
 	}
 	return db.BcryptCost

@@ -30,20 +30,52 @@ func (db *DB) GetProfile(ctx context.Context, userID string) (Profile, error) {
 		return Profile{}, fmt.Errorf("persist: get profile: %w", err)
 	}
 	if !hasRow {
-		local := strings.TrimPrefix(userID, "@")
-		local, _, _ = strings.Cut(local, ":")
-		p.DisplayName = &local
+		p.DisplayName = defaultDisplayName(userID)
 	}
 	return p, nil
 }
 
-// SetProfile stores a user's profile whole.
-func (db *DB) SetProfile(ctx context.Context, userID string, p Profile) error {
-	_, err := db.Pool.Exec(ctx, `INSERT INTO profiles (user_id, displayname, avatar_url) VALUES ($1, $2, $3)
-		ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname, avatar_url = excluded.avatar_url`,
-		userID, p.DisplayName, p.AvatarURL)
-	if err != nil {
-		return fmt.Errorf("persist: set profile: %w", err)
+// ProfileField is one field of a profile, named as its column and as the client API
+// names it.
+type ProfileField string
+
+// The fields of a profile.
+const (
+	DisplayName ProfileField = "displayname"
+	AvatarURL   ProfileField = "avatar_url"
+)
+
+// SetProfileField sets one field of a local user's profile (nil unsets it) and returns
+// the profile as this update left it. The update is one statement that writes only its
+// own field, so concurrent updates of different fields both survive. A user without a
+// profile row gets one, with their localpart as display name unless that is the field
+// set. An unknown user is ErrNotFound.
+func (db *DB) SetProfileField(ctx context.Context, userID string, field ProfileField, value *string) (Profile, error) {
+	displayName, avatarURL := defaultDisplayName(userID), (*string)(nil)
+	switch field {
+	case DisplayName:
+		displayName = value
+	case AvatarURL:
+		avatarURL = value
+	default:
+		return Profile{}, fmt.Errorf("persist: unknown profile field %q", field)
 	}
-	return nil
+	var p Profile
+	// field is one of the constants above, never client input.
+	err := db.Pool.QueryRow(ctx, `INSERT INTO profiles (user_id, displayname, avatar_url) VALUES ($1, $2, $3)
+		ON CONFLICT (user_id) DO UPDATE SET `+string(field)+` = excluded.`+string(field)+`
+		RETURNING displayname, avatar_url`, userID, displayName, avatarURL).Scan(&p.DisplayName, &p.AvatarURL)
+	if pgCode(err) == pgForeignKeyViolation {
+		return Profile{}, ErrNotFound
+	}
+	if err != nil {
+		return Profile{}, fmt.Errorf("persist: set profile %s: %w", field, err)
+	}
+	return p, nil
+}
+
+// defaultDisplayName is the display name of a user who never set one: their localpart.
+func defaultDisplayName(userID string) *string {
+	local, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	return &local
 }

@@ -97,7 +97,7 @@ func (in *Intent) Validate() error {
 	// These strings become Postgres TEXT, which holds neither NUL nor invalid UTF-8; a
 	// refused event must be refused here, before it reaches the log.
 	for _, s := range []string{in.ID, in.RoomID, in.Sender, in.DeviceID, in.TxnID} {
-		if !storableText(s) {
+		if !StorableText(s) {
 			return errors.New("intent: a string holds NUL or invalid UTF-8")
 		}
 	}
@@ -141,10 +141,11 @@ func (in *Intent) Validate() error {
 }
 
 func (pe *ProtoEvent) storable() bool {
-	return storableText(pe.Type) && storableText(pe.Redacts) && (pe.StateKey == nil || storableText(*pe.StateKey))
+	return StorableText(pe.Type) && StorableText(pe.Redacts) && (pe.StateKey == nil || StorableText(*pe.StateKey))
 }
 
-func storableText(s string) bool {
+// StorableText reports whether s fits a Postgres TEXT column: valid UTF-8 without NUL.
+func StorableText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -72,6 +73,13 @@ func TestBadInput(t *testing.T) {
 		prefix := `{"msgtype":"m.text","body":"`
 		return []byte(prefix + strings.Repeat("x", n-len(prefix)-2) + `"}`)
 	}
+	invites := func(n int) []byte {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("@%d:%s", i, d.serverName)
+		}
+		return []byte(`{"invite":["` + strings.Join(ids, `","`) + `"]}`)
+	}
 	for _, tc := range []struct {
 		what, method, url, token string
 		body                     []byte
@@ -93,7 +101,24 @@ func TestBadInput(t *testing.T) {
 		{"unknown token as query parameter", "PUT", roomPath + "/send/m.room.message/b9?access_token=syt_not_a_token", "", []byte(`{"body":"x"}`), 401, "M_UNKNOWN_TOKEN"},
 		{"NUL in the transaction id", "PUT", roomPath + "/send/m.room.message/b%00x", token, []byte(`{"body":"x"}`), 400, "M_INVALID_PARAM"},
 		{"NUL in the event type", "PUT", roomPath + "/send/m.room%00.message/b10", token, []byte(`{"body":"x"}`), 400, "M_INVALID_PARAM"},
-		{"NUL in an initial_state type", "POST", api + "/createRoom", token, []byte(`{"initial_state":[{"type":"a\u0000b","content":{}}]}`), 400, "M_INVALID_PARAM"},
+		// Strings Postgres cannot store are refused where the request is decoded: in a
+		// path or query with M_INVALID_PARAM, in a body with M_BAD_JSON.
+		{"NUL in an initial_state type", "POST", api + "/createRoom", token, []byte(`{"initial_state":[{"type":"a\u0000b","content":{}}]}`), 400, "M_BAD_JSON"},
+		{"NUL in the room id of /messages", "GET", api + "/rooms/!a%00b:" + d.serverName + "/messages?dir=b", token, nil, 400, "M_INVALID_PARAM"},
+		{"invalid UTF-8 in the room id of /messages", "GET", api + "/rooms/!a%FFb:" + d.serverName + "/messages?dir=b", token, nil, 400, "M_INVALID_PARAM"},
+		{"NUL in the room id of /state", "GET", api + "/rooms/!a%00b:" + d.serverName + "/state", token, nil, 400, "M_INVALID_PARAM"},
+		{"invalid UTF-8 in the room id of /state", "GET", api + "/rooms/!a%FFb:" + d.serverName + "/state", token, nil, 400, "M_INVALID_PARAM"},
+		{"NUL in an alias (GET)", "GET", api + "/directory/room/%23a%00b:" + d.serverName, "", nil, 400, "M_INVALID_PARAM"},
+		{"NUL in an alias (PUT)", "PUT", api + "/directory/room/%23a%00b:" + d.serverName, token, []byte(`{"room_id":"` + room.String() + `"}`), 400, "M_INVALID_PARAM"},
+		{"NUL in room_alias_name", "POST", api + "/createRoom", token, []byte(`{"room_alias_name":"a\u0000b"}`), 400, "M_BAD_JSON"},
+		{"NUL in a display name", "PUT", api + "/profile/" + alice.UserID.String() + "/displayname", token, []byte(`{"displayname":"a\u0000b"}`), 400, "M_BAD_JSON"},
+		{"NUL in a filter", "POST", api + "/user/" + alice.UserID.String() + "/filter", token, []byte(`{"room":{"rooms":["!a\u0000:x"]}}`), 400, "M_BAD_JSON"},
+		{"NUL in an inline sync filter", "GET", api + "/sync?filter=" + url.QueryEscape(`{"room":{"rooms":["!a\u0000:x"]}}`), token, nil, 400, "M_BAD_JSON"},
+		{"a lone surrogate in a message", "PUT", roomPath + "/send/m.room.message/b11", token, []byte(`{"msgtype":"m.text","body":"sur\ud800x"}`), 400, "M_BAD_JSON"},
+		{"JSON nested 9,990 levels", "PUT", roomPath + "/send/m.room.message/b12", token, []byte(`{"body":` + strings.Repeat("[", 9989) + strings.Repeat("]", 9989) + `}`), 400, "M_BAD_JSON"},
+		{"createRoom with 101 invites", "POST", api + "/createRoom", token, invites(101), 400, "M_INVALID_PARAM"},
+		{"createRoom with a 64 KB body of 2,300 invites", "POST", api + "/createRoom", token, invites(2300), 400, "M_INVALID_PARAM"},
+		{"createRoom with 101 initial_state events", "POST", api + "/createRoom", token, []byte(`{"initial_state":[` + strings.Repeat(`{"type":"m.custom","content":{}},`, 100) + `{"type":"m.custom","content":{}}]}`), 400, "M_INVALID_PARAM"},
 		{"unknown endpoint", "GET", api + "/no/such/endpoint", token, nil, 404, "M_UNRECOGNIZED"},
 		{"unknown endpoint without a token", "POST", hs.url() + "/_matrix/client/v9/createRoom", "", []byte(`{}`), 404, "M_UNRECOGNIZED"},
 	} {

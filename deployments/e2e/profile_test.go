@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -47,4 +49,54 @@ func TestProfiles(t *testing.T) {
 	wantError(t, "bob changes alice's display name", err, http.StatusForbidden, "M_FORBIDDEN")
 	_, err = bob.GetProfile(ctx, id.UserID("@nobody:"+d.serverName))
 	wantError(t, "the profile of an unknown user", err, http.StatusNotFound, "M_NOT_FOUND")
+}
+
+// TestProfileAnnouncedAfterClientLeaves: a client that goes away while its profile
+// change is being announced still gets it announced in every room it is joined to.
+func TestProfileAnnouncedAfterClientLeaves(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	rooms := make([]id.RoomID, 40)
+	for i := range rooms {
+		rooms[i] = createRoomWith(ctx, t, alice, "")
+	}
+	reqCtx, leave := context.WithCancel(ctx)
+	defer leave()
+	answered := make(chan error, 1)
+	go func() {
+		_, err := alice.MakeRequest(reqCtx, http.MethodPut, alice.BuildClientURL("v3", "profile", alice.UserID, "displayname"),
+			map[string]string{"displayname": "Gone"}, nil)
+		answered <- err
+	}()
+	// Leave as soon as the profile is stored, while the rooms are being told.
+	for {
+		if p, err := alice.GetProfile(ctx, alice.UserID); err == nil && p.DisplayName == "Gone" {
+			break
+		}
+		select {
+		case err := <-answered:
+			t.Fatalf("the update was answered (%v) before the test saw it stored; nothing left to interrupt", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	leave()
+	<-answered
+
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, room := range rooms {
+		for {
+			var member struct {
+				DisplayName string `json:"displayname"`
+			}
+			if err := alice.StateEvent(ctx, room, event.StateMember, alice.UserID.String(), &member); err == nil && member.DisplayName == "Gone" {
+				break
+			}
+			select {
+			case <-waitCtx.Done():
+				t.Fatalf("room %s never heard of the new display name", room)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 }

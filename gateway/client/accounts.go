@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -582,7 +583,8 @@ func (s *Server) getFilter(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, json.RawMessage(raw))
 }
 
-// writeErr answers with a Matrix error as is and logs anything else as internal.
+// writeErr answers with a Matrix error as is and anything else as internal. Every
+// failure a handler answers goes through it.
 func (s *Server) writeErr(w http.ResponseWriter, what string, err error) {
 	var me *matrix.Error
 	if errors.As(err, &me) {
@@ -592,8 +594,23 @@ func (s *Server) writeErr(w http.ResponseWriter, what string, err error) {
 	s.internalError(w, what, err)
 }
 
-// internalError logs an unexpected failure and answers 500 without its details.
+// databaseRetryAfter is the retry hint of an answer to a request met by a database
+// outage: about what a Postgres restart or failover takes.
+const databaseRetryAfter = 2 * time.Second
+
+var errDatabaseUnavailable = matrix.Errorf(http.StatusServiceUnavailable, matrix.CodeUnknown, "The database is unavailable; retry later").
+	With("retry_after_ms", databaseRetryAfter.Milliseconds())
+
+// internalError answers a failure that is not the request's fault: a transient one of
+// the database (persist.Transient) with 503 and a retry hint, anything else with 500;
+// both without their details, which are logged.
 func (s *Server) internalError(w http.ResponseWriter, what string, err error) {
+	if persist.Transient(err) {
+		s.Log.Warn("client API request met a database outage", zap.String("op", what), zap.Error(err))
+		w.Header().Set("Retry-After", strconv.Itoa(int(databaseRetryAfter/time.Second)))
+		matrix.WriteError(w, errDatabaseUnavailable)
+		return
+	}
 	s.Log.Error("client API request failed", zap.String("op", what), zap.Error(err))
 	matrix.WriteError(w, err)
 }

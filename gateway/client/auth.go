@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
 )
@@ -31,10 +29,7 @@ func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, dev Devic
 		}
 		dev, err := s.lookupToken(r.Context(), tok)
 		if err != nil {
-			if !errors.Is(err, errUnknownToken) {
-				s.Log.Error("access token lookup failed", zap.Error(err))
-			}
-			matrix.WriteError(w, err)
+			s.writeErr(w, "access token lookup", err)
 			return
 		}
 		h(w, r, dev)

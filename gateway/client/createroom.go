@@ -15,6 +15,19 @@ import (
 // DefaultRoomVersion is what createRoom uses when the client names none.
 const DefaultRoomVersion = "11"
 
+// Bounds on what one createRoom may ask for. Its events are one intent and one append
+// of the writer, which holds at most 768 KiB; without them a 64 KB body of invites made
+// 9,295 events (6.5 MB) that no append could take. Synapse refuses more invites than its
+// rc_invites burst (10 by default) with 400; we allow more and leave the pace to rate
+// limiting.
+const (
+	maxCreateRoomInvites      = 100
+	maxCreateRoomInitialState = 100
+	// maxCreateRoomContent bounds the summed content of the room's events, leaving room
+	// in the writer's append for the rest of each event (ids, hashes, signatures).
+	maxCreateRoomContent = 512 << 10
+)
+
 // createRoomRequest is the body of POST /createRoom.
 type createRoomRequest struct {
 	Visibility                string                     `json:"visibility,omitempty"`
@@ -78,6 +91,12 @@ func (s *Server) decodeCreateRoom(r *http.Request, creator string) (*createRoomR
 	if !supportedRoomVersion(req.RoomVersion) {
 		return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeUnsupportedRoomVersion, "room version %q is not supported", req.RoomVersion)
 	}
+	if len(req.Invite) > maxCreateRoomInvites {
+		return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "at most %d users may be invited when a room is created", maxCreateRoomInvites)
+	}
+	if len(req.InitialState) > maxCreateRoomInitialState {
+		return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "at most %d initial_state events are allowed", maxCreateRoomInitialState)
+	}
 	for _, id := range req.Invite {
 		if !validUserID(id) {
 			return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid user id %q in invite", id)
@@ -95,7 +114,7 @@ func (s *Server) decodeCreateRoom(r *http.Request, creator string) (*createRoomR
 
 // initialEvents lays out a new room's events in the order the spec gives: create,
 // the creator's join, power levels, the preset's rules, initial_state, name, topic,
-// then invites.
+// then invites; their content may weigh maxCreateRoomContent at most.
 func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schemas.ProtoEvent, error) {
 	preset := req.Preset
 	if preset == "" {
@@ -117,10 +136,10 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 	for k, v := range req.CreationContent {
 		create[k] = v
 	}
-	create["room_version"], _ = json.Marshal(req.RoomVersion)
+	create["room_version"], _ = matrix.Marshal(req.RoomVersion)
 	if impl, _ := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)); impl != nil && impl.CreatorInCreateEvent() {
 		// Before v11 the creator is named in content; from v11 it is the sender.
-		create["creator"], _ = json.Marshal(creator)
+		create["creator"], _ = matrix.Marshal(creator)
 	}
 	add("m.room.create", "", create)
 	add("m.room.member", creator, map[string]string{"membership": "join"})
@@ -142,7 +161,7 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		},
 		"notifications": map[string]int{"room": 50},
 	} {
-		pl[k], _ = json.Marshal(v)
+		pl[k], _ = matrix.Marshal(v)
 	}
 	for k, v := range req.PowerLevelContentOverride {
 		pl[k] = v
@@ -192,11 +211,18 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		}
 		add("m.room.member", id, content)
 	}
+	size := 0
+	for _, e := range out {
+		size += len(e.Content)
+	}
+	if size > maxCreateRoomContent {
+		return nil, matrix.Errorf(http.StatusRequestEntityTooLarge, matrix.CodeTooLarge, "the room's initial events hold %d bytes of content, more than %d", size, maxCreateRoomContent)
+	}
 	return out, nil
 }
 
 func mustJSON(v any) json.RawMessage {
-	raw, err := json.Marshal(v)
+	raw, err := matrix.Marshal(v)
 	if err != nil {
 		panic(err)
 	}

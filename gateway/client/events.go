@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/json"
 
+	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
 )
 
@@ -10,7 +11,8 @@ import (
 var federationOnlyKeys = []string{"auth_events", "prev_events", "hashes", "signatures", "depth", "origin", "prev_state"}
 
 // clientEvent turns a stored PDU into the client format: federation-only keys removed,
-// event_id present, and unsigned.transaction_id for the device that sent it.
+// event_id present, and unsigned.transaction_id for the device that sent it. It
+// marshals with matrix.Marshal, so content keeps its characters (no \u003c for <).
 func clientEvent(ev *persist.StoredEvent, dev Device) json.RawMessage {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(ev.JSON, &m); err != nil {
@@ -19,16 +21,16 @@ func clientEvent(ev *persist.StoredEvent, dev Device) json.RawMessage {
 	for _, k := range federationOnlyKeys {
 		delete(m, k)
 	}
-	m["event_id"], _ = json.Marshal(ev.EventID)
+	m["event_id"], _ = matrix.Marshal(ev.EventID)
 	if ev.TxnID != "" && ev.Sender == dev.UserID && ev.DeviceID == dev.DeviceID {
 		unsigned := map[string]json.RawMessage{}
 		if raw, ok := m["unsigned"]; ok {
 			_ = json.Unmarshal(raw, &unsigned)
 		}
-		unsigned["transaction_id"], _ = json.Marshal(ev.TxnID)
-		m["unsigned"], _ = json.Marshal(unsigned)
+		unsigned["transaction_id"], _ = matrix.Marshal(ev.TxnID)
+		m["unsigned"], _ = matrix.Marshal(unsigned)
 	}
-	out, err := json.Marshal(m)
+	out, err := matrix.Marshal(m)
 	if err != nil {
 		return ev.JSON
 	}

@@ -17,6 +17,8 @@ const ownWriteWait = time.Second
 type ownWrites struct {
 	mu     sync.Mutex
 	latest map[Device]ownWrite
+	// sweepAt is the size at which record next sweeps the map.
+	sweepAt int
 }
 
 type ownWrite struct {
@@ -24,11 +26,35 @@ type ownWrite struct {
 	seq  uint64
 }
 
-func (o *ownWrites) record(dev Device, room string, seq uint64) {
+// Bounds of the own-writes map. A device that writes here and syncs elsewhere (the front
+// door routes /sync by user) never takes its entry, so the map is swept of writes the
+// feed already shows once it doubles past the size of the last sweep (at least
+// ownWritesSweepMin entries), and never holds more than ownWritesMax devices.
+const (
+	ownWritesSweepMin = 1024
+	ownWritesMax      = 100_000
+)
+
+// record remembers dev's write at seq; visible is the feed's position, up to which
+// every write is already shown and needs no entry.
+func (o *ownWrites) record(dev Device, room string, seq, visible uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.latest == nil {
 		o.latest = map[Device]ownWrite{}
+	}
+	if len(o.latest) >= min(max(o.sweepAt, ownWritesSweepMin), ownWritesMax) {
+		for d, w := range o.latest {
+			if w.seq <= visible {
+				delete(o.latest, d)
+			}
+		}
+		if len(o.latest) >= ownWritesMax {
+			// The feed stands still: forget everything rather than grow. A device that
+			// syncs here next may miss its own write for the moment the feed lags.
+			clear(o.latest)
+		}
+		o.sweepAt = 2 * len(o.latest)
 	}
 	if seq > o.latest[dev].seq {
 		o.latest[dev] = ownWrite{room: room, seq: seq}

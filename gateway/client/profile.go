@@ -1,10 +1,13 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
@@ -40,9 +43,9 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
 	body := profileBody{DisplayName: p.DisplayName, AvatarURL: p.AvatarURL}
 	switch r.PathValue("field") {
 	case "":
-	case "displayname":
+	case string(persist.DisplayName):
 		body.AvatarURL = nil
-	case "avatar_url":
+	case string(persist.AvatarURL):
 		body.DisplayName = nil
 	default:
 		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "no such profile field"))
@@ -51,15 +54,24 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
 	matrix.WriteJSON(w, http.StatusOK, body)
 }
 
+// Announcing a profile change: at most profileAnnounceParallel rooms at once, within
+// profileAnnounceTimeout in all.
+const (
+	profileAnnounceParallel = 8
+	profileAnnounceTimeout  = time.Minute
+)
+
 // putProfileField sets the caller's display name or avatar, then announces it in every
-// room they are joined to with a new member event, as clients expect.
+// room they are joined to with a new member event, as clients expect, and answers once
+// the rooms have it (as Synapse does). Both go on when the client disconnects: a stored
+// profile that some of its rooms never hear of would stay inconsistent.
 func (s *Server) putProfileField(w http.ResponseWriter, r *http.Request, dev Device) {
 	if r.PathValue("user") != dev.UserID {
 		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you may only change your own profile"))
 		return
 	}
-	field := r.PathValue("field")
-	if field != "displayname" && field != "avatar_url" {
+	field := persist.ProfileField(r.PathValue("field"))
+	if field != persist.DisplayName && field != persist.AvatarURL {
 		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "no such profile field"))
 		return
 	}
@@ -68,39 +80,47 @@ func (s *Server) putProfileField(w http.ResponseWriter, r *http.Request, dev Dev
 		matrix.WriteError(w, err)
 		return
 	}
-	p, err := s.DB.GetProfile(r.Context(), dev.UserID)
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	if field == "displayname" {
+	value := body.AvatarURL
+	if field == persist.DisplayName {
 		if body.DisplayName != nil && len(*body.DisplayName) > maxDisplayName {
 			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "display names are at most %d bytes", maxDisplayName))
 			return
 		}
-		p.DisplayName = body.DisplayName
-	} else {
-		p.AvatarURL = body.AvatarURL
+		value = body.DisplayName
 	}
-	if err := s.DB.SetProfile(r.Context(), dev.UserID, p); err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	rooms, err := s.DB.RoomsOfUser(r.Context(), dev.UserID, "join")
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), profileAnnounceTimeout)
+	defer cancel()
+	p, err := s.DB.SetProfileField(ctx, dev.UserID, field, value)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	content := memberContent("join", "", p)
-	for _, room := range rooms {
-		target := dev.UserID
-		if _, err := s.submit(r.Context(), &schemas.Intent{
-			Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: dev.UserID, DeviceID: dev.DeviceID,
-			Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: content},
-		}); err != nil {
-			// The profile is stored; a room that refuses the update keeps the old one.
-			s.Log.Warn("profile not announced in a room", zap.String("room_id", room), zap.Error(err))
-		}
+	rooms, err := s.DB.RoomsOfUser(ctx, dev.UserID, "join")
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
 	}
+	s.announceProfile(ctx, dev, rooms, p)
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// announceProfile sends the user's member event carrying profile p to each of rooms,
+// profileAnnounceParallel at a time. A room that refuses it keeps the old profile.
+func (s *Server) announceProfile(ctx context.Context, dev Device, rooms []string, p persist.Profile) {
+	content := memberContent("join", "", p)
+	var g errgroup.Group
+	g.SetLimit(profileAnnounceParallel)
+	for _, room := range rooms {
+		g.Go(func() error {
+			target := dev.UserID
+			if _, err := s.submit(ctx, &schemas.Intent{
+				Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: dev.UserID, DeviceID: dev.DeviceID,
+				Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: content},
+			}); err != nil {
+				s.Log.Warn("profile not announced in a room", zap.String("room_id", room), zap.Error(err))
+			}
+			return nil
+		})
+	}
+	_ = g.Wait() // every announcement returns nil; failures are logged
 }

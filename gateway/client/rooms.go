@@ -85,7 +85,7 @@ func (s *Server) submit(ctx context.Context, in *schemas.Intent) ([]string, erro
 		return nil, matrix.Errorf(res.Error.Status, res.Error.Code, "%s", res.Error.Message)
 	}
 	if s.Feed != nil && res.Seq > 0 {
-		s.writes.record(Device{UserID: in.Sender, DeviceID: in.DeviceID}, in.RoomID, res.Seq)
+		s.writes.record(Device{UserID: in.Sender, DeviceID: in.DeviceID}, in.RoomID, res.Seq, s.Feed.Position())
 	}
 	return res.EventIDs, nil
 }
@@ -156,7 +156,7 @@ func (s *Server) redact(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	content, _ := json.Marshal(body)
+	content, _ := matrix.Marshal(body)
 	s.sendEvent(w, r, dev, txnIntentID(dev, r), r.PathValue("txn"), &schemas.ProtoEvent{
 		Type: "m.room.redaction", Content: content, Redacts: r.PathValue("event"),
 	})
@@ -215,7 +215,7 @@ func memberContent(membership, reason string, p persist.Profile) json.RawMessage
 	if p.AvatarURL != nil {
 		content["avatar_url"] = *p.AvatarURL
 	}
-	raw, _ := json.Marshal(content)
+	raw, _ := matrix.Marshal(content)
 	return raw
 }
 

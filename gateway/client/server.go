@@ -43,12 +43,13 @@ var (
 	syncVersions   = []string{"r0", "v3"}
 )
 
-// router registers one handler under every version prefix an endpoint exists in.
+// router registers one handler under every version prefix an endpoint exists in, behind
+// the check of the request's path and query strings.
 type router struct{ mux *http.ServeMux }
 
 func (r router) handle(method, path string, versions []string, h http.HandlerFunc) {
 	for _, v := range versions {
-		r.mux.HandleFunc(method+" /_matrix/client/"+v+path, h)
+		r.mux.HandleFunc(method+" /_matrix/client/"+v+path, storableParams(h))
 	}
 }
 

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
 )
@@ -124,8 +122,8 @@ func (s *Server) filterJSON(ctx context.Context, param string, dev Device) ([]by
 		return nil, nil
 	}
 	if strings.HasPrefix(param, "{") {
-		if !json.Valid([]byte(param)) {
-			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeNotJSON, "filter is not valid JSON")
+		if err := matrix.CheckJSON([]byte(param)); err != nil {
+			return nil, err
 		}
 		return []byte(param), nil
 	}
@@ -145,7 +143,7 @@ func (s *Server) filterJSON(ctx context.Context, param string, dev Device) ([]by
 func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 	req, err := s.parseSyncRequest(r.Context(), r, dev)
 	if err != nil {
-		s.syncError(w, err)
+		s.writeErr(w, "sync", err)
 		return
 	}
 	ctx := r.Context()
@@ -162,7 +160,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		res, err := s.buildSync(ctx, dev, req, since, s.Feed.Position())
 		if err != nil {
 			if ctx.Err() == nil {
-				s.syncError(w, err)
+				s.writeErr(w, "sync", err)
 			}
 			return
 		}
@@ -175,14 +173,6 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		since = res.next
 		s.Feed.Wait(waitCtx, since, dev.UserID, res.joined)
 	}
-}
-
-func (s *Server) syncError(w http.ResponseWriter, err error) {
-	var me *matrix.Error
-	if !errors.As(err, &me) {
-		s.Log.Error("sync failed", zap.Error(err))
-	}
-	matrix.WriteError(w, err)
 }
 
 // Response bodies. Every list the spec describes is present, as [] when empty, which
@@ -219,7 +209,7 @@ func (l eventList) MarshalJSON() ([]byte, error) {
 		return []byte(`{"events":[]}`), nil
 	}
 	type plain eventList
-	return json.Marshal(plain(l))
+	return matrix.Marshal(plain(l))
 }
 
 type timeline struct {
@@ -450,7 +440,7 @@ func strippedEvents(evs []persist.StoredEvent) []json.RawMessage {
 		if ev.StateKey != nil {
 			key = *ev.StateKey
 		}
-		raw, err := json.Marshal(strippedEvent{Type: ev.Type, StateKey: key, Content: full.Content, Sender: ev.Sender})
+		raw, err := matrix.Marshal(strippedEvent{Type: ev.Type, StateKey: key, Content: full.Content, Sender: ev.Sender})
 		if err == nil {
 			out = append(out, raw)
 		}

@@ -370,6 +370,11 @@ func TestSyncRejectsBadParameters(t *testing.T) {
 		{[]string{"filter", `{"room":{"timeline":{"limit":"ten"}}}`}, 400, "M_BAD_JSON"},
 		{[]string{"filter", "filter-name"}, 400, "M_INVALID_PARAM"},
 		{[]string{"filter", "42"}, 400, "M_INVALID_PARAM"},
+		{[]string{"filter", `{"room":{"rooms":["!a\u0000:x"]}}`}, 400, "M_BAD_JSON"},
+		{[]string{"filter", `{"room":{"rooms":["!a\ud800:x"]}}`}, 400, "M_BAD_JSON"},
+		{[]string{"filter", `{"room":{"not_rooms":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}}`}, 400, "M_BAD_JSON"},
+		{[]string{"filter", "{\"room\":{\"rooms\":[\"!a\x00:x\"]}}"}, 400, "M_INVALID_PARAM"},
+		{[]string{"set_presence", "\xff"}, 400, "M_INVALID_PARAM"},
 	}
 	for _, tc := range cases {
 		if status, code := c.syncError(tc.kv...); status != tc.status || code != tc.code {
@@ -419,7 +424,7 @@ func TestSyncWaitsForOwnWrite(t *testing.T) {
 	feed.set(1)
 	// Alice's message is answered (in Postgres at 2) but the feed has not shown it yet.
 	room.project(2, projtest.Message("mine", alice))
-	srv.writes.record(Device{UserID: alice, DeviceID: "ALICEDEV"}, room.ID, 2)
+	srv.writes.record(Device{UserID: alice, DeviceID: "ALICEDEV"}, room.ID, 2, feed.Position())
 
 	done := make(chan *syncTestBody, 1)
 	go func() { done <- aliceC.sync() }()

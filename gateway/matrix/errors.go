@@ -4,7 +4,6 @@
 package matrix
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -67,7 +66,7 @@ func (e *Error) MarshalJSON() ([]byte, error) {
 	maps.Copy(body, e.Extra)
 	body["errcode"] = e.Code
 	body["error"] = e.Message
-	return json.Marshal(body)
+	return Marshal(body)
 }
 
 // WriteError answers with err: an *Error (also wrapped) as itself, anything else as a 500

@@ -7,27 +7,43 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 )
+
+// MaxJSONDepth bounds how deeply the arrays and objects of a request's JSON may nest.
+// Real events nest a few levels; a deeper document would be stored and served back on
+// every read, and costs every decoder that ever meets it.
+const MaxJSONDepth = 100
 
 // DefaultBodyLimit is the request body limit of JSON endpoints: the spec's 65536-byte
 // bound on events, which no other client request legitimately approaches.
 const DefaultBodyLimit int64 = 65536
 
-// WriteJSON answers with status and v as JSON. HTML escaping is off so event content
-// goes out with the characters it came in with.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
+// Marshal is json.Marshal with HTML escaping off, so event content goes out with the
+// characters it came in with (json.Marshal writes < as \u003c, also inside a
+// json.RawMessage). Every JSON the server sends is made by it.
+func Marshal(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+}
+
+// WriteJSON answers with status and v as JSON, made by Marshal.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := Marshal(v)
+	if err != nil {
 		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`)
+		body = []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(body)
 }
 
 // DecodeBody reads a JSON object of at most limit bytes from r into dst. Its errors are
@@ -53,9 +69,8 @@ func decodeJSON(body []byte, limit int64, dst any) error {
 	if int64(len(body)) > limit {
 		return tooLarge(limit)
 	}
-	// encoding/json would silently replace invalid UTF-8 with U+FFFD.
-	if !utf8.Valid(body) || !json.Valid(body) {
-		return Errorf(http.StatusBadRequest, CodeNotJSON, "Content is not valid JSON")
+	if err := CheckJSON(body); err != nil {
+		return err
 	}
 	if trimmed := bytes.TrimLeft(body, " \t\r\n"); trimmed[0] != '{' {
 		return Errorf(http.StatusBadRequest, CodeBadJSON, "Content must be a JSON object")
@@ -69,6 +84,73 @@ func decodeJSON(body []byte, limit int64, dst any) error {
 	}
 	return nil
 }
+
+// CheckJSON accepts JSON a client may send: valid UTF-8 and valid JSON (else 400
+// M_NOT_JSON), nested at most MaxJSONDepth levels, and without what encoding/json would
+// accept but change or Postgres cannot store (400 M_BAD_JSON): the escape \u0000 (no
+// TEXT or jsonb column holds NUL) and a UTF-16 surrogate that is not part of a pair
+// (encoding/json silently replaces it with U+FFFD). Every request body and every JSON
+// query parameter passes through it, so nothing decoded later needs these checks.
+func CheckJSON(b []byte) error {
+	// encoding/json would silently replace invalid UTF-8 with U+FFFD.
+	if !utf8.Valid(b) || !json.Valid(b) {
+		return Errorf(http.StatusBadRequest, CodeNotJSON, "Content is not valid JSON")
+	}
+	// b is valid JSON from here on: every string is closed and every \u has four hex
+	// digits, so one pass needs no bounds checks beyond the surrogate pair's lookahead.
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{', '[':
+			if depth++; depth > MaxJSONDepth {
+				return Errorf(http.StatusBadRequest, CodeBadJSON, "JSON nests deeper than %d levels", MaxJSONDepth)
+			}
+		case '}', ']':
+			depth--
+		case '"':
+			end, err := checkJSONString(b, i+1)
+			if err != nil {
+				return err
+			}
+			i = end
+		}
+	}
+	return nil
+}
+
+// checkJSONString scans the string of valid JSON b that starts at i (after its opening
+// quote) and returns the index of its closing quote.
+func checkJSONString(b []byte, i int) (int, error) {
+	for ; b[i] != '"'; i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		i++
+		if b[i] != 'u' {
+			continue
+		}
+		r := hexRune(b[i+1 : i+5])
+		i += 4
+		switch {
+		case r == 0:
+			return 0, Errorf(http.StatusBadRequest, CodeBadJSON, "Strings may not contain \\u0000")
+		case !utf16.IsSurrogate(r):
+		case r < 0xdc00 && i+6 < len(b) && b[i+1] == '\\' && b[i+2] == 'u' && isLowSurrogate(hexRune(b[i+3:i+7])):
+			i += 6 // a high surrogate followed by a low one: one character
+		default:
+			return 0, Errorf(http.StatusBadRequest, CodeBadJSON, "Strings may not contain a lone UTF-16 surrogate (\\u%s)", b[i-3:i+1])
+		}
+	}
+	return i, nil
+}
+
+// hexRune reads the four hex digits of a \u escape.
+func hexRune(digits []byte) rune {
+	n, _ := strconv.ParseUint(string(digits), 16, 32) // valid JSON: always four hex digits
+	return rune(n)
+}
+
+func isLowSurrogate(r rune) bool { return r >= 0xdc00 && r < 0xe000 }
 
 // jsonTypeName names the JSON type a Go type decodes from, for error messages.
 func jsonTypeName(t reflect.Type) string {

@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,6 +112,17 @@ func TestDecodeBody(t *testing.T) {
 		{`{"tags":"x"}`, 100, 400, CodeBadJSON},
 		{`{"inner":{"N":true}}`, 100, 400, CodeBadJSON},
 		{`{"extra":{"k":[]}}`, 100, 400, CodeBadJSON},
+		// What encoding/json accepts but would change, or Postgres cannot store.
+		{`{"name":"sur\ud800x"}`, 100, 400, CodeBadJSON},
+		{`{"name":"\udc00"}`, 100, 400, CodeBadJSON},
+		{`{"name":"\ud800\u0041"}`, 100, 400, CodeBadJSON},
+		{`{"name":"\ud800"}`, 100, 400, CodeBadJSON},
+		{`{"\ud800":1}`, 100, 400, CodeBadJSON},
+		{`{"name":"\ud83d\ude00 \u00e9 \\ud800"}`, 100, 0, ""},
+		{`{"name":"a\u0000b"}`, 100, 400, CodeBadJSON},
+		{`{"extra":{"k\u0000":"v"}}`, 100, 400, CodeBadJSON},
+		{`{"name":"\\u0000"}`, 100, 0, ""},
+		{`{"name":"[[[[{"}`, 100, 0, ""},
 	} {
 		_, err := decode(tc.body, tc.limit)
 		if tc.status == 0 {
@@ -134,6 +146,30 @@ func TestDecodeBody(t *testing.T) {
 	}
 }
 
+// Nesting is bounded at MaxJSONDepth levels, the body object counting as one; brackets
+// inside strings do not count.
+func TestDecodeBodyDepth(t *testing.T) {
+	nested := func(levels int) string {
+		return `{"extra":` + strings.Repeat("[", levels-1) + strings.Repeat("]", levels-1) + `}`
+	}
+	if _, err := decode(nested(MaxJSONDepth), 1<<20); err == nil || !strings.Contains(err.Error(), "expected") {
+		// The body is within the bound; it fails only on its shape (extra wants an object).
+		t.Fatalf("%d levels: %v, want a shape error", MaxJSONDepth, err)
+	}
+	for _, levels := range []int{MaxJSONDepth + 1, 9990} {
+		_, err := decode(nested(levels), 1<<20)
+		var me *Error
+		if !errors.As(err, &me) || me.Status != 400 || me.Code != CodeBadJSON || !strings.Contains(me.Message, "nests deeper") {
+			t.Errorf("%d levels: err = %v, want 400 M_BAD_JSON for the depth", levels, err)
+		}
+	}
+	var v map[string]any
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"a":"`+strings.Repeat("[", 500)+`"}`))
+	if err := DecodeBody(r, 1<<20, &v); err != nil {
+		t.Fatalf("brackets in a string: %v", err)
+	}
+}
+
 // A request that declares a large body is refused before it is read.
 func TestDecodeBodyContentLength(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{}`))
@@ -145,8 +181,50 @@ func TestDecodeBodyContentLength(t *testing.T) {
 	}
 }
 
+// acceptable walks a decoded JSON value at nesting level depth and says what in it
+// DecodeBody should have refused: nesting past MaxJSONDepth, NUL, or U+FFFD the client
+// did not send (the trace of a replaced lone surrogate).
+func acceptable(v any, depth int, sentFFFD bool) string {
+	str := func(s string) string {
+		if strings.ContainsRune(s, 0) {
+			return "a string holds NUL"
+		}
+		if !sentFFFD && strings.ContainsRune(s, '\ufffd') {
+			return "a lone surrogate was replaced with U+FFFD"
+		}
+		return ""
+	}
+	switch v := v.(type) {
+	case string:
+		return str(v)
+	case []any:
+		if depth > MaxJSONDepth {
+			return "nests deeper than MaxJSONDepth"
+		}
+		for _, e := range v {
+			if err := acceptable(e, depth+1, sentFFFD); err != "" {
+				return err
+			}
+		}
+	case map[string]any:
+		if depth > MaxJSONDepth {
+			return "nests deeper than MaxJSONDepth"
+		}
+		for k, e := range v {
+			if err := str(k); err != "" {
+				return err
+			}
+			if err := acceptable(e, depth+1, sentFFFD); err != "" {
+				return err
+			}
+		}
+	}
+	return ""
+}
+
 func FuzzDecodeBody(f *testing.F) {
-	for _, s := range []string{`{}`, `{"name":"a","count":1,"tags":["x"],"inner":{"N":2}}`, `[]`, `{"count":"x"}`, `{`, "\xff", `{"extra":{"a":"b"}}`} {
+	for _, s := range []string{`{}`, `{"name":"a","count":1,"tags":["x"],"inner":{"N":2}}`, `[]`, `{"count":"x"}`, `{`, "\xff", `{"extra":{"a":"b"}}`,
+		`{"name":"\ud83d\ude00"}`, `{"name":"sur\ud800x"}`, `{"name":"\u0000"}`, `{"extra":{"a":"\\u0000"}}`, `{"tags":[[[[]]]]}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -158,6 +236,14 @@ func FuzzDecodeBody(f *testing.F) {
 			var obj map[string]json.RawMessage
 			if len(body) > limit || json.Unmarshal(body, &obj) != nil || obj == nil {
 				t.Fatalf("accepted %q, which is not a JSON object within the limit", body)
+			}
+			var v any
+			_ = json.Unmarshal(body, &v)
+			// encoding/json turns a lone surrogate into U+FFFD: an accepted body decodes
+			// to U+FFFD only where it wrote one itself.
+			sentFFFD := bytes.ContainsRune(body, '\ufffd') || bytes.Contains(bytes.ToLower(body), []byte(`\ufffd`))
+			if err := acceptable(v, 1, sentFFFD); err != "" {
+				t.Fatalf("accepted %q: %s", body, err)
 			}
 			return
 		}
