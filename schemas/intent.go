@@ -116,7 +116,7 @@ func (in *Intent) Validate() error {
 		if in.CreateRoom == nil || len(in.CreateRoom.Events) == 0 || in.Sender == "" {
 			return errors.New("intent: create_room needs events and sender")
 		}
-		if !storableText(in.CreateRoom.Alias) {
+		if !StorableText(in.CreateRoom.Alias) {
 			return errors.New("intent: create_room alias holds NUL or invalid UTF-8")
 		}
 		if in.CreateRoom.Events[0].Type != "m.room.create" {
