@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Postgres error codes this file reacts to.
@@ -52,7 +51,7 @@ type NewDevice struct {
 func (db *DB) CreateUser(ctx context.Context, userID, password string, dev *NewDevice) error {
 	var hash *string
 	if password != "" {
-		h, err := bcrypt.GenerateFromPassword(bcryptInput(password), db.bcryptCost())
+		h, err := db.hashPassword(ctx, password)
 		if err != nil {
 			return fmt.Errorf("persist: hash password: %w", err)
 		}
@@ -97,7 +96,9 @@ func (db *DB) CheckPassword(ctx context.Context, userID, password string) error 
 	if hash == nil {
 		return ErrWrongPassword
 	}
-	if bcrypt.CompareHashAndPassword([]byte(*hash), bcryptInput(password)) != nil {
+	if ok, err := db.passwordMatches(ctx, *hash, password); err != nil {
+		return fmt.Errorf("persist: check password: %w", err)
+	} else if !ok {
 		return ErrWrongPassword
 	}
 	return nil

@@ -30,6 +30,8 @@ type DB struct {
 	// BcryptCost is the cost of password hashes written from now on; existing hashes keep
 	// the cost they were made with. Tests lower it to bcrypt.MinCost.
 	BcryptCost int
+
+	hashSlots chan struct{}
 }
 
 // Open connects to Postgres and brings the schema up to date before returning, so every
@@ -55,7 +57,7 @@ func Open(ctx context.Context, dsn string, log *zap.Logger) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("persist: connect to Postgres: %w", err)
 	}
-	db := &DB{Pool: pool, BcryptCost: DefaultBcryptCost}
+	db := &DB{Pool: pool, BcryptCost: DefaultBcryptCost, hashSlots: newHashSlots()}
 	if err := migrate(ctx, pool, migrationFiles, log); err != nil {
 		pool.Close()
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -106,6 +107,23 @@ type deploymentOptions struct {
 	redis map[string]any
 	// eventWriters is stream_writers.events; empty means the main process.
 	eventWriters []string
+	// rateLimits are rc_* keys replacing those of generousRateLimits.
+	rateLimits map[string]any
+}
+
+// generousRateLimits lift Synapse's default rc_* limits (0.2 messages a second, 3
+// registrations, ...) far above what the tests do: they send hundreds of messages and
+// register many users from one address. Tests of the limits set their own.
+func generousRateLimits() map[string]any {
+	lots := map[string]any{"per_second": 10000, "burst_count": 10000}
+	return map[string]any{
+		"rc_message":         lots,
+		"rc_registration":    lots,
+		"rc_3pid_validation": lots,
+		"rc_login":           map[string]any{"address": lots, "account": lots, "failed_attempts": lots},
+		"rc_joins":           map[string]any{"local": lots, "remote": lots},
+		"rc_invites":         map[string]any{"per_room": lots, "per_user": lots, "per_issuer": lots},
+	}
 }
 
 func newDeployment(t *testing.T, o deploymentOptions) *deployment {
@@ -147,6 +165,8 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 		"signing_key_path":    key,
 		"enable_registration": true,
 	}
+	maps.Copy(d.shared, generousRateLimits())
+	maps.Copy(d.shared, o.rateLimits)
 	if o.redis != nil {
 		d.shared["redis"] = o.redis
 	}
