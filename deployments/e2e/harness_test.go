@@ -394,6 +394,22 @@ func (p *process) kill9() {
 	<-exited
 }
 
+// stop sends SIGTERM, as an operator or a service manager would, and waits for the
+// process to exit.
+func (p *process) stop() {
+	p.t.Helper()
+	p.mu.Lock()
+	p.stopping = true
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(startTimeout):
+		p.t.Fatalf("%s still runs %s after SIGTERM", p.name, startTimeout)
+	}
+}
+
 // restart starts the process again with the same configuration files.
 func (p *process) restart() {
 	p.t.Helper()
