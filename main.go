@@ -488,7 +488,21 @@ func connectNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, *server.Serve
 		log.Info("embedded NATS started", zap.String("store_dir", e.StoreDir), zap.Int("port", e.Port))
 		return nc, ns, nil
 	}
-	nc, err := nats.Connect(cfg.NATS.URL, nats.Name(name), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(cfg.NATS.URL, nats.Name(name),
+		// Reconnect forever, trying every 250 ms (plus jitter, so a restarted server is
+		// not hit by every process at once): a process without NATS can do nothing.
+		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		// The default 8 MiB reconnect buffer stays: core publishes made during a short
+		// outage (answers to other gateways, progress notices) go out once the
+		// connection is back; JetStream publishes are retried by their callers anyway.
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS connection lost; reconnecting", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS connection back", zap.String("url", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { log.Info("NATS connection closed") }),
+	)
 	if err != nil {
 		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
