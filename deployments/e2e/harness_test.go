@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
@@ -94,9 +95,12 @@ type deployment struct {
 	namespace  string
 	// natsURL is the test's own NATS server, or "" when the single process embeds one.
 	natsURL string
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	shared  map[string]any
+	// natsServer and natsStore are that server and its JetStream directory.
+	natsServer *server.Server
+	natsStore  string
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	shared     map[string]any
 }
 
 type deploymentOptions struct {
@@ -141,11 +145,13 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 	}
 	natsSection := map[string]any{"namespace": d.namespace}
 	if o.externalNATS {
-		ns, err := streams.StartEmbedded(streams.EmbeddedOptions{StoreDir: t.TempDir(), Port: -1})
+		d.natsStore = t.TempDir()
+		ns, err := streams.StartEmbedded(streams.EmbeddedOptions{StoreDir: d.natsStore, Port: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		d.natsServer = ns
+		t.Cleanup(func() { d.natsServer.Shutdown(); d.natsServer.WaitForShutdown() })
 		d.natsURL = ns.ClientURL()
 		natsSection["url"] = d.natsURL
 		if d.nc, err = nats.Connect(d.natsURL); err != nil {
@@ -489,6 +495,21 @@ func (d *deployment) lastSeq(ctx context.Context, stream string) uint64 {
 		d.t.Fatalf("stream %s info: %v", stream, err)
 	}
 	return info.State.LastSeq
+}
+
+// restartNATS stops the deployment's NATS server, keeps it down for down, and starts it
+// again on the same port with the same JetStream files.
+func (d *deployment) restartNATS(down time.Duration) {
+	d.t.Helper()
+	port := d.natsServer.Addr().(*net.TCPAddr).Port
+	d.natsServer.Shutdown()
+	d.natsServer.WaitForShutdown()
+	time.Sleep(down)
+	ns, err := streams.StartEmbedded(streams.EmbeddedOptions{StoreDir: d.natsStore, Port: port})
+	if err != nil {
+		d.t.Fatalf("restart NATS on port %d: %v", port, err)
+	}
+	d.natsServer = ns
 }
 
 // topology is the stream naming of the deployment's namespace.
