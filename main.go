@@ -495,8 +495,10 @@ func connectNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, *server.Serve
 		// The default 8 MiB reconnect buffer stays: core publishes made during a short
 		// outage (answers to other gateways, progress notices) go out once the
 		// connection is back; JetStream publishes are retried by their callers anyway.
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS connection lost; reconnecting", zap.Error(err))
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if !nc.IsClosed() { // closing at shutdown disconnects too
+				log.Warn("NATS connection lost; reconnecting", zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS connection back", zap.String("url", nc.ConnectedUrlRedacted()))
