@@ -33,6 +33,7 @@ import (
 	"github.com/ganglionhq/ganglion/deployments/load"
 	"github.com/ganglionhq/ganglion/gateway/client"
 	"github.com/ganglionhq/ganglion/gateway/frontdoor"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/persister"
 	"github.com/ganglionhq/ganglion/processors/replay"
@@ -245,6 +246,7 @@ func frontDoorCmd(args []string) error {
 	var gateways, syncs fileList
 	fs.Var(&gateways, "gateway", "base URL of a process serving the client API (repeatable)")
 	fs.Var(&syncs, "sync", "base URL of a sync worker (repeatable; default: the gateways)")
+	perIP := fs.Int("max-connections-per-ip", serve.DefaultLimits.MaxConnsPerIP, "open connections one client IP may hold (0: no cap)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -263,7 +265,9 @@ func frontDoorCmd(args []string) error {
 		return out, nil
 	}
 	log := newLogger(zapcore.InfoLevel)
-	rt := &frontdoor.Router{Log: log}
+	limits := serve.DefaultLimits
+	limits.MaxConnsPerIP = *perIP
+	rt := &frontdoor.Router{Log: log, Limits: limits}
 	var err error
 	if rt.Gateways, err = parse(gateways); err != nil {
 		return err
@@ -273,19 +277,52 @@ func frontDoorCmd(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv := &http.Server{Addr: *listen, Handler: rt.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-	}()
-	log.Info("front door listening", zap.String("addr", *listen), zap.Int("gateways", len(rt.Gateways)),
+	ln, err := serve.Listen(*listen, limits.MaxConnsPerIP, log)
+	if err != nil {
+		return err
+	}
+	srv := serve.New(rt.Handler(), limits, log)
+	log.Info("front door listening", zap.String("addr", ln.Addr().String()), zap.Int("gateways", len(rt.Gateways)),
 		zap.Int("sync_workers", len(rt.SyncWorkers)))
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveUntilDone(ctx, srv, ln) })
+	g.Go(logShutdown(ctx, log))
+	err = g.Wait()
+	logStopped(ctx, log)
+	return err
+}
+
+// serveUntilDone serves srv on ln until ctx ends, then shuts it down gracefully.
+func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdown)
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// logShutdown returns a task of a process's group that logs, once the group's context
+// ends (by a signal, or a failed task), that the process is shutting down.
+func logShutdown(ctx context.Context, log *zap.Logger) func() error {
+	return func() error {
+		<-ctx.Done()
+		log.Info("shutting down", zap.NamedError("cause", context.Cause(ctx)))
+		return nil
+	}
+}
+
+// logStopped logs the end of a process.
+func logStopped(ctx context.Context, log *zap.Logger) {
+	log.Info("stopped", zap.NamedError("cause", context.Cause(ctx)))
 }
 
 func newLogger(level zapcore.Level) *zap.Logger {
@@ -352,14 +389,13 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		g.Go(func() error { return p.Run(ctx) })
 	}
 
-	var addrs []string
+	var listeners []config.Listener
 	for _, l := range cfg.HTTPListeners() {
 		if l.Has("client") {
-			addrs = append(addrs, l.Addrs()...)
+			listeners = append(listeners, l)
 		}
 	}
-	var servers []*http.Server
-	if len(addrs) > 0 {
+	if len(listeners) > 0 {
 		// One sync feed and one handler serve every client listener of the process.
 		feed, err := syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: cfg.EventWriters()})
 		if err != nil {
@@ -369,35 +405,31 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		api := &client.Server{
 			ServerName: cfg.ServerName, DB: db, Feed: feed, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(), Waiters: waiters, Log: log},
+			HTTP:    cfg.HTTPLimits, RateLimits: cfg.RateLimits,
 		}
 		handler := api.Handler()
-		for _, addr := range addrs {
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("listener %s: %w", addr, err)
+		for _, l := range listeners {
+			h, perIP := handler, cfg.HTTPLimits.MaxConnsPerIP
+			if l.XForwarded {
+				// Behind a reverse proxy every connection comes from the proxy, which
+				// caps per client itself; the client's address is in X-Forwarded-For.
+				h, perIP = serve.ForwardedFor(handler), 0
 			}
-			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-			servers = append(servers, srv)
-			log.Info("client API listening", zap.String("addr", ln.Addr().String()))
-			g.Go(func() error {
-				if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-					return err
+			for _, addr := range l.Addrs() {
+				ln, err := serve.Listen(addr, perIP, log)
+				if err != nil {
+					return fmt.Errorf("listener %s: %w", addr, err)
 				}
-				return nil
-			})
+				srv := serve.New(h, cfg.HTTPLimits, log)
+				log.Info("client API listening", zap.String("addr", ln.Addr().String()))
+				g.Go(func() error { return serveUntilDone(ctx, srv, ln) })
+			}
 		}
 	}
-	g.Go(func() error {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for _, srv := range servers {
-			_ = srv.Shutdown(shutdown)
-		}
-		return nil
-	})
 	log.Info("process started", zap.String("server_name", cfg.ServerName), zap.Bool("event_writer", cfg.IsEventWriter()))
+	g.Go(logShutdown(ctx, log))
 	err = g.Wait()
+	logStopped(ctx, log)
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
@@ -463,7 +495,23 @@ func connectNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, *server.Serve
 		log.Info("embedded NATS started", zap.String("store_dir", e.StoreDir), zap.Int("port", e.Port))
 		return nc, ns, nil
 	}
-	nc, err := nats.Connect(cfg.NATS.URL, nats.Name(name), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(cfg.NATS.URL, nats.Name(name),
+		// Reconnect forever, trying every 250 ms (plus jitter, so a restarted server is
+		// not hit by every process at once): a process without NATS can do nothing.
+		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		// The default 8 MiB reconnect buffer stays: core publishes made during a short
+		// outage (answers to other gateways, progress notices) go out once the
+		// connection is back; JetStream publishes are retried by their callers anyway.
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if !nc.IsClosed() { // closing at shutdown disconnects too
+				log.Warn("NATS connection lost; reconnecting", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS connection back", zap.String("url", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { log.Info("NATS connection closed") }),
+	)
 	if err != nil {
 		return nil, nil, fmt.Errorf("nats: %w", err)
 	}

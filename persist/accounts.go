@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Postgres error codes this file reacts to.
@@ -52,7 +51,7 @@ type NewDevice struct {
 func (db *DB) CreateUser(ctx context.Context, userID, password string, dev *NewDevice) error {
 	var hash *string
 	if password != "" {
-		h, err := bcrypt.GenerateFromPassword(bcryptInput(password), db.bcryptCost())
+		h, err := db.hashPassword(ctx, password)
 		if err != nil {
 			return fmt.Errorf("persist: hash password: %w", err)
 		}
@@ -96,33 +95,20 @@ func (db *DB) CheckPassword(ctx context.Context, userID, password string) error 
 		return fmt.Errorf("persist: read password hash: %w", err)
 	}
 	if hash == nil {
-		_ = db.compare(db.dummyHash(), bcryptInput(password))
+		if _, err := db.passwordMatches(ctx, db.dummyHash(), password); err != nil {
+			return fmt.Errorf("persist: check password: %w", err)
+		}
 		if unknown {
 			return ErrNotFound
 		}
 		return ErrWrongPassword
 	}
-	if db.compare([]byte(*hash), bcryptInput(password)) != nil {
+	if ok, err := db.passwordMatches(ctx, []byte(*hash), password); err != nil {
+		return fmt.Errorf("persist: check password: %w", err)
+	} else if !ok {
 		return ErrWrongPassword
 	}
 	return nil
-}
-
-// dummyHash returns a bcrypt hash at the configured cost of a random password, made
-// once per cost.
-func (db *DB) dummyHash() []byte {
-	d := &db.dummy
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if cost := db.bcryptCost(); d.hash == nil || d.cost != cost {
-		secret := make([]byte, 32)
-		_, _ = rand.Read(secret) // crypto/rand.Read never fails
-		// It fails only for a cost out of range, which bcryptCost rules out, or a
-		// password over 72 bytes.
-		d.hash, _ = bcrypt.GenerateFromPassword(secret, cost)
-		d.cost = cost
-	}
-	return d.hash
 }
 
 // NextLocalpart returns a fresh numeric localpart for a registration that did not ask for

@@ -41,6 +41,7 @@ type DB struct {
 		cost int
 		hash []byte
 	}
+	hashSlots chan struct{}
 }
 
 // Open connects to Postgres and brings the schema up to date before returning, so every
@@ -66,7 +67,7 @@ func Open(ctx context.Context, dsn string, log *zap.Logger) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("persist: connect to Postgres: %w", err)
 	}
-	db := &DB{Pool: pool, BcryptCost: DefaultBcryptCost}
+	db := &DB{Pool: pool, BcryptCost: DefaultBcryptCost, hashSlots: newHashSlots()}
 	if err := migrate(ctx, pool, migrationFiles, log); err != nil {
 		pool.Close()
 		return nil, err

@@ -21,6 +21,15 @@ const ReplyHeader = "Ganglion-Reply"
 // intentTimeout bounds the wait for a persister's answer.
 const intentTimeout = 30 * time.Second
 
+// publishAttemptTimeout bounds one publish of an intent. A publish lost while NATS
+// restarts (sent to a server that went away, or to one whose JetStream is not up yet)
+// would otherwise hold the request until intentTimeout; past this it is sent again.
+const publishAttemptTimeout = 2 * time.Second
+
+// republishPause is the wait between failed publishes of an intent, cut short when the
+// connection comes back.
+const republishPause = 200 * time.Millisecond
+
 // ErrIntentTimeout is returned when no persister answered within intentTimeout.
 var ErrIntentTimeout = errors.New("intent: no answer from the event writer in time")
 
@@ -30,6 +39,20 @@ var ErrIntentTimeout = errors.New("intent: no answer from the event writer in ti
 type Waiters struct {
 	mu      sync.Mutex
 	pending map[string][]chan *schemas.IntentResult
+	// inbox is the reply subject of this process's IntentClient, once it has one.
+	inbox string
+}
+
+func (w *Waiters) setInbox(inbox string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.inbox = inbox
+}
+
+func (w *Waiters) ownInbox() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.inbox
 }
 
 // Register returns a channel receiving the answer to intent id, and a function that
@@ -86,12 +109,27 @@ type IntentClient struct {
 	once  sync.Once
 	inbox string
 	err   error
+
+	mu sync.Mutex
+	// reconnected is closed, and replaced, whenever the connection comes back.
+	reconnected chan struct{}
 }
 
-// start subscribes once to this process's reply inbox.
+// start subscribes once to this process's reply inbox, and follows reconnections.
 func (c *IntentClient) start() error {
 	c.once.Do(func() {
 		c.inbox = c.NC.NewRespInbox()
+		c.Waiters.setInbox(c.inbox)
+		c.reconnected = make(chan struct{})
+		back := c.NC.StatusChanged(nats.CONNECTED)
+		go func() {
+			for range back {
+				c.mu.Lock()
+				close(c.reconnected)
+				c.reconnected = make(chan struct{})
+				c.mu.Unlock()
+			}
+		}()
 		_, c.err = c.NC.Subscribe(c.inbox, func(m *nats.Msg) {
 			var r struct {
 				ID     string                `json:"id"`
@@ -107,7 +145,17 @@ func (c *IntentClient) start() error {
 	return c.err
 }
 
-// Submit publishes in and waits for the persister's answer.
+// nextReconnect returns a channel closed when the connection next comes back.
+func (c *IntentClient) nextReconnect() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reconnected
+}
+
+// Submit publishes in and waits for the persister's answer. A publish that fails is
+// sent again, and so is a published intent when the connection comes back before its
+// answer (which may have been lost with the connection), until intentTimeout: the
+// persister handles an intent id once and answers every copy.
 func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas.IntentResult, error) {
 	if err := c.start(); err != nil {
 		return nil, fmt.Errorf("intent reply inbox: %w", err)
@@ -121,33 +169,64 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	ctx, stop := context.WithTimeout(ctx, intentTimeout)
 	defer stop()
 
-	msg := nats.NewMsg(c.Topology.IntentSubject(ShardOwner(in.RoomID, c.Writers)))
+	subject := c.Topology.IntentSubject(ShardOwner(in.RoomID, c.Writers))
+	timedOut := func(err error) error {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return ErrIntentTimeout
+		}
+		return err
+	}
+	for {
+		reconnected := c.nextReconnect()
+		if err := c.publish(ctx, subject, data); err != nil {
+			if ctx.Err() != nil {
+				return nil, timedOut(fmt.Errorf("publish intent: %w", err))
+			}
+			c.Log.Debug("intent publish failed; sending again", zap.String("intent_id", in.ID), zap.Error(err))
+			select {
+			case <-time.After(republishPause):
+			case <-reconnected:
+			case <-ctx.Done():
+				return nil, timedOut(ctx.Err())
+			}
+			continue
+		}
+		select {
+		case res := <-ch:
+			return res, nil
+		case <-reconnected:
+			c.Log.Debug("NATS reconnected while waiting for an answer; sending the intent again", zap.String("intent_id", in.ID))
+		case <-ctx.Done():
+			return nil, timedOut(ctx.Err())
+		}
+	}
+}
+
+// publish sends one copy of an intent and waits, at most publishAttemptTimeout, for
+// JetStream to store it.
+func (c *IntentClient) publish(ctx context.Context, subject string, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+	defer cancel()
+	msg := nats.NewMsg(subject)
 	msg.Data = data
 	msg.Header.Set(ReplyHeader, c.inbox)
 	// No JetStream message id: a deduplicated retry would never reach the persister,
 	// so nobody would answer it. The persister deduplicates by intent id instead, and
 	// answers every copy.
-	if _, err := c.JS.PublishMsg(ctx, msg); err != nil {
-		return nil, fmt.Errorf("publish intent: %w", err)
-	}
-	select {
-	case res := <-ch:
-		return res, nil
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, ErrIntentTimeout
-		}
-		return nil, ctx.Err()
-	}
+	_, err := c.JS.PublishMsg(ctx, msg)
+	return err
 }
 
-// Reply answers an intent: in process when the gateway waits here, else over core NATS
-// to the subject the gateway named.
+// Reply answers an intent: in process to whoever waits here, and over core NATS to the
+// subject the copy named when that is another process's inbox (a client retrying
+// through another gateway may wait there for the same intent id).
 func Reply(nc *nats.Conn, w *Waiters, replyTo, id string, res *schemas.IntentResult) error {
-	if w != nil && w.Deliver(id, res) {
-		return nil
+	own := ""
+	if w != nil {
+		w.Deliver(id, res)
+		own = w.ownInbox()
 	}
-	if replyTo == "" {
+	if replyTo == "" || replyTo == own {
 		return nil
 	}
 	data, err := json.Marshal(struct {

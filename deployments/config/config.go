@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/ganglionhq/ganglion/gateway/ratelimit"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 )
 
 // MainInstance is the instance name of the main process. Synapse calls it
@@ -43,9 +46,18 @@ type Config struct {
 	NATS      NATS
 	// SigningKeyPath is the file holding the server's ed25519 signing key,
 	// in Synapse's format (see LoadSigningKey).
-	SigningKeyPath           string
-	EnableRegistration       bool
-	RegistrationSharedSecret string
+	SigningKeyPath     string
+	EnableRegistration bool
+	// EnableRegistrationWithoutVerification is Synapse's explicit consent to open
+	// registration without a verification step; Load refuses open registration on a
+	// listener off loopback without it.
+	EnableRegistrationWithoutVerification bool
+	RegistrationSharedSecret              string
+	// RateLimits are Synapse's rc_* limits, Synapse's defaults where not set.
+	RateLimits ratelimit.Settings
+	// HTTPLimits are the timeouts and per-IP connection cap of every HTTP listener
+	// (http_limits, Ganglion's own key).
+	HTTPLimits serve.Limits
 	// BcryptRounds is the cost of password hashes (Synapse's bcrypt_rounds); 0 means
 	// the default of 12.
 	BcryptRounds int

@@ -104,7 +104,18 @@ nats:
 signing_key_path: {{q .SigningKey}}
 
 # Anyone who can reach the server can register: fine on loopback only.
+# Ganglion has no verification step (email, captcha, token), so on a
+# listener off loopback it refuses to start with open registration unless
+# enable_registration_without_verification: true says it is meant.
 enable_registration: true
+
+# Synapse's rate limits apply with Synapse's defaults, e.g.
+#   rc_message: {per_second: 0.2, burst_count: 10}
+#   rc_login: {address: {per_second: 0.003, burst_count: 5}, ...}
+# deployments/bench.yaml lifts them for benchmarks. Every HTTP listener
+# closes slow and idle connections and caps connections per client IP:
+#   http_limits: {read_header_timeout: 10s, read_timeout: 30s,
+#     write_timeout: 45s, idle_timeout: 60s, max_connections_per_ip: 256}
 
 # debug, info, warning or error.
 log_level: info

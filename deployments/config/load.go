@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -16,6 +17,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"gopkg.in/yaml.v3"
+
+	"github.com/ganglionhq/ganglion/gateway/ratelimit"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 )
 
 // Error is a configuration problem at one key of one file.
@@ -85,6 +89,8 @@ func Load(paths []string, log *zap.Logger) (*Config, error) {
 		EnableMediaRepo: true,
 		StartPushers:    true,
 		SendFederation:  true,
+		RateLimits:      ratelimit.Defaults,
+		HTTPLimits:      serve.DefaultLimits,
 	}
 	f := l.topFields(c)
 	for _, e := range top {
@@ -481,7 +487,8 @@ func (l *loader) topFields(c *Config) fields {
 	instances := func(dst *[]string) func(*yaml.Node, string) {
 		return func(v *yaml.Node, p string) { *dst = l.instances(v, p) }
 	}
-	return fields{
+	f := l.rateLimitFields(&c.RateLimits)
+	maps.Copy(f, fields{
 		"server_name": func(v *yaml.Node, p string) {
 			if s, ok := l.str(v, p); ok {
 				if err := checkServerName(s); err != nil {
@@ -500,7 +507,9 @@ func (l *loader) topFields(c *Config) fields {
 				c.SigningKeyPath = s
 			}
 		},
-		"enable_registration": boolean(&c.EnableRegistration),
+		"enable_registration":                      boolean(&c.EnableRegistration),
+		"enable_registration_without_verification": boolean(&c.EnableRegistrationWithoutVerification),
+		"http_limits":                              func(v *yaml.Node, p string) { l.httpLimits(&c.HTTPLimits, v, p) },
 		"bcrypt_rounds": func(v *yaml.Node, p string) {
 			if n, ok := l.integer(v, p, 4, 31); ok {
 				c.BcryptRounds = int(n)
@@ -560,7 +569,8 @@ func (l *loader) topFields(c *Config) fields {
 		"enable_media_repo":                      boolean(&c.EnableMediaRepo),
 		"start_pushers":                          boolean(&c.StartPushers),
 		"send_federation":                        boolean(&c.SendFederation),
-	}
+	})
+	return f
 }
 
 // knownResources are the resource names Synapse's HTTP listeners accept.
@@ -889,6 +899,8 @@ func (l *loader) validate(c *Config) {
 	case c.IsMain() && len(c.WorkerListeners) > 0:
 		l.warn(l.origin["worker_listeners"], "worker_listeners", "config: worker_listeners is ignored by the main process, which uses listeners")
 	}
+
+	l.checkOpenRegistration(c)
 
 	// Synapse's rule: every stream writer other than the main process must
 	// be in instance_map, and then so must the main process, since the

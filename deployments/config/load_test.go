@@ -13,6 +13,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ganglionhq/ganglion/gateway/ratelimit"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 )
 
 // base is a complete main-process configuration; cases add files after it.
@@ -241,6 +244,22 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 			"worker_replication_secret: required when outbound_federation_restricted_to is set"},
 		{"required key missing from every file", "server_name: ~", -1,
 			"server_name: required"},
+		{"rate limit not a number", "rc_message: {per_second: fast}", 1,
+			"rc_message.per_second: must be a number, got a string"},
+		{"rate limit zero rate", "rc_login: {failed_attempts: {per_second: 0}}", 1,
+			"rc_login.failed_attempts.per_second: must be a positive number of actions per second, got 0"},
+		{"rate limit fractional burst", "rc_invites: {per_room: {burst_count: 2.5}}", 1,
+			"rc_invites.per_room.burst_count: must be a whole number, got 2.5"},
+		{"rate limit zero burst", "rc_joins: {local: {burst_count: 0}}", 1,
+			"rc_joins.local.burst_count: must be between 1 and 2147483647, got 0"},
+		{"rate limit not a mapping", "rc_registration: 3", 1,
+			"rc_registration: must be a mapping, got an integer"},
+		{"http timeout", "http_limits: {read_timeout: soon}", 1,
+			`http_limits.read_timeout: must be a positive duration such as "30s", got "soon"`},
+		{"http per-IP cap", "http_limits: {max_connections_per_ip: -1}", 1,
+			"http_limits.max_connections_per_ip: must be between 0 and 2147483647, got -1"},
+		{"open registration off loopback", "enable_registration: true", 1,
+			"enable_registration: open registration needs a verification step"},
 		{"yaml syntax", "listeners: [", 1, "yaml: line 1"},
 		{"top level not a mapping", "- a\n- b", 1,
 			"the top level must be a mapping of keys, got a list"},
@@ -559,4 +578,38 @@ func FuzzLoad(f *testing.F) {
 			c.Database.DSN()
 		}
 	})
+}
+
+func TestLoadRateLimitsDefaultToSynapses(t *testing.T) {
+	c := mustLoad(t, base)
+	if c.RateLimits != ratelimit.Defaults {
+		t.Fatalf("rate limits %+v, want Synapse's %+v", c.RateLimits, ratelimit.Defaults)
+	}
+	c = mustLoad(t, base, "rc_message: {per_second: 100}\nrc_login: {account: {burst_count: 2.0}}")
+	want := ratelimit.Defaults
+	want.Message.PerSecond = 100
+	want.LoginAccount.BurstCount = 2
+	if c.RateLimits != want {
+		t.Fatalf("rate limits %+v, want %+v", c.RateLimits, want)
+	}
+	if c.HTTPLimits != serve.DefaultLimits {
+		t.Fatalf("http limits %+v, want %+v", c.HTTPLimits, serve.DefaultLimits)
+	}
+	c = mustLoad(t, base, "http_limits: {idle_timeout: 5s, max_connections_per_ip: 0}")
+	if c.HTTPLimits.IdleTimeout != 5*time.Second || c.HTTPLimits.MaxConnsPerIP != 0 || c.HTTPLimits.WriteTimeout != serve.DefaultLimits.WriteTimeout {
+		t.Fatalf("http limits %+v", c.HTTPLimits)
+	}
+}
+
+// Open registration is an explicit choice off loopback, and needs none on loopback.
+func TestLoadOpenRegistration(t *testing.T) {
+	loopback := strings.Replace(base, "type: http\n", "type: http\n    bind_addresses: ['127.0.0.1', '::1']\n", 1)
+	if c := mustLoad(t, loopback, "enable_registration: true"); !c.EnableRegistration {
+		t.Fatal("registration not enabled")
+	}
+	c := mustLoad(t, base, "enable_registration: true\nenable_registration_without_verification: true")
+	if !c.EnableRegistration || !c.EnableRegistrationWithoutVerification {
+		t.Fatal("registration not enabled")
+	}
+	mustLoad(t, base, "enable_registration: false")
 }

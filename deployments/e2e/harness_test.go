@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
@@ -93,9 +95,12 @@ type deployment struct {
 	namespace  string
 	// natsURL is the test's own NATS server, or "" when the single process embeds one.
 	natsURL string
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	shared  map[string]any
+	// natsServer and natsStore are that server and its JetStream directory.
+	natsServer *server.Server
+	natsStore  string
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	shared     map[string]any
 }
 
 type deploymentOptions struct {
@@ -106,6 +111,23 @@ type deploymentOptions struct {
 	redis map[string]any
 	// eventWriters is stream_writers.events; empty means the main process.
 	eventWriters []string
+	// rateLimits are rc_* keys replacing those of generousRateLimits.
+	rateLimits map[string]any
+}
+
+// generousRateLimits lift Synapse's default rc_* limits (0.2 messages a second, 3
+// registrations, ...) far above what the tests do: they send hundreds of messages and
+// register many users from one address. Tests of the limits set their own.
+func generousRateLimits() map[string]any {
+	lots := map[string]any{"per_second": 10000, "burst_count": 10000}
+	return map[string]any{
+		"rc_message":         lots,
+		"rc_registration":    lots,
+		"rc_3pid_validation": lots,
+		"rc_login":           map[string]any{"address": lots, "account": lots, "failed_attempts": lots},
+		"rc_joins":           map[string]any{"local": lots, "remote": lots},
+		"rc_invites":         map[string]any{"per_room": lots, "per_user": lots, "per_issuer": lots},
+	}
 }
 
 func newDeployment(t *testing.T, o deploymentOptions) *deployment {
@@ -123,11 +145,13 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 	}
 	natsSection := map[string]any{"namespace": d.namespace}
 	if o.externalNATS {
-		ns, err := streams.StartEmbedded(streams.EmbeddedOptions{StoreDir: t.TempDir(), Port: -1})
+		d.natsStore = t.TempDir()
+		ns, err := streams.StartEmbedded(streams.EmbeddedOptions{StoreDir: d.natsStore, Port: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		d.natsServer = ns
+		t.Cleanup(func() { d.natsServer.Shutdown(); d.natsServer.WaitForShutdown() })
 		d.natsURL = ns.ClientURL()
 		natsSection["url"] = d.natsURL
 		if d.nc, err = nats.Connect(d.natsURL); err != nil {
@@ -147,6 +171,8 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 		"signing_key_path":    key,
 		"enable_registration": true,
 	}
+	maps.Copy(d.shared, generousRateLimits())
+	maps.Copy(d.shared, o.rateLimits)
 	if o.redis != nil {
 		d.shared["redis"] = o.redis
 	}
@@ -374,6 +400,22 @@ func (p *process) kill9() {
 	<-exited
 }
 
+// stop sends SIGTERM, as an operator or a service manager would, and waits for the
+// process to exit.
+func (p *process) stop() {
+	p.t.Helper()
+	p.mu.Lock()
+	p.stopping = true
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(startTimeout):
+		p.t.Fatalf("%s still runs %s after SIGTERM", p.name, startTimeout)
+	}
+}
+
 // restart starts the process again with the same configuration files.
 func (p *process) restart() {
 	p.t.Helper()
@@ -453,6 +495,21 @@ func (d *deployment) lastSeq(ctx context.Context, stream string) uint64 {
 		d.t.Fatalf("stream %s info: %v", stream, err)
 	}
 	return info.State.LastSeq
+}
+
+// restartNATS stops the deployment's NATS server, keeps it down for down, and starts it
+// again on the same port with the same JetStream files.
+func (d *deployment) restartNATS(down time.Duration) {
+	d.t.Helper()
+	port := d.natsServer.Addr().(*net.TCPAddr).Port
+	d.natsServer.Shutdown()
+	d.natsServer.WaitForShutdown()
+	time.Sleep(down)
+	ns, err := streams.StartEmbedded(streams.EmbeddedOptions{StoreDir: d.natsStore, Port: port})
+	if err != nil {
+		d.t.Fatalf("restart NATS on port %d: %v", port, err)
+	}
+	d.natsServer = ns
 }
 
 // topology is the stream naming of the deployment's namespace.

@@ -53,6 +53,8 @@ type options struct {
 	manyClients    int
 	roomCount      int
 	syncSenders    int
+	// configs are the server's configuration files, for the rate limits it applies.
+	configs []string
 }
 
 // Main runs `ganglion load` with its command-line arguments.
@@ -73,6 +75,10 @@ func Main(args []string) error {
 	fs.Float64Var(&o.syncRate, "sync-rate", 1000, "paced send rate (sends/s) of the send→sync scenario")
 	fs.IntVar(&o.syncSends, "sync-sends", 5000, "sends of the send→sync scenario")
 	fs.IntVar(&o.syncSenders, "sync-senders", 20, "senders (each in its own room) of the send→sync scenario")
+	fs.Func("c", "the server's configuration file, as given to ganglion run (repeatable): the run prints the rate limits it meets and refuses limits that would throttle it", func(v string) error {
+		o.configs = append(o.configs, v)
+		return nil
+	})
 	fs.BoolVar(&o.skipServer, "skip-server", false, "only measure the ceilings; no server needed")
 	fs.BoolVar(&o.skipCeilings, "skip-ceilings", false, "only drive the server")
 	fs.DurationVar(&o.scenarioLimit, "scenario-limit", 2*time.Minute, "time limit of each measured scenario")
@@ -107,6 +113,9 @@ func run(ctx context.Context, out io.Writer, o options) error {
 
 	var server *serverResults
 	if !o.skipServer {
+		if err := checkRateLimits(out, o.configs, o); err != nil {
+			return err
+		}
 		server, err = runServer(ctx, out, o)
 		if err != nil {
 			return err

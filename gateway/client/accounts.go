@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 )
 
@@ -118,6 +119,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Registration has been disabled"))
 		return
 	}
+	if !check(w, s.limits.registration, serve.ClientIP(r)) {
+		return
+	}
 	req, userID, err := s.decodeRegister(r)
 	if err != nil {
 		matrix.WriteError(w, err)
@@ -176,6 +180,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	if err := s.DB.DeleteUIASession(ctx, session); err != nil {
 		s.Log.Warn("could not end registration auth session", zap.Error(err))
 	}
+	s.limits.registration.Take(serve.ClientIP(r))
 	s.Log.Info("registered user", zap.String("user_id", userID))
 	resp := credentialsResponse{UserID: userID, HomeServer: s.ServerName}
 	if dev != nil {
@@ -329,6 +334,9 @@ func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Registration has been disabled"))
 		return
 	}
+	if !check(w, s.limits.registration, serve.ClientIP(r)) {
+		return
+	}
 	username := r.URL.Query().Get("username")
 	if username == "" {
 		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeMissingParam, "Missing username"))
@@ -373,18 +381,28 @@ type loginRequest struct {
 var errBadLogin = matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Invalid username or password")
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if !take(w, s.limits.loginAddress, serve.ClientIP(r)) {
+		return
+	}
 	req, userID, err := s.decodeLogin(r)
 	if err != nil {
 		matrix.WriteError(w, err)
 		return
 	}
+	if !check(w, s.limits.loginFailed, userID) {
+		return
+	}
 	ctx := r.Context()
 	switch err := s.DB.CheckPassword(ctx, userID, req.Password); {
 	case errors.Is(err, persist.ErrNotFound), errors.Is(err, persist.ErrWrongPassword):
+		s.limits.loginFailed.Take(userID)
 		matrix.WriteError(w, errBadLogin)
 		return
 	case err != nil:
 		s.internalError(w, "check password", err)
+		return
+	}
+	if !take(w, s.limits.loginAccount, userID) {
 		return
 	}
 	tok, h := newAccessToken(userID)

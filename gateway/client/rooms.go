@@ -117,6 +117,9 @@ func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, dev Device, i
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
+	if !take(w, s.limits.message, dev.UserID) {
+		return
+	}
 	ids, err := s.submit(r.Context(), &schemas.Intent{
 		Kind: schemas.KindClientEvent, ID: intentID, RoomID: room,
 		Sender: dev.UserID, DeviceID: dev.DeviceID, TxnID: txn, Event: pe,
@@ -178,6 +181,9 @@ func (s *Server) readMembershipBody(r *http.Request) (membershipBody, error) {
 }
 
 func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, room, target, membership, reason string) {
+	if !s.allowMembership(w, dev, room, target, membership) {
+		return
+	}
 	var profile persist.Profile
 	if membership == "join" {
 		// A member event carries the member's profile, so other members can show it.

@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/gateway/ratelimit"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/schemas"
 )
@@ -30,8 +32,14 @@ type Server struct {
 	Feed Feed
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
-	Log                *zap.Logger
+	// HTTP are the limits of the servers serving Handler; /sync extends their write
+	// timeout by its longest wait.
+	HTTP serve.Limits
+	// RateLimits are Synapse's rc_* limits; the zero value limits nothing.
+	RateLimits ratelimit.Settings
+	Log        *zap.Logger
 
+	limits *limiters
 	tokens tokenCache
 	writes ownWrites
 }
@@ -58,6 +66,7 @@ func (s *Server) Handler() http.Handler {
 	if s.Log == nil {
 		s.Log = zap.NewNop()
 	}
+	s.limits = newLimiters(s.RateLimits)
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 )
 
@@ -25,7 +26,7 @@ type Feed interface {
 
 const (
 	// maxSyncTimeout caps a long-poll; clients ask for 30 s.
-	maxSyncTimeout = 60 * time.Second
+	maxSyncTimeout = serve.MaxLongPoll
 	// defaultTimelineLimit is Synapse's default room.timeline.limit.
 	defaultTimelineLimit = 10
 	// maxTimelineLimit bounds what one room may add to one response.
@@ -43,7 +44,7 @@ func (s *Server) registerSync(r router) {
 	if s.Feed == nil {
 		return // this process follows no log; the front door routes /sync elsewhere
 	}
-	r.handle("GET", "/sync", syncVersions, s.authed(s.sync))
+	r.handle("GET", "/sync", syncVersions, serve.LongPoll(s.authed(s.sync), s.HTTP).ServeHTTP)
 }
 
 // syncFilter is the part of a filter (spec "Filtering") that /sync applies.

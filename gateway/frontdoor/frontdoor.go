@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/streams"
 )
 
@@ -35,7 +36,10 @@ var (
 type Router struct {
 	Gateways    []*url.URL
 	SyncWorkers []*url.URL
-	Log         *zap.Logger
+	// Limits are those of the server serving Handler: long polls extend its write
+	// timeout.
+	Limits serve.Limits
+	Log    *zap.Logger
 
 	next atomic.Uint64
 }
@@ -46,31 +50,51 @@ func (rt *Router) Handler() http.Handler {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &httputil.ReverseProxy{
+	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(rt.Pick(pr.In))
 			pr.SetXForwarded()
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				// The client went away (a long poll given up); no backend failed.
+				log.Debug("client cancelled", zap.String("path", r.URL.Path), zap.Error(err))
+				return
+			}
 			log.Warn("backend unreachable", zap.String("path", r.URL.Path), zap.Error(err))
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadGateway)
 			_, _ = w.Write([]byte(`{"errcode":"M_UNKNOWN","error":"the homeserver process for this request is unreachable"}`))
 		},
 	}
+	longPoll := serve.LongPoll(proxy, rt.Limits)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isSyncPath(r.URL.Path) {
+			longPoll.ServeHTTP(w, r)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	})
+}
+
+func isSyncPath(path string) bool {
+	for _, re := range syncPaths {
+		if re.MatchString(path) {
+			return true
+		}
+	}
+	return false
 }
 
 // Pick returns the backend for r.
 func (rt *Router) Pick(r *http.Request) *url.URL {
 	path := r.URL.Path
-	for _, re := range syncPaths {
-		if re.MatchString(path) {
-			backends := rt.SyncWorkers
-			if len(backends) == 0 {
-				backends = rt.Gateways
-			}
-			return backends[streams.ShardIndex(userKey(r), len(backends))]
+	if isSyncPath(path) {
+		backends := rt.SyncWorkers
+		if len(backends) == 0 {
+			backends = rt.Gateways
 		}
+		return backends[streams.ShardIndex(userKey(r), len(backends))]
 	}
 	if m := messagesPath.FindStringSubmatch(path); m != nil {
 		return rt.Gateways[streams.ShardIndex(m[2], len(rt.Gateways))]

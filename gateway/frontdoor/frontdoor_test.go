@@ -1,11 +1,17 @@
 package frontdoor
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // backends starts n HTTP servers that answer with their name, and returns their URLs.
@@ -87,5 +93,35 @@ func TestUnreachableBackend(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusBadGateway || string(body) == "" {
 		t.Fatalf("got %d %s", resp.StatusCode, body)
+	}
+}
+
+// A client giving up a long poll is no backend failure: nothing is logged as a warning.
+func TestClientCancelIsNotBackendFailure(t *testing.T) {
+	release := make(chan struct{})
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer backend.Close()
+	defer close(release)
+	u, _ := url.Parse(backend.URL)
+	core, logs := observer.New(zapcore.InfoLevel)
+	front := httptest.NewServer((&Router{Gateways: []*url.URL{u}, Log: zap.New(core)}).Handler())
+	defer front.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, front.URL+"/_matrix/client/v3/sync?timeout=30000", nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_ = resp.Body.Close()
+		t.Fatal("the long poll answered before the client gave up")
+	}
+	// Close waits for the proxy's handler, which ends with the cancelled backend request.
+	front.Close()
+	if n := logs.Len(); n != 0 {
+		t.Fatalf("a client cancellation logged %d lines at info or above: %v", n, logs.All()[0].Message)
 	}
 }

@@ -94,7 +94,8 @@ type Emitter struct {
 
 // New returns an emitter publishing on channel (the server_name, exactly) as
 // instance, which must be unique among the deployment's Synapse and Ganglion
-// processes, since receivers drop traffic carrying their own instance name.
+// processes, since receivers drop traffic carrying their own instance name. log
+// is the process's logger, which names the instance already.
 func New(client *redis.Client, channel, instance string, log *zap.Logger) *Emitter {
 	if log == nil {
 		log = zap.NewNop()
@@ -103,7 +104,7 @@ func New(client *redis.Client, channel, instance string, log *zap.Logger) *Emitt
 		client:   client,
 		channel:  channel,
 		instance: instance,
-		log:      log.With(zap.String("redis_channel", channel), zap.String("instance", instance)),
+		log:      log.With(zap.String("redis_channel", channel)),
 		queue:    make(chan item, queueSize),
 		wake:     make(chan struct{}, 1),
 		last:     map[string]int64{},

@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	zapobserver "go.uber.org/zap/zaptest/observer"
 
 	"github.com/ganglionhq/ganglion/schemas"
 )
@@ -283,4 +286,25 @@ func TestReannouncesAfterOutage(t *testing.T) {
 	obs.expect(t, "REPLICATE ", "POSITION events ganglion_w4 6 6", "POSITION events ganglion_w4 6 6")
 	e.Events(7, []schemas.EventRow{messageRow})
 	obs.expect(t, "RDATA events ganglion_w4 7 "+messageJSON)
+}
+
+// The emitter logs with the process's logger, which names the instance already: one
+// line must not carry the key twice.
+func TestEmitterLogsInstanceOnce(t *testing.T) {
+	core, logs := zapobserver.New(zapcore.InfoLevel)
+	log := zap.New(core).With(zap.String("instance", "ganglion_w4"))
+	// An empty channel disables the emitter with one error line.
+	New(nil, "", "ganglion_w4", log).Run(context.Background())
+	if logs.Len() != 1 {
+		t.Fatalf("%d lines, want the one saying the emitter is disabled", logs.Len())
+	}
+	n := 0
+	for _, f := range logs.All()[0].Context {
+		if f.Key == "instance" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the line carries instance %d times: %v", n, logs.All()[0].Context)
+	}
 }

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// TestNATSRestartUnderLoad (issue 5, item 13): clients keep sending while the NATS
+// server goes away for a few seconds and comes back on the same port and files. Each
+// client retries a failed send with the same transaction id, as a real client does.
+// Every acknowledged send is stored exactly once, and no send fails: the gateway holds
+// the sends of the outage until NATS is back, then sends them again.
+func TestNATSRestartUnderLoad(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{externalNATS: true})
+	hs := d.startMain()
+
+	const senders, before, after = 6, 20, 10
+	clients := make([]*mautrix.Client, senders)
+	for i := range clients {
+		clients[i] = newUser(ctx, t, hs.url(), fmt.Sprintf("sender%d", i))
+	}
+	room := createRoomWith(ctx, t, clients[0], "private_chat", clients[1:]...)
+
+	var (
+		mu       sync.Mutex
+		acked    = map[string]id.EventID{} // body -> event id
+		restart  = make(chan struct{})     // closed once NATS is back
+		afterAck atomic.Int64              // sends acknowledged after NATS came back
+		started  atomic.Int64              // sends acknowledged before the restart began
+		wg       sync.WaitGroup
+	)
+	send := func(c *mautrix.Client, txn, body string) {
+		for {
+			resp, err := c.SendMessageEvent(ctx, room, event.EventMessage, textContent(body), mautrix.ReqSendEvent{TransactionID: txn})
+			if err != nil {
+				// The outage is far shorter than a gateway's wait for its event writer
+				// (30 s): the gateway absorbs it, a client sees no error.
+				t.Errorf("send %s %q failed: %v", txn, body, err)
+			}
+			if err == nil {
+				mu.Lock()
+				acked[body] = resp.EventID
+				mu.Unlock()
+				return
+			}
+			if ctx.Err() != nil {
+				t.Errorf("send %s: never acknowledged: %v", txn, err)
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	for i, c := range clients {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-restart:
+					if afterAck.Load() >= senders*after {
+						return
+					}
+				default:
+				}
+				send(c, fmt.Sprintf("t%d", n), fmt.Sprintf("sender %d message %d", i, n))
+				select {
+				case <-restart:
+					afterAck.Add(1)
+				default:
+					started.Add(1)
+				}
+				if ctx.Err() != nil {
+					return
+				}
+			}
+		})
+	}
+	for started.Load() < senders*before && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.restartNATS(3 * time.Second)
+	close(restart)
+	hs.waitLogged("NATS connection lost")
+	hs.waitLogged("NATS connection back")
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	// Every acknowledged send is in Postgres exactly once, under the id it was
+	// acknowledged with, and nothing else was stored.
+	stored := map[string][]id.EventID{}
+	d.query(ctx, func(conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT event_id, (json::jsonb)->'content'->>'body' FROM events WHERE room_id = $1 AND type = 'm.room.message'`, room.String())
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var ev id.EventID
+			var body string
+			if err := rows.Scan(&ev, &body); err != nil {
+				return err
+			}
+			stored[body] = append(stored[body], ev)
+		}
+		return rows.Err()
+	})
+	for body, evs := range stored {
+		if len(evs) != 1 {
+			t.Errorf("%q stored %d times: %v", body, len(evs), evs)
+		}
+		if acked[body] == "" {
+			t.Errorf("%q stored but never acknowledged", body)
+		}
+	}
+	for body, ev := range acked {
+		if got := stored[body]; len(got) != 1 || got[0] != ev {
+			t.Errorf("%q acknowledged as %s, stored as %v", body, ev, got)
+		}
+	}
+	t.Logf("%d sends acknowledged, %d of them after NATS came back", len(acked), afterAck.Load())
+}
