@@ -389,26 +389,28 @@ func (p *process) waitLogged(text string) {
 	p.t.Fatalf("%s did not log %q within %s", p.name, text, startTimeout)
 }
 
-// kill9 kills the process with SIGKILL, as a crash would, and waits for it to be gone.
-func (p *process) kill9() {
-	p.t.Helper()
+// signal sends sig to a process the test stops on purpose and returns the channel
+// closed when it has exited.
+func (p *process) signal(sig syscall.Signal) chan struct{} {
 	p.mu.Lock()
 	p.stopping = true
 	cmd, exited := p.cmd, p.exited
 	p.mu.Unlock()
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-exited
+	_ = cmd.Process.Signal(sig)
+	return exited
+}
+
+// kill9 kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+func (p *process) kill9() {
+	p.t.Helper()
+	<-p.signal(syscall.SIGKILL)
 }
 
 // stop sends SIGTERM, as an operator or a service manager would, and waits for the
 // process to exit.
 func (p *process) stop() {
 	p.t.Helper()
-	p.mu.Lock()
-	p.stopping = true
-	cmd, exited := p.cmd, p.exited
-	p.mu.Unlock()
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	exited := p.signal(syscall.SIGTERM)
 	select {
 	case <-exited:
 	case <-time.After(startTimeout):

@@ -10,8 +10,8 @@ import (
 	"github.com/ganglionhq/ganglion/persist/projtest"
 )
 
-// rawGet sends an authenticated GET and returns the status and the body as sent.
-func rawGet(t *testing.T, url, token string) (int, string) {
+// authedGet sends an authenticated GET and returns the answer and its body as sent.
+func authedGet(t *testing.T, url, token string) (*http.Response, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -21,6 +21,13 @@ func rawGet(t *testing.T, url, token string) (int, string) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	return resp, raw
+}
+
+// rawGet sends an authenticated GET and returns the status and the body as sent.
+func rawGet(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	resp, raw := authedGet(t, url, token)
 	return resp.StatusCode, string(raw)
 }
 

@@ -28,6 +28,26 @@ func textMessage(id, room, body string) *schemas.Intent {
 		Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}}
 }
 
+// submitAll submits intents at once and fails unless every one is accepted.
+func submitAll(t *testing.T, ic *streams.IntentClient, intents []*schemas.Intent) {
+	t.Helper()
+	errs := make(chan error, len(intents))
+	for _, in := range intents {
+		go func() {
+			res, err := ic.Submit(context.Background(), in)
+			if err == nil && res.Error != nil {
+				err = fmt.Errorf("%s: %+v", in.ID, res.Error)
+			}
+			errs <- err
+		}()
+	}
+	for range intents {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // eventually polls cond; the deadline only guards against hanging forever.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -215,25 +235,12 @@ func TestPanicLeavesRoomsIntact(t *testing.T) {
 	c.createRoom(w)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var wg sync.WaitGroup
 	go func() { _, _ = w.Submit(ctx, textMessage("poison", roomID, "poison")) }()
-	errs := make(chan error, 12)
+	var good []*schemas.Intent
 	for i := range 12 {
-		wg.Go(func() {
-			res, err := w.Submit(context.Background(), textMessage(fmt.Sprint("good-", i), roomID, fmt.Sprint("good ", i)))
-			if err == nil && res.Error != nil {
-				err = fmt.Errorf("%+v", res.Error)
-			}
-			errs <- err
-		})
+		good = append(good, textMessage(fmt.Sprint("good-", i), roomID, fmt.Sprint("good ", i)))
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	submitAll(t, w, good)
 	p := c.writers["w1"]
 	eventually(t, "the poison intent dead-lettered", func() bool { return p.Metrics.Snapshot().DeadLettered == 1 })
 	if res := c.message(w, alice, "after the panic"); res.Error != nil {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -308,28 +307,11 @@ func TestLargeEventsSplitAcrossAppends(t *testing.T) {
 	c.createRoom(w)
 	const n = 30
 	body := strings.Repeat("x", 60000)
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	var big []*schemas.Intent
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			raw, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
-			res, err := w.Submit(context.Background(), &schemas.Intent{V: schemas.IntentVersion, Kind: schemas.KindClientEvent,
-				ID: fmt.Sprintf("big-%d", i), RoomID: roomID, Sender: alice, Event: &schemas.ProtoEvent{Type: "m.room.message", Content: raw}})
-			if err == nil && res.Error != nil {
-				err = fmt.Errorf("%+v", res.Error)
-			}
-			errs <- err
-		}()
+		big = append(big, textMessage(fmt.Sprintf("big-%d", i), roomID, body))
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	submitAll(t, w, big)
 	var count int
 	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'm.room.message'`).Scan(&count); err != nil || count != n {
 		t.Fatalf("%d messages stored (%v), want %d", count, err, n)
