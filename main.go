@@ -33,6 +33,7 @@ import (
 	"github.com/ganglionhq/ganglion/deployments/load"
 	"github.com/ganglionhq/ganglion/gateway/client"
 	"github.com/ganglionhq/ganglion/gateway/frontdoor"
+	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/persister"
@@ -361,6 +362,9 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		return err
 	}
 
+	if cfg.MaxJSONDepth > 0 {
+		matrix.SetMaxJSONDepth(cfg.MaxJSONDepth)
+	}
 	if cfg.RegistrationSharedSecret != "" {
 		log.Warn("registration_shared_secret is set, but the admin registration API is not built yet; it is ignored")
 	}

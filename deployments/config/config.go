@@ -61,6 +61,9 @@ type Config struct {
 	// BcryptRounds is the cost of password hashes (Synapse's bcrypt_rounds); 0 means
 	// the default of 12.
 	BcryptRounds int
+	// MaxJSONDepth bounds how deeply request JSON may nest (max_json_depth, Ganglion's
+	// own key); 0 means the default of 100.
+	MaxJSONDepth int
 	// LogLevel is the minimum level logged; "info" when not set.
 	LogLevel zapcore.Level
 

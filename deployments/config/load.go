@@ -510,6 +510,11 @@ func (l *loader) topFields(c *Config) fields {
 		"enable_registration":                      boolean(&c.EnableRegistration),
 		"enable_registration_without_verification": boolean(&c.EnableRegistrationWithoutVerification),
 		"http_limits":                              func(v *yaml.Node, p string) { l.httpLimits(&c.HTTPLimits, v, p) },
+		"max_json_depth": func(v *yaml.Node, p string) {
+			if n, ok := l.integer(v, p, 2, 10000); ok {
+				c.MaxJSONDepth = int(n)
+			}
+		},
 		"bcrypt_rounds": func(v *yaml.Node, p string) {
 			if n, ok := l.integer(v, p, 4, 31); ok {
 				c.BcryptRounds = int(n)

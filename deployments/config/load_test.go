@@ -164,6 +164,8 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 	}{
 		{"port out of range", "listeners: [{port: 70000, type: http}]", 1,
 			"listeners[0].port: must be between 1 and 65535, got 70000"},
+		{"JSON depth below two levels", "max_json_depth: 1", 1,
+			"max_json_depth: must be between 2 and 10000, got 1"},
 		{"fractional port is not rounded", "listeners: [{port: 8008.5, type: http}]", 1,
 			"listeners[0].port: must be a whole number, got 8008.5"},
 		{"huge exponent", "redis: {port: !!float 1e99999}", 1,

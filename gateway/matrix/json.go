@@ -8,14 +8,24 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
+	"sync/atomic"
 	"unicode/utf16"
 	"unicode/utf8"
 )
 
-// MaxJSONDepth bounds how deeply the arrays and objects of a request's JSON may nest.
-// Real events nest a few levels; a deeper document would be stored and served back on
-// every read, and costs every decoder that ever meets it.
-const MaxJSONDepth = 100
+// DefaultMaxJSONDepth bounds how deeply the arrays and objects of a request's JSON may
+// nest unless SetMaxJSONDepth says otherwise. Real events nest a few levels; a deeper
+// document would be stored and served back on every read, and costs every decoder that
+// ever meets it.
+const DefaultMaxJSONDepth = 100
+
+// maxJSONDepth is the process's bound (max_json_depth), set once at start.
+var maxJSONDepth atomic.Int64
+
+func init() { maxJSONDepth.Store(DefaultMaxJSONDepth) }
+
+// SetMaxJSONDepth sets how deeply request JSON may nest, for the whole process.
+func SetMaxJSONDepth(n int) { maxJSONDepth.Store(int64(n)) }
 
 // DefaultBodyLimit is the request body limit of JSON endpoints: the spec's 65536-byte
 // bound on events, which no other client request legitimately approaches.
@@ -86,7 +96,7 @@ func decodeJSON(body []byte, limit int64, dst any) error {
 }
 
 // CheckJSON accepts JSON a client may send: valid UTF-8 and valid JSON (else 400
-// M_NOT_JSON), nested at most MaxJSONDepth levels, and without what encoding/json would
+// M_NOT_JSON), nested at most max_json_depth levels, and without what encoding/json would
 // accept but change or Postgres cannot store (400 M_BAD_JSON): the escape \u0000 (no
 // TEXT or jsonb column holds NUL) and a UTF-16 surrogate that is not part of a pair
 // (encoding/json silently replaces it with U+FFFD). Every request body and every JSON
@@ -102,8 +112,8 @@ func CheckJSON(b []byte) error {
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
 		case '{', '[':
-			if depth++; depth > MaxJSONDepth {
-				return Errorf(http.StatusBadRequest, CodeBadJSON, "JSON nests deeper than %d levels", MaxJSONDepth)
+			if depth++; int64(depth) > maxJSONDepth.Load() {
+				return Errorf(http.StatusBadRequest, CodeBadJSON, "JSON nests deeper than %d levels", maxJSONDepth.Load())
 			}
 		case '}', ']':
 			depth--

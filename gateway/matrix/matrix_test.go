@@ -146,22 +146,29 @@ func TestDecodeBody(t *testing.T) {
 	}
 }
 
-// Nesting is bounded at MaxJSONDepth levels, the body object counting as one; brackets
+// Nesting is bounded at DefaultMaxJSONDepth levels, the body object counting as one; brackets
 // inside strings do not count.
 func TestDecodeBodyDepth(t *testing.T) {
 	nested := func(levels int) string {
 		return `{"extra":` + strings.Repeat("[", levels-1) + strings.Repeat("]", levels-1) + `}`
 	}
-	if _, err := decode(nested(MaxJSONDepth), 1<<20); err == nil || !strings.Contains(err.Error(), "expected") {
+	if _, err := decode(nested(DefaultMaxJSONDepth), 1<<20); err == nil || !strings.Contains(err.Error(), "expected") {
 		// The body is within the bound; it fails only on its shape (extra wants an object).
-		t.Fatalf("%d levels: %v, want a shape error", MaxJSONDepth, err)
+		t.Fatalf("%d levels: %v, want a shape error", DefaultMaxJSONDepth, err)
 	}
-	for _, levels := range []int{MaxJSONDepth + 1, 9990} {
+	for _, levels := range []int{DefaultMaxJSONDepth + 1, 9990} {
 		_, err := decode(nested(levels), 1<<20)
 		var me *Error
 		if !errors.As(err, &me) || me.Status != 400 || me.Code != CodeBadJSON || !strings.Contains(me.Message, "nests deeper") {
 			t.Errorf("%d levels: err = %v, want 400 M_BAD_JSON for the depth", levels, err)
 		}
+	}
+	// max_json_depth moves the bound (this test is not parallel, so no other sees it).
+	SetMaxJSONDepth(5)
+	_, shallowErr := decode(nested(6), 1<<20)
+	SetMaxJSONDepth(DefaultMaxJSONDepth)
+	if shallowErr == nil || !strings.Contains(shallowErr.Error(), "deeper than 5") {
+		t.Errorf("6 levels with max_json_depth 5: %v", shallowErr)
 	}
 	var v map[string]any
 	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"a":"`+strings.Repeat("[", 500)+`"}`))
@@ -182,7 +189,7 @@ func TestDecodeBodyContentLength(t *testing.T) {
 }
 
 // acceptable walks a decoded JSON value at nesting level depth and says what in it
-// DecodeBody should have refused: nesting past MaxJSONDepth, NUL, or U+FFFD the client
+// DecodeBody should have refused: nesting past DefaultMaxJSONDepth, NUL, or U+FFFD the client
 // did not send (the trace of a replaced lone surrogate).
 func acceptable(v any, depth int, sentFFFD bool) string {
 	str := func(s string) string {
@@ -198,8 +205,8 @@ func acceptable(v any, depth int, sentFFFD bool) string {
 	case string:
 		return str(v)
 	case []any:
-		if depth > MaxJSONDepth {
-			return "nests deeper than MaxJSONDepth"
+		if depth > DefaultMaxJSONDepth {
+			return "nests deeper than DefaultMaxJSONDepth"
 		}
 		for _, e := range v {
 			if err := acceptable(e, depth+1, sentFFFD); err != "" {
@@ -207,8 +214,8 @@ func acceptable(v any, depth int, sentFFFD bool) string {
 			}
 		}
 	case map[string]any:
-		if depth > MaxJSONDepth {
-			return "nests deeper than MaxJSONDepth"
+		if depth > DefaultMaxJSONDepth {
+			return "nests deeper than DefaultMaxJSONDepth"
 		}
 		for k, e := range v {
 			if err := str(k); err != "" {
