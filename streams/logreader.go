@@ -78,6 +78,15 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 	if err != nil {
 		return 0, err
 	}
+	// The server would keep an ephemeral consumer for minutes after its last use; a
+	// writer may catch rooms up often, so each read removes its own.
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = stream.DeleteConsumer(dctx, info.Name)
+		}
+	}()
 	wait := fetchWait
 	for seq := from - 1; seq < last; {
 		msgs, err := cons.Fetch(min(chunk, int(min(last-seq, 1<<20))), jetstream.FetchMaxWait(wait))

@@ -80,6 +80,13 @@ func TestReadLogReadsToTheEnd(t *testing.T) {
 	sameSeqs(t, "room !b:t", readSeqs(t, env, streams.LogRange{Room: "!b:t"}), byRoom["!b:t"])
 	sameSeqs(t, "writer w2", readSeqs(t, env, streams.LogRange{Writer: "w2"}), byWriter["w2"])
 	sameSeqs(t, "unknown room", readSeqs(t, env, streams.LogRange{Room: "!none:t"}), nil)
+	info, err := env.Topology.EventsInfo(context.Background(), env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Errorf("%d consumers left behind by the reads", info.State.Consumers)
+	}
 }
 
 // TestReadLogEndsAtDeletedMessages: messages deleted before the end (an operator's
