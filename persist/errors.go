@@ -3,17 +3,20 @@ package persist
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
 )
 
 // Transient reports whether err is a failure of the database rather than of the
-// request or message that met it: Postgres unreachable, restarting, shutting down, out
-// of resources, a serialization conflict or deadlock, a statement or call deadline. Such
-// an operation succeeds when tried again later, so callers wait (a writer) or answer
-// 503 (a gateway) instead of refusing the input. Errors Postgres raises about the data
-// itself (classes 22 data exception, 23 integrity constraint, 54 program limit) are not
-// transient: retrying the same input fails the same way. A nil error is not transient.
+// request or message that met it: Postgres unreachable, restarting or shutting down,
+// out of resources, a serialization conflict or deadlock, a deadline. Such an operation
+// succeeds when tried again later, so callers wait (a writer) or answer 503 (a gateway)
+// instead of refusing the input. Anything else, such as an error about the data or a
+// bug, is not transient. A nil error is not transient.
 func Transient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
@@ -21,12 +24,19 @@ func Transient(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code[:2] {
-		case "22", "23", "54":
-			return false
+		case "08", // connection exception
+			"40", // transaction rollback: serialization failure, deadlock
+			"53", // insufficient resources: disk full, out of memory, too many connections
+			"57", // operator intervention: shutdown, cannot connect now, query canceled
+			"58": // system error: I/O
+			return true
 		}
+		return false
 	}
-	// Connection failures, timeouts, a closed or exhausted pool, and every other
-	// server error (admin shutdown 57P01, cannot connect now 57P03, serialization
-	// failure 40001, ...) are the database's state, not the input's.
-	return true
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
+		errors.As(err, &connectErr) || errors.As(err, &netErr) || errors.Is(err, puddle.ErrClosedPool) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,25 @@ func Unavailable(err error) error {
 		return nil
 	}
 	return unavailableError{err}
+}
+
+// BusUnavailable reports whether err is NATS out of reach (disconnected, reconnecting,
+// timing out, no responders, JetStream temporarily without a leader) rather than a
+// fault of what was sent: trying again later succeeds.
+func BusUnavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503
+	}
+	for _, e := range []error{nats.ErrTimeout, nats.ErrConnectionClosed, nats.ErrDisconnected,
+		nats.ErrConnectionReconnecting, nats.ErrNoResponders, nats.ErrNoServers, context.DeadlineExceeded,
+		jetstream.ErrNoStreamResponse, jetstream.ErrNoHeartbeat, jetstream.ErrAsyncPublishTimeout,
+		jetstream.ErrTooManyStalledMsgs} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // IsUnavailable reports whether err (or an error it wraps) was marked Unavailable.
@@ -185,9 +205,13 @@ type runner struct {
 	Runner
 	log *zap.Logger
 	m   *Metrics
-	// progressEvery is how often messages still being handled are reported in
-	// progress, well within the consumer's AckWait.
+	// progressEvery is how often messages received and not yet settled are reported
+	// in progress, well within the consumer's AckWait.
 	progressEvery time.Duration
+	// received are the messages received and not settled yet (being handled, waiting
+	// in place, or buffered behind those), with when each was last reported.
+	mu       sync.Mutex
+	received map[jetstream.Msg]time.Time
 }
 
 // DefaultAckWait is JetStream's AckWait when a consumer sets none.
@@ -214,7 +238,8 @@ func (r *Runner) Run(ctx context.Context, h BatchHandler) error {
 	if r.DeadLetterSubject != "" && r.JS == nil {
 		return fmt.Errorf("streams: Runner %q has a dead-letter subject but no JetStream to publish with", r.Name)
 	}
-	rr := &runner{Runner: *r, log: r.Log, m: r.Metrics, progressEvery: DefaultAckWait / 3}
+	rr := &runner{Runner: *r, log: r.Log, m: r.Metrics, progressEvery: DefaultAckWait / 3,
+		received: map[jetstream.Msg]time.Time{}}
 	info := r.Consumer.CachedInfo()
 	if info != nil && info.Config.AckWait > 0 {
 		rr.progressEvery = info.Config.AckWait / 3
@@ -256,7 +281,15 @@ func (r *runner) loop(ctx context.Context, h BatchHandler) error {
 	// batch. Latency stays low when idle and batches grow under load.
 	buffered := make(chan jetstream.Msg, 2*r.MaxBatch)
 	gone := make(chan error, 1)
+	// However long a batch takes (a slow database, a dependency waited for in place),
+	// JetStream must not redeliver it, or what is buffered behind it, behind the
+	// runner's back.
+	var progress sync.WaitGroup
+	progressDone := make(chan struct{})
+	progress.Go(func() { r.reportProgress(progressDone) })
+	defer func() { close(progressDone); progress.Wait() }()
 	cc, err := r.Consumer.Consume(func(m jetstream.Msg) {
+		r.track(m)
 		select {
 		case buffered <- m:
 		case <-ctx.Done():
@@ -326,10 +359,6 @@ func (r *runner) consumerGone(ctx context.Context, err error) bool {
 }
 
 func (r *runner) handle(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) {
-	// However long the handler takes (a slow database, a dependency being waited for),
-	// JetStream must not redeliver the batch behind its back.
-	stop := r.keepInProgress(msgs)
-	defer stop()
 	errs := r.callIsolated(ctx, h, msgs)
 	for attempt := 0; ; attempt++ {
 		var waiting []jetstream.Msg
@@ -381,27 +410,37 @@ func (r *runner) callIsolated(ctx context.Context, h BatchHandler, msgs []jetstr
 	return errs
 }
 
-// keepInProgress tells JetStream every progressEvery that msgs are still being worked
-// on, until the returned function is called.
-func (r *runner) keepInProgress(msgs []jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(r.progressEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				for _, m := range msgs {
-					_ = m.InProgress()
+// track notes a received message until it is settled.
+func (r *runner) track(m jetstream.Msg) {
+	r.mu.Lock()
+	r.received[m] = time.Now()
+	r.mu.Unlock()
+}
+
+// reportProgress tells JetStream, until done is closed, that every message received
+// more than progressEvery ago and not yet settled is still in progress.
+func (r *runner) reportProgress(done <-chan struct{}) {
+	tick := time.NewTicker(r.progressEvery / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-tick.C:
+			var due []jetstream.Msg
+			r.mu.Lock()
+			for m, at := range r.received {
+				if now.Sub(at) >= r.progressEvery {
+					due = append(due, m)
+					r.received[m] = now
 				}
 			}
+			r.mu.Unlock()
+			for _, m := range due {
+				_ = m.InProgress()
+			}
 		}
-	}()
-	return func() { close(done); <-finished }
+	}
 }
 
 // call runs the handler on msgs and returns exactly one error per message, or
@@ -433,6 +472,9 @@ func (r *runner) call(ctx context.Context, h BatchHandler, msgs []jetstream.Msg)
 
 // settle acks, redelivers or dead-letters one handled message.
 func (r *runner) settle(ctx context.Context, m jetstream.Msg, herr error) {
+	r.mu.Lock()
+	delete(r.received, m)
+	r.mu.Unlock()
 	if herr == nil {
 		r.m.processed.Add(1)
 		if err := m.Ack(); err != nil {

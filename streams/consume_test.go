@@ -3,6 +3,7 @@ package streams_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -516,5 +517,76 @@ func TestRunnerKeepsSlowMessagesInProgress(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 || info.NumRedelivered != 0 {
 		t.Errorf("handled %d times, %d redelivered: JetStream redelivered a message still in progress", n, info.NumRedelivered)
+	}
+}
+
+// TestRunnerKeepsBufferedMessagesInProgress: while one message waits in place for a
+// dependency, the messages received behind it are kept in progress too, so the outage
+// spends none of their deliveries and none is handled twice.
+func TestRunnerKeepsBufferedMessagesInProgress(t *testing.T) {
+	t.Parallel()
+	f := newConsumeFixture(t)
+	cons, err := f.js.CreateOrUpdateConsumer(context.Background(), f.work, jetstream.ConsumerConfig{
+		Durable: "waiting", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 600 * time.Millisecond, MaxDeliver: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.runner(t)
+	r.Consumer, r.MaxBatch = cons, 1
+	var outage atomic.Bool
+	outage.Store(true)
+	var mu sync.Mutex
+	deliveries := map[string][]uint64{}
+	start(t, r, func(ctx context.Context, msgs []jetstream.Msg) []error {
+		errs := make([]error, len(msgs))
+		for i, m := range msgs {
+			if string(m.Data()) == "first" && outage.Load() {
+				errs[i] = streams.Unavailable(errors.New("db down"))
+				continue
+			}
+			meta, err := m.Metadata()
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			mu.Lock()
+			deliveries[string(m.Data())] = append(deliveries[string(m.Data())], meta.NumDelivered)
+			mu.Unlock()
+		}
+		return errs
+	})
+	for _, body := range []string{"first", "second", "third"} {
+		f.publish(t, "a", body, nil)
+	}
+	time.Sleep(3 * time.Second) // five AckWaits of outage
+	outage.Store(false)
+	eventually(t, "all handled", func() bool { return r.Metrics.Snapshot().Processed == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	for _, body := range []string{"first", "second", "third"} {
+		if d := deliveries[body]; len(d) != 1 || d[0] != 1 {
+			t.Errorf("%s handled with deliveries %v; want once, on its first delivery", body, d)
+		}
+	}
+}
+
+func TestBusUnavailable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("publish: %w", nats.ErrTimeout), true},
+		{nats.ErrConnectionClosed, true},
+		{jetstream.ErrNoStreamResponse, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}, false},
+		{nats.ErrMaxPayload, false},
+		{errors.New("log message 7: bad JSON"), false},
+		{nil, false},
+	} {
+		if got := streams.BusUnavailable(tc.err); got != tc.want {
+			t.Errorf("BusUnavailable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

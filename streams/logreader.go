@@ -25,12 +25,15 @@ type LogRange struct {
 	Chunk int
 }
 
-// fetchWait is how long one fetch first waits for messages that are known to be
-// stored; each fetch that comes back empty while more is stored doubles it, up to
-// maxFetchWait.
+// fetchWait is how long a fetch first waits for messages that are known to be stored,
+// once one that did not wait came back empty; each further empty fetch doubles it, up
+// to maxFetchWait.
 var fetchWait = time.Second
 
 const maxFetchWait = 10 * time.Second
+
+// fetchNow takes what the server has for c right away (a test slows it down).
+var fetchNow = func(c jetstream.Consumer, n int) (jetstream.MessageBatch, error) { return c.FetchNoWait(n) }
 
 // ReadLog reads the EVENTS log in order, from r.From up to the last sequence the range
 // holds when ReadLog is called, and hands the messages to fn in chunks. It returns
@@ -87,9 +90,17 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 			_ = stream.DeleteConsumer(dctx, info.Name)
 		}
 	}()
-	wait := fetchWait
+	// Everything up to last is stored, so a fetch takes what the server has at once;
+	// only when that comes back empty while more is stored does the next one wait.
+	var wait time.Duration
 	for seq := from - 1; seq < last; {
-		msgs, err := cons.Fetch(min(chunk, int(min(last-seq, 1<<20))), jetstream.FetchMaxWait(wait))
+		n := min(chunk, int(min(last-seq, 1<<20)))
+		var msgs jetstream.MessageBatch
+		if wait == 0 {
+			msgs, err = fetchNow(cons, n)
+		} else {
+			msgs, err = cons.Fetch(n, jetstream.FetchMaxWait(wait))
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -120,7 +131,7 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 			}
 			out = append(out, schemas.LogMessage{Seq: seq, Writer: writer, Batch: b})
 		}
-		if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 			return 0, err
 		}
 		if len(out) > 0 {
@@ -140,8 +151,10 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 			if err != nil {
 				return 0, err
 			}
-			// More is stored: wait longer for it.
-			wait = min(2*wait, maxFetchWait)
+			// More is stored: wait for it, longer each time it does not come.
+			wait = min(max(2*wait, fetchWait), maxFetchWait)
+		} else {
+			wait = 0
 		}
 	}
 	return last, nil

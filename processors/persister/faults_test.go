@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/nats-io/nats.go"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/pgtest"
@@ -314,7 +315,7 @@ func TestUnknownAppendHoldsThePosition(t *testing.T) {
 		}
 		cfg.faults.catchUp = func(room string) error {
 			if room == stuck && catchUpBroken.Load() {
-				return fmt.Errorf("injected: the log is unreachable")
+				return fmt.Errorf("injected: the log is unreachable: %w", nats.ErrDisconnected)
 			}
 			return nil
 		}

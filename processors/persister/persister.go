@@ -259,7 +259,7 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	case errors.As(err, &pe):
 		p.cfg.Log.Error("event writer panicked", zap.Any("panic", pe.value), zap.ByteString("stack", pe.stack))
 		panic(pe)
-	case persist.Transient(err):
+	case persist.Transient(err) || streams.BusUnavailable(err):
 		p.cfg.Log.Warn("database or bus unavailable; the intents wait", zap.Error(err), zap.Int("intents", len(pending)))
 		err = streams.Unavailable(err)
 	case err != nil:
@@ -421,21 +421,22 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 	}
 	var done []persist.BatchAt
 	var failed error
+	// One deadline for the loop's appends: lost acks of many rooms cost one wait.
+	deadline := time.Now().Add(p.cfg.AppendTimeout)
+	var behind []*roomAppend
 	for _, ra := range published {
-		if err := p.await(ctx, ra); err != nil {
+		if err := p.await(ctx, ra, deadline); err != nil {
 			p.rollback(ra)
 			// Behind the log, or an outcome we do not know (a lost ack, a reconnect):
 			// either way the room's log messages are projected from the log before the
 			// intents are built again; the retry then finds an intent that did land.
+			// Until that catch-up succeeds, the room may hold a message of ours that
+			// Postgres lacks.
 			if !ra.behind {
 				p.cfg.Log.Warn("append outcome unknown; catching the room up", zap.String("room_id", ra.room.id), zap.Error(err))
-				p.unresolved[ra.room.id] = true
 			}
-			if cerr := p.catchUp(ctx, ra.room.id); cerr != nil {
-				failed = cerr
-			} else {
-				delete(p.unresolved, ra.room.id)
-			}
+			p.unresolved[ra.room.id] = true
+			behind = append(behind, ra)
 			retry = append(retry, ra.jobs...)
 			continue
 		}
@@ -446,6 +447,13 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 				j.result.Seq = ra.seq
 			}
 		}
+	}
+	for _, ra := range behind {
+		if err := p.catchUp(ctx, ra.room.id); err != nil {
+			failed = err
+			continue
+		}
+		delete(p.unresolved, ra.room.id)
 	}
 	// No position may pass an append whose outcome is unknown (invariant 5): while one
 	// is unresolved, what this loop appended is projected on nobody's behalf, and sync
@@ -515,13 +523,15 @@ func (p *Persister) dropKnown(ctx context.Context, appends []*roomAppend, known 
 			continue
 		}
 		p.rollback(ra)
+		deferred := ra.deferred
 		ra.jobs, ra.batch, ra.pdus = rest, nil, nil
-		if ra.room == nil || len(rest) == 0 {
-			continue
+		if ra.room != nil && len(rest) > 0 {
+			if err := p.buildBatch(ctx, ra, time.Now()); err != nil {
+				return err
+			}
 		}
-		if err := p.buildBatch(ctx, ra, time.Now()); err != nil {
-			return err
-		}
+		// What did not fit before still waits for the room's next append.
+		ra.deferred = append(ra.deferred, deferred...)
 	}
 	return nil
 }
@@ -625,6 +635,13 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 				}
 			}
 			j.result = &schemas.IntentResult{Error: &ref.ResultError}
+			continue
+		}
+		if n > p.maxAppend {
+			// Alone too large for one log message (a small max_payload): never fits.
+			r.rollback(mark)
+			j.result = resultError(http.StatusRequestEntityTooLarge, "M_TOO_LARGE",
+				fmt.Sprintf("the event exceeds the %d bytes of one log append", p.maxAppend))
 			continue
 		}
 		if size+n > p.maxAppend {
@@ -799,14 +816,14 @@ func memberStateKey(js []byte) string {
 	return e.StateKey
 }
 
-// await waits, at most AppendTimeout, for a room's append and notes whether the room
-// was behind the log. Any other failure leaves the append's outcome unknown.
-func (p *Persister) await(ctx context.Context, ra *roomAppend) error {
+// await waits, until deadline, for a room's append and notes whether the room was
+// behind the log. Any other failure leaves the append's outcome unknown.
+func (p *Persister) await(ctx context.Context, ra *roomAppend, deadline time.Time) error {
 	ok, failed := ra.future.Ok(), ra.future.Err()
 	if p.cfg.faults.ackLost != nil && p.cfg.faults.ackLost(ra.room.id) {
 		ok, failed = nil, nil
 	}
-	timer := time.NewTimer(p.cfg.AppendTimeout)
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case ack := <-ok:
