@@ -30,6 +30,9 @@ const publishAttemptTimeout = 2 * time.Second
 // connection comes back.
 const republishPause = 200 * time.Millisecond
 
+// ErrIntentTooLarge is returned for an intent larger than a NATS message may be.
+var ErrIntentTooLarge = errors.New("intent: larger than the bus carries")
+
 // ErrIntentTimeout is returned when no persister answered within intentTimeout.
 var ErrIntentTimeout = errors.New("intent: no answer from the event writer in time")
 
@@ -160,9 +163,12 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	if err := c.start(); err != nil {
 		return nil, fmt.Errorf("intent reply inbox: %w", err)
 	}
-	data, err := json.Marshal(in)
+	data, err := schemas.Marshal(in)
 	if err != nil {
 		return nil, err
+	}
+	if int64(len(data)) > c.NC.MaxPayload() {
+		return nil, fmt.Errorf("%w: %d bytes, NATS carries at most %d", ErrIntentTooLarge, len(data), c.NC.MaxPayload())
 	}
 	ch, cancel := c.Waiters.Register(in.ID)
 	defer cancel()

@@ -2,6 +2,8 @@ package streams_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +66,20 @@ func TestReplyReachesLocalAndRemoteWaiters(t *testing.T) {
 	}
 	if err := <-answered; err != nil {
 		t.Fatalf("the other gateway got no answer: %v", err)
+	}
+}
+
+// TestSubmitRefusesAnIntentTheBusCannotCarry: an intent over NATS's max_payload is
+// refused at once as too large, not resent until the answer's deadline.
+func TestSubmitRefusesAnIntentTheBusCannotCarry(t *testing.T) {
+	t.Parallel()
+	env := natstest.Start(t)
+	ic := &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC, Writers: []string{"w1"},
+		Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(t)}
+	content := []byte(`{"body":"` + strings.Repeat("<", int(env.NC.MaxPayload())) + `"}`)
+	_, err := ic.Submit(context.Background(), &schemas.Intent{V: schemas.IntentVersion, Kind: schemas.KindClientEvent,
+		ID: "big", RoomID: "!r:t", Sender: "@a:t", Event: &schemas.ProtoEvent{Type: "m.room.message", Content: content}})
+	if !errors.Is(err, streams.ErrIntentTooLarge) {
+		t.Fatalf("Submit: %v, want ErrIntentTooLarge", err)
 	}
 }

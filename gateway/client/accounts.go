@@ -623,6 +623,11 @@ var errDatabaseUnavailable = matrix.Errorf(http.StatusServiceUnavailable, matrix
 // the database (persist.Transient) with 503 and a retry hint, anything else with 500;
 // both without their details, which are logged.
 func (s *Server) internalError(w http.ResponseWriter, what string, err error) {
+	if errors.Is(err, context.Canceled) {
+		// The client went away: nobody reads an answer.
+		s.Log.Debug("client gone before the answer", zap.String("op", what))
+		return
+	}
 	if persist.Transient(err) {
 		s.Log.Warn("client API request met a database outage", zap.String("op", what), zap.Error(err))
 		w.Header().Set("Retry-After", strconv.Itoa(int(databaseRetryAfter/time.Second)))

@@ -77,6 +77,12 @@ func (s *Server) submit(ctx context.Context, in *schemas.Intent) ([]string, erro
 	if errors.Is(err, streams.ErrIntentTimeout) {
 		return nil, matrix.Errorf(http.StatusGatewayTimeout, matrix.CodeUnknown, "the event writer did not answer in time; retry with the same transaction id")
 	}
+	if errors.Is(err, streams.ErrIntentTooLarge) {
+		return nil, matrix.Errorf(http.StatusRequestEntityTooLarge, matrix.CodeTooLarge, "the request's events are too large")
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil, err // the client went away
+	}
 	if err != nil {
 		s.Log.Error("intent not submitted", zap.String("room_id", in.RoomID), zap.Error(err))
 		return nil, matrix.Errorf(http.StatusServiceUnavailable, matrix.CodeUnknown, "event writers are unavailable")

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/ganglionhq/ganglion/schemas"
 )
 
 // DefaultMaxJSONDepth bounds how deeply the arrays and objects of a request's JSON may
@@ -31,18 +33,9 @@ func SetMaxJSONDepth(n int) { maxJSONDepth.Store(int64(n)) }
 // bound on events, which no other client request legitimately approaches.
 const DefaultBodyLimit int64 = 65536
 
-// Marshal is json.Marshal with HTML escaping off, so event content goes out with the
-// characters it came in with (json.Marshal writes < as \u003c, also inside a
-// json.RawMessage). Every JSON the server sends is made by it.
-func Marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
-}
+// Marshal encodes JSON without HTML escaping (schemas.Marshal); every answer is made
+// by it.
+var Marshal = schemas.Marshal
 
 // WriteJSON answers with status and v as JSON, made by Marshal.
 func WriteJSON(w http.ResponseWriter, status int, v any) {

@@ -326,7 +326,13 @@ func TestUnknownAppendHoldsThePosition(t *testing.T) {
 	lost.Store(true)
 	catchUpBroken.Store(true)
 	answers := make(chan *schemas.IntentResult, 7)
-	send := func(id, room, body string) { answers <- submit(t, w, textMessage(id, room, body)) }
+	send := func(id, room, body string) {
+		res, err := w.Submit(context.Background(), textMessage(id, room, body))
+		if err != nil {
+			res = &schemas.IntentResult{Error: &schemas.ResultError{Message: err.Error()}}
+		}
+		answers <- res
+	}
 	go send("warm", other, "keeps the writer busy")
 	time.Sleep(50 * time.Millisecond)
 	go send("lost", stuck, "lost ack")
@@ -496,5 +502,71 @@ func TestCreateRoomClaimsItsAlias(t *testing.T) {
 	}
 	if _, err := c.db.LoadRoomHead(context.Background(), holder); err != nil {
 		t.Fatalf("the alias points to %s, which was not created: %v", holder, err)
+	}
+}
+
+// TestDeferredIntentsSurviveAKnownOne: a room's intents outgrow one append, and among
+// those that fit is one handled before (a client's retry). Answering it from its stored
+// result rebuilds the room's batch; the intents left for the next append must still
+// be handled, not acknowledged unhandled.
+func TestDeferredIntentsSurviveAKnownOne(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 300*time.Millisecond) // slow projections: what comes meanwhile is one batch
+	c.createRoom(w)
+	c.createBareRoom(w, "!other:test")
+	known := textMessage("known", roomID, "known")
+	if res := submit(t, w, known); res.Error != nil {
+		t.Fatal(res.Error)
+	}
+	go func() { _, _ = w.Submit(context.Background(), textMessage("busy", "!other:test", "keeps the writer busy")) }()
+	time.Sleep(100 * time.Millisecond)
+	intents := []*schemas.Intent{known}
+	body := strings.Repeat("x", 60000)
+	for i := range 20 { // 1.2 MB: past one append
+		intents = append(intents, textMessage(fmt.Sprint("big-", i), roomID, body))
+	}
+	submitAll(t, w, intents)
+	var stored int
+	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'm.room.message' AND room_id = $1`, roomID).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != 21 {
+		t.Fatalf("%d messages stored, want 21", stored)
+	}
+}
+
+// TestHTMLHeavyEventsFitTheirAppend: characters that encoding/json escapes by default
+// (<, >, &) must not make a log message larger than the writer counted; a batch of
+// such events is appended at the first try.
+func TestHTMLHeavyEventsFitTheirAppend(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 0)
+	c.createRoom(w)
+	var intents []*schemas.Intent
+	for i := range 12 { // 720 KB of '<' as they are; 4.3 MB escaped
+		intents = append(intents, textMessage(fmt.Sprint("html-", i), roomID, strings.Repeat("<", 60000)))
+	}
+	submitAll(t, w, intents)
+	if m := c.writers["w1"].Metrics.Snapshot(); m.Failed != 0 || m.Retried != 0 || m.Waits != 0 {
+		t.Fatalf("appends failed on the way: %+v", m)
+	}
+	if n := c.countInLog(t, "<<<<"); n != 12 {
+		t.Fatalf("%d of 12 events in the log", n)
+	}
+}
+
+// TestEventAloneOverTheAppendBoundIsRefused: with a bus whose messages are small
+// (max_payload), an event that cannot fit one append even alone is refused with 413,
+// and the writer goes on serving.
+func TestEventAloneOverTheAppendBoundIsRefused(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w := c.writer("w1", 0, func(cfg *Config) { cfg.faults.maxAppend = 20000 }) // as with max_payload about 26 KB
+	c.createBareRoom(w, roomID)
+	wantError(t, submit(t, w, textMessage("big", roomID, strings.Repeat("x", 30000))), 413, "M_TOO_LARGE")
+	if res := submit(t, w, textMessage("small", roomID, "still serving")); res.Error != nil {
+		t.Fatal(res.Error)
 	}
 }

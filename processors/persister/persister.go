@@ -110,6 +110,8 @@ type faults struct {
 	catchUp func(roomID string) error
 	// build runs before each intent is built (a panic there is a library panic).
 	build func(in *schemas.Intent)
+	// maxAppend replaces the append bound, as a bus with a small max_payload would.
+	maxAppend int
 }
 
 // New returns a persister; Run starts it.
@@ -129,6 +131,9 @@ func New(cfg Config) *Persister {
 	maxAppend := maxBatchBytes
 	if cfg.NC != nil && cfg.NC.MaxPayload() > 0 {
 		maxAppend = min(maxAppend, int(cfg.NC.MaxPayload())*3/4)
+	}
+	if cfg.faults.maxAppend > 0 {
+		maxAppend = cfg.faults.maxAppend
 	}
 	return &Persister{
 		cfg:        cfg,
@@ -775,7 +780,7 @@ func (p *Persister) releaseAlias(ctx context.Context, roomID string, in *schemas
 // publish appends a room's batch to its log subject, expecting the room's last
 // sequence there: a second writer of the room fails instead of forking it.
 func (p *Persister) publish(ra *roomAppend) jetstream.PubAckFuture {
-	data, err := json.Marshal(ra.batch)
+	data, err := schemas.Marshal(ra.batch)
 	if err != nil {
 		panic(err) // a LogBatch always marshals
 	}
