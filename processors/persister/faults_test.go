@@ -519,7 +519,9 @@ func TestDeferredIntentsSurviveAKnownOne(t *testing.T) {
 	if res := submit(t, w, known); res.Error != nil {
 		t.Fatal(res.Error)
 	}
-	go func() { _, _ = w.Submit(context.Background(), textMessage("busy", "!other:test", "keeps the writer busy")) }()
+	go func() {
+		_, _ = w.Submit(context.Background(), textMessage("busy", "!other:test", "keeps the writer busy"))
+	}()
 	time.Sleep(100 * time.Millisecond)
 	intents := []*schemas.Intent{known}
 	body := strings.Repeat("x", 60000)
