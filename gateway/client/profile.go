@@ -55,10 +55,12 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
 }
 
 // Announcing a profile change: at most profileAnnounceParallel rooms at once, within
-// profileAnnounceTimeout in all.
+// profileAnnounceTimeout in all; the client is answered after profileAnswerWait at the
+// latest (below the listeners' write timeout), the rest going on meanwhile.
 const (
 	profileAnnounceParallel = 8
 	profileAnnounceTimeout  = time.Minute
+	profileAnswerWait       = 25 * time.Second
 )
 
 // putProfileField sets the caller's display name or avatar, then announces it in every
@@ -89,18 +91,26 @@ func (s *Server) putProfileField(w http.ResponseWriter, r *http.Request, dev Dev
 		value = body.DisplayName
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), profileAnnounceTimeout)
-	defer cancel()
 	p, err := s.DB.SetProfileField(ctx, dev.UserID, field, value)
+	var rooms []string
+	if err == nil {
+		rooms, err = s.DB.RoomsOfUser(ctx, dev.UserID, "join")
+	}
 	if err != nil {
+		cancel()
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	rooms, err := s.DB.RoomsOfUser(ctx, dev.UserID, "join")
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
+	announced := make(chan struct{})
+	go func() {
+		defer cancel()
+		s.announceProfile(ctx, dev, rooms, p)
+		close(announced)
+	}()
+	select {
+	case <-announced:
+	case <-time.After(profileAnswerWait):
 	}
-	s.announceProfile(ctx, dev, rooms, p)
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
