@@ -4,12 +4,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
+// staleClaim is how old a claim of an alias by a room that does not exist must be
+// before the alias is free again: longer than an intent stays on the bus (10 minutes),
+// so the create that claimed it can no longer be handled.
+const staleClaim = 15 * time.Minute
+
+// dropStaleClaim frees alias if it is held by a room that never came to exist.
+func (db *DB) dropStaleClaim(ctx context.Context, alias string) error {
+	_, err := db.Pool.Exec(ctx, `DELETE FROM room_aliases a WHERE a.alias = $1 AND a.claimed_at < $2
+		AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.room_id = a.room_id)`, alias, time.Now().Add(-staleClaim))
+	if err != nil {
+		return fmt.Errorf("persist: free a stale alias claim: %w", err)
+	}
+	return nil
+}
+
 // CreateAlias points alias at roomID; ErrAliasExists when the alias is taken.
 func (db *DB) CreateAlias(ctx context.Context, alias, roomID, creator string) error {
+	if err := db.dropStaleClaim(ctx, alias); err != nil {
+		return err
+	}
 	_, err := db.Pool.Exec(ctx, `INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)`, alias, roomID, creator)
 	if pgCode(err) == pgUniqueViolation {
 		return ErrAliasExists
@@ -24,6 +43,9 @@ func (db *DB) CreateAlias(ctx context.Context, alias, roomID, creator string) er
 // Claiming an alias the room already holds succeeds, so a redelivered create claims
 // again harmlessly.
 func (db *DB) ClaimAlias(ctx context.Context, alias, roomID, creator string) error {
+	if err := db.dropStaleClaim(ctx, alias); err != nil {
+		return err
+	}
 	var holder string
 	err := db.Pool.QueryRow(ctx, `WITH claim AS (
 			INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)
@@ -48,9 +70,10 @@ func (db *DB) ReleaseAlias(ctx context.Context, alias, roomID string) error {
 }
 
 // ResolveAlias returns the room an alias points to and who created the alias, or
-// ErrNotFound.
+// ErrNotFound; an alias claimed by a room that does not exist (yet) is not found.
 func (db *DB) ResolveAlias(ctx context.Context, alias string) (roomID, creator string, err error) {
-	err = db.Pool.QueryRow(ctx, `SELECT room_id, creator FROM room_aliases WHERE alias = $1`, alias).Scan(&roomID, &creator)
+	err = db.Pool.QueryRow(ctx, `SELECT a.room_id, a.creator FROM room_aliases a JOIN rooms r USING (room_id)
+		WHERE a.alias = $1`, alias).Scan(&roomID, &creator)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", "", ErrNotFound
 	}

@@ -503,6 +503,23 @@ func TestCreateRoomClaimsItsAlias(t *testing.T) {
 	if _, err := c.db.LoadRoomHead(context.Background(), holder); err != nil {
 		t.Fatalf("the alias points to %s, which was not created: %v", holder, err)
 	}
+
+	// A claim whose room never came to exist: while its create may still be handled,
+	// the alias is neither free nor resolvable; once that is past, it is free again.
+	if _, err := c.db.Pool.Exec(context.Background(), `INSERT INTO room_aliases (alias, room_id, creator, claimed_at)
+		VALUES ('#fresh:test', '!inflight:test', $1, now()), ('#stale:test', '!gone:test', $1, now() - interval '1 hour')`, alice); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.db.ResolveAlias(context.Background(), "#fresh:test"); err != persist.ErrNotFound {
+		t.Fatalf("an alias of a room still being created resolves: %v", err)
+	}
+	wantError(t, create("!three:test", "#fresh:test", alice), 400, "M_ROOM_IN_USE")
+	if res := create("!four:test", "#stale:test", alice); res.Error != nil {
+		t.Fatalf("a stale claim keeps its alias: %+v", res.Error)
+	}
+	if holder, _, err := c.db.ResolveAlias(context.Background(), "#stale:test"); err != nil || holder != "!four:test" {
+		t.Fatalf("#stale:test resolves to %q (%v)", holder, err)
+	}
 }
 
 // TestDeferredIntentsSurviveAKnownOne: a room's intents outgrow one append, and among
