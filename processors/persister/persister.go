@@ -112,6 +112,9 @@ type faults struct {
 	build func(in *schemas.Intent)
 	// maxAppend replaces the append bound, as a bus with a small max_payload would.
 	maxAppend int
+	// projectedAside runs when a loop projects its appends on nobody's behalf because
+	// an earlier append's outcome is still unknown.
+	projectedAside func()
 }
 
 // New returns a persister; Run starts it.
@@ -342,13 +345,7 @@ func (p *Persister) answerKnown(ctx context.Context, jobs []*job) ([]*job, error
 	if len(jobs) == 0 {
 		return nil, nil
 	}
-	ids := make([]string, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.in.ID
-	}
-	dctx, cancel := p.dbCtx(ctx)
-	defer cancel()
-	known, err := p.cfg.DB.IntentResults(dctx, ids)
+	known, err := p.lookupKnown(ctx, jobs)()
 	if err != nil {
 		return jobs, err
 	}
@@ -466,6 +463,9 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 	writer := p.cfg.Name
 	if len(p.unresolved) > 0 {
 		writer = ""
+		if p.cfg.faults.projectedAside != nil && len(done) > 0 {
+			p.cfg.faults.projectedAside()
+		}
 	}
 	if err := p.project(ctx, writer, done); err != nil {
 		// Appended but not projected: the intents stay unacknowledged, and the next
