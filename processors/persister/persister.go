@@ -822,31 +822,47 @@ func memberStateKey(js []byte) string {
 }
 
 // await waits, until deadline, for a room's append and notes whether the room was
-// behind the log. Any other failure leaves the append's outcome unknown.
+// behind the log. Any other failure leaves the append's outcome unknown. An answer that
+// has already arrived counts even past the deadline (an earlier room's wait used it up).
 func (p *Persister) await(ctx context.Context, ra *roomAppend, deadline time.Time) error {
 	ok, failed := ra.future.Ok(), ra.future.Err()
 	if p.cfg.faults.ackLost != nil && p.cfg.faults.ackLost(ra.room.id) {
 		ok, failed = nil, nil
 	}
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
+	var expired <-chan time.Time
 	select {
 	case ack := <-ok:
 		ra.seq = ack.Sequence
 		return nil
 	case err := <-failed:
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			ra.behind = true
-			p.cfg.Log.Warn("room is behind the log; catching up", zap.String("room_id", ra.room.id))
-		}
-		return err
-	case <-timer.C:
+		return p.appendFailed(ra, err)
+	default:
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		expired = timer.C
+	}
+	select {
+	case ack := <-ok:
+		ra.seq = ack.Sequence
+		return nil
+	case err := <-failed:
+		return p.appendFailed(ra, err)
+	case <-expired:
 		return fmt.Errorf("append to room %s: no acknowledgement within %s", ra.room.id, p.cfg.AppendTimeout)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// appendFailed notes whether a failed append found the room behind the log.
+func (p *Persister) appendFailed(ra *roomAppend, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		ra.behind = true
+		p.cfg.Log.Warn("room is behind the log; catching up", zap.String("room_id", ra.room.id))
+	}
+	return err
 }
 
 // project writes appended batches to Postgres, retrying while Postgres is unavailable:
