@@ -304,7 +304,7 @@ func TestUnknownAppendHoldsThePosition(t *testing.T) {
 	var lost, catchUpBroken, aside atomic.Bool
 	lostFired := make(chan struct{})
 	// Projections take a while, so the intents sent during one arrive as one batch.
-	w := c.writer("w1", 200*time.Millisecond, fastRetries, func(cfg *Config) {
+	w := c.writer("w1", 400*time.Millisecond, fastRetries, func(cfg *Config) {
 		cfg.AppendTimeout = 200 * time.Millisecond
 		cfg.faults.ackLost = func(room string) bool {
 			if room == stuck && lost.CompareAndSwap(true, false) {
