@@ -495,7 +495,7 @@ func TestRunnerKeepsSlowMessagesInProgress(t *testing.T) {
 	t.Parallel()
 	f := newConsumeFixture(t)
 	cons, err := f.js.CreateOrUpdateConsumer(context.Background(), f.work, jetstream.ConsumerConfig{
-		Durable: "slow", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 600 * time.Millisecond, MaxDeliver: -1,
+		Durable: "slow", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 1500 * time.Millisecond, MaxDeliver: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -506,11 +506,11 @@ func TestRunnerKeepsSlowMessagesInProgress(t *testing.T) {
 	var calls atomic.Int32
 	start(t, r, streams.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
 		calls.Add(1)
-		time.Sleep(2 * time.Second) // several AckWaits
+		time.Sleep(5 * time.Second) // several AckWaits
 		return nil
 	}))
 	eventually(t, "handled", func() bool { return r.Metrics.Snapshot().Processed == 1 })
-	time.Sleep(time.Second) // a redelivery would be on its way by now
+	time.Sleep(2 * time.Second) // a redelivery would be on its way by now
 	info, err := cons.Info(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -527,7 +527,7 @@ func TestRunnerKeepsBufferedMessagesInProgress(t *testing.T) {
 	t.Parallel()
 	f := newConsumeFixture(t)
 	cons, err := f.js.CreateOrUpdateConsumer(context.Background(), f.work, jetstream.ConsumerConfig{
-		Durable: "waiting", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 600 * time.Millisecond, MaxDeliver: -1,
+		Durable: "waiting", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 1500 * time.Millisecond, MaxDeliver: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -559,7 +559,7 @@ func TestRunnerKeepsBufferedMessagesInProgress(t *testing.T) {
 	for _, body := range []string{"first", "second", "third"} {
 		f.publish(t, "a", body, nil)
 	}
-	time.Sleep(3 * time.Second) // five AckWaits of outage
+	time.Sleep(6 * time.Second) // four AckWaits of outage
 	outage.Store(false)
 	eventually(t, "all handled", func() bool { return r.Metrics.Snapshot().Processed == 3 })
 	mu.Lock()
