@@ -600,3 +600,48 @@ func TestEventAloneOverTheAppendBoundIsRefused(t *testing.T) {
 		t.Fatal(res.Error)
 	}
 }
+
+// TestHungDatabaseWaitsInPlace freezes Postgres (SIGSTOP: connections open, no
+// answers) while intents arrive. Every database call of the writer has a deadline, so
+// the writer notices and waits in place instead of hanging in a call; once Postgres
+// answers again every intent is answered once, none spent a delivery or was
+// dead-lettered.
+func TestHungDatabaseWaitsInPlace(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.StartServer(t)
+	c := newClusterOn(t, srv.DSN())
+	w := c.writer("w1", 0, fastRetries, func(cfg *Config) { cfg.DBTimeout = 300 * time.Millisecond })
+	c.createRoom(w)
+	srv.Pause(t)
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume(t)
+		}
+	}()
+	answers := make(chan error, 5)
+	for i := range 5 {
+		go func() {
+			res, err := w.Submit(context.Background(), textMessage(fmt.Sprint("hung-", i), roomID, fmt.Sprint("during the hang ", i)))
+			if err == nil && (res.Error != nil || len(res.EventIDs) != 1) {
+				err = fmt.Errorf("%+v", res)
+			}
+			answers <- err
+		}()
+	}
+	p := c.writers["w1"]
+	eventually(t, "the writer to notice the hang", func() bool { return p.Metrics.Snapshot().Waits > 0 })
+	srv.Resume(t)
+	resumed = true
+	for range 5 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := p.Metrics.Snapshot(); m.Retried != 0 || m.DeadLettered != 0 {
+		t.Fatalf("the hang spent deliveries: %+v", m)
+	}
+	if n := c.countInLog(t, "during the hang"); n != 5 {
+		t.Fatalf("%d of 5 events in the log", n)
+	}
+}
