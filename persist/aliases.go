@@ -16,8 +16,9 @@ const staleClaim = 15 * time.Minute
 
 // dropStaleClaim frees alias if it is held by a room that never came to exist.
 func (db *DB) dropStaleClaim(ctx context.Context, alias string) error {
-	_, err := db.Pool.Exec(ctx, `DELETE FROM room_aliases a WHERE a.alias = $1 AND a.claimed_at < $2
-		AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.room_id = a.room_id)`, alias, time.Now().Add(-staleClaim))
+	_, err := db.Pool.Exec(ctx, `DELETE FROM room_aliases a WHERE a.alias = $1
+		AND a.claimed_at < now() - make_interval(secs => $2)
+		AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.room_id = a.room_id)`, alias, staleClaim.Seconds())
 	if err != nil {
 		return fmt.Errorf("persist: free a stale alias claim: %w", err)
 	}
@@ -49,7 +50,8 @@ func (db *DB) ClaimAlias(ctx context.Context, alias, roomID, creator string) err
 	var holder string
 	err := db.Pool.QueryRow(ctx, `WITH claim AS (
 			INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)
-			ON CONFLICT (alias) DO NOTHING RETURNING room_id)
+			ON CONFLICT (alias) DO UPDATE SET claimed_at = now()
+			WHERE room_aliases.room_id = excluded.room_id RETURNING room_id)
 		SELECT room_id FROM claim UNION ALL SELECT room_id FROM room_aliases WHERE alias = $1
 		LIMIT 1`, alias, roomID, creator).Scan(&holder)
 	if err != nil {

@@ -167,8 +167,8 @@ func (m *Metrics) Snapshot() MetricsSnapshot {
 // handler, acks successes, redelivers failures with backoff, and moves messages
 // that keep failing to a dead-letter subject so they never block the consumer.
 //
-// The consumer should use explicit acks, an AckWait longer than a batch takes
-// to handle, and MaxDeliver -1 (or at least Runner.MaxDeliver): the Runner
+// The consumer should use explicit acks, a MaxAckPending (the runner buffers that
+// many), and MaxDeliver -1 (or at least Runner.MaxDeliver): the Runner
 // dead-letters on the last delivery it is allowed, and when the consumer's own
 // MaxDeliver is lower it uses that instead, because past it JetStream would stop
 // delivering the message without anyone keeping a copy.
@@ -279,7 +279,14 @@ func (r *runner) loop(ctx context.Context, h BatchHandler) error {
 	// Consume keeps pull requests outstanding, so messages arrive without a round
 	// trip per batch; the loop takes whatever has arrived, up to MaxBatch, as one
 	// batch. Latency stays low when idle and batches grow under load.
-	buffered := make(chan jetstream.Msg, 2*r.MaxBatch)
+	// The callback must never block: a message queued behind a blocked callback in
+	// the client could not be tracked (below). The server never has more than
+	// MaxAckPending unacknowledged messages out, so a buffer that large always has room.
+	size := 2 * r.MaxBatch
+	if info := r.Consumer.CachedInfo(); info != nil && info.Config.MaxAckPending > size {
+		size = info.Config.MaxAckPending
+	}
+	buffered := make(chan jetstream.Msg, size)
 	gone := make(chan error, 1)
 	// However long a batch takes (a slow database, a dependency waited for in place),
 	// JetStream must not redeliver it, or what is buffered behind it, behind the

@@ -521,19 +521,25 @@ func TestRunnerKeepsSlowMessagesInProgress(t *testing.T) {
 }
 
 // TestRunnerKeepsBufferedMessagesInProgress: while one message waits in place for a
-// dependency, the messages received behind it are kept in progress too, so the outage
-// spends none of their deliveries and none is handled twice.
+// dependency, the messages received behind it (up to the consumer's MaxAckPending,
+// many batches' worth) are kept in progress too, so the outage spends none of their
+// deliveries and none is handled twice.
 func TestRunnerKeepsBufferedMessagesInProgress(t *testing.T) {
 	t.Parallel()
 	f := newConsumeFixture(t)
 	cons, err := f.js.CreateOrUpdateConsumer(context.Background(), f.work, jetstream.ConsumerConfig{
-		Durable: "waiting", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 1500 * time.Millisecond, MaxDeliver: -1,
+		Durable: "waiting", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 1500 * time.Millisecond,
+		MaxDeliver: -1, MaxAckPending: 16,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	const n = 30
+	for i := range n {
+		f.publish(t, "a", "m"+strconv.Itoa(i), nil)
+	}
 	r := f.runner(t)
-	r.Consumer, r.MaxBatch = cons, 1
+	r.Consumer, r.MaxBatch = cons, 4
 	var outage atomic.Bool
 	outage.Store(true)
 	var mu sync.Mutex
@@ -541,7 +547,7 @@ func TestRunnerKeepsBufferedMessagesInProgress(t *testing.T) {
 	start(t, r, func(ctx context.Context, msgs []jetstream.Msg) []error {
 		errs := make([]error, len(msgs))
 		for i, m := range msgs {
-			if string(m.Data()) == "first" && outage.Load() {
+			if string(m.Data()) == "m0" && outage.Load() {
 				errs[i] = streams.Unavailable(errors.New("db down"))
 				continue
 			}
@@ -556,16 +562,18 @@ func TestRunnerKeepsBufferedMessagesInProgress(t *testing.T) {
 		}
 		return errs
 	})
-	for _, body := range []string{"first", "second", "third"} {
-		f.publish(t, "a", body, nil)
-	}
 	time.Sleep(6 * time.Second) // four AckWaits of outage
 	outage.Store(false)
-	eventually(t, "all handled", func() bool { return r.Metrics.Snapshot().Processed == 3 })
+	eventually(t, "all handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(deliveries) == n
+	})
+	time.Sleep(2 * time.Second) // a late redelivery would be handled by now
 	mu.Lock()
 	defer mu.Unlock()
-	for _, body := range []string{"first", "second", "third"} {
-		if d := deliveries[body]; len(d) != 1 || d[0] != 1 {
+	for body, d := range deliveries {
+		if len(d) != 1 || d[0] != 1 {
 			t.Errorf("%s handled with deliveries %v; want once, on its first delivery", body, d)
 		}
 	}

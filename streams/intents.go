@@ -167,9 +167,6 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(data)) > c.NC.MaxPayload() {
-		return nil, fmt.Errorf("%w: %d bytes, NATS carries at most %d", ErrIntentTooLarge, len(data), c.NC.MaxPayload())
-	}
 	ch, cancel := c.Waiters.Register(in.ID)
 	defer cancel()
 	ctx, stop := context.WithTimeout(ctx, intentTimeout)
@@ -185,6 +182,10 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	for {
 		reconnected := c.nextReconnect()
 		if err := c.publish(ctx, subject, data); err != nil {
+			if errors.Is(err, nats.ErrMaxPayload) {
+				// Headers included, larger than a NATS message may be: no resend fits.
+				return nil, fmt.Errorf("%w: %d bytes", ErrIntentTooLarge, len(data))
+			}
 			if ctx.Err() != nil {
 				return nil, timedOut(fmt.Errorf("publish intent: %w", err))
 			}

@@ -90,7 +90,8 @@ func (s *Server) Pause(t testing.TB) { s.signal(t, syscall.SIGSTOP) }
 // Resume lets a paused server go on (SIGCONT).
 func (s *Server) Resume(t testing.TB) { s.signal(t, syscall.SIGCONT) }
 
-// signal sends sig to the postmaster and its children.
+// signal sends sig to the postmaster, then to its children (stopped first, it forks
+// no backend the scan below would miss).
 func (s *Server) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	pidFile, err := os.ReadFile(filepath.Join(s.data(), "postmaster.pid"))
@@ -101,7 +102,8 @@ func (s *Server) signal(t testing.TB, sig syscall.Signal) {
 	if err != nil {
 		t.Fatalf("pgtest: postmaster.pid: %v", err)
 	}
-	pids := []int{master}
+	_ = syscall.Kill(master, sig)
+	var children []int
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, path := range stats {
 		stat, err := os.ReadFile(path)
@@ -112,10 +114,10 @@ func (s *Server) signal(t testing.TB, sig syscall.Signal) {
 		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 		if len(fields) > 1 && fields[1] == strconv.Itoa(master) {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
-			pids = append(pids, pid)
+			children = append(children, pid)
 		}
 	}
-	for _, pid := range pids {
+	for _, pid := range children {
 		_ = syscall.Kill(pid, sig)
 	}
 }
