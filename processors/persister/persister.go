@@ -92,10 +92,10 @@ type Persister struct {
 	// busy is held while a batch of intents is handled, so position announcements
 	// never claim a sequence an append of ours is still heading for.
 	busy sync.Mutex
-	// unresolved are rooms with an append whose outcome is unknown (a lost ack, a
-	// timeout, a panic) that no catch-up has settled yet: the message may be in the log
-	// but not in Postgres, so the writer's position must not move until they are caught
-	// up. Only the loop touches it.
+	// unresolved are rooms with a failed append (a lost ack, a timeout, a panic, or
+	// found behind the log) that no catch-up has settled yet: a message of ours may be
+	// in the log but not in Postgres, so the writer's position must not move until
+	// they are caught up. Only the loop touches it.
 	unresolved map[string]bool
 	// maxAppend bounds the events of one log message, below the server's max payload.
 	maxAppend int
