@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,7 @@ import (
 	"github.com/ganglionhq/ganglion/processors/persister"
 	"github.com/ganglionhq/ganglion/processors/replay"
 	"github.com/ganglionhq/ganglion/processors/syncfeed"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/streams"
 	"github.com/ganglionhq/ganglion/streams/replication"
 )
@@ -372,18 +374,29 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	waiters := &streams.Waiters{}
 	instance := cfg.InstanceName()
 
+	userStreams := userstreams.Streams(userstreams.Deps{DB: db})
+	var written []userstreams.Stream
+	for name, writers := range cfg.UserStreamWriters() {
+		if st := userStreams[name]; st != nil && slices.Contains(writers, instance) {
+			written = append(written, st)
+		}
+	}
+	// One Redis emitter carries every stream this process writes.
+	var emitter *replication.Emitter
+	if cfg.Redis.Enabled && (cfg.IsEventWriter() || len(written) > 0) {
+		rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr(), Password: cfg.Redis.Password, DB: cfg.Redis.DBID})
+		defer rc.Close()
+		emitter = replication.New(rc, cfg.ServerName, instance, log)
+		g.Go(func() error { emitter.Run(ctx); return nil })
+	}
 	if cfg.IsEventWriter() {
 		keyID, key, err := config.LoadSigningKey(cfg.SigningKeyPath)
 		if err != nil {
 			return err
 		}
 		var sink persister.ReplicationSink
-		if cfg.Redis.Enabled {
-			rc := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr(), Password: cfg.Redis.Password, DB: cfg.Redis.DBID})
-			defer rc.Close()
-			em := replication.New(rc, cfg.ServerName, instance, log)
-			g.Go(func() error { em.Run(ctx); return nil })
-			sink = em
+		if emitter != nil {
+			sink = emitter
 		}
 		p := persister.New(persister.Config{
 			Name: instance, ServerName: spec.ServerName(cfg.ServerName),
@@ -391,6 +404,18 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			Topology: topo, JS: js, NC: nc, DB: db, Waiters: waiters, Replication: sink, Log: log,
 		})
 		g.Go(func() error { return p.Run(ctx) })
+	}
+	for _, st := range written {
+		var sink userstreams.ReplicationSink
+		if emitter != nil {
+			sink = emitter
+		}
+		w, err := userstreams.New(userstreams.Config{Name: instance, Stream: st, Topology: topo, JS: js, NC: nc, DB: db,
+			Waiters: waiters, Replication: sink, Log: log})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return w.Run(ctx) })
 	}
 
 	var listeners []config.Listener
@@ -406,10 +431,23 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			return err
 		}
 		g.Go(func() error { return feed.Run(ctx) })
+		streamFeeds := map[string]client.Feed{}
+		for name, writers := range cfg.UserStreamWriters() {
+			if userStreams[name] == nil {
+				continue
+			}
+			f, err := syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Stream: name, Writers: writers})
+			if err != nil {
+				return err
+			}
+			g.Go(func() error { return f.Run(ctx) })
+			streamFeeds[name] = f
+		}
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Feed: feed, Log: log, EnableRegistration: cfg.EnableRegistration,
-			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(), Waiters: waiters, Log: log},
-			HTTP:    cfg.HTTPLimits, RateLimits: cfg.RateLimits,
+			ServerName: cfg.ServerName, DB: db, Feed: feed, StreamFeeds: streamFeeds, Log: log, EnableRegistration: cfg.EnableRegistration,
+			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
+				StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log},
+			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits,
 		}
 		handler := api.Handler()
 		for _, l := range listeners {

@@ -245,6 +245,12 @@ func (db *DB) AdvanceStreamPosition(ctx context.Context, stream, writer string, 
 	return err
 }
 
+// AdvancePositionTx is AdvanceStreamPosition inside a projection's transaction.
+func AdvancePositionTx(ctx context.Context, tx pgx.Tx, stream, writer string, pos uint64) error {
+	_, err := tx.Exec(ctx, advancePosition, stream, writer, int64(pos))
+	return err
+}
+
 // OwnMaxSeq is the highest sequence among the batches appended by writer, or 0.
 func OwnMaxSeq(writer string, batches []BatchAt) uint64 {
 	var seq uint64

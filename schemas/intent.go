@@ -164,8 +164,11 @@ func DecodeIntent(data []byte) (*Intent, error) {
 // IntentResult is the persister's answer to the waiting gateway.
 type IntentResult struct {
 	EventIDs []string `json:"event_ids,omitempty"`
-	// Seq is the EVENTS log sequence holding the events.
+	// Seq is the EVENTS log sequence holding the events; for a stream write, the
+	// position of its last log message in that stream.
 	Seq uint64 `json:"seq,omitempty"`
+	// Body is a stream write's own answer (claimed keys, key counts...), when it has one.
+	Body json.RawMessage `json:"body,omitempty"`
 	// Error is set when the intent was refused; the gateway relays it to the client.
 	Error *ResultError `json:"error,omitempty"`
 }

@@ -57,7 +57,8 @@ func DecodeLogBatch(data []byte) (*LogBatch, error) {
 
 // Projected is published by a persister on the core subject "<ns>.projected" after a
 // projection transaction commits: every event it wrote with log sequence <= Seq is now
-// in Postgres. Sync feeds use it to advance the visible position.
+// in Postgres. Sync feeds use it to advance the visible position. The writer of a
+// per-user stream publishes the same on "<ns>.projected.<stream>".
 type Projected struct {
 	Writer string `json:"writer"`
 	Seq    uint64 `json:"seq"`

@@ -106,8 +106,10 @@ type IntentClient struct {
 	NC       *nats.Conn
 	// Writers is stream_writers.events in configuration order.
 	Writers []string
-	Waiters *Waiters
-	Log     *zap.Logger
+	// StreamWriters are the writers of each per-user stream, in configuration order.
+	StreamWriters map[string][]string
+	Waiters       *Waiters
+	Log           *zap.Logger
 
 	once  sync.Once
 	inbox string
@@ -155,24 +157,42 @@ func (c *IntentClient) nextReconnect() <-chan struct{} {
 	return c.reconnected
 }
 
-// Submit publishes in and waits for the persister's answer. A publish that fails is
-// sent again, and so is a published intent when the connection comes back before its
-// answer (which may have been lost with the connection), until intentTimeout: the
-// persister handles an intent id once and answers every copy.
+// Submit publishes in to the writer of its room and waits for the answer.
 func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas.IntentResult, error) {
-	if err := c.start(); err != nil {
-		return nil, fmt.Errorf("intent reply inbox: %w", err)
-	}
 	data, err := schemas.Marshal(in)
 	if err != nil {
 		return nil, err
 	}
-	ch, cancel := c.Waiters.Register(in.ID)
+	return c.send(ctx, c.Topology.IntentSubject(ShardOwner(in.RoomID, c.Writers)), in.ID, data)
+}
+
+// Write publishes w to the writer of its key among StreamWriters[w.Stream] and waits
+// for the answer: a per-user stream is written the way a room is.
+func (c *IntentClient) Write(ctx context.Context, w *schemas.StreamWrite) (*schemas.IntentResult, error) {
+	writers := c.StreamWriters[w.Stream]
+	if len(writers) == 0 {
+		return nil, fmt.Errorf("intent: no writer configured for stream %q", w.Stream)
+	}
+	data, err := schemas.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	return c.send(ctx, c.Topology.UserStreamIntentSubject(w.Stream, ShardOwner(w.Key, writers)), w.ID, data)
+}
+
+// send publishes data to subject and waits for the answer to intent id. A publish that
+// fails is sent again, and so is a published intent when the connection comes back
+// before its answer (which may have been lost with the connection), until
+// intentTimeout: writers handle an intent id once and answer every copy.
+func (c *IntentClient) send(ctx context.Context, subject, id string, data []byte) (*schemas.IntentResult, error) {
+	if err := c.start(); err != nil {
+		return nil, fmt.Errorf("intent reply inbox: %w", err)
+	}
+	ch, cancel := c.Waiters.Register(id)
 	defer cancel()
 	ctx, stop := context.WithTimeout(ctx, intentTimeout)
 	defer stop()
 
-	subject := c.Topology.IntentSubject(ShardOwner(in.RoomID, c.Writers))
 	timedOut := func(err error) error {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return ErrIntentTimeout
@@ -189,7 +209,7 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 			if ctx.Err() != nil {
 				return nil, timedOut(fmt.Errorf("publish intent: %w", err))
 			}
-			c.Log.Debug("intent publish failed; sending again", zap.String("intent_id", in.ID), zap.Error(err))
+			c.Log.Debug("intent publish failed; sending again", zap.String("intent_id", id), zap.Error(err))
 			select {
 			case <-time.After(republishPause):
 			case <-reconnected:
@@ -202,7 +222,7 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 		case res := <-ch:
 			return res, nil
 		case <-reconnected:
-			c.Log.Debug("NATS reconnected while waiting for an answer; sending the intent again", zap.String("intent_id", in.ID))
+			c.Log.Debug("NATS reconnected while waiting for an answer; sending the intent again", zap.String("intent_id", id))
 		case <-ctx.Done():
 			return nil, timedOut(ctx.Err())
 		}

@@ -43,7 +43,37 @@ var fetchNow = func(c jetstream.Consumer, n int) (jetstream.MessageBatch, error)
 // messages). It is how a writer recovers and catches a room up, and how projections
 // are rebuilt from the log.
 func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRange, fn func([]schemas.LogMessage) error) (uint64, error) {
-	stream, err := js.Stream(ctx, topo.EventsStream())
+	subject, lastOfSubject := topo.EventsWildcard(), false
+	if r.Room != "" {
+		subject, lastOfSubject = topo.EventSubject(r.Room), true
+	}
+	return ReadStream(ctx, js, topo.EventsStream(), subject, lastOfSubject, r, func(raw []RawMessage) error {
+		out := make([]schemas.LogMessage, len(raw))
+		for i, m := range raw {
+			b, err := schemas.DecodeLogBatch(m.Data)
+			if err != nil {
+				return fmt.Errorf("log message %d: %w", m.Seq, err)
+			}
+			out[i] = schemas.LogMessage{Seq: m.Seq, Writer: m.Writer, Batch: b}
+		}
+		return fn(out)
+	})
+}
+
+// RawMessage is one message of a stream as ReadStream hands it over.
+type RawMessage struct {
+	Seq    uint64
+	Writer string
+	Header nats.Header
+	Data   []byte
+}
+
+// ReadStream is ReadLog for any stream: it reads the messages of stream on subject (a
+// wildcard or one subject) from r.From up to the stream's last sequence, or, when
+// lastOfSubject, up to the subject's last message, with r's writer filter and chunks.
+// r.Room is not used.
+func ReadStream(ctx context.Context, js jetstream.JetStream, streamName, subject string, lastOfSubject bool, r LogRange, fn func([]RawMessage) error) (uint64, error) {
+	stream, err := js.Stream(ctx, streamName)
 	if err != nil {
 		return 0, err
 	}
@@ -52,9 +82,7 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 		return 0, err
 	}
 	last := info.State.LastSeq
-	subject := topo.EventsWildcard()
-	if r.Room != "" {
-		subject = topo.EventSubject(r.Room)
+	if lastOfSubject {
 		m, err := stream.GetLastMsgForSubject(ctx, subject)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return last, nil
@@ -104,7 +132,7 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 		if err != nil {
 			return 0, err
 		}
-		var out []schemas.LogMessage
+		var out []RawMessage
 		received := 0
 		for m := range msgs.Messages() {
 			received++
@@ -125,11 +153,7 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, topo Topology, r LogRa
 				}
 				data = raw.Data
 			}
-			b, err := schemas.DecodeLogBatch(data)
-			if err != nil {
-				return 0, fmt.Errorf("log message %d: %w", seq, err)
-			}
-			out = append(out, schemas.LogMessage{Seq: seq, Writer: writer, Batch: b})
+			out = append(out, RawMessage{Seq: seq, Writer: writer, Header: m.Headers(), Data: data})
 		}
 		if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 			return 0, err

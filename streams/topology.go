@@ -86,7 +86,9 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	configs := []jetstream.StreamConfig{{
 		Name:        t.IntentsStream(),
 		Description: "intents from gateways, one subject per event writer",
-		Subjects:    []string{t.ns() + ".intents.*"},
+		// <ns>.intents.<writer> for rooms, <ns>.intents.<writer>.<stream> for the
+		// per-user streams that writer writes.
+		Subjects: []string{t.ns() + ".intents.>"},
 		// Limits, not a work queue: a work queue deletes each intent on ack, and at low
 		// load that empties and replaces a message block file per send (measured: 11%
 		// of a sequential send's CPU). Age removes intents in bulk instead.
@@ -117,6 +119,9 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    1,
 	}}
+	for _, spec := range UserStreams {
+		configs = append(configs, t.userStreamConfig(spec))
+	}
 	for _, cfg := range configs {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)

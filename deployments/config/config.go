@@ -137,6 +137,18 @@ type StreamWriters struct {
 	Receipts    []string
 	Presence    []string
 	PushRules   []string
+	DeviceLists []string
+}
+
+// UserStreamWriters returns the writers of every stream but events, by stream name.
+func (c *Config) UserStreamWriters() map[string][]string {
+	out := map[string][]string{}
+	for _, s := range c.StreamWriters.streams() {
+		if s.name != "events" {
+			out[s.name] = *s.writers
+		}
+	}
+	return out
 }
 
 // Database is the Postgres connection, given either as a DSN string or as

@@ -857,11 +857,12 @@ func (s *StreamWriters) streams() []stream {
 	return []stream{
 		{"events", &s.Events, true},
 		{"typing", &s.Typing, false},
-		{"to_device", &s.ToDevice, false},
-		{"account_data", &s.AccountData, false},
+		{"to_device", &s.ToDevice, true},
+		{"account_data", &s.AccountData, true},
 		{"receipts", &s.Receipts, true},
 		{"presence", &s.Presence, false},
 		{"push_rules", &s.PushRules, false},
+		{"device_lists", &s.DeviceLists, true},
 	}
 }
 

@@ -131,7 +131,7 @@ listeners:
     bind_addresses: ['::1']
     resources: [{names: [client], favourite: true}]
 redis: {enabled: true, use_tls: false}
-stream_writers: {device_lists: main}
+stream_writers: {un_partial_stated_rooms: main}
 `)
 	core, logs := observer.New(zapcore.WarnLevel)
 	if _, err := Load(paths, zap.New(core)); err != nil {
@@ -146,7 +146,7 @@ stream_writers: {device_lists: main}
 		paths[1] + " report_stats",
 		paths[1] + " listeners[0].resources[0].favourite",
 		paths[1] + " redis.use_tls",
-		paths[1] + " stream_writers.device_lists",
+		paths[1] + " stream_writers.un_partial_stated_rooms",
 	}
 	slices.Sort(got)
 	slices.Sort(want)

@@ -22,8 +22,9 @@ type ownWrites struct {
 }
 
 type ownWrite struct {
-	room string
-	seq  uint64
+	// key is whom the write concerns in its feed: its room, or the user.
+	key string
+	seq uint64
 }
 
 // Bounds of the own-writes map. A device that writes here and syncs elsewhere (the front
@@ -37,7 +38,7 @@ const (
 
 // record remembers dev's write at seq; visible is the feed's position, up to which
 // every write is already shown and needs no entry.
-func (o *ownWrites) record(dev Device, room string, seq, visible uint64) {
+func (o *ownWrites) record(dev Device, key string, seq, visible uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.latest == nil {
@@ -57,7 +58,7 @@ func (o *ownWrites) record(dev Device, room string, seq, visible uint64) {
 		o.sweepAt = 2 * len(o.latest)
 	}
 	if seq > o.latest[dev].seq {
-		o.latest[dev] = ownWrite{room: room, seq: seq}
+		o.latest[dev] = ownWrite{key: key, seq: seq}
 	}
 }
 
@@ -70,14 +71,18 @@ func (o *ownWrites) take(dev Device, pos uint64) (ownWrite, bool) {
 	return w, ok && w.seq > pos
 }
 
-// awaitOwnWrite holds a /sync until the feed shows the device's latest write, or for
+// awaitOwnWrite holds a /sync until the feeds show the device's latest writes, or for
 // ownWriteWait at most.
 func (s *Server) awaitOwnWrite(ctx context.Context, dev Device) {
-	w, ok := s.writes.take(dev, s.Feed.Position())
-	if !ok {
-		return
-	}
 	ctx, cancel := context.WithTimeout(ctx, ownWriteWait)
 	defer cancel()
-	s.Feed.Wait(ctx, w.seq-1, dev.UserID, []string{w.room})
+	if w, ok := s.writes.take(dev, s.Feed.Position()); ok {
+		s.Feed.Wait(ctx, w.seq-1, dev.UserID, []string{w.key})
+	}
+	for name, o := range s.streamWrites {
+		f := s.StreamFeeds[name]
+		if w, ok := o.take(dev, f.Position()); ok {
+			f.Wait(ctx, w.seq-1, dev.UserID, []string{w.key})
+		}
+	}
 }

@@ -74,26 +74,34 @@ func (s *Server) submit(ctx context.Context, in *schemas.Intent) ([]string, erro
 		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "%s", err.Error())
 	}
 	res, err := s.Intents.Submit(ctx, in)
-	if errors.Is(err, streams.ErrIntentTimeout) {
-		return nil, matrix.Errorf(http.StatusGatewayTimeout, matrix.CodeUnknown, "the event writer did not answer in time; retry with the same transaction id")
-	}
-	if errors.Is(err, streams.ErrIntentTooLarge) {
-		return nil, matrix.Errorf(http.StatusRequestEntityTooLarge, matrix.CodeTooLarge, "the request's events are too large")
-	}
-	if errors.Is(err, context.Canceled) {
-		return nil, err // the client went away
-	}
-	if err != nil {
-		s.Log.Error("intent not submitted", zap.String("room_id", in.RoomID), zap.Error(err))
-		return nil, matrix.Errorf(http.StatusServiceUnavailable, matrix.CodeUnknown, "event writers are unavailable")
-	}
-	if res.Error != nil {
-		return nil, matrix.Errorf(res.Error.Status, res.Error.Code, "%s", res.Error.Message)
+	if err := s.answerError(res, err, zap.String("room_id", in.RoomID)); err != nil {
+		return nil, err
 	}
 	if s.Feed != nil && res.Seq > 0 {
 		s.writes.record(Device{UserID: in.Sender, DeviceID: in.DeviceID}, in.RoomID, res.Seq, s.Feed.Position())
 	}
 	return res.EventIDs, nil
+}
+
+// answerError turns a failed submission, or a writer's refusal, into a Matrix error.
+func (s *Server) answerError(res *schemas.IntentResult, err error, about zap.Field) error {
+	if errors.Is(err, streams.ErrIntentTimeout) {
+		return matrix.Errorf(http.StatusGatewayTimeout, matrix.CodeUnknown, "the writer did not answer in time; retry with the same transaction id")
+	}
+	if errors.Is(err, streams.ErrIntentTooLarge) {
+		return matrix.Errorf(http.StatusRequestEntityTooLarge, matrix.CodeTooLarge, "the request is too large")
+	}
+	if errors.Is(err, context.Canceled) {
+		return err // the client went away
+	}
+	if err != nil {
+		s.Log.Error("write not submitted", about, zap.Error(err))
+		return matrix.Errorf(http.StatusServiceUnavailable, matrix.CodeUnknown, "writers are unavailable")
+	}
+	if res.Error != nil {
+		return matrix.Errorf(res.Error.Status, res.Error.Code, "%s", res.Error.Message)
+	}
+	return nil
 }
 
 // readContent reads a request body that becomes event content: a JSON object.

@@ -14,13 +14,15 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/accountdata"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
-// IntentSubmitter publishes an intent to its room's shard and waits for the persister's
-// answer. streams.IntentClient implements it.
+// IntentSubmitter publishes an intent to its room's shard, or a write to its stream's
+// writer, and waits for the answer. streams.IntentClient implements it.
 type IntentSubmitter interface {
 	Submit(ctx context.Context, in *schemas.Intent) (*schemas.IntentResult, error)
+	Write(ctx context.Context, w *schemas.StreamWrite) (*schemas.IntentResult, error)
 }
 
 // Server serves the client-server API. Fields are set once before Handler is called.
@@ -28,8 +30,11 @@ type Server struct {
 	ServerName string
 	DB         *persist.DB
 	Intents    IntentSubmitter
-	// Feed is the sync feed of this process; nil on processes that do not serve /sync.
+	// Feed is the sync feed of the events log in this process; nil on processes that
+	// do not serve /sync.
 	Feed Feed
+	// StreamFeeds are the sync feeds of the per-user streams, by stream name.
+	StreamFeeds map[string]Feed
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
 	// HTTP are the limits of the servers serving Handler; /sync extends their write
@@ -39,9 +44,13 @@ type Server struct {
 	RateLimits ratelimit.Settings
 	Log        *zap.Logger
 
-	limits *limiters
-	tokens tokenCache
-	writes ownWrites
+	limits      *limiters
+	tokens      tokenCache
+	writes      ownWrites
+	syncStreams []syncStream
+	accountData accountDataStore
+	// streamWrites are the own writes of each per-user stream with a feed here.
+	streamWrites map[string]*ownWrites
 }
 
 // Client API version prefixes, as listed by Synapse's worker routing table.
@@ -67,6 +76,7 @@ func (s *Server) Handler() http.Handler {
 		s.Log = zap.NewNop()
 	}
 	s.limits = newLimiters(s.RateLimits)
+	s.accountData = accountdata.Store{Pool: s.DB.Pool}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -74,6 +84,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerCapabilities(r)
 	s.registerProfile(r)
 	s.registerSync(r)
+	s.registerAccountData(r)
 	return s.frontDoor(r.mux)
 }
 

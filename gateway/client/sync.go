@@ -13,15 +13,92 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
 )
 
-// Feed is the sync feed of a process: the visible position, up to which every log
-// message is in Postgres, and long-poll wake-ups. processors/syncfeed implements it.
+// Feed is the sync feed of one stream in a process: the visible position, up to which
+// every log message is in Postgres, and long-poll wake-ups. processors/syncfeed
+// implements it.
 type Feed interface {
 	Position() uint64
 	// Wait returns once the position passes since with a message of one of rooms or
 	// one changing userID's membership, or when ctx ends; it returns the position.
 	Wait(ctx context.Context, since uint64, userID string, rooms []string) uint64
+	// Notify signals ch once the position passes since with a message concerning one
+	// of keys (user and room IDs); stop forgets the request.
+	Notify(since uint64, keys []string, ch chan<- struct{}) (stop func())
+	// NewSince tells from memory whether a visible message after since concerns one of
+	// keys; known is false when since is older than the feed remembers.
+	NewSince(since uint64, keys []string) (changed, known bool)
+}
+
+// syncStream is one stream's part of /sync, one file each (sync_<stream>.go): adding
+// a stream adds a provider and touches no other.
+type syncStream interface {
+	// slot is the stream's field of the sync token.
+	slot() int
+	// position is the stream's visible position in this process.
+	position() uint64
+	// fill adds to sc.res what changed for sc's user in (since, to]; since is 0 on an
+	// initial sync. Providers ask their feed's NewSince first, so a stream with nothing
+	// for the user costs no query.
+	fill(ctx context.Context, sc *syncCtx, since, to uint64) error
+	// notify signals ch once something concerning sc arrives after since.
+	notify(sc *syncCtx, since uint64, ch chan<- struct{}) (stop func())
+}
+
+// syncCtx is one /sync response being built, and what its providers share.
+type syncCtx struct {
+	dev Device
+	req *syncRequest
+	res *syncResponse
+	// next is the token of the response: each stream's position.
+	next syncToken
+	// joined are the rooms the user is joined to at the response's events position;
+	// newlyJoined those among them whose timeline starts at the join (all of them on an
+	// initial sync): their ephemeral and room account data start from scratch too.
+	joined      []string
+	newlyJoined map[string]bool
+}
+
+// keys are what a long-poll of sc waits for: the user and every room they are in.
+func (sc *syncCtx) keys() []string {
+	return append(slices.Clip(sc.joined), sc.dev.UserID)
+}
+
+// joinedRoom is sc's entry for a joined room, created with an empty timeline for a room
+// that only has ephemeral events or account data to show.
+func (sc *syncCtx) joinedRoom(room string) *joinedRoom {
+	jr := sc.res.Rooms.Join[room]
+	if jr == nil {
+		jr = &joinedRoom{Timeline: timeline{Events: []json.RawMessage{},
+			PrevBatch: formatPageToken(persist.Pos{Seq: sc.next[slotEvents] + 1})}}
+		sc.res.Rooms.Join[room] = jr
+	}
+	return jr
+}
+
+// feedStream is what every per-user stream's provider has in common: its field of the
+// token and its feed.
+type feedStream struct {
+	field int
+	feed  Feed
+}
+
+func (f feedStream) slot() int        { return f.field }
+func (f feedStream) position() uint64 { return f.feed.Position() }
+func (f feedStream) notify(sc *syncCtx, since uint64, ch chan<- struct{}) func() {
+	return f.feed.Notify(since, sc.keys(), ch)
+}
+
+// changed reports whether the stream may have something for sc in (since, to]: always
+// on an initial sync, else as the feed remembers (when it does).
+func (f feedStream) changed(sc *syncCtx, since uint64) bool {
+	if since == 0 {
+		return true
+	}
+	changed, known := f.feed.NewSince(since, sc.keys())
+	return changed || !known
 }
 
 const (
@@ -43,6 +120,11 @@ var strippedStateTypes = []string{
 func (s *Server) registerSync(r router) {
 	if s.Feed == nil {
 		return // this process follows no log; the front door routes /sync elsewhere
+	}
+	s.syncStreams = s.newSyncStreams()
+	s.streamWrites = map[string]*ownWrites{}
+	for name := range s.StreamFeeds {
+		s.streamWrites[name] = &ownWrites{}
 	}
 	r.handle("GET", "/sync", syncVersions, serve.LongPoll(s.authed(s.sync), s.HTTP).ServeHTTP)
 }
@@ -75,8 +157,8 @@ func (f *syncFilter) allowsRoom(room string) bool {
 
 // syncRequest is a parsed /sync query.
 type syncRequest struct {
-	// since is the token's position; incremental tells whether there was one.
-	since       uint64
+	// since is the token's positions; incremental tells whether there was one.
+	since       syncToken
 	incremental bool
 	timeout     time.Duration
 	fullState   bool
@@ -87,11 +169,11 @@ func (s *Server) parseSyncRequest(ctx context.Context, r *http.Request, dev Devi
 	q := r.URL.Query()
 	req := &syncRequest{}
 	if tok := q.Get("since"); tok != "" {
-		seq, err := parseSyncToken(tok)
+		pos, err := parseSyncToken(tok)
 		if err != nil {
 			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid since token")
 		}
-		req.since, req.incremental = seq, true
+		req.since, req.incremental = pos, true
 	}
 	ms, err := intParam(q.Get("timeout"), 0, 0, int(maxSyncTimeout/time.Millisecond))
 	if err != nil {
@@ -140,7 +222,7 @@ func (s *Server) filterJSON(ctx context.Context, param string, dev Device) ([]by
 }
 
 // sync serves GET /sync. An incremental sync with nothing new waits, up to timeout,
-// for the feed to report a message for the user, then looks again.
+// for a feed to report something for the user, then looks again.
 func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 	req, err := s.parseSyncRequest(r.Context(), r, dev)
 	if err != nil {
@@ -158,35 +240,100 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 	}
 	since := req.since
 	for {
-		res, err := s.buildSync(ctx, dev, req, since, s.Feed.Position())
+		sc, err := s.buildSync(ctx, dev, req, since)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.writeErr(w, "sync", err)
 			}
 			return
 		}
-		if !res.empty() || !canWait || waitCtx.Err() != nil {
-			matrix.WriteJSON(w, http.StatusOK, res.response)
+		if !sc.res.empty() || !canWait || waitCtx.Err() != nil {
+			matrix.WriteJSON(w, http.StatusOK, sc.res)
 			return
 		}
 		// Nothing for the user up to next: wait from there. Looking again from next
 		// rather than from since gives the same answer, since nothing came between.
-		since = res.next
-		s.Feed.Wait(waitCtx, since, dev.UserID, res.joined)
+		since = sc.next
+		s.waitForChange(waitCtx, sc)
 	}
+}
+
+// buildSync asks every stream for what changed for the user since the token.
+func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, since syncToken) (*syncCtx, error) {
+	sc := &syncCtx{dev: dev, req: req, newlyJoined: map[string]bool{}, res: &syncResponse{
+		Rooms:                        syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}},
+		DeviceLists:                  deviceLists{Changed: []string{}, Left: []string{}},
+		DeviceOneTimeKeysCount:       map[string]int{},
+		DeviceUnusedFallbackKeyTypes: []string{},
+	}}
+	for _, st := range s.syncStreams {
+		sc.next[st.slot()] = max(since[st.slot()], st.position())
+	}
+	// The rooms stream goes first: the others read the rooms it found the user in.
+	for _, st := range s.syncStreams {
+		from := since[st.slot()]
+		if !req.incremental {
+			from = 0
+		}
+		if err := st.fill(ctx, sc, from, sc.next[st.slot()]); err != nil {
+			return nil, err
+		}
+	}
+	sc.res.NextBatch = sc.next.String()
+	return sc, nil
+}
+
+// waitForChange returns once a stream has something after sc.next for the user, or
+// when ctx ends.
+func (s *Server) waitForChange(ctx context.Context, sc *syncCtx) {
+	ch := make(chan struct{}, 1)
+	for _, st := range s.syncStreams {
+		stop := st.notify(sc, sc.next[st.slot()], ch)
+		defer stop()
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+// newSyncStreams lists the providers of the streams this process follows, the rooms
+// stream first.
+func (s *Server) newSyncStreams() []syncStream {
+	out := []syncStream{&roomsStream{s: s}}
+	for _, st := range []struct {
+		name string
+		new  func(feedStream) syncStream
+	}{
+		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
+	} {
+		if f := s.StreamFeeds[st.name]; f != nil {
+			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))
+		}
+	}
+	return out
 }
 
 // Response bodies. Every list the spec describes is present, as [] when empty, which
 // is why these are our own types rather than a library's.
 
 type syncResponse struct {
-	NextBatch              string         `json:"next_batch"`
-	Rooms                  syncRooms      `json:"rooms"`
-	AccountData            eventList      `json:"account_data"`
-	Presence               eventList      `json:"presence"`
-	ToDevice               eventList      `json:"to_device"`
-	DeviceLists            deviceLists    `json:"device_lists"`
-	DeviceOneTimeKeysCount map[string]int `json:"device_one_time_keys_count"`
+	NextBatch                    string         `json:"next_batch"`
+	Rooms                        syncRooms      `json:"rooms"`
+	AccountData                  eventList      `json:"account_data"`
+	Presence                     eventList      `json:"presence"`
+	ToDevice                     eventList      `json:"to_device"`
+	DeviceLists                  deviceLists    `json:"device_lists"`
+	DeviceOneTimeKeysCount       map[string]int `json:"device_one_time_keys_count"`
+	DeviceUnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+}
+
+// empty reports whether the response has nothing for the client; a long-poll waits on.
+// The key counts are state, not changes, and do not count.
+func (r *syncResponse) empty() bool {
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 &&
+		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 &&
+		len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
 type syncRooms struct {
@@ -243,188 +390,6 @@ type strippedEvent struct {
 	StateKey string          `json:"state_key"`
 	Content  json.RawMessage `json:"content"`
 	Sender   string          `json:"sender"`
-}
-
-// syncResult is a built response and what the long-poll needs from it.
-type syncResult struct {
-	response *syncResponse
-	// next is the position of next_batch; joined the rooms the user is joined to there.
-	next   uint64
-	joined []string
-}
-
-func (r *syncResult) empty() bool {
-	rooms := r.response.Rooms
-	return len(rooms.Join) == 0 && len(rooms.Invite) == 0 && len(rooms.Leave) == 0
-}
-
-// roomPlan is what one room of the response needs from Postgres.
-type roomPlan struct {
-	room      string
-	joined    bool
-	span      persist.RoomRange
-	fullState bool
-	// always puts the room in the response even with an empty timeline (full_state).
-	always bool
-}
-
-// buildSync assembles the response for the span (since, pos] of the log. It runs one
-// query for the user's memberships, one for the timelines of every room, and, only
-// when some room needs them, one for state and one for invites.
-func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, since, pos uint64) (*syncResult, error) {
-	next := max(since, pos)
-	res := &syncResult{next: next, response: &syncResponse{
-		NextBatch:              formatSyncToken(next),
-		Rooms:                  syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}},
-		DeviceLists:            deviceLists{Changed: []string{}, Left: []string{}},
-		DeviceOneTimeKeysCount: map[string]int{},
-	}}
-	if !req.incremental {
-		since = 0
-	}
-	mems, err := s.DB.SyncMemberships(ctx, dev.UserID, since, pos)
-	if err != nil {
-		return nil, err
-	}
-	// end is the boundary just after everything visible; sinceB just after the token.
-	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
-	changedOnly := req.incremental && !req.fullState
-	// A new join shows history, which the room's history visibility may hide; only
-	// those rooms' visibility is read (none in a typical incremental sync).
-	var newJoins []string
-	for _, m := range mems {
-		if m.Membership == "join" && (!req.incremental || (m.At.Seq > since && m.Before != "join")) {
-			newJoins = append(newJoins, m.RoomID)
-		}
-	}
-	visibility, err := s.DB.HistoryVisibility(ctx, newJoins)
-	if err != nil {
-		return nil, err
-	}
-	var plans []roomPlan
-	var invites []persist.SyncMembership
-	for _, m := range mems {
-		if !req.filter.allowsRoom(m.RoomID) {
-			continue
-		}
-		changed := !req.incremental || m.At.Seq > since
-		switch m.Membership {
-		case "join":
-			res.joined = append(res.joined, m.RoomID)
-			p := roomPlan{room: m.RoomID, joined: true, span: persist.RoomRange{RoomID: m.RoomID, To: end}}
-			if !req.incremental || (changed && m.Before != "join") {
-				// Initial sync or a new join: recent history and the full state. The
-				// history starts at the join where the room hides what came before.
-				p.fullState = true
-				if persist.HidesHistory(visibility[m.RoomID]) {
-					// The current membership event may be a later profile change: the
-					// history starts where this stay in the room began.
-					cur, err := s.DB.Membership(ctx, m.RoomID, dev.UserID)
-					if err != nil {
-						return nil, err
-					}
-					p.span.From = m.At
-					if cur.JoinedAt != nil && cur.JoinedAt.Less(m.At) {
-						p.span.From = *cur.JoinedAt
-					}
-				}
-			} else {
-				p.span.From = sinceB
-				p.fullState, p.always = req.fullState, req.fullState
-			}
-			plans = append(plans, p)
-		case "invite":
-			if changed {
-				invites = append(invites, m)
-			}
-		case "leave", "ban":
-			if req.incremental && !(changed && m.Before != m.Membership) {
-				continue
-			}
-			if !req.incremental && !req.filter.Room.IncludeLeave {
-				continue
-			}
-			upTo := persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}
-			p := roomPlan{room: m.RoomID, span: persist.RoomRange{RoomID: m.RoomID, From: sinceB, To: upTo}, always: true}
-			if !req.incremental || m.Before != "join" {
-				// They were not joined at the token (invite rejected, joined and left
-				// since, or an initial sync asking for left rooms): the leave itself
-				// and the state it happened in, no history they may never have seen.
-				p.span.From, p.fullState = m.At, true
-			}
-			plans = append(plans, p)
-		}
-	}
-	if changedOnly && pos <= since {
-		// Nothing is visible after the token: the long-poll only needs res.joined.
-		return res, nil
-	}
-
-	limit := req.filter.timelineLimit()
-	spans := make([]persist.RoomRange, len(plans))
-	for i, p := range plans {
-		spans[i] = p.span
-	}
-	timelines, err := s.DB.SyncTimelines(ctx, spans, limit+1)
-	if err != nil {
-		return nil, err
-	}
-	type built struct {
-		plan roomPlan
-		tl   timeline
-	}
-	var rooms []*built
-	var stateReqs []persist.StateRequest
-	for _, p := range plans {
-		evs := timelines[p.room]
-		if len(evs) == 0 && !p.fullState && !p.always {
-			continue
-		}
-		limited := len(evs) > limit
-		if limited {
-			evs = evs[len(evs)-limit:]
-		}
-		start := p.span.To
-		if len(evs) > 0 {
-			start = persist.Pos{Seq: evs[0].Seq, Idx: evs[0].Idx}
-		}
-		b := &built{plan: p, tl: timeline{Events: clientEvents(evs, dev), Limited: limited, PrevBatch: formatPageToken(start)}}
-		switch {
-		case p.fullState:
-			stateReqs = append(stateReqs, persist.StateRequest{RoomID: p.room, At: start})
-		case limited:
-			// The gap between the token and the timeline: what changed in it.
-			stateReqs = append(stateReqs, persist.StateRequest{RoomID: p.room, At: start, Since: p.span.From})
-		}
-		rooms = append(rooms, b)
-	}
-	states, err := s.DB.SyncState(ctx, stateReqs, persist.StateFilter{})
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range rooms {
-		state := eventList{Events: clientEvents(states[b.plan.room], dev)}
-		if b.plan.joined {
-			res.response.Rooms.Join[b.plan.room] = &joinedRoom{Timeline: b.tl, State: state}
-		} else {
-			res.response.Rooms.Leave[b.plan.room] = &leftRoom{Timeline: b.tl, State: state}
-		}
-	}
-
-	if len(invites) > 0 {
-		reqs := make([]persist.StateRequest, len(invites))
-		for i, m := range invites {
-			reqs[i] = persist.StateRequest{RoomID: m.RoomID, At: persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}}
-		}
-		stripped, err := s.DB.SyncState(ctx, reqs, persist.StateFilter{Types: strippedStateTypes, Member: dev.UserID})
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range invites {
-			res.response.Rooms.Invite[m.RoomID] = &invitedRoom{InviteState: eventList{Events: strippedEvents(stripped[m.RoomID])}}
-		}
-	}
-	return res, nil
 }
 
 // strippedEvents reduces state events to the stripped form.

@@ -55,6 +55,25 @@ func (f *stepFeed) Wait(ctx context.Context, since uint64, _ string, _ []string)
 	return pos
 }
 
+func (f *stepFeed) Notify(since uint64, _ []string, ch chan<- struct{}) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		f.Wait(ctx, since, "", nil)
+		if ctx.Err() == nil {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return cancel
+}
+
+// NewSince knows nothing of keys: anything after since may concern anyone.
+func (f *stepFeed) NewSince(since uint64, _ []string) (bool, bool) {
+	return f.Position() > since, true
+}
+
 func (f *stepFeed) set(pos uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

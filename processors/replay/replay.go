@@ -6,11 +6,13 @@ package replay
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 )
@@ -22,6 +24,8 @@ const chunk = 512
 type Stats struct {
 	Messages int
 	Events   int
+	// Records counts the per-user streams' records.
+	Records int
 	// Positions is each writer's projected position afterwards.
 	Positions map[string]uint64
 }
@@ -61,5 +65,13 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 	}
 	log.Info("replayed the events log", zap.Int("messages", st.Messages), zap.Int("events", st.Events),
 		zap.Int("writers", len(st.Positions)))
+	for name, us := range userstreams.Streams(userstreams.Deps{DB: db}) {
+		n, _, err := userstreams.Replay(ctx, js, topo, db, us)
+		if err != nil {
+			return st, fmt.Errorf("replay %s: %w", name, err)
+		}
+		st.Records += n
+		log.Info("replayed a stream", zap.String("stream", name), zap.Int("records", n))
+	}
 	return st, nil
 }

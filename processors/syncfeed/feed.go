@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,13 @@ type Config struct {
 	Topology streams.Topology
 	DB       *persist.DB
 	Log      *zap.Logger
+	// Stream is the per-user stream the feed follows (schemas.Stream*); empty means the
+	// EVENTS log.
+	Stream string
+	// Observe, when set, is handed every visible message with its body, in order
+	// (the typing stream keeps its state in memory this way). Without it the feed
+	// reads headers only.
+	Observe func(seq uint64, h nats.Header, data []byte)
 	// Writers is stream_writers.events. A configured writer without a stream_positions
 	// row has projected nothing yet, so the feed starts at the beginning of the log
 	// rather than skip its first messages. Writers that are not configured are known
@@ -75,23 +83,27 @@ type Config struct {
 
 // entry is what the feed keeps of one log message: its routing headers, never its body.
 type entry struct {
-	seq     uint64
-	writer  string
-	room    string
-	members []string
+	seq    uint64
+	writer string
+	// keys say whom the message concerns: room IDs (its room's members), user IDs,
+	// or streams.WakeEveryone.
+	keys []string
 	// found is set when polling found the message itself in Postgres.
 	found bool
+	// header and data are kept only for an Observe callback.
+	header nats.Header
+	data   []byte
 }
 
 // checkBatch bounds how many pending messages one poll looks up in Postgres.
 const checkBatch = 256
 
-// waiter is one blocked Wait call.
+// waiter is one blocked Wait or Notify call.
 type waiter struct {
 	since uint64
-	user  string
-	rooms []string
-	ch    chan struct{}
+	keys  []string
+	// ch receives one signal when the waiter is woken; several feeds may share it.
+	ch    chan<- struct{}
 	woken bool
 }
 
@@ -117,8 +129,23 @@ type Feed struct {
 	recent      []entry
 	recentHead  int
 	recentFloor uint64
-	byRoom      map[string]map[*waiter]struct{}
-	byUser      map[string]map[*waiter]struct{}
+	byKey       map[string]map[*waiter]struct{}
+	// waiters holds every waiter, for messages that concern everyone.
+	waiters map[*waiter]struct{}
+}
+
+// streamPositionsName is the stream_positions name of what the feed follows.
+func (c *Config) streamPositionsName() string {
+	if c.Stream == "" {
+		return persist.EventsStream
+	}
+	return c.Stream
+}
+
+// memory reports whether the stream followed is never projected into Postgres: its
+// messages are visible as soon as they are read.
+func (c *Config) memory() bool {
+	return c.Stream != "" && streams.UserStreams[c.Stream].Memory
 }
 
 // New reads how far every writer has projected and sets the visible position there, so
@@ -139,11 +166,24 @@ func New(ctx context.Context, d Config) (*Feed, error) {
 	if d.Recent <= 0 {
 		d.Recent = DefaultRecent
 	}
-	positions, err := d.DB.StreamPositions(ctx, persist.EventsStream)
-	if err != nil {
-		return nil, fmt.Errorf("syncfeed: read stream positions: %w", err)
+	if d.Stream != "" {
+		if _, ok := streams.UserStreams[d.Stream]; !ok {
+			return nil, fmt.Errorf("syncfeed: unknown stream %q", d.Stream)
+		}
 	}
-	start := startPosition(positions, d.Writers)
+	var positions map[string]uint64
+	var start uint64
+	if d.memory() {
+		// Who is typing now is whatever the stream holds: read all of it.
+		positions = map[string]uint64{}
+	} else {
+		var err error
+		positions, err = d.DB.StreamPositions(ctx, d.streamPositionsName())
+		if err != nil {
+			return nil, fmt.Errorf("syncfeed: read stream positions: %w", err)
+		}
+		start = startPosition(positions, d.Writers)
+	}
 	f := &Feed{
 		cfg:         d,
 		log:         d.Log.Named("syncfeed"),
@@ -154,8 +194,11 @@ func New(ctx context.Context, d Config) (*Feed, error) {
 		projected:   positions,
 		recent:      make([]entry, 0, d.Recent),
 		recentFloor: start,
-		byRoom:      map[string]map[*waiter]struct{}{},
-		byUser:      map[string]map[*waiter]struct{}{},
+		byKey:       map[string]map[*waiter]struct{}{},
+		waiters:     map[*waiter]struct{}{},
+	}
+	if d.Stream != "" {
+		f.log = f.log.With(zap.String("stream", d.Stream))
 	}
 	f.log.Info("sync feed starts", zap.Uint64("position", start), zap.Int("writers", len(positions)))
 	return f, nil
@@ -196,91 +239,120 @@ func (f *Feed) Position() uint64 {
 // further behind than the feed remembers, it returns at once: the caller has to look in
 // Postgres anyway.
 func (f *Feed) Wait(ctx context.Context, since uint64, userID string, rooms []string) uint64 {
-	f.mu.Lock()
-	if f.pos > since && (since < f.recentFloor || f.recentHasLocked(since, userID, rooms)) {
-		pos := f.pos
-		f.mu.Unlock()
-		return pos
+	keys := rooms
+	if userID != "" {
+		keys = append(slices.Clip(rooms), userID)
 	}
-	w := &waiter{since: since, user: userID, rooms: rooms, ch: make(chan struct{})}
-	f.addWaiterLocked(w)
-	f.mu.Unlock()
-
+	ch := make(chan struct{}, 1)
+	stop := f.Notify(since, keys, ch)
+	defer stop()
 	select {
-	case <-w.ch:
+	case <-ch:
 	case <-ctx.Done():
-		f.mu.Lock()
-		f.wakeLocked(w)
-		f.mu.Unlock()
 	}
 	return f.Position()
 }
 
-// recentHasLocked reports whether a remembered visible message after since concerns the
-// user or one of rooms. It scans from the newest message back to since.
-func (f *Feed) recentHasLocked(since uint64, userID string, rooms []string) bool {
-	var roomSet map[string]struct{}
+// Notify sends one signal on ch (without blocking: give it room for one) as soon as the
+// visible position passes since with a message concerning one of keys (user and room
+// IDs), or at once when that already happened or since is further behind than the
+// feed remembers. stop forgets the request; several feeds may signal the same ch, so a
+// long-poll waits on every stream at once.
+func (f *Feed) Notify(since uint64, keys []string, ch chan<- struct{}) (stop func()) {
+	w := &waiter{since: since, keys: keys, ch: ch}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pos > since && (since < f.recentFloor || f.recentHasLocked(since, keys)) {
+		signal(ch)
+		return func() {}
+	}
+	f.addWaiterLocked(w)
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.removeLocked(w)
+	}
+}
+
+// NewSince reports, from memory, whether a visible message after since concerns one of
+// keys; unknown when since is older than the feed remembers. A /sync with nothing new
+// for its user is answered without asking Postgres.
+func (f *Feed) NewSince(since uint64, keys []string) (changed, known bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if since >= f.pos {
+		return false, true
+	}
+	if since < f.recentFloor {
+		return true, false
+	}
+	return f.recentHasLocked(since, keys), true
+}
+
+func signal(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// recentHasLocked reports whether a remembered visible message after since concerns one
+// of keys. It scans from the newest message back to since.
+func (f *Feed) recentHasLocked(since uint64, keys []string) bool {
+	var set map[string]struct{}
 	for i := len(f.recent) - 1; i >= 0; i-- {
 		e := &f.recent[(f.recentHead+i)%len(f.recent)]
 		if e.seq <= since {
 			return false
 		}
-		for _, m := range e.members {
-			if m == userID {
+		if set == nil {
+			set = make(map[string]struct{}, len(keys))
+			for _, k := range keys {
+				set[k] = struct{}{}
+			}
+		}
+		for _, k := range e.keys {
+			if k == streams.WakeEveryone {
 				return true
 			}
-		}
-		if roomSet == nil {
-			roomSet = make(map[string]struct{}, len(rooms))
-			for _, r := range rooms {
-				roomSet[r] = struct{}{}
+			if _, ok := set[k]; ok {
+				return true
 			}
-		}
-		if _, ok := roomSet[e.room]; ok {
-			return true
 		}
 	}
 	return false
 }
 
 func (f *Feed) addWaiterLocked(w *waiter) {
-	for _, r := range w.rooms {
-		set := f.byRoom[r]
+	f.waiters[w] = struct{}{}
+	for _, k := range w.keys {
+		set := f.byKey[k]
 		if set == nil {
 			set = map[*waiter]struct{}{}
-			f.byRoom[r] = set
-		}
-		set[w] = struct{}{}
-	}
-	if w.user != "" {
-		set := f.byUser[w.user]
-		if set == nil {
-			set = map[*waiter]struct{}{}
-			f.byUser[w.user] = set
+			f.byKey[k] = set
 		}
 		set[w] = struct{}{}
 	}
 }
 
-// wakeLocked releases w and forgets it; waking twice is harmless.
+// wakeLocked signals w and forgets it; waking twice is harmless.
 func (f *Feed) wakeLocked(w *waiter) {
 	if w.woken {
 		return
 	}
 	w.woken = true
-	close(w.ch)
-	for _, r := range w.rooms {
-		if set := f.byRoom[r]; set != nil {
+	signal(w.ch)
+	f.removeLocked(w)
+}
+
+func (f *Feed) removeLocked(w *waiter) {
+	delete(f.waiters, w)
+	for _, k := range w.keys {
+		if set := f.byKey[k]; set != nil {
 			delete(set, w)
 			if len(set) == 0 {
-				delete(f.byRoom, r)
+				delete(f.byKey, k)
 			}
-		}
-	}
-	if set := f.byUser[w.user]; set != nil {
-		delete(set, w)
-		if len(set) == 0 {
-			delete(f.byUser, w.user)
 		}
 	}
 }
@@ -320,7 +392,8 @@ func (f *Feed) setProjected(positions map[string]uint64) {
 // writer has projected it, and wakes the waiters those messages concern.
 func (f *Feed) advanceLocked() {
 	n := 0
-	for n < len(f.pending) && (f.pending[n].found || f.projected[f.pending[n].writer] >= f.pending[n].seq) {
+	memory := f.cfg.memory()
+	for n < len(f.pending) && (memory || f.pending[n].found || f.projected[f.pending[n].writer] >= f.pending[n].seq) {
 		n++
 	}
 	if n == 0 {
@@ -331,14 +404,17 @@ func (f *Feed) advanceLocked() {
 	f.pos = visible[n-1].seq
 	for i := range visible {
 		e := &visible[i]
-		f.remember(*e)
-		for w := range f.byRoom[e.room] {
-			if e.seq > w.since {
-				f.wakeLocked(w)
-			}
+		if f.cfg.Observe != nil {
+			f.cfg.Observe(e.seq, e.header, e.data)
+			e.header, e.data = nil, nil
 		}
-		for _, m := range e.members {
-			for w := range f.byUser[m] {
+		f.remember(*e)
+		for _, k := range e.keys {
+			set := f.byKey[k]
+			if k == streams.WakeEveryone {
+				set = f.waiters
+			}
+			for w := range set {
 				if e.seq > w.since {
 					f.wakeLocked(w)
 				}
@@ -372,7 +448,11 @@ func (f *Feed) remember(e entry) {
 // Run follows the log, listens for projection notices and polls stream_positions while
 // something waits for its projection. It returns when ctx ends.
 func (f *Feed) Run(ctx context.Context) error {
-	sub, err := f.cfg.NC.Subscribe(f.cfg.Topology.ProjectedSubject(), f.onProjected)
+	subject := f.cfg.Topology.ProjectedSubject()
+	if f.cfg.Stream != "" {
+		subject = f.cfg.Topology.UserStreamProjectedSubject(f.cfg.Stream)
+	}
+	sub, err := f.cfg.NC.Subscribe(subject, f.onProjected)
 	if err != nil {
 		return fmt.Errorf("syncfeed: subscribe to projection notices: %w", err)
 	}
@@ -447,11 +527,15 @@ func (f *Feed) pollLoop(ctx context.Context) {
 // poll reads the writers' positions, then looks up the pending messages they do not
 // cover.
 func (f *Feed) poll(ctx context.Context) error {
-	positions, err := f.cfg.DB.StreamPositions(ctx, persist.EventsStream)
+	positions, err := f.cfg.DB.StreamPositions(ctx, f.cfg.streamPositionsName())
 	if err != nil {
 		return err
 	}
 	f.setProjected(positions)
+	if f.cfg.Stream != "" {
+		// A per-user stream's records are projected by their own writer only.
+		return nil
+	}
 	f.mu.Lock()
 	var seqs []uint64
 	for i := 0; i < len(f.pending) && len(seqs) < checkBatch; i++ {
@@ -522,15 +606,20 @@ func (f *Feed) follow(ctx context.Context) error {
 	f.mu.Lock()
 	start := f.next
 	f.mu.Unlock()
+	t := f.cfg.Topology
+	streamName, subject := t.EventsStream(), t.EventsWildcard()
+	if f.cfg.Stream != "" {
+		streamName, subject = t.UserStreamName(f.cfg.Stream), t.UserStreamWildcard(f.cfg.Stream)
+	}
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{f.cfg.Topology.EventsWildcard()},
-		HeadersOnly:    true,
+		FilterSubjects: []string{subject},
+		HeadersOnly:    f.cfg.Observe == nil,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 	if start > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}
-	cons, err := f.cfg.JS.OrderedConsumer(ctx, f.cfg.Topology.EventsStream(), cfg)
+	cons, err := f.cfg.JS.OrderedConsumer(ctx, streamName, cfg)
 	if err != nil {
 		return err
 	}
@@ -551,7 +640,11 @@ func (f *Feed) follow(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		f.add(f.entryOf(meta.Sequence.Stream, msg.Headers()))
+		e := f.entryOf(meta.Sequence.Stream, msg.Headers())
+		if f.cfg.Observe != nil {
+			e.header, e.data = msg.Headers(), msg.Data()
+		}
+		f.add(e)
 	}
 }
 
@@ -559,13 +652,18 @@ func (f *Feed) follow(ctx context.Context) error {
 // matched to any projection; holding the position for it forever would stop sync for
 // everyone, so it counts as projected and the anomaly is logged.
 func (f *Feed) entryOf(seq uint64, h nats.Header) entry {
-	e := entry{seq: seq, writer: h.Get(streams.HeaderWriter), room: h.Get(streams.HeaderRoom)}
-	if members := h.Get(streams.HeaderMembers); members != "" {
-		e.members = strings.Fields(members)
+	e := entry{seq: seq, writer: h.Get(streams.HeaderWriter)}
+	if f.cfg.Stream != "" {
+		e.keys = strings.Fields(h.Get(streams.HeaderKeys))
+	} else {
+		if room := h.Get(streams.HeaderRoom); room != "" {
+			e.keys = append(e.keys, room)
+		}
+		e.keys = append(e.keys, strings.Fields(h.Get(streams.HeaderMembers))...)
 	}
-	if e.writer == "" {
-		f.log.Error("events log message without a writer header; not waiting for its projection",
-			zap.Uint64("seq", seq), zap.String("room", e.room))
+	if e.writer == "" && !f.cfg.memory() {
+		f.log.Error("log message without a writer header; not waiting for its projection",
+			zap.Uint64("seq", seq), zap.Strings("keys", e.keys))
 		f.mu.Lock()
 		f.projected[""] = seq
 		f.mu.Unlock()

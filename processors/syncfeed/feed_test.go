@@ -127,14 +127,16 @@ func (f *Feed) state() (pos, next uint64, pending int, projected map[string]uint
 	return f.pos, f.next, len(f.pending), projected
 }
 
-func (f *Feed) waiters() (rooms, users int) {
+// waitersIndexed counts the index entries of waiters by room keys and user keys.
+func (f *Feed) waitersIndexed() (rooms, users int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, s := range f.byRoom {
-		rooms += len(s)
-	}
-	for _, s := range f.byUser {
-		users += len(s)
+	for k, s := range f.byKey {
+		if strings.HasPrefix(k, "!") {
+			rooms += len(s)
+		} else {
+			users += len(s)
+		}
 	}
 	return rooms, users
 }
@@ -273,7 +275,7 @@ func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
 	byUser := waitAsync(ctx, f, 0, "@u:x", "!c:x")
 	otherCtx, cancelOther := context.WithCancel(ctx)
 	other := waitAsync(otherCtx, f, 0, "@o:x", "!b:x")
-	eventually(t, "three waiters", func() bool { r, u := f.waiters(); return r == 4 && u == 3 })
+	eventually(t, "three waiters", func() bool { r, u := f.waitersIndexed(); return r == 4 && u == 3 })
 
 	// A message of !a from fast writer A after an unprojected one of slow writer B in
 	// another room: the !a waiter must not wake before the position passes it.
@@ -282,14 +284,14 @@ func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
 	read(t, f, a2)
 	fx.notice("A", a2)
 	noticed(t, f, "A", a2)
-	if r, u := f.waiters(); r != 4 || u != 3 {
+	if r, u := f.waitersIndexed(); r != 4 || u != 3 {
 		t.Fatalf("a waiter woke while message %d of the slow writer is unprojected (%d room, %d user entries)", b1, r, u)
 	}
 	fx.notice("B", b1)
 	if got := <-byRoom; got < a2 {
 		t.Fatalf("room waiter woke at %d, before its message %d", got, a2)
 	}
-	if r, u := f.waiters(); r != 2 || u != 2 {
+	if r, u := f.waitersIndexed(); r != 2 || u != 2 {
 		t.Fatalf("after the !a message: %d room and %d user entries, want 2 and 2", r, u)
 	}
 
@@ -299,7 +301,7 @@ func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
 	if got := <-byUser; got < a3 {
 		t.Fatalf("user waiter woke at %d, before its message %d", got, a3)
 	}
-	eventually(t, "the user waiter to leave the index", func() bool { r, u := f.waiters(); return r == 1 && u == 1 })
+	eventually(t, "the user waiter to leave the index", func() bool { r, u := f.waitersIndexed(); return r == 1 && u == 1 })
 	select {
 	case got := <-other:
 		t.Fatalf("unconcerned waiter woke at %d", got)
@@ -311,7 +313,7 @@ func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
 	if got := <-other; got != a3 {
 		t.Fatalf("cancelled waiter returned %d, want the position %d", got, a3)
 	}
-	if r, u := f.waiters(); r != 0 || u != 0 {
+	if r, u := f.waitersIndexed(); r != 0 || u != 0 {
 		t.Fatalf("cancelled waiter still indexed: %d room, %d user entries", r, u)
 	}
 
@@ -325,7 +327,7 @@ func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
 	}
 	blockedCtx, cancelBlocked := context.WithCancel(ctx)
 	blocked := waitAsync(blockedCtx, f, a2, "@nobody:x", "!a:x")
-	eventually(t, "the waiter to block", func() bool { r, _ := f.waiters(); return r == 1 })
+	eventually(t, "the waiter to block", func() bool { r, _ := f.waitersIndexed(); return r == 1 })
 	cancelBlocked()
 	<-blocked
 }
@@ -472,7 +474,7 @@ func TestManyWaitersOnOneRoom(t *testing.T) {
 	for i := range 50 {
 		wg.Go(func() { results <- f.Wait(context.Background(), 0, "@u"+string(rune('a'+i%26))+":x", []string{"!a:x"}) })
 	}
-	eventually(t, "50 waiters", func() bool { r, _ := f.waiters(); return r == 50 })
+	eventually(t, "50 waiters", func() bool { r, _ := f.waitersIndexed(); return r == 50 })
 	seq := fx.publish("A", "!a:x")
 	fx.notice("A", seq)
 	wg.Wait()
@@ -482,7 +484,7 @@ func TestManyWaitersOnOneRoom(t *testing.T) {
 			t.Fatalf("waiter returned %d, want %d", got, seq)
 		}
 	}
-	if r, u := f.waiters(); r != 0 || u != 0 {
+	if r, u := f.waitersIndexed(); r != 0 || u != 0 {
 		t.Fatalf("%d room and %d user entries left", r, u)
 	}
 }

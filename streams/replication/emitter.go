@@ -48,8 +48,8 @@ type item struct {
 	stream   string
 	prev     int64 // last position announced for stream before this item
 	token    int64
-	rows     []schemas.EventRow // RDATA rows at token; none for a bare POSITION
-	position bool               // announce POSITION prev token
+	rows     []any // RDATA rows at token, each marshalling to Synapse's row; none for a bare POSITION
+	position bool  // announce POSITION prev token
 	// resync is set on the first item after rows of the stream were dropped: a
 	// POSITION prev prev goes first, so receivers see the gap and read the
 	// missing rows from the database instead of skipping them.
@@ -125,7 +125,22 @@ func (e *Emitter) Events(token int64, rows []schemas.EventRow) {
 		e.Position(schemas.StreamEvents, token)
 		return
 	}
-	e.enqueue(item{stream: schemas.StreamEvents, token: token, rows: slices.Clone(rows)})
+	out := make([]any, len(rows))
+	for i, r := range rows {
+		out[i] = r
+	}
+	e.enqueue(item{stream: schemas.StreamEvents, token: token, rows: out})
+}
+
+// Rows queues the rows of one token of any stream written by this instance, each a
+// value marshalling to that stream's Synapse row (schemas.TypingRow, ...); every row
+// but the last carries "batch". It never blocks.
+func (e *Emitter) Rows(stream string, token int64, rows []any) {
+	if len(rows) == 0 {
+		e.Position(stream, token)
+		return
+	}
+	e.enqueue(item{stream: stream, token: token, rows: slices.Clone(rows)})
 }
 
 // Position announces that this instance wrote no rows of stream after its
@@ -383,7 +398,7 @@ func (e *Emitter) itemCommands(items []item) []string {
 		for i, row := range it.rows {
 			line, err := schemas.FormatRDATA(it.stream, e.instance, it.token, i < len(it.rows)-1, row)
 			if err != nil {
-				e.log.Error("cannot format replication row", zap.String("event_id", row.EventID), zap.Error(err))
+				e.log.Error("cannot format replication row", zap.String("stream", it.stream), zap.Error(err))
 				continue
 			}
 			cmds = append(cmds, line)

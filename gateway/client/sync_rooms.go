@@ -1,0 +1,181 @@
+package client
+
+import (
+	"context"
+
+	"github.com/ganglionhq/ganglion/persist"
+)
+
+// roomPlan is what one room of the response needs from Postgres.
+type roomPlan struct {
+	room      string
+	joined    bool
+	span      persist.RoomRange
+	fullState bool
+	// always puts the room in the response even with an empty timeline (full_state).
+	always bool
+}
+
+// roomsStream is the events stream's part of /sync: the rooms the user is in, was
+// invited to or left, with their timelines and state.
+type roomsStream struct{ s *Server }
+
+func (r *roomsStream) slot() int        { return slotEvents }
+func (r *roomsStream) position() uint64 { return r.s.Feed.Position() }
+func (r *roomsStream) notify(sc *syncCtx, since uint64, ch chan<- struct{}) func() {
+	return r.s.Feed.Notify(since, sc.keys(), ch)
+}
+
+// fill assembles the rooms of the response for the span (since, pos] of the log. It
+// runs one query for the user's memberships, one for the timelines of every room, and,
+// only when some room needs them, one for state and one for invites.
+func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) error {
+	s, dev, req := r.s, sc.dev, sc.req
+	// A token ahead of this process's feed (another sync worker's) shows nothing more
+	// until the feed passes it.
+	pos = min(pos, s.Feed.Position())
+	mems, err := s.DB.SyncMemberships(ctx, dev.UserID, since, pos)
+	if err != nil {
+		return err
+	}
+	// end is the boundary just after everything visible; sinceB just after the token.
+	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
+	changedOnly := req.incremental && !req.fullState
+	// A new join shows history, which the room's history visibility may hide; only
+	// those rooms' visibility is read (none in a typical incremental sync).
+	var newJoins []string
+	for _, m := range mems {
+		if m.Membership == "join" && (!req.incremental || (m.At.Seq > since && m.Before != "join")) {
+			newJoins = append(newJoins, m.RoomID)
+		}
+	}
+	visibility, err := s.DB.HistoryVisibility(ctx, newJoins)
+	if err != nil {
+		return err
+	}
+	var plans []roomPlan
+	var invites []persist.SyncMembership
+	for _, m := range mems {
+		if !req.filter.allowsRoom(m.RoomID) {
+			continue
+		}
+		changed := !req.incremental || m.At.Seq > since
+		switch m.Membership {
+		case "join":
+			sc.joined = append(sc.joined, m.RoomID)
+			p := roomPlan{room: m.RoomID, joined: true, span: persist.RoomRange{RoomID: m.RoomID, To: end}}
+			if !req.incremental || (changed && m.Before != "join") {
+				// Initial sync or a new join: recent history and the full state. The
+				// history starts at the join where the room hides what came before.
+				p.fullState = true
+				sc.newlyJoined[m.RoomID] = true
+				if persist.HidesHistory(visibility[m.RoomID]) {
+					// The current membership event may be a later profile change: the
+					// history starts where this stay in the room began.
+					cur, err := s.DB.Membership(ctx, m.RoomID, dev.UserID)
+					if err != nil {
+						return err
+					}
+					p.span.From = m.At
+					if cur.JoinedAt != nil && cur.JoinedAt.Less(m.At) {
+						p.span.From = *cur.JoinedAt
+					}
+				}
+			} else {
+				p.span.From = sinceB
+				p.fullState, p.always = req.fullState, req.fullState
+			}
+			plans = append(plans, p)
+		case "invite":
+			if changed {
+				invites = append(invites, m)
+			}
+		case "leave", "ban":
+			if req.incremental && !(changed && m.Before != m.Membership) {
+				continue
+			}
+			if !req.incremental && !req.filter.Room.IncludeLeave {
+				continue
+			}
+			upTo := persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}
+			p := roomPlan{room: m.RoomID, span: persist.RoomRange{RoomID: m.RoomID, From: sinceB, To: upTo}, always: true}
+			if !req.incremental || m.Before != "join" {
+				// They were not joined at the token (invite rejected, joined and left
+				// since, or an initial sync asking for left rooms): the leave itself
+				// and the state it happened in, no history they may never have seen.
+				p.span.From, p.fullState = m.At, true
+			}
+			plans = append(plans, p)
+		}
+	}
+	if changedOnly && pos <= since {
+		// Nothing is visible after the token: the long-poll only needs sc.joined.
+		return nil
+	}
+
+	limit := req.filter.timelineLimit()
+	spans := make([]persist.RoomRange, len(plans))
+	for i, p := range plans {
+		spans[i] = p.span
+	}
+	timelines, err := s.DB.SyncTimelines(ctx, spans, limit+1)
+	if err != nil {
+		return err
+	}
+	type built struct {
+		plan roomPlan
+		tl   timeline
+	}
+	var rooms []*built
+	var stateReqs []persist.StateRequest
+	for _, p := range plans {
+		evs := timelines[p.room]
+		if len(evs) == 0 && !p.fullState && !p.always {
+			continue
+		}
+		limited := len(evs) > limit
+		if limited {
+			evs = evs[len(evs)-limit:]
+		}
+		start := p.span.To
+		if len(evs) > 0 {
+			start = persist.Pos{Seq: evs[0].Seq, Idx: evs[0].Idx}
+		}
+		b := &built{plan: p, tl: timeline{Events: clientEvents(evs, dev), Limited: limited, PrevBatch: formatPageToken(start)}}
+		switch {
+		case p.fullState:
+			stateReqs = append(stateReqs, persist.StateRequest{RoomID: p.room, At: start})
+		case limited:
+			// The gap between the token and the timeline: what changed in it.
+			stateReqs = append(stateReqs, persist.StateRequest{RoomID: p.room, At: start, Since: p.span.From})
+		}
+		rooms = append(rooms, b)
+	}
+	states, err := s.DB.SyncState(ctx, stateReqs, persist.StateFilter{})
+	if err != nil {
+		return err
+	}
+	for _, b := range rooms {
+		state := eventList{Events: clientEvents(states[b.plan.room], dev)}
+		if b.plan.joined {
+			sc.res.Rooms.Join[b.plan.room] = &joinedRoom{Timeline: b.tl, State: state}
+		} else {
+			sc.res.Rooms.Leave[b.plan.room] = &leftRoom{Timeline: b.tl, State: state}
+		}
+	}
+
+	if len(invites) > 0 {
+		reqs := make([]persist.StateRequest, len(invites))
+		for i, m := range invites {
+			reqs[i] = persist.StateRequest{RoomID: m.RoomID, At: persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}}
+		}
+		stripped, err := s.DB.SyncState(ctx, reqs, persist.StateFilter{Types: strippedStateTypes, Member: dev.UserID})
+		if err != nil {
+			return err
+		}
+		for _, m := range invites {
+			sc.res.Rooms.Invite[m.RoomID] = &invitedRoom{InviteState: eventList{Events: strippedEvents(stripped[m.RoomID])}}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,466 @@
+// Package userstreams writes the per-user streams of Synapse's worker mode (typing,
+// to_device, account_data, receipts, presence, push_rules, device_lists). One Writer,
+// written once, does what every stream needs: it consumes the writes gateways forward
+// to it, asks the stream what they mean, appends the stream's records to its log,
+// projects them into Postgres with its position in one transaction, answers, announces
+// the position on Redis, and only then acknowledges. Each stream only says what a write
+// means and how a record is stored: one file per stream.
+package userstreams
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// Stream is one per-user stream's own logic.
+type Stream interface {
+	// Name is the stream's replication name (schemas.Stream*).
+	Name() string
+	// Prepare decides the writes of a batch, in order, one Outcome each. Everything
+	// this writer appended before the batch is in Postgres; a write must also see the
+	// effect of those before it in the batch. An error fails the whole batch (a
+	// transient one makes it wait, see persist.Transient).
+	Prepare(ctx context.Context, batch []*schemas.StreamWrite) ([]Outcome, error)
+	// Project stores appended records in tx. The writer calls it after each append,
+	// recovery for what a crash left unprojected, and replay to rebuild the tables; it
+	// must be idempotent and must never move a value back to an older position.
+	Project(ctx context.Context, tx pgx.Tx, recs []streams.RawMessage) error
+	// Row is the Synapse replication row of an appended record, or nil for none.
+	Row(rec streams.RawMessage) any
+}
+
+// Record is a message to append to the stream's log.
+type Record struct {
+	// Key names the record's subject (Topology.UserStreamSubject); in a stream that
+	// keeps one message per subject it is the key whose value the record replaces.
+	Key []string
+	// Data is the record itself, in the stream's own versioned schema.
+	Data []byte
+	// Wake says whom the record concerns: user IDs, room IDs, or streams.WakeEveryone.
+	Wake []string
+}
+
+// Outcome is what one write comes to.
+type Outcome struct {
+	Records []Record
+	// Answer goes back to the gateway; Error refuses the write, Body carries the
+	// stream's own answer. Its Seq is set by the writer to the position of the last
+	// record, or the stream's position when there is none.
+	Answer *schemas.IntentResult
+}
+
+// ReplicationSink receives Synapse replication rows and positions (the Redis emitter).
+// It must never block.
+type ReplicationSink interface {
+	Rows(stream string, token int64, rows []any)
+	Position(stream string, token int64)
+}
+
+// Config wires a Writer. Replication, Waiters, MaxBatch and DBTimeout are optional.
+type Config struct {
+	// Name is this process's instance name, one of stream_writers.<stream>.
+	Name     string
+	Stream   Stream
+	Topology streams.Topology
+	JS       jetstream.JetStream
+	NC       *nats.Conn
+	DB       *persist.DB
+	// Waiters answers gateways of this process without a network hop.
+	Waiters     *streams.Waiters
+	Replication ReplicationSink
+	Log         *zap.Logger
+	// MaxBatch bounds the writes handled at once (default 256).
+	MaxBatch int
+	// DBTimeout bounds each database call (default 10 s).
+	DBTimeout time.Duration
+}
+
+// Writer is the one writer of a stream's shard in this process.
+type Writer struct {
+	cfg  Config
+	name string
+	spec streams.UserStream
+	log  *zap.Logger
+	// Metrics counts what the writer's consumer did.
+	Metrics streams.Metrics
+
+	// mu serialises appends: the handler's and those a stream makes on its own
+	// (expiries), so every Prepare sees every earlier record projected.
+	mu sync.Mutex
+	// unprojected is set when records may be in the log without being in Postgres
+	// (an append whose outcome is unknown, a projection that failed for good); the
+	// next batch first projects them from the log.
+	unprojected bool
+	// last is the highest sequence this writer appended or projected.
+	last uint64
+}
+
+// New returns a Writer for cfg.Stream.
+func New(cfg Config) (*Writer, error) {
+	name := cfg.Stream.Name()
+	spec, ok := streams.UserStreams[name]
+	if !ok {
+		return nil, fmt.Errorf("userstreams: unknown stream %q", name)
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.DBTimeout <= 0 {
+		cfg.DBTimeout = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	return &Writer{cfg: cfg, name: name, spec: spec, log: cfg.Log.Named("writer").With(zap.String("stream", name))}, nil
+}
+
+// Run projects what a crash left unprojected, then consumes writes until ctx ends.
+func (w *Writer) Run(ctx context.Context) error {
+	for {
+		err := w.recover(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.log.Warn("recovery failed; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	t := w.cfg.Topology
+	consumer := t.UserStreamConsumer(w.name, w.cfg.Name)
+	cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, t.IntentsStream(), jetstream.ConsumerConfig{
+		Durable:       consumer,
+		Description:   w.name + " writer " + w.cfg.Name,
+		FilterSubject: t.UserStreamIntentSubject(w.name, w.cfg.Name),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 4 * w.cfg.MaxBatch,
+	})
+	if err != nil {
+		return fmt.Errorf("%s writer: consumer: %w", w.name, err)
+	}
+	var wg sync.WaitGroup
+	if w.cfg.Replication != nil {
+		wg.Go(func() { w.announce(ctx) })
+	}
+	runner := &streams.Runner{
+		Name:              consumer,
+		Consumer:          cons,
+		JS:                w.cfg.JS,
+		DeadLetterSubject: t.DeadLetterSubject(consumer),
+		MaxBatch:          w.cfg.MaxBatch,
+		MaxDeliver:        5,
+		Log:               w.log,
+		Metrics:           &w.Metrics,
+	}
+	err = runner.Run(ctx, w.handle)
+	wg.Wait()
+	return err
+}
+
+// job is one write of a batch and where to answer it.
+type job struct {
+	write   *schemas.StreamWrite
+	replyTo string
+	answer  *schemas.IntentResult
+}
+
+func (w *Writer) handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	var jobs []*job
+	var idx []int
+	for i, m := range msgs {
+		wr, err := schemas.DecodeStreamWrite(m.Data())
+		if err == nil && wr.Stream != w.name {
+			err = fmt.Errorf("write for stream %q on the %s writer", wr.Stream, w.name)
+		}
+		if err != nil {
+			errs[i] = streams.Permanent(err)
+			continue
+		}
+		jobs = append(jobs, &job{write: wr, replyTo: m.Headers().Get(streams.ReplyHeader)})
+		idx = append(idx, i)
+	}
+	if len(jobs) == 0 {
+		return errs
+	}
+	if err := w.apply(ctx, jobs); err != nil {
+		if persist.Transient(err) || streams.BusUnavailable(err) {
+			err = streams.Unavailable(err)
+		}
+		for _, i := range idx {
+			errs[i] = err
+		}
+		return errs
+	}
+	for _, j := range jobs {
+		if err := streams.Reply(w.cfg.NC, w.cfg.Waiters, j.replyTo, j.write.ID, j.answer); err != nil {
+			w.log.Warn("reply not sent", zap.String("write", j.write.ID), zap.Error(err))
+		}
+	}
+	return errs
+}
+
+// apply prepares, appends and projects a batch, and fills in every job's answer.
+func (w *Writer) apply(ctx context.Context, jobs []*job) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.catchUpLocked(ctx); err != nil {
+		return err
+	}
+	batch := make([]*schemas.StreamWrite, len(jobs))
+	for i, j := range jobs {
+		batch[i] = j.write
+	}
+	dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
+	outcomes, err := w.cfg.Stream.Prepare(dctx, batch)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if len(outcomes) != len(jobs) {
+		return fmt.Errorf("%s stream answered %d of %d writes", w.name, len(outcomes), len(jobs))
+	}
+	var recs []Record
+	var ids []string
+	for i, o := range outcomes {
+		for k, r := range o.Records {
+			recs = append(recs, r)
+			ids = append(ids, jobs[i].write.ID+"/"+strconv.Itoa(k))
+		}
+	}
+	seqs, err := w.appendLocked(ctx, recs, ids)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for i, o := range outcomes {
+		ans := o.Answer
+		if ans == nil {
+			ans = &schemas.IntentResult{}
+		}
+		ans.Seq = w.last
+		if len(o.Records) > 0 {
+			ans.Seq = seqs[n+len(o.Records)-1]
+		}
+		n += len(o.Records)
+		jobs[i].answer = ans
+	}
+	return nil
+}
+
+// Append appends records a stream makes on its own (an expiry, a timeout), projects
+// them and announces them like those of writes, and returns their positions.
+func (w *Writer) Append(ctx context.Context, recs []Record) ([]uint64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.catchUpLocked(ctx); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(recs))
+	for i := range recs {
+		ids[i] = nats.NewInbox()[len(nats.InboxPrefix):]
+	}
+	return w.appendLocked(ctx, recs, ids)
+}
+
+// appendLocked publishes recs (deduplicated by ids, so a batch handled again after a
+// failure appends nothing twice), projects them, and announces them.
+func (w *Writer) appendLocked(ctx context.Context, recs []Record, ids []string) ([]uint64, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	futures := make([]jetstream.PubAckFuture, len(recs))
+	t := w.cfg.Topology
+	for i, r := range recs {
+		msg := nats.NewMsg(t.UserStreamSubject(w.name, r.Key...))
+		msg.Data = r.Data
+		msg.Header.Set(streams.HeaderWriter, w.cfg.Name)
+		msg.Header.Set(streams.HeaderKeys, strings.Join(r.Wake, " "))
+		msg.Header.Set(jetstream.MsgIDHeader, ids[i])
+		f, err := w.cfg.JS.PublishMsgAsync(msg)
+		if err != nil {
+			w.unprojected = true
+			return nil, fmt.Errorf("append to %s: %w", w.name, err)
+		}
+		futures[i] = f
+	}
+	appended := make([]streams.RawMessage, len(recs))
+	timeout := time.After(15 * time.Second)
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			m := f.Msg()
+			appended[i] = streams.RawMessage{Seq: ack.Sequence, Writer: w.cfg.Name, Header: m.Header, Data: m.Data}
+		case err := <-f.Err():
+			w.unprojected = true
+			return nil, fmt.Errorf("append to %s: %w", w.name, err)
+		case <-timeout:
+			w.unprojected = true
+			return nil, fmt.Errorf("append to %s: %w", w.name, context.DeadlineExceeded)
+		case <-ctx.Done():
+			w.unprojected = true
+			return nil, ctx.Err()
+		}
+	}
+	if err := w.project(ctx, appended); err != nil {
+		w.unprojected = true
+		return nil, err
+	}
+	seqs := make([]uint64, len(appended))
+	for i, a := range appended {
+		seqs[i] = a.Seq
+	}
+	w.announceRows(appended)
+	return seqs, nil
+}
+
+// project stores appended records and this writer's position in one transaction, then
+// tells the sync feeds.
+func (w *Writer) project(ctx context.Context, recs []streams.RawMessage) error {
+	var top uint64
+	for _, r := range recs {
+		top = max(top, r.Seq)
+	}
+	if !w.spec.Memory {
+		dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
+		err := pgx.BeginFunc(dctx, w.cfg.DB.Pool, func(tx pgx.Tx) error {
+			if err := w.cfg.Stream.Project(dctx, tx, recs); err != nil {
+				return err
+			}
+			return persist.AdvancePositionTx(dctx, tx, w.name, w.cfg.Name, top)
+		})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("project %s: %w", w.name, err)
+		}
+	}
+	w.last = max(w.last, top)
+	notice, _ := json.Marshal(schemas.Projected{Writer: w.cfg.Name, Seq: top})
+	if err := w.cfg.NC.Publish(w.cfg.Topology.UserStreamProjectedSubject(w.name), notice); err != nil {
+		w.log.Warn("projected notice not sent", zap.Error(err))
+	}
+	return nil
+}
+
+func (w *Writer) announceRows(recs []streams.RawMessage) {
+	if w.cfg.Replication == nil {
+		return
+	}
+	// Every record has its own sequence, so each is its own token.
+	for _, r := range recs {
+		if row := w.cfg.Stream.Row(r); row != nil {
+			w.cfg.Replication.Rows(w.name, int64(r.Seq), []any{row})
+		} else {
+			w.cfg.Replication.Position(w.name, int64(r.Seq))
+		}
+	}
+}
+
+// catchUpLocked projects the records of this writer that may have reached the log
+// without reaching Postgres.
+func (w *Writer) catchUpLocked(ctx context.Context) error {
+	if !w.unprojected {
+		return nil
+	}
+	if err := w.recoverLocked(ctx); err != nil {
+		return err
+	}
+	w.unprojected = false
+	return nil
+}
+
+func (w *Writer) recover(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.recoverLocked(ctx)
+}
+
+// recoverLocked projects this writer's records past its recorded position.
+func (w *Writer) recoverLocked(ctx context.Context) error {
+	t := w.cfg.Topology
+	if w.spec.Memory {
+		// Nothing to project; the position is the stream's.
+		info, err := w.streamInfo(ctx)
+		if err != nil {
+			return err
+		}
+		w.last = info.State.LastSeq
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
+	positions, err := w.cfg.DB.StreamPositions(dctx, w.name)
+	cancel()
+	if err != nil {
+		return err
+	}
+	from := positions[w.cfg.Name] + 1
+	recovered := 0
+	last, err := streams.ReadStream(ctx, w.cfg.JS, t.UserStreamName(w.name), t.UserStreamWildcard(w.name), false,
+		streams.LogRange{From: from, Writer: w.cfg.Name}, func(msgs []streams.RawMessage) error {
+			recovered += len(msgs)
+			return w.project(ctx, msgs)
+		})
+	if err != nil {
+		return err
+	}
+	if recovered > 0 {
+		w.log.Info("projected records a failure left behind", zap.Int("records", recovered), zap.Uint64("from_seq", from))
+	}
+	w.last = max(w.last, last)
+	return nil
+}
+
+func (w *Writer) streamInfo(ctx context.Context) (*jetstream.StreamInfo, error) {
+	s, err := w.cfg.JS.Stream(ctx, w.cfg.Topology.UserStreamName(w.name))
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(ctx)
+}
+
+// announce tells Redis, once a second, the stream's last sequence as this writer's
+// position: receivers take the minimum over a stream's writers, and a writer with
+// nothing to write would otherwise pin it (Synapse #15595).
+func (w *Writer) announce(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		w.mu.Lock()
+		info, err := w.streamInfo(ctx)
+		if err == nil {
+			w.cfg.Replication.Position(w.name, int64(info.State.LastSeq))
+		}
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Refuse is the Outcome of a write refused with a Matrix error.
+func Refuse(status int, code, format string, args ...any) Outcome {
+	return Outcome{Answer: &schemas.IntentResult{Error: &schemas.ResultError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}}}
+}
