@@ -113,6 +113,8 @@ type deploymentOptions struct {
 	eventWriters []string
 	// rateLimits are rc_* keys replacing those of generousRateLimits.
 	rateLimits map[string]any
+	// dsn is the database; empty means a new database on the machine's Postgres.
+	dsn string
 }
 
 // generousRateLimits lift Synapse's default rc_* limits (0.2 messages a second, 3
@@ -135,9 +137,12 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 	d := &deployment{
 		t:          t,
 		dir:        t.TempDir(),
-		dsn:        pgtest.DSN(t),
+		dsn:        o.dsn,
 		serverName: "t" + randomLetters(8) + ".localhost",
 		namespace:  "t" + randomLetters(8),
+	}
+	if d.dsn == "" {
+		d.dsn = pgtest.DSN(t)
 	}
 	key := filepath.Join(d.dir, "signing.key")
 	if err := config.GenerateSigningKey(key); err != nil {

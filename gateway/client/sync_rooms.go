@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"sync"
 
 	"github.com/ganglionhq/ganglion/persist"
 )
@@ -34,10 +35,34 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 	// A token ahead of this process's feed (another sync worker's) shows nothing more
 	// until the feed passes it.
 	pos = min(pos, s.Feed.Position())
+	if req.incremental && !req.fullState {
+		// Nothing new for the user's rooms or membership since the token: answered from
+		// memory, without asking Postgres.
+		if rooms, ok := s.joinedCache.get(dev.UserID, s.Feed); ok {
+			joined := make([]string, 0, len(rooms))
+			for _, room := range rooms {
+				if req.filter.allowsRoom(room) {
+					joined = append(joined, room)
+				}
+			}
+			sc.joined = joined
+			if changed, known := s.Feed.NewSince(since, sc.keys()); known && !changed {
+				return nil
+			}
+			sc.joined = nil
+		}
+	}
 	mems, err := s.DB.SyncMemberships(ctx, dev.UserID, since, pos)
 	if err != nil {
 		return err
 	}
+	var all []string
+	for _, m := range mems {
+		if m.Membership == "join" {
+			all = append(all, m.RoomID)
+		}
+	}
+	s.joinedCache.put(dev.UserID, pos, all)
 	// end is the boundary just after everything visible; sinceB just after the token.
 	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
 	changedOnly := req.incremental && !req.fullState
@@ -296,4 +321,41 @@ func (r *roomsStream) summaries(ctx context.Context, sc *syncCtx, rooms []string
 		jr.Summary = roomSummary{Heroes: sum.Heroes, Joined: &joined, Invited: &invited}
 	}
 	return nil
+}
+
+// joinedCache remembers each user's joined rooms as of an events position. The entry
+// holds as long as no visible log message since that position changed the user's
+// membership (the feed knows: member events carry their user in the message's keys).
+// The zero value is ready.
+type joinedCache struct {
+	mu sync.Mutex
+	m  map[string]joinedAt
+}
+
+type joinedAt struct {
+	pos   uint64
+	rooms []string
+}
+
+// joinedCacheMax bounds the users remembered; past it the cache starts over.
+const joinedCacheMax = 100_000
+
+func (c *joinedCache) get(user string, feed Feed) ([]string, bool) {
+	c.mu.Lock()
+	e, ok := c.m[user]
+	c.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	changed, known := feed.NewSince(e.pos, []string{user})
+	return e.rooms, known && !changed
+}
+
+func (c *joinedCache) put(user string, pos uint64, rooms []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= joinedCacheMax {
+		c.m = map[string]joinedAt{}
+	}
+	c.m[user] = joinedAt{pos: pos, rooms: rooms}
 }
