@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/ganglionhq/ganglion/schemas"
 	"net/http"
 	"slices"
 	"strconv"
@@ -507,7 +508,7 @@ func (s *Server) postFilter(w http.ResponseWriter, r *http.Request, dev Device) 
 		matrix.WriteError(w, err)
 		return
 	}
-	if !isJSONObject(raw) {
+	if !schemas.IsObject(raw) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "a filter is a JSON object"))
 		return
 	}
