@@ -15,6 +15,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -50,6 +51,7 @@ type Server struct {
 	syncStreams []syncStream
 	accountData accountDataStore
 	joinedCache joinedCache
+	pushRules   pushRulesStore
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -78,6 +80,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	s.limits = newLimiters(s.RateLimits)
 	s.accountData = accountdata.Store{Pool: s.DB.Pool}
+	s.pushRules = rulesdb.Store{Pool: s.DB.Pool}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -86,6 +89,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerProfile(r)
 	s.registerSync(r)
 	s.registerAccountData(r)
+	s.registerPushRules(r)
 	return s.frontDoor(r.mux)
 }
 

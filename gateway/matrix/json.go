@@ -54,25 +54,8 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // body is empty, not UTF-8 or not JSON; 400 M_BAD_JSON when it is JSON but not an object
 // or does not fit dst's types (Synapse answers both of those with M_BAD_JSON too).
 func DecodeBody(r *http.Request, limit int64, dst any) error {
-	if r.ContentLength > limit {
-		return tooLarge(limit)
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	body, err := ReadBody(r, limit)
 	if err != nil {
-		return Errorf(http.StatusBadRequest, CodeUnknown, "Could not read the request body")
-	}
-	return decodeJSON(body, limit, dst)
-}
-
-func tooLarge(limit int64) *Error {
-	return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "Request body is larger than %d bytes", limit)
-}
-
-func decodeJSON(body []byte, limit int64, dst any) error {
-	if int64(len(body)) > limit {
-		return tooLarge(limit)
-	}
-	if err := CheckJSON(body); err != nil {
 		return err
 	}
 	if trimmed := bytes.TrimLeft(body, " \t\r\n"); trimmed[0] != '{' {
@@ -86,6 +69,27 @@ func decodeJSON(body []byte, limit int64, dst any) error {
 		return Errorf(http.StatusBadRequest, CodeBadJSON, "Content does not match the expected JSON shape")
 	}
 	return nil
+}
+
+// ReadBody reads a JSON value of any kind, of at most limit bytes, checked by CheckJSON,
+// with DecodeBody's errors. Endpoints that take more than an object (Synapse accepts a
+// bare boolean for a push rule's enabled flag) read their body with it.
+func ReadBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, tooLarge(limit)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, Errorf(http.StatusBadRequest, CodeUnknown, "Could not read the request body")
+	}
+	if int64(len(body)) > limit {
+		return nil, tooLarge(limit)
+	}
+	return body, CheckJSON(body)
+}
+
+func tooLarge(limit int64) *Error {
+	return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "Request body is larger than %d bytes", limit)
 }
 
 // CheckJSON accepts JSON a client may send: valid UTF-8 and valid JSON (else 400
