@@ -138,16 +138,15 @@ func checkActions(raw json.RawMessage) *Error {
 			}
 			continue
 		}
-		var t struct {
-			SetTweak *string         `json:"set_tweak"`
-			Value    json.RawMessage `json:"value"`
-		}
-		if json.Unmarshal(a, &t) != nil || t.SetTweak == nil {
+		// Read by exact key, as every evaluator does (encoding/json's struct fields
+		// would also take "Value").
+		var fields map[string]any
+		_ = json.Unmarshal(a, &fields)
+		tweak, ok := fields["set_tweak"].(string)
+		if !ok {
 			return invalid("Unrecognised action %s", a)
 		}
-		var value any
-		_ = json.Unmarshal(t.Value, &value)
-		switch *t.SetTweak {
+		switch value := fields["value"]; tweak {
 		case "sound":
 			if _, ok := value.(string); !ok {
 				return invalid("the sound tweak needs a string value")
@@ -188,6 +187,10 @@ func checkConditions(raw json.RawMessage) *Error {
 		var typed mautrix.PushCondition
 		if err := json.Unmarshal(c, &typed); err != nil {
 			return invalid("condition %s: %v", kind, err)
+		}
+		if string(typed.Kind) != kind {
+			// Another spelling of "kind" that mautrix-go would read instead.
+			return invalid("condition %s: ambiguous kind", kind)
 		}
 		has := func(k string) bool { _, ok := fields[k]; return ok }
 		switch kind {
