@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -320,5 +321,49 @@ func pushRulesErrors(ctx context.Context, t *testing.T, alice *mautrix.Client) {
 	rules, err := alice.GetPushRules(ctx)
 	if err != nil || strings.Join(ruleIDs(rules.Override)[:4], ",") != ".m.rule.master,o3,o1,o2" || !rules.Override[2].Enabled {
 		t.Errorf("rules after the refusals: %v, %v", ruleIDs(rules.Override), err)
+	}
+}
+
+// The push_rules writer publishes, after its POSITION, one RDATA row per change in
+// Synapse's push_rules format, [user_id], with increasing tokens.
+func TestPushRulesReplication(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{redis: map[string]any{"enabled": true, "host": "127.0.0.1", "port": 6379}})
+	log, _ := subscribe(ctx, t, d.serverName)
+	hs := d.startMain()
+	alice := newUser(ctx, t, hs.url(), "alice")
+	for _, id := range []string{"a", "b"} {
+		err := alice.PutPushRule(ctx, "global", pushrules.OverrideRule, id, &mautrix.ReqPutPushRule{
+			Conditions: senderIs("@x:y"), Actions: []*pushrules.PushAction{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	row, _ := json.Marshal([]string{string(alice.UserID)})
+	rdata := func(msgs []string) (positioned bool, tokens []int64) {
+		for _, m := range msgs {
+			if strings.HasPrefix(m, "POSITION push_rules master ") {
+				positioned = true
+			}
+			f := strings.SplitN(m, " ", 5)
+			if len(f) != 5 || f[0] != "RDATA" || f[1] != "push_rules" {
+				continue
+			}
+			tok, err := strconv.ParseInt(f[3], 10, 64)
+			if !positioned || f[2] != "master" || err != nil || f[4] != string(row) {
+				t.Errorf("%q: want RDATA push_rules master <token> %s after a POSITION", m, row)
+			}
+			tokens = append(tokens, tok)
+		}
+		return positioned, tokens
+	}
+	msgs, err := log.waitFor(ctx, func(msgs []string) bool { _, toks := rdata(msgs); return len(toks) >= 2 })
+	if err != nil {
+		t.Fatalf("no two push_rules rows: %v; got %q", err, msgs)
+	}
+	if _, toks := rdata(msgs); toks[0] <= 0 || toks[1] <= toks[0] {
+		t.Errorf("tokens %v", toks)
 	}
 }
