@@ -3,14 +3,16 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"reflect"
-	"strconv"
+	"slices"
 	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 )
 
@@ -91,10 +93,10 @@ func TestPushRules(t *testing.T) {
 	}
 
 	// Rules of every kind, placed with before and after.
-	put := func(kind pushrules.PushRuleType, id string, req *mautrix.ReqPutPushRule) {
+	put := func(kind pushrules.PushRuleType, ruleID string, req *mautrix.ReqPutPushRule) {
 		t.Helper()
-		if err := alice.PutPushRule(ctx, "global", kind, id, req); err != nil {
-			t.Fatalf("put %s %s: %v", kind, id, err)
+		if err := alice.PutPushRule(ctx, "global", kind, ruleID, req); err != nil {
+			t.Fatalf("put %s %s: %v", kind, ruleID, err)
 		}
 	}
 	put(pushrules.OverrideRule, "o1", &mautrix.ReqPutPushRule{Conditions: senderIs("@x:y"), Actions: notify})
@@ -138,11 +140,11 @@ func TestPushRules(t *testing.T) {
 
 	// Enabled flags and actions, of the user's rules and of server-default ones (the
 	// bare boolean some older clients send included).
-	attr := func(kind, id, name string) map[string]any {
+	attr := func(kind, ruleID, name string) map[string]any {
 		t.Helper()
 		var out map[string]any
-		if _, err := alice.MakeRequest(ctx, http.MethodGet, alice.BuildClientURL("v3", "pushrules", "global", kind, id, name), nil, &out); err != nil {
-			t.Fatalf("GET %s/%s/%s: %v", kind, id, name, err)
+		if _, err := alice.MakeRequest(ctx, http.MethodGet, alice.BuildClientURL("v3", "pushrules", "global", kind, ruleID, name), nil, &out); err != nil {
+			t.Fatalf("GET %s/%s/%s: %v", kind, ruleID, name, err)
 		}
 		return out
 	}
@@ -159,12 +161,12 @@ func TestPushRules(t *testing.T) {
 		t.Errorf("master disabled with a bare boolean: %v", got)
 	}
 	loud := []*pushrules.PushAction{{Action: pushrules.ActionNotify}, {Action: pushrules.ActionSetTweak, Tweak: pushrules.TweakSound, Value: "default"}}
-	for _, id := range []string{".m.rule.message", "u1"} {
-		if err := alice.PutPushRuleActions(ctx, "global", pushrules.UnderrideRule, id, loud); err != nil {
+	for _, ruleID := range []string{".m.rule.message", "u1"} {
+		if err := alice.PutPushRuleActions(ctx, "global", pushrules.UnderrideRule, ruleID, loud); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := json.Marshal(attr("underride", id, "actions")); string(got) != `{"actions":["notify",{"set_tweak":"sound","value":"default"}]}` {
-			t.Errorf("%s actions: %s", id, got)
+		if got, _ := json.Marshal(attr("underride", ruleID, "actions")); string(got) != `{"actions":["notify",{"set_tweak":"sound","value":"default"}]}` {
+			t.Errorf("%s actions: %s", ruleID, got)
 		}
 	}
 	if got := attr("content", "lunch", "pattern"); got["pattern"] != "lunch" {
@@ -324,46 +326,54 @@ func pushRulesErrors(ctx context.Context, t *testing.T, alice *mautrix.Client) {
 	}
 }
 
-// The push_rules writer publishes, after its POSITION, one RDATA row per change in
-// Synapse's push_rules format, [user_id], with increasing tokens.
-func TestPushRulesReplication(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{redis: map[string]any{"enabled": true, "host": "127.0.0.1", "port": 6379}})
-	log, _ := subscribe(ctx, t, d.serverName)
-	hs := d.startMain()
-	alice := newUser(ctx, t, hs.url(), "alice")
-	for _, id := range []string{"a", "b"} {
-		err := alice.PutPushRule(ctx, "global", pushrules.OverrideRule, id, &mautrix.ReqPutPushRule{
-			Conditions: senderIs("@x:y"), Actions: []*pushrules.PushAction{}})
+// checkPushRulesAcross: a push rule put through one gateway reaches the owner's /sync
+// and reads on the other, and so does its deletion.
+func checkPushRulesAcross(ctx context.Context, t *testing.T, c streamClients) {
+	first, err := c.alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := at(c.alice, c.bob.HomeserverURL.String())
+	ruleID := "across" + randomLetters(8)
+	if err := other.PutPushRule(ctx, "global", pushrules.OverrideRule, ruleID, &mautrix.ReqPutPushRule{
+		Conditions: senderIs(string(c.bob.UserID)), Actions: []*pushrules.PushAction{}}); err != nil {
+		t.Fatal(err)
+	}
+	has := func(r *mautrix.RespSync) (seen, present bool) {
+		rules := syncPushRules(t, r)
+		return rules != nil, rules != nil && slices.Contains(ruleIDs(rules.Override), ruleID)
+	}
+	since := syncUntil(ctx, t, c.alice, first.NextBatch, "a push rule put through the other gateway", func(r *mautrix.RespSync) bool {
+		_, present := has(r)
+		return present
+	})
+	if _, err := c.alice.GetPushRule(ctx, "global", pushrules.OverrideRule, ruleID); err != nil {
+		t.Errorf("read back: %v", err)
+	}
+	if err := other.DeletePushRule(ctx, "global", pushrules.OverrideRule, ruleID); err != nil {
+		t.Fatal(err)
+	}
+	syncUntil(ctx, t, c.alice, since, "a push rule deleted through the other gateway", func(r *mautrix.RespSync) bool {
+		seen, present := has(r)
+		return seen && !present
+	})
+}
+
+// pushRulesRedisCheck puts a push rule; Synapse's push_rules row is [user_id].
+var pushRulesRedisCheck = redisStreamCheck{
+	stream: "push_rules",
+	act: func(ctx context.Context, t *testing.T, alice, _ *mautrix.Client, _ id.RoomID) {
+		err := alice.PutPushRule(ctx, "global", pushrules.ContentRule, "redis", &mautrix.ReqPutPushRule{
+			Pattern: "redis", Actions: []*pushrules.PushAction{}})
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	row, _ := json.Marshal([]string{string(alice.UserID)})
-	rdata := func(msgs []string) (positioned bool, tokens []int64) {
-		for _, m := range msgs {
-			if strings.HasPrefix(m, "POSITION push_rules master ") {
-				positioned = true
-			}
-			f := strings.SplitN(m, " ", 5)
-			if len(f) != 5 || f[0] != "RDATA" || f[1] != "push_rules" {
-				continue
-			}
-			tok, err := strconv.ParseInt(f[3], 10, 64)
-			if !positioned || f[2] != "master" || err != nil || f[4] != string(row) {
-				t.Errorf("%q: want RDATA push_rules master <token> %s after a POSITION", m, row)
-			}
-			tokens = append(tokens, tok)
+	},
+	row: func(f []json.RawMessage, alice, _ *mautrix.Client, _ id.RoomID) (bool, error) {
+		var user string
+		if len(f) != 1 || json.Unmarshal(f[0], &user) != nil {
+			return false, errors.New("want [user_id]")
 		}
-		return positioned, tokens
-	}
-	msgs, err := log.waitFor(ctx, func(msgs []string) bool { _, toks := rdata(msgs); return len(toks) >= 2 })
-	if err != nil {
-		t.Fatalf("no two push_rules rows: %v; got %q", err, msgs)
-	}
-	if _, toks := rdata(msgs); toks[0] <= 0 || toks[1] <= toks[0] {
-		t.Errorf("tokens %v", toks)
-	}
+		return user == alice.UserID.String(), nil
+	},
 }
