@@ -1,7 +1,9 @@
 package streams
 
 import (
+	"context"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"time"
 
@@ -34,7 +36,9 @@ const DefaultToDevicePerDevice = 10_000
 // UserStreams are the per-user streams of the seed, by name.
 var UserStreams = map[string]UserStream{
 	// The current typers of each room, one subject per room: a row is the room's
-	// whole list, as Synapse's typing row is. Typing notices last 30 s by default.
+	// whole list, as Synapse's typing row is. Typing notices last 30 s by default;
+	// a room's last list is kept 10 minutes (Synapse forgets a room's typing after as
+	// long), and its writer reads them back at start to expire typers it left behind.
 	schemas.StreamTyping: {Name: schemas.StreamTyping, Memory: true, PerSubject: 1, MaxAge: 10 * time.Minute},
 	// Messages for one device, one subject per (user, device), kept until the device
 	// syncs past them (its writer then deletes them) and bounded per device.
@@ -121,6 +125,27 @@ func (t Topology) userStreamConfig(s UserStream) jetstream.StreamConfig {
 	}
 	if s.Memory {
 		cfg.Storage = jetstream.MemoryStorage
+		// A memory stream is lost with a NATS restart, and a stream made again would
+		// count from 1, behind the positions its readers and clients' sync tokens
+		// hold, which would then skip everything until it caught up. Starting at the
+		// clock in microseconds puts it past every position the lost stream gave out,
+		// unless that stream took more than one message per microsecond of its life.
+		// The first sequence only applies when the stream is created.
+		cfg.FirstSeq = uint64(time.Now().UnixMicro())
 	}
 	return cfg
+}
+
+// EnsureUserStream creates the per-user stream name, or updates its configuration.
+// Writers call it for a memory stream that a NATS restart lost.
+func (t Topology) EnsureUserStream(ctx context.Context, js jetstream.JetStream, name string) error {
+	spec, ok := UserStreams[name]
+	if !ok {
+		return fmt.Errorf("unknown per-user stream %q", name)
+	}
+	cfg := t.userStreamConfig(spec)
+	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	return nil
 }

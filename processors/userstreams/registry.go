@@ -9,6 +9,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
+	"github.com/ganglionhq/ganglion/persist/receipts"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 )
@@ -23,6 +24,8 @@ func Streams(d Deps) map[string]Stream {
 	return map[string]Stream{
 		schemas.StreamAccountData: &AccountData{Store: accountdata.Store{Pool: d.DB.Pool}},
 		schemas.StreamPushRules:   &PushRules{Store: rulesdb.Store{Pool: d.DB.Pool}},
+		schemas.StreamTyping:      &Typing{},
+		schemas.StreamReceipts:    &Receipts{Store: receipts.Store{Pool: d.DB.Pool}},
 	}
 }
 

@@ -10,6 +10,7 @@ package userstreams
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -43,6 +44,14 @@ type Stream interface {
 	Row(rec streams.RawMessage) any
 }
 
+// Starter is a Stream with work of its own besides the writes (timers that expire what
+// it holds). The writer calls Start once its recovery is done, before it takes the first
+// write; Start returns once the stream is ready, and the stream appends through
+// w.AppendFunc until ctx ends.
+type Starter interface {
+	Start(ctx context.Context, w *Writer) error
+}
+
 // Record is a message to append to the stream's log.
 type Record struct {
 	// Key names the record's subject (Topology.UserStreamSubject); in a stream that
@@ -59,7 +68,7 @@ type Outcome struct {
 	Records []Record
 	// Answer goes back to the gateway; Error refuses the write, Body carries the
 	// stream's own answer. Its Seq is set by the writer to the position of the last
-	// record, or the stream's position when there is none.
+	// record, or 0 when there is none.
 	Answer *schemas.IntentResult
 }
 
@@ -105,8 +114,6 @@ type Writer struct {
 	// (an append whose outcome is unknown, a projection that failed for good); the
 	// next batch first projects them from the log.
 	unprojected bool
-	// last is the highest sequence this writer appended or projected.
-	last uint64
 }
 
 // New returns a Writer for cfg.Stream.
@@ -143,6 +150,14 @@ func (w *Writer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(time.Second):
+		}
+	}
+	if st, ok := w.cfg.Stream.(Starter); ok {
+		if err := st.Start(ctx, w); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%s writer: start: %w", w.name, err)
 		}
 	}
 	t := w.cfg.Topology
@@ -259,7 +274,8 @@ func (w *Writer) apply(ctx context.Context, jobs []*job) error {
 		if ans == nil {
 			ans = &schemas.IntentResult{}
 		}
-		ans.Seq = w.last
+		// A write that appended nothing leaves its device nothing to wait for in
+		// its next /sync (read-your-writes), so it answers no position.
 		if len(o.Records) > 0 {
 			ans.Seq = seqs[n+len(o.Records)-1]
 		}
@@ -272,11 +288,19 @@ func (w *Writer) apply(ctx context.Context, jobs []*job) error {
 // Append appends records a stream makes on its own (an expiry, a timeout), projects
 // them and announces them like those of writes, and returns their positions.
 func (w *Writer) Append(ctx context.Context, recs []Record) ([]uint64, error) {
+	return w.AppendFunc(ctx, func() []Record { return recs })
+}
+
+// AppendFunc is Append for records made from the stream's own state: build runs under
+// the writer's lock, so no write's records come between the state build reads and the
+// place of its records in the log.
+func (w *Writer) AppendFunc(ctx context.Context, build func() []Record) ([]uint64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.catchUpLocked(ctx); err != nil {
 		return nil, err
 	}
+	recs := build()
 	ids := make([]string, len(recs))
 	for i := range recs {
 		ids[i] = nats.NewInbox()[len(nats.InboxPrefix):]
@@ -355,7 +379,6 @@ func (w *Writer) project(ctx context.Context, recs []streams.RawMessage) error {
 			return fmt.Errorf("project %s: %w", w.name, err)
 		}
 	}
-	w.last = max(w.last, top)
 	notice, _ := json.Marshal(schemas.Projected{Writer: w.cfg.Name, Seq: top})
 	if err := w.cfg.NC.Publish(w.cfg.Topology.UserStreamProjectedSubject(w.name), notice); err != nil {
 		w.log.Warn("projected notice not sent", zap.Error(err))
@@ -400,13 +423,15 @@ func (w *Writer) recover(ctx context.Context) error {
 func (w *Writer) recoverLocked(ctx context.Context) error {
 	t := w.cfg.Topology
 	if w.spec.Memory {
-		// Nothing to project; the position is the stream's.
-		info, err := w.streamInfo(ctx)
-		if err != nil {
-			return err
+		// Nothing to project. A NATS restart loses a memory stream, which makes every
+		// append fail: make it again. It starts past every position the lost one gave
+		// out (Topology.EnsureUserStream).
+		_, err := w.streamInfo(ctx)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			w.log.Warn("memory stream lost; creating it again")
+			err = t.EnsureUserStream(ctx, w.cfg.JS, w.name)
 		}
-		w.last = info.State.LastSeq
-		return nil
+		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
 	positions, err := w.cfg.DB.StreamPositions(dctx, w.name)
@@ -416,7 +441,7 @@ func (w *Writer) recoverLocked(ctx context.Context) error {
 	}
 	from := positions[w.cfg.Name] + 1
 	recovered := 0
-	last, err := streams.ReadStream(ctx, w.cfg.JS, t.UserStreamName(w.name), t.UserStreamWildcard(w.name), false,
+	_, err = streams.ReadStream(ctx, w.cfg.JS, t.UserStreamName(w.name), t.UserStreamWildcard(w.name), false,
 		streams.LogRange{From: from, Writer: w.cfg.Name}, func(msgs []streams.RawMessage) error {
 			recovered += len(msgs)
 			return w.project(ctx, msgs)
@@ -427,7 +452,6 @@ func (w *Writer) recoverLocked(ctx context.Context) error {
 	if recovered > 0 {
 		w.log.Info("projected records a failure left behind", zap.Int("records", recovered), zap.Uint64("from_seq", from))
 	}
-	w.last = max(w.last, last)
 	return nil
 }
 
