@@ -41,6 +41,7 @@ import (
 	"github.com/ganglionhq/ganglion/processors/replay"
 	"github.com/ganglionhq/ganglion/processors/syncfeed"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
+	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 	"github.com/ganglionhq/ganglion/streams/replication"
 )
@@ -432,11 +433,17 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		}
 		g.Go(func() error { return feed.Run(ctx) })
 		streamFeeds := map[string]client.Feed{}
+		typers := &client.Typers{}
 		for name, writers := range cfg.UserStreamWriters() {
 			if userStreams[name] == nil {
 				continue
 			}
-			f, err := syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Stream: name, Writers: writers})
+			fc := syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Stream: name, Writers: writers}
+			if name == schemas.StreamTyping {
+				// /sync answers typing from memory: the feed hands it every record.
+				fc.Observe = typers.Observe
+			}
+			f, err := syncfeed.New(ctx, fc)
 			if err != nil {
 				return err
 			}
@@ -444,7 +451,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			streamFeeds[name] = f
 		}
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Feed: feed, StreamFeeds: streamFeeds, Log: log, EnableRegistration: cfg.EnableRegistration,
+			ServerName: cfg.ServerName, DB: db, Feed: feed, StreamFeeds: streamFeeds, Typers: typers, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
 				StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log},
 			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits,

@@ -354,10 +354,20 @@ func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device
 		matrix.WriteError(w, err)
 		return "", readBound{}, false
 	}
-	m, err := s.DB.Membership(r.Context(), room, dev.UserID)
+	_, bound, err := s.readBoundOf(r.Context(), room, dev)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return "", readBound{}, false
+	}
+	return room, bound, true
+}
+
+// readBoundOf returns the user's membership of room and what of its history they may
+// read, or 403 M_FORBIDDEN when they may read none of it.
+func (s *Server) readBoundOf(ctx context.Context, room string, dev Device) (persist.Membership, readBound, error) {
+	m, err := s.DB.Membership(ctx, room, dev.UserID)
+	if err != nil {
+		return m, readBound{}, err
 	}
 	var bound readBound
 	switch {
@@ -365,23 +375,20 @@ func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device
 	case (m.Membership == "leave" || m.Membership == "ban") && !m.Forgotten:
 		bound.last = &m.At
 	default:
-		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room"))
-		return "", readBound{}, false
+		return m, readBound{}, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room")
 	}
-	vis, err := s.DB.HistoryVisibility(r.Context(), []string{room})
+	vis, err := s.DB.HistoryVisibility(ctx, []string{room})
 	if err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return "", readBound{}, false
+		return m, readBound{}, err
 	}
 	if persist.HidesHistory(vis[room]) {
 		if m.JoinedAt == nil {
 			// Banned or gone before ever joining: nothing was visible to them.
-			matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "the room's history is visible to joined members only"))
-			return "", readBound{}, false
+			return m, readBound{}, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "the room's history is visible to joined members only")
 		}
 		bound.first = m.JoinedAt
 	}
-	return room, bound, true
+	return m, bound, nil
 }
 
 // readableState returns the room's state as the user may see it, or writes the error.

@@ -16,6 +16,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
+	"github.com/ganglionhq/ganglion/persist/receipts"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -36,6 +37,8 @@ type Server struct {
 	Feed Feed
 	// StreamFeeds are the sync feeds of the per-user streams, by stream name.
 	StreamFeeds map[string]Feed
+	// Typers is who types where, kept from the typing feed; /sync reads it.
+	Typers *Typers
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
 	// HTTP are the limits of the servers serving Handler; /sync extends their write
@@ -52,6 +55,7 @@ type Server struct {
 	accountData accountDataStore
 	joinedCache joinedCache
 	pushRules   pushRulesStore
+	receipts    receiptsStore
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -81,6 +85,10 @@ func (s *Server) Handler() http.Handler {
 	s.limits = newLimiters(s.RateLimits)
 	s.accountData = accountdata.Store{Pool: s.DB.Pool}
 	s.pushRules = rulesdb.Store{Pool: s.DB.Pool}
+	s.receipts = receipts.Store{Pool: s.DB.Pool}
+	if s.Typers == nil {
+		s.Typers = &Typers{}
+	}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -90,6 +98,8 @@ func (s *Server) Handler() http.Handler {
 	s.registerSync(r)
 	s.registerAccountData(r)
 	s.registerPushRules(r)
+	s.registerTyping(r)
+	s.registerReceipts(r)
 	return s.frontDoor(r.mux)
 }
 

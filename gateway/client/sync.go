@@ -36,6 +36,8 @@ type syncStream interface {
 	slot() int
 	// position is the stream's visible position in this process.
 	position() uint64
+	// next is the stream's field of the token of a response to a request from since.
+	next(since uint64) uint64
 	// fill adds to sc.res what changed for sc's user in (since, to]; since is 0 on an
 	// initial sync. Providers ask their feed's NewSince first, so a stream with nothing
 	// for the user costs no query.
@@ -134,6 +136,10 @@ type feedStream struct {
 
 func (f feedStream) slot() int        { return f.field }
 func (f feedStream) position() uint64 { return f.feed.Position() }
+
+// next never moves a token back: one ahead of this process's feed (another sync
+// worker's) shows nothing more until the feed passes it.
+func (f feedStream) next(since uint64) uint64 { return max(since, f.position()) }
 func (f feedStream) notify(sc *syncCtx, since uint64, ch chan<- struct{}) func() {
 	return f.feed.Notify(since, sc.keys(), ch)
 }
@@ -270,7 +276,7 @@ func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, si
 		DeviceUnusedFallbackKeyTypes: []string{},
 	}}
 	for _, st := range s.syncStreams {
-		sc.next[st.slot()] = max(since[st.slot()], st.position())
+		sc.next[st.slot()] = st.next(since[st.slot()])
 	}
 	// The rooms stream goes first: the others read the rooms it found the user in.
 	for _, st := range s.syncStreams {
@@ -311,6 +317,8 @@ func (s *Server) newSyncStreams() []syncStream {
 	}{
 		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
 		{schemas.StreamPushRules, func(f feedStream) syncStream { return &pushRulesStream{feedStream: f, store: s.pushRules} }},
+		{schemas.StreamTyping, func(f feedStream) syncStream { return &typingStream{feedStream: f, typers: s.Typers} }},
+		{schemas.StreamReceipts, func(f feedStream) syncStream { return &receiptsStream{feedStream: f, store: s.receipts} }},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))

@@ -21,8 +21,9 @@ type roomPlan struct {
 // invited to or left, with their timelines and state.
 type roomsStream struct{ s *Server }
 
-func (r *roomsStream) slot() int        { return slotEvents }
-func (r *roomsStream) position() uint64 { return r.s.Feed.Position() }
+func (r *roomsStream) slot() int                { return slotEvents }
+func (r *roomsStream) position() uint64         { return r.s.Feed.Position() }
+func (r *roomsStream) next(since uint64) uint64 { return max(since, r.position()) }
 func (r *roomsStream) notify(sc *syncCtx, since uint64, ch chan<- struct{}) func() {
 	return r.s.Feed.Notify(since, sc.keys(), ch)
 }
