@@ -34,6 +34,10 @@ const (
 // typingRetried bounds the write IDs Typing remembers (see Typing.handled).
 const typingRetried = 4096
 
+// restoredTimeout is how long a typer that a previous writer left in the stream stays:
+// their own timeout is unknown, so they get the default (a test shortens it).
+var restoredTimeout = TypingDefaultTimeout
+
 // Typing is the typing stream: who types in each room, kept in the writer's memory with
 // an expiry each, and appended as the room's whole list (Synapse's row) on every change:
 // a start, a stop, an expiry. The stream itself is in memory; a typing notice matters
@@ -158,7 +162,7 @@ func (t *Typing) Start(ctx context.Context, w *Writer) error {
 	if err != nil {
 		return err
 	}
-	until := time.Now().Add(TypingDefaultTimeout)
+	until := time.Now().Add(restoredTimeout)
 	restored := 0
 	t.mu.Lock()
 	for room, users := range last {
