@@ -54,8 +54,8 @@ func TestReceiptsMoveForwardOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[receipts.Key]string{
-		{Room: room, Type: schemas.ReceiptRead, User: user}:                   "$e6",
-		{Room: room, Type: schemas.ReceiptReadPrivate, User: user}:            "$e3",
+		{Room: room, Type: schemas.ReceiptRead, User: user}:                 "$e6",
+		{Room: room, Type: schemas.ReceiptReadPrivate, User: user}:          "$e3",
 		{Room: room, Type: schemas.ReceiptRead, User: user, Thread: "main"}: "$e3",
 	}
 	if len(got) != len(want) {
