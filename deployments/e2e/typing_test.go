@@ -58,9 +58,9 @@ func syncForEphemeral(ctx context.Context, t *testing.T, c *mautrix.Client, sinc
 	return nil, ""
 }
 
-// TestTyping: two users in a room; one's typing (start, stop, timeout) reaches the
-// other's /sync and wakes their long-poll; only the user themselves, in a room they
-// are joined to, may set it; malformed requests get the spec's errors.
+// TestTyping: two users in a room; one's typing (start, stop, timeout, leaving the
+// room) reaches the other's /sync and wakes their long-poll; only the user themselves,
+// in a room they are joined to, may set it; malformed requests get the spec's errors.
 func TestTyping(t *testing.T) {
 	ctx, _, hs := singleProcess(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
@@ -165,5 +165,19 @@ func TestTyping(t *testing.T) {
 	}
 	if content, ok := ephemeral(r, room, "m.typing"); ok {
 		t.Errorf("refused typing requests reached bob: %v", content)
+	}
+
+	// Leaving the room stops one's typing at once, as in Synapse.
+	if _, err := bob.UserTyping(ctx, room, true, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_, aliceSince := syncForEphemeral(ctx, t, alice, "", room, "m.typing", isTyping(bob.UserID.String()))
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	left := time.Now()
+	syncForEphemeral(ctx, t, alice, aliceSince, room, "m.typing", isTyping())
+	if took := time.Since(left); took > 10*time.Second {
+		t.Errorf("bob stopped typing %v after leaving", took)
 	}
 }

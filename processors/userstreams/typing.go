@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/schemas"
@@ -180,8 +181,129 @@ func (t *Typing) Start(ctx context.Context, w *Writer) error {
 	if restored > 0 {
 		w.log.Info("restored typers from the stream", zap.Int("typers", restored))
 	}
+	run, err := t.followLeaves(ctx, w)
+	if err != nil {
+		return err
+	}
 	go t.expireLoop(ctx, w)
+	go func() {
+		for {
+			if run != nil {
+				err = run(ctx)
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			w.log.Warn("typing writer's reader of the events log stopped; restarting", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			run, err = t.followLeaves(ctx, w)
+		}
+	}()
 	return nil
+}
+
+// followLeaves stops the typing of a user who leaves a room, or is kicked or banned
+// from it, as Synapse does, rather than leave them typing until their timeout. It
+// follows the EVENTS log from its end, headers only, and reads a message itself only
+// when it changes the membership of someone typing in its room. The reader is created
+// before it returns, so nothing appended after Start is missed; run reads until ctx
+// ends or the reader fails.
+func (t *Typing) followLeaves(ctx context.Context, w *Writer) (run func(context.Context) error, err error) {
+	topo := w.cfg.Topology
+	stream, err := w.cfg.JS.Stream(ctx, topo.EventsStream())
+	if err != nil {
+		return nil, err
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{topo.EventsWildcard()},
+		HeadersOnly:    true,
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		defer it.Stop()
+		for {
+			msg, err := it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				return err
+			}
+			room := msg.Headers().Get(streams.HeaderRoom)
+			typing := t.typingAmong(room, strings.Fields(msg.Headers().Get(streams.HeaderMembers)))
+			if len(typing) == 0 {
+				continue
+			}
+			meta, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			raw, err := stream.GetMsg(ctx, meta.Sequence.Stream)
+			if err != nil {
+				return err
+			}
+			batch, err := schemas.DecodeLogBatch(raw.Data)
+			if err != nil {
+				w.log.Warn("undecodable events log message", zap.Uint64("seq", meta.Sequence.Stream), zap.Error(err))
+				continue
+			}
+			t.stopLeavers(room, typing, batch)
+		}
+	}, nil
+}
+
+// typingAmong returns those of users who type in room.
+func (t *Typing) typingAmong(room string, users []string) map[string]bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out map[string]bool
+	for _, u := range users {
+		if _, ok := t.rooms[room][u]; ok {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[u] = true
+		}
+	}
+	return out
+}
+
+// stopLeavers drops from room's typers those of typing whose last membership in batch
+// is not a join; the expiry loop appends the room's list.
+func (t *Typing) stopLeavers(room string, typing map[string]bool, batch *schemas.LogBatch) {
+	last := map[string]string{}
+	for _, ev := range batch.Events {
+		var e struct {
+			Type     string  `json:"type"`
+			StateKey *string `json:"state_key"`
+			Content  struct {
+				Membership string `json:"membership"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(ev.JSON, &e) == nil && e.Type == "m.room.member" && e.StateKey != nil && typing[*e.StateKey] {
+			last[*e.StateKey] = e.Content.Membership
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for u, m := range last {
+		if _, ok := t.rooms[room][u]; ok && m != "join" {
+			delete(t.rooms[room], u)
+			t.dirty[room] = true
+		}
+	}
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
 }
 
 // expireLoop appends a room's list whenever one of its typers times out.

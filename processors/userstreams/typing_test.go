@@ -2,8 +2,10 @@ package userstreams
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,4 +163,47 @@ func TestTypingStreamLost(t *testing.T) {
 		t.Errorf("the stream made again counts from %d, behind %d", after, before)
 	}
 	fx.waitTypers(v, room, alice, bob)
+}
+
+// TestTypingStopsOnLeave: a typer who leaves the room (or is kicked or banned) stops
+// typing at once, as in Synapse; a profile change (a join after a join) does not stop
+// anyone.
+func TestTypingStopsOnLeave(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, map[string][]string{schemas.StreamTyping: {"master"}})
+	fx.runWriter("master", &Typing{})
+	v := fx.followTyping()
+	const room, alice, bob = "!room:t", "@alice:t", "@bob:t"
+	fx.write(schemas.StreamTyping, OpTypingSet, room, alice, typing(true, time.Minute))
+	fx.write(schemas.StreamTyping, OpTypingSet, room, bob, typing(true, time.Minute))
+	fx.waitTypers(v, room, alice, bob)
+
+	member := func(user, membership string) schemas.LoggedEvent {
+		raw, _ := json.Marshal(map[string]any{"type": "m.room.member", "state_key": user, "sender": user,
+			"content": map[string]any{"membership": membership}})
+		return schemas.LoggedEvent{EventID: "$" + user + membership, JSON: raw}
+	}
+	appendLog := func(evs ...schemas.LoggedEvent) {
+		batch, _ := json.Marshal(schemas.LogBatch{V: schemas.LogVersion, RoomID: room, RoomVersion: "11", Writer: "master", Events: evs})
+		msg := nats.NewMsg(fx.env.Topology.EventSubject(room))
+		msg.Data = batch
+		msg.Header.Set(streams.HeaderWriter, "master")
+		msg.Header.Set(streams.HeaderRoom, room)
+		var members []string
+		for _, ev := range evs {
+			var e struct {
+				StateKey string `json:"state_key"`
+			}
+			_ = json.Unmarshal(ev.JSON, &e)
+			members = append(members, e.StateKey)
+		}
+		msg.Header.Set(streams.HeaderMembers, strings.Join(members, " "))
+		if _, err := fx.env.JS.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendLog(member(bob, "join"), member(alice, "join"), member(alice, "leave"))
+	fx.waitTypers(v, room, bob)
+	appendLog(member(bob, "ban"))
+	fx.waitTypers(v, room)
 }
