@@ -46,8 +46,9 @@ type Stream interface {
 
 // Starter is a Stream with work of its own besides the writes (timers that expire what
 // it holds). The writer calls Start once its recovery is done, before it takes the first
-// write; Start returns once the stream is ready, and the stream appends through
-// w.AppendFunc until ctx ends.
+// write, and again after a failure (so a Start that fails must leave nothing running);
+// Start returns once the stream is ready, and the stream appends through w.AppendFunc
+// until ctx ends.
 type Starter interface {
 	Start(ctx context.Context, w *Writer) error
 }
@@ -139,6 +140,9 @@ func New(cfg Config) (*Writer, error) {
 func (w *Writer) Run(ctx context.Context) error {
 	for {
 		err := w.recover(ctx)
+		if st, ok := w.cfg.Stream.(Starter); ok && err == nil {
+			err = st.Start(ctx, w)
+		}
 		if err == nil {
 			break
 		}
@@ -150,14 +154,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(time.Second):
-		}
-	}
-	if st, ok := w.cfg.Stream.(Starter); ok {
-		if err := st.Start(ctx, w); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("%s writer: start: %w", w.name, err)
 		}
 	}
 	t := w.cfg.Topology
