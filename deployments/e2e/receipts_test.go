@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -275,4 +277,58 @@ func TestReceipts(t *testing.T) {
 			}
 		}
 	}
+}
+
+// checkReceiptsAcross: a receipt sent through one gateway reaches the other user's
+// /sync on theirs; a private one does not.
+func checkReceiptsAcross(ctx context.Context, t *testing.T, c streamClients) {
+	ev, err := sendText(ctx, c.alice, c.room, "receipt"+randomLetters(8), "read me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := at(c.bob, c.alice.HomeserverURL.String())
+	if err := other.SendReceipt(ctx, c.room, ev, event.ReceiptTypeReadPrivate, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.SendReceipt(ctx, c.room, ev, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	syncUntil(ctx, t, c.alice, first.NextBatch, "a receipt sent through the other gateway", func(r *mautrix.RespSync) bool {
+		content, _ := ephemeral(r, c.room, "m.receipt")
+		if _, private := receiptOf(content, ev, "m.read.private", c.bob.UserID); private {
+			t.Errorf("bob's private receipt reached alice: %v", content)
+		}
+		return hasReceipt(ev, "m.read", c.bob.UserID, "")(content)
+	})
+}
+
+// receiptsRedisCheck sends a read receipt; Synapse's receipts row is [room_id,
+// receipt_type, user_id, event_id, thread_id|null, data].
+var receiptsRedisCheck = redisStreamCheck{
+	stream: "receipts",
+	act: func(ctx context.Context, t *testing.T, alice, _ *mautrix.Client, room id.RoomID) {
+		ev, err := sendText(ctx, alice, room, "redis-receipt", "read me")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.SendReceipt(ctx, room, ev, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+	},
+	row: func(f []json.RawMessage, alice, _ *mautrix.Client, room id.RoomID) (bool, error) {
+		var roomID, typ, user, ev string
+		var thread *string
+		var data struct {
+			TS int64 `json:"ts"`
+		}
+		if len(f) != 6 || json.Unmarshal(f[0], &roomID) != nil || json.Unmarshal(f[1], &typ) != nil || json.Unmarshal(f[2], &user) != nil ||
+			json.Unmarshal(f[3], &ev) != nil || json.Unmarshal(f[4], &thread) != nil || json.Unmarshal(f[5], &data) != nil || data.TS == 0 {
+			return false, errors.New("want [room_id, receipt_type, user_id, event_id, thread_id|null, {ts}]")
+		}
+		return roomID == room.String() && typ == "m.read" && user == alice.UserID.String() && strings.HasPrefix(ev, "$") && thread == nil, nil
+	},
 }

@@ -32,6 +32,8 @@ type streamClients struct {
 var streamChecks = []streamCheck{
 	{"account_data", checkAccountDataAcross},
 	{"push_rules", checkPushRulesAcross},
+	{"typing", checkTypingAcross},
+	{"receipts", checkReceiptsAcross},
 }
 
 // TestStreamWritersMove is issue 6's acceptance 3: the per-user streams written by two

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -180,4 +182,46 @@ func TestTyping(t *testing.T) {
 	if took := time.Since(left); took > 10*time.Second {
 		t.Errorf("bob stopped typing %v after leaving", took)
 	}
+}
+
+// checkTypingAcross: typing set through one gateway reaches the other user's /sync on
+// theirs, start and stop.
+func checkTypingAcross(ctx context.Context, t *testing.T, c streamClients) {
+	first, err := c.bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := at(c.alice, c.bob.HomeserverURL.String())
+	if _, err := other.UserTyping(ctx, c.room, true, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	typers := func(want ...string) func(*mautrix.RespSync) bool {
+		return func(r *mautrix.RespSync) bool {
+			content, ok := ephemeral(r, c.room, "m.typing")
+			return ok && slices.Equal(typingUsers(content), want)
+		}
+	}
+	since := syncUntil(ctx, t, c.bob, first.NextBatch, "typing set through the other gateway", typers(c.alice.UserID.String()))
+	if _, err := c.alice.UserTyping(ctx, c.room, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	syncUntil(ctx, t, c.bob, since, "typing stopped", typers())
+}
+
+// typingRedisCheck starts typing; Synapse's typing row is [room_id, [user_ids]].
+var typingRedisCheck = redisStreamCheck{
+	stream: "typing",
+	act: func(ctx context.Context, t *testing.T, alice, _ *mautrix.Client, room id.RoomID) {
+		if _, err := alice.UserTyping(ctx, room, true, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	},
+	row: func(f []json.RawMessage, alice, _ *mautrix.Client, room id.RoomID) (bool, error) {
+		var roomID string
+		var users []string
+		if len(f) != 2 || json.Unmarshal(f[0], &roomID) != nil || json.Unmarshal(f[1], &users) != nil || users == nil {
+			return false, errors.New("want [room_id, [user_ids]]")
+		}
+		return roomID == room.String() && slices.Equal(users, []string{alice.UserID.String()}), nil
+	},
 }

@@ -30,7 +30,7 @@ type receiptData struct {
 func (rs *receiptsStream) fill(ctx context.Context, sc *syncCtx, since, to uint64) error {
 	var rooms, fresh []string
 	for _, room := range sc.joined {
-		if since == 0 || sc.newlyJoined[room] {
+		if !sc.req.incremental || sc.newlyJoined[room] {
 			fresh = append(fresh, room)
 		} else {
 			rooms = append(rooms, room)

@@ -77,7 +77,7 @@ type typingStream struct {
 func (ts *typingStream) next(uint64) uint64 { return ts.position() }
 
 func (ts *typingStream) fill(_ context.Context, sc *syncCtx, since, to uint64) error {
-	if since != 0 && since <= to && !ts.changed(sc, since) && len(sc.newlyJoined) == 0 {
+	if sc.req.incremental && since <= to && !ts.changed(sc, since) && len(sc.newlyJoined) == 0 {
 		return nil
 	}
 	for _, room := range sc.joined {
@@ -86,7 +86,7 @@ func (ts *typingStream) fill(_ context.Context, sc *syncCtx, since, to uint64) e
 		if !ok || seq > to {
 			continue
 		}
-		fresh := since == 0 || since > to || sc.newlyJoined[room]
+		fresh := !sc.req.incremental || since > to || sc.newlyJoined[room]
 		if fresh && len(users) == 0 || !fresh && seq <= since {
 			continue // nobody to show from scratch, or unchanged since the token
 		}
