@@ -5,6 +5,7 @@ package streams
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -123,9 +124,24 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		configs = append(configs, t.userStreamConfig(spec))
 	}
 	for _, cfg := range configs {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		if err := ensureStream(ctx, js, cfg); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// ensureStream creates or updates one stream. Processes starting together may both
+// find it missing and both create it; the second creation fails when the configs
+// differ (a memory stream's first sequence comes from the clock), and then the stream
+// exists, so updating it is what is left to do.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	_, err := js.CreateOrUpdateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		_, err = js.CreateOrUpdateStream(ctx, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	return nil
 }

@@ -143,9 +143,5 @@ func (t Topology) EnsureUserStream(ctx context.Context, js jetstream.JetStream, 
 	if !ok {
 		return fmt.Errorf("unknown per-user stream %q", name)
 	}
-	cfg := t.userStreamConfig(spec)
-	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("stream %s: %w", cfg.Name, err)
-	}
-	return nil
+	return ensureStream(ctx, js, t.userStreamConfig(spec))
 }
