@@ -8,6 +8,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	"github.com/ganglionhq/ganglion/persist/accounts"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
 	"github.com/ganglionhq/ganglion/schemas"
@@ -26,6 +27,7 @@ func Streams(d Deps) map[string]Stream {
 		schemas.StreamPushRules:   &PushRules{Store: rulesdb.Store{Pool: d.DB.Pool}},
 		schemas.StreamTyping:      &Typing{},
 		schemas.StreamReceipts:    &Receipts{Store: receipts.Store{Pool: d.DB.Pool}},
+		schemas.StreamAccounts:    &Accounts{Store: accounts.Store{Pool: d.DB.Pool}},
 	}
 }
 
