@@ -509,8 +509,10 @@ func TestMalformedBodies(t *testing.T) {
 	}
 }
 
-// Two gateways share Postgres; each caches token lookups. A logout through one stops the
-// token there at once and on the other within tokenTTL.
+// Two gateways share Postgres; each caches token lookups. A token from a registration or
+// a login through one works on the other at once (the accounts writer answers once the
+// token is in Postgres). A logout through one stops the token there at once and on the
+// other within tokenTTL.
 func TestTokenRevocationAcrossGateways(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -527,10 +529,18 @@ func TestTokenRevocationAcrossGateways(t *testing.T) {
 	if _, err := onB.Whoami(ctx); err != nil { // now cached on b
 		t.Fatal(err)
 	}
+	login, err := a.client(t, "", "").Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"}, Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who, err := b.client(t, string(reg.UserID), login.AccessToken).Whoami(ctx); err != nil || who.DeviceID != login.DeviceID {
+		t.Fatalf("a login's token on the other gateway at once: %+v, %v", who, err)
+	}
 	if _, err := onA.Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err := onA.Whoami(ctx)
+	_, err = onA.Whoami(ctx)
 	wantMatrixErr(t, err, 401, matrix.CodeUnknownToken)
 
 	// b trusts its cached lookup until the TTL has passed, then asks Postgres again.
