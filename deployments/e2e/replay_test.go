@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/pushrules"
 )
 
 // Tables the replay comparison leaves out, with the reason. Every other table of the
@@ -32,8 +33,8 @@ var notReplayedColumns = map[string]string{
 }
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
-// register and log in devices, set profiles, aliases, filters, account data and tags,
-// forget a room and log out; the process stops, the database is dropped and made
+// register and log in devices, set profiles, aliases, filters, account data, tags and
+// push rules, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
 // original row for row. The restarted process then takes the old access tokens.
 func TestReplayRebuildsEveryTable(t *testing.T) {
@@ -130,6 +131,14 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := bob.AddTag(ctx, lobby.RoomID, "m.favourite", 0.5); err != nil {
+		t.Fatal(err)
+	}
+	// Push rules.
+	if err := alice.PutPushRule(ctx, "global", pushrules.SenderRule, string(bob.UserID),
+		&mautrix.ReqPutPushRule{Actions: []*pushrules.PushAction{{Action: pushrules.ActionDontNotify}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SetPushRuleEnabled(ctx, "global", pushrules.OverrideRule, ".m.rule.suppress_notices", false); err != nil {
 		t.Fatal(err)
 	}
 
