@@ -104,7 +104,8 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 	ok := false
 	switch r.Kind {
 	case AccountUserCreated:
-		ok = r.Device == "" && r.TokenHash == nil || r.Device != "" && token
+		// The first device comes whole, with its token, or not at all.
+		ok = (r.Device == "" && r.TokenHash == nil) || (r.Device != "" && token)
 	case AccountPasswordChanged:
 		ok = true
 	case AccountDeviceCreated, AccountTokenAdded:
