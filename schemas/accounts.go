@@ -28,7 +28,7 @@ const (
 	AccountTokenAdded = "token_added"
 	// AccountDevicesDeleted deletes User's Devices with their access tokens.
 	AccountDevicesDeleted = "devices_deleted"
-	// AccountDeviceRenamed sets the DisplayName of User's Device (none when nil).
+	// AccountDeviceRenamed sets the DisplayName of User's Device.
 	AccountDeviceRenamed = "device_renamed"
 	// AccountProfileSet sets one Field of User's profile to Value (unset when nil).
 	AccountProfileSet = "profile_set"
@@ -113,7 +113,7 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 	case AccountDevicesDeleted:
 		ok = len(r.Devices) > 0
 	case AccountDeviceRenamed:
-		ok = r.Device != ""
+		ok = r.Device != "" && r.DisplayName != nil
 	case AccountProfileSet:
 		ok = r.Field == ProfileDisplayName || r.Field == ProfileAvatarURL
 	case AccountFilterCreated:

@@ -21,6 +21,8 @@ func TestDecodeAccounts(t *testing.T) {
 		{`{"v":1,"kind":"token_added","write":"w","ts":1,"user":"@a:h","device":"D","token_hash":"AAAA"}`, false},
 		{`{"v":1,"kind":"devices_deleted","write":"w","ts":1,"user":"@a:h","devices":["D"]}`, true},
 		{`{"v":1,"kind":"devices_deleted","write":"w","ts":1,"user":"@a:h"}`, false},
+		{`{"v":1,"kind":"device_renamed","write":"w","ts":1,"user":"@a:h","device":"D","display_name":"phone"}`, true},
+		{`{"v":1,"kind":"device_renamed","write":"w","ts":1,"user":"@a:h","device":"D"}`, false},
 		{`{"v":1,"kind":"profile_set","write":"w","ts":1,"user":"@a:h","field":"avatar_url"}`, true},
 		{`{"v":1,"kind":"profile_set","write":"w","ts":1,"user":"@a:h","field":"password_hash"}`, false},
 		{`{"v":1,"kind":"filter_created","write":"w","ts":1,"user":"@a:h","filter":{}}`, true},

@@ -475,8 +475,7 @@ func (s *Server) localUserID(user string) (string, bool) {
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, dev Device) {
-	// Not found: a concurrent logout of the same device came first.
-	if err := s.deleteDevice(r.Context(), dev.UserID, dev.DeviceID); err != nil && !hasCode(err, matrix.CodeNotFound) {
+	if _, err := s.removeDevices(r.Context(), dev.UserID, []string{dev.DeviceID}, false); err != nil {
 		s.writeErr(w, "logout", err)
 		return
 	}
@@ -484,7 +483,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, dev Device) {
 }
 
 func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request, dev Device) {
-	if _, err := s.deleteDevices(r.Context(), dev.UserID, nil, true); err != nil {
+	if _, err := s.removeDevices(r.Context(), dev.UserID, nil, true); err != nil {
 		s.writeErr(w, "logout all", err)
 		return
 	}

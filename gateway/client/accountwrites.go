@@ -30,32 +30,19 @@ func (s *Server) createDevice(ctx context.Context, userID string, d userstreams.
 	return nil
 }
 
-// deleteDevice deletes one of the user's devices with its access tokens; an unknown
-// device is 404 M_NOT_FOUND.
-func (s *Server) deleteDevice(ctx context.Context, userID, deviceID string) error {
-	_, err := s.removeDevices(ctx, userID, userstreams.OpDeleteDevice, userstreams.DeleteDevices{Devices: []string{deviceID}})
-	return err
-}
-
-// deleteDevices deletes those of the user's devices that exist, every one of them when
+// removeDevices deletes those of the user's devices that exist, every one of them when
 // all is set, with their access tokens, and returns the devices deleted.
-func (s *Server) deleteDevices(ctx context.Context, userID string, deviceIDs []string, all bool) ([]string, error) {
-	return s.removeDevices(ctx, userID, userstreams.OpDeleteDevices, userstreams.DeleteDevices{Devices: deviceIDs, All: all})
-}
-
-func (s *Server) removeDevices(ctx context.Context, userID, op string, body userstreams.DeleteDevices) ([]string, error) {
-	res, err := s.writeAccounts(ctx, Device{UserID: userID}, userID, op, body)
+func (s *Server) removeDevices(ctx context.Context, userID string, deviceIDs []string, all bool) ([]string, error) {
+	res, err := s.writeAccounts(ctx, Device{UserID: userID}, userID, userstreams.OpDeleteDevices, userstreams.DeleteDevices{Devices: deviceIDs, All: all})
 	if err != nil {
 		return nil, err
 	}
 	var ans schemas.DevicesDeletedAnswer
 	if err := json.Unmarshal(res.Body, &ans); err != nil {
-		return nil, fmt.Errorf("accounts writer's answer to %s: %w", op, err)
+		return nil, fmt.Errorf("accounts writer's answer to a deletion of devices: %w", err)
 	}
 	// Other gateways stop trusting their cached lookups of these tokens within tokenTTL.
-	s.tokens.forget(func(d Device) bool {
-		return d.UserID == userID && (body.All || slices.Contains(ans.Deleted, d.DeviceID))
-	})
+	s.tokens.forget(func(d Device) bool { return d.UserID == userID && (all || slices.Contains(ans.Deleted, d.DeviceID)) })
 	return ans.Deleted, nil
 }
 

@@ -29,11 +29,9 @@ const (
 	OpLogin = "login"
 	// OpSetPassword replaces the user's password hash: SetPassword.
 	OpSetPassword = "set_password"
-	// OpDeleteDevice deletes one device with its tokens; an unknown device is 404:
-	// DeleteDevices with one device.
-	OpDeleteDevice = "delete_device"
-	// OpDeleteDevices deletes those of the devices that exist, or all of the user's:
-	// DeleteDevices. The answer (schemas.DevicesDeletedAnswer) lists them.
+	// OpDeleteDevices deletes those of the devices that exist, or all of the user's,
+	// with their tokens (logout, logout/all, device deletion): DeleteDevices. The
+	// answer (schemas.DevicesDeletedAnswer) lists them.
 	OpDeleteDevices = "delete_devices"
 	// OpRenameDevice sets a device's display name; an unknown device is 404:
 	// RenameDevice.
@@ -78,14 +76,15 @@ type SetPassword struct {
 	PasswordHash string `json:"password_hash,omitempty"`
 }
 
-// DeleteDevices is the body of OpDeleteDevice and OpDeleteDevices.
+// DeleteDevices is the body of OpDeleteDevices.
 type DeleteDevices struct {
 	Devices []string `json:"devices,omitempty"`
 	// All deletes every device of the user (logout/all).
 	All bool `json:"all,omitempty"`
 }
 
-// RenameDevice is the body of OpRenameDevice; a nil DisplayName removes it.
+// RenameDevice is the body of OpRenameDevice; a nil DisplayName keeps the device's
+// name, as PUT /devices/{deviceId} without one does in Synapse.
 type RenameDevice struct {
 	Device      string  `json:"device"`
 	DisplayName *string `json:"display_name"`
@@ -263,9 +262,9 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return unknownUser(), nil
 		}
 		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountPasswordChanged, PasswordHash: body.PasswordHash}), nil
-	case OpDeleteDevice, OpDeleteDevices:
+	case OpDeleteDevices:
 		var body DeleteDevices
-		if decodeStrict(w.Body, &body) != nil || w.Op == OpDeleteDevice && (len(body.Devices) != 1 || body.All) {
+		if decodeStrict(w.Body, &body) != nil {
 			return badBody(w.Op), nil
 		}
 		var gone []string
@@ -275,9 +274,6 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			}
 		}
 		if len(gone) == 0 {
-			if w.Op == OpDeleteDevice {
-				return unknownDevice(), nil
-			}
 			return Outcome{Answer: &schemas.IntentResult{Body: schemas.AccountsAnswer(&schemas.AccountsRecord{
 				Kind: schemas.AccountDevicesDeleted, Devices: []string{}})}}, nil
 		}
@@ -293,6 +289,9 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 		}
 		if !u.devices[body.Device] {
 			return unknownDevice(), nil
+		}
+		if body.DisplayName == nil {
+			return Outcome{}, nil
 		}
 		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountDeviceRenamed, Device: body.Device, DisplayName: body.DisplayName}), nil
 	case OpSetProfile:

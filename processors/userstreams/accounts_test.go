@@ -165,8 +165,8 @@ func TestAccountsUserIDsAreUnique(t *testing.T) {
 }
 
 // TestAccountsDevices: a login makes a device, or a new token for a known one (in
-// Postgres or earlier in the batch); deleting or renaming an unknown device is 404,
-// deleting several ignores those that do not exist.
+// Postgres or earlier in the batch); renaming an unknown device is 404, a deletion
+// skips the devices that do not exist.
 func TestAccountsDevices(t *testing.T) {
 	t.Parallel()
 	c := newAccountsCase(t)
@@ -183,20 +183,28 @@ func TestAccountsDevices(t *testing.T) {
 	wantRefused(t, "a login of an unknown user", out[3], 404, "M_NOT_FOUND")
 
 	out = c.batch(
-		c.userWrite(alice, OpDeleteDevice, DeleteDevices{Devices: []string{"D9"}}),
-		c.userWrite(alice, OpRenameDevice, RenameDevice{Device: "D9"}),
+		c.userWrite(alice, OpRenameDevice, RenameDevice{Device: "D9", DisplayName: new("x")}),
 		c.userWrite(alice, OpRenameDevice, RenameDevice{Device: "D2", DisplayName: new("laptop")}),
+		c.userWrite(alice, OpRenameDevice, RenameDevice{Device: "D2"}),
 		c.userWrite(alice, OpDeleteDevices, DeleteDevices{Devices: []string{"D9", "D1"}}),
-		c.userWrite(alice, OpDeleteDevice, DeleteDevices{Devices: []string{"D1"}}),
+		c.userWrite(alice, OpDeleteDevices, DeleteDevices{Devices: []string{"D1"}}),
+		c.userWrite(alice, OpRenameDevice, RenameDevice{Device: "D1", DisplayName: new("x")}),
 	)
-	wantRefused(t, "deleting an unknown device", out[0], 404, "M_NOT_FOUND")
-	wantRefused(t, "renaming an unknown device", out[1], 404, "M_NOT_FOUND")
-	wantAccepted(t, "renaming a device", out[2], schemas.AccountDeviceRenamed)
+	wantRefused(t, "renaming an unknown device", out[0], 404, "M_NOT_FOUND")
+	wantAccepted(t, "renaming a device", out[1], schemas.AccountDeviceRenamed)
+	wantNothing(t, "a rename without a name, which keeps it", out[2])
 	wantAccepted(t, "deleting devices", out[3], schemas.AccountDevicesDeleted)
 	if got := deleted(t, out[3]); len(got) != 1 || got[0] != "D1" {
-		t.Fatalf("deleted %v, want [D1]", got)
+		t.Fatalf("deleted %v, want [D1] (an unknown device is skipped)", got)
 	}
-	wantRefused(t, "deleting a device deleted earlier in the batch", out[4], 404, "M_NOT_FOUND")
+	wantNothing(t, "deleting a device deleted earlier in the batch", out[4])
+	if got := deleted(t, out[4]); len(got) != 0 {
+		t.Fatalf("deleting a deleted device answered %v, want []", got)
+	}
+	wantRefused(t, "renaming a device deleted earlier in the batch", out[5], 404, "M_NOT_FOUND")
+	if devs, err := c.db.Devices(context.Background(), alice); err != nil || len(devs) != 1 || devs[0].DisplayName != "laptop" {
+		t.Fatalf("alice's devices: %+v, %v", devs, err)
+	}
 
 	out = c.batch(
 		c.userWrite(alice, OpLogin, device("D3", "t3")),
