@@ -33,8 +33,8 @@ var notReplayedColumns = map[string]string{
 }
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
-// register and log in devices, set profiles, aliases, filters, account data, tags and
-// push rules, forget a room and log out; the process stops, the database is dropped and made
+// register and log in devices, set profiles, aliases, filters, account data, tags,
+// push rules and receipts, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
 // original row for row. The restarted process then takes the old access tokens.
 func TestReplayRebuildsEveryTable(t *testing.T) {
@@ -99,7 +99,15 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 		Type: event.StateMember, StateKey: new(bob.UserID.String()), Content: event.Content{Raw: map[string]any{"membership": "join"}},
 	}}})
 	wantError(t, "a create the room's writer refuses", err, http.StatusForbidden, "M_FORBIDDEN")
-	if _, err := sendText(ctx, alice, lobby.RoomID, "t1", "hello"); err != nil {
+	hello, err := sendText(ctx, alice, lobby.RoomID, "t1", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Receipts, public and private.
+	if err := bob.SendReceipt(ctx, lobby.RoomID, hello, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SendReceipt(ctx, lobby.RoomID, hello, event.ReceiptTypeReadPrivate, nil); err != nil {
 		t.Fatal(err)
 	}
 
