@@ -435,18 +435,17 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		}
 		g.Go(func() error { return feed.Run(ctx) })
 		streamFeeds := map[string]client.Feed{}
-		typers := &client.Typers{}
+		views := client.NewViews()
 		for name, writers := range cfg.UserStreamWriters() {
 			// The accounts stream shows nothing in /sync, and its writer answers once
 			// its records are in Postgres, where every reader looks: no feed follows it.
 			if userStreams[name] == nil || name == schemas.StreamAccounts {
 				continue
 			}
-			fc := syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Stream: name, Writers: writers}
-			if name == schemas.StreamTyping {
-				// /sync answers typing from memory: the feed hands it every record.
-				fc.Observe = typers.Observe
-			}
+			// /sync answers typing, and recent receipts, from memory: their feeds hand
+			// it every record.
+			fc := syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Stream: name, Writers: writers,
+				Observe: views.Observer(name)}
 			f, err := syncfeed.New(ctx, fc)
 			if err != nil {
 				return err
@@ -455,7 +454,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			streamFeeds[name] = f
 		}
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Feed: feed, StreamFeeds: streamFeeds, Typers: typers, Log: log, EnableRegistration: cfg.EnableRegistration,
+			ServerName: cfg.ServerName, DB: db, Feed: feed, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
 				StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log},
 			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits,

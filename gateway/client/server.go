@@ -37,8 +37,9 @@ type Server struct {
 	Feed Feed
 	// StreamFeeds are the sync feeds of the per-user streams, by stream name.
 	StreamFeeds map[string]Feed
-	// Typers is who types where, kept from the typing feed; /sync reads it.
-	Typers *Typers
+	// Views are what /sync keeps in memory of the typing and receipts streams, kept
+	// from their feeds.
+	Views *Views
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
 	// HTTP are the limits of the servers serving Handler; /sync extends their write
@@ -86,8 +87,8 @@ func (s *Server) Handler() http.Handler {
 	s.accountData = accountdata.Store{Pool: s.DB.Pool}
 	s.pushRules = rulesdb.Store{Pool: s.DB.Pool}
 	s.receipts = receipts.Store{Pool: s.DB.Pool}
-	if s.Typers == nil {
-		s.Typers = &Typers{}
+	if s.Views == nil {
+		s.Views = NewViews()
 	}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)

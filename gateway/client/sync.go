@@ -317,8 +317,10 @@ func (s *Server) newSyncStreams() []syncStream {
 	}{
 		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
 		{schemas.StreamPushRules, func(f feedStream) syncStream { return &pushRulesStream{feedStream: f, store: s.pushRules} }},
-		{schemas.StreamTyping, func(f feedStream) syncStream { return &typingStream{feedStream: f, typers: s.Typers} }},
-		{schemas.StreamReceipts, func(f feedStream) syncStream { return &receiptsStream{feedStream: f, store: s.receipts} }},
+		{schemas.StreamTyping, func(f feedStream) syncStream { return &typingStream{feedStream: f, typers: s.Views.Typers} }},
+		{schemas.StreamReceipts, func(f feedStream) syncStream {
+			return &receiptsStream{feedStream: f, store: s.receipts, recent: s.Views.Receipts}
+		}},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))

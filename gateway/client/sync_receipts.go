@@ -2,9 +2,13 @@ package client
 
 import (
 	"context"
+	"sync"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist/receipts"
+	"github.com/ganglionhq/ganglion/schemas"
 )
 
 // receiptsStore reads the receipts projection.
@@ -18,7 +22,84 @@ type receiptsStore interface {
 // sync, a new join). Private receipts reach their owner only.
 type receiptsStream struct {
 	feedStream
-	store receiptsStore
+	store  receiptsStore
+	recent *RecentReceipts
+}
+
+// defaultRecentReceipts is how many of the newest receipts each process keeps.
+const defaultRecentReceipts = 8192
+
+// RecentReceipts holds the newest records of the receipts stream, as the receipts feed
+// makes them visible, so an incremental /sync finds the receipts changed in its rooms
+// without Postgres: a receipt reaches every member's long-poll of a room at once, and
+// fifty members asking Postgres the same question is what made its fan-out slow. A
+// token older than what it holds is answered from Postgres.
+type RecentReceipts struct {
+	mu   sync.Mutex
+	ring []recentReceipt
+	head int
+	// floor: every record with a position above it is in ring; valid once set.
+	floor uint64
+	set   bool
+}
+
+type recentReceipt struct {
+	seq uint64
+	r   *schemas.ReceiptRecord
+}
+
+// NewRecentReceipts keeps the newest n receipts.
+func NewRecentReceipts(n int) *RecentReceipts {
+	return &RecentReceipts{ring: make([]recentReceipt, 0, n)}
+}
+
+// Observe takes one record of the receipts stream, in order.
+func (rr *RecentReceipts) Observe(seq uint64, _ nats.Header, data []byte) {
+	r, err := schemas.DecodeReceipt(data)
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if !rr.set {
+		// The feed hands over every record after its start: none before this one
+		// is missing above seq-1.
+		rr.floor, rr.set = seq-1, true
+	}
+	if err != nil {
+		return // not a receipt: nothing anyone could be shown
+	}
+	if len(rr.ring) < cap(rr.ring) {
+		rr.ring = append(rr.ring, recentReceipt{seq, r})
+		return
+	}
+	rr.floor = rr.ring[rr.head].seq
+	rr.ring[rr.head] = recentReceipt{seq, r}
+	rr.head = (rr.head + 1) % len(rr.ring)
+}
+
+// between returns the receipts of rooms written in (since, to], the newest per key, as
+// viewer may see them; ok is false when since is older than what is held.
+func (rr *RecentReceipts) between(since, to uint64, rooms map[string]bool, viewer string) (list []receipts.Receipt, ok bool) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if !rr.set || since < rr.floor {
+		return nil, false
+	}
+	latest := map[receipts.Key]int{}
+	for i := range rr.ring {
+		e := rr.ring[(rr.head+i)%len(rr.ring)]
+		r := e.r
+		if e.seq <= since || e.seq > to || !rooms[r.Room] || (r.Type == schemas.ReceiptReadPrivate && r.User != viewer) {
+			continue
+		}
+		k := receipts.Key{Room: r.Room, Type: r.Type, User: r.User, Thread: r.Thread}
+		rec := receipts.Receipt{Key: k, EventID: r.EventID, TS: r.TS, Pos: e.seq}
+		if j, seen := latest[k]; seen {
+			list[j] = rec
+			continue
+		}
+		latest[k] = len(list)
+		list = append(list, rec)
+	}
+	return list, true
 }
 
 // receiptData is one user's receipt as m.receipt carries it.
@@ -42,9 +123,22 @@ func (rs *receiptsStream) fill(ctx context.Context, sc *syncCtx, since, to uint6
 	if len(rooms) == 0 && len(fresh) == 0 {
 		return nil
 	}
-	list, err := rs.store.Changed(ctx, sc.dev.UserID, rooms, since, fresh, to)
-	if err != nil {
-		return err
+	var list []receipts.Receipt
+	if len(fresh) == 0 {
+		set := make(map[string]bool, len(rooms))
+		for _, r := range rooms {
+			set[r] = true
+		}
+		if l, ok := rs.recent.between(since, to, set, sc.dev.UserID); ok {
+			list, rooms = l, nil
+		}
+	}
+	if len(rooms) > 0 || len(fresh) > 0 {
+		l, err := rs.store.Changed(ctx, sc.dev.UserID, rooms, since, fresh, to)
+		if err != nil {
+			return err
+		}
+		list = l
 	}
 	// content[room][event][type][user]
 	content := map[string]map[string]map[string]map[string]receiptData{}

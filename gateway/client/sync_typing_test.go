@@ -45,7 +45,7 @@ func TestSyncTypingAfterStreamRestart(t *testing.T) {
 	feed, typingFeed := newStepFeed(0), newStepFeed(0)
 	typers := &Typers{}
 	srv := &Server{ServerName: testServerName, DB: db, Feed: feed, StreamFeeds: map[string]Feed{schemas.StreamTyping: typingFeed},
-		Typers: typers, Log: zaptest.NewLogger(t)}
+		Views: &Views{Typers: typers, Receipts: NewRecentReceipts(16)}, Log: zaptest.NewLogger(t)}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	const alice, bob = "@alice:" + testServerName, "@bob:" + testServerName
