@@ -375,7 +375,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	waiters := &streams.Waiters{}
 	instance := cfg.InstanceName()
 
-	userStreams := userstreams.Streams(userstreams.Deps{DB: db})
+	userStreams := userstreams.Streams(userstreams.Deps{DB: db, Presence: cfg.Presence})
 	var written []userstreams.Stream
 	for name, writers := range cfg.UserStreamWriters() {
 		if st := userStreams[name]; st != nil && slices.Contains(writers, instance) {
@@ -457,9 +457,11 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			ServerName: cfg.ServerName, DB: db, Feed: feed, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
 				StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log},
-			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits,
+			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
+			UserSyncs: streams.Notices{NC: nc, Subject: topo.UserSyncSubject(cfg.StreamWriters.Presence[0])},
 		}
 		handler := api.Handler()
+		g.Go(func() error { api.Run(ctx); return nil })
 		for _, l := range listeners {
 			h, perIP := handler, cfg.HTTPLimits.MaxConnsPerIP
 			if l.XForwarded {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 )
 
 // MainInstance is the instance name of the main process. Synapse calls it
@@ -55,6 +56,9 @@ type Config struct {
 	RegistrationSharedSecret              string
 	// RateLimits are Synapse's rc_* limits, Synapse's defaults where not set.
 	RateLimits ratelimit.Settings
+	// Presence is Synapse's presence section (and its older use_presence key):
+	// enabled and tracked by default, with Synapse's timers.
+	Presence userstreams.PresenceSettings
 	// HTTPLimits are the timeouts and per-IP connection cap of every HTTP listener
 	// (http_limits, Ganglion's own key).
 	HTTPLimits serve.Limits

@@ -117,6 +117,16 @@ enable_registration: true
 #   http_limits: {read_header_timeout: 10s, read_timeout: 30s,
 #     write_timeout: 45s, idle_timeout: 60s, max_connections_per_ip: 256}
 
+# Presence is on, as in Synapse; "enabled: false" turns it off (the endpoints
+# still answer), "untracked" shows it without clients changing it. The
+# timers are Synapse's:
+#presence:
+#  enabled: true
+#  include_offline_users_on_sync: false
+#  last_active_granularity: 1m
+#  sync_online_timeout: 30s
+#  idle_timeout: 5m
+
 # debug, info, warning or error.
 log_level: info
 `))

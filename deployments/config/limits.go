@@ -10,6 +10,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 )
 
 // rateLimitFields decodes Synapse's rc_* keys into s: each is a mapping of per_second
@@ -36,6 +37,7 @@ func (l *loader) rateLimitFields(s *ratelimit.Settings) fields {
 		"rc_invites": group(map[string]*ratelimit.Setting{
 			"per_room": &s.InvitesPerRoom, "per_user": &s.InvitesPerUser, "per_issuer": &s.InvitesPerIssuer,
 		}),
+		"rc_presence": group(map[string]*ratelimit.Setting{"per_user": &s.PresencePerUser}),
 	}
 }
 
@@ -142,4 +144,73 @@ func (ln Listener) loopbackOnly() bool {
 		}
 	}
 	return true
+}
+
+// presence decodes Synapse's presence section. enabled is true, false or "untracked"
+// (presence shown, but changed by nothing clients do); the timers are Synapse's
+// durations and must keep Synapse's order (idle_timeout above
+// last_active_granularity).
+func (l *loader) presence(dst *userstreams.PresenceSettings, n *yaml.Node, path string) {
+	dur := func(d *time.Duration) func(*yaml.Node, string) {
+		return func(v *yaml.Node, p string) {
+			if v, ok := l.synapseDuration(v, p); ok {
+				*d = v
+			}
+		}
+	}
+	l.object(n, path, fields{
+		"enabled": func(v *yaml.Node, p string) {
+			v = l.resolve(v)
+			if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" && v.Value == "untracked" {
+				dst.Enabled, dst.Untracked = true, true
+				l.presenceEnabled = true
+				return
+			}
+			if b, ok := l.boolean(v, p); ok {
+				dst.Enabled, dst.Untracked = b, false
+				l.presenceEnabled = true
+			}
+		},
+		"include_offline_users_on_sync": func(v *yaml.Node, p string) {
+			if b, ok := l.boolean(v, p); ok {
+				dst.IncludeOfflineUsersOnSync = b
+			}
+		},
+		"last_active_granularity": dur(&dst.Timers.LastActiveGranularity),
+		"sync_online_timeout":     dur(&dst.Timers.SyncOnlineTimeout),
+		"idle_timeout":            dur(&dst.Timers.IdleTimeout),
+	})
+	if dst.Timers.IdleTimeout <= dst.Timers.LastActiveGranularity {
+		l.fail(path+".idle_timeout", "must be longer than last_active_granularity (%s), got %s",
+			dst.Timers.LastActiveGranularity, dst.Timers.IdleTimeout)
+	}
+}
+
+// synapseDuration decodes a duration as Synapse writes them: an integer of
+// milliseconds, or a string of digits with an optional unit among s, m, h, d, w and y
+// (no unit: milliseconds). It must be positive.
+func (l *loader) synapseDuration(n *yaml.Node, path string) (time.Duration, bool) {
+	n = l.resolve(n)
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
+		ms, ok := l.integer(n, path, 1, math.MaxInt64/int64(time.Millisecond))
+		return time.Duration(ms) * time.Millisecond, ok
+	}
+	s, ok := l.str(n, path)
+	if !ok {
+		return 0, false
+	}
+	units := map[byte]time.Duration{'s': time.Second, 'm': time.Minute, 'h': time.Hour,
+		'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}
+	unit, digits := time.Millisecond, s
+	if s != "" {
+		if u, ok := units[s[len(s)-1]]; ok {
+			unit, digits = u, s[:len(s)-1]
+		}
+	}
+	v, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || v <= 0 || v > int64(math.MaxInt64/unit) {
+		l.fail(path, `must be a positive duration such as "30s", "5m" or a number of milliseconds, got %q`, s)
+		return 0, false
+	}
+	return time.Duration(v) * unit, true
 }

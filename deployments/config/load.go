@@ -20,6 +20,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 )
 
 // Error is a configuration problem at one key of one file.
@@ -91,6 +92,7 @@ func Load(paths []string, log *zap.Logger) (*Config, error) {
 		SendFederation:  true,
 		RateLimits:      ratelimit.Defaults,
 		HTTPLimits:      serve.DefaultLimits,
+		Presence:        userstreams.PresenceSettings{Enabled: true, Timers: userstreams.DefaultPresenceTimers},
 	}
 	f := l.topFields(c)
 	for _, e := range top {
@@ -98,6 +100,9 @@ func Load(paths []string, log *zap.Logger) (*Config, error) {
 		if l.set(e, e.key, f) {
 			l.origin[e.key] = e.file
 		}
+	}
+	if l.usePresence != nil && !l.presenceEnabled {
+		c.Presence.Enabled = *l.usePresence
 	}
 	if len(l.errs) == 0 {
 		l.validate(c)
@@ -118,6 +123,10 @@ type loader struct {
 	origin   map[string]string
 	allFiles string
 	aliases  int
+	// usePresence is Synapse's older use_presence, which presence.enabled overrides;
+	// presenceEnabled is set when presence.enabled was given.
+	usePresence     *bool
+	presenceEnabled bool
 }
 
 type entry struct {
@@ -510,6 +519,12 @@ func (l *loader) topFields(c *Config) fields {
 		"enable_registration":                      boolean(&c.EnableRegistration),
 		"enable_registration_without_verification": boolean(&c.EnableRegistrationWithoutVerification),
 		"http_limits":                              func(v *yaml.Node, p string) { l.httpLimits(&c.HTTPLimits, v, p) },
+		"presence":                                 func(v *yaml.Node, p string) { l.presence(&c.Presence, v, p) },
+		"use_presence": func(v *yaml.Node, p string) {
+			if b, ok := l.boolean(v, p); ok {
+				l.usePresence = &b
+			}
+		},
 		"max_json_depth": func(v *yaml.Node, p string) {
 			if n, ok := l.integer(v, p, 2, 10000); ok {
 				c.MaxJSONDepth = int(n)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 )
 
 // base is a complete main-process configuration; cases add files after it.
@@ -194,6 +195,14 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 			`server_name: port must be between 1 and 65535, got "99999"`},
 		{"unknown worker app", "worker_app: synapse.app.chat\nworker_name: w1", 1,
 			`worker_app: unknown worker app "synapse.app.chat"`},
+		{"presence enabled neither boolean nor untracked", "presence: {enabled: maybe}", 1,
+			"presence.enabled: must be true or false, got a string"},
+		{"presence timer with a bad unit", "presence: {sync_online_timeout: 30x}", 1,
+			`presence.sync_online_timeout: must be a positive duration such as "30s", "5m" or a number of milliseconds, got "30x"`},
+		{"presence timer of zero", "presence: {last_active_granularity: 0}", 1,
+			"presence.last_active_granularity: must be between 1 and"},
+		{"presence idle before granularity", "presence: {idle_timeout: 1m, last_active_granularity: 2m}", 1,
+			"presence.idle_timeout: must be longer than last_active_granularity (2m0s), got 1m0s"},
 		{"worker without name", "worker_app: synapse.app.generic_worker", 1,
 			"worker_name: required for a worker"},
 		{"worker named main", "worker_app: synapse.app.generic_worker\nworker_name: main", 1,
@@ -600,6 +609,50 @@ func TestLoadRateLimitsDefaultToSynapses(t *testing.T) {
 	c = mustLoad(t, base, "http_limits: {idle_timeout: 5s, max_connections_per_ip: 0}")
 	if c.HTTPLimits.IdleTimeout != 5*time.Second || c.HTTPLimits.MaxConnsPerIP != 0 || c.HTTPLimits.WriteTimeout != serve.DefaultLimits.WriteTimeout {
 		t.Fatalf("http limits %+v", c.HTTPLimits)
+	}
+}
+
+// Presence is on and tracked by default with Synapse's timers; presence takes Synapse's
+// values and durations, and the older use_presence counts only without
+// presence.enabled.
+func TestLoadPresence(t *testing.T) {
+	c := mustLoad(t, base)
+	want := userstreams.PresenceSettings{Enabled: true, Timers: userstreams.DefaultPresenceTimers}
+	if c.Presence != want {
+		t.Fatalf("presence %+v, want %+v", c.Presence, want)
+	}
+	if c.RateLimits.PresencePerUser != (ratelimit.Setting{PerSecond: 0.1, BurstCount: 1}) {
+		t.Fatalf("rc_presence %+v", c.RateLimits.PresencePerUser)
+	}
+	c = mustLoad(t, base, `presence:
+  enabled: untracked
+  include_offline_users_on_sync: true
+  last_active_granularity: 1500
+  sync_online_timeout: "2s"
+  idle_timeout: 1h
+rc_presence: {per_user: {per_second: 5, burst_count: 7}}
+`)
+	want = userstreams.PresenceSettings{Enabled: true, Untracked: true, IncludeOfflineUsersOnSync: true,
+		Timers: userstreams.PresenceTimers{LastActiveGranularity: 1500 * time.Millisecond, SyncOnlineTimeout: 2 * time.Second, IdleTimeout: time.Hour}}
+	if c.Presence != want || c.Presence.Track() {
+		t.Fatalf("presence %+v, want %+v, untracked", c.Presence, want)
+	}
+	if c.RateLimits.PresencePerUser != (ratelimit.Setting{PerSecond: 5, BurstCount: 7}) {
+		t.Fatalf("rc_presence %+v", c.RateLimits.PresencePerUser)
+	}
+	for _, tc := range []struct {
+		yaml string
+		on   bool
+	}{
+		{"presence: {enabled: false}", false},
+		{"use_presence: false", false},
+		{"use_presence: false\npresence: {enabled: true}", true},
+		{"presence: {enabled: true}\nuse_presence: false", true},
+		{"presence: {idle_timeout: '600000'}\nuse_presence: true", true},
+	} {
+		if c := mustLoad(t, base, tc.yaml); c.Presence.Enabled != tc.on || c.Presence.Track() != tc.on {
+			t.Errorf("%q: presence %+v, want enabled %v", tc.yaml, c.Presence, tc.on)
+		}
 	}
 }
 

@@ -131,6 +131,7 @@ func generousRateLimits() map[string]any {
 		"rc_login":           map[string]any{"address": lots, "account": lots, "failed_attempts": lots},
 		"rc_joins":           map[string]any{"local": lots, "remote": lots},
 		"rc_invites":         map[string]any{"per_room": lots, "per_user": lots, "per_issuer": lots},
+		"rc_presence":        map[string]any{"per_user": lots},
 	}
 }
 

@@ -35,6 +35,7 @@ var streamChecks = []streamCheck{
 	{"typing", checkTypingAcross},
 	{"receipts", checkReceiptsAcross},
 	{"accounts", checkAccountsAcross},
+	{"presence", checkPresenceAcross},
 }
 
 // TestStreamWritersMove is issue 6's acceptance 3: the per-user streams written by two

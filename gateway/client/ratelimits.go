@@ -24,6 +24,10 @@ type limiters struct {
 	invitesPerRoom   *ratelimit.Limiter // by room
 	invitesPerUser   *ratelimit.Limiter // by invitee
 	invitesPerIssuer *ratelimit.Limiter // by inviter
+	// rc_presence.per_user, by user: PUT /presence is refused beyond it, and a
+	// /sync beyond it leaves presence alone. Each has its own buckets, as in Synapse.
+	presencePut  *ratelimit.Limiter
+	presenceSync *ratelimit.Limiter
 }
 
 func newLimiters(s ratelimit.Settings) *limiters {
@@ -37,6 +41,8 @@ func newLimiters(s ratelimit.Settings) *limiters {
 		invitesPerRoom:   ratelimit.New(s.InvitesPerRoom),
 		invitesPerUser:   ratelimit.New(s.InvitesPerUser),
 		invitesPerIssuer: ratelimit.New(s.InvitesPerIssuer),
+		presencePut:      ratelimit.New(s.PresencePerUser),
+		presenceSync:     ratelimit.New(s.PresencePerUser),
 	}
 }
 

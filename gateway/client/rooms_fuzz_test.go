@@ -62,16 +62,17 @@ func FuzzTokens(f *testing.F) {
 // a Matrix client error or a request within its bounds, never a panic. Filter ids are
 // left out: they are looked up in Postgres.
 func FuzzParseSyncRequest(f *testing.F) {
-	f.Add("s5", "30000", "false", `{"room":{"timeline":{"limit":50}}}`)
-	f.Add("", "", "", "")
-	f.Add("x", "-1", "yes", `{"room":{"timeline":{"limit":"x"}}}`)
-	f.Add("s1", "99999999999999999999", "true", `{"room":{"rooms":["!a:h"],"not_rooms":null,"include_leave":true}}`)
+	f.Add("s5", "30000", "false", `{"room":{"timeline":{"limit":50}}}`, "online")
+	f.Add("", "", "", "", "")
+	f.Add("x", "-1", "yes", `{"room":{"timeline":{"limit":"x"}}}`, "busy")
+	f.Add("s1", "99999999999999999999", "true", `{"room":{"rooms":["!a:h"],"not_rooms":null,"include_leave":true}}`, "unavailable")
+	f.Add("s1_2", "0", "", `{"presence":{"types":[],"senders":["@a:h"],"not_senders":"x"}}`, "offline")
 	s := &Server{ServerName: testServerName}
-	f.Fuzz(func(t *testing.T, since, timeout, fullState, filter string) {
+	f.Fuzz(func(t *testing.T, since, timeout, fullState, filter, setPresence string) {
 		if filter != "" && !strings.HasPrefix(filter, "{") {
 			return
 		}
-		q := url.Values{"since": {since}, "timeout": {timeout}, "full_state": {fullState}, "filter": {filter}}
+		q := url.Values{"since": {since}, "timeout": {timeout}, "full_state": {fullState}, "filter": {filter}, "set_presence": {setPresence}}
 		r := httptest.NewRequest(http.MethodGet, "/_matrix/client/v3/sync?"+q.Encode(), nil)
 		req, err := s.parseSyncRequest(r.Context(), r, Device{UserID: "@a:" + testServerName})
 		if err != nil {
@@ -83,6 +84,9 @@ func FuzzParseSyncRequest(f *testing.F) {
 		}
 		if l := req.filter.timelineLimit(); l < 0 || l > maxTimelineLimit {
 			t.Fatalf("timeline limit %d out of bounds", l)
+		}
+		if !schemas.ValidPresence(req.setPresence) || setPresence != "" && req.setPresence != setPresence {
+			t.Fatalf("set_presence %q parsed as %q", setPresence, req.setPresence)
 		}
 	})
 }

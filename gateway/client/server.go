@@ -15,8 +15,10 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	"github.com/ganglionhq/ganglion/persist/presence"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -47,7 +49,13 @@ type Server struct {
 	HTTP serve.Limits
 	// RateLimits are Synapse's rc_* limits; the zero value limits nothing.
 	RateLimits ratelimit.Settings
-	Log        *zap.Logger
+	// Presence is the presence section of the configuration; the zero value is
+	// presence off.
+	Presence userstreams.PresenceSettings
+	// UserSyncs carries this process's sync notices to the presence writer; nil
+	// leaves the writer unaware of syncs here.
+	UserSyncs Notices
+	Log       *zap.Logger
 
 	limits      *limiters
 	tokens      tokenCache
@@ -57,6 +65,8 @@ type Server struct {
 	joinedCache joinedCache
 	pushRules   pushRulesStore
 	receipts    receiptsStore
+	presence    presenceStore
+	userSyncs   *userSyncs
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -90,6 +100,10 @@ func (s *Server) Handler() http.Handler {
 	if s.Views == nil {
 		s.Views = NewViews()
 	}
+	s.presence = presence.Store{Pool: s.DB.Pool}
+	if s.UserSyncs != nil && s.Presence.Track() {
+		s.userSyncs = newUserSyncs(s.UserSyncs, s.Presence.Timers, s.Log)
+	}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -101,7 +115,17 @@ func (s *Server) Handler() http.Handler {
 	s.registerPushRules(r)
 	s.registerTyping(r)
 	s.registerReceipts(r)
+	s.registerPresence(r)
 	return s.frontDoor(r.mux)
+}
+
+// Run does, until ctx ends, the work of the server that outlives requests: telling the
+// presence writer which devices sync here, and that none does once ctx ends. Call it
+// after Handler.
+func (s *Server) Run(ctx context.Context) {
+	if s.userSyncs != nil {
+		s.userSyncs.run(ctx)
+	}
 }
 
 // frontDoor adds CORS and answers what no route matches with a Matrix error instead of

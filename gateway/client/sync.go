@@ -200,6 +200,8 @@ type syncRequest struct {
 	timeout     time.Duration
 	fullState   bool
 	filter      *filter
+	// setPresence is the presence the /sync sets (online by default).
+	setPresence string
 }
 
 func (s *Server) parseSyncRequest(ctx context.Context, r *http.Request, dev Device) (*syncRequest, error) {
@@ -224,6 +226,13 @@ func (s *Server) parseSyncRequest(ctx context.Context, r *http.Request, dev Devi
 	default:
 		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "full_state must be true or false")
 	}
+	req.setPresence = schemas.PresenceOnline
+	if p := q.Get("set_presence"); p != "" {
+		if !schemas.ValidPresence(p) {
+			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "set_presence must be online, unavailable or offline")
+		}
+		req.setPresence = p
+	}
 	if req.filter, err = s.resolveFilter(ctx, q.Get("filter"), dev); err != nil {
 		return nil, err
 	}
@@ -238,6 +247,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, "sync", err)
 		return
 	}
+	defer s.syncing(dev, req.setPresence)()
 	ctx := r.Context()
 	s.awaitOwnWrite(ctx, dev)
 	waitCtx := ctx
@@ -321,6 +331,7 @@ func (s *Server) newSyncStreams() []syncStream {
 		{schemas.StreamReceipts, func(f feedStream) syncStream {
 			return &receiptsStream{feedStream: f, store: s.receipts, recent: s.Views.Receipts}
 		}},
+		{schemas.StreamPresence, func(f feedStream) syncStream { return &presenceStream{feedStream: f, s: s} }},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))

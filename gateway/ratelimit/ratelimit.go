@@ -30,6 +30,7 @@ type Settings struct {
 	InvitesPerUser      Setting // rc_invites.per_user
 	InvitesPerIssuer    Setting // rc_invites.per_issuer
 	ThreePIDValidation  Setting // rc_3pid_validation
+	PresencePerUser     Setting // rc_presence.per_user
 }
 
 // Defaults are Synapse's defaults (synapse/config/ratelimiting.py).
@@ -45,6 +46,7 @@ var Defaults = Settings{
 	InvitesPerUser:      Setting{0.003, 5},
 	InvitesPerIssuer:    Setting{0.3, 10},
 	ThreePIDValidation:  Setting{0.003, 5},
+	PresencePerUser:     Setting{0.1, 1},
 }
 
 // sweepEvery is how often a Limiter forgets the keys whose bucket is full again (an

@@ -9,6 +9,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
 	"github.com/ganglionhq/ganglion/persist/accounts"
+	"github.com/ganglionhq/ganglion/persist/presence"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
 	"github.com/ganglionhq/ganglion/schemas"
@@ -18,6 +19,8 @@ import (
 // Deps is what the streams need from their process.
 type Deps struct {
 	DB *persist.DB
+	// Presence is the presence section of the configuration.
+	Presence PresenceSettings
 }
 
 // Streams returns every per-user stream built so far, by name: one line each.
@@ -28,6 +31,7 @@ func Streams(d Deps) map[string]Stream {
 		schemas.StreamTyping:      &Typing{},
 		schemas.StreamReceipts:    &Receipts{Store: receipts.Store{Pool: d.DB.Pool}},
 		schemas.StreamAccounts:    &Accounts{Store: accounts.Store{Pool: d.DB.Pool}},
+		schemas.StreamPresence:    NewPresence(presence.Store{Pool: d.DB.Pool}, d.Presence),
 	}
 }
 
