@@ -34,7 +34,7 @@ var notReplayedColumns = map[string]string{
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
 // register and log in devices, set profiles, aliases, filters, account data, tags,
-// push rules and receipts, forget a room and log out; the process stops, the database is dropped and made
+// push rules, receipts and presence, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
 // original row for row. The restarted process then takes the old access tokens.
 func TestReplayRebuildsEveryTable(t *testing.T) {
@@ -147,6 +147,10 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := bob.SetPushRuleEnabled(ctx, "global", pushrules.OverrideRule, ".m.rule.suppress_notices", false); err != nil {
+		t.Fatal(err)
+	}
+	// Presence.
+	if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "replayed"}); err != nil {
 		t.Fatal(err)
 	}
 
