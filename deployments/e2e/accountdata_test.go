@@ -71,7 +71,7 @@ func TestAccountData(t *testing.T) {
 	// A long-poll wakes for a change of account data alone.
 	done := make(chan *mautrix.RespSync, 1)
 	go func() {
-		r, err := alice.SyncRequest(ctx, 30000, all.NextBatch, "", false, event.PresenceOnline)
+		r, err := alice.SyncRequest(ctx, 30000, all.NextBatch, noPresence, false, event.PresenceOnline)
 		if err != nil {
 			t.Error(err)
 		}

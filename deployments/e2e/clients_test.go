@@ -17,6 +17,10 @@ import (
 // is ever legitimately limited.
 const syncFilter = `{"room":{"timeline":{"limit":500}}}`
 
+// noPresence leaves presence out of a /sync: a long-poll a test expects one stream's
+// change to wake is then not woken first by users coming online as they sync.
+const noPresence = `{"presence":{"types":[]}}`
+
 const password = "correct horse battery staple"
 
 // newUser registers localpart with m.login.dummy, then logs in with the password and

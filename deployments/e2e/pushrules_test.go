@@ -218,7 +218,7 @@ func TestPushRules(t *testing.T) {
 	} {
 		done := make(chan *mautrix.RespSync, 1)
 		go func() {
-			r, err := alice.SyncRequest(ctx, 30000, since, "", false, event.PresenceOnline)
+			r, err := alice.SyncRequest(ctx, 30000, since, noPresence, false, event.PresenceOnline)
 			if err != nil {
 				t.Error(err)
 			}

@@ -79,7 +79,7 @@ func TestReceipts(t *testing.T) {
 	// Alice's long-poll wakes for bob's read receipt.
 	done := make(chan *mautrix.RespSync, 1)
 	go func() {
-		r, err := alice.SyncRequest(ctx, 30000, aliceSince, "", false, event.PresenceOnline)
+		r, err := alice.SyncRequest(ctx, 30000, aliceSince, noPresence, false, event.PresenceOnline)
 		if err != nil {
 			t.Error(err)
 		}

@@ -80,7 +80,7 @@ func TestTyping(t *testing.T) {
 	// Bob's long-poll wakes for alice's typing alone.
 	done := make(chan *mautrix.RespSync, 1)
 	go func() {
-		r, err := bob.SyncRequest(ctx, 30000, since, "", false, event.PresenceOnline)
+		r, err := bob.SyncRequest(ctx, 30000, since, noPresence, false, event.PresenceOnline)
 		if err != nil {
 			t.Error(err)
 		}
