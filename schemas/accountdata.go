@@ -46,5 +46,5 @@ func (r AccountDataRow) MarshalJSON() ([]byte, error) {
 	if r.Room != "" {
 		room = r.Room
 	}
-	return json.Marshal([]any{r.User, room, r.Type})
+	return Marshal([]any{r.User, room, r.Type})
 }

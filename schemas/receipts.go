@@ -65,5 +65,5 @@ func (r ReceiptRow) MarshalJSON() ([]byte, error) {
 	if r.Thread != "" {
 		thread = r.Thread
 	}
-	return json.Marshal([]any{r.Room, r.Type, r.User, r.EventID, thread, map[string]int64{"ts": r.TS}})
+	return Marshal([]any{r.Room, r.Type, r.User, r.EventID, thread, map[string]int64{"ts": r.TS}})
 }

@@ -54,5 +54,5 @@ func (r TypingRow) MarshalJSON() ([]byte, error) {
 	if users == nil {
 		users = []string{}
 	}
-	return json.Marshal([]any{r.Room, users})
+	return Marshal([]any{r.Room, users})
 }
