@@ -17,6 +17,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist/accountdata"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
+	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -56,6 +57,7 @@ type Server struct {
 	joinedCache joinedCache
 	pushRules   pushRulesStore
 	receipts    receiptsStore
+	toDevice    todevice.Store
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -89,6 +91,7 @@ func (s *Server) Handler() http.Handler {
 	if s.Typers == nil {
 		s.Typers = &Typers{}
 	}
+	s.toDevice = todevice.Store{Pool: s.DB.Pool}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -100,6 +103,8 @@ func (s *Server) Handler() http.Handler {
 	s.registerPushRules(r)
 	s.registerTyping(r)
 	s.registerReceipts(r)
+	s.registerToDevice(r)
+	s.registerDevices(r)
 	return s.frontDoor(r.mux)
 }
 

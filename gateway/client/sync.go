@@ -319,6 +319,7 @@ func (s *Server) newSyncStreams() []syncStream {
 		{schemas.StreamPushRules, func(f feedStream) syncStream { return &pushRulesStream{feedStream: f, store: s.pushRules} }},
 		{schemas.StreamTyping, func(f feedStream) syncStream { return &typingStream{feedStream: f, typers: s.Typers} }},
 		{schemas.StreamReceipts, func(f feedStream) syncStream { return &receiptsStream{feedStream: f, store: s.receipts} }},
+		{schemas.StreamToDevice, func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} }},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))

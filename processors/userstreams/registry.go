@@ -5,11 +5,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
+	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 )
@@ -17,6 +19,11 @@ import (
 // Deps is what the streams need from their process.
 type Deps struct {
 	DB *persist.DB
+	// JS and Topology reach the streams' logs (to_device purges what was delivered);
+	// Topology also carries the to-device bound.
+	JS       jetstream.JetStream
+	Topology streams.Topology
+	Log      *zap.Logger
 }
 
 // Streams returns every per-user stream built so far, by name: one line each.
@@ -26,6 +33,7 @@ func Streams(d Deps) map[string]Stream {
 		schemas.StreamPushRules:   &PushRules{Store: rulesdb.Store{Pool: d.DB.Pool}},
 		schemas.StreamTyping:      &Typing{},
 		schemas.StreamReceipts:    &Receipts{Store: receipts.Store{Pool: d.DB.Pool}},
+		schemas.StreamToDevice:    &ToDevice{DB: d.DB, Store: todevice.Store{Pool: d.DB.Pool}, JS: d.JS, Topology: d.Topology, Log: d.Log},
 	}
 }
 
