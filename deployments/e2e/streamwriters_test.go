@@ -34,6 +34,7 @@ var streamChecks = []streamCheck{
 	{"push_rules", checkPushRulesAcross},
 	{"typing", checkTypingAcross},
 	{"receipts", checkReceiptsAcross},
+	{"to_device", checkToDeviceAcross},
 }
 
 // TestStreamWritersMove is issue 6's acceptance 3: the per-user streams written by two

@@ -3,10 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -308,47 +309,44 @@ func TestToDeviceBound(t *testing.T) {
 	hs.waitLogged("dropped its oldest messages")
 }
 
-// TestToDeviceReplication: the to_device writer announces its rows on Redis in Synapse's
-// format, RDATA to_device <instance> <token> ["<recipient>"], and its positions.
-func TestToDeviceReplication(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{redis: map[string]any{"enabled": true, "host": "127.0.0.1", "port": 6379}})
-	log, _ := subscribe(ctx, t, d.serverName)
-	hs := d.startMain()
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	if s, c := sendToDevice(ctx, t, alice, "r", 1, map[id.UserID][]string{bob.UserID: {"*"}}); s != http.StatusOK {
-		t.Fatalf("send: %d %s", s, c)
-	}
-	// Bob has two devices (registration and login): two rows naming him.
-	rows := func(msgs []string) (out [][]string, tokens []int64) {
-		for _, m := range msgs {
-			rest, ok := strings.CutPrefix(m, "RDATA to_device master ")
-			if !ok {
-				continue
-			}
-			token, row, _ := strings.Cut(rest, " ")
-			var entity []string
-			n, err := strconv.ParseInt(token, 10, 64)
-			if err != nil || json.Unmarshal([]byte(row), &entity) != nil {
-				t.Errorf("%q: not RDATA <token> [entity]", m)
-				continue
-			}
-			out, tokens = append(out, entity), append(tokens, n)
-		}
-		return out, tokens
-	}
-	msgs, err := log.waitFor(ctx, func(msgs []string) bool {
-		r, _ := rows(msgs)
-		return len(r) >= 2 && slices.ContainsFunc(msgs, func(m string) bool { return strings.HasPrefix(m, "POSITION to_device master ") })
-	})
+// checkToDeviceAcross: a message sent through one gateway reaches the recipient's device
+// syncing on the other, once: a retry of its transaction through the first gateway
+// delivers nothing more.
+func checkToDeviceAcross(ctx context.Context, t *testing.T, c streamClients) {
+	first, err := c.bob.SyncRequest(ctx, 0, "", "", false, "")
 	if err != nil {
-		t.Fatalf("no to_device rows and position: %v; got %q", err, msgs)
+		t.Fatal(err)
 	}
-	got, tokens := rows(msgs)
-	if len(got) != 2 || fmt.Sprint(got) != fmt.Sprintf("[[%s] [%s]]", bob.UserID, bob.UserID) || tokens[0] >= tokens[1] {
-		t.Errorf("to_device rows %v with tokens %v, want two rows naming %s with rising tokens", got, tokens, bob.UserID)
+	txn, marker := "across-"+randomLetters(8), rand.IntN(1_000_000)
+	to := map[id.UserID][]string{c.bob.UserID: {c.bob.DeviceID.String()}}
+	if s, code := sendToDevice(ctx, t, at(c.alice, c.bob.HomeserverURL.String()), txn, marker, to); s != http.StatusOK {
+		t.Fatalf("send: %d %s", s, code)
 	}
+	since := syncUntil(ctx, t, c.bob, first.NextBatch, "a to-device message sent through the other gateway", func(r *mautrix.RespSync) bool {
+		return slices.Contains(toDeviceNumbers(t, r, c.alice.UserID), marker)
+	})
+	if s, code := sendToDevice(ctx, t, c.alice, txn, marker, to); s != http.StatusOK {
+		t.Fatalf("retry: %d %s", s, code)
+	}
+	if r, ns := toDeviceSync(ctx, t, c.bob, since, 1000, c.alice.UserID); len(ns) != 0 {
+		t.Errorf("after a retry: %v (next %s)", ns, r.NextBatch)
+	}
+}
+
+// toDeviceRedisCheck sends a message to every device of bob's; Synapse's to_device row
+// is [entity], the local user whose inbox changed.
+var toDeviceRedisCheck = redisStreamCheck{
+	stream: "to_device",
+	act: func(ctx context.Context, t *testing.T, alice, bob *mautrix.Client, _ id.RoomID) {
+		if s, code := sendToDevice(ctx, t, alice, "redis", 1, map[id.UserID][]string{bob.UserID: {"*"}}); s != http.StatusOK {
+			t.Fatalf("send: %d %s", s, code)
+		}
+	},
+	row: func(f []json.RawMessage, _, bob *mautrix.Client, _ id.RoomID) (bool, error) {
+		var entity string
+		if len(f) != 1 || json.Unmarshal(f[0], &entity) != nil {
+			return false, errors.New("want [entity]")
+		}
+		return entity == bob.UserID.String(), nil
+	},
 }
