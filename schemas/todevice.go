@@ -47,7 +47,7 @@ func DecodeToDevice(data []byte) (*ToDeviceRecord, error) {
 	switch m, t := r.Message, r.Txn; {
 	case (m == nil) == (t == nil):
 		return nil, errors.New("to-device record: needs exactly one of message and txn")
-	case m != nil && (m.User == "" || m.Device == "" || m.Sender == "" || m.Type == "" || !json.Valid(m.Content)):
+	case m != nil && (m.User == "" || m.Device == "" || m.Sender == "" || m.Type == "" || !IsObject(m.Content)):
 		return nil, errors.New("to-device record: message without user, device, sender, type or content")
 	case t != nil && (t.Sender == "" || t.Device == "" || t.Txn == ""):
 		return nil, errors.New("to-device record: txn without sender, device or id")
