@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,66 +38,99 @@ func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.ToDeviceRecord, seq
 	var ms, ts []int64
 	for i, r := range recs {
 		if m := r.Message; m != nil {
-			msg, err := schemas.Marshal(struct {
-				Type    string          `json:"type"`
-				Sender  string          `json:"sender"`
-				Content json.RawMessage `json:"content"`
-			}{m.Type, m.Sender, m.Content})
-			if err != nil {
-				return nil, fmt.Errorf("todevice: project: %w", err)
-			}
-			mu, md, mm, ms = append(mu, m.User), append(md, m.Device), append(mm, string(msg)), append(ms, int64(seqs[i]))
+			mu, md, mm, ms = append(mu, m.User), append(md, m.Device), append(mm, clientMessage(m)), append(ms, int64(seqs[i]))
 		}
 		if t := r.Txn; t != nil {
 			tu, td, tt, ts = append(tu, t.Sender), append(td, t.Device), append(tt, t.Txn), append(ts, int64(seqs[i]))
 		}
+	}
+	if len(mu)+len(tu) == 0 {
+		return nil, nil
 	}
 	b := &pgx.Batch{}
 	// The log holds every record before it is projected, and the writer's position
 	// commits with the rows: a commit lost in a crash of Postgres is projected again
 	// from the log. So the transaction need not wait for its WAL flush.
 	b.Queue(`SET LOCAL synchronous_commit = off`)
-	var dropped []Dropped
+	// Each insert counts its rows per device and names the devices now past the bound.
+	var fullInboxes, fullSenders [2][]string
+	over := func(full *[2][]string) func(pgx.Rows) error {
+		return func(rows pgx.Rows) error {
+			var u, d string
+			_, err := pgx.ForEachRow(rows, []any{&u, &d}, func() error {
+				full[0], full[1] = append(full[0], u), append(full[1], d)
+				return nil
+			})
+			return err
+		}
+	}
 	if len(mu) > 0 {
 		b.Queue(`WITH ins AS (
 				INSERT INTO device_inbox (user_id, device_id, stream_id, message)
 				SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-				ON CONFLICT DO NOTHING RETURNING user_id, device_id)
-			INSERT INTO to_device_sizes (user_id, device_id, messages)
-			SELECT user_id, device_id, count(*) FROM ins GROUP BY 1, 2
-			ON CONFLICT (user_id, device_id) DO UPDATE SET messages = to_device_sizes.messages + excluded.messages`,
-			mu, md, ms, mm)
-		b.Queue(pruneQuery("device_inbox", "user_id", "messages"), mu, md, limit).Query(func(rows pgx.Rows) error {
-			var d Dropped
-			_, err := pgx.ForEachRow(rows, []any{&d.User, &d.Device, &d.Count}, func() error {
-				dropped = append(dropped, d)
-				return nil
-			})
-			return err
-		})
+				ON CONFLICT DO NOTHING RETURNING user_id, device_id),
+			counted AS (
+				INSERT INTO to_device_sizes (user_id, device_id, messages)
+				SELECT user_id, device_id, count(*) FROM ins GROUP BY 1, 2
+				ON CONFLICT (user_id, device_id) DO UPDATE SET messages = to_device_sizes.messages + excluded.messages
+				RETURNING user_id, device_id, messages)
+			SELECT user_id, device_id FROM counted WHERE messages > $5`,
+			mu, md, ms, mm, limit).Query(over(&fullInboxes))
 	}
 	if len(tu) > 0 {
 		b.Queue(`WITH ins AS (
 				INSERT INTO to_device_txns (sender, device_id, txn_id, stream_id)
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-				ON CONFLICT DO NOTHING RETURNING sender, device_id)
-			INSERT INTO to_device_sizes (user_id, device_id, txns)
-			SELECT sender, device_id, count(*) FROM ins GROUP BY 1, 2
-			ON CONFLICT (user_id, device_id) DO UPDATE SET txns = to_device_sizes.txns + excluded.txns`,
-			tu, td, tt, ts)
-		b.Queue(pruneQuery("to_device_txns", "sender", "txns"), tu, td, limit)
-	}
-	if b.Len() == 1 {
-		return nil, nil
+				ON CONFLICT DO NOTHING RETURNING sender, device_id),
+			counted AS (
+				INSERT INTO to_device_sizes (user_id, device_id, txns)
+				SELECT sender, device_id, count(*) FROM ins GROUP BY 1, 2
+				ON CONFLICT (user_id, device_id) DO UPDATE SET txns = to_device_sizes.txns + excluded.txns
+				RETURNING user_id, device_id, txns)
+			SELECT user_id, device_id FROM counted WHERE txns > $5`,
+			tu, td, tt, ts, limit).Query(over(&fullSenders))
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("todevice: project: %w", err)
 	}
+	// Past the bound, which most batches never reach, the oldest go.
+	var dropped []Dropped
+	if len(fullInboxes[0]) > 0 {
+		rows, err := tx.Query(ctx, pruneQuery("device_inbox", "user_id", "messages"), fullInboxes[0], fullInboxes[1], limit)
+		if err != nil {
+			return nil, fmt.Errorf("todevice: bound inboxes: %w", err)
+		}
+		if dropped, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Dropped]); err != nil {
+			return nil, fmt.Errorf("todevice: bound inboxes: %w", err)
+		}
+	}
+	if len(fullSenders[0]) > 0 {
+		if _, err := tx.Exec(ctx, pruneQuery("to_device_txns", "sender", "txns"), fullSenders[0], fullSenders[1], limit); err != nil {
+			return nil, fmt.Errorf("todevice: bound transactions: %w", err)
+		}
+	}
 	return dropped, nil
 }
 
+// clientMessage is a message as /sync returns it, {"type", "sender", "content"}, made
+// around its content as it is (the record's decoding checked it).
+func clientMessage(m *schemas.ToDeviceMessage) string {
+	typ, _ := schemas.Marshal(m.Type)
+	sender, _ := schemas.Marshal(m.Sender)
+	var b strings.Builder
+	b.Grow(len(typ) + len(sender) + len(m.Content) + 32)
+	b.WriteString(`{"type":`)
+	b.Write(typ)
+	b.WriteString(`,"sender":`)
+	b.Write(sender)
+	b.WriteString(`,"content":`)
+	b.Write(m.Content)
+	b.WriteByte('}')
+	return b.String()
+}
+
 // pruneQuery deletes, from those of the devices $1, $2 that hold more than $3 rows of
-// table (counted in to_device_sizes.size), the oldest rows past the bound, and returns
+// table (counted in to_device_sizes.<size>), the oldest rows past the bound, and returns
 // how many it deleted per device. Only the rows to delete are read.
 func pruneQuery(table, owner, size string) string {
 	return `WITH cut AS MATERIALIZED (
