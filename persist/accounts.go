@@ -9,22 +9,7 @@ import (
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
-
-// Postgres error codes this file reacts to.
-const (
-	pgUniqueViolation     = "23505"
-	pgForeignKeyViolation = "23503"
-)
-
-func pgCode(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
-}
 
 // bcryptInput cuts a password to the 72 bytes bcrypt reads. Synapse's hashes were made the
 // same way (its bcrypt ignored the rest), so hashes imported from Synapse keep verifying.
@@ -34,42 +19,6 @@ func bcryptInput(password string) []byte {
 		b = b[:72]
 	}
 	return b
-}
-
-// NewDevice is a device to create together with its first access token.
-type NewDevice struct {
-	DeviceID    string
-	DisplayName string
-	// TokenHash is the SHA-256 of the access token; the token itself is never stored.
-	TokenHash []byte
-}
-
-// CreateUser creates userID with a bcrypt hash of password; an empty password makes an
-// account that cannot log in with a password. When dev is not nil the device and its
-// token are created in the same transaction, so a registration is all or nothing.
-// It returns ErrUserExists when the user ID is taken.
-func (db *DB) CreateUser(ctx context.Context, userID, password string, dev *NewDevice) error {
-	var hash *string
-	if password != "" {
-		h, err := db.hashPassword(ctx, password)
-		if err != nil {
-			return fmt.Errorf("persist: hash password: %w", err)
-		}
-		s := string(h)
-		hash = &s
-	}
-	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "INSERT INTO users (user_id, password_hash) VALUES ($1, $2)", userID, hash); err != nil {
-			if pgCode(err) == pgUniqueViolation {
-				return ErrUserExists
-			}
-			return fmt.Errorf("persist: create user: %w", err)
-		}
-		if dev == nil {
-			return nil
-		}
-		return createDevice(ctx, tx, userID, *dev)
-	})
 }
 
 // UserExists reports whether userID is registered.
@@ -113,45 +62,13 @@ func (db *DB) CheckPassword(ctx context.Context, userID, password string) error 
 
 // NextLocalpart returns a fresh numeric localpart for a registration that did not ask for
 // a username. Numbers are never reused, but an imported account may already hold one, so
-// callers still handle ErrUserExists.
+// a registration with it may still find it taken.
 func (db *DB) NextLocalpart(ctx context.Context) (string, error) {
 	var n int64
 	if err := db.Pool.QueryRow(ctx, "SELECT nextval('user_localpart_seq')").Scan(&n); err != nil {
 		return "", fmt.Errorf("persist: next localpart: %w", err)
 	}
 	return strconv.FormatInt(n, 10), nil
-}
-
-// CreateDevice creates the device, or takes over an existing one with the same ID (the
-// spec's login with a known device_id), and makes dev.TokenHash its only access token:
-// tokens issued to the device earlier stop working. ErrNotFound if the user does not exist.
-func (db *DB) CreateDevice(ctx context.Context, userID string, dev NewDevice) error {
-	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		return createDevice(ctx, tx, userID, dev)
-	})
-}
-
-func createDevice(ctx context.Context, tx pgx.Tx, userID string, dev NewDevice) error {
-	var displayName *string
-	if dev.DisplayName != "" {
-		displayName = &dev.DisplayName
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO devices (user_id, device_id, display_name) VALUES ($1, $2, $3)
-		ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen = now()`, userID, dev.DeviceID, displayName)
-	if pgCode(err) == pgForeignKeyViolation {
-		return ErrNotFound
-	}
-	if err != nil {
-		return fmt.Errorf("persist: create device: %w", err)
-	}
-	if _, err := tx.Exec(ctx, "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", userID, dev.DeviceID); err != nil {
-		return fmt.Errorf("persist: replace device tokens: %w", err)
-	}
-	if _, err := tx.Exec(ctx, "INSERT INTO access_tokens (token_hash, user_id, device_id) VALUES ($1, $2, $3)",
-		dev.TokenHash, userID, dev.DeviceID); err != nil {
-		return fmt.Errorf("persist: store access token: %w", err)
-	}
-	return nil
 }
 
 // LookupToken returns the user and device an access token (by its SHA-256) belongs to, or
@@ -223,28 +140,6 @@ func (db *DB) GetDevice(ctx context.Context, userID, deviceID string) (Device, e
 		return Device{}, fmt.Errorf("persist: get device: %w", err)
 	}
 	return d, nil
-}
-
-// RenameDevice sets a device's display name, or keeps it when name is nil; ErrNotFound
-// if the device does not exist.
-func (db *DB) RenameDevice(ctx context.Context, userID, deviceID string, name *string) error {
-	tag, err := db.Pool.Exec(ctx, `UPDATE devices SET display_name = coalesce($3, display_name)
-		WHERE user_id = $1 AND device_id = $2`, userID, deviceID, name)
-	if err != nil {
-		return fmt.Errorf("persist: rename device: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotFound
-	}
-	return nil
-}
-
-// DeleteDevices deletes those of userID's devices that exist, with their access tokens.
-func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
-	if _, err := db.Pool.Exec(ctx, "DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)", userID, deviceIDs); err != nil {
-		return fmt.Errorf("persist: delete devices: %w", err)
-	}
-	return nil
 }
 
 // DeviceIDs returns the devices of each of users that has any.
@@ -325,40 +220,6 @@ func (db *DB) DeleteUIASession(ctx context.Context, sessionID string) error {
 		return fmt.Errorf("persist: delete UIA session: %w", err)
 	}
 	return nil
-}
-
-// PutFilter stores a filter (a JSON object) for userID and returns its ID, numbered per
-// user from 0. Uploading a filter equal (as JSON) to a stored one returns the stored ID,
-// as Synapse does, because clients upload the same filter at every start.
-// ErrNotFound if the user does not exist.
-func (db *DB) PutFilter(ctx context.Context, userID string, filter []byte) (int64, error) {
-	var id int64
-	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		// Uploads by one user take turns on the user's row, so numbering needs no retry.
-		// NO KEY UPDATE leaves foreign-key checks on the row (new devices) unblocked.
-		err := tx.QueryRow(ctx, "SELECT 1 FROM users WHERE user_id = $1 FOR NO KEY UPDATE", userID).Scan(new(int))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		err = tx.QueryRow(ctx, `SELECT filter_id FROM filters WHERE user_id = $1 AND filter = $2::jsonb
-			ORDER BY filter_id LIMIT 1`, userID, string(filter)).Scan(&id)
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		}
-		return tx.QueryRow(ctx, `INSERT INTO filters (user_id, filter_id, filter)
-			SELECT $1, coalesce(max(filter_id) + 1, 0), $2::jsonb FROM filters WHERE user_id = $1
-			RETURNING filter_id`, userID, string(filter)).Scan(&id)
-	})
-	if errors.Is(err, ErrNotFound) {
-		return 0, err
-	}
-	if err != nil {
-		return 0, fmt.Errorf("persist: store filter: %w", err)
-	}
-	return id, nil
 }
 
 // GetFilter returns the JSON of userID's filter filterID, or ErrNotFound.

@@ -5,14 +5,19 @@ import (
 	"crypto/sha256"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/ganglionhq/ganglion/persist/accounts"
 	"github.com/ganglionhq/ganglion/persist/pgtest"
+	"github.com/ganglionhq/ganglion/schemas"
 )
 
 func openTestDB(t *testing.T) *DB {
@@ -31,17 +36,48 @@ func tokenHash(tok string) []byte {
 	return h[:]
 }
 
+// lastSeq numbers the records tests project: positions only ever grow.
+var lastSeq atomic.Uint64
+
+// project stores accounts records as the accounts stream's writer does, each at a new
+// position.
+func project(t *testing.T, db *DB, recs ...schemas.AccountsRecord) {
+	t.Helper()
+	ptrs := make([]*schemas.AccountsRecord, len(recs))
+	seqs := make([]uint64, len(recs))
+	for i := range recs {
+		r := &recs[i]
+		seqs[i] = lastSeq.Add(1)
+		r.V, r.TS, r.Write = schemas.AccountsVersion, time.Now().UnixMilli(), "write-"+strconv.FormatUint(seqs[i], 10)
+		ptrs[i] = r
+	}
+	if err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+		return accounts.Project(context.Background(), tx, ptrs, seqs)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newUser projects the creation of user with password (none when empty).
+func newUser(t *testing.T, db *DB, user, password string) {
+	t.Helper()
+	r := schemas.AccountsRecord{Kind: schemas.AccountUserCreated, User: user}
+	if password != "" {
+		h, err := db.HashPassword(context.Background(), password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.PasswordHash = string(h)
+	}
+	project(t, db, r)
+}
+
 func TestUsersAndPasswords(t *testing.T) {
 	t.Parallel()
 	db := openTestDB(t)
 	ctx := context.Background()
 
-	if err := db.CreateUser(ctx, "@alice:test", "wonderland", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.CreateUser(ctx, "@alice:test", "other", nil); !errors.Is(err, ErrUserExists) {
-		t.Fatalf("second CreateUser = %v, want ErrUserExists", err)
-	}
+	newUser(t, db, "@alice:test", "wonderland")
 	if ok, err := db.UserExists(ctx, "@alice:test"); err != nil || !ok {
 		t.Fatalf("UserExists(alice) = %v, %v", ok, err)
 	}
@@ -64,20 +100,28 @@ func TestUsersAndPasswords(t *testing.T) {
 	if strings.Contains(stored, "wonderland") || !strings.HasPrefix(stored, "$2") {
 		t.Fatalf("stored password is not a bcrypt hash: %q", stored)
 	}
-
-	// An account without a password exists but cannot log in with one.
-	if err := db.CreateUser(ctx, "@nopass:test", "", nil); err != nil {
+	// A changed password replaces the old one.
+	h, err := db.HashPassword(ctx, "looking-glass")
+	if err != nil {
 		t.Fatal(err)
 	}
+	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountPasswordChanged, User: "@alice:test", PasswordHash: string(h)})
+	if err := db.CheckPassword(ctx, "@alice:test", "wonderland"); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("old password after a change: %v", err)
+	}
+	if err := db.CheckPassword(ctx, "@alice:test", "looking-glass"); err != nil {
+		t.Fatalf("new password: %v", err)
+	}
+
+	// An account without a password exists but cannot log in with one.
+	newUser(t, db, "@nopass:test", "")
 	if err := db.CheckPassword(ctx, "@nopass:test", ""); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("password-less account: %v", err)
 	}
 
 	// bcrypt reads 72 bytes; longer passwords are accepted and checked on that prefix.
 	long := strings.Repeat("p", 100)
-	if err := db.CreateUser(ctx, "@long:test", long, nil); err != nil {
-		t.Fatal(err)
-	}
+	newUser(t, db, "@long:test", long)
 	if err := db.CheckPassword(ctx, "@long:test", long); err != nil {
 		t.Fatalf("long password: %v", err)
 	}
@@ -89,16 +133,23 @@ func TestUsersAndPasswords(t *testing.T) {
 func TestNextLocalpart(t *testing.T) {
 	t.Parallel()
 	db := openTestDB(t)
-	a, err := db.NextLocalpart(context.Background())
+	ctx := context.Background()
+	a, err := db.NextLocalpart(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := db.NextLocalpart(context.Background())
+	b, err := db.NextLocalpart(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a == b || strings.Trim(a+b, "0123456789") != "" {
 		t.Fatalf("localparts %q, %q: want two different numbers", a, b)
+	}
+	// A generated user projected from the log (a replay into a fresh database) moves
+	// the numbering past it.
+	newUser(t, db, "@41:test", "")
+	if c, err := db.NextLocalpart(ctx); err != nil || c != "42" {
+		t.Fatalf("localpart after @41 was created: %q, %v; want 42", c, err)
 	}
 }
 
@@ -107,10 +158,9 @@ func TestDevicesAndTokens(t *testing.T) {
 	db := openTestDB(t)
 	ctx := context.Background()
 	alice := "@alice:test"
+	phone := "phone"
 
-	if err := db.CreateUser(ctx, alice, "pw", &NewDevice{DeviceID: "D1", DisplayName: "phone", TokenHash: tokenHash("t1")}); err != nil {
-		t.Fatal(err)
-	}
+	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountUserCreated, User: alice, Device: "D1", DisplayName: &phone, TokenHash: tokenHash("t1")})
 	u, d, err := db.LookupToken(ctx, tokenHash("t1"), "192.0.2.1")
 	if err != nil || u != alice || d != "D1" {
 		t.Fatalf("LookupToken(t1) = %q, %q, %v", u, d, err)
@@ -123,103 +173,51 @@ func TestDevicesAndTokens(t *testing.T) {
 		t.Fatalf("raw token found in access_tokens (%d, %v)", n, err)
 	}
 
-	if err := db.CreateDevice(ctx, alice, NewDevice{DeviceID: "D2", TokenHash: tokenHash("t2")}); err != nil {
-		t.Fatal(err)
-	}
+	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountDeviceCreated, User: alice, Device: "D2", TokenHash: tokenHash("t2")})
 	// Logging in again as D1 replaces its token.
-	if err := db.CreateDevice(ctx, alice, NewDevice{DeviceID: "D1", DisplayName: "ignored", TokenHash: tokenHash("t1b")}); err != nil {
-		t.Fatal(err)
-	}
+	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountTokenAdded, User: alice, Device: "D1", TokenHash: tokenHash("t1b")})
 	if _, _, err := db.LookupToken(ctx, tokenHash("t1"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("replaced token still valid: %v", err)
 	}
 	if _, d, err := db.LookupToken(ctx, tokenHash("t1b"), ""); err != nil || d != "D1" {
 		t.Fatalf("new D1 token: %q, %v", d, err)
 	}
+	laptop := "laptop"
+	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountDeviceRenamed, User: alice, Device: "D2", DisplayName: &laptop})
 	devs, err := db.Devices(ctx, alice)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(devs) != 2 || devs[0].DeviceID != "D1" || devs[0].DisplayName != "phone" || devs[1].DeviceID != "D2" || devs[0].LastSeenMS == 0 {
+	if len(devs) != 2 || devs[0].DeviceID != "D1" || devs[0].DisplayName != "phone" || devs[1].DisplayName != "laptop" || devs[0].LastSeenMS == 0 {
 		t.Fatalf("Devices = %+v", devs)
 	}
 
-	if err := db.CreateDevice(ctx, "@ghost:test", NewDevice{DeviceID: "X", TokenHash: tokenHash("tx")}); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("device for unknown user: %v", err)
-	}
-
-	// One device is seen from an address; unknown devices are skipped when deleting.
-	if d, err := db.GetDevice(ctx, alice, "D2"); err != nil || d.LastSeenIP != "" || d.DisplayName != "" {
-		t.Fatalf("GetDevice(D2) = %+v, %v", d, err)
-	}
+	// A device is seen from an address; one device, someone else's, or all of a user's.
 	if d, err := db.GetDevice(ctx, alice, "D1"); err != nil || d.LastSeenIP != "192.0.2.1" || d.DisplayName != "phone" {
 		t.Fatalf("GetDevice(D1) = %+v, %v", d, err)
+	}
+	if d, err := db.GetDevice(ctx, alice, "D2"); err != nil || d.LastSeenIP != "" || d.DisplayName != "laptop" {
+		t.Fatalf("GetDevice(D2) = %+v, %v", d, err)
 	}
 	if _, err := db.GetDevice(ctx, "@bob:test", "D1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("another user's device: %v", err)
 	}
-	name := "tablet"
-	if err := db.RenameDevice(ctx, alice, "D2", &name); err != nil {
-		t.Fatal(err)
+	if ids, err := db.DeviceIDs(ctx, []string{alice, "@nobody:test"}); err != nil || len(ids) != 1 || strings.Join(ids[alice], ",") != "D1,D2" {
+		t.Fatalf("DeviceIDs = %v, %v", ids, err)
 	}
-	if err := db.RenameDevice(ctx, alice, "D2", nil); err != nil {
-		t.Fatal(err)
-	}
-	if d, _ := db.GetDevice(ctx, alice, "D2"); d.DisplayName != "tablet" {
-		t.Fatalf("renamed device: %+v", d)
-	}
-	if err := db.RenameDevice(ctx, alice, "NOPE", &name); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("rename an unknown device: %v", err)
-	}
-	if err := db.DeleteDevices(ctx, alice, []string{"D1", "NOPE"}); err != nil {
-		t.Fatal(err)
-	}
+
+	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountDevicesDeleted, User: alice, Devices: []string{"D1"}})
 	if _, _, err := db.LookupToken(ctx, tokenHash("t1b"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("token of deleted device: %v", err)
 	}
 	if _, _, err := db.LookupToken(ctx, tokenHash("t2"), ""); err != nil {
 		t.Fatalf("token of the other device: %v", err)
 	}
-
-	if err := db.CreateUser(ctx, "@bob:test", "pw", &NewDevice{DeviceID: "B1", TokenHash: tokenHash("b1")}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.CreateDevice(ctx, alice, NewDevice{DeviceID: "D3", TokenHash: tokenHash("t3")}); err != nil {
-		t.Fatal(err)
-	}
-	ids, err := db.DeviceIDs(ctx, []string{alice, "@bob:test", "@nobody:test"})
-	if err != nil || len(ids) != 2 || len(ids[alice]) != 2 || ids[alice][0] != "D2" || ids[alice][1] != "D3" || ids["@bob:test"][0] != "B1" {
-		t.Fatalf("DeviceIDs = %v, %v", ids, err)
-	}
-	if err := db.DeleteDevices(ctx, alice, ids[alice]); err != nil {
-		t.Fatal(err)
-	}
-	for _, tok := range []string{"t2", "t3"} {
-		if _, _, err := db.LookupToken(ctx, tokenHash(tok), ""); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("token %s after deleting every device: %v", tok, err)
-		}
-	}
-	if _, _, err := db.LookupToken(ctx, tokenHash("b1"), ""); err != nil {
-		t.Fatalf("another user's token after deleting every device: %v", err)
-	}
-	if devs, err := db.Devices(ctx, alice); err != nil || len(devs) != 0 {
-		t.Fatalf("devices after deleting every device: %v, %v", devs, err)
-	}
-}
-
-func TestCreateUserWithDeviceIsAtomic(t *testing.T) {
-	t.Parallel()
-	db := openTestDB(t)
-	ctx := context.Background()
-	if err := db.CreateUser(ctx, "@a:test", "pw", &NewDevice{DeviceID: "A", TokenHash: tokenHash("same")}); err != nil {
-		t.Fatal(err)
-	}
-	// The token hash collides, so the device cannot be stored; the user must not be either.
-	if err := db.CreateUser(ctx, "@b:test", "pw", &NewDevice{DeviceID: "B", TokenHash: tokenHash("same")}); err == nil {
-		t.Fatal("CreateUser with a duplicate token hash succeeded")
-	}
-	if ok, err := db.UserExists(ctx, "@b:test"); err != nil || ok {
-		t.Fatalf("half-registered user left behind: %v, %v", ok, err)
+	// A device of a user who does not exist is not stored (and does not fail the
+	// projection, which would stall the writer).
+	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountDeviceCreated, User: "@ghost:test", Device: "X", TokenHash: tokenHash("tx")})
+	if _, _, err := db.LookupToken(ctx, tokenHash("tx"), ""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("token of a device of nobody: %v", err)
 	}
 }
 
@@ -291,36 +289,13 @@ func TestUIASessions(t *testing.T) {
 	}
 }
 
-func TestFilters(t *testing.T) {
+func TestGetFilter(t *testing.T) {
 	t.Parallel()
 	db := openTestDB(t)
 	ctx := context.Background()
-	for _, u := range []string{"@alice:test", "@bob:test"} {
-		if err := db.CreateUser(ctx, u, "", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put := func(user, filter string) int64 {
-		t.Helper()
-		id, err := db.PutFilter(ctx, user, []byte(filter))
-		if err != nil {
-			t.Fatalf("PutFilter(%s, %s): %v", user, filter, err)
-		}
-		return id
-	}
-	if id := put("@alice:test", `{"room":{"timeline":{"limit":10}}}`); id != 0 {
-		t.Fatalf("first filter id = %d, want 0", id)
-	}
-	if id := put("@alice:test", `{"presence":{"types":[]}}`); id != 1 {
-		t.Fatalf("second filter id = %d, want 1", id)
-	}
-	// Equal JSON, different spelling: the stored ID comes back.
-	if id := put("@alice:test", `{ "room" : { "timeline" : { "limit" : 10 } } }`); id != 0 {
-		t.Fatalf("repeated filter id = %d, want 0", id)
-	}
-	if id := put("@bob:test", `{"presence":{"types":[]}}`); id != 0 {
-		t.Fatalf("bob's first filter id = %d, want 0 (ids are per user)", id)
-	}
+	newUser(t, db, "@alice:test", "")
+	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountFilterCreated, User: "@alice:test", FilterID: 0,
+		Filter: []byte(`{ "room" : { "timeline" : { "limit" : 10 } } }`)})
 	got, err := db.GetFilter(ctx, "@alice:test", 0)
 	if err != nil || string(got) != `{"room": {"timeline": {"limit": 10}}}` {
 		t.Fatalf("GetFilter = %s, %v", got, err)
@@ -328,30 +303,8 @@ func TestFilters(t *testing.T) {
 	if _, err := db.GetFilter(ctx, "@alice:test", 7); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown filter: %v", err)
 	}
-	if _, err := db.PutFilter(ctx, "@ghost:test", []byte(`{}`)); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("filter of unknown user: %v", err)
-	}
-
-	// Concurrent uploads by one user get distinct ids.
-	const n = 8
-	ids := make([]int64, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			ids[i], errs[i] = db.PutFilter(ctx, "@bob:test", []byte(`{"event_fields":["`+strings.Repeat("x", i+1)+`"]}`))
-		})
-	}
-	wg.Wait()
-	seen := map[int64]bool{}
-	for i := range n {
-		if errs[i] != nil {
-			t.Fatalf("concurrent PutFilter: %v", errs[i])
-		}
-		if seen[ids[i]] {
-			t.Fatalf("filter id %d handed out twice: %v", ids[i], ids)
-		}
-		seen[ids[i]] = true
+	if _, err := db.GetFilter(ctx, "@bob:test", 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("another user's filter: %v", err)
 	}
 }
 
@@ -363,12 +316,8 @@ func TestCheckPasswordSpendsHashWork(t *testing.T) {
 	db := openTestDB(t)
 	db.BcryptCost = bcrypt.MinCost + 1
 	ctx := context.Background()
-	if err := db.CreateUser(ctx, "@alice:test", "wonderland", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.CreateUser(ctx, "@nopass:test", "", nil); err != nil {
-		t.Fatal(err)
-	}
+	newUser(t, db, "@alice:test", "wonderland")
+	newUser(t, db, "@nopass:test", "")
 	var costs []int
 	db.compareHash = func(hash, password []byte) error {
 		cost, err := bcrypt.Cost(hash)

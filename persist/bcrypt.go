@@ -25,8 +25,10 @@ func (db *DB) withHashSlot(ctx context.Context, f func() error) error {
 	return f()
 }
 
-// hashPassword returns the bcrypt hash of password at the configured cost.
-func (db *DB) hashPassword(ctx context.Context, password string) ([]byte, error) {
+// HashPassword returns the bcrypt hash of password at the configured cost. Gateways
+// hash a new password before it goes to the accounts stream, which, like Postgres,
+// never holds a password itself.
+func (db *DB) HashPassword(ctx context.Context, password string) ([]byte, error) {
 	var h []byte
 	err := db.withHashSlot(ctx, func() (err error) {
 		h, err = bcrypt.GenerateFromPassword(bcryptInput(password), db.bcryptCost())

@@ -16,8 +16,6 @@ import (
 // Errors returned as values by the storage functions; compare with errors.Is.
 var (
 	ErrNotFound      = errors.New("persist: not found")
-	ErrUserExists    = errors.New("persist: user already exists")
-	ErrAliasExists   = errors.New("persist: room alias already exists")
 	ErrWrongPassword = errors.New("persist: wrong password")
 )
 

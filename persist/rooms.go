@@ -489,14 +489,6 @@ func HidesHistory(visibility string) bool {
 	return visibility == "joined" || visibility == "invited"
 }
 
-// ForgetRoom records that the user forgot the room they left or were banned from, as
-// of that membership event.
-func (db *DB) ForgetRoom(ctx context.Context, userID, roomID, eventID string) error {
-	_, err := db.Pool.Exec(ctx, `INSERT INTO forgotten_rooms (user_id, room_id, event_id) VALUES ($1, $2, $3)
-		ON CONFLICT (user_id, room_id) DO UPDATE SET event_id = excluded.event_id`, userID, roomID, eventID)
-	return err
-}
-
 // StateAt returns the state of a room as of the event at position at, included. Local
 // rooms have a linear history, so the state is the last state event of each key up to
 // it.

@@ -70,9 +70,6 @@ type ProtoEvent struct {
 type CreateRoom struct {
 	RoomVersion string       `json:"room_version"`
 	Events      []ProtoEvent `json:"events"`
-	// Alias is the room's local canonical alias; the writer claims it for the room as
-	// part of creating it, and the room is refused when another room holds it.
-	Alias string `json:"alias,omitempty"`
 }
 
 // RemoteEvent is a federation PDU in its wire form.
@@ -115,9 +112,6 @@ func (in *Intent) Validate() error {
 	case KindCreateRoom:
 		if in.CreateRoom == nil || len(in.CreateRoom.Events) == 0 || in.Sender == "" {
 			return errors.New("intent: create_room needs events and sender")
-		}
-		if !StorableText(in.CreateRoom.Alias) {
-			return errors.New("intent: create_room alias holds NUL or invalid UTF-8")
 		}
 		if in.CreateRoom.Events[0].Type != "m.room.create" {
 			return errors.New("intent: create_room must start with m.room.create")

@@ -16,6 +16,11 @@ const (
 	StreamPresence    = "presence"
 	StreamPushRules   = "push_rules"
 	StreamDeviceLists = "device_lists"
+	// StreamAccounts is Ganglion's own: accounts, devices and their tokens, profiles,
+	// filters, forgotten rooms and the room directory. Synapse has no such stream (it
+	// writes these straight to its database); here they go through a log like
+	// everything else, so that replay rebuilds them.
+	StreamAccounts = "accounts"
 )
 
 // StreamWriteVersion is the schema version of StreamWrite written by this build.

@@ -65,6 +65,10 @@ var UserStreams = map[string]UserStream{
 	// The change log of devices and their keys: every record is kept, in order, so
 	// replaying it rebuilds devices, keys and the device-list positions.
 	schemas.StreamDeviceLists: {Name: schemas.StreamDeviceLists},
+	// Ganglion's own change log of accounts, devices, tokens, profiles, filters,
+	// forgotten rooms and aliases: every record is kept, since replay rebuilds those
+	// tables from all of them (a user's creation matters as long as the user exists).
+	schemas.StreamAccounts: {Name: schemas.StreamAccounts},
 }
 
 // UserStreamName is the JetStream stream of a per-user stream, e.g. GANGLION_TYPING.

@@ -142,6 +142,10 @@ type StreamWriters struct {
 	Presence    []string
 	PushRules   []string
 	DeviceLists []string
+	// Accounts is Ganglion's own key: the writers of the accounts stream (accounts,
+	// devices, tokens, profiles, filters, forgotten rooms, aliases), sharded by user ID
+	// and by alias.
+	Accounts []string
 }
 
 // UserStreamWriters returns the writers of every stream but events, by stream name.

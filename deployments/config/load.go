@@ -851,7 +851,7 @@ func (l *loader) instanceMap(n *yaml.Node, path string) map[string]InstanceLocat
 }
 
 // stream describes one stream_writers entry. Synapse allows several
-// writers only for events and receipts.
+// writers only for events and receipts; accounts is Ganglion's own.
 type stream struct {
 	name    string
 	writers *[]string
@@ -868,6 +868,7 @@ func (s *StreamWriters) streams() []stream {
 		{"presence", &s.Presence, false},
 		{"push_rules", &s.PushRules, false},
 		{"device_lists", &s.DeviceLists, true},
+		{"accounts", &s.Accounts, true},
 	}
 }
 

@@ -34,7 +34,11 @@ func TestMultiProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
 	defer cancel()
 	writers := []string{"persister1", "persister2"}
-	d := newDeployment(t, deploymentOptions{externalNATS: true, eventWriters: writers})
+	// No main process runs here, to spare the machine's cores, so the accounts stream
+	// (the main process's by default) is sharded over the event writers too: every
+	// registration and login crosses processes.
+	d := newDeployment(t, deploymentOptions{externalNATS: true, eventWriters: writers,
+		streamWriters: map[string][]string{"accounts": writers}})
 	gw1 := d.launchWorker("gateway1", true)
 	gw2 := d.launchWorker("gateway2", true)
 	p1 := d.launchWorker(writers[0], false)

@@ -58,3 +58,47 @@ func TestRoomAliases(t *testing.T) {
 	_, err = bob.JoinRoom(ctx, "#nowhere:"+d.serverName, nil)
 	wantError(t, "joining an unknown alias", err, http.StatusNotFound, "M_NOT_FOUND")
 }
+
+// TestCreateRoomAliasClaims: createRoom's alias is claimed through the alias's writer
+// before the room is created. Of rooms created at once with one alias, exactly one is
+// created and holds it, and the others cost no room; a create refused by the room's
+// writer leaves the alias free.
+func TestCreateRoomAliasClaims(t *testing.T) {
+	ctx, d, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+
+	// bob may not be joined by alice: the room's writer refuses the create.
+	_, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomAliasName: "race", InitialState: []*event.Event{{
+		Type: event.StateMember, StateKey: new(bob.UserID.String()), Content: event.Content{Raw: map[string]any{"membership": "join"}},
+	}}})
+	wantError(t, "a create the room's writer refuses", err, http.StatusForbidden, "M_FORBIDDEN")
+
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomAliasName: "race"})
+			errs <- err
+		}()
+	}
+	created := 0
+	for range n {
+		if err := <-errs; err == nil {
+			created++
+		} else {
+			wantError(t, "a create whose alias another create took", err, http.StatusBadRequest, "M_ROOM_IN_USE")
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d rooms created with one alias", created)
+	}
+	joined, err := alice.JoinedRooms(ctx)
+	if err != nil || len(joined.JoinedRooms) != 1 {
+		t.Fatalf("alice is in %v (%v); the losing creates must cost no room", joined, err)
+	}
+	resolved, err := bob.ResolveAlias(ctx, id.RoomAlias("#race:"+d.serverName))
+	if err != nil || resolved.RoomID != joined.JoinedRooms[0] {
+		t.Fatalf("#race resolves to %v (%v), want %s", resolved, err, joined.JoinedRooms[0])
+	}
+}

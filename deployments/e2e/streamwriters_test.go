@@ -35,13 +35,14 @@ var streamChecks = []streamCheck{
 	{"typing", checkTypingAcross},
 	{"receipts", checkReceiptsAcross},
 	{"to_device", checkToDeviceAcross},
+	{"accounts", checkAccountsAcross},
 }
 
 // TestStreamWritersMove is issue 6's acceptance 3: the per-user streams written by two
 // workers (typing, to_device and receipts on one; account_data, presence, push_rules
-// and device_lists on the other), clients on two different gateways, every behaviour
-// holds; then the writers move to the main process by configuration and a restart,
-// and it holds again.
+// and device_lists on the other; Ganglion's accounts on the first), clients on two
+// different gateways, every behaviour holds; then the writers move to the main process
+// by configuration and a restart, and it holds again.
 func TestStreamWritersMove(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*flowTimeout)
@@ -49,6 +50,7 @@ func TestStreamWritersMove(t *testing.T) {
 	placement := map[string][]string{
 		"typing": {"streams1"}, "to_device": {"streams1"}, "receipts": {"streams1"},
 		"account_data": {"streams2"}, "presence": {"streams2"}, "push_rules": {"streams2"}, "device_lists": {"streams2"},
+		"accounts": {"streams1"},
 	}
 	d := newDeployment(t, deploymentOptions{externalNATS: true, streamWriters: placement})
 	main := d.startMain()

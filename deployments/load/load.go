@@ -56,6 +56,8 @@ type options struct {
 	syncRooms      int
 	initialSyncs   int
 	emptySyncs     int
+	fanoutMembers  int
+	fanoutReps     int
 	// configs are the server's configuration files, for the rate limits it applies.
 	configs []string
 }
@@ -81,6 +83,8 @@ func Main(args []string) error {
 	fs.IntVar(&o.syncRooms, "sync-rooms", 200, "rooms of the user whose /syncs scenarios (e) and (f) time")
 	fs.IntVar(&o.initialSyncs, "initial-syncs", 20, "initial /syncs of scenario (e)")
 	fs.IntVar(&o.emptySyncs, "empty-syncs", 1000, "incremental /syncs with nothing new of scenario (f)")
+	fs.IntVar(&o.fanoutMembers, "fanout-members", 50, "long-polling members of the room of scenario (g)")
+	fs.IntVar(&o.fanoutReps, "fanout-reps", 20, "typing notices and receipts of scenario (g), each")
 	fs.Func("c", "the server's configuration file, as given to ganglion run (repeatable): the run prints the rate limits it meets and refuses limits that would throttle it", func(v string) error {
 		o.configs = append(o.configs, v)
 		return nil
@@ -145,6 +149,7 @@ type serverResults struct {
 	sequential, oneRoom, manyRooms result
 	toSync                         syncLatency
 	roomSyncs                      roomSyncs
+	fanout                         fanout
 	labels                         [3]string
 }
 
@@ -267,6 +272,11 @@ func runServer(ctx context.Context, out io.Writer, o options) (*serverResults, e
 	}
 	fmt.Fprintf(out, "(e), (f) /sync of a user in %d rooms: %d initial, %d incremental with nothing new\n", o.syncRooms, o.initialSyncs, o.emptySyncs)
 	res.roomSyncs, err = measureRoomSyncs(ctx, hs, m, prefix, o.syncRooms, o.initialSyncs, o.emptySyncs)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "(g) typing and receipts to %d long-polling members of one room, %d each\n", o.fanoutMembers, o.fanoutReps)
+	res.fanout, err = measureFanout(ctx, hs, m, prefix, o.fanoutMembers, o.fanoutReps)
 	if err != nil {
 		return nil, err
 	}
@@ -488,6 +498,7 @@ func printServer(out io.Writer, s *serverResults, c *ceilings) {
 		fmt.Fprintf(out, "\"of ceiling\" is sends/s divided by the fully batched path's ceiling above, %.0f events/s.\n", ceiling)
 	}
 	printRoomSyncs(out, s.roomSyncs)
+	printFanout(out, s.fanout)
 }
 
 // checkLoopbackHost refuses hosts that are not on this machine: a load test never

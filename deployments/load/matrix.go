@@ -136,6 +136,22 @@ func (hs *homeserver) send(ctx context.Context, u *user, room id.RoomID) (string
 	return out.EventID, nil
 }
 
+// put sends a JSON body with PUT or POST to a client API path and expects a 200.
+func (hs *homeserver) put(ctx context.Context, u *user, method, path string, body any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, hs.base+path, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+u.token)
+	req.Header.Set("Content-Type", "application/json")
+	var out struct{}
+	return hs.do(req, &out)
+}
+
 // syncResponse keeps only what the measurement needs of a /sync answer.
 type syncResponse struct {
 	NextBatch string `json:"next_batch"`
@@ -147,6 +163,12 @@ type syncResponse struct {
 				} `json:"events"`
 				Limited bool `json:"limited"`
 			} `json:"timeline"`
+			Ephemeral struct {
+				Events []struct {
+					Type    string          `json:"type"`
+					Content json.RawMessage `json:"content"`
+				} `json:"events"`
+			} `json:"ephemeral"`
 		} `json:"join"`
 	} `json:"rooms"`
 }

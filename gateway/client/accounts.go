@@ -15,6 +15,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -125,27 +126,36 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var dev *persist.NewDevice
+	// The password is hashed once, here: the stream, like Postgres, never holds it.
+	var hash string
+	if req.Password != "" {
+		h, err := s.DB.HashPassword(ctx, req.Password)
+		if err != nil {
+			s.internalError(w, "hash password", err)
+			return
+		}
+		hash = string(h)
+	}
+	var dev *userstreams.NewDevice
 	var tok string
 	createUser := func(userID string) error {
+		body := userstreams.Register{PasswordHash: hash}
 		if !req.InhibitLogin {
 			var h [32]byte
 			tok, h = newAccessToken(userID)
-			dev = &persist.NewDevice{DeviceID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName), TokenHash: h[:]}
+			dev = &userstreams.NewDevice{ID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName), TokenHash: h[:]}
+			body.Device = dev
 		}
-		return s.DB.CreateUser(ctx, userID, req.Password, dev)
+		_, err := s.writeAccounts(ctx, Device{UserID: userID}, userID, userstreams.OpRegister, body)
+		return err
 	}
 	if userID != "" {
 		err = createUser(userID)
 	} else {
 		userID, err = s.createGeneratedUser(ctx, createUser)
 	}
-	if errors.Is(err, persist.ErrUserExists) {
-		matrix.WriteError(w, errUserInUse)
-		return
-	}
 	if err != nil {
-		s.internalError(w, "create user", err)
+		s.writeErr(w, "create user", err)
 		return
 	}
 	// The session authorised this one registration; a replay must start over.
@@ -154,7 +164,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	s.Log.Info("registered user", zap.String("user_id", userID))
 	resp := credentialsResponse{UserID: userID, HomeServer: s.ServerName}
 	if dev != nil {
-		resp.AccessToken, resp.DeviceID = tok, dev.DeviceID
+		resp.AccessToken, resp.DeviceID = tok, dev.ID
 	}
 	matrix.WriteJSON(w, http.StatusOK, resp)
 }
@@ -189,7 +199,7 @@ func (s *Server) createGeneratedUser(ctx context.Context, create func(userID str
 		}
 		userID := s.userID(localpart)
 		err = create(userID)
-		if !errors.Is(err, persist.ErrUserExists) {
+		if !hasCode(err, matrix.CodeUserInUse) {
 			return userID, err
 		}
 	}
@@ -243,12 +253,16 @@ func deviceIDOrNew(id string) string {
 	return randomString(10, upperLetters)
 }
 
-// displayName cuts a device display name to maxDisplayNameLen characters.
-func displayName(name string) string {
-	if utf8.RuneCountInString(name) <= maxDisplayNameLen {
-		return name
+// displayName cuts a device display name to maxDisplayNameLen characters; an empty
+// one is none.
+func displayName(name string) *string {
+	if name == "" {
+		return nil
 	}
-	return string([]rune(name)[:maxDisplayNameLen])
+	if utf8.RuneCountInString(name) > maxDisplayNameLen {
+		name = string([]rune(name)[:maxDisplayNameLen])
+	}
+	return &name
 }
 
 func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) {
@@ -331,14 +345,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, h := newAccessToken(userID)
-	dev := persist.NewDevice{DeviceID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName), TokenHash: h[:]}
-	if err := s.DB.CreateDevice(ctx, userID, dev); err != nil {
-		s.internalError(w, "create device", err)
+	dev := userstreams.NewDevice{ID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName), TokenHash: h[:]}
+	if err := s.createDevice(ctx, userID, dev); err != nil {
+		s.writeErr(w, "create device", err)
 		return
 	}
-	// Logging in as an existing device replaced its token.
-	s.tokens.forget(func(d Device) bool { return d.UserID == userID && d.DeviceID == dev.DeviceID })
-	matrix.WriteJSON(w, http.StatusOK, credentialsResponse{UserID: userID, AccessToken: tok, DeviceID: dev.DeviceID, HomeServer: s.ServerName})
+	matrix.WriteJSON(w, http.StatusOK, credentialsResponse{UserID: userID, AccessToken: tok, DeviceID: dev.ID, HomeServer: s.ServerName})
 }
 
 // decodeLogin reads a password login body and returns it with the user ID it names.
@@ -460,12 +472,17 @@ func (s *Server) postFilter(w http.ResponseWriter, r *http.Request, dev Device) 
 		matrix.WriteError(w, err)
 		return
 	}
-	id, err := s.DB.PutFilter(r.Context(), dev.UserID, raw)
+	res, err := s.writeAccounts(r.Context(), dev, dev.UserID, userstreams.OpCreateFilter, userstreams.CreateFilter{Filter: raw})
 	if err != nil {
+		s.writeErr(w, "store filter", err)
+		return
+	}
+	var ans schemas.FilterAnswer
+	if err := json.Unmarshal(res.Body, &ans); err != nil {
 		s.internalError(w, "store filter", err)
 		return
 	}
-	matrix.WriteJSON(w, http.StatusOK, map[string]string{"filter_id": strconv.FormatInt(id, 10)})
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"filter_id": strconv.FormatInt(ans.FilterID, 10)})
 }
 
 func (s *Server) getFilter(w http.ResponseWriter, r *http.Request, dev Device) {

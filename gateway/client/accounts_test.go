@@ -19,13 +19,19 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/accounts"
 	"github.com/ganglionhq/ganglion/persist/pgtest"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+	"github.com/ganglionhq/ganglion/streams/natstest"
 )
 
 const testServerName = "test.local"
 
-// accountsGateway is one client API gateway on a fresh database, or on the database of
-// another gateway to play a second process.
+// accountsGateway is one client API gateway on a fresh database, with the accounts
+// stream's writer behind it, or a second gateway on the same (sibling) to play a
+// second process.
 type accountsGateway struct {
 	srv *Server
 	url string
@@ -42,9 +48,40 @@ func openAccountsDB(t *testing.T) *persist.DB {
 	return db
 }
 
+// startAccountsWriter runs the accounts stream's writer over db, on a NATS server of
+// the test's own, and returns the client that forwards writes to it.
+func startAccountsWriter(t *testing.T, db *persist.DB) IntentSubmitter {
+	t.Helper()
+	env := natstest.Start(t)
+	log := zaptest.NewLogger(t)
+	waiters := &streams.Waiters{}
+	w, err := userstreams.New(userstreams.Config{Name: "master", Stream: &userstreams.Accounts{Store: accounts.Store{Pool: db.Pool}},
+		Topology: env.Topology, JS: env.JS, NC: env.NC, DB: db, Waiters: waiters, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC, Waiters: waiters, Log: log,
+		StreamWriters: map[string][]string{schemas.StreamAccounts: {"master"}}}
+}
+
 func newAccountsGateway(t *testing.T, db *persist.DB, enableRegistration bool) *accountsGateway {
 	t.Helper()
-	s := &Server{ServerName: testServerName, DB: db, EnableRegistration: enableRegistration, Log: zaptest.NewLogger(t)}
+	return newGateway(t, db, startAccountsWriter(t, db), enableRegistration)
+}
+
+// sibling is another gateway on g's database and bus.
+func (g *accountsGateway) sibling(t *testing.T, enableRegistration bool) *accountsGateway {
+	t.Helper()
+	return newGateway(t, g.srv.DB, g.srv.Intents, enableRegistration)
+}
+
+func newGateway(t *testing.T, db *persist.DB, intents IntentSubmitter, enableRegistration bool) *accountsGateway {
+	t.Helper()
+	s := &Server{ServerName: testServerName, DB: db, Intents: intents, EnableRegistration: enableRegistration, Log: zaptest.NewLogger(t)}
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
 	return &accountsGateway{srv: s, url: hs.URL}
@@ -304,7 +341,7 @@ func TestRegisterUIA(t *testing.T) {
 	_, _, err = anon.RegisterGuest(ctx, &mautrix.ReqRegister[any]{})
 	wantMatrixErr(t, err, 403, matrix.CodeGuestAccessForbidden)
 
-	closed := newAccountsGateway(t, db, false)
+	closed := g.sibling(t, false)
 	_, err = closed.client(t, "", "").RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "henry"})
 	wantMatrixErr(t, err, 403, matrix.CodeForbidden)
 	_, err = closed.client(t, "", "").RegisterAvailable(ctx, "henry")
@@ -472,13 +509,16 @@ func TestMalformedBodies(t *testing.T) {
 	}
 }
 
-// Two gateways share Postgres; each caches token lookups. A logout through one stops the
-// token there at once and on the other within tokenTTL.
+// Two gateways share Postgres; each caches token lookups. A token from a registration or
+// a login through one works on the other at once (the accounts writer answers once the
+// token is in Postgres). A logout through one stops the token there at once and on the
+// other within tokenTTL.
 func TestTokenRevocationAcrossGateways(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openAccountsDB(t)
-	a, b := newAccountsGateway(t, db, true), newAccountsGateway(t, db, true)
+	a := newAccountsGateway(t, db, true)
+	b := a.sibling(t, true)
 	now := time.Unix(1_000_000, 0)
 	b.srv.tokens.mu.Lock()
 	b.srv.tokens.now = func() time.Time { return now }
@@ -489,10 +529,18 @@ func TestTokenRevocationAcrossGateways(t *testing.T) {
 	if _, err := onB.Whoami(ctx); err != nil { // now cached on b
 		t.Fatal(err)
 	}
+	login, err := a.client(t, "", "").Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"}, Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who, err := b.client(t, string(reg.UserID), login.AccessToken).Whoami(ctx); err != nil || who.DeviceID != login.DeviceID {
+		t.Fatalf("a login's token on the other gateway at once: %+v, %v", who, err)
+	}
 	if _, err := onA.Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err := onA.Whoami(ctx)
+	_, err = onA.Whoami(ctx)
 	wantMatrixErr(t, err, 401, matrix.CodeUnknownToken)
 
 	// b trusts its cached lookup until the TTL has passed, then asks Postgres again.

@@ -1,14 +1,18 @@
 package client
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -66,17 +70,40 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) 
 		return
 	}
 	roomID := "!" + randomString(18, letters) + ":" + s.ServerName
-	// The room's writer claims the alias as it creates the room: a taken alias costs no
-	// room, and a request that times out or disconnects cannot leave one half-made.
-	_, err = s.submit(r.Context(), &schemas.Intent{
+	// The alias is claimed for the room before the room is created, through the
+	// alias's writer, so a taken alias costs no room; the claim resolves once the room
+	// exists. A create its writer refused releases it again. The three steps go on when
+	// the client disconnects, so none is left half done by a client going away.
+	ctx := context.WithoutCancel(r.Context())
+	if req.alias != "" {
+		if _, err := s.writeAccounts(ctx, dev, req.alias, userstreams.OpClaimAlias, userstreams.AliasChange{Alias: req.alias, Room: roomID}); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
+	_, err = s.submit(ctx, &schemas.Intent{
 		Kind: schemas.KindCreateRoom, ID: randomIntentID(), RoomID: roomID, Sender: dev.UserID, DeviceID: dev.DeviceID,
-		CreateRoom: &schemas.CreateRoom{RoomVersion: req.RoomVersion, Events: events, Alias: req.alias},
+		CreateRoom: &schemas.CreateRoom{RoomVersion: req.RoomVersion, Events: events},
 	})
 	if err != nil {
+		if req.alias != "" && !outcomeUnknown(err) {
+			if _, rerr := s.writeAccounts(ctx, dev, req.alias, userstreams.OpReleaseAlias, userstreams.AliasChange{Alias: req.alias, Room: roomID}); rerr != nil {
+				// The claim goes stale on its own once the create can no longer happen.
+				s.Log.Warn("alias of a refused room not released", zap.String("alias", req.alias), zap.Error(rerr))
+			}
+		}
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// outcomeUnknown reports whether a failed submission may still be appended: its writer
+// did not answer in time (504) or the bus did not confirm the intent (503). Anything
+// else is the writer's refusal, or a refusal before the bus.
+func outcomeUnknown(err error) bool {
+	var me *matrix.Error
+	return errors.As(err, &me) && (me.Status == http.StatusGatewayTimeout || me.Status == http.StatusServiceUnavailable)
 }
 
 // decodeCreateRoom reads and checks a createRoom body and lays out the room's events.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 )
 
 func (s *Server) registerDirectory(r router) {
@@ -81,27 +82,22 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, dev Device) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not joined to room %q", body.RoomID))
 		return
 	}
-	if err := s.DB.CreateAlias(r.Context(), alias, body.RoomID, dev.UserID); err != nil {
-		if errors.Is(err, persist.ErrAliasExists) {
-			err = matrix.Errorf(http.StatusConflict, matrix.CodeUnknown, "room alias %s already exists", alias)
-		}
+	// The alias's writer refuses a taken alias (409 M_UNKNOWN, as Synapse).
+	if _, err := s.writeAccounts(r.Context(), dev, alias, userstreams.OpCreateAlias, userstreams.AliasChange{Alias: alias, Room: body.RoomID}); err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
-// deleteAlias lets the alias's creator remove it.
+// deleteAlias lets the alias's creator remove it; the alias's writer checks who
+// created it, so a concurrent change of the alias cannot slip between check and delete.
 func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, dev Device) {
-	alias, _, creator, ok := s.lookupAlias(w, r)
+	alias, _, _, ok := s.lookupAlias(w, r)
 	if !ok {
 		return
 	}
-	if creator != dev.UserID {
-		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "only the alias's creator may delete it"))
-		return
-	}
-	if err := s.DB.DeleteAlias(r.Context(), alias); err != nil && !errors.Is(err, persist.ErrNotFound) {
+	if _, err := s.writeAccounts(r.Context(), dev, alias, userstreams.OpDeleteAlias, userstreams.AliasChange{Alias: alias}); err != nil && !hasCode(err, matrix.CodeNotFound) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}

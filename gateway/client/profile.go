@@ -11,6 +11,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -43,9 +44,9 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
 	body := profileBody{DisplayName: p.DisplayName, AvatarURL: p.AvatarURL}
 	switch r.PathValue("field") {
 	case "":
-	case string(persist.DisplayName):
+	case schemas.ProfileDisplayName:
 		body.AvatarURL = nil
-	case string(persist.AvatarURL):
+	case schemas.ProfileAvatarURL:
 		body.DisplayName = nil
 	default:
 		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "no such profile field"))
@@ -72,8 +73,8 @@ func (s *Server) putProfileField(w http.ResponseWriter, r *http.Request, dev Dev
 		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you may only change your own profile"))
 		return
 	}
-	field := persist.ProfileField(r.PathValue("field"))
-	if field != persist.DisplayName && field != persist.AvatarURL {
+	field := r.PathValue("field")
+	if field != schemas.ProfileDisplayName && field != schemas.ProfileAvatarURL {
 		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "no such profile field"))
 		return
 	}
@@ -83,7 +84,7 @@ func (s *Server) putProfileField(w http.ResponseWriter, r *http.Request, dev Dev
 		return
 	}
 	value := body.AvatarURL
-	if field == persist.DisplayName {
+	if field == schemas.ProfileDisplayName {
 		if body.DisplayName != nil && len(*body.DisplayName) > maxDisplayName {
 			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "display names are at most %d bytes", maxDisplayName))
 			return
@@ -91,7 +92,13 @@ func (s *Server) putProfileField(w http.ResponseWriter, r *http.Request, dev Dev
 		value = body.DisplayName
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), profileAnnounceTimeout)
-	p, err := s.DB.SetProfileField(ctx, dev.UserID, field, value)
+	// The profile announced is the one stored once this change is: a change of the
+	// other field made meanwhile is announced with it, never undone.
+	_, err := s.writeAccounts(ctx, dev, dev.UserID, userstreams.OpSetProfile, userstreams.SetProfile{Field: field, Value: value})
+	var p persist.Profile
+	if err == nil {
+		p, err = s.DB.GetProfile(ctx, dev.UserID)
+	}
 	var rooms []string
 	if err == nil {
 		rooms, err = s.DB.RoomsOfUser(ctx, dev.UserID, "join")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 )
@@ -312,7 +313,7 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request, dev Device) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "leave the room before forgetting it"))
 		return
 	case "leave", "ban":
-		if err := s.DB.ForgetRoom(r.Context(), dev.UserID, room, m.EventID); err != nil {
+		if _, err := s.writeAccounts(r.Context(), dev, dev.UserID, userstreams.OpForgetRoom, userstreams.ForgetRoom{Room: room, EventID: m.EventID}); err != nil {
 			s.writeErr(w, r.Pattern, err)
 			return
 		}

@@ -10,13 +10,17 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/accounts"
 	"github.com/ganglionhq/ganglion/persist/projtest"
+	"github.com/ganglionhq/ganglion/schemas"
 )
 
 // stepFeed is a sync feed whose visible position the test moves by hand, so a test can
@@ -201,10 +205,29 @@ func txnID(ev map[string]any) any {
 func newSyncTestUser(t *testing.T, db *persist.DB, userID, deviceID string) string {
 	t.Helper()
 	tok, hash := newAccessToken(userID)
-	if err := db.CreateUser(context.Background(), userID, "", &persist.NewDevice{DeviceID: deviceID, TokenHash: hash[:]}); err != nil {
+	projectAccounts(t, db, schemas.AccountsRecord{Kind: schemas.AccountUserCreated, User: userID, Device: deviceID, TokenHash: hash[:]})
+	return tok
+}
+
+// accountsSeq numbers the accounts records tests project without a writer.
+var accountsSeq atomic.Uint64
+
+// projectAccounts stores accounts records as the accounts stream's writer would, for
+// tests of reads that need no writer.
+func projectAccounts(t *testing.T, db *persist.DB, recs ...schemas.AccountsRecord) {
+	t.Helper()
+	ptrs := make([]*schemas.AccountsRecord, len(recs))
+	seqs := make([]uint64, len(recs))
+	for i := range recs {
+		seqs[i] = accountsSeq.Add(1)
+		recs[i].V, recs[i].TS, recs[i].Write = schemas.AccountsVersion, time.Now().UnixMilli(), fmt.Sprint("write-", seqs[i])
+		ptrs[i] = &recs[i]
+	}
+	if err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+		return accounts.Project(context.Background(), tx, ptrs, seqs)
+	}); err != nil {
 		t.Fatal(err)
 	}
-	return tok
 }
 
 // syncServer is a client API server over a real database and a step feed at 0.
@@ -325,11 +348,9 @@ func TestSyncSections(t *testing.T) {
 		t.Errorf("limited: state %v, want the rename only", st)
 	}
 	// The same through a stored filter.
-	fid, err := db.PutFilter(context.Background(), bob, []byte(`{"room":{"timeline":{"limit":1}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = bobC.sync("since", "s4", "filter", fmt.Sprint(fid))
+	projectAccounts(t, db, schemas.AccountsRecord{Kind: schemas.AccountFilterCreated, User: bob, FilterID: 3,
+		Filter: json.RawMessage(`{"room":{"timeline":{"limit":1}}}`)})
+	b = bobC.sync("since", "s4", "filter", "3")
 	if tl := room.names(b.Rooms.Join[room.ID].Timeline.Events); !slices.Equal(tl, []string{"m11"}) {
 		t.Errorf("stored filter: timeline %v", tl)
 	}

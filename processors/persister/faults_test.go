@@ -470,69 +470,6 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 	c.checkChains(t)
 }
 
-// TestCreateRoomClaimsItsAlias: the writer claims a new room's alias as it creates
-// the room. Of two rooms created at once with one alias, exactly one is created and
-// holds it; a create refused for another reason leaves the alias free.
-func TestCreateRoomClaimsItsAlias(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t)
-	w := c.writer("w1", 0)
-	create := func(room, alias string, members ...string) *schemas.IntentResult {
-		events := []schemas.ProtoEvent{state("m.room.create", "", map[string]string{"room_version": "11"})}
-		for _, m := range members {
-			events = append(events, state("m.room.member", m, map[string]string{"membership": "join"}))
-		}
-		return submit(t, w, &schemas.Intent{Kind: schemas.KindCreateRoom, ID: c.nextID(), RoomID: room, Sender: alice,
-			CreateRoom: &schemas.CreateRoom{RoomVersion: "11", Events: events, Alias: alias}})
-	}
-	// Refused (alice cannot join bob): the alias stays free.
-	wantError(t, create("!refused:test", "#a:test", bob), 403, "M_FORBIDDEN")
-	if _, _, err := c.db.ResolveAlias(context.Background(), "#a:test"); err != persist.ErrNotFound {
-		t.Fatalf("a refused room holds the alias: %v", err)
-	}
-	results := make(chan *schemas.IntentResult, 2)
-	for _, room := range []string{"!one:test", "!two:test"} {
-		go func() { results <- create(room, "#a:test", alice) }()
-	}
-	var created int
-	for range 2 {
-		res := <-results
-		switch {
-		case res.Error == nil:
-			created++
-		case res.Error.Code != "M_ROOM_IN_USE" || res.Error.Status != 400:
-			t.Fatalf("the losing create: %+v", res.Error)
-		}
-	}
-	if created != 1 {
-		t.Fatalf("%d rooms created with one alias", created)
-	}
-	holder, _, err := c.db.ResolveAlias(context.Background(), "#a:test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.db.LoadRoomHead(context.Background(), holder); err != nil {
-		t.Fatalf("the alias points to %s, which was not created: %v", holder, err)
-	}
-
-	// A claim whose room never came to exist: while its create may still be handled,
-	// the alias is neither free nor resolvable; once that is past, it is free again.
-	if _, err := c.db.Pool.Exec(context.Background(), `INSERT INTO room_aliases (alias, room_id, creator, claimed_at)
-		VALUES ('#fresh:test', '!inflight:test', $1, now()), ('#stale:test', '!gone:test', $1, now() - interval '1 hour')`, alice); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := c.db.ResolveAlias(context.Background(), "#fresh:test"); err != persist.ErrNotFound {
-		t.Fatalf("an alias of a room still being created resolves: %v", err)
-	}
-	wantError(t, create("!three:test", "#fresh:test", alice), 400, "M_ROOM_IN_USE")
-	if res := create("!four:test", "#stale:test", alice); res.Error != nil {
-		t.Fatalf("a stale claim keeps its alias: %+v", res.Error)
-	}
-	if holder, _, err := c.db.ResolveAlias(context.Background(), "#stale:test"); err != nil || holder != "!four:test" {
-		t.Fatalf("#stale:test resolves to %q (%v)", holder, err)
-	}
-}
-
 // TestDeferredIntentsSurviveAKnownOne: a room's intents outgrow one append, and among
 // those that fit is one handled before (a client's retry). Answering it from its stored
 // result rebuilds the room's batch; the intents left for the next append must still

@@ -634,11 +634,6 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 			if !errors.As(err, &ref) {
 				return err
 			}
-			if r.lastEventID == "" {
-				if err := p.releaseAlias(ctx, r.id, j.in); err != nil {
-					return err
-				}
-			}
 			j.result = &schemas.IntentResult{Error: &ref.ResultError}
 			continue
 		}
@@ -709,9 +704,6 @@ func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent
 		if r.lastEventID != "" {
 			return nil, 0, refuse(http.StatusBadRequest, "M_ROOM_IN_USE", "room already exists")
 		}
-		if err := p.claimAlias(ctx, r.id, in); err != nil {
-			return nil, 0, err
-		}
 		var out []gomatrixserverlib.PDU
 		size := 0
 		for i := range in.CreateRoom.Events {
@@ -750,31 +742,6 @@ func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent
 		return []gomatrixserverlib.PDU{pdu}, loggedSize(in, pdu), nil
 	}
 	return nil, 0, refuse(http.StatusBadRequest, "M_UNRECOGNIZED", "unknown intent kind")
-}
-
-// claimAlias claims a new room's alias before its events are built: the room is
-// created with its alias or not at all, whatever happens to the client's request.
-func (p *Persister) claimAlias(ctx context.Context, roomID string, in *schemas.Intent) error {
-	if in.CreateRoom.Alias == "" {
-		return nil
-	}
-	dctx, cancel := p.dbCtx(ctx)
-	defer cancel()
-	err := p.cfg.DB.ClaimAlias(dctx, in.CreateRoom.Alias, roomID, in.Sender)
-	if errors.Is(err, persist.ErrAliasExists) {
-		return refuse(http.StatusBadRequest, "M_ROOM_IN_USE", "room alias %s already taken", in.CreateRoom.Alias)
-	}
-	return err
-}
-
-// releaseAlias lets go of the alias a refused create claimed.
-func (p *Persister) releaseAlias(ctx context.Context, roomID string, in *schemas.Intent) error {
-	if in.Kind != schemas.KindCreateRoom || in.CreateRoom.Alias == "" {
-		return nil
-	}
-	dctx, cancel := p.dbCtx(ctx)
-	defer cancel()
-	return p.cfg.DB.ReleaseAlias(dctx, in.CreateRoom.Alias, roomID)
 }
 
 // publish appends a room's batch to its log subject, expecting the room's last

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	"github.com/ganglionhq/ganglion/persist/accounts"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
 	"github.com/ganglionhq/ganglion/persist/todevice"
@@ -34,6 +35,7 @@ func Streams(d Deps) map[string]Stream {
 		schemas.StreamTyping:      &Typing{},
 		schemas.StreamReceipts:    &Receipts{Store: receipts.Store{Pool: d.DB.Pool}},
 		schemas.StreamToDevice:    &ToDevice{DB: d.DB, Store: todevice.Store{Pool: d.DB.Pool}, JS: d.JS, Topology: d.Topology, Log: d.Log},
+		schemas.StreamAccounts:    &Accounts{Store: accounts.Store{Pool: d.DB.Pool}},
 	}
 }
 

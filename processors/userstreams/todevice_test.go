@@ -12,110 +12,72 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/pgtest"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
-	"github.com/ganglionhq/ganglion/streams/natstest"
 )
 
-// toDeviceEnv is a to_device writer on a test's own bus and database.
+// toDeviceEnv is to_device writers, and an accounts writer for the users and devices,
+// on a test's own bus and database.
 type toDeviceEnv struct {
-	t      testing.TB
-	topo   streams.Topology
-	conn   *natstest.Conn
-	db     *persist.DB
+	*fixture
+	// stream is the first writer's, for its store and rows.
 	stream *ToDevice
-	client *streams.IntentClient
 	logs   *observer.ObservedLogs
-	ids    atomic.Int64
 }
 
 // newToDeviceEnv starts writers (one called master when none are named) whose devices
-// hold at most limit messages.
+// hold at most limit messages (0: the default).
 func newToDeviceEnv(t testing.TB, limit int64, writers ...string) *toDeviceEnv {
 	t.Helper()
-	ctx := context.Background()
-	conn := natstest.Connect(t)
-	topo := streams.Topology{Namespace: natstest.Namespace(), ToDevicePerDevice: limit}
-	if err := topo.Ensure(ctx, conn.JS); err != nil {
-		t.Fatal(err)
-	}
-	db := openDB(t, pgtest.DSN(t))
-	core, logs := observer.New(zap.WarnLevel)
-	log := zap.New(core)
-	if tt, ok := t.(*testing.T); ok {
-		log = zap.New(zapcore.NewTee(zaptest.NewLogger(tt).Core(), core))
-	}
 	if len(writers) == 0 {
 		writers = []string{"master"}
 	}
-	e := &toDeviceEnv{t: t, topo: topo, conn: conn, db: db, logs: logs}
-	waiters := &streams.Waiters{}
-	for _, name := range writers {
-		st := Streams(Deps{DB: db, JS: conn.JS, Topology: topo, Log: log})[schemas.StreamToDevice].(*ToDevice)
-		w, err := New(Config{Name: name, Stream: st, Topology: topo, JS: conn.JS, NC: conn.NC, DB: db, Waiters: waiters, Log: log})
-		if err != nil {
+	fx := newFixture(t, map[string][]string{schemas.StreamToDevice: writers, schemas.StreamAccounts: {"master"}})
+	if limit > 0 {
+		fx.env.Topology.ToDevicePerDevice = limit
+		if err := fx.env.Topology.Ensure(context.Background(), fx.env.JS); err != nil {
 			t.Fatal(err)
 		}
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
+	deps := Deps{DB: fx.db, JS: fx.env.JS, Topology: fx.env.Topology, Log: log}
+	e := &toDeviceEnv{fixture: fx, logs: logs}
+	fx.runWriter("master", Streams(deps)[schemas.StreamAccounts])
+	for _, name := range writers {
+		st := Streams(deps)[schemas.StreamToDevice].(*ToDevice)
 		if e.stream == nil {
 			e.stream = st
 		}
-		runCtx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- w.Run(runCtx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("writer %s: %v", name, err)
-			}
-		})
+		fx.runWriter(name, st)
 	}
-	e.client = &streams.IntentClient{Topology: topo, JS: conn.JS, NC: conn.NC, Waiters: waiters, Log: log,
-		StreamWriters: map[string][]string{schemas.StreamToDevice: writers}}
 	return e
 }
 
-func openDB(t testing.TB, dsn string) *persist.DB {
-	t.Helper()
-	db, err := persist.Open(context.Background(), dsn, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.BcryptCost = bcrypt.MinCost
-	t.Cleanup(db.Close)
-	return db
-}
-
-// user registers a user with devices.
+// user registers a user with devices, through the accounts stream.
 func (e *toDeviceEnv) user(id string, devices ...string) {
 	e.t.Helper()
-	ctx := context.Background()
-	if err := e.db.CreateUser(ctx, id, "", nil); err != nil {
-		e.t.Fatal(err)
-	}
+	e.fixture.write(schemas.StreamAccounts, OpRegister, id, id, Register{})
 	for _, d := range devices {
-		if err := e.db.CreateDevice(ctx, id, persist.NewDevice{DeviceID: d, TokenHash: []byte(id + d)}); err != nil {
-			e.t.Fatal(err)
-		}
+		e.fixture.write(schemas.StreamAccounts, OpLogin, id, id, device(d, id+d))
 	}
 }
 
-// write sends one write and returns the writer's answer.
-func (e *toDeviceEnv) write(id, op, user, device string, body any) *schemas.IntentResult {
+// write sends one write of the to_device stream by user's device and returns the
+// writer's answer, a refusal included.
+func (e *toDeviceEnv) write(op, user, device string, body any) *schemas.IntentResult {
 	e.t.Helper()
 	raw, _ := json.Marshal(body)
-	if id == "" {
-		id = fmt.Sprintf("w%d", e.ids.Add(1))
-	}
-	res, err := e.client.Write(context.Background(), &schemas.StreamWrite{V: schemas.StreamWriteVersion, ID: id,
+	res, err := e.client.Write(context.Background(), &schemas.StreamWrite{V: schemas.StreamWriteVersion, ID: nats.NewInbox()[len(nats.InboxPrefix):],
 		Stream: schemas.StreamToDevice, Op: op, Key: user, User: user, Device: device, Body: raw})
 	if err != nil {
 		e.t.Fatal(err)
@@ -123,7 +85,7 @@ func (e *toDeviceEnv) write(id, op, user, device string, body any) *schemas.Inte
 	return res
 }
 
-func (e *toDeviceEnv) send(id, sender, device, txn string, messages map[string]map[string]any) *schemas.IntentResult {
+func (e *toDeviceEnv) send(sender, device, txn string, messages map[string]map[string]any) *schemas.IntentResult {
 	e.t.Helper()
 	raw := map[string]map[string]json.RawMessage{}
 	for u, byDevice := range messages {
@@ -132,7 +94,7 @@ func (e *toDeviceEnv) send(id, sender, device, txn string, messages map[string]m
 			raw[u][d], _ = json.Marshal(c)
 		}
 	}
-	res := e.write(id, OpToDeviceSend, sender, device, ToDeviceSend{Type: "m.test", Txn: txn, Messages: raw})
+	res := e.write(OpToDeviceSend, sender, device, ToDeviceSend{Type: "m.test", Txn: txn, Messages: raw})
 	if res.Error != nil {
 		e.t.Fatalf("send %s refused: %+v", txn, res.Error)
 	}
@@ -163,8 +125,9 @@ func (e *toDeviceEnv) inbox(user, device string) []any {
 // subject counts the messages the log holds on one subject of the stream.
 func (e *toDeviceEnv) subject(key ...string) uint64 {
 	e.t.Helper()
-	subj := e.topo.UserStreamSubject(schemas.StreamToDevice, key...)
-	st, err := e.conn.JS.Stream(context.Background(), e.topo.UserStreamName(schemas.StreamToDevice))
+	topo := e.env.Topology
+	subj := topo.UserStreamSubject(schemas.StreamToDevice, key...)
+	st, err := e.env.JS.Stream(context.Background(), topo.UserStreamName(schemas.StreamToDevice))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -188,11 +151,7 @@ func wantInbox(t *testing.T, e *toDeviceEnv, user, device string, want ...any) {
 	}
 }
 
-const (
-	alice = "@alice:test"
-	bob   = "@bob:test"
-	carol = "@carol:test"
-)
+const carol = "@carol:test"
 
 // TestToDeviceDelivery: messages reach the devices named, every device for "*", and
 // nobody else; unknown users and devices are skipped; a transaction id delivers once,
@@ -204,7 +163,7 @@ func TestToDeviceDelivery(t *testing.T) {
 	e.user(bob, "B1", "B2")
 	e.user(carol, "C1", "C2")
 
-	e.send("", alice, "A1", "t1", map[string]map[string]any{
+	e.send(alice, "A1", "t1", map[string]map[string]any{
 		bob:              {"B1": map[string]any{"n": 1.0}, "NOPE": map[string]any{"n": 99.0}},
 		carol:            {"*": map[string]any{"n": 2.0}},
 		"@nobody:test":   {"*": map[string]any{"n": 99.0}},
@@ -215,21 +174,21 @@ func TestToDeviceDelivery(t *testing.T) {
 	wantInbox(t, e, carol, "C1", 2.0)
 	wantInbox(t, e, carol, "C2", 2.0)
 	// "*" beside named devices names no device, as in Synapse.
-	e.send("", alice, "A1", "t2", map[string]map[string]any{bob: {"*": map[string]any{"n": 99.0}, "B2": map[string]any{"n": 3.0}}})
+	e.send(alice, "A1", "t2", map[string]map[string]any{bob: {"*": map[string]any{"n": 99.0}, "B2": map[string]any{"n": 3.0}}})
 	wantInbox(t, e, bob, "B1", 1.0)
 	wantInbox(t, e, bob, "B2", 3.0)
 
 	// A retry long after (another write id, past the log's deduplication): nothing.
-	e.send("", alice, "A1", "t1", map[string]map[string]any{bob: {"B1": map[string]any{"n": 99.0}}})
+	e.send(alice, "A1", "t1", map[string]map[string]any{bob: {"B1": map[string]any{"n": 99.0}}})
 	// The same transaction id from another device is another transaction.
-	e.send("", alice, "A2", "t1", map[string]map[string]any{bob: {"B1": map[string]any{"n": 4.0}}})
+	e.send(alice, "A2", "t1", map[string]map[string]any{bob: {"B1": map[string]any{"n": 4.0}}})
 	wantInbox(t, e, bob, "B1", 1.0, 4.0)
 
 	// Copies of one transaction in one batch, under several write ids: one delivery.
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			e.send("", alice, "A1", "t3", map[string]map[string]any{bob: {"B2": map[string]any{"n": 5.0}}})
+			e.send(alice, "A1", "t3", map[string]map[string]any{bob: {"B2": map[string]any{"n": 5.0}}})
 		})
 	}
 	wg.Wait()
@@ -237,7 +196,7 @@ func TestToDeviceDelivery(t *testing.T) {
 
 	// The replication rows name the recipient; transaction records have none.
 	var rows []any
-	st, _ := e.conn.JS.Stream(context.Background(), e.topo.UserStreamName(schemas.StreamToDevice))
+	st, _ := e.env.JS.Stream(context.Background(), e.env.Topology.UserStreamName(schemas.StreamToDevice))
 	info, _ := st.Info(context.Background())
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 		m, err := st.GetMsg(context.Background(), seq)
@@ -254,10 +213,10 @@ func TestToDeviceDelivery(t *testing.T) {
 	}
 
 	// Refusals: a body the stream cannot read, an operation it does not know.
-	if res := e.write("", OpToDeviceSend, alice, "A1", map[string]any{"type": "m.test"}); res.Error == nil || res.Error.Code != "M_BAD_JSON" {
+	if res := e.write(OpToDeviceSend, alice, "A1", map[string]any{"type": "m.test"}); res.Error == nil || res.Error.Code != "M_BAD_JSON" {
 		t.Errorf("send without a transaction id: %+v", res.Error)
 	}
-	if res := e.write("", "nope", alice, "A1", map[string]any{}); res.Error == nil || res.Error.Code != "M_UNRECOGNIZED" {
+	if res := e.write("nope", alice, "A1", map[string]any{}); res.Error == nil || res.Error.Code != "M_UNRECOGNIZED" {
 		t.Errorf("unknown operation: %+v", res.Error)
 	}
 }
@@ -272,11 +231,11 @@ func TestToDeviceDeletion(t *testing.T) {
 	e.user(bob, "B1", "B2")
 	var seqs []uint64
 	for i := range 4 {
-		res := e.send("", alice, "A1", fmt.Sprintf("t%d", i), map[string]map[string]any{bob: {"*": map[string]any{"n": float64(i)}}})
+		res := e.send(alice, "A1", fmt.Sprintf("t%d", i), map[string]map[string]any{bob: {"*": map[string]any{"n": float64(i)}}})
 		seqs = append(seqs, res.Seq)
 	}
 	// Each send's last record is its transaction id: the messages come before it.
-	res := e.write("", OpToDeviceDelete, bob, "B1", ToDeviceDelete{Devices: []string{"B1"}, UpTo: seqs[1] - 1})
+	res := e.write(OpToDeviceDelete, bob, "B1", ToDeviceDelete{Devices: []string{"B1"}, UpTo: seqs[1] - 1})
 	if res.Error != nil {
 		t.Fatal(res.Error)
 	}
@@ -292,16 +251,20 @@ func TestToDeviceDeletion(t *testing.T) {
 	if n := e.subject(alice, "A1", txnKey); n != 4 {
 		t.Errorf("transaction subject holds %d, want 4", n)
 	}
-	e.write("", OpToDeviceDelete, alice, "A1", ToDeviceDelete{Devices: []string{"A1"}})
+	e.write(OpToDeviceDelete, alice, "A1", ToDeviceDelete{Devices: []string{"A1"}})
 	if n := e.subject(alice, "A1", txnKey); n != 0 {
 		t.Errorf("transaction subject of a deleted device holds %d", n)
 	}
-	e.send("", alice, "A1", "t0", map[string]map[string]any{bob: {"B1": map[string]any{"n": 4.0}}})
+	e.send(alice, "A1", "t0", map[string]map[string]any{bob: {"B1": map[string]any{"n": 4.0}}})
 	wantInbox(t, e, bob, "B1", 2.0, 3.0, 4.0)
 
 	// Replay into an empty database gives the same rows.
-	fresh := openDB(t, pgtest.DSN(t))
-	if _, _, err := Replay(context.Background(), e.conn.JS, e.topo, fresh, e.stream); err != nil {
+	fresh, err := persist.Open(context.Background(), pgtest.DSN(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fresh.Close)
+	if _, _, err := Replay(context.Background(), e.env.JS, e.env.Topology, fresh, e.stream); err != nil {
 		t.Fatal(err)
 	}
 	for _, q := range []string{
@@ -352,14 +315,14 @@ func TestToDeviceTwoWriters(t *testing.T) {
 	var last uint64
 	for i := range 20 {
 		sender := senders[i%len(senders)]
-		res := e.send("", sender, "D", fmt.Sprint(i), map[string]map[string]any{bob: {"B1": map[string]any{"n": float64(i)}}})
+		res := e.send(sender, "D", fmt.Sprint(i), map[string]map[string]any{bob: {"B1": map[string]any{"n": float64(i)}}})
 		want = append(want, float64(i))
 		last = max(last, res.Seq)
 		// A retry, through the same writer: nothing more.
-		e.send("", sender, "D", fmt.Sprint(i), map[string]map[string]any{bob: {"B1": map[string]any{"n": -1.0}}})
+		e.send(sender, "D", fmt.Sprint(i), map[string]map[string]any{bob: {"B1": map[string]any{"n": -1.0}}})
 	}
 	wantInbox(t, e, bob, "B1", want...)
-	if res := e.write("", OpToDeviceDelete, bob, "B1", ToDeviceDelete{Devices: []string{"B1"}, UpTo: last}); res.Error != nil {
+	if res := e.write(OpToDeviceDelete, bob, "B1", ToDeviceDelete{Devices: []string{"B1"}, UpTo: last}); res.Error != nil {
 		t.Fatal(res.Error)
 	}
 	wantInbox(t, e, bob, "B1")
@@ -374,7 +337,7 @@ func TestToDeviceBound(t *testing.T) {
 	e.user(alice, "A1")
 	e.user(bob, "B1")
 	for i := range 5 {
-		e.send("", alice, "A1", fmt.Sprintf("t%d", i), map[string]map[string]any{bob: {"B1": map[string]any{"n": float64(i)}}})
+		e.send(alice, "A1", fmt.Sprintf("t%d", i), map[string]map[string]any{bob: {"B1": map[string]any{"n": float64(i)}}})
 	}
 	wantInbox(t, e, bob, "B1", 2.0, 3.0, 4.0)
 	if n := e.subject(alice, "A1", txnKey); n != 3 {

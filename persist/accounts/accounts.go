@@ -1,0 +1,219 @@
+// Package accounts stores the projection of the accounts stream: users and their
+// password hashes, devices, access tokens (hashed), profiles, filters, forgotten rooms
+// and the room directory, and reads what the stream's writer decides on. Other reads of
+// these tables (token lookups, profiles, aliases) are in package persist.
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ganglionhq/ganglion/schemas"
+)
+
+// Project stores records appended at positions seqs, in order, in tx. Every statement
+// is guarded by the position of the row it changes, so projecting a record again (a
+// replay into a database that has it) never undoes a later one, and by the rows it
+// needs (a device needs its user), so no record can fail on a foreign key and stall
+// the writer.
+func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.AccountsRecord, seqs []uint64) error {
+	b := &pgx.Batch{}
+	for i, r := range recs {
+		queue(b, r, int64(seqs[i]))
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("accounts: project: %w", err)
+	}
+	return nil
+}
+
+// queue adds the statements of one record.
+func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
+	ts := time.UnixMilli(r.TS)
+	switch r.Kind {
+	case schemas.AccountUserCreated:
+		b.Queue(`INSERT INTO users (user_id, password_hash, created_at, stream_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (user_id) DO NOTHING`, r.User, nullable(r.PasswordHash), ts, s)
+		if n, ok := generatedLocalpart(r.User); ok {
+			// The next generated localpart comes after every one taken, also after a
+			// replay into a fresh database, whose sequence starts at 1.
+			b.Queue(`SELECT setval('user_localpart_seq', greatest($1, (SELECT last_value FROM user_localpart_seq)))`, n)
+		}
+		if r.Device != "" {
+			queueDevice(b, r, s, ts)
+		}
+	case schemas.AccountPasswordChanged:
+		b.Queue(`UPDATE users SET password_hash = $2, stream_id = $3 WHERE user_id = $1 AND stream_id < $3`,
+			r.User, nullable(r.PasswordHash), s)
+	case schemas.AccountDeviceCreated:
+		queueDevice(b, r, s, ts)
+	case schemas.AccountTokenAdded:
+		// A login is activity: the device was seen when it logged in.
+		b.Queue(`UPDATE devices SET last_seen = greatest(last_seen, $3), stream_id = $4
+			WHERE user_id = $1 AND device_id = $2 AND stream_id < $4`, r.User, r.Device, ts, s)
+		queueToken(b, r, s, ts)
+	case schemas.AccountDevicesDeleted:
+		// Their tokens go with them (ON DELETE CASCADE).
+		b.Queue(`DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2) AND stream_id < $3`, r.User, r.Devices, s)
+	case schemas.AccountDeviceRenamed:
+		b.Queue(`UPDATE devices SET display_name = $3, stream_id = $4 WHERE user_id = $1 AND device_id = $2 AND stream_id < $4`,
+			r.User, r.Device, r.DisplayName, s)
+	case schemas.AccountProfileSet:
+		// A user without a profile row gets one, with their localpart as display name
+		// unless that is the field set. r.Field is one of two constants (DecodeAccounts).
+		name, avatar := DefaultDisplayName(r.User), (*string)(nil)
+		if r.Field == schemas.ProfileDisplayName {
+			name = r.Value
+		} else {
+			avatar = r.Value
+		}
+		b.Queue(`INSERT INTO profiles (user_id, displayname, avatar_url, stream_id)
+			SELECT $1::text, $2::text, $3::text, $4::bigint WHERE EXISTS (SELECT 1 FROM users WHERE user_id = $1)
+			ON CONFLICT (user_id) DO UPDATE SET `+r.Field+` = excluded.`+r.Field+`, stream_id = excluded.stream_id
+			WHERE profiles.stream_id < excluded.stream_id`, r.User, name, avatar, s)
+	case schemas.AccountFilterCreated:
+		b.Queue(`INSERT INTO filters (user_id, filter_id, filter, stream_id)
+			SELECT $1::text, $2::bigint, $3::jsonb, $4::bigint WHERE EXISTS (SELECT 1 FROM users WHERE user_id = $1)
+			ON CONFLICT (user_id, filter_id) DO NOTHING`, r.User, r.FilterID, string(r.Filter), s)
+	case schemas.AccountRoomForgotten:
+		b.Queue(`INSERT INTO forgotten_rooms (user_id, room_id, event_id, stream_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (user_id, room_id) DO UPDATE SET event_id = excluded.event_id, stream_id = excluded.stream_id
+			WHERE forgotten_rooms.stream_id < excluded.stream_id`, r.User, r.Room, r.EventID, s)
+	case schemas.AccountAliasCreated, schemas.AccountAliasClaimed:
+		b.Queue(`INSERT INTO room_aliases (alias, room_id, creator, claimed_at, stream_id) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (alias) DO UPDATE SET room_id = excluded.room_id, creator = excluded.creator,
+				claimed_at = excluded.claimed_at, stream_id = excluded.stream_id
+			WHERE room_aliases.stream_id < excluded.stream_id`, r.Alias, r.Room, r.User, ts, s)
+	case schemas.AccountAliasReleased:
+		b.Queue(`DELETE FROM room_aliases WHERE alias = $1 AND room_id = $2 AND stream_id < $3`, r.Alias, r.Room, s)
+	case schemas.AccountAliasDeleted:
+		b.Queue(`DELETE FROM room_aliases WHERE alias = $1 AND stream_id < $2`, r.Alias, s)
+	}
+	var answer *string
+	if a := schemas.AccountsAnswer(r); a != nil {
+		text := string(a)
+		answer = &text
+	}
+	b.Queue(`INSERT INTO account_writes (write_id, stream_id, answer) VALUES ($1, $2, $3::jsonb)
+		ON CONFLICT (write_id) DO NOTHING`, r.Write, s, answer)
+}
+
+// queueDevice creates (or, projected again, takes back) a device with its first token.
+func queueDevice(b *pgx.Batch, r *schemas.AccountsRecord, s int64, ts time.Time) {
+	b.Queue(`INSERT INTO devices (user_id, device_id, display_name, created_at, last_seen, stream_id)
+		SELECT $1::text, $2::text, $3::text, $4::timestamptz, $4::timestamptz, $5::bigint WHERE EXISTS (SELECT 1 FROM users WHERE user_id = $1)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = excluded.display_name,
+			created_at = excluded.created_at, last_seen = excluded.last_seen, stream_id = excluded.stream_id
+		WHERE devices.stream_id < excluded.stream_id`, r.User, r.Device, r.DisplayName, ts, s)
+	queueToken(b, r, s, ts)
+}
+
+// queueToken makes r.TokenHash the device's only token.
+func queueToken(b *pgx.Batch, r *schemas.AccountsRecord, s int64, ts time.Time) {
+	b.Queue(`DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 AND stream_id < $3`, r.User, r.Device, s)
+	b.Queue(`INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, stream_id)
+		SELECT $1::bytea, $2::text, $3::text, $4::timestamptz, $5::bigint WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)
+		ON CONFLICT (token_hash) DO NOTHING`, r.TokenHash, r.User, r.Device, ts, s)
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// generatedLocalpart returns the number of a user ID whose localpart is one, as
+// generated localparts are (clients may not register numeric ones).
+func generatedLocalpart(userID string) (int64, bool) {
+	local, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	n, err := strconv.ParseInt(local, 10, 64)
+	return n, err == nil && n > 0
+}
+
+// DefaultDisplayName is the display name of a user who never set one: their localpart.
+func DefaultDisplayName(userID string) *string {
+	local, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	return &local
+}
+
+// Store reads what the accounts writer decides on.
+type Store struct{ Pool *pgxpool.Pool }
+
+// KnownWrites returns, of ids, the writes already projected, with their answers.
+func (s Store) KnownWrites(ctx context.Context, ids []string) (map[string]json.RawMessage, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT write_id, answer FROM account_writes WHERE write_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: known writes: %w", err)
+	}
+	out := map[string]json.RawMessage{}
+	var id string
+	var answer []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &answer}, func() error {
+		out[id] = json.RawMessage(answer)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accounts: known writes: %w", err)
+	}
+	return out, nil
+}
+
+// User reports whether user exists, and its devices.
+func (s Store) User(ctx context.Context, user string) (exists bool, devices []string, err error) {
+	err = s.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1),
+		array(SELECT device_id FROM devices WHERE user_id = $1)`, user).Scan(&exists, &devices)
+	if err != nil {
+		return false, nil, fmt.Errorf("accounts: read user: %w", err)
+	}
+	return exists, devices, nil
+}
+
+// Filter returns the ID of the user's stored filter equal (as JSON) to filter, if
+// any, and the ID the user's next filter takes.
+func (s Store) Filter(ctx context.Context, user string, filter json.RawMessage) (id *int64, next int64, err error) {
+	err = s.Pool.QueryRow(ctx, `SELECT
+		(SELECT filter_id FROM filters WHERE user_id = $1 AND filter = $2::jsonb ORDER BY filter_id LIMIT 1),
+		(SELECT coalesce(max(filter_id) + 1, 0) FROM filters WHERE user_id = $1)`, user, string(filter)).Scan(&id, &next)
+	if err != nil {
+		return nil, 0, fmt.Errorf("accounts: read filters: %w", err)
+	}
+	return id, next, nil
+}
+
+// AliasHolder is the room an alias points to, as stored.
+type AliasHolder struct {
+	Room, Creator string
+	ClaimedAt     time.Time
+	// RoomExists is false while the room is being created, or when it never was.
+	RoomExists bool
+}
+
+// ErrNotFound is returned for an alias nobody holds.
+var ErrNotFound = errors.New("accounts: not found")
+
+// Alias returns who holds alias, or ErrNotFound.
+func (s Store) Alias(ctx context.Context, alias string) (AliasHolder, error) {
+	var h AliasHolder
+	err := s.Pool.QueryRow(ctx, `SELECT a.room_id, a.creator, a.claimed_at,
+		EXISTS (SELECT 1 FROM rooms r WHERE r.room_id = a.room_id)
+		FROM room_aliases a WHERE a.alias = $1`, alias).Scan(&h.Room, &h.Creator, &h.ClaimedAt, &h.RoomExists)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return AliasHolder{}, ErrNotFound
+	}
+	if err != nil {
+		return AliasHolder{}, fmt.Errorf("accounts: read alias: %w", err)
+	}
+	return h, nil
+}

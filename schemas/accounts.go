@@ -1,0 +1,161 @@
+package schemas
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// AccountsVersion is the schema version of AccountsRecord written by this build.
+const AccountsVersion = 1
+
+// The kinds of accounts records. Each says what changed; the writer decided, before
+// appending it, that the change is allowed (a free user ID, an existing device, ...),
+// so projecting a record never refuses it.
+const (
+	// AccountUserCreated creates User with PasswordHash (none when empty) and, when
+	// Device is set, its first device with DisplayName and TokenHash.
+	AccountUserCreated = "user_created"
+	// AccountPasswordChanged replaces User's PasswordHash (none when empty).
+	AccountPasswordChanged = "password_changed"
+	// AccountDeviceCreated creates User's Device with DisplayName and its first
+	// access token TokenHash.
+	AccountDeviceCreated = "device_created"
+	// AccountTokenAdded makes TokenHash the access token of User's existing Device;
+	// the device's earlier tokens stop working (a login as a known device_id).
+	AccountTokenAdded = "token_added"
+	// AccountDevicesDeleted deletes User's Devices with their access tokens.
+	AccountDevicesDeleted = "devices_deleted"
+	// AccountDeviceRenamed sets the DisplayName of User's Device.
+	AccountDeviceRenamed = "device_renamed"
+	// AccountProfileSet sets one Field of User's profile to Value (unset when nil).
+	AccountProfileSet = "profile_set"
+	// AccountFilterCreated stores User's Filter under FilterID.
+	AccountFilterCreated = "filter_created"
+	// AccountRoomForgotten records that User forgot Room as of the membership event
+	// EventID.
+	AccountRoomForgotten = "room_forgotten"
+	// AccountAliasCreated points Alias at Room for its creator User (PUT /directory).
+	AccountAliasCreated = "alias_created"
+	// AccountAliasClaimed points Alias at Room, a room User is about to create
+	// (createRoom's room_alias_name); it resolves once the room exists.
+	AccountAliasClaimed = "alias_claimed"
+	// AccountAliasReleased frees Alias if Room holds it: the room was not created.
+	AccountAliasReleased = "alias_released"
+	// AccountAliasDeleted frees Alias.
+	AccountAliasDeleted = "alias_deleted"
+)
+
+// The profile fields an AccountProfileSet record may set, named as the client API and
+// the profiles table name them.
+const (
+	ProfileDisplayName = "displayname"
+	ProfileAvatarURL   = "avatar_url"
+)
+
+// AccountsRecord is one message of the accounts stream: one write's change, whole, so
+// a write is applied entirely or not at all. Access tokens appear only as their
+// SHA-256, as in Postgres.
+type AccountsRecord struct {
+	V    int    `json:"v"`
+	Kind string `json:"kind"`
+	// Write is the ID of the write that made the record: the same write handled again
+	// (a gateway resending, a redelivery) is answered as the first time.
+	Write string `json:"write"`
+	// TS is the writer's clock, in milliseconds, when it made the record: the creation
+	// time of what the record creates, so a replay rebuilds those columns too.
+	TS           int64           `json:"ts"`
+	User         string          `json:"user"`
+	PasswordHash string          `json:"password_hash,omitempty"`
+	Device       string          `json:"device,omitempty"`
+	DisplayName  *string         `json:"display_name,omitempty"`
+	TokenHash    []byte          `json:"token_hash,omitempty"`
+	Devices      []string        `json:"devices,omitempty"`
+	Field        string          `json:"field,omitempty"`
+	Value        *string         `json:"value,omitempty"`
+	FilterID     int64           `json:"filter_id,omitempty"`
+	Filter       json.RawMessage `json:"filter,omitempty"`
+	Room         string          `json:"room,omitempty"`
+	EventID      string          `json:"event_id,omitempty"`
+	Alias        string          `json:"alias,omitempty"`
+}
+
+// DecodeAccounts parses an accounts record strictly: unknown fields, a version this
+// build does not know, or a field its kind needs missing are errors.
+func DecodeAccounts(data []byte) (*AccountsRecord, error) {
+	var r AccountsRecord
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("accounts record: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("accounts record: data after the record")
+	}
+	if r.V < 1 || r.V > AccountsVersion {
+		return nil, fmt.Errorf("accounts record: unsupported version %d", r.V)
+	}
+	if r.Write == "" || r.User == "" {
+		return nil, errors.New("accounts record: missing write or user")
+	}
+	token := len(r.TokenHash) == sha256.Size
+	ok := false
+	switch r.Kind {
+	case AccountUserCreated:
+		// The first device comes whole, with its token, or not at all.
+		ok = (r.Device == "" && r.TokenHash == nil) || (r.Device != "" && token)
+	case AccountPasswordChanged:
+		ok = true
+	case AccountDeviceCreated, AccountTokenAdded:
+		ok = r.Device != "" && token
+	case AccountDevicesDeleted:
+		ok = len(r.Devices) > 0
+	case AccountDeviceRenamed:
+		ok = r.Device != "" && r.DisplayName != nil
+	case AccountProfileSet:
+		ok = r.Field == ProfileDisplayName || r.Field == ProfileAvatarURL
+	case AccountFilterCreated:
+		ok = r.FilterID >= 0 && json.Valid(r.Filter)
+	case AccountRoomForgotten:
+		ok = r.Room != "" && r.EventID != ""
+	case AccountAliasCreated, AccountAliasClaimed, AccountAliasReleased:
+		ok = r.Alias != "" && r.Room != ""
+	case AccountAliasDeleted:
+		ok = r.Alias != ""
+	default:
+		return nil, fmt.Errorf("accounts record: unknown kind %q", r.Kind)
+	}
+	if !ok {
+		return nil, fmt.Errorf("accounts record: %s without what it needs", r.Kind)
+	}
+	return &r, nil
+}
+
+// AccountsAnswer is what the writer answers to the write that made r, besides
+// success: the devices deleted, the ID of a filter. It is made from the record alone,
+// so a write handled again is answered from its stored record the same way.
+func AccountsAnswer(r *AccountsRecord) json.RawMessage {
+	var v any
+	switch r.Kind {
+	case AccountDevicesDeleted:
+		v = DevicesDeletedAnswer{Deleted: r.Devices}
+	case AccountFilterCreated:
+		v = FilterAnswer{FilterID: r.FilterID}
+	default:
+		return nil
+	}
+	data, _ := Marshal(v) // these types always marshal
+	return data
+}
+
+// DevicesDeletedAnswer answers a deletion of devices with those that existed.
+type DevicesDeletedAnswer struct {
+	Deleted []string `json:"deleted"`
+}
+
+// FilterAnswer answers an uploaded filter with its ID.
+type FilterAnswer struct {
+	FilterID int64 `json:"filter_id"`
+}
