@@ -52,8 +52,8 @@ func uiaRequest(ctx context.Context, t *testing.T, c *mautrix.Client, method, ur
 func TestDevices(t *testing.T) {
 	ctx, _, hs := singleProcess(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
-	phone := loginDevice(ctx, t, hs.url(), "alice")
-	laptop := loginDevice(ctx, t, hs.url(), "alice")
+	phone := login(ctx, t, hs.url(), "alice", "")
+	laptop := login(ctx, t, hs.url(), "alice", "")
 	bob := newUser(ctx, t, hs.url(), "bob")
 
 	// The list: every device of alice's (the registration's, three logins), never bob's.

@@ -21,20 +21,6 @@ import (
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
-// loginDevice logs an existing user in again: a new device of theirs.
-func loginDevice(ctx context.Context, t *testing.T, baseURL, localpart string) *mautrix.Client {
-	t.Helper()
-	cli, err := mautrix.NewClient(baseURL, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: password, StoreCredentials: true,
-		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: localpart}}); err != nil {
-		t.Fatalf("login %s: %v", localpart, err)
-	}
-	return cli
-}
-
 var toDeviceType = event.Type{Type: "org.example.test", Class: event.ToDeviceEventType}
 
 // sendToDevice sends one message of content {"n": n} to each (user, device) of to,
@@ -134,9 +120,9 @@ func TestToDevice(t *testing.T) {
 	d := newDeployment(t, deploymentOptions{externalNATS: true})
 	hs := d.startMain()
 	alice := newUser(ctx, t, hs.url(), "alice")
-	alice2 := loginDevice(ctx, t, hs.url(), "alice")
+	alice2 := login(ctx, t, hs.url(), "alice", "")
 	bob1 := newUser(ctx, t, hs.url(), "bob")
-	bob2 := loginDevice(ctx, t, hs.url(), "bob")
+	bob2 := login(ctx, t, hs.url(), "bob", "")
 	bob := bob1.UserID
 
 	tokens := map[*mautrix.Client]string{}
@@ -147,11 +133,24 @@ func TestToDevice(t *testing.T) {
 		}
 		tokens[c] = r.NextBatch
 	}
-	next := func(c *mautrix.Client, timeout int) []int {
+	// next is one sync, answered at once: for what should have arrived, or nothing.
+	next := func(c *mautrix.Client) []int {
 		t.Helper()
-		r, ns := toDeviceSync(ctx, t, c, tokens[c], timeout, alice.UserID)
+		r, ns := toDeviceSync(ctx, t, c, tokens[c], 0, alice.UserID)
 		tokens[c] = r.NextBatch
 		return ns
+	}
+	// await long-polls until n messages arrived: a write is answered before this
+	// process's sync feed shows it.
+	await := func(c *mautrix.Client, n int) []int {
+		t.Helper()
+		var all []int
+		for deadline := time.Now().Add(20 * time.Second); len(all) < n && time.Now().Before(deadline); {
+			r, ns := toDeviceSync(ctx, t, c, tokens[c], 2000, alice.UserID)
+			tokens[c] = r.NextBatch
+			all = append(all, ns...)
+		}
+		return all
 	}
 
 	// To one device; then to every device of bob's; mautrix's own call works too.
@@ -165,15 +164,15 @@ func TestToDevice(t *testing.T) {
 		bob: {bob2.DeviceID: {Raw: map[string]any{"n": 3}}}}}); err != nil {
 		t.Fatalf("mautrix SendToDevice: %v", err)
 	}
-	wantNumbers(t, "bob's first device", next(bob1, 0), 1, 2)
-	wantNumbers(t, "bob's second device", next(bob2, 0), 2, 3)
-	wantNumbers(t, "alice's other device", next(alice2, 0))
+	wantNumbers(t, "bob's first device", await(bob1, 2), 1, 2)
+	wantNumbers(t, "bob's second device", await(bob2, 2), 2, 3)
+	wantNumbers(t, "alice's other device", next(alice2))
 
 	// Held until the device syncs past them, then gone from Postgres and the log.
 	if rows, logged := d.inboxHeld(ctx, bob, bob1.DeviceID); rows != 2 || logged != 2 {
 		t.Errorf("before bob's device synced past its messages: %d rows, %d log messages", rows, logged)
 	}
-	wantNumbers(t, "bob's first device again", next(bob1, 0))
+	wantNumbers(t, "bob's first device again", next(bob1))
 	d.waitInboxEmpty(ctx, bob, bob1.DeviceID)
 
 	// Retries of a transaction id: at once, and after the device synced past it.
@@ -182,9 +181,9 @@ func TestToDevice(t *testing.T) {
 			t.Fatalf("send retried: %d %s", s, c)
 		}
 	}
-	wantNumbers(t, "a retried transaction", next(bob1, 0), 4)
-	wantNumbers(t, "a retried transaction, bob's second device", next(bob2, 0), 4)
-	wantNumbers(t, "past the retried transaction", next(bob1, 0))
+	wantNumbers(t, "a retried transaction", await(bob1, 1), 4)
+	wantNumbers(t, "a retried transaction, bob's second device", await(bob2, 1), 4)
+	wantNumbers(t, "past the retried transaction", next(bob1))
 	d.waitInboxEmpty(ctx, bob, bob1.DeviceID)
 	if s, _ := sendToDevice(ctx, t, alice, "retry", 4, map[id.UserID][]string{bob: {"*"}}); s != http.StatusOK {
 		t.Fatalf("late retry: %d", s)
@@ -193,9 +192,7 @@ func TestToDevice(t *testing.T) {
 	if s, _ := sendToDevice(ctx, t, alice2, "retry", 5, map[id.UserID][]string{bob: {bob1.DeviceID.String()}}); s != http.StatusOK {
 		t.Fatalf("send from another device: %d", s)
 	}
-	r, ns := toDeviceSync(ctx, t, bob1, tokens[bob1], 0, alice.UserID)
-	tokens[bob1] = r.NextBatch
-	wantNumbers(t, "a late retry, and another device's transaction", ns, 5)
+	wantNumbers(t, "a late retry, and another device's transaction", await(bob1, 1), 5)
 
 	// Unknown users and devices, and remote users, are skipped.
 	if s, c := sendToDevice(ctx, t, alice, "unknown", 6, map[id.UserID][]string{id.UserID("@nobody:" + d.serverName): {"*"},
@@ -225,24 +222,25 @@ func TestToDevice(t *testing.T) {
 	}
 
 	// 1,200 messages to one device: in order, 1,000 in the first sync, whose token stops
-	// at its last message, the other 200 in the next.
+	// at its last message, the other 200 after it (in the next sync, once this process's
+	// feed shows the last ones).
 	const many = 1200
 	for i := range many {
 		if s, c := sendToDevice(ctx, t, alice, fmt.Sprintf("many-%d", i), 100+i, map[id.UserID][]string{bob: {bob2.DeviceID.String()}}); s != http.StatusOK {
 			t.Fatalf("send %d: %d %s", i, s, c)
 		}
 	}
-	first := next(bob2, 0)
-	second := next(bob2, 0)
+	first := next(bob2)
+	second := await(bob2, many-len(first))
 	if len(first) != 1000 || len(first)+len(second) != many {
-		t.Errorf("%d messages arrived in syncs of %d and %d, want 1000 and %d", many, len(first), len(second), many-1000)
+		t.Errorf("%d messages arrived as %d in the first sync and %d after, want 1000 and %d", many, len(first), len(second), many-1000)
 	}
 	for i, n := range append(first, second...) {
 		if n != 100+i {
 			t.Fatalf("message %d is number %d: out of order", i, n)
 		}
 	}
-	wantNumbers(t, "after the many", next(bob2, 0))
+	wantNumbers(t, "after the many", next(bob2))
 	d.waitInboxEmpty(ctx, bob, bob2.DeviceID)
 
 	// Malformed requests.
@@ -273,7 +271,7 @@ func TestToDevice(t *testing.T) {
 	if s, c, _ := rawRequest(ctx, t, http.MethodPut, url, "", []byte(`{"messages":{}}`)); s != 401 || c != "M_MISSING_TOKEN" {
 		t.Errorf("without a token: %d %s", s, c)
 	}
-	wantNumbers(t, "after the malformed requests", next(bob1, 0))
+	wantNumbers(t, "after the malformed requests", next(bob1))
 
 	// A device that goes takes its inbox with it.
 	sendToDevice(ctx, t, alice, "last", 9, map[id.UserID][]string{bob: {bob1.DeviceID.String()}})
@@ -304,7 +302,13 @@ func TestToDeviceBound(t *testing.T) {
 	if rows, logged := d.inboxHeld(ctx, bob.UserID, bob.DeviceID); rows != 5 || logged != 5 {
 		t.Errorf("a full inbox holds %d rows and %d log messages, want 5", rows, logged)
 	}
-	_, ns := toDeviceSync(ctx, t, bob, "", 0, alice.UserID)
+	// An initial sync, then long-polls for what this process's feed did not show yet.
+	r, ns := toDeviceSync(ctx, t, bob, "", 0, alice.UserID)
+	for deadline := time.Now().Add(20 * time.Second); len(ns) < 5 && time.Now().Before(deadline); {
+		var more []int
+		r, more = toDeviceSync(ctx, t, bob, r.NextBatch, 2000, alice.UserID)
+		ns = append(ns, more...)
+	}
 	wantNumbers(t, "a full inbox", ns, 3, 4, 5, 6, 7)
 	hs.waitLogged("dropped its oldest messages")
 }
