@@ -273,16 +273,25 @@ func TestToDevice(t *testing.T) {
 	}
 	wantNumbers(t, "after the malformed requests", next(bob1))
 
-	// A device that goes takes its inbox with it.
-	sendToDevice(ctx, t, alice, "last", 9, map[id.UserID][]string{bob: {bob1.DeviceID.String()}})
-	gone := bob1.DeviceID
-	if rows, _ := d.inboxHeld(ctx, bob, gone); rows != 1 {
-		t.Fatalf("inbox before the device goes: %d rows", rows)
+	// Devices that go take their inboxes with them: a logout, then a logout of all.
+	gone1, gone2 := bob1.DeviceID, bob2.DeviceID
+	sendToDevice(ctx, t, alice, "last", 9, map[id.UserID][]string{bob: {"*"}})
+	for _, dev := range []id.DeviceID{gone1, gone2} {
+		if rows, _ := d.inboxHeld(ctx, bob, dev); rows != 1 {
+			t.Fatalf("inbox of %s before it goes: %d rows", dev, rows)
+		}
 	}
 	if _, err := bob1.Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
-	d.waitInboxEmpty(ctx, bob, gone)
+	d.waitInboxEmpty(ctx, bob, gone1)
+	if rows, _ := d.inboxHeld(ctx, bob, gone2); rows != 1 {
+		t.Errorf("inbox of the device still there: %d rows", rows)
+	}
+	if _, err := bob2.LogoutAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.waitInboxEmpty(ctx, bob, gone2)
 }
 
 // TestToDeviceBound: a device that never syncs holds the newest messages up to

@@ -410,7 +410,7 @@ func (s *Server) localUserID(user string) (string, bool) {
 
 // logout deletes the device, as Synapse does: its token, and everything of the device.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, dev Device) {
-	if err := s.deleteDevices(r.Context(), dev, []string{dev.DeviceID}); err != nil {
+	if err := s.deleteDevices(r.Context(), dev, []string{dev.DeviceID}, false); err != nil {
 		s.writeErr(w, "logout", err)
 		return
 	}
@@ -419,16 +419,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, dev Device) {
 
 // logoutAll deletes every device of the user.
 func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request, dev Device) {
-	devs, err := s.DB.Devices(r.Context(), dev.UserID)
-	if err != nil {
-		s.internalError(w, "logout all", err)
-		return
-	}
-	ids := make([]string, len(devs))
-	for i, d := range devs {
-		ids[i] = d.DeviceID
-	}
-	if err := s.deleteDevices(r.Context(), dev, ids); err != nil {
+	if err := s.deleteDevices(r.Context(), dev, nil, true); err != nil {
 		s.writeErr(w, "logout all", err)
 		return
 	}

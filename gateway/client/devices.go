@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
@@ -163,7 +164,7 @@ func (s *Server) deleteDevicesUnderAuth(w http.ResponseWriter, r *http.Request, 
 		matrix.WriteJSON(w, http.StatusUnauthorized, incomplete)
 		return
 	}
-	if err := s.deleteDevices(ctx, dev, ids); err != nil {
+	if err := s.deleteDevices(ctx, dev, ids, false); err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
@@ -171,19 +172,22 @@ func (s *Server) deleteDevicesUnderAuth(w http.ResponseWriter, r *http.Request, 
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
-// deleteDevices deletes devices of dev's user and everything that belongs to them. It is
-// the one way devices go (device deletion, logout, logout from all devices), and safe to
-// call again after a failure: the devices and their access tokens go first (through the
-// accounts stream; this process stops accepting the tokens at once, other gateways
-// within tokenTTL); then their to-device inboxes and the transaction ids they sent
-// with, of every device named, so a retry finishes what a failure left.
+// deleteDevices deletes devices of dev's user, those named or (all) every one, and
+// everything that belongs to them. It is the one way devices go (device deletion,
+// logout, logout from all devices), and safe to call again after a failure: the devices
+// and their access tokens go first (through the accounts stream; this process stops
+// accepting the tokens at once, other gateways within tokenTTL); then their to-device
+// inboxes and the transaction ids they sent with, of every device named as well as
+// those deleted, so a retry finishes what a failure left.
 //
 // TODO(e2e-keys): extend here: delete the devices' end-to-end keys (device keys,
 // one-time and fallback keys) and announce the deletions on device_lists, so the
 // user's contacts see the devices go.
-func (s *Server) deleteDevices(ctx context.Context, dev Device, ids []string) error {
-	if _, err := s.removeDevices(ctx, dev.UserID, ids, false); err != nil {
+func (s *Server) deleteDevices(ctx context.Context, dev Device, ids []string, all bool) error {
+	deleted, err := s.removeDevices(ctx, dev.UserID, ids, all)
+	if err != nil {
 		return err
 	}
+	ids = slices.Compact(slices.Sorted(slices.Values(slices.Concat(ids, deleted))))
 	return s.clearToDevice(ctx, dev, ids, 0)
 }
