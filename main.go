@@ -187,7 +187,7 @@ func replayCmd(args []string) error {
 		return err
 	}
 	defer closeBus()
-	st, err := replay.Run(ctx, js, streams.Topology{Namespace: cfg.NATS.Namespace}, db, log)
+	st, err := replay.Run(ctx, js, topology(cfg), db, log)
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func deadLettersCmd(args []string) error {
 		return err
 	}
 	defer closeBus()
-	stream := streams.Topology{Namespace: cfg.NATS.Namespace}.DeadLetterStream()
+	stream := topology(cfg).DeadLetterStream()
 	if *one != 0 {
 		return streams.Redeliver(ctx, js, stream, *one)
 	}
@@ -353,7 +353,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		return err
 	}
 	defer closeBus()
-	topo := streams.Topology{Namespace: cfg.NATS.Namespace}
+	topo := topology(cfg)
 	if err := topo.Ensure(ctx, js); err != nil {
 		return err
 	}
@@ -375,7 +375,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	waiters := &streams.Waiters{}
 	instance := cfg.InstanceName()
 
-	userStreams := userstreams.Streams(userstreams.Deps{DB: db, Presence: cfg.Presence})
+	userStreams := userstreams.Streams(userstreams.Deps{DB: db, JS: js, Topology: topo, Log: log, Presence: cfg.Presence})
 	var written []userstreams.Stream
 	for name, writers := range cfg.UserStreamWriters() {
 		if st := userStreams[name]; st != nil && slices.Contains(writers, instance) {
@@ -488,6 +488,11 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		err = nil
 	}
 	return err
+}
+
+// topology is the configured shape of the bus: its namespace and stream bounds.
+func topology(cfg *config.Config) streams.Topology {
+	return streams.Topology{Namespace: cfg.NATS.Namespace, ToDevicePerDevice: cfg.MaxToDevicePerDevice}
 }
 
 // openDatabase creates the configured database when it does not exist yet, then opens

@@ -127,6 +127,10 @@ enable_registration: true
 #  sync_online_timeout: 30s
 #  idle_timeout: 5m
 
+# To-device messages (end-to-end encryption keys between devices) wait for
+# their device to sync; a device that never syncs keeps the newest ones:
+#   max_to_device_messages_per_device: 10000
+
 # debug, info, warning or error.
 log_level: info
 `))

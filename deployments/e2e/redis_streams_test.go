@@ -39,7 +39,7 @@ var redisStreamChecks = []redisStreamCheck{{
 		}
 		return user == alice.UserID.String() && rm != nil && *rm == room.String() && typ == "org.example.redis", nil
 	},
-}, pushRulesRedisCheck, typingRedisCheck, receiptsRedisCheck, presenceRedisCheck}
+}, pushRulesRedisCheck, typingRedisCheck, receiptsRedisCheck, presenceRedisCheck, toDeviceRedisCheck}
 
 // TestRedisStreams is issue 6's acceptance 4: a go-redis subscriber parses POSITION and
 // RDATA of every per-user stream in Synapse's format, and REPLICATE is answered with

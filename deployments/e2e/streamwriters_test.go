@@ -34,6 +34,7 @@ var streamChecks = []streamCheck{
 	{"push_rules", checkPushRulesAcross},
 	{"typing", checkTypingAcross},
 	{"receipts", checkReceiptsAcross},
+	{"to_device", checkToDeviceAcross},
 	{"accounts", checkAccountsAcross},
 	{"presence", checkPresenceAcross},
 }

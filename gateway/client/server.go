@@ -18,6 +18,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist/presence"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
+	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 )
@@ -67,6 +68,7 @@ type Server struct {
 	receipts    receiptsStore
 	presence    presenceStore
 	userSyncs   *userSyncs
+	toDevice    todevice.Store
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -104,6 +106,7 @@ func (s *Server) Handler() http.Handler {
 	if s.UserSyncs != nil && s.Presence.Track() {
 		s.userSyncs = newUserSyncs(s.UserSyncs, s.Presence.Timers, s.Log)
 	}
+	s.toDevice = todevice.Store{Pool: s.DB.Pool}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -116,6 +119,8 @@ func (s *Server) Handler() http.Handler {
 	s.registerTyping(r)
 	s.registerReceipts(r)
 	s.registerPresence(r)
+	s.registerToDevice(r)
+	s.registerDevices(r)
 	return s.frontDoor(r.mux)
 }
 

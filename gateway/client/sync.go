@@ -332,6 +332,7 @@ func (s *Server) newSyncStreams() []syncStream {
 			return &receiptsStream{feedStream: f, store: s.receipts, recent: s.Views.Receipts}
 		}},
 		{schemas.StreamPresence, func(f feedStream) syncStream { return &presenceStream{feedStream: f, s: s} }},
+		{schemas.StreamToDevice, func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} }},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))

@@ -58,6 +58,24 @@ func DecodeBody(r *http.Request, limit int64, dst any) error {
 	if err != nil {
 		return err
 	}
+	return decodeObject(body, dst)
+}
+
+// DecodeOptionalBody is DecodeBody for endpoints whose body may be left out (Synapse
+// reads none as {}): an empty body leaves dst as it is.
+func DecodeOptionalBody(r *http.Request, limit int64, dst any) error {
+	body, err := readLimited(r, limit)
+	if err != nil || len(bytes.TrimLeft(body, " \t\r\n")) == 0 {
+		return err
+	}
+	if err := CheckJSON(body); err != nil {
+		return err
+	}
+	return decodeObject(body, dst)
+}
+
+// decodeObject decodes a body CheckJSON accepted into dst, which it must fit.
+func decodeObject(body []byte, dst any) error {
 	if trimmed := bytes.TrimLeft(body, " \t\r\n"); trimmed[0] != '{' {
 		return Errorf(http.StatusBadRequest, CodeBadJSON, "Content must be a JSON object")
 	}
@@ -75,6 +93,15 @@ func DecodeBody(r *http.Request, limit int64, dst any) error {
 // with DecodeBody's errors. Endpoints that take more than an object (Synapse accepts a
 // bare boolean for a push rule's enabled flag) read their body with it.
 func ReadBody(r *http.Request, limit int64) ([]byte, error) {
+	body, err := readLimited(r, limit)
+	if err != nil {
+		return nil, err
+	}
+	return body, CheckJSON(body)
+}
+
+// readLimited reads a body of at most limit bytes, as it is.
+func readLimited(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
@@ -85,7 +112,7 @@ func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	if int64(len(body)) > limit {
 		return nil, tooLarge(limit)
 	}
-	return body, CheckJSON(body)
+	return body, nil
 }
 
 func tooLarge(limit int64) *Error {

@@ -20,14 +20,14 @@ import (
 // fixture is one test's NATS server and namespace, database, and a client that sends
 // stream writes the way a gateway does.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	env     *natstest.Env
 	db      *persist.DB
 	waiters *streams.Waiters
 	client  *streams.IntentClient
 }
 
-func newFixture(t *testing.T, writers map[string][]string) *fixture {
+func newFixture(t testing.TB, writers map[string][]string) *fixture {
 	t.Helper()
 	env := natstest.Start(t)
 	db, err := persist.Open(context.Background(), pgtest.DSN(t), nil)
@@ -89,7 +89,7 @@ func (fx *fixture) writeID(id, stream, op, key, user string, body any) *schemas.
 	return res
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {

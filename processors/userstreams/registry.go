@@ -5,6 +5,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
@@ -12,6 +13,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist/presence"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
+	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 )
@@ -21,6 +23,11 @@ type Deps struct {
 	DB *persist.DB
 	// Presence is the presence section of the configuration.
 	Presence PresenceSettings
+	// JS and Topology reach the streams' logs (to_device purges what was delivered);
+	// Topology also carries the to-device bound.
+	JS       jetstream.JetStream
+	Topology streams.Topology
+	Log      *zap.Logger
 }
 
 // Streams returns every per-user stream built so far, by name: one line each.
@@ -30,6 +37,7 @@ func Streams(d Deps) map[string]Stream {
 		schemas.StreamPushRules:   &PushRules{Store: rulesdb.Store{Pool: d.DB.Pool}},
 		schemas.StreamTyping:      &Typing{},
 		schemas.StreamReceipts:    &Receipts{Store: receipts.Store{Pool: d.DB.Pool}},
+		schemas.StreamToDevice:    &ToDevice{DB: d.DB, Store: todevice.Store{Pool: d.DB.Pool}, JS: d.JS, Topology: d.Topology, Log: d.Log},
 		schemas.StreamAccounts:    &Accounts{Store: accounts.Store{Pool: d.DB.Pool}},
 		schemas.StreamPresence:    NewPresence(presence.Store{Pool: d.DB.Pool}, d.Presence),
 	}
