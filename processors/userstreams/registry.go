@@ -21,6 +21,7 @@ type Deps struct {
 func Streams(d Deps) map[string]Stream {
 	return map[string]Stream{
 		schemas.StreamAccountData: &AccountData{Store: accountdata.Store{Pool: d.DB.Pool}},
+		schemas.StreamDeviceLists: &DeviceLists{DB: d.DB},
 	}
 }
 
