@@ -85,6 +85,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerProfile(r)
 	s.registerSync(r)
 	s.registerAccountData(r)
+	s.registerKeys(r)
 	return s.frontDoor(r.mux)
 }
 

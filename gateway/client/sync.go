@@ -306,6 +306,7 @@ func (s *Server) newSyncStreams() []syncStream {
 		new  func(feedStream) syncStream
 	}{
 		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
+		{schemas.StreamDeviceLists, func(f feedStream) syncStream { return &deviceListsStream{feedStream: f, s: s} }},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))
