@@ -148,7 +148,7 @@ func backupKeysParams(r *http.Request) (version, room, session string, err error
 	return version, room, r.PathValue("session"), nil
 }
 
-// keyBackupData is one session key as clients send and read it.
+// keyBackupData is one session key as clients read it.
 type keyBackupData struct {
 	FirstMessageIndex *int64          `json:"first_message_index"`
 	ForwardedCount    *int64          `json:"forwarded_count"`
@@ -156,6 +156,7 @@ type keyBackupData struct {
 	SessionData       json.RawMessage `json:"session_data"`
 }
 
+// roomKeyBackup is one room's keys as clients read them.
 type roomKeyBackup struct {
 	Sessions map[string]keyBackupData `json:"sessions"`
 }
@@ -206,26 +207,39 @@ func (s *Server) getBackupKeys(w http.ResponseWriter, r *http.Request, dev Devic
 	}
 }
 
+// uploadedKey is one session key as clients send it; is_verified is read by hand so a
+// value that is not a boolean gets Synapse's error rather than a decoding one.
+type uploadedKey struct {
+	FirstMessageIndex *int64          `json:"first_message_index"`
+	ForwardedCount    *int64          `json:"forwarded_count"`
+	IsVerified        json.RawMessage `json:"is_verified"`
+	SessionData       json.RawMessage `json:"session_data"`
+}
+
+type uploadedRoom struct {
+	Sessions map[string]uploadedKey `json:"sessions"`
+}
+
 // decodeBackupKeys reads the session keys of a backup upload, whichever of the three
 // paths it came by.
 func decodeBackupKeys(r *http.Request, room, session string) ([]schemas.BackupKey, error) {
-	var rooms map[string]roomKeyBackup
+	var rooms map[string]uploadedRoom
 	switch {
 	case session != "":
-		var k keyBackupData
+		var k uploadedKey
 		if err := matrix.DecodeBody(r, maxKeysUploadBody, &k); err != nil {
 			return nil, err
 		}
-		rooms = map[string]roomKeyBackup{room: {Sessions: map[string]keyBackupData{session: k}}}
+		rooms = map[string]uploadedRoom{room: {Sessions: map[string]uploadedKey{session: k}}}
 	case room != "":
-		var rk roomKeyBackup
+		var rk uploadedRoom
 		if err := matrix.DecodeBody(r, maxKeysUploadBody, &rk); err != nil {
 			return nil, err
 		}
-		rooms = map[string]roomKeyBackup{room: rk}
+		rooms = map[string]uploadedRoom{room: rk}
 	default:
 		var all struct {
-			Rooms map[string]roomKeyBackup `json:"rooms"`
+			Rooms map[string]uploadedRoom `json:"rooms"`
 		}
 		if err := matrix.DecodeBody(r, maxKeysUploadBody, &all); err != nil {
 			return nil, err
@@ -238,16 +252,17 @@ func decodeBackupKeys(r *http.Request, room, session string) ([]schemas.BackupKe
 			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid room id %q", roomID)
 		}
 		for sessionID, k := range rk.Sessions {
+			var verified bool
+			if json.Unmarshal(k.IsVerified, &verified) != nil {
+				return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam,
+					"is_verified must be a boolean in keys for session %s in room %s", sessionID, roomID)
+			}
 			if sessionID == "" || k.FirstMessageIndex == nil || k.ForwardedCount == nil || !isJSONObject(k.SessionData) {
 				return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON,
 					"keys need first_message_index, forwarded_count, is_verified and session_data (session %s)", sessionID)
 			}
-			if k.IsVerified == nil {
-				return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam,
-					"is_verified must be a boolean in keys for session %s in room %s", sessionID, roomID)
-			}
 			keys = append(keys, schemas.BackupKey{Room: roomID, Session: sessionID, FirstMessageIndex: *k.FirstMessageIndex,
-				ForwardedCount: *k.ForwardedCount, IsVerified: *k.IsVerified, SessionData: k.SessionData})
+				ForwardedCount: *k.ForwardedCount, IsVerified: verified, SessionData: k.SessionData})
 		}
 	}
 	if len(keys) > maxBackupKeys {
