@@ -541,19 +541,26 @@ func (p Pos) Less(q Pos) bool {
 // returns events before from (newest first) down to boundary to when set; forwards it
 // returns events at or after from (oldest first) up to, not including, boundary to.
 // A boundary Pos{seq, idx} sits just before the event at that position.
-func (db *DB) RoomEvents(ctx context.Context, roomID string, from Pos, to *Pos, backwards bool, limit int) ([]StoredEvent, error) {
+func (db *DB) RoomEvents(ctx context.Context, roomID string, from Pos, to *Pos, backwards bool, limit int, filter EventFilter) ([]StoredEvent, error) {
+	cond, fargs := filter.clause(7)
+	// The filter's conditions name the row ev: the same row as e, under the name
+	// the timeline queries give it.
 	if backwards {
 		lo := Pos{}
 		if to != nil {
 			lo = *to
 		}
-		return db.queryEvents(ctx, `WHERE e.room_id = $1 AND (e.seq, e.idx) < ($2, $3) AND (e.seq, e.idx) >= ($4, $5)
-			ORDER BY e.seq DESC, e.idx DESC LIMIT $6`, roomID, int64(from.Seq), from.Idx, int64(lo.Seq), lo.Idx, limit)
+		return db.queryEvents(ctx, `WHERE e.event_id IN (SELECT ev.event_id FROM events ev
+			WHERE ev.room_id = $1 AND (ev.seq, ev.idx) < ($2, $3) AND (ev.seq, ev.idx) >= ($4, $5)`+cond+`
+			ORDER BY ev.seq DESC, ev.idx DESC LIMIT $6)
+			ORDER BY e.seq DESC, e.idx DESC`, append([]any{roomID, int64(from.Seq), from.Idx, int64(lo.Seq), lo.Idx, limit}, fargs...)...)
 	}
 	hi := Pos{Seq: 1<<63 - 1}
 	if to != nil {
 		hi = *to
 	}
-	return db.queryEvents(ctx, `WHERE e.room_id = $1 AND (e.seq, e.idx) >= ($2, $3) AND (e.seq, e.idx) < ($4, $5)
-		ORDER BY e.seq, e.idx LIMIT $6`, roomID, int64(from.Seq), from.Idx, int64(hi.Seq), hi.Idx, limit)
+	return db.queryEvents(ctx, `WHERE e.event_id IN (SELECT ev.event_id FROM events ev
+		WHERE ev.room_id = $1 AND (ev.seq, ev.idx) >= ($2, $3) AND (ev.seq, ev.idx) < ($4, $5)`+cond+`
+		ORDER BY ev.seq, ev.idx LIMIT $6)
+		ORDER BY e.seq, e.idx`, append([]any{roomID, int64(from.Seq), from.Idx, int64(hi.Seq), hi.Idx, limit}, fargs...)...)
 }

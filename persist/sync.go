@@ -3,6 +3,8 @@ package persist
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -73,24 +75,81 @@ type RoomRange struct {
 	From, To Pos
 }
 
-// SyncTimelines returns, for each range, its newest limit events, oldest first. A room
-// with no event in its range is absent from the map.
-func (db *DB) SyncTimelines(ctx context.Context, ranges []RoomRange, limit int) (map[string][]StoredEvent, error) {
+// EventFilter narrows the events a timeline query returns (a client's room event
+// filter); the zero value keeps every event. A nil list allows everything, an empty one
+// nothing. Types may hold '*' wildcards.
+type EventFilter struct {
+	Types, Senders, Rooms          *[]string
+	NotTypes, NotSenders, NotRooms []string
+	// ContainsURL keeps only events whose content has (true) or lacks (false) a string url.
+	ContainsURL *bool
+}
+
+// clause is the filter as a condition on the events row ev, with its parameters
+// numbered from n. Every condition is always present, so the statement stays one.
+func (f EventFilter) clause(n int) (string, []any) {
+	p := func(i int) string { return "$" + strconv.Itoa(n+i) }
+	sql := ` AND (` + p(0) + `::text[] IS NULL OR ev.type LIKE ANY(` + p(0) + `)) AND NOT (ev.type LIKE ANY(` + p(1) + `::text[]))
+		AND (` + p(2) + `::text[] IS NULL OR ev.sender = ANY(` + p(2) + `)) AND NOT (ev.sender = ANY(` + p(3) + `::text[]))
+		AND (` + p(4) + `::text[] IS NULL OR ev.room_id = ANY(` + p(4) + `)) AND NOT (ev.room_id = ANY(` + p(5) + `::text[]))
+		AND (` + p(6) + `::bool IS NULL OR (jsonb_typeof(ev.json::jsonb->'content'->'url') IS NOT DISTINCT FROM 'string') = ` + p(6) + `)`
+	var types []string
+	if f.Types != nil {
+		types = make([]string, 0, len(*f.Types))
+		for _, t := range *f.Types {
+			types = append(types, likePattern(t))
+		}
+	}
+	notTypes := make([]string, 0, len(f.NotTypes))
+	for _, t := range f.NotTypes {
+		notTypes = append(notTypes, likePattern(t))
+	}
+	// A NULL "not" list would make every NOT unknown and drop every row: empty instead.
+	orEmpty := func(l []string) []string {
+		if l == nil {
+			return []string{}
+		}
+		return l
+	}
+	return sql, []any{types, notTypes, listOrNil(f.Senders), orEmpty(f.NotSenders), listOrNil(f.Rooms), orEmpty(f.NotRooms), f.ContainsURL}
+}
+
+func listOrNil(l *[]string) []string {
+	if l == nil {
+		return nil
+	}
+	if *l == nil {
+		return []string{}
+	}
+	return *l
+}
+
+// likePattern turns a filter's type pattern, where '*' matches anything, into a LIKE
+// pattern that matches nothing else.
+func likePattern(t string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`, `*`, `%`)
+	return r.Replace(t)
+}
+
+// SyncTimelines returns, for each range, its newest limit events that pass filter,
+// oldest first. A room with no such event in its range is absent from the map.
+func (db *DB) SyncTimelines(ctx context.Context, ranges []RoomRange, limit int, filter EventFilter) (map[string][]StoredEvent, error) {
 	if len(ranges) == 0 || limit <= 0 {
 		return map[string][]StoredEvent{}, nil
 	}
 	args := roomBoundaries(len(ranges), func(i int) (string, Pos, Pos) {
 		return ranges[i].RoomID, ranges[i].From, ranges[i].To
 	})
+	cond, fargs := filter.clause(7)
 	// One index walk per room, backwards from the end of its range, stopping after
 	// limit rows: the cost follows what is returned, not the room's history.
 	evs, err := db.queryEvents(ctx, `WHERE e.event_id IN (
 		SELECT t.event_id
 		FROM unnest($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::int[]) AS x(room, fs, fi, ts, ti)
 		CROSS JOIN LATERAL (SELECT ev.event_id FROM events ev
-			WHERE ev.room_id = x.room AND (ev.seq, ev.idx) >= (x.fs, x.fi) AND (ev.seq, ev.idx) < (x.ts, x.ti)
+			WHERE ev.room_id = x.room AND (ev.seq, ev.idx) >= (x.fs, x.fi) AND (ev.seq, ev.idx) < (x.ts, x.ti)`+cond+`
 			ORDER BY ev.seq DESC, ev.idx DESC LIMIT $6) t)
-		ORDER BY e.room_id, e.seq, e.idx`, append(args, limit)...)
+		ORDER BY e.room_id, e.seq, e.idx`, append(append(args, limit), fargs...)...)
 	if err != nil {
 		return nil, fmt.Errorf("persist: sync timelines: %w", err)
 	}
@@ -108,8 +167,8 @@ type StateRequest struct {
 type StateFilter struct {
 	// Types keeps only these event types when not nil.
 	Types []string
-	// Member, when set, keeps only this user's m.room.member event.
-	Member string
+	// Members, when not nil, keeps only these users' m.room.member events.
+	Members []string
 }
 
 // SyncState returns the state of each requested room, oldest event first. It starts
@@ -146,8 +205,8 @@ func (db *DB) SyncState(ctx context.Context, reqs []StateRequest, filter StateFi
 		) s
 		WHERE (s.seq, s.idx) >= (x.since_seq, x.since_idx)
 		  AND ($6::text[] IS NULL OR cs.type = ANY($6))
-		  AND ($7 = '' OR cs.type <> 'm.room.member' OR cs.state_key = $7))
-		ORDER BY e.room_id, e.seq, e.idx`, append(args, filter.Types, filter.Member)...)
+		  AND ($7::text[] IS NULL OR cs.type <> 'm.room.member' OR cs.state_key = ANY($7)))
+		ORDER BY e.room_id, e.seq, e.idx`, append(args, filter.Types, filter.Members)...)
 	if err != nil {
 		return nil, fmt.Errorf("persist: sync state: %w", err)
 	}
@@ -206,4 +265,59 @@ func (db *DB) ProjectedSeqs(ctx context.Context, seqs []uint64) ([]uint64, error
 		out[i] = uint64(s)
 	}
 	return out, nil
+}
+
+// RoomSummary is what a joined room's /sync summary says: member counts, and the
+// members a client may name an unnamed room after.
+type RoomSummary struct {
+	Joined, Invited int
+	// Heroes are up to five other members by user ID: joined or invited ones, or left
+	// and banned ones when there are none; none when the room has a name or a
+	// canonical alias.
+	Heroes []string
+}
+
+// RoomSummaries returns the summaries of rooms as their current state has them.
+func (db *DB) RoomSummaries(ctx context.Context, rooms []string, self string) (map[string]RoomSummary, error) {
+	out := map[string]RoomSummary{}
+	if len(rooms) == 0 {
+		return out, nil
+	}
+	rows, err := db.Pool.Query(ctx, `SELECT r.room,
+			(SELECT count(*) FROM current_state c WHERE c.room_id = r.room AND c.type = 'm.room.member' AND c.membership = 'join'),
+			(SELECT count(*) FROM current_state c WHERE c.room_id = r.room AND c.type = 'm.room.member' AND c.membership = 'invite'),
+			EXISTS (SELECT 1 FROM current_state n JOIN events e USING (event_id)
+				WHERE n.room_id = r.room AND n.state_key = '' AND (
+					(n.type = 'm.room.name' AND COALESCE(e.json::jsonb->'content'->>'name', '') <> '') OR
+					(n.type = 'm.room.canonical_alias' AND COALESCE(e.json::jsonb->'content'->>'alias', '') <> ''))),
+			ARRAY(SELECT h.state_key FROM current_state h
+				WHERE h.room_id = r.room AND h.type = 'm.room.member' AND h.state_key <> $2 AND h.membership IN ('join', 'invite')
+				ORDER BY h.state_key LIMIT 5),
+			ARRAY(SELECT h.state_key FROM current_state h
+				WHERE h.room_id = r.room AND h.type = 'm.room.member' AND h.state_key <> $2 AND h.membership IN ('leave', 'ban')
+				ORDER BY h.state_key LIMIT 5)
+		FROM unnest($1::text[]) AS r(room)`, rooms, self)
+	if err != nil {
+		return nil, fmt.Errorf("persist: room summaries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room string
+		var joined, invited int64
+		var named bool
+		var present, gone []string
+		if err := rows.Scan(&room, &joined, &invited, &named, &present, &gone); err != nil {
+			return nil, err
+		}
+		sum := RoomSummary{Joined: int(joined), Invited: int(invited)}
+		switch {
+		case named:
+		case len(present) > 0:
+			sum.Heroes = present
+		default:
+			sum.Heroes = gone
+		}
+		out[room] = sum
+	}
+	return out, rows.Err()
 }

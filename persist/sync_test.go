@@ -93,7 +93,7 @@ func TestSyncTimelinesCapsEachRoom(t *testing.T) {
 		{RoomID: r1.ID, From: Pos{}, To: Pos{Seq: 11}},
 		{RoomID: r2.ID, From: Pos{Seq: 6}, To: Pos{Seq: 11}},
 		{RoomID: "!absent:test", From: Pos{}, To: Pos{Seq: 11}},
-	}, 3)
+	}, 3, EventFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestSyncTimelinesCapsEachRoom(t *testing.T) {
 	}
 
 	// Boundaries inside one log message: [ (6,1), (8,0) ) holds m2 and name-two only.
-	got, err = db.SyncTimelines(ctx, []RoomRange{{RoomID: r1.ID, From: Pos{Seq: 6, Idx: 1}, To: Pos{Seq: 8}}}, 10)
+	got, err = db.SyncTimelines(ctx, []RoomRange{{RoomID: r1.ID, From: Pos{Seq: 6, Idx: 1}, To: Pos{Seq: 8}}}, 10, EventFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,12 +116,47 @@ func TestSyncTimelinesCapsEachRoom(t *testing.T) {
 		t.Errorf("r1 [(6,1), (8,0)): %v", l)
 	}
 	// A visible position of 7 hides seq 8 and later, and the cap counts from the end.
-	got, err = db.SyncTimelines(ctx, []RoomRange{{RoomID: r1.ID, From: Pos{}, To: Pos{Seq: 8}}}, 2)
+	got, err = db.SyncTimelines(ctx, []RoomRange{{RoomID: r1.ID, From: Pos{}, To: Pos{Seq: 8}}}, 2, EventFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l := lbl(got[r1.ID]); !slices.Equal(l, []string{"m2", "name-two"}) {
 		t.Errorf("r1 up to position 7, limit 2: %v", l)
+	}
+}
+
+// A filter is applied by Postgres before the limit, '*' is its only wildcard (LIKE's
+// '_' and '%' match themselves), and an empty list lets nothing through.
+func TestSyncTimelinesFiltered(t *testing.T) {
+	t.Parallel()
+	db, r1, _ := syncFixture(t)
+	ctx := context.Background()
+	lbl := syncLabels(r1)
+	all := []RoomRange{{RoomID: r1.ID, From: Pos{}, To: Pos{Seq: 11}}}
+	list := func(l ...string) *[]string { return &l }
+	for _, tc := range []struct {
+		name   string
+		filter EventFilter
+		limit  int
+		want   []string
+	}{
+		{"wildcard type, limit over matches", EventFilter{Types: list("m.room.n*")}, 2, []string{"name-two", "name-three"}},
+		{"'_' is not a wildcard", EventFilter{Types: list("m.room_name")}, 10, nil},
+		{"'%' is not a wildcard", EventFilter{Types: list("m.room.%")}, 10, nil},
+		{"not_types", EventFilter{NotTypes: []string{"m.room.n*", "*.create", "m.room.mem*"}}, 10, []string{"m1", "m2", "m3", "m4"}},
+		{"senders", EventFilter{Senders: list("@bob:test"), NotTypes: []string{"m.room.member"}}, 10, []string{"m2"}},
+		{"not_senders", EventFilter{NotSenders: []string{"@alice:test"}}, 10, []string{"bob-join", "m2", "bob-leave"}},
+		{"empty types", EventFilter{Types: list()}, 10, nil},
+		{"not_rooms", EventFilter{NotRooms: []string{r1.ID}}, 10, nil},
+		{"rooms", EventFilter{Rooms: list(r1.ID), Types: list("m.room.create")}, 10, []string{"create1"}},
+	} {
+		got, err := db.SyncTimelines(ctx, all, tc.limit, tc.filter)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if l := lbl(got[r1.ID]); !slices.Equal(l, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, l, tc.want)
+		}
 	}
 }
 
@@ -210,7 +245,7 @@ func TestSyncStateBeforeABoundary(t *testing.T) {
 	}
 
 	// Stripped state of an invite: some types, and of the members only the invitee.
-	got = state(StateFilter{Types: []string{"m.room.create", "m.room.name", "m.room.member"}, Member: "@bob:test"},
+	got = state(StateFilter{Types: []string{"m.room.create", "m.room.name", "m.room.member"}, Members: []string{"@bob:test"}},
 		StateRequest{RoomID: r2.ID, At: Pos{Seq: 5, Idx: 1}})
 	if l := lbl(got[r2.ID]); !slices.Equal(l, []string{"create2", "bob-invite2"}) {
 		t.Errorf("r2 invite state: %v", l)

@@ -113,6 +113,10 @@ type deploymentOptions struct {
 	eventWriters []string
 	// rateLimits are rc_* keys replacing those of generousRateLimits.
 	rateLimits map[string]any
+	// dsn is the database; empty means a new database on the machine's Postgres.
+	dsn string
+	// streamWriters are further stream_writers entries (typing, receipts, ...).
+	streamWriters map[string][]string
 }
 
 // generousRateLimits lift Synapse's default rc_* limits (0.2 messages a second, 3
@@ -135,9 +139,12 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 	d := &deployment{
 		t:          t,
 		dir:        t.TempDir(),
-		dsn:        pgtest.DSN(t),
+		dsn:        o.dsn,
 		serverName: "t" + randomLetters(8) + ".localhost",
 		namespace:  "t" + randomLetters(8),
+	}
+	if d.dsn == "" {
+		d.dsn = pgtest.DSN(t)
 	}
 	key := filepath.Join(d.dir, "signing.key")
 	if err := config.GenerateSigningKey(key); err != nil {
@@ -176,17 +183,36 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 	if o.redis != nil {
 		d.shared["redis"] = o.redis
 	}
-	if len(o.eventWriters) > 0 {
-		d.shared["stream_writers"] = map[string]any{"events": o.eventWriters}
-		// Synapse's rule, enforced by the loader: worker stream writers and main must be
-		// in instance_map. Nothing listens there yet; the ports only have to be valid.
-		im := map[string]any{"main": map[string]any{"host": "127.0.0.1", "port": freePort(t)}}
-		for _, w := range o.eventWriters {
-			im[w] = map[string]any{"host": "127.0.0.1", "port": freePort(t)}
-		}
-		d.shared["instance_map"] = im
-	}
+	d.setStreamWriters(o.eventWriters, o.streamWriters)
 	return d
+}
+
+// setStreamWriters sets stream_writers (events and the other streams) and, as Synapse's
+// rule enforced by the loader requires, instance_map entries for every worker writer
+// and main. Nothing listens there yet; the ports only have to be valid.
+func (d *deployment) setStreamWriters(events []string, others map[string][]string) {
+	sw := map[string]any{}
+	if len(events) > 0 {
+		sw["events"] = events
+	}
+	for name, ws := range others {
+		sw[name] = ws
+	}
+	delete(d.shared, "stream_writers")
+	delete(d.shared, "instance_map")
+	if len(sw) == 0 {
+		return
+	}
+	d.shared["stream_writers"] = sw
+	im := map[string]any{"main": map[string]any{"host": "127.0.0.1", "port": freePort(d.t)}}
+	for _, ws := range sw {
+		for _, w := range ws.([]string) {
+			if w != "main" {
+				im[w] = map[string]any{"host": "127.0.0.1", "port": freePort(d.t)}
+			}
+		}
+	}
+	d.shared["instance_map"] = im
 }
 
 // writeYAML writes one configuration file into the deployment's directory.

@@ -53,6 +53,9 @@ type options struct {
 	manyClients    int
 	roomCount      int
 	syncSenders    int
+	syncRooms      int
+	initialSyncs   int
+	emptySyncs     int
 	// configs are the server's configuration files, for the rate limits it applies.
 	configs []string
 }
@@ -75,6 +78,9 @@ func Main(args []string) error {
 	fs.Float64Var(&o.syncRate, "sync-rate", 1000, "paced send rate (sends/s) of the send→sync scenario")
 	fs.IntVar(&o.syncSends, "sync-sends", 5000, "sends of the send→sync scenario")
 	fs.IntVar(&o.syncSenders, "sync-senders", 20, "senders (each in its own room) of the send→sync scenario")
+	fs.IntVar(&o.syncRooms, "sync-rooms", 200, "rooms of the user whose /syncs scenarios (e) and (f) time")
+	fs.IntVar(&o.initialSyncs, "initial-syncs", 20, "initial /syncs of scenario (e)")
+	fs.IntVar(&o.emptySyncs, "empty-syncs", 1000, "incremental /syncs with nothing new of scenario (f)")
 	fs.Func("c", "the server's configuration file, as given to ganglion run (repeatable): the run prints the rate limits it meets and refuses limits that would throttle it", func(v string) error {
 		o.configs = append(o.configs, v)
 		return nil
@@ -138,6 +144,7 @@ func run(ctx context.Context, out io.Writer, o options) error {
 type serverResults struct {
 	sequential, oneRoom, manyRooms result
 	toSync                         syncLatency
+	roomSyncs                      roomSyncs
 	labels                         [3]string
 }
 
@@ -255,6 +262,11 @@ func runServer(ctx context.Context, out io.Writer, o options) (*serverResults, e
 	sctx, cancel := context.WithTimeout(ctx, o.scenarioLimit)
 	defer cancel()
 	res.toSync, err = measureSendToSync(sctx, hs, m, receiver, users[:o.syncSenders], rooms[:o.syncSenders], o.syncRate, o.syncSends)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "(e), (f) /sync of a user in %d rooms: %d initial, %d incremental with nothing new\n", o.syncRooms, o.initialSyncs, o.emptySyncs)
+	res.roomSyncs, err = measureRoomSyncs(ctx, hs, m, prefix, o.syncRooms, o.initialSyncs, o.emptySyncs)
 	if err != nil {
 		return nil, err
 	}
@@ -475,6 +487,7 @@ func printServer(out io.Writer, s *serverResults, c *ceilings) {
 	if ceiling > 0 {
 		fmt.Fprintf(out, "\"of ceiling\" is sends/s divided by the fully batched path's ceiling above, %.0f events/s.\n", ceiling)
 	}
+	printRoomSyncs(out, s.roomSyncs)
 }
 
 // checkLoopbackHost refuses hosts that are not on this machine: a load test never

@@ -80,7 +80,7 @@ func (s *Server) putAccountData(w http.ResponseWriter, r *http.Request, dev Devi
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	if !isJSONObject(content) {
+	if !schemas.IsObject(content) {
 		s.writeErr(w, r.Pattern, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "account data must be a JSON object"))
 		return
 	}
@@ -125,7 +125,7 @@ func (s *Server) putTag(w http.ResponseWriter, r *http.Request, dev Device) {
 	var tag struct {
 		Order *float64 `json:"order"`
 	}
-	if !isJSONObject(content) || json.Unmarshal(content, &tag) != nil {
+	if !schemas.IsObject(content) || json.Unmarshal(content, &tag) != nil {
 		s.writeErr(w, r.Pattern, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "a tag must be a JSON object with a numeric order"))
 		return
 	}

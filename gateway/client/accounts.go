@@ -16,6 +16,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
 )
 
 func (s *Server) registerAccounts(r router) {
@@ -490,66 +491,6 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, whoamiResponse{UserID: dev.UserID, DeviceID: dev.DeviceID})
 }
 
-// filterDef is the shape of a client's event filter (spec: "Filtering"), checked when it
-// is uploaded; the stored JSON is the client's own, unknown keys included. /sync reads
-// the part it applies with its own type.
-type filterDef struct {
-	EventFields []string        `json:"event_fields,omitempty"`
-	EventFormat string          `json:"event_format,omitempty"`
-	Presence    *eventFilterDef `json:"presence,omitempty"`
-	AccountData *eventFilterDef `json:"account_data,omitempty"`
-	Room        *roomFilterDef  `json:"room,omitempty"`
-}
-
-// eventFilterDef selects events by type and sender and bounds their number.
-type eventFilterDef struct {
-	Limit      *int     `json:"limit,omitempty"`
-	Types      []string `json:"types,omitempty"`
-	NotTypes   []string `json:"not_types,omitempty"`
-	Senders    []string `json:"senders,omitempty"`
-	NotSenders []string `json:"not_senders,omitempty"`
-}
-
-// roomFilterDef selects rooms and, per section, their events.
-type roomFilterDef struct {
-	Rooms        []string            `json:"rooms,omitempty"`
-	NotRooms     []string            `json:"not_rooms,omitempty"`
-	IncludeLeave bool                `json:"include_leave,omitempty"`
-	Timeline     *roomEventFilterDef `json:"timeline,omitempty"`
-	State        *roomEventFilterDef `json:"state,omitempty"`
-	Ephemeral    *roomEventFilterDef `json:"ephemeral,omitempty"`
-	AccountData  *roomEventFilterDef `json:"account_data,omitempty"`
-}
-
-// roomEventFilterDef is an eventFilterDef for room events.
-type roomEventFilterDef struct {
-	eventFilterDef
-	Rooms                     []string `json:"rooms,omitempty"`
-	NotRooms                  []string `json:"not_rooms,omitempty"`
-	ContainsURL               *bool    `json:"contains_url,omitempty"`
-	LazyLoadMembers           bool     `json:"lazy_load_members,omitempty"`
-	IncludeRedundantMembers   bool     `json:"include_redundant_members,omitempty"`
-	UnreadThreadNotifications bool     `json:"unread_thread_notifications,omitempty"`
-}
-
-// uploadedFilter keeps the raw JSON of a filter next to its checked form.
-type uploadedFilter struct {
-	filterDef
-	raw []byte
-}
-
-func (f *uploadedFilter) UnmarshalJSON(b []byte) error {
-	f.raw = append(f.raw[:0], b...)
-	return json.Unmarshal(b, &f.filterDef)
-}
-
-func (f *filterDef) validate() error {
-	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
-		return matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, `event_format must be "client" or "federation"`)
-	}
-	return nil
-}
-
 // ownUser rejects requests about another user's filters.
 func ownUser(r *http.Request, dev Device) error {
 	if r.PathValue("userId") != dev.UserID {
@@ -563,16 +504,21 @@ func (s *Server) postFilter(w http.ResponseWriter, r *http.Request, dev Device) 
 		matrix.WriteError(w, err)
 		return
 	}
-	var f uploadedFilter
-	if err := matrix.DecodeBody(r, accountBodyLimit, &f); err != nil {
+	var raw json.RawMessage
+	if err := matrix.DecodeBody(r, accountBodyLimit, &raw); err != nil {
 		matrix.WriteError(w, err)
 		return
 	}
-	if err := f.validate(); err != nil {
+	if !schemas.IsObject(raw) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "a filter is a JSON object"))
+		return
+	}
+	// The client's own JSON is stored, unknown keys included; it must parse as a filter.
+	if _, err := parseFilter(raw); err != nil {
 		matrix.WriteError(w, err)
 		return
 	}
-	id, err := s.DB.PutFilter(r.Context(), dev.UserID, f.raw)
+	id, err := s.DB.PutFilter(r.Context(), dev.UserID, raw)
 	if err != nil {
 		s.internalError(w, "store filter", err)
 		return

@@ -185,7 +185,7 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 	// initial_state replaces a preset event with the same type and state key.
 	overridden := map[[2]string]bool{}
 	for _, e := range req.InitialState {
-		if e.Type == "" || !isJSONObject(e.Content) {
+		if e.Type == "" || !schemas.IsObject(e.Content) {
 			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "initial_state events need a type and an object content")
 		}
 		overridden[[2]string{e.Type, e.StateKey}] = true
@@ -227,11 +227,6 @@ func mustJSON(v any) json.RawMessage {
 		panic(err)
 	}
 	return raw
-}
-
-func isJSONObject(raw json.RawMessage) bool {
-	var m map[string]json.RawMessage
-	return json.Unmarshal(raw, &m) == nil && m != nil
 }
 
 // intParam parses an optional integer query parameter, clamped to [lo, hi].

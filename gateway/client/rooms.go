@@ -516,12 +516,27 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 			to = &ceiling
 		}
 	}
-	evs, err := s.DB.RoomEvents(r.Context(), room, from, to, backwards, limit)
+	var rf *roomEventFilter
+	if raw := q.Get("filter"); raw != "" {
+		if rf, err = parseRoomEventFilter([]byte(raw)); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
+	evs, err := s.DB.RoomEvents(r.Context(), room, from, to, backwards, limit, rf.query())
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	resp := messagesResponse{Chunk: clientEvents(evs, dev), Start: formatPageToken(from)}
+	if rf != nil && rf.LazyLoadMembers && len(evs) > 0 {
+		// The member events of the chunk's senders, as of its last event: what a
+		// client that lazily loads members needs to show them.
+		if resp.State, err = s.chunkMembers(r.Context(), room, evs, dev); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
 	if len(evs) == limit {
 		last := evs[len(evs)-1]
 		if backwards {
@@ -533,12 +548,56 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) members(w http.ResponseWriter, r *http.Request, dev Device) {
-	evs, ok := s.readableState(w, r, dev)
-	if !ok {
-		return
+// chunkMembers returns the member events of the senders of evs as of the last of evs.
+func (s *Server) chunkMembers(ctx context.Context, room string, evs []persist.StoredEvent, dev Device) ([]json.RawMessage, error) {
+	senders := map[string]bool{}
+	var list []string
+	for _, ev := range evs {
+		if !senders[ev.Sender] {
+			senders[ev.Sender] = true
+			list = append(list, ev.Sender)
+		}
 	}
+	last := evs[len(evs)-1]
+	states, err := s.DB.SyncState(ctx, []persist.StateRequest{{RoomID: room, At: persist.Pos{Seq: last.Seq, Idx: last.Idx + 1}}},
+		persist.StateFilter{Types: []string{"m.room.member"}, Members: list})
+	if err != nil {
+		return nil, err
+	}
+	return clientEvents(states[room], dev), nil
+}
+
+func (s *Server) members(w http.ResponseWriter, r *http.Request, dev Device) {
 	q := r.URL.Query()
+	var evs []persist.StoredEvent
+	if at := q.Get("at"); at != "" {
+		// The members as of a point in the room's history, within what the user may
+		// read of it.
+		room, bound, ok := s.readableRoom(w, r, dev)
+		if !ok {
+			return
+		}
+		p, err := parsePageToken(at)
+		if err != nil {
+			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid at token"))
+			return
+		}
+		if c := bound.ceiling(); c.Less(p) {
+			p = c
+		}
+		states, err := s.DB.SyncState(r.Context(), []persist.StateRequest{{RoomID: room, At: p}},
+			persist.StateFilter{Types: []string{"m.room.member"}})
+		if err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+		evs = states[room]
+	} else {
+		var ok bool
+		if evs, ok = s.readableState(w, r, dev); !ok {
+			return
+		}
+	}
 	not := q.Get("not_membership")
 	want := q.Get("membership")
 	kept := evs[:0]

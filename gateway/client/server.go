@@ -49,6 +49,7 @@ type Server struct {
 	writes      ownWrites
 	syncStreams []syncStream
 	accountData accountDataStore
+	joinedCache joinedCache
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }

@@ -3,11 +3,8 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
@@ -72,10 +69,60 @@ func (sc *syncCtx) joinedRoom(room string) *joinedRoom {
 	jr := sc.res.Rooms.Join[room]
 	if jr == nil {
 		jr = &joinedRoom{Timeline: timeline{Events: []json.RawMessage{},
-			PrevBatch: formatPageToken(persist.Pos{Seq: sc.next[slotEvents] + 1})}}
+			PrevBatch: formatPageToken(persist.Pos{Seq: sc.next[slotEvents] + 1})}, extra: true}
 		sc.res.Rooms.Join[room] = jr
 	}
 	return jr
+}
+
+// applyFilter applies the filter's event filters to what the per-user streams put in
+// the response: providers add everything that changed for the user, the filter decides
+// what is sent. A room listed only for what the filter then removes is left out.
+func (sc *syncCtx) applyFilter() {
+	f := sc.req.filter
+	sc.res.AccountData.Events = filterEvents(sc.res.AccountData.Events, f.AccountData)
+	sc.res.Presence.Events = filterEvents(sc.res.Presence.Events, f.Presence)
+	if f.Room == nil {
+		return
+	}
+	for room, jr := range sc.res.Rooms.Join {
+		jr.Ephemeral.Events = filterRoomEvents(jr.Ephemeral.Events, f.Room.Ephemeral, room)
+		jr.AccountData.Events = filterRoomEvents(jr.AccountData.Events, f.Room.AccountData, room)
+		if jr.extra && len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 {
+			delete(sc.res.Rooms.Join, room)
+		}
+	}
+}
+
+// filterEvents keeps the events ef allows, up to its limit.
+func filterEvents(evs []json.RawMessage, ef *eventFilter) []json.RawMessage {
+	if ef == nil || len(evs) == 0 {
+		return evs
+	}
+	kept := evs[:0]
+	for _, raw := range evs {
+		var ev struct {
+			Type   string `json:"type"`
+			Sender string `json:"sender"`
+		}
+		if json.Unmarshal(raw, &ev) == nil && ef.allows(ev.Type, ev.Sender) {
+			kept = append(kept, raw)
+		}
+	}
+	if n := ef.limitOr(len(kept), len(kept)); n < len(kept) {
+		kept = kept[:n]
+	}
+	return kept
+}
+
+func filterRoomEvents(evs []json.RawMessage, rf *roomEventFilter, room string) []json.RawMessage {
+	if rf == nil {
+		return evs
+	}
+	if !rf.allowsRoom(room) {
+		return nil
+	}
+	return filterEvents(evs, &rf.eventFilter)
 }
 
 // feedStream is what every per-user stream's provider has in common: its field of the
@@ -129,30 +176,12 @@ func (s *Server) registerSync(r router) {
 	r.handle("GET", "/sync", syncVersions, serve.LongPoll(s.authed(s.sync), s.HTTP).ServeHTTP)
 }
 
-// syncFilter is the part of a filter (spec "Filtering") that /sync applies.
-type syncFilter struct {
-	Room struct {
-		Rooms        *[]string `json:"rooms"`
-		NotRooms     []string  `json:"not_rooms"`
-		IncludeLeave bool      `json:"include_leave"`
-		Timeline     struct {
-			Limit *int `json:"limit"`
-		} `json:"timeline"`
-	} `json:"room"`
-}
-
-func (f *syncFilter) timelineLimit() int {
-	if f.Room.Timeline.Limit == nil {
+// timelineLimit is the number of events a room's timeline may carry in one response.
+func (f *filter) timelineLimit() int {
+	if f.Room == nil || f.Room.Timeline == nil {
 		return defaultTimelineLimit
 	}
-	return min(max(*f.Room.Timeline.Limit, 0), maxTimelineLimit)
-}
-
-func (f *syncFilter) allowsRoom(room string) bool {
-	if f.Room.Rooms != nil && !slices.Contains(*f.Room.Rooms, room) {
-		return false
-	}
-	return !slices.Contains(f.Room.NotRooms, room)
+	return f.Room.Timeline.limitOr(defaultTimelineLimit, maxTimelineLimit)
 }
 
 // syncRequest is a parsed /sync query.
@@ -162,7 +191,7 @@ type syncRequest struct {
 	incremental bool
 	timeout     time.Duration
 	fullState   bool
-	filter      syncFilter
+	filter      *filter
 }
 
 func (s *Server) parseSyncRequest(ctx context.Context, r *http.Request, dev Device) (*syncRequest, error) {
@@ -187,38 +216,10 @@ func (s *Server) parseSyncRequest(ctx context.Context, r *http.Request, dev Devi
 	default:
 		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "full_state must be true or false")
 	}
-	raw, err := s.filterJSON(ctx, q.Get("filter"), dev)
-	if err != nil {
+	if req.filter, err = s.resolveFilter(ctx, q.Get("filter"), dev); err != nil {
 		return nil, err
 	}
-	if raw != nil {
-		if err := json.Unmarshal(raw, &req.filter); err != nil {
-			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "filter does not match the filter format: %v", err)
-		}
-	}
 	return req, nil
-}
-
-// filterJSON resolves the filter parameter: inline JSON or the id of a stored filter.
-func (s *Server) filterJSON(ctx context.Context, param string, dev Device) ([]byte, error) {
-	if param == "" {
-		return nil, nil
-	}
-	if strings.HasPrefix(param, "{") {
-		if err := matrix.CheckJSON([]byte(param)); err != nil {
-			return nil, err
-		}
-		return []byte(param), nil
-	}
-	id, err := strconv.ParseInt(param, 10, 64)
-	if err != nil {
-		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "filter is neither JSON nor a filter id")
-	}
-	raw, err := s.DB.GetFilter(ctx, dev.UserID, id)
-	if errors.Is(err, persist.ErrNotFound) {
-		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "No such filter")
-	}
-	return raw, err
 }
 
 // sync serves GET /sync. An incremental sync with nothing new waits, up to timeout,
@@ -279,6 +280,7 @@ func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, si
 			return nil, err
 		}
 	}
+	sc.applyFilter()
 	sc.res.NextBatch = sc.next.String()
 	return sc, nil
 }
@@ -368,11 +370,22 @@ type timeline struct {
 }
 
 type joinedRoom struct {
-	Timeline            timeline  `json:"timeline"`
-	State               eventList `json:"state"`
-	Ephemeral           eventList `json:"ephemeral"`
-	AccountData         eventList `json:"account_data"`
-	UnreadNotifications struct{}  `json:"unread_notifications"`
+	Summary             roomSummary `json:"summary"`
+	Timeline            timeline    `json:"timeline"`
+	State               eventList   `json:"state"`
+	Ephemeral           eventList   `json:"ephemeral"`
+	AccountData         eventList   `json:"account_data"`
+	UnreadNotifications struct{}    `json:"unread_notifications"`
+	// extra marks a room listed by a stream other than the rooms stream, for its
+	// ephemeral events or account data only.
+	extra bool
+}
+
+// roomSummary is a joined room's summary; empty when nothing in it changed.
+type roomSummary struct {
+	Heroes  []string `json:"m.heroes,omitempty"`
+	Joined  *int     `json:"m.joined_member_count,omitempty"`
+	Invited *int     `json:"m.invited_member_count,omitempty"`
 }
 
 type invitedRoom struct {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"sync"
 
 	"github.com/ganglionhq/ganglion/persist"
 )
@@ -34,10 +35,34 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 	// A token ahead of this process's feed (another sync worker's) shows nothing more
 	// until the feed passes it.
 	pos = min(pos, s.Feed.Position())
+	if req.incremental && !req.fullState {
+		// Nothing new for the user's rooms or membership since the token: answered from
+		// memory, without asking Postgres.
+		if rooms, ok := s.joinedCache.get(dev.UserID, s.Feed); ok {
+			joined := make([]string, 0, len(rooms))
+			for _, room := range rooms {
+				if req.filter.allowsRoom(room) {
+					joined = append(joined, room)
+				}
+			}
+			sc.joined = joined
+			if changed, known := s.Feed.NewSince(since, sc.keys()); known && !changed {
+				return nil
+			}
+			sc.joined = nil
+		}
+	}
 	mems, err := s.DB.SyncMemberships(ctx, dev.UserID, since, pos)
 	if err != nil {
 		return err
 	}
+	var all []string
+	for _, m := range mems {
+		if m.Membership == "join" {
+			all = append(all, m.RoomID)
+		}
+	}
+	s.joinedCache.put(dev.UserID, pos, all)
 	// end is the boundary just after everything visible; sinceB just after the token.
 	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
 	changedOnly := req.incremental && !req.fullState
@@ -94,7 +119,7 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 			if req.incremental && !(changed && m.Before != m.Membership) {
 				continue
 			}
-			if !req.incremental && !req.filter.Room.IncludeLeave {
+			if !req.incremental && !req.filter.includeLeave() {
 				continue
 			}
 			upTo := persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}
@@ -118,15 +143,11 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 	for i, p := range plans {
 		spans[i] = p.span
 	}
-	timelines, err := s.DB.SyncTimelines(ctx, spans, limit+1)
+	timelines, err := s.DB.SyncTimelines(ctx, spans, limit+1, req.filter.timeline().query())
 	if err != nil {
 		return err
 	}
-	type built struct {
-		plan roomPlan
-		tl   timeline
-	}
-	var rooms []*built
+	var rooms []*builtRoom
 	var stateReqs []persist.StateRequest
 	for _, p := range plans {
 		evs := timelines[p.room]
@@ -141,7 +162,8 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		if len(evs) > 0 {
 			start = persist.Pos{Seq: evs[0].Seq, Idx: evs[0].Idx}
 		}
-		b := &built{plan: p, tl: timeline{Events: clientEvents(evs, dev), Limited: limited, PrevBatch: formatPageToken(start)}}
+		b := &builtRoom{plan: p, start: start, events: evs,
+			tl: timeline{Events: clientEvents(evs, dev), Limited: limited, PrevBatch: formatPageToken(start)}}
 		switch {
 		case p.fullState:
 			stateReqs = append(stateReqs, persist.StateRequest{RoomID: p.room, At: start})
@@ -151,17 +173,24 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		}
 		rooms = append(rooms, b)
 	}
-	states, err := s.DB.SyncState(ctx, stateReqs, persist.StateFilter{})
+	states, err := r.roomStates(ctx, sc, stateReqs, rooms)
 	if err != nil {
 		return err
 	}
+	var summarise []string
 	for _, b := range rooms {
 		state := eventList{Events: clientEvents(states[b.plan.room], dev)}
 		if b.plan.joined {
 			sc.res.Rooms.Join[b.plan.room] = &joinedRoom{Timeline: b.tl, State: state}
+			if b.plan.fullState || hasMember(timelines[b.plan.room]) || hasMember(states[b.plan.room]) {
+				summarise = append(summarise, b.plan.room)
+			}
 		} else {
 			sc.res.Rooms.Leave[b.plan.room] = &leftRoom{Timeline: b.tl, State: state}
 		}
+	}
+	if err := r.summaries(ctx, sc, summarise); err != nil {
+		return err
 	}
 
 	if len(invites) > 0 {
@@ -169,7 +198,7 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		for i, m := range invites {
 			reqs[i] = persist.StateRequest{RoomID: m.RoomID, At: persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}}
 		}
-		stripped, err := s.DB.SyncState(ctx, reqs, persist.StateFilter{Types: strippedStateTypes, Member: dev.UserID})
+		stripped, err := s.DB.SyncState(ctx, reqs, persist.StateFilter{Types: strippedStateTypes, Members: []string{dev.UserID}})
 		if err != nil {
 			return err
 		}
@@ -178,4 +207,155 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		}
 	}
 	return nil
+}
+
+// builtRoom is a room of the response whose timeline is read.
+type builtRoom struct {
+	plan   roomPlan
+	tl     timeline
+	events []persist.StoredEvent
+	// start is the boundary just before the timeline.
+	start persist.Pos
+}
+
+// roomStates reads the state sections of the response's rooms and applies the state
+// filter. With lazy-loaded members, a room's state carries only the member events of
+// the timeline's senders (and the user's own), whatever else the state holds; they
+// are sent with every timeline that needs them, which the spec allows (Synapse
+// remembers which ones each device has seen; Ganglion does not yet).
+func (r *roomsStream) roomStates(ctx context.Context, sc *syncCtx, reqs []persist.StateRequest, rooms []*builtRoom) (map[string][]persist.StoredEvent, error) {
+	f := sc.req.filter
+	lazy := f.lazyMembers()
+	var members []string
+	needed := map[string]map[string]bool{}
+	if lazy {
+		all := map[string]bool{sc.dev.UserID: true}
+		for _, b := range rooms {
+			set := map[string]bool{sc.dev.UserID: true}
+			for _, ev := range b.events {
+				set[ev.Sender] = true
+				all[ev.Sender] = true
+			}
+			needed[b.plan.room] = set
+		}
+		members = make([]string, 0, len(all))
+		for u := range all {
+			members = append(members, u)
+		}
+		// The members an unchanged-state room needs are not in its state delta.
+		planned := map[string]bool{}
+		for _, q := range reqs {
+			planned[q.RoomID] = true
+		}
+		var extra []persist.StateRequest
+		for _, b := range rooms {
+			if !planned[b.plan.room] && len(b.events) > 0 {
+				extra = append(extra, persist.StateRequest{RoomID: b.plan.room, At: b.start})
+			}
+		}
+		more, err := r.s.DB.SyncState(ctx, extra, persist.StateFilter{Types: []string{"m.room.member"}, Members: members})
+		if err != nil {
+			return nil, err
+		}
+		states, err := r.s.DB.SyncState(ctx, reqs, persist.StateFilter{Members: members})
+		if err != nil {
+			return nil, err
+		}
+		for room, evs := range more {
+			states[room] = evs
+		}
+		return filterStates(states, f, needed), nil
+	}
+	states, err := r.s.DB.SyncState(ctx, reqs, persist.StateFilter{})
+	if err != nil {
+		return nil, err
+	}
+	return filterStates(states, f, nil), nil
+}
+
+// filterStates keeps the state events the filter's state section allows and, when
+// needed is set, only the member events of each room's needed users.
+func filterStates(states map[string][]persist.StoredEvent, f *filter, needed map[string]map[string]bool) map[string][]persist.StoredEvent {
+	sf := f.state()
+	if sf == nil && needed == nil {
+		return states
+	}
+	for room, evs := range states {
+		kept := evs[:0]
+		for i := range evs {
+			ev := &evs[i]
+			if ev.Type == "m.room.member" && needed != nil && ev.StateKey != nil && !needed[room][*ev.StateKey] {
+				continue
+			}
+			if sf.allowsEvent(ev) {
+				kept = append(kept, *ev)
+			}
+		}
+		states[room] = kept
+	}
+	return states
+}
+
+func hasMember(evs []persist.StoredEvent) bool {
+	for _, ev := range evs {
+		if ev.Type == "m.room.member" {
+			return true
+		}
+	}
+	return false
+}
+
+// summaries fills the summary of the joined rooms whose membership the client needs
+// to learn about (new rooms, and rooms whose members changed).
+func (r *roomsStream) summaries(ctx context.Context, sc *syncCtx, rooms []string) error {
+	sums, err := r.s.DB.RoomSummaries(ctx, rooms, sc.dev.UserID)
+	if err != nil {
+		return err
+	}
+	for room, sum := range sums {
+		jr := sc.res.Rooms.Join[room]
+		if jr == nil {
+			continue
+		}
+		joined, invited := sum.Joined, sum.Invited
+		jr.Summary = roomSummary{Heroes: sum.Heroes, Joined: &joined, Invited: &invited}
+	}
+	return nil
+}
+
+// joinedCache remembers each user's joined rooms as of an events position. The entry
+// holds as long as no visible log message since that position changed the user's
+// membership (the feed knows: member events carry their user in the message's keys).
+// The zero value is ready.
+type joinedCache struct {
+	mu sync.Mutex
+	m  map[string]joinedAt
+}
+
+type joinedAt struct {
+	pos   uint64
+	rooms []string
+}
+
+// joinedCacheMax bounds the users remembered; past it the cache starts over.
+const joinedCacheMax = 100_000
+
+func (c *joinedCache) get(user string, feed Feed) ([]string, bool) {
+	c.mu.Lock()
+	e, ok := c.m[user]
+	c.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	changed, known := feed.NewSince(e.pos, []string{user})
+	return e.rooms, known && !changed
+}
+
+func (c *joinedCache) put(user string, pos uint64, rooms []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= joinedCacheMax {
+		c.m = map[string]joinedAt{}
+	}
+	c.m[user] = joinedAt{pos: pos, rooms: rooms}
 }

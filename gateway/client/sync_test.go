@@ -408,11 +408,11 @@ func TestSyncRejectsBadParameters(t *testing.T) {
 
 func TestSyncFilterParsing(t *testing.T) {
 	t.Parallel()
-	var f syncFilter
+	f := &filter{}
 	if f.timelineLimit() != defaultTimelineLimit || !f.allowsRoom("!a:x") {
 		t.Fatal("zero filter must allow every room with the default limit")
 	}
-	if err := json.Unmarshal([]byte(`{"room":{"rooms":["!a:x","!b:x"],"not_rooms":["!b:x"],"timeline":{"limit":100000}}}`), &f); err != nil {
+	if err := json.Unmarshal([]byte(`{"room":{"rooms":["!a:x","!b:x"],"not_rooms":["!b:x"],"timeline":{"limit":100000}}}`), f); err != nil {
 		t.Fatal(err)
 	}
 	if f.timelineLimit() != maxTimelineLimit {

@@ -59,7 +59,7 @@ func (a *AccountData) Prepare(ctx context.Context, batch []*schemas.StreamWrite)
 		switch w.Op {
 		case OpAccountDataPut:
 			var body AccountDataPut
-			if err := json.Unmarshal(w.Body, &body); err != nil || body.Type == "" || !isObject(body.Content) {
+			if err := json.Unmarshal(w.Body, &body); err != nil || body.Type == "" || !schemas.IsObject(body.Content) {
 				out[i] = Refuse(http.StatusBadRequest, "M_BAD_JSON", "account data needs a type and an object")
 				continue
 			}
@@ -76,7 +76,7 @@ func (a *AccountData) Prepare(ctx context.Context, batch []*schemas.StreamWrite)
 		case OpTagPut, OpTagDelete:
 			var body TagChange
 			if err := json.Unmarshal(w.Body, &body); err != nil || body.Room == "" || body.Tag == "" ||
-				(w.Op == OpTagPut && !isObject(body.Content)) {
+				(w.Op == OpTagPut && !schemas.IsObject(body.Content)) {
 				out[i] = Refuse(http.StatusBadRequest, "M_BAD_JSON", "a tag needs a room, a name and an object")
 				continue
 			}
@@ -152,10 +152,4 @@ func (a *AccountData) Row(m streams.RawMessage) any {
 		return nil
 	}
 	return schemas.AccountDataRow{User: r.User, Room: r.Room, Type: r.Type}
-}
-
-// isObject reports whether raw is a JSON object.
-func isObject(raw json.RawMessage) bool {
-	var m map[string]json.RawMessage
-	return json.Unmarshal(raw, &m) == nil && m != nil
 }
