@@ -80,7 +80,7 @@ func (s *Server) uploadSignatures(w http.ResponseWriter, r *http.Request, dev De
 	for _, keys := range req {
 		n += len(keys)
 		for _, obj := range keys {
-			if !isJSONObject(obj) {
+			if !schemas.IsObject(obj) {
 				s.writeErr(w, r.Pattern, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Invalid parameter"))
 				return
 			}

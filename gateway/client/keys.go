@@ -303,7 +303,7 @@ func (s *Server) keyChanges(w http.ResponseWriter, r *http.Request, dev Device) 
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	changed, left, err := s.deviceListUpdates(ctx, dev.UserID, joined, from, to)
+	changed, left, err := s.deviceListUpdates(ctx, dev.UserID, joined, from, to, true)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return

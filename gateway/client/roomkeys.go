@@ -83,7 +83,7 @@ func decodeBackupVersion(r *http.Request) (*backupVersionRequest, error) {
 	if err := matrix.DecodeBody(r, matrix.DefaultBodyLimit, &req); err != nil {
 		return nil, err
 	}
-	if req.Algorithm == "" || !isJSONObject(req.AuthData) {
+	if req.Algorithm == "" || !schemas.IsObject(req.AuthData) {
 		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeMissingParam, "algorithm and auth_data (an object) are required")
 	}
 	return &req, nil
@@ -257,7 +257,7 @@ func decodeBackupKeys(r *http.Request, room, session string) ([]schemas.BackupKe
 				return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam,
 					"is_verified must be a boolean in keys for session %s in room %s", sessionID, roomID)
 			}
-			if sessionID == "" || k.FirstMessageIndex == nil || k.ForwardedCount == nil || !isJSONObject(k.SessionData) {
+			if sessionID == "" || k.FirstMessageIndex == nil || k.ForwardedCount == nil || !schemas.IsObject(k.SessionData) {
 				return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON,
 					"keys need first_message_index, forwarded_count, is_verified and session_data (session %s)", sessionID)
 			}

@@ -30,7 +30,7 @@ func (d *deviceListsStream) fill(ctx context.Context, sc *syncCtx, since, to uin
 	}
 	from := sc.req.since
 	from[slotDeviceLists] = since
-	changed, left, err := d.s.deviceListUpdates(ctx, sc.dev.UserID, sc.joined, from, sc.next)
+	changed, left, err := d.s.deviceListUpdates(ctx, sc.dev.UserID, sc.joined, from, sc.next, d.changed(sc, since))
 	if err != nil {
 		return err
 	}
@@ -59,10 +59,11 @@ func (d *deviceListsStream) keyCounts(ctx context.Context, sc *syncCtx, to uint6
 // devices or keys changed, those whose master key they signed, and those who started
 // sharing a room with them (joins and invites in their rooms, everyone in a room they
 // joined); left are those who stopped sharing any room (leaves in their rooms, everyone
-// in a room they left). joined are the user's rooms at the end.
-func (s *Server) deviceListUpdates(ctx context.Context, user string, joined []string, from, to syncToken) (changed, left []string, err error) {
+// in a room they left). joined are the user's rooms at the end; keysMayHaveChanged is
+// false when the device_lists feed knows that nothing concerning the user came.
+func (s *Server) deviceListUpdates(ctx context.Context, user string, joined []string, from, to syncToken, keysMayHaveChanged bool) (changed, left []string, err error) {
 	changedSet := map[string]bool{}
-	if to[slotDeviceLists] > from[slotDeviceLists] {
+	if keysMayHaveChanged && to[slotDeviceLists] > from[slotDeviceLists] {
 		users, err := s.keyStore().ChangedUsers(ctx, user, joined, from[slotDeviceLists], to[slotDeviceLists])
 		if err != nil {
 			return nil, nil, err
