@@ -490,3 +490,44 @@ func TestCrossSigning(t *testing.T) {
 	wantError(t, "a signed object that is not an object", call(ctx, alice.c, http.MethodPost,
 		map[string]any{alice.c.UserID.String(): map[string]any{"X": 1}}, nil, "keys", "signatures", "upload"), 400, "M_INVALID_PARAM")
 }
+
+// loginDevice logs c's user in again, on c's server, as a new device.
+func loginDevice(ctx context.Context, t *testing.T, c *mautrix.Client) *mautrix.Client {
+	t.Helper()
+	cli, err := mautrix.NewClient(c.HomeserverURL.String(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: password, StoreCredentials: true,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: c.UserID.String()}}); err != nil {
+		t.Fatalf("login %s: %v", c.UserID, err)
+	}
+	return cli
+}
+
+// checkDeviceListsAcross: keys uploaded through one gateway reach the other user's
+// /sync, /keys/query and /keys/claim on the other gateway, through the device_lists
+// writer wherever it runs.
+func checkDeviceListsAcross(ctx context.Context, t *testing.T, c streamClients) {
+	first, err := c.bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newKeyDevice(loginDevice(ctx, t, c.alice))
+	if err := call(ctx, d.c, http.MethodPost, map[string]any{"device_keys": d.deviceKeys(t), "one_time_keys": d.oneTimeKeys(t, "X", 1)},
+		nil, "keys", "upload"); err != nil {
+		t.Fatal(err)
+	}
+	syncUntil(ctx, t, c.bob, first.NextBatch, "alice's new device in bob's device lists", func(r *mautrix.RespSync) bool {
+		return slices.Contains(r.DeviceLists.Changed, c.alice.UserID)
+	})
+	q, err := c.bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{c.alice.UserID: {d.c.DeviceID}}})
+	if err != nil || q.DeviceKeys[c.alice.UserID][d.c.DeviceID].Keys.GetEd25519(d.c.DeviceID).String() != d.pub {
+		t.Errorf("bob's query of the new device: %+v %v", q, err)
+	}
+	claim, err := c.bob.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{
+		c.alice.UserID: {d.c.DeviceID: id.KeyAlgorithmSignedCurve25519}}})
+	if _, ok := claim.OneTimeKeys[c.alice.UserID][d.c.DeviceID]["signed_curve25519:X0"]; err != nil || !ok {
+		t.Errorf("bob's claim of the new device's key: %+v %v", claim, err)
+	}
+}

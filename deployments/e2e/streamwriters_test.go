@@ -31,6 +31,7 @@ type streamClients struct {
 // adds its own.
 var streamChecks = []streamCheck{
 	{"account_data", checkAccountDataAcross},
+	{"device_lists", checkDeviceListsAcross},
 }
 
 // TestStreamWritersMove is issue 6's acceptance 3: the per-user streams written by two
