@@ -13,15 +13,12 @@ import (
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
-// uiaDeviceSigning is the UIA operation kind of replacing cross-signing keys.
-const uiaDeviceSigning = "device_signing"
-
 // maxSignaturesUpload bounds the signed objects of one /keys/signatures/upload.
 const maxSignaturesUpload = 1000
 
 type signingKeysRequest struct {
 	userstreams.CrossSigningUpload
-	Auth json.RawMessage `json:"auth"`
+	Auth *uiaAuth `json:"auth"`
 }
 
 // uploadSigningKeys serves /keys/device_signing/upload. As in Synapse (MSC3967),
@@ -57,13 +54,30 @@ func (s *Server) uploadSigningKeys(w http.ResponseWriter, r *http.Request, dev D
 		matrix.WriteJSON(w, http.StatusOK, struct{}{})
 		return
 	}
-	if setUp && !s.requirePassword(ctx, w, dev, uiaDeviceSigning, req.Auth) {
-		return
+	var session string
+	if setUp {
+		if !check(w, s.limits.loginFailed, dev.UserID) {
+			return
+		}
+		op := uiaOp{kind: dev.UserID + " " + r.Method + " " + r.URL.Path, flows: [][]string{{stagePassword}}, check: s.passwordStage(dev)}
+		var incomplete *uiaResponse
+		var err error
+		if session, incomplete, err = s.interactiveAuth(ctx, op, req.Auth); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+		if incomplete != nil {
+			matrix.WriteJSON(w, http.StatusUnauthorized, incomplete)
+			return
+		}
 	}
 	if _, err := s.writeStream(ctx, dev, streamWrite{stream: schemas.StreamDeviceLists, op: userstreams.OpCrossSigningUpload,
 		key: dev.UserID, body: req.CrossSigningUpload}); err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
+	}
+	if session != "" {
+		s.endUIASession(ctx, session)
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }

@@ -311,14 +311,15 @@ func (s *Server) keyChanges(w http.ResponseWriter, r *http.Request, dev Device) 
 	matrix.WriteJSON(w, http.StatusOK, deviceLists{Changed: changed, Left: left})
 }
 
-// announceDevice records a new device in its user's device list, so the users sharing
-// a room with them fetch it, as Synapse does at login. The login has succeeded either
+// announceDevices records a change of devices that carries no keys (a new device at
+// login, a new display name) in their user's device list, so the users sharing a room
+// with them fetch it again, as Synapse does. The change itself has succeeded either
 // way: a failure is only logged.
-func (s *Server) announceDevice(ctx context.Context, dev Device) {
+func (s *Server) announceDevices(ctx context.Context, dev Device, ids []string) {
 	_, err := s.writeStream(ctx, dev, streamWrite{stream: schemas.StreamDeviceLists, op: userstreams.OpDeviceChanged,
-		key: dev.UserID, body: userstreams.DeviceOp{Device: dev.DeviceID}})
+		key: dev.UserID, body: userstreams.DeviceOp{Devices: ids}})
 	if err != nil {
-		s.Log.Warn("new device not recorded in its device list", zap.String("user_id", dev.UserID), zap.Error(err))
+		s.Log.Warn("device change not recorded in its device list", zap.String("user_id", dev.UserID), zap.Error(err))
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -50,6 +51,7 @@ type Server struct {
 	syncStreams []syncStream
 	accountData accountDataStore
 	joinedCache joinedCache
+	toDevice    todevice.Store
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -78,6 +80,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	s.limits = newLimiters(s.RateLimits)
 	s.accountData = accountdata.Store{Pool: s.DB.Pool}
+	s.toDevice = todevice.Store{Pool: s.DB.Pool}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -87,6 +90,8 @@ func (s *Server) Handler() http.Handler {
 	s.registerSync(r)
 	s.registerAccountData(r)
 	s.registerKeys(r)
+	s.registerToDevice(r)
+	s.registerDevices(r)
 	return s.frontDoor(r.mux)
 }
 

@@ -309,6 +309,7 @@ func (s *Server) newSyncStreams() []syncStream {
 	}{
 		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
 		{schemas.StreamDeviceLists, func(f feedStream) syncStream { return &deviceListsStream{feedStream: f, s: s} }},
+		{schemas.StreamToDevice, func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} }},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -72,9 +73,10 @@ type CrossSigningUpload struct {
 // or a cross-signing public key), the signed key object.
 type SignaturesUpload map[string]map[string]json.RawMessage
 
-// DeviceOp is the body of OpDeviceDeleted and OpDeviceChanged.
+// DeviceOp is the body of OpDeviceDeleted and OpDeviceChanged: the user's devices
+// deleted or changed.
 type DeviceOp struct {
-	Device string `json:"device"`
+	Devices []string `json:"devices"`
 }
 
 // BackupOp is the body of the key backup operations. Version is the client's version
@@ -177,14 +179,18 @@ func (p *preparing) decide(ctx context.Context, w *schemas.StreamWrite) (Outcome
 		return p.signatures(ctx, w.User, b)
 	case OpDeviceDeleted, OpDeviceChanged:
 		var b DeviceOp
-		if json.Unmarshal(w.Body, &b) != nil || b.Device == "" {
+		if json.Unmarshal(w.Body, &b) != nil || slices.Contains(b.Devices, "") {
 			return badBody, nil
 		}
 		kind := schemas.DeviceChanged
 		if w.Op == OpDeviceDeleted {
 			kind = schemas.DeviceDeleted
 		}
-		return p.outcome(ctx, nil, &schemas.DeviceListRecord{Kind: kind, User: w.Key, Device: b.Device, Changed: []string{b.Device}})
+		recs := make([]*schemas.DeviceListRecord, len(b.Devices))
+		for i, d := range b.Devices {
+			recs[i] = &schemas.DeviceListRecord{Kind: kind, User: w.Key, Device: d, Changed: []string{d}}
+		}
+		return p.outcome(ctx, nil, recs...)
 	case OpBackupCreate, OpBackupUpdate, OpBackupDelete, OpBackupKeysPut, OpBackupKeysDelete:
 		var b BackupOp
 		if json.Unmarshal(w.Body, &b) != nil {

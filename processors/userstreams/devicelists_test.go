@@ -268,7 +268,7 @@ func TestDeviceDeletedGoesThroughTheStream(t *testing.T) {
 	f.upload(d, 5, "FB")
 	f.upload(keep, 5, "FB")
 	before := changes(t, f.db, d.user)
-	res := f.write(d.user, keep.id, d.user, userstreams.OpDeviceDeleted, userstreams.DeviceOp{Device: d.id})
+	res := f.write(d.user, keep.id, d.user, userstreams.OpDeviceDeleted, userstreams.DeviceOp{Devices: []string{d.id}})
 	if res.Error != nil {
 		t.Fatal(res.Error)
 	}
@@ -336,7 +336,7 @@ func TestReplayRebuildsEveryKeyTable(t *testing.T) {
 	if res.Error != nil || string(res.Body) != `{"failures":{}}` {
 		t.Fatalf("signature upload: %+v %s", res.Error, res.Body)
 	}
-	f.write(bob.user, bob.id, bob.user, userstreams.OpDeviceDeleted, userstreams.DeviceOp{Device: bob.id})
+	f.write(bob.user, bob.id, bob.user, userstreams.OpDeviceDeleted, userstreams.DeviceOp{Devices: []string{bob.id}})
 	res = f.write(alice.user, alice.id, alice.user, userstreams.OpBackupCreate, userstreams.BackupOp{Algorithm: "m.megolm_backup.v1", AuthData: json.RawMessage(`{"public_key":"x"}`)})
 	if string(res.Body) != `{"version":"1"}` {
 		t.Fatalf("backup version: %s", res.Body)
