@@ -84,24 +84,32 @@ func (s *Server) uploadSigningKeys(w http.ResponseWriter, r *http.Request, dev D
 
 // uploadSignatures serves /keys/signatures/upload; the writer verifies each signature
 // against the keys it stores and answers those that fail.
-func (s *Server) uploadSignatures(w http.ResponseWriter, r *http.Request, dev Device) {
-	var req map[string]map[string]json.RawMessage
+// decodeSignaturesUpload reads a /keys/signatures/upload body: signed objects by user
+// and key ID.
+func decodeSignaturesUpload(r *http.Request) (userstreams.SignaturesUpload, int, error) {
+	var req userstreams.SignaturesUpload
 	if err := matrix.DecodeBody(r, maxKeysUploadBody, &req); err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
+		return nil, 0, err
 	}
 	n := 0
 	for _, keys := range req {
 		n += len(keys)
 		for _, obj := range keys {
 			if !schemas.IsObject(obj) {
-				s.writeErr(w, r.Pattern, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Invalid parameter"))
-				return
+				return nil, 0, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Invalid parameter")
 			}
 		}
 	}
 	if n > maxSignaturesUpload {
-		s.writeErr(w, r.Pattern, matrix.Errorf(http.StatusBadRequest, matrix.CodeTooLarge, "at most %d signed keys may be uploaded at once", maxSignaturesUpload))
+		return nil, 0, matrix.Errorf(http.StatusBadRequest, matrix.CodeTooLarge, "at most %d signed keys may be uploaded at once", maxSignaturesUpload)
+	}
+	return req, n, nil
+}
+
+func (s *Server) uploadSignatures(w http.ResponseWriter, r *http.Request, dev Device) {
+	req, n, err := decodeSignaturesUpload(r)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	if n == 0 {
@@ -109,7 +117,7 @@ func (s *Server) uploadSignatures(w http.ResponseWriter, r *http.Request, dev De
 		return
 	}
 	res, err := s.writeStream(r.Context(), dev, streamWrite{stream: schemas.StreamDeviceLists, op: userstreams.OpSignaturesUpload,
-		key: dev.UserID, body: userstreams.SignaturesUpload(req)})
+		key: dev.UserID, body: req})
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return

@@ -62,8 +62,9 @@ type keysUploadRequest struct {
 
 // decodeKeysUpload reads and checks a /keys/upload body of dev: every signature is
 // verified here, so the writer gets keys in canonical JSON that it only compares with
-// what it stores.
-func (s *Server) decodeKeysUpload(ctx context.Context, r *http.Request, dev Device) (*userstreams.KeysUpload, error) {
+// what it stores. stored returns the device's stored ed25519 key, which signed keys
+// uploaded without the device keys are checked against.
+func decodeKeysUpload(r *http.Request, dev Device, stored func() (string, error)) (*userstreams.KeysUpload, error) {
 	var req keysUploadRequest
 	if err := matrix.DecodeBody(r, maxKeysUploadBody, &req); err != nil {
 		return nil, err
@@ -87,14 +88,9 @@ func (s *Server) decodeKeysUpload(ctx context.Context, r *http.Request, dev Devi
 		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeTooLarge, "at most %d keys may be uploaded at once", maxOneTimeKeys)
 	}
 	if signingKey == "" && len(req.OneTimeKeys)+len(req.FallbackKeys) > 0 {
-		// Signed keys are checked against the device's stored identity key.
-		stored, err := s.keyStore().DeviceKeys(ctx, dev.UserID, dev.DeviceID)
-		if err != nil && !errors.Is(err, e2ekeys.ErrNotFound) {
+		var err error
+		if signingKey, err = stored(); err != nil {
 			return nil, err
-		}
-		var keys userstreams.DeviceKeys
-		if json.Unmarshal(stored, &keys) == nil {
-			signingKey = keys.SigningKey()
 		}
 	}
 	check := func(in map[string]json.RawMessage, fallback bool) (map[string]json.RawMessage, error) {
@@ -127,9 +123,26 @@ func (s *Server) decodeKeysUpload(ctx context.Context, r *http.Request, dev Devi
 	return out, nil
 }
 
+// storedSigningKey returns the ed25519 key of dev's stored device keys, "" when it has
+// none.
+func (s *Server) storedSigningKey(ctx context.Context, dev Device) (string, error) {
+	stored, err := s.keyStore().DeviceKeys(ctx, dev.UserID, dev.DeviceID)
+	if errors.Is(err, e2ekeys.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var keys userstreams.DeviceKeys
+	if err := json.Unmarshal(stored, &keys); err != nil {
+		return "", err
+	}
+	return keys.SigningKey(), nil
+}
+
 func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request, dev Device) {
 	ctx := r.Context()
-	up, err := s.decodeKeysUpload(ctx, r, dev)
+	up, err := decodeKeysUpload(r, dev, func() (string, error) { return s.storedSigningKey(ctx, dev) })
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
@@ -163,20 +176,28 @@ type keysQueryRequest struct {
 	DeviceKeys map[string][]string `json:"device_keys"`
 }
 
-func (s *Server) queryKeys(w http.ResponseWriter, r *http.Request, dev Device) {
+// decodeKeysQuery reads a /keys/query body: device IDs by user.
+func decodeKeysQuery(r *http.Request) (map[string][]string, error) {
 	var req keysQueryRequest
 	if err := matrix.DecodeBody(r, maxKeysQueryBody, &req); err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
+		return nil, err
 	}
 	if req.DeviceKeys == nil {
-		s.writeErr(w, r.Pattern, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "'device_keys' must be a JSON object"))
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "'device_keys' must be a JSON object")
+	}
+	return req.DeviceKeys, nil
+}
+
+func (s *Server) queryKeys(w http.ResponseWriter, r *http.Request, dev Device) {
+	query, err := decodeKeysQuery(r)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	failures := map[string]any{}
 	local := map[string][]string{}
 	var users []string
-	for user, devices := range req.DeviceKeys {
+	for user, devices := range query {
 		switch {
 		case !validUserID(user):
 			// As a user without keys: nothing to show.
@@ -220,31 +241,38 @@ type keysClaimRequest struct {
 
 // claimKeys claims one key per device through the writer of each claimed user, so
 // concurrent claims never hand out one key twice.
-func (s *Server) claimKeys(w http.ResponseWriter, r *http.Request, dev Device) {
+// decodeKeysClaim reads a /keys/claim body: the algorithm to claim by user and device.
+func decodeKeysClaim(r *http.Request) (map[string]map[string]string, error) {
 	var req keysClaimRequest
 	if err := matrix.DecodeBody(r, maxKeysQueryBody, &req); err != nil {
+		return nil, err
+	}
+	n := 0
+	for user, devices := range req.OneTimeKeys {
+		for device, alg := range devices {
+			if alg == "" || len(alg) > 255 || device == "" {
+				return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid claim for %s", user)
+			}
+		}
+		if n += len(devices); n > maxClaimedDevices {
+			return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeTooLarge, "at most %d devices may be claimed at once", maxClaimedDevices)
+		}
+	}
+	return req.OneTimeKeys, nil
+}
+
+func (s *Server) claimKeys(w http.ResponseWriter, r *http.Request, dev Device) {
+	query, err := decodeKeysClaim(r)
+	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	failures := map[string]any{}
 	claimed := map[string]userstreams.ClaimedKeys{}
-	n := 0
-	for user, devices := range req.OneTimeKeys {
-		for device, alg := range devices {
-			if alg == "" || len(alg) > 255 || device == "" {
-				s.writeErr(w, r.Pattern, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid claim for %s", user))
-				return
-			}
-		}
-		if n += len(devices); n > maxClaimedDevices {
-			s.writeErr(w, r.Pattern, matrix.Errorf(http.StatusBadRequest, matrix.CodeTooLarge, "at most %d devices may be claimed at once", maxClaimedDevices))
-			return
-		}
-	}
 	var mu sync.Mutex
 	g, ctx := errgroup.WithContext(r.Context())
 	g.SetLimit(claimConcurrency)
-	for user, devices := range req.OneTimeKeys {
+	for user, devices := range query {
 		switch {
 		case !validUserID(user) || len(devices) == 0:
 			continue
