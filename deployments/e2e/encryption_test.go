@@ -26,7 +26,9 @@ import (
 // history members share.
 type encryptedRoom struct{ room id.RoomID }
 
-func (s encryptedRoom) IsEncrypted(_ context.Context, r id.RoomID) (bool, error) { return r == s.room, nil }
+func (s encryptedRoom) IsEncrypted(_ context.Context, r id.RoomID) (bool, error) {
+	return r == s.room, nil
+}
 func (s encryptedRoom) GetEncryptionEvent(context.Context, id.RoomID) (*event.EncryptionEventContent, error) {
 	return &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}, nil
 }
