@@ -283,8 +283,24 @@ func TestDeviceListsInSyncAndKeyChanges(t *testing.T) {
 		!slices.Contains(changes.Changed, alice.c.UserID) || slices.Contains(changes.Changed, stranger.c.UserID) {
 		t.Errorf("/keys/changes: %+v %v", changes, err)
 	}
-	// A user who joins a room bob is in, then one who leaves every room they shared.
+	// A new name of alice's device reaches bob's device lists and her keys as he reads
+	// them; so does a new device of hers.
 	since := r.NextBatch
+	if err := alice.c.SetDeviceInfo(ctx, alice.c.DeviceID, &mautrix.ReqDeviceInfo{DisplayName: "alice's laptop"}); err != nil {
+		t.Fatal(err)
+	}
+	_, since = syncDeviceLists(ctx, t, bob, since, func(dl mautrix.DeviceLists) bool { return slices.Contains(dl.Changed, alice.c.UserID) })
+	var q map[string]map[string]map[string]struct {
+		Unsigned map[string]string `json:"unsigned"`
+	}
+	if err := call(ctx, bob, http.MethodPost, map[string]any{"device_keys": map[string][]string{alice.c.UserID.String(): {}}}, &q, "keys", "query"); err != nil ||
+		q["device_keys"][alice.c.UserID.String()][alice.c.DeviceID.String()].Unsigned["device_display_name"] != "alice's laptop" {
+		t.Errorf("alice's device name in bob's query: %+v %v", q, err)
+	}
+	loginDevice(ctx, t, alice.c)
+	_, since = syncDeviceLists(ctx, t, bob, since, func(dl mautrix.DeviceLists) bool { return slices.Contains(dl.Changed, alice.c.UserID) })
+
+	// A user who joins a room bob is in, then one who leaves every room they shared.
 	if _, err := bob.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
 		t.Fatal(err)
 	}
