@@ -57,7 +57,7 @@ var redisStreamChecks = []redisStreamCheck{{
 		}
 		return user == bob.UserID.String() && !sig, nil
 	},
-}}
+}, pushRulesRedisCheck}
 
 // TestRedisStreams is issue 6's acceptance 4: a go-redis subscriber parses POSITION and
 // RDATA of every per-user stream in Synapse's format, and REPLICATE is answered with

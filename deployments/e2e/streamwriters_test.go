@@ -32,6 +32,7 @@ type streamClients struct {
 var streamChecks = []streamCheck{
 	{"account_data", checkAccountDataAcross},
 	{"device_lists", checkDeviceListsAcross},
+	{"push_rules", checkPushRulesAcross},
 }
 
 // TestStreamWritersMove is issue 6's acceptance 3: the per-user streams written by two

@@ -24,7 +24,7 @@ const maxAccountDataBody = 1 << 20
 
 // serverControlled are account data types only the server writes (spec: 405
 // M_BAD_JSON when a client tries).
-var serverControlled = map[string]bool{"m.fully_read": true, "m.push_rules": true}
+var serverControlled = map[string]bool{"m.fully_read": true, pushRulesType: true}
 
 func (s *Server) registerAccountData(r router) {
 	r.handle("GET", "/user/{user}/account_data/{type}", modernVersions, s.authed(s.getAccountData))
@@ -51,6 +51,10 @@ func (s *Server) getAccountData(w http.ResponseWriter, r *http.Request, dev Devi
 	room, err := ownData(r, dev)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	if r.PathValue("type") == pushRulesType {
+		s.getPushRulesAccountData(w, r, dev, room)
 		return
 	}
 	content, err := s.accountData.Get(r.Context(), dev.UserID, room, r.PathValue("type"))

@@ -15,6 +15,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/schemas"
 )
@@ -52,6 +53,7 @@ type Server struct {
 	accountData accountDataStore
 	joinedCache joinedCache
 	toDevice    todevice.Store
+	pushRules   pushRulesStore
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -81,6 +83,7 @@ func (s *Server) Handler() http.Handler {
 	s.limits = newLimiters(s.RateLimits)
 	s.accountData = accountdata.Store{Pool: s.DB.Pool}
 	s.toDevice = todevice.Store{Pool: s.DB.Pool}
+	s.pushRules = rulesdb.Store{Pool: s.DB.Pool}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -92,6 +95,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerKeys(r)
 	s.registerToDevice(r)
 	s.registerDevices(r)
+	s.registerPushRules(r)
 	return s.frontDoor(r.mux)
 }
 

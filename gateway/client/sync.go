@@ -139,9 +139,11 @@ func (f feedStream) notify(sc *syncCtx, since uint64, ch chan<- struct{}) func()
 }
 
 // changed reports whether the stream may have something for sc in (since, to]: always
-// on an initial sync, else as the feed remembers (when it does).
+// on an initial sync, else as the feed remembers (when it does). An incremental sync
+// whose token has 0 for the stream (nothing had been written to it yet) asks the feed
+// too, so a stream nobody writes costs no query.
 func (f feedStream) changed(sc *syncCtx, since uint64) bool {
-	if since == 0 {
+	if !sc.req.incremental {
 		return true
 	}
 	changed, known := f.feed.NewSince(since, sc.keys())
@@ -310,6 +312,7 @@ func (s *Server) newSyncStreams() []syncStream {
 		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
 		{schemas.StreamDeviceLists, func(f feedStream) syncStream { return &deviceListsStream{feedStream: f, s: s} }},
 		{schemas.StreamToDevice, func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} }},
+		{schemas.StreamPushRules, func(f feedStream) syncStream { return &pushRulesStream{feedStream: f, store: s.pushRules} }},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))

@@ -54,43 +54,8 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // body is empty, not UTF-8 or not JSON; 400 M_BAD_JSON when it is JSON but not an object
 // or does not fit dst's types (Synapse answers both of those with M_BAD_JSON too).
 func DecodeBody(r *http.Request, limit int64, dst any) error {
-	body, err := readBody(r, limit)
+	body, err := ReadBody(r, limit)
 	if err != nil {
-		return err
-	}
-	return decodeJSON(body, limit, dst)
-}
-
-// DecodeOptionalBody is DecodeBody for endpoints whose body may be left out (Synapse
-// reads none as {}): an empty body leaves dst as it is.
-func DecodeOptionalBody(r *http.Request, limit int64, dst any) error {
-	body, err := readBody(r, limit)
-	if err != nil || len(bytes.TrimLeft(body, " \t\r\n")) == 0 {
-		return err
-	}
-	return decodeJSON(body, limit, dst)
-}
-
-func readBody(r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, tooLarge(limit)
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, Errorf(http.StatusBadRequest, CodeUnknown, "Could not read the request body")
-	}
-	return body, nil
-}
-
-func tooLarge(limit int64) *Error {
-	return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "Request body is larger than %d bytes", limit)
-}
-
-func decodeJSON(body []byte, limit int64, dst any) error {
-	if int64(len(body)) > limit {
-		return tooLarge(limit)
-	}
-	if err := CheckJSON(body); err != nil {
 		return err
 	}
 	if trimmed := bytes.TrimLeft(body, " \t\r\n"); trimmed[0] != '{' {
@@ -104,6 +69,47 @@ func decodeJSON(body []byte, limit int64, dst any) error {
 		return Errorf(http.StatusBadRequest, CodeBadJSON, "Content does not match the expected JSON shape")
 	}
 	return nil
+}
+
+// DecodeOptionalBody is DecodeBody for endpoints whose body may be left out (Synapse
+// reads none as {}): an empty body leaves dst as it is.
+func DecodeOptionalBody(r *http.Request, limit int64, dst any) error {
+	body, err := readRaw(r, limit)
+	if err != nil || len(bytes.TrimLeft(body, " \t\r\n")) == 0 {
+		return err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return DecodeBody(r, limit, dst)
+}
+
+// ReadBody reads a JSON value of any kind, of at most limit bytes, checked by CheckJSON,
+// with DecodeBody's errors. Endpoints that take more than an object (Synapse accepts a
+// bare boolean for a push rule's enabled flag) read their body with it.
+func ReadBody(r *http.Request, limit int64) ([]byte, error) {
+	body, err := readRaw(r, limit)
+	if err != nil {
+		return nil, err
+	}
+	return body, CheckJSON(body)
+}
+
+// readRaw reads at most limit bytes of body.
+func readRaw(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, tooLarge(limit)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, Errorf(http.StatusBadRequest, CodeUnknown, "Could not read the request body")
+	}
+	if int64(len(body)) > limit {
+		return nil, tooLarge(limit)
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) *Error {
+	return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "Request body is larger than %d bytes", limit)
 }
 
 // CheckJSON accepts JSON a client may send: valid UTF-8 and valid JSON (else 400

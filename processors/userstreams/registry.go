@@ -9,6 +9,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
@@ -30,6 +31,7 @@ func Streams(d Deps) map[string]Stream {
 		schemas.StreamAccountData: &AccountData{Store: accountdata.Store{Pool: d.DB.Pool}},
 		schemas.StreamDeviceLists: &DeviceLists{DB: d.DB},
 		schemas.StreamToDevice:    &ToDevice{DB: d.DB, Store: todevice.Store{Pool: d.DB.Pool}, JS: d.JS, Topology: d.Topology, Log: d.Log},
+		schemas.StreamPushRules:   &PushRules{Store: rulesdb.Store{Pool: d.DB.Pool}},
 	}
 }
 
