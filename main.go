@@ -186,7 +186,7 @@ func replayCmd(args []string) error {
 		return err
 	}
 	defer closeBus()
-	st, err := replay.Run(ctx, js, streams.Topology{Namespace: cfg.NATS.Namespace}, db, log)
+	st, err := replay.Run(ctx, js, topology(cfg), db, log)
 	if err != nil {
 		return err
 	}
@@ -213,7 +213,7 @@ func deadLettersCmd(args []string) error {
 		return err
 	}
 	defer closeBus()
-	stream := streams.Topology{Namespace: cfg.NATS.Namespace}.DeadLetterStream()
+	stream := topology(cfg).DeadLetterStream()
 	if *one != 0 {
 		return streams.Redeliver(ctx, js, stream, *one)
 	}
@@ -352,7 +352,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		return err
 	}
 	defer closeBus()
-	topo := streams.Topology{Namespace: cfg.NATS.Namespace}
+	topo := topology(cfg)
 	if err := topo.Ensure(ctx, js); err != nil {
 		return err
 	}
@@ -374,7 +374,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	waiters := &streams.Waiters{}
 	instance := cfg.InstanceName()
 
-	userStreams := userstreams.Streams(userstreams.Deps{DB: db})
+	userStreams := userstreams.Streams(userstreams.Deps{DB: db, JS: js, Topology: topo, Log: log})
 	var written []userstreams.Stream
 	for name, writers := range cfg.UserStreamWriters() {
 		if st := userStreams[name]; st != nil && slices.Contains(writers, instance) {
@@ -476,6 +476,11 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		err = nil
 	}
 	return err
+}
+
+// topology is the configured shape of the bus: its namespace and stream bounds.
+func topology(cfg *config.Config) streams.Topology {
+	return streams.Topology{Namespace: cfg.NATS.Namespace, ToDevicePerDevice: cfg.MaxToDevicePerDevice}
 }
 
 // openDatabase creates the configured database when it does not exist yet, then opens

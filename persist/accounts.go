@@ -155,17 +155,18 @@ func createDevice(ctx context.Context, tx pgx.Tx, userID string, dev NewDevice) 
 }
 
 // LookupToken returns the user and device an access token (by its SHA-256) belongs to, or
-// ErrNotFound. It also bumps the device's last_seen, at most once a minute, in the same
-// round trip, so tracking activity costs no extra query on the request path.
-func (db *DB) LookupToken(ctx context.Context, tokenHash []byte) (userID, deviceID string, err error) {
+// ErrNotFound. It also records when and from where (ip, when known) the device was last
+// seen, at most once a minute unless the address changed, in the same round trip, so
+// tracking activity costs no extra query on the request path.
+func (db *DB) LookupToken(ctx context.Context, tokenHash []byte, ip string) (userID, deviceID string, err error) {
 	err = db.Pool.QueryRow(ctx, `WITH t AS (
 			SELECT user_id, device_id FROM access_tokens WHERE token_hash = $1
 		), seen AS (
-			UPDATE devices d SET last_seen = now() FROM t
+			UPDATE devices d SET last_seen = now(), last_seen_ip = coalesce(nullif($2, ''), d.last_seen_ip) FROM t
 			WHERE d.user_id = t.user_id AND d.device_id = t.device_id
-			  AND d.last_seen < now() - interval '1 minute'
+			  AND (d.last_seen < now() - interval '1 minute' OR ($2 <> '' AND d.last_seen_ip IS DISTINCT FROM $2))
 		)
-		SELECT user_id, device_id FROM t`, tokenHash).Scan(&userID, &deviceID)
+		SELECT user_id, device_id FROM t`, tokenHash, ip).Scan(&userID, &deviceID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", "", ErrNotFound
 	}
@@ -181,32 +182,56 @@ type Device struct {
 	DeviceID    string
 	DisplayName string
 	LastSeenMS  int64
+	// LastSeenIP is "" until a request of the device was seen with a client address.
+	LastSeenIP string
+}
+
+const deviceColumns = `device_id, coalesce(display_name, ''), (extract(epoch FROM last_seen) * 1000)::bigint,
+	coalesce(last_seen_ip, '')`
+
+func scanDevice(userID string) pgx.RowToFunc[Device] {
+	return func(row pgx.CollectableRow) (Device, error) {
+		d := Device{UserID: userID}
+		return d, row.Scan(&d.DeviceID, &d.DisplayName, &d.LastSeenMS, &d.LastSeenIP)
+	}
 }
 
 // Devices lists userID's devices, ordered by device ID.
 func (db *DB) Devices(ctx context.Context, userID string) ([]Device, error) {
-	rows, err := db.Pool.Query(ctx, `SELECT device_id, coalesce(display_name, ''),
-		(extract(epoch FROM last_seen) * 1000)::bigint
-		FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	rows, err := db.Pool.Query(ctx, `SELECT `+deviceColumns+` FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("persist: list devices: %w", err)
 	}
-	devs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Device, error) {
-		d := Device{UserID: userID}
-		return d, row.Scan(&d.DeviceID, &d.DisplayName, &d.LastSeenMS)
-	})
+	devs, err := pgx.CollectRows(rows, scanDevice(userID))
 	if err != nil {
 		return nil, fmt.Errorf("persist: list devices: %w", err)
 	}
 	return devs, nil
 }
 
-// DeleteDevice deletes a device with its access tokens (logout). ErrNotFound if it does
-// not exist.
-func (db *DB) DeleteDevice(ctx context.Context, userID, deviceID string) error {
-	tag, err := db.Pool.Exec(ctx, "DELETE FROM devices WHERE user_id = $1 AND device_id = $2", userID, deviceID)
+// GetDevice returns one of userID's devices, or ErrNotFound.
+func (db *DB) GetDevice(ctx context.Context, userID, deviceID string) (Device, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT `+deviceColumns+` FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
 	if err != nil {
-		return fmt.Errorf("persist: delete device: %w", err)
+		return Device{}, fmt.Errorf("persist: get device: %w", err)
+	}
+	d, err := pgx.CollectExactlyOneRow(rows, scanDevice(userID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Device{}, ErrNotFound
+	}
+	if err != nil {
+		return Device{}, fmt.Errorf("persist: get device: %w", err)
+	}
+	return d, nil
+}
+
+// RenameDevice sets a device's display name, or keeps it when name is nil; ErrNotFound
+// if the device does not exist.
+func (db *DB) RenameDevice(ctx context.Context, userID, deviceID string, name *string) error {
+	tag, err := db.Pool.Exec(ctx, `UPDATE devices SET display_name = coalesce($3, display_name)
+		WHERE user_id = $1 AND device_id = $2`, userID, deviceID, name)
+	if err != nil {
+		return fmt.Errorf("persist: rename device: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrNotFound
@@ -214,12 +239,29 @@ func (db *DB) DeleteDevice(ctx context.Context, userID, deviceID string) error {
 	return nil
 }
 
-// LogoutAll deletes every device of userID with their access tokens.
-func (db *DB) LogoutAll(ctx context.Context, userID string) error {
-	if _, err := db.Pool.Exec(ctx, "DELETE FROM devices WHERE user_id = $1", userID); err != nil {
+// DeleteDevices deletes those of userID's devices that exist, with their access tokens.
+func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
+	if _, err := db.Pool.Exec(ctx, "DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)", userID, deviceIDs); err != nil {
 		return fmt.Errorf("persist: delete devices: %w", err)
 	}
 	return nil
+}
+
+// DeviceIDs returns the devices of each of users that has any.
+func (db *DB) DeviceIDs(ctx context.Context, users []string) (map[string][]string, error) {
+	rows, err := db.Pool.Query(ctx, "SELECT user_id, device_id FROM devices WHERE user_id = ANY($1) ORDER BY user_id, device_id", users)
+	if err != nil {
+		return nil, fmt.Errorf("persist: device ids: %w", err)
+	}
+	out := map[string][]string{}
+	var u, d string
+	if _, err := pgx.ForEachRow(rows, []any{&u, &d}, func() error {
+		out[u] = append(out[u], d)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("persist: device ids: %w", err)
+	}
+	return out, nil
 }
 
 // uiaLifetime bounds how long a user-interactive auth session may be continued; Synapse

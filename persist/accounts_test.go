@@ -111,11 +111,11 @@ func TestDevicesAndTokens(t *testing.T) {
 	if err := db.CreateUser(ctx, alice, "pw", &NewDevice{DeviceID: "D1", DisplayName: "phone", TokenHash: tokenHash("t1")}); err != nil {
 		t.Fatal(err)
 	}
-	u, d, err := db.LookupToken(ctx, tokenHash("t1"))
+	u, d, err := db.LookupToken(ctx, tokenHash("t1"), "192.0.2.1")
 	if err != nil || u != alice || d != "D1" {
 		t.Fatalf("LookupToken(t1) = %q, %q, %v", u, d, err)
 	}
-	if _, _, err := db.LookupToken(ctx, tokenHash("nope")); !errors.Is(err, ErrNotFound) {
+	if _, _, err := db.LookupToken(ctx, tokenHash("nope"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown token: %v", err)
 	}
 	var n int
@@ -130,10 +130,10 @@ func TestDevicesAndTokens(t *testing.T) {
 	if err := db.CreateDevice(ctx, alice, NewDevice{DeviceID: "D1", DisplayName: "ignored", TokenHash: tokenHash("t1b")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := db.LookupToken(ctx, tokenHash("t1")); !errors.Is(err, ErrNotFound) {
+	if _, _, err := db.LookupToken(ctx, tokenHash("t1"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("replaced token still valid: %v", err)
 	}
-	if _, d, err := db.LookupToken(ctx, tokenHash("t1b")); err != nil || d != "D1" {
+	if _, d, err := db.LookupToken(ctx, tokenHash("t1b"), ""); err != nil || d != "D1" {
 		t.Fatalf("new D1 token: %q, %v", d, err)
 	}
 	devs, err := db.Devices(ctx, alice)
@@ -148,16 +148,36 @@ func TestDevicesAndTokens(t *testing.T) {
 		t.Fatalf("device for unknown user: %v", err)
 	}
 
-	if err := db.DeleteDevice(ctx, alice, "D1"); err != nil {
+	// One device is seen from an address; unknown devices are skipped when deleting.
+	if d, err := db.GetDevice(ctx, alice, "D2"); err != nil || d.LastSeenIP != "" || d.DisplayName != "" {
+		t.Fatalf("GetDevice(D2) = %+v, %v", d, err)
+	}
+	if d, err := db.GetDevice(ctx, alice, "D1"); err != nil || d.LastSeenIP != "192.0.2.1" || d.DisplayName != "phone" {
+		t.Fatalf("GetDevice(D1) = %+v, %v", d, err)
+	}
+	if _, err := db.GetDevice(ctx, "@bob:test", "D1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("another user's device: %v", err)
+	}
+	name := "tablet"
+	if err := db.RenameDevice(ctx, alice, "D2", &name); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.DeleteDevice(ctx, alice, "D1"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("second DeleteDevice: %v", err)
+	if err := db.RenameDevice(ctx, alice, "D2", nil); err != nil {
+		t.Fatal(err)
 	}
-	if _, _, err := db.LookupToken(ctx, tokenHash("t1b")); !errors.Is(err, ErrNotFound) {
+	if d, _ := db.GetDevice(ctx, alice, "D2"); d.DisplayName != "tablet" {
+		t.Fatalf("renamed device: %+v", d)
+	}
+	if err := db.RenameDevice(ctx, alice, "NOPE", &name); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rename an unknown device: %v", err)
+	}
+	if err := db.DeleteDevices(ctx, alice, []string{"D1", "NOPE"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.LookupToken(ctx, tokenHash("t1b"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("token of deleted device: %v", err)
 	}
-	if _, _, err := db.LookupToken(ctx, tokenHash("t2")); err != nil {
+	if _, _, err := db.LookupToken(ctx, tokenHash("t2"), ""); err != nil {
 		t.Fatalf("token of the other device: %v", err)
 	}
 
@@ -167,19 +187,23 @@ func TestDevicesAndTokens(t *testing.T) {
 	if err := db.CreateDevice(ctx, alice, NewDevice{DeviceID: "D3", TokenHash: tokenHash("t3")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.LogoutAll(ctx, alice); err != nil {
+	ids, err := db.DeviceIDs(ctx, []string{alice, "@bob:test", "@nobody:test"})
+	if err != nil || len(ids) != 2 || len(ids[alice]) != 2 || ids[alice][0] != "D2" || ids[alice][1] != "D3" || ids["@bob:test"][0] != "B1" {
+		t.Fatalf("DeviceIDs = %v, %v", ids, err)
+	}
+	if err := db.DeleteDevices(ctx, alice, ids[alice]); err != nil {
 		t.Fatal(err)
 	}
 	for _, tok := range []string{"t2", "t3"} {
-		if _, _, err := db.LookupToken(ctx, tokenHash(tok)); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("token %s after LogoutAll: %v", tok, err)
+		if _, _, err := db.LookupToken(ctx, tokenHash(tok), ""); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("token %s after deleting every device: %v", tok, err)
 		}
 	}
-	if _, _, err := db.LookupToken(ctx, tokenHash("b1")); err != nil {
-		t.Fatalf("another user's token after LogoutAll: %v", err)
+	if _, _, err := db.LookupToken(ctx, tokenHash("b1"), ""); err != nil {
+		t.Fatalf("another user's token after deleting every device: %v", err)
 	}
 	if devs, err := db.Devices(ctx, alice); err != nil || len(devs) != 0 {
-		t.Fatalf("devices after LogoutAll: %v, %v", devs, err)
+		t.Fatalf("devices after deleting every device: %v, %v", devs, err)
 	}
 }
 

@@ -20,6 +20,10 @@ const DefaultNamespace = "ganglion"
 type Topology struct {
 	// Namespace is a NATS subject token ([a-z0-9_-]); empty means DefaultNamespace.
 	Namespace string
+	// ToDevicePerDevice bounds the to-device messages one device holds (and the
+	// transactions one sending device is remembered by); 0 means
+	// DefaultToDevicePerDevice. It shapes the to_device stream, so it lives here.
+	ToDevicePerDevice int64
 }
 
 func (t Topology) ns() string {

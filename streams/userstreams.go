@@ -31,13 +31,24 @@ type UserStream struct {
 // holds; the oldest are dropped past it.
 const DefaultToDevicePerDevice = 10_000
 
+// ToDeviceLimit is the configured bound of a to_device subject: the messages one device
+// holds, or the transactions one sending device is remembered by.
+func (t Topology) ToDeviceLimit() int64 {
+	if t.ToDevicePerDevice > 0 {
+		return t.ToDevicePerDevice
+	}
+	return DefaultToDevicePerDevice
+}
+
 // UserStreams are the per-user streams of the seed, by name.
 var UserStreams = map[string]UserStream{
 	// The current typers of each room, one subject per room: a row is the room's
 	// whole list, as Synapse's typing row is. Typing notices last 30 s by default.
 	schemas.StreamTyping: {Name: schemas.StreamTyping, Memory: true, PerSubject: 1, MaxAge: 10 * time.Minute},
 	// Messages for one device, one subject per (user, device), kept until the device
-	// syncs past them (its writer then deletes them) and bounded per device.
+	// syncs past them (its writer then purges them) and bounded per device
+	// (Topology.ToDeviceLimit); beside them, one subject per sending device holds the
+	// transaction ids it used, bounded alike.
 	schemas.StreamToDevice: {Name: schemas.StreamToDevice, PerSubject: DefaultToDevicePerDevice},
 	// The latest value per (user, room, type).
 	schemas.StreamAccountData: {Name: schemas.StreamAccountData, PerSubject: 1},
@@ -116,7 +127,11 @@ func (t Topology) userStreamConfig(s UserStream) jetstream.StreamConfig {
 		Discard:           jetstream.DiscardOld,
 		AllowDirect:       true,
 	}
-	if s.PerSubject == 0 {
+	if s.Name == schemas.StreamToDevice {
+		// The one bound an operator sets (max_to_device_messages_per_device).
+		cfg.MaxMsgsPerSubject = t.ToDeviceLimit()
+	}
+	if cfg.MaxMsgsPerSubject == 0 {
 		cfg.MaxMsgsPerSubject = -1
 	}
 	if s.Memory {

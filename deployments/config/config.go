@@ -64,6 +64,10 @@ type Config struct {
 	// MaxJSONDepth bounds how deeply request JSON may nest (max_json_depth, Ganglion's
 	// own key); 0 means the default of 100.
 	MaxJSONDepth int
+	// MaxToDevicePerDevice bounds the to-device messages a device that does not sync
+	// holds, the oldest dropped past it (max_to_device_messages_per_device, Ganglion's
+	// own key; Synapse keeps them all); 0 means the default of 10,000.
+	MaxToDevicePerDevice int64
 	// LogLevel is the minimum level logged; "info" when not set.
 	LogLevel zapcore.Level
 

@@ -515,6 +515,11 @@ func (l *loader) topFields(c *Config) fields {
 				c.MaxJSONDepth = int(n)
 			}
 		},
+		"max_to_device_messages_per_device": func(v *yaml.Node, p string) {
+			if n, ok := l.integer(v, p, 1, 1_000_000); ok {
+				c.MaxToDevicePerDevice = n
+			}
+		},
 		"bcrypt_rounds": func(v *yaml.Node, p string) {
 			if n, ok := l.integer(v, p, 4, 31); ok {
 				c.BcryptRounds = int(n)

@@ -166,6 +166,8 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 			"listeners[0].port: must be between 1 and 65535, got 70000"},
 		{"JSON depth below two levels", "max_json_depth: 1", 1,
 			"max_json_depth: must be between 2 and 10000, got 1"},
+		{"to-device bound of zero", "max_to_device_messages_per_device: 0", 1,
+			"max_to_device_messages_per_device: must be between 1 and 1000000, got 0"},
 		{"fractional port is not rounded", "listeners: [{port: 8008.5, type: http}]", 1,
 			"listeners[0].port: must be a whole number, got 8008.5"},
 		{"huge exponent", "redis: {port: !!float 1e99999}", 1,
@@ -600,6 +602,16 @@ func TestLoadRateLimitsDefaultToSynapses(t *testing.T) {
 	c = mustLoad(t, base, "http_limits: {idle_timeout: 5s, max_connections_per_ip: 0}")
 	if c.HTTPLimits.IdleTimeout != 5*time.Second || c.HTTPLimits.MaxConnsPerIP != 0 || c.HTTPLimits.WriteTimeout != serve.DefaultLimits.WriteTimeout {
 		t.Fatalf("http limits %+v", c.HTTPLimits)
+	}
+}
+
+// The to-device bound is Ganglion's own key: unset, the streams' default applies.
+func TestLoadToDeviceBound(t *testing.T) {
+	if c := mustLoad(t, base); c.MaxToDevicePerDevice != 0 {
+		t.Fatalf("unset bound = %d", c.MaxToDevicePerDevice)
+	}
+	if c := mustLoad(t, base, "max_to_device_messages_per_device: 500"); c.MaxToDevicePerDevice != 500 {
+		t.Fatalf("bound = %d, want 500", c.MaxToDevicePerDevice)
 	}
 }
 

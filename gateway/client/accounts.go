@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,14 +43,10 @@ const (
 	maxUserIDLen      = 255
 )
 
-// The UIA operation kind of registration sessions and the stage we offer: registration is
-// open (EnableRegistration) or closed, so the only stage is the dummy one.
-const (
-	uiaRegister = "register"
-	stageDummy  = "m.login.dummy"
-)
-
-var registerFlows = [][]string{{stageDummy}}
+// registerUIA is registration under user-interactive auth: it is open
+// (EnableRegistration) or closed, so the only stage is the dummy one.
+var registerUIA = uiaOp{kind: "register", flows: [][]string{{stageDummy}},
+	check: func(context.Context, *uiaAuth) (*matrix.Error, error) { return nil, nil }}
 
 type versionsResponse struct {
 	Versions         []string        `json:"versions"`
@@ -68,12 +63,6 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// uiaAuth is the "auth" object of a request under user-interactive authentication.
-type uiaAuth struct {
-	Type    string `json:"type"`
-	Session string `json:"session"`
-}
-
 type registerRequest struct {
 	Username                 string   `json:"username"`
 	Password                 string   `json:"password"`
@@ -81,20 +70,6 @@ type registerRequest struct {
 	InitialDeviceDisplayName string   `json:"initial_device_display_name"`
 	InhibitLogin             bool     `json:"inhibit_login"`
 	Auth                     *uiaAuth `json:"auth"`
-}
-
-// uiaResponse is the 401 body that tells a client which stages remain.
-type uiaResponse struct {
-	Flows     []uiaFlow      `json:"flows"`
-	Params    map[string]any `json:"params"`
-	Session   string         `json:"session"`
-	Completed []string       `json:"completed"`
-	ErrCode   string         `json:"errcode,omitempty"`
-	Error     string         `json:"error,omitempty"`
-}
-
-type uiaFlow struct {
-	Stages []string `json:"stages"`
 }
 
 type credentialsResponse struct {
@@ -139,17 +114,13 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	session, completed, done, err := s.registerUIA(ctx, req.Auth)
+	session, incomplete, err := s.interactiveAuth(ctx, registerUIA, req.Auth)
 	if err != nil {
 		s.writeErr(w, "registration auth", err)
 		return
 	}
-	if !done {
-		resp := newUIAResponse(session, completed)
-		if req.Auth != nil && req.Auth.Type != "" {
-			resp.ErrCode, resp.Error = matrix.CodeUnrecognized, "Unsupported authentication type "+strconv.Quote(req.Auth.Type)
-		}
-		matrix.WriteJSON(w, http.StatusUnauthorized, resp)
+	if incomplete != nil {
+		matrix.WriteJSON(w, http.StatusUnauthorized, incomplete)
 		return
 	}
 
@@ -177,9 +148,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The session authorised this one registration; a replay must start over.
-	if err := s.DB.DeleteUIASession(ctx, session); err != nil {
-		s.Log.Warn("could not end registration auth session", zap.Error(err))
-	}
+	s.endUIASession(ctx, session)
 	s.limits.registration.Take(serve.ClientIP(r))
 	s.Log.Info("registered user", zap.String("user_id", userID))
 	resp := credentialsResponse{UserID: userID, HomeServer: s.ServerName}
@@ -207,54 +176,6 @@ func (s *Server) decodeRegister(r *http.Request) (req registerRequest, userID st
 		return req, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Password is longer than %d bytes", maxPasswordLen)
 	}
 	return req, userID, validateDeviceID(req.DeviceID)
-}
-
-// registerUIA runs the auth stage a registration request carries and returns the
-// session, its completed stages, and whether they complete a whole flow. Without auth it
-// starts a session; with a stage but no session it starts one implicitly, as Synapse does.
-func (s *Server) registerUIA(ctx context.Context, auth *uiaAuth) (session string, completed []string, done bool, err error) {
-	if auth == nil || auth.Session == "" {
-		if session, err = s.DB.CreateUIASession(ctx, uiaRegister); err != nil {
-			return "", nil, false, err
-		}
-	} else {
-		session = auth.Session
-	}
-	if auth == nil || auth.Type != stageDummy {
-		if auth != nil && auth.Session != "" {
-			if completed, err = s.DB.UIASession(ctx, session, uiaRegister); err != nil {
-				return "", nil, false, uiaSessionError(err)
-			}
-		}
-		return session, completed, false, nil
-	}
-	if completed, err = s.DB.CompleteUIAStage(ctx, session, uiaRegister, stageDummy); err != nil {
-		return "", nil, false, uiaSessionError(err)
-	}
-	for _, flow := range registerFlows {
-		if !slices.ContainsFunc(flow, func(st string) bool { return !slices.Contains(completed, st) }) {
-			return session, completed, true, nil
-		}
-	}
-	return session, completed, false, nil
-}
-
-func uiaSessionError(err error) error {
-	if errors.Is(err, persist.ErrNotFound) {
-		return matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "Unknown or expired auth session")
-	}
-	return err
-}
-
-func newUIAResponse(session string, completed []string) uiaResponse {
-	resp := uiaResponse{Params: map[string]any{}, Session: session, Completed: completed}
-	if resp.Completed == nil {
-		resp.Completed = []string{}
-	}
-	for _, f := range registerFlows {
-		resp.Flows = append(resp.Flows, uiaFlow{Stages: f})
-	}
-	return resp
 }
 
 // createGeneratedUser registers a numeric localpart from the database's sequence, moving
@@ -365,12 +286,15 @@ func (s *Server) loginFlows(w http.ResponseWriter, r *http.Request) {
 	matrix.WriteJSON(w, http.StatusOK, map[string][]map[string]string{"flows": {{"type": loginTypePassword}}})
 }
 
+// userIdentifier names the user of a password login or auth stage.
+type userIdentifier struct {
+	Type string `json:"type"`
+	User string `json:"user"`
+}
+
 type loginRequest struct {
-	Type       string `json:"type"`
-	Identifier *struct {
-		Type string `json:"type"`
-		User string `json:"user"`
-	} `json:"identifier"`
+	Type       string          `json:"type"`
+	Identifier *userIdentifier `json:"identifier"`
 	// User is the pre-identifier form of m.id.user, still sent by older clients.
 	User                     string `json:"user"`
 	Password                 string `json:"password"`
@@ -424,24 +348,34 @@ func (s *Server) decodeLogin(r *http.Request) (req loginRequest, userID string, 
 	if req.Type != loginTypePassword {
 		return req, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "Unknown login type %q", req.Type)
 	}
-	user := req.User
-	if id := req.Identifier; id != nil && (id.Type != "" || id.User != "") {
-		if id.Type != "m.id.user" {
-			return req, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "Unknown login identifier type %q", id.Type)
-		}
-		user = id.User
-	}
-	if user == "" {
-		return req, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeMissingParam, "Missing user identifier")
-	}
 	if err := validateDeviceID(req.DeviceID); err != nil {
 		return req, "", err
 	}
-	userID, ok := s.localUserID(user)
+	userID, ok, err := s.identifiedUser(req.Identifier, req.User)
+	if err != nil {
+		return req, "", err
+	}
 	if !ok {
 		return req, "", errBadLogin
 	}
 	return req, userID, nil
+}
+
+// identifiedUser reads the user a password login or auth stage names: an m.id.user
+// identifier, or the older top-level user. ok is false for a user of another server.
+func (s *Server) identifiedUser(id *userIdentifier, legacyUser string) (userID string, ok bool, err error) {
+	user := legacyUser
+	if id != nil && (id.Type != "" || id.User != "") {
+		if id.Type != "m.id.user" {
+			return "", false, matrix.Errorf(http.StatusBadRequest, matrix.CodeUnknown, "Unknown login identifier type %q", id.Type)
+		}
+		user = id.User
+	}
+	if user == "" {
+		return "", false, matrix.Errorf(http.StatusBadRequest, matrix.CodeMissingParam, "Missing user identifier")
+	}
+	userID, ok = s.localUserID(user)
+	return userID, ok, nil
 }
 
 // localUserID turns a login's user (a localpart or a full user ID of this server) into a
@@ -461,21 +395,30 @@ func (s *Server) localUserID(user string) (string, bool) {
 	return s.userID(strings.ToLower(localpart)), true
 }
 
+// logout deletes the device, as Synapse does: its token, and everything of the device.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, dev Device) {
-	if err := s.DB.DeleteDevice(r.Context(), dev.UserID, dev.DeviceID); err != nil && !errors.Is(err, persist.ErrNotFound) {
-		s.internalError(w, "logout", err)
+	if err := s.deleteDevices(r.Context(), dev, []string{dev.DeviceID}); err != nil {
+		s.writeErr(w, "logout", err)
 		return
 	}
-	s.tokens.forget(func(d Device) bool { return d == dev })
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
+// logoutAll deletes every device of the user.
 func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request, dev Device) {
-	if err := s.DB.LogoutAll(r.Context(), dev.UserID); err != nil {
+	devs, err := s.DB.Devices(r.Context(), dev.UserID)
+	if err != nil {
 		s.internalError(w, "logout all", err)
 		return
 	}
-	s.tokens.forget(func(d Device) bool { return d.UserID == dev.UserID })
+	ids := make([]string, len(devs))
+	for i, d := range devs {
+		ids[i] = d.DeviceID
+	}
+	if err := s.deleteDevices(r.Context(), dev, ids); err != nil {
+		s.writeErr(w, "logout all", err)
+		return
+	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 

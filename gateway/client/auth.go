@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 )
 
@@ -27,7 +28,7 @@ func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, dev Devic
 			matrix.WriteError(w, err)
 			return
 		}
-		dev, err := s.lookupToken(r.Context(), tok)
+		dev, err := s.lookupToken(r.Context(), tok, serve.ClientIP(r))
 		if err != nil {
 			s.writeErr(w, "access token lookup", err)
 			return
@@ -63,14 +64,15 @@ var errUnknownToken = matrix.Errorf(http.StatusUnauthorized, matrix.CodeUnknownT
 
 func hashToken(tok string) [sha256.Size]byte { return sha256.Sum256([]byte(tok)) }
 
-// lookupToken resolves a token through the cache, then Postgres.
-func (s *Server) lookupToken(ctx context.Context, tok string) (Device, error) {
+// lookupToken resolves a token through the cache, then Postgres, which also notes that
+// the device was seen from ip.
+func (s *Server) lookupToken(ctx context.Context, tok, ip string) (Device, error) {
 	h := hashToken(tok)
 	if dev, ok := s.tokens.get(h); ok {
 		return dev, nil
 	}
 	gen := s.tokens.generation()
-	userID, deviceID, err := s.DB.LookupToken(ctx, h[:])
+	userID, deviceID, err := s.DB.LookupToken(ctx, h[:], ip)
 	if errors.Is(err, persist.ErrNotFound) {
 		return Device{}, errUnknownToken
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -49,6 +50,7 @@ type Server struct {
 	writes      ownWrites
 	syncStreams []syncStream
 	accountData accountDataStore
+	toDevice    todevice.Store
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -77,6 +79,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	s.limits = newLimiters(s.RateLimits)
 	s.accountData = accountdata.Store{Pool: s.DB.Pool}
+	s.toDevice = todevice.Store{Pool: s.DB.Pool}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -85,6 +88,8 @@ func (s *Server) Handler() http.Handler {
 	s.registerProfile(r)
 	s.registerSync(r)
 	s.registerAccountData(r)
+	s.registerToDevice(r)
+	s.registerDevices(r)
 	return s.frontDoor(r.mux)
 }
 

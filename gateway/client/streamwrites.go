@@ -19,8 +19,11 @@ type streamWrite struct {
 	// for read-your-writes (the key when empty).
 	key, wake string
 	// id makes the write idempotent (a transaction id's); random when empty.
-	id   string
-	body any
+	id string
+	// unseenBySender marks a write that shows nothing in the requester's own /sync (a
+	// to-device message goes to other devices), so its next /sync waits for nothing.
+	unseenBySender bool
+	body           any
 }
 
 // writeStream forwards a write to its stream's writer, the same path an event takes,
@@ -43,7 +46,7 @@ func (s *Server) writeStream(ctx context.Context, dev Device, sw streamWrite) (*
 	if err := s.answerError(res, err, zap.String("stream", sw.stream)); err != nil {
 		return nil, err
 	}
-	if o := s.streamWrites[sw.stream]; o != nil && res.Seq > 0 {
+	if o := s.streamWrites[sw.stream]; o != nil && res.Seq > 0 && !sw.unseenBySender {
 		wake := sw.wake
 		if wake == "" {
 			wake = sw.key

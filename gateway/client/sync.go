@@ -306,6 +306,7 @@ func (s *Server) newSyncStreams() []syncStream {
 		new  func(feedStream) syncStream
 	}{
 		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
+		{schemas.StreamToDevice, func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} }},
 	} {
 		if f := s.StreamFeeds[st.name]; f != nil {
 			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))

@@ -54,14 +54,32 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // body is empty, not UTF-8 or not JSON; 400 M_BAD_JSON when it is JSON but not an object
 // or does not fit dst's types (Synapse answers both of those with M_BAD_JSON too).
 func DecodeBody(r *http.Request, limit int64, dst any) error {
+	body, err := readBody(r, limit)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(body, limit, dst)
+}
+
+// DecodeOptionalBody is DecodeBody for endpoints whose body may be left out (Synapse
+// reads none as {}): an empty body leaves dst as it is.
+func DecodeOptionalBody(r *http.Request, limit int64, dst any) error {
+	body, err := readBody(r, limit)
+	if err != nil || len(bytes.TrimLeft(body, " \t\r\n")) == 0 {
+		return err
+	}
+	return decodeJSON(body, limit, dst)
+}
+
+func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
-		return tooLarge(limit)
+		return nil, tooLarge(limit)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return Errorf(http.StatusBadRequest, CodeUnknown, "Could not read the request body")
+		return nil, Errorf(http.StatusBadRequest, CodeUnknown, "Could not read the request body")
 	}
-	return decodeJSON(body, limit, dst)
+	return body, nil
 }
 
 func tooLarge(limit int64) *Error {

@@ -65,7 +65,7 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 	}
 	log.Info("replayed the events log", zap.Int("messages", st.Messages), zap.Int("events", st.Events),
 		zap.Int("writers", len(st.Positions)))
-	for name, us := range userstreams.Streams(userstreams.Deps{DB: db}) {
+	for name, us := range userstreams.Streams(userstreams.Deps{DB: db, JS: js, Topology: topo, Log: log}) {
 		n, _, err := userstreams.Replay(ctx, js, topo, db, us)
 		if err != nil {
 			return st, fmt.Errorf("replay %s: %w", name, err)

@@ -5,9 +5,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	"github.com/ganglionhq/ganglion/persist/todevice"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 )
@@ -15,12 +17,18 @@ import (
 // Deps is what the streams need from their process.
 type Deps struct {
 	DB *persist.DB
+	// JS and Topology reach the streams' logs (to_device purges what was delivered);
+	// Topology also carries the to-device bound.
+	JS       jetstream.JetStream
+	Topology streams.Topology
+	Log      *zap.Logger
 }
 
 // Streams returns every per-user stream built so far, by name: one line each.
 func Streams(d Deps) map[string]Stream {
 	return map[string]Stream{
 		schemas.StreamAccountData: &AccountData{Store: accountdata.Store{Pool: d.DB.Pool}},
+		schemas.StreamToDevice:    &ToDevice{DB: d.DB, Store: todevice.Store{Pool: d.DB.Pool}, JS: d.JS, Topology: d.Topology, Log: d.Log},
 	}
 }
 

@@ -1,0 +1,190 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
+)
+
+func (s *Server) registerDevices(r router) {
+	r.handle("GET", "/devices", modernVersions, s.authed(s.getDevices))
+	r.handle("GET", "/devices/{deviceId}", modernVersions, s.authed(s.getDevice))
+	r.handle("PUT", "/devices/{deviceId}", modernVersions, s.authed(s.putDevice))
+	r.handle("DELETE", "/devices/{deviceId}", modernVersions, s.authed(s.deleteDevice))
+	r.handle("POST", "/delete_devices", modernVersions, s.authed(s.postDeleteDevices))
+}
+
+// deviceJSON is a device as the devices API shows it; what is not known is null, as in
+// Synapse.
+type deviceJSON struct {
+	DeviceID    string  `json:"device_id"`
+	DisplayName *string `json:"display_name"`
+	LastSeenIP  *string `json:"last_seen_ip"`
+	LastSeenTS  *int64  `json:"last_seen_ts"`
+	UserID      string  `json:"user_id"`
+}
+
+func newDeviceJSON(d persist.Device) deviceJSON {
+	out := deviceJSON{DeviceID: d.DeviceID, UserID: d.UserID}
+	if d.DisplayName != "" {
+		out.DisplayName = &d.DisplayName
+	}
+	if d.LastSeenIP != "" {
+		out.LastSeenIP = &d.LastSeenIP
+	}
+	if d.LastSeenMS > 0 {
+		out.LastSeenTS = &d.LastSeenMS
+	}
+	return out
+}
+
+func (s *Server) getDevices(w http.ResponseWriter, r *http.Request, dev Device) {
+	devs, err := s.DB.Devices(r.Context(), dev.UserID)
+	if err != nil {
+		s.internalError(w, r.Pattern, err)
+		return
+	}
+	out := make([]deviceJSON, len(devs))
+	for i, d := range devs {
+		out[i] = newDeviceJSON(d)
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string][]deviceJSON{"devices": out})
+}
+
+// errNoDevice answers a device the user does not have, someone else's included.
+var errNoDevice = matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "No device found")
+
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request, dev Device) {
+	d, err := s.DB.GetDevice(r.Context(), dev.UserID, r.PathValue("deviceId"))
+	if errors.Is(err, persist.ErrNotFound) {
+		err = errNoDevice
+	}
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, newDeviceJSON(d))
+}
+
+// decodeDeviceUpdate reads the body of PUT /devices/{deviceId}: the new display name, or
+// nil to keep it. Names are bounded as Synapse bounds them.
+func decodeDeviceUpdate(r *http.Request) (*string, error) {
+	var body struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := matrix.DecodeBody(r, accountBodyLimit, &body); err != nil {
+		return nil, err
+	}
+	if n := body.DisplayName; n != nil && utf8.RuneCountInString(*n) > maxDisplayNameLen {
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeTooLarge, "Device display name is too long (max %d)", maxDisplayNameLen)
+	}
+	return body.DisplayName, nil
+}
+
+// putDevice renames a device. Synapse creates an unknown device here only for
+// application services; for everyone else, as the spec says, it is 404.
+func (s *Server) putDevice(w http.ResponseWriter, r *http.Request, dev Device) {
+	name, err := decodeDeviceUpdate(r)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	err = s.DB.RenameDevice(r.Context(), dev.UserID, r.PathValue("deviceId"), name)
+	if errors.Is(err, persist.ErrNotFound) {
+		err = errNoDevice
+	}
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	// TODO(e2e-keys): a new display name changes the device's keys as /keys/query shows
+	// them (unsigned.device_display_name): announce it on device_lists here.
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// deleteDevicesRequest is the body of DELETE /devices/{deviceId} (auth only) and of POST
+// /delete_devices.
+type deleteDevicesRequest struct {
+	Auth    *uiaAuth  `json:"auth"`
+	Devices *[]string `json:"devices"`
+}
+
+// decodeDeleteDevices reads a deletion's body; it may be left out, as Synapse allows for
+// clients that send none before their first auth stage. list says whether the body must
+// name the devices (POST /delete_devices).
+func decodeDeleteDevices(r *http.Request, list bool) (deleteDevicesRequest, error) {
+	var req deleteDevicesRequest
+	if err := matrix.DecodeOptionalBody(r, accountBodyLimit, &req); err != nil {
+		return req, err
+	}
+	if list && req.Devices == nil {
+		return req, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "devices must be a list of device IDs")
+	}
+	return req, nil
+}
+
+func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, dev Device) {
+	req, err := decodeDeleteDevices(r, false)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	s.deleteDevicesUnderAuth(w, r, dev, req.Auth, []string{r.PathValue("deviceId")})
+}
+
+func (s *Server) postDeleteDevices(w http.ResponseWriter, r *http.Request, dev Device) {
+	req, err := decodeDeleteDevices(r, true)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	s.deleteDevicesUnderAuth(w, r, dev, req.Auth, *req.Devices)
+}
+
+// deleteDevicesUnderAuth deletes devices once the user has given their password again
+// (user-interactive auth, bound to this user and request path). Devices the user does
+// not have are skipped, as Synapse skips them.
+func (s *Server) deleteDevicesUnderAuth(w http.ResponseWriter, r *http.Request, dev Device, auth *uiaAuth, ids []string) {
+	if !check(w, s.limits.loginFailed, dev.UserID) {
+		return
+	}
+	ctx := r.Context()
+	op := uiaOp{kind: dev.UserID + " " + r.Method + " " + r.URL.Path, flows: [][]string{{stagePassword}}, check: s.passwordStage(dev)}
+	session, incomplete, err := s.interactiveAuth(ctx, op, auth)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	if incomplete != nil {
+		matrix.WriteJSON(w, http.StatusUnauthorized, incomplete)
+		return
+	}
+	if err := s.deleteDevices(ctx, dev, ids); err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	s.endUIASession(ctx, session)
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// deleteDevices deletes devices of dev's user and everything that belongs to them. It is
+// the one way devices go (device deletion, logout, logout from all devices), and safe to
+// call again after a failure: the devices and their access tokens go first, and this
+// process stops accepting the tokens at once (other gateways within tokenTTL); then
+// their to-device inboxes and the transaction ids they sent with.
+//
+// TODO(e2e-keys): extend here: delete the devices' end-to-end keys (device keys,
+// one-time and fallback keys) and announce the deletions on device_lists, so the
+// user's contacts see the devices go.
+func (s *Server) deleteDevices(ctx context.Context, dev Device, ids []string) error {
+	if err := s.DB.DeleteDevices(ctx, dev.UserID, ids); err != nil {
+		return err
+	}
+	s.tokens.forget(func(d Device) bool { return d.UserID == dev.UserID && slices.Contains(ids, d.DeviceID) })
+	return s.clearToDevice(ctx, dev, ids, 0)
+}
