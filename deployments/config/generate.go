@@ -117,6 +117,10 @@ enable_registration: true
 #   http_limits: {read_header_timeout: 10s, read_timeout: 30s,
 #     write_timeout: 45s, idle_timeout: 60s, max_connections_per_ip: 256}
 
+# To-device messages (end-to-end encryption keys between devices) wait for
+# their device to sync; a device that never syncs keeps the newest ones:
+#   max_to_device_messages_per_device: 10000
+
 # debug, info, warning or error.
 log_level: info
 `))

@@ -195,7 +195,7 @@ func TestEncryptionEndToEnd(t *testing.T) {
 	ctx, _, hs := singleProcess(t)
 	alice1 := newUser(ctx, t, hs.url(), "alice")
 	bob1 := newUser(ctx, t, hs.url(), "bob")
-	alice2, bob2 := loginDevice(ctx, t, alice1), loginDevice(ctx, t, bob1)
+	alice2, bob2 := loginDevice(ctx, t, hs.url(), "alice"), loginDevice(ctx, t, hs.url(), "bob")
 	members := []id.UserID{alice1.UserID, bob1.UserID}
 
 	created, err := alice1.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob1.UserID},
@@ -260,7 +260,7 @@ func TestEncryptionEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	version := makeBackup(ctx, t, devices[0], backupKey)
-	alice3 := newCryptoDevice(ctx, t, "alice3", loginDevice(ctx, t, alice1), room)
+	alice3 := newCryptoDevice(ctx, t, "alice3", loginDevice(ctx, t, hs.url(), "alice"), room)
 	if v, err := alice3.mach.DownloadAndStoreLatestKeyBackup(ctx, backupKey); err != nil || v != version {
 		t.Fatalf("restore the backup: version %q, %v", v, err)
 	}

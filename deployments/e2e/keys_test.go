@@ -297,7 +297,7 @@ func TestDeviceListsInSyncAndKeyChanges(t *testing.T) {
 		q["device_keys"][alice.c.UserID.String()][alice.c.DeviceID.String()].Unsigned["device_display_name"] != "alice's laptop" {
 		t.Errorf("alice's device name in bob's query: %+v %v", q, err)
 	}
-	loginDevice(ctx, t, alice.c)
+	loginDevice(ctx, t, hs.url(), alice.c.UserID.String())
 	_, since = syncDeviceLists(ctx, t, bob, since, func(dl mautrix.DeviceLists) bool { return slices.Contains(dl.Changed, alice.c.UserID) })
 
 	// A user who joins a room bob is in, then one who leaves every room they shared.
@@ -507,20 +507,6 @@ func TestCrossSigning(t *testing.T) {
 		map[string]any{alice.c.UserID.String(): map[string]any{"X": 1}}, nil, "keys", "signatures", "upload"), 400, "M_INVALID_PARAM")
 }
 
-// loginDevice logs c's user in again, on c's server, as a new device.
-func loginDevice(ctx context.Context, t *testing.T, c *mautrix.Client) *mautrix.Client {
-	t.Helper()
-	cli, err := mautrix.NewClient(c.HomeserverURL.String(), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Password: password, StoreCredentials: true,
-		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: c.UserID.String()}}); err != nil {
-		t.Fatalf("login %s: %v", c.UserID, err)
-	}
-	return cli
-}
-
 // checkDeviceListsAcross: keys uploaded through one gateway reach the other user's
 // /sync, /keys/query and /keys/claim on the other gateway, through the device_lists
 // writer wherever it runs.
@@ -529,7 +515,7 @@ func checkDeviceListsAcross(ctx context.Context, t *testing.T, c streamClients) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newKeyDevice(loginDevice(ctx, t, c.alice))
+	d := newKeyDevice(loginDevice(ctx, t, c.alice.HomeserverURL.String(), c.alice.UserID.String()))
 	if err := call(ctx, d.c, http.MethodPost, map[string]any{"device_keys": d.deviceKeys(t), "one_time_keys": d.oneTimeKeys(t, "X", 1)},
 		nil, "keys", "upload"); err != nil {
 		t.Fatal(err)

@@ -35,9 +35,10 @@ type toDeviceStream struct {
 
 	mu sync.Mutex
 	// cleared is, per device, the position up to which its inbox was emptied through
-	// this process; inFlight the devices whose deletion is under way.
-	cleared  map[Device]uint64
-	inFlight map[Device]bool
+	// this process; wanted, for the devices whose deletion is under way, the position
+	// their latest sync asked for.
+	cleared map[Device]uint64
+	wanted  map[Device]uint64
 }
 
 func (t *toDeviceStream) fill(ctx context.Context, sc *syncCtx, since, to uint64) error {
@@ -63,7 +64,7 @@ func (t *toDeviceStream) fill(ctx context.Context, sc *syncCtx, since, to uint64
 }
 
 // acknowledge has the device's inbox emptied up to upTo, in the background, when it may
-// hold anything there: a sync must not wait for the writer, and one that fails is
+// hold anything there: a sync must not wait for the writer. A deletion that fails is
 // asked for again by the device's next sync.
 func (t *toDeviceStream) acknowledge(dev Device, upTo uint64) {
 	if upTo == 0 {
@@ -72,7 +73,12 @@ func (t *toDeviceStream) acknowledge(dev Device, upTo uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	cleared, known := t.cleared[dev]
-	if upTo <= cleared || t.inFlight[dev] || len(t.inFlight) >= maxInboxAcksInFlight {
+	if upTo <= cleared {
+		return
+	}
+	if wanted, busy := t.wanted[dev]; busy {
+		// The deletion under way goes on to here once it is done.
+		t.wanted[dev] = max(wanted, upTo)
 		return
 	}
 	if known {
@@ -82,24 +88,42 @@ func (t *toDeviceStream) acknowledge(dev Device, upTo uint64) {
 			return
 		}
 	}
-	if t.inFlight == nil {
-		t.inFlight = map[Device]bool{}
+	if len(t.wanted) >= maxInboxAcksInFlight {
+		return
 	}
-	t.inFlight[dev] = true
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), inboxAckTimeout)
-		defer cancel()
-		err := t.s.clearToDevice(ctx, dev, []string{dev.DeviceID}, upTo)
+	if t.wanted == nil {
+		t.wanted = map[Device]uint64{}
+	}
+	t.wanted[dev] = upTo
+	go t.clear(dev)
+}
+
+// clear deletes the device's messages up to the position wanted, again while syncs
+// want more.
+func (t *toDeviceStream) clear(dev Device) {
+	for {
 		t.mu.Lock()
-		defer t.mu.Unlock()
-		delete(t.inFlight, dev)
+		upTo := t.wanted[dev]
+		t.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), inboxAckTimeout)
+		err := t.s.clearToDevice(ctx, dev, []string{dev.DeviceID}, upTo)
+		cancel()
+		t.mu.Lock()
 		if err != nil {
+			delete(t.wanted, dev)
+			t.mu.Unlock()
 			t.s.Log.Warn("to-device messages a device synced past not deleted; its next sync asks again",
 				zap.String("user_id", dev.UserID), zap.String("device_id", dev.DeviceID), zap.Error(err))
 			return
 		}
 		t.clearedLocked(dev, upTo)
-	}()
+		if t.wanted[dev] <= upTo {
+			delete(t.wanted, dev)
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+	}
 }
 
 func (t *toDeviceStream) clearedLocked(dev Device, upTo uint64) {

@@ -7,8 +7,9 @@ CREATE TABLE device_inbox (
     user_id   TEXT   NOT NULL,
     device_id TEXT   NOT NULL,
     stream_id BIGINT NOT NULL,
-    -- {"type", "sender", "content"}; json rather than jsonb keeps it as it was written.
-    message   JSON   NOT NULL,
+    -- {"type", "sender", "content"}, JSON as /sync sends it (checked before it was
+    -- appended, so not parsed again here).
+    message   TEXT   NOT NULL,
     PRIMARY KEY (user_id, device_id, stream_id)
 );
 
@@ -22,6 +23,17 @@ CREATE TABLE to_device_txns (
     PRIMARY KEY (sender, device_id, txn_id)
 );
 CREATE INDEX to_device_txns_order ON to_device_txns (sender, device_id, stream_id);
+
+-- How many rows each device has in device_inbox and in to_device_txns (as the sender),
+-- so the bound is kept without counting them at every append. A device with neither
+-- has no row.
+CREATE TABLE to_device_sizes (
+    user_id   TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    messages  INT  NOT NULL DEFAULT 0,
+    txns      INT  NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, device_id)
+);
 
 -- Where each device was last seen from, beside when (Synapse's last_seen_ip); the devices
 -- API shows both.

@@ -52,41 +52,41 @@ func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.ToDeviceRecord, seq
 		}
 	}
 	b := &pgx.Batch{}
+	// The log holds every record before it is projected, and the writer's position
+	// commits with the rows: a commit lost in a crash of Postgres is projected again
+	// from the log. So the transaction need not wait for its WAL flush.
+	b.Queue(`SET LOCAL synchronous_commit = off`)
 	var dropped []Dropped
 	if len(mu) > 0 {
-		b.Queue(`INSERT INTO device_inbox (user_id, device_id, stream_id, message)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::json[])
-			ON CONFLICT DO NOTHING`, mu, md, ms, mm)
-		// Past the bound, the oldest go: everything at or below the newest row beyond it.
-		b.Queue(`DELETE FROM device_inbox i USING (
-				SELECT d.u, d.dv, (SELECT x.stream_id FROM device_inbox x WHERE x.user_id = d.u AND x.device_id = d.dv
-					ORDER BY x.stream_id DESC OFFSET $3 LIMIT 1) AS cut
-				FROM (SELECT DISTINCT u, dv FROM unnest($1::text[], $2::text[]) AS t(u, dv)) d) c
-			WHERE i.user_id = c.u AND i.device_id = c.dv AND i.stream_id <= c.cut
-			RETURNING i.user_id, i.device_id`, mu, md, limit).Query(func(rows pgx.Rows) error {
-			counts := map[[2]string]int{}
-			var u, d string
-			_, err := pgx.ForEachRow(rows, []any{&u, &d}, func() error {
-				counts[[2]string{u, d}]++
+		b.Queue(`WITH ins AS (
+				INSERT INTO device_inbox (user_id, device_id, stream_id, message)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+				ON CONFLICT DO NOTHING RETURNING user_id, device_id)
+			INSERT INTO to_device_sizes (user_id, device_id, messages)
+			SELECT user_id, device_id, count(*) FROM ins GROUP BY 1, 2
+			ON CONFLICT (user_id, device_id) DO UPDATE SET messages = to_device_sizes.messages + excluded.messages`,
+			mu, md, ms, mm)
+		b.Queue(pruneQuery("device_inbox", "user_id", "messages"), mu, md, limit).Query(func(rows pgx.Rows) error {
+			var d Dropped
+			_, err := pgx.ForEachRow(rows, []any{&d.User, &d.Device, &d.Count}, func() error {
+				dropped = append(dropped, d)
 				return nil
 			})
-			for k, n := range counts {
-				dropped = append(dropped, Dropped{User: k[0], Device: k[1], Count: n})
-			}
 			return err
 		})
 	}
 	if len(tu) > 0 {
-		b.Queue(`INSERT INTO to_device_txns (sender, device_id, txn_id, stream_id)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-			ON CONFLICT DO NOTHING`, tu, td, tt, ts)
-		b.Queue(`DELETE FROM to_device_txns i USING (
-				SELECT d.u, d.dv, (SELECT x.stream_id FROM to_device_txns x WHERE x.sender = d.u AND x.device_id = d.dv
-					ORDER BY x.stream_id DESC OFFSET $3 LIMIT 1) AS cut
-				FROM (SELECT DISTINCT u, dv FROM unnest($1::text[], $2::text[]) AS t(u, dv)) d) c
-			WHERE i.sender = c.u AND i.device_id = c.dv AND i.stream_id <= c.cut`, tu, td, limit)
+		b.Queue(`WITH ins AS (
+				INSERT INTO to_device_txns (sender, device_id, txn_id, stream_id)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+				ON CONFLICT DO NOTHING RETURNING sender, device_id)
+			INSERT INTO to_device_sizes (user_id, device_id, txns)
+			SELECT sender, device_id, count(*) FROM ins GROUP BY 1, 2
+			ON CONFLICT (user_id, device_id) DO UPDATE SET txns = to_device_sizes.txns + excluded.txns`,
+			tu, td, tt, ts)
+		b.Queue(pruneQuery("to_device_txns", "sender", "txns"), tu, td, limit)
 	}
-	if b.Len() == 0 {
+	if b.Len() == 1 {
 		return nil, nil
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -95,13 +95,32 @@ func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.ToDeviceRecord, seq
 	return dropped, nil
 }
 
+// pruneQuery deletes, from those of the devices $1, $2 that hold more than $3 rows of
+// table (counted in to_device_sizes.size), the oldest rows past the bound, and returns
+// how many it deleted per device. Only the rows to delete are read.
+func pruneQuery(table, owner, size string) string {
+	return `WITH cut AS MATERIALIZED (
+			SELECT z.user_id, z.device_id, z.` + size + ` - $3 AS excess,
+				(SELECT x.stream_id FROM ` + table + ` x WHERE x.` + owner + ` = z.user_id AND x.device_id = z.device_id
+					ORDER BY x.stream_id OFFSET z.` + size + ` - $3 - 1 LIMIT 1) AS last
+			FROM to_device_sizes z
+			WHERE z.` + size + ` > $3 AND (z.user_id, z.device_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))),
+		del AS (
+			DELETE FROM ` + table + ` i USING cut
+			WHERE i.` + owner + ` = cut.user_id AND i.device_id = cut.device_id AND i.stream_id <= cut.last),
+		upd AS (
+			UPDATE to_device_sizes z SET ` + size + ` = $3 FROM cut
+			WHERE z.user_id = cut.user_id AND z.device_id = cut.device_id)
+		SELECT user_id, device_id, excess FROM cut`
+}
+
 // Inbox returns the messages of a device's inbox with positions in (after, upTo],
 // oldest first: at most maxCount of them, and no more once maxBytes are reached (but
 // always the first). more tells whether messages of the range were left for later.
 func (s Store) Inbox(ctx context.Context, user, device string, after, upTo uint64, maxCount, maxBytes int) (msgs []Message, more bool, err error) {
 	rows, err := s.Pool.Query(ctx, `SELECT stream_id, message, more FROM (
 			SELECT stream_id, message,
-				sum(octet_length(message::text)) OVER w - octet_length(message::text) AS before,
+				sum(octet_length(message)) OVER w - octet_length(message) AS before,
 				lead(stream_id) OVER w IS NOT NULL AS more
 			FROM device_inbox
 			WHERE user_id = $1 AND device_id = $2 AND stream_id > $3 AND stream_id <= $4
@@ -144,15 +163,25 @@ func (s Store) Pending(ctx context.Context, user string, devices []string, upTo 
 // Delete removes the user's devices' inbox messages up to upTo; with upTo 0 (the devices
 // are gone) every message and every transaction id of theirs.
 func (s Store) Delete(ctx context.Context, user string, devices []string, upTo uint64) error {
-	if _, err := s.Pool.Exec(ctx, `DELETE FROM device_inbox WHERE user_id = $1 AND device_id = ANY($2) AND ($3::bigint = 0 OR stream_id <= $3)`,
-		user, devices, int64(upTo)); err != nil {
-		return fmt.Errorf("todevice: delete inbox: %w", err)
-	}
-	if upTo > 0 {
-		return nil
-	}
-	if _, err := s.Pool.Exec(ctx, `DELETE FROM to_device_txns WHERE sender = $1 AND device_id = ANY($2)`, user, devices); err != nil {
-		return fmt.Errorf("todevice: delete transactions: %w", err)
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if upTo == 0 {
+			b := &pgx.Batch{}
+			b.Queue(`DELETE FROM device_inbox WHERE user_id = $1 AND device_id = ANY($2)`, user, devices)
+			b.Queue(`DELETE FROM to_device_txns WHERE sender = $1 AND device_id = ANY($2)`, user, devices)
+			b.Queue(`DELETE FROM to_device_sizes WHERE user_id = $1 AND device_id = ANY($2)`, user, devices)
+			return tx.SendBatch(ctx, b).Close()
+		}
+		b := &pgx.Batch{}
+		b.Queue(`WITH del AS (
+				DELETE FROM device_inbox WHERE user_id = $1 AND device_id = ANY($2) AND stream_id <= $3 RETURNING device_id)
+			UPDATE to_device_sizes z SET messages = z.messages - d.n
+			FROM (SELECT device_id, count(*) AS n FROM del GROUP BY 1) d
+			WHERE z.user_id = $1 AND z.device_id = d.device_id`, user, devices, int64(upTo))
+		b.Queue(`DELETE FROM to_device_sizes WHERE user_id = $1 AND device_id = ANY($2) AND messages = 0 AND txns = 0`, user, devices)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("todevice: delete: %w", err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/todevice"
@@ -104,12 +105,16 @@ func (t *ToDevice) Prepare(ctx context.Context, batch []*schemas.StreamWrite) ([
 	if len(txns) == 0 {
 		return out, nil
 	}
-	known, err := t.Store.KnownTxns(ctx, txns)
-	if err != nil {
-		return nil, err
-	}
-	devices, err := t.DB.DeviceIDs(ctx, slices.Sorted(maps.Keys(recipients)))
-	if err != nil {
+	// Two independent lookups: side by side, the batch waits for one round trip.
+	var known map[schemas.ToDeviceTxn]bool
+	var devices map[string][]string
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { known, err = t.Store.KnownTxns(gctx, txns); return err })
+	g.Go(func() (err error) {
+		devices, err = t.DB.DeviceIDs(gctx, slices.Sorted(maps.Keys(recipients)))
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	for i, body := range sends {
