@@ -338,7 +338,6 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	// Logging in as an existing device replaced its token.
 	s.tokens.forget(func(d Device) bool { return d.UserID == userID && d.DeviceID == dev.DeviceID })
-	s.announceDevices(ctx, Device{UserID: userID, DeviceID: dev.DeviceID}, []string{dev.DeviceID})
 	matrix.WriteJSON(w, http.StatusOK, credentialsResponse{UserID: userID, AccessToken: tok, DeviceID: dev.DeviceID, HomeServer: s.ServerName})
 }
 

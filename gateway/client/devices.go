@@ -7,10 +7,11 @@ import (
 	"slices"
 	"unicode/utf8"
 
+	"go.uber.org/zap"
+
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
-	"github.com/ganglionhq/ganglion/schemas"
 )
 
 func (s *Server) registerDevices(r router) {
@@ -105,8 +106,10 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request, dev Device) {
 		return
 	}
 	// A new display name changes the device as /keys/query shows it
-	// (unsigned.device_display_name).
-	s.announceDevices(r.Context(), dev, []string{r.PathValue("deviceId")})
+	// (unsigned.device_display_name). The rename has happened either way.
+	if err := s.devicesChanged(r.Context(), dev, userstreams.OpDeviceChanged, []string{r.PathValue("deviceId")}); err != nil {
+		s.Log.Warn("renamed device not recorded in its device list", zap.String("user_id", dev.UserID), zap.Error(err))
+	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -189,7 +192,5 @@ func (s *Server) deleteDevices(ctx context.Context, dev Device, ids []string) er
 	if err := s.clearToDevice(ctx, dev, ids, 0); err != nil {
 		return err
 	}
-	_, err := s.writeStream(ctx, dev, streamWrite{stream: schemas.StreamDeviceLists, op: userstreams.OpDeviceDeleted,
-		key: dev.UserID, body: userstreams.DeviceOp{Devices: ids}})
-	return err
+	return s.devicesChanged(ctx, dev, userstreams.OpDeviceDeleted, ids)
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
@@ -339,16 +338,18 @@ func (s *Server) keyChanges(w http.ResponseWriter, r *http.Request, dev Device) 
 	matrix.WriteJSON(w, http.StatusOK, deviceLists{Changed: changed, Left: left})
 }
 
-// announceDevices records a change of devices that carries no keys (a new device at
-// login, a new display name) in their user's device list, so the users sharing a room
-// with them fetch it again, as Synapse does. The change itself has succeeded either
-// way: a failure is only logged.
-func (s *Server) announceDevices(ctx context.Context, dev Device, ids []string) {
-	_, err := s.writeStream(ctx, dev, streamWrite{stream: schemas.StreamDeviceLists, op: userstreams.OpDeviceChanged,
-		key: dev.UserID, body: userstreams.DeviceOp{Devices: ids}})
-	if err != nil {
-		s.Log.Warn("device change not recorded in its device list", zap.String("user_id", dev.UserID), zap.Error(err))
+// devicesChanged records a change of a user's devices (a new display name, a deletion)
+// in their device list, so the users sharing a room with them fetch it again. A device
+// without keys is in nobody's view of the user's devices (/keys/query shows devices
+// with keys, as Synapse does), so its changes are not recorded: its first key upload is.
+func (s *Server) devicesChanged(ctx context.Context, dev Device, op string, ids []string) error {
+	has, err := s.keyStore().HasKeys(ctx, dev.UserID, ids)
+	if err != nil || !has {
+		return err
 	}
+	_, err = s.writeStream(ctx, dev, streamWrite{stream: schemas.StreamDeviceLists, op: op,
+		key: dev.UserID, body: userstreams.DeviceOp{Devices: ids}})
+	return err
 }
 
 // currentToken is the sync token of everything visible in this process now.

@@ -173,3 +173,17 @@ func (s Store) HasSignature(ctx context.Context, signer, keyID, targetUser, targ
 	}
 	return ok, nil
 }
+
+// HasKeys reports whether any of a user's devices has keys stored: identity, one-time
+// or fallback keys. A device without any is not in anyone's view of the user's devices.
+func (s Store) HasKeys(ctx context.Context, user string, devices []string) (bool, error) {
+	var ok bool
+	err := s.DB.QueryRow(ctx, `SELECT
+		EXISTS (SELECT 1 FROM e2e_device_keys WHERE user_id = $1 AND device_id = ANY($2))
+		OR EXISTS (SELECT 1 FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = ANY($2))
+		OR EXISTS (SELECT 1 FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = ANY($2))`, user, devices).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("e2ekeys: has keys: %w", err)
+	}
+	return ok, nil
+}
