@@ -108,6 +108,7 @@ func queue(b *pgx.Batch, r *schemas.DeviceListRecord, pos int64) error {
 		b.Queue(`DELETE FROM e2e_cross_signing_signatures WHERE target_user_id = $1 AND target_id = $2 AND stream_id < $3`,
 			u, r.Device, pos)
 	case schemas.DeviceChanged:
+		// Nothing is stored but the change itself, below.
 	case schemas.BackupVersionSet:
 		v := r.Backup
 		b.Queue(`INSERT INTO e2e_room_keys_versions (user_id, version, algorithm, auth_data, etag, deleted, stream_id)
