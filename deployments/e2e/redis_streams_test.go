@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,6 +39,23 @@ var redisStreamChecks = []redisStreamCheck{{
 			return false, fmt.Errorf("want [user_id, room_id|null, data_type]")
 		}
 		return user == alice.UserID.String() && rm != nil && *rm == room.String() && typ == "org.example.redis", nil
+	},
+}, {
+	stream: "device_lists",
+	act: func(ctx context.Context, t *testing.T, _, bob *mautrix.Client, _ id.RoomID) {
+		d := newKeyDevice(bob)
+		if err := call(ctx, bob, http.MethodPost, map[string]any{"device_keys": d.deviceKeys(t)}, nil, "keys", "upload"); err != nil {
+			t.Fatal(err)
+		}
+	},
+	// [user_id, is_signature, hosts_calculated]
+	row: func(f []json.RawMessage, _, bob *mautrix.Client, _ id.RoomID) (bool, error) {
+		var user string
+		var sig, hosts bool
+		if len(f) != 3 || json.Unmarshal(f[0], &user) != nil || json.Unmarshal(f[1], &sig) != nil || json.Unmarshal(f[2], &hosts) != nil {
+			return false, fmt.Errorf("want [user_id, is_signature, hosts_calculated]")
+		}
+		return user == bob.UserID.String() && !sig, nil
 	},
 }, pushRulesRedisCheck, typingRedisCheck, receiptsRedisCheck, presenceRedisCheck, toDeviceRedisCheck}
 

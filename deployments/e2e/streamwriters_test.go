@@ -31,6 +31,7 @@ type streamClients struct {
 // adds its own.
 var streamChecks = []streamCheck{
 	{"account_data", checkAccountDataAcross},
+	{"device_lists", checkDeviceListsAcross},
 	{"push_rules", checkPushRulesAcross},
 	{"typing", checkTypingAcross},
 	{"receipts", checkReceiptsAcross},

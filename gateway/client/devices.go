@@ -7,6 +7,8 @@ import (
 	"slices"
 	"unicode/utf8"
 
+	"go.uber.org/zap"
+
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
@@ -102,8 +104,11 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	// TODO(e2e-keys): a new display name changes the device's keys as /keys/query shows
-	// them (unsigned.device_display_name): announce it on device_lists here.
+	// A new display name changes the device as /keys/query shows it
+	// (unsigned.device_display_name). The rename has happened either way.
+	if err := s.devicesChanged(r.Context(), dev, userstreams.OpDeviceChanged, []string{r.PathValue("deviceId")}); err != nil {
+		s.Log.Warn("renamed device not recorded in its device list", zap.String("user_id", dev.UserID), zap.Error(err))
+	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -177,17 +182,17 @@ func (s *Server) deleteDevicesUnderAuth(w http.ResponseWriter, r *http.Request, 
 // logout, logout from all devices), and safe to call again after a failure: the devices
 // and their access tokens go first (through the accounts stream; this process stops
 // accepting the tokens at once, other gateways within tokenTTL); then their to-device
-// inboxes and the transaction ids they sent with, of every device named as well as
-// those deleted, so a retry finishes what a failure left.
-//
-// TODO(e2e-keys): extend here: delete the devices' end-to-end keys (device keys,
-// one-time and fallback keys) and announce the deletions on device_lists, so the
-// user's contacts see the devices go.
+// inboxes and the transaction ids they sent with, and their end-to-end keys, whose
+// deletion the device_lists writer announces to the user's contacts; of every device
+// named as well as those deleted, so a retry finishes what a failure left.
 func (s *Server) deleteDevices(ctx context.Context, dev Device, ids []string, all bool) error {
 	deleted, err := s.removeDevices(ctx, dev.UserID, ids, all)
 	if err != nil {
 		return err
 	}
 	ids = slices.Compact(slices.Sorted(slices.Values(slices.Concat(ids, deleted))))
-	return s.clearToDevice(ctx, dev, ids, 0)
+	if err := s.clearToDevice(ctx, dev, ids, 0); err != nil {
+		return err
+	}
+	return s.devicesChanged(ctx, dev, userstreams.OpDeviceDeleted, ids)
 }

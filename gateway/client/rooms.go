@@ -119,11 +119,14 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 
 func roomParam(r *http.Request) (string, error) {
 	room := r.PathValue("room")
-	if !strings.HasPrefix(room, "!") || !strings.Contains(room, ":") {
+	if !validRoomID(room) {
 		return "", matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid room id %q", room)
 	}
 	return room, nil
 }
+
+// validRoomID checks the form of a room ID: !opaque:server.
+func validRoomID(id string) bool { return strings.HasPrefix(id, "!") && strings.Contains(id, ":") }
 
 // sendEvent submits one event and answers with its id.
 func (s *Server) sendEvent(w http.ResponseWriter, r *http.Request, dev Device, intentID, txn string, pe *schemas.ProtoEvent) {

@@ -97,6 +97,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	s.limits = newLimiters(s.RateLimits)
 	s.accountData = accountdata.Store{Pool: s.DB.Pool}
+	s.toDevice = todevice.Store{Pool: s.DB.Pool}
 	s.pushRules = rulesdb.Store{Pool: s.DB.Pool}
 	s.receipts = receipts.Store{Pool: s.DB.Pool}
 	if s.Views == nil {
@@ -106,7 +107,6 @@ func (s *Server) Handler() http.Handler {
 	if s.UserSyncs != nil && s.Presence.Track() {
 		s.userSyncs = newUserSyncs(s.UserSyncs, s.Presence.Timers, s.Log)
 	}
-	s.toDevice = todevice.Store{Pool: s.DB.Pool}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
 	s.registerRooms(r)
@@ -115,6 +115,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerProfile(r)
 	s.registerSync(r)
 	s.registerAccountData(r)
+	s.registerKeys(r)
 	s.registerPushRules(r)
 	s.registerTyping(r)
 	s.registerReceipts(r)

@@ -326,6 +326,8 @@ func (s *Server) newSyncStreams() []syncStream {
 		new  func(feedStream) syncStream
 	}{
 		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
+		{schemas.StreamDeviceLists, func(f feedStream) syncStream { return &deviceListsStream{feedStream: f, s: s} }},
+		{schemas.StreamToDevice, func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} }},
 		{schemas.StreamPushRules, func(f feedStream) syncStream { return &pushRulesStream{feedStream: f, store: s.pushRules} }},
 		{schemas.StreamTyping, func(f feedStream) syncStream { return &typingStream{feedStream: f, typers: s.Views.Typers} }},
 		{schemas.StreamReceipts, func(f feedStream) syncStream {

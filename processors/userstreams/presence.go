@@ -44,10 +44,6 @@ func (b *PresenceSet) Validate() *schemas.ResultError {
 	return nil
 }
 
-// maxWakeRooms bounds the rooms a presence record names as whom it concerns; a user in
-// more rooms concerns everyone, which only costs the other long-polls a look.
-const maxWakeRooms = 256
-
 // maxNotices bounds the sync notices waiting for the writer's loop; past it they are
 // dropped, as a lost core NATS message would be (the next ones repair it).
 const maxNotices = 1 << 16
@@ -166,11 +162,7 @@ func (p *Presence) wakeKeys(ctx context.Context, users []string) (map[string][]s
 	}
 	out := make(map[string][]string, len(users))
 	for _, u := range users {
-		if len(rooms[u]) > maxWakeRooms {
-			out[u] = []string{streams.WakeEveryone}
-			continue
-		}
-		out[u] = append(rooms[u], u)
+		out[u] = roomsAndUser(u, rooms[u])
 	}
 	return out, nil
 }

@@ -34,6 +34,7 @@ type Deps struct {
 func Streams(d Deps) map[string]Stream {
 	return map[string]Stream{
 		schemas.StreamAccountData: &AccountData{Store: accountdata.Store{Pool: d.DB.Pool}},
+		schemas.StreamDeviceLists: &DeviceLists{DB: d.DB},
 		schemas.StreamPushRules:   &PushRules{Store: rulesdb.Store{Pool: d.DB.Pool}},
 		schemas.StreamTyping:      &Typing{},
 		schemas.StreamReceipts:    &Receipts{Store: receipts.Store{Pool: d.DB.Pool}},

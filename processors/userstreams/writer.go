@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,6 +169,9 @@ func (w *Writer) Run(ctx context.Context) error {
 		MaxAckPending: 4 * w.cfg.MaxBatch,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("%s writer: consumer: %w", w.name, err)
 	}
 	var wg sync.WaitGroup
@@ -478,6 +482,19 @@ func (w *Writer) announce(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// maxWakeRooms bounds the rooms a record names as whom it concerns: a user in more rooms
+// concerns everyone, which costs each long-poll a look instead of an ever longer header.
+const maxWakeRooms = 100
+
+// roomsAndUser are the wake keys of a change of user that everyone sharing one of rooms
+// (the user's joined rooms) sees: presence, device lists.
+func roomsAndUser(user string, rooms []string) []string {
+	if len(rooms) > maxWakeRooms {
+		return []string{streams.WakeEveryone}
+	}
+	return append(slices.Clip(rooms), user)
 }
 
 // Refuse is the Outcome of a write refused with a Matrix error.
