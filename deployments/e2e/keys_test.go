@@ -264,7 +264,7 @@ func TestDeviceListsInSyncAndKeyChanges(t *testing.T) {
 	}
 	done := make(chan *mautrix.RespSync, 1)
 	go func() {
-		r, err := bob.SyncRequest(ctx, 30000, first.NextBatch, "", false, event.PresenceOnline)
+		r, err := bob.SyncRequest(ctx, 30000, first.NextBatch, noPresence, false, event.PresenceOnline)
 		if err != nil {
 			t.Error(err)
 		}

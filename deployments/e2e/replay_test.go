@@ -35,7 +35,8 @@ var notReplayedColumns = map[string]string{
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
 // register and log in devices, set profiles, aliases, filters, account data, tags,
-// push rules, receipts and presence, send a to-device message, forget a room and log out; the process stops, the database is dropped and made
+// push rules, receipts, presence and end-to-end keys (a backup included), send a to-device
+// message, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
 // original row for row. The restarted process then takes the old access tokens.
 func TestReplayRebuildsEveryTable(t *testing.T) {
@@ -159,6 +160,39 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 	// sent it with.
 	if s, code := sendToDevice(ctx, t, alice, "replayed", 1, map[id.UserID][]string{bob.UserID: {bob.DeviceID.String()}}); s != http.StatusOK {
 		t.Fatalf("send to device: %d %s", s, code)
+	}
+
+	// End-to-end keys: device, one-time and fallback keys (one of them claimed),
+	// cross-signing keys and a signature, a key backup with a session.
+	ak, bk := newKeyDevice(alice), newKeyDevice(bob)
+	for _, k := range []*keyDevice{ak, bk} {
+		if err := call(ctx, k.c, http.MethodPost, map[string]any{"device_keys": k.deviceKeys(t),
+			"one_time_keys": k.oneTimeKeys(t, "r", 2),
+			"fallback_keys": map[string]any{"signed_curve25519:F": k.sign(t, map[string]any{"key": "fallback", "fallback": true})},
+		}, nil, "keys", "upload"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := call(ctx, bob, http.MethodPost, map[string]any{"one_time_keys": map[string]any{
+		alice.UserID.String(): map[string]string{alice.DeviceID.String(): "signed_curve25519"}}}, nil, "keys", "claim"); err != nil {
+		t.Fatal(err)
+	}
+	cross := newCrossKeys(t, alice.UserID)
+	if err := call(ctx, alice, http.MethodPost, cross.upload(), nil, "keys", "device_signing", "upload"); err != nil {
+		t.Fatal(err)
+	}
+	devObj := ak.deviceKeys(t)
+	delete(devObj, "signatures")
+	if err := call(ctx, alice, http.MethodPost, map[string]any{alice.UserID.String(): map[string]any{
+		alice.DeviceID.String(): cross.signWith(t, "self_signing", devObj)}}, nil, "keys", "signatures", "upload"); err != nil {
+		t.Fatal(err)
+	}
+	if err := backupCall(ctx, alice, http.MethodPost, "", map[string]any{"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+		"auth_data": map[string]any{"public_key": "abc"}}, nil, "version"); err != nil {
+		t.Fatal(err)
+	}
+	if err := backupCall(ctx, alice, http.MethodPut, "1", sessionKey(0, 0, true, "replayed"), nil, "keys", lobby.RoomID.String(), "s1"); err != nil {
+		t.Fatal(err)
 	}
 
 	hs.stop()
