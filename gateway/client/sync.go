@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -317,27 +318,26 @@ func (s *Server) waitForChange(ctx context.Context, sc *syncCtx) {
 	}
 }
 
-// newSyncStreams lists the providers of the streams this process follows, the rooms
-// stream first.
+// newSyncStreams lists the providers of the streams this process follows: the rooms
+// stream first, then the others in their token order. The providers are a map, so a
+// stream given twice does not compile.
 func (s *Server) newSyncStreams() []syncStream {
-	out := []syncStream{&roomsStream{s: s}}
-	for _, st := range []struct {
-		name string
-		new  func(feedStream) syncStream
-	}{
-		{schemas.StreamAccountData, func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} }},
-		{schemas.StreamDeviceLists, func(f feedStream) syncStream { return &deviceListsStream{feedStream: f, s: s} }},
-		{schemas.StreamToDevice, func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} }},
-		{schemas.StreamPushRules, func(f feedStream) syncStream { return &pushRulesStream{feedStream: f, store: s.pushRules} }},
-		{schemas.StreamTyping, func(f feedStream) syncStream { return &typingStream{feedStream: f, typers: s.Views.Typers} }},
-		{schemas.StreamReceipts, func(f feedStream) syncStream {
+	providers := map[string]func(feedStream) syncStream{
+		schemas.StreamAccountData: func(f feedStream) syncStream { return &accountDataStream{feedStream: f, store: s.accountData} },
+		schemas.StreamDeviceLists: func(f feedStream) syncStream { return &deviceListsStream{feedStream: f, s: s} },
+		schemas.StreamToDevice:    func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} },
+		schemas.StreamPushRules:   func(f feedStream) syncStream { return &pushRulesStream{feedStream: f, store: s.pushRules} },
+		schemas.StreamTyping:      func(f feedStream) syncStream { return &typingStream{feedStream: f, typers: s.Views.Typers} },
+		schemas.StreamReceipts: func(f feedStream) syncStream {
 			return &receiptsStream{feedStream: f, store: s.receipts, recent: s.Views.Receipts}
-		}},
-		{schemas.StreamPresence, func(f feedStream) syncStream { return &presenceStream{feedStream: f, s: s} }},
-		{schemas.StreamToDevice, func(f feedStream) syncStream { return &toDeviceStream{feedStream: f, s: s} }},
-	} {
-		if f := s.StreamFeeds[st.name]; f != nil {
-			out = append(out, st.new(feedStream{field: streamSlots[st.name], feed: f}))
+		},
+		schemas.StreamPresence: func(f feedStream) syncStream { return &presenceStream{feedStream: f, s: s} },
+	}
+	names := slices.SortedFunc(maps.Keys(providers), func(a, b string) int { return streamSlots[a] - streamSlots[b] })
+	out := []syncStream{&roomsStream{s: s}}
+	for _, name := range names {
+		if f := s.StreamFeeds[name]; f != nil {
+			out = append(out, providers[name](feedStream{field: streamSlots[name], feed: f}))
 		}
 	}
 	return out
