@@ -58,6 +58,7 @@ type options struct {
 	emptySyncs     int
 	fanoutMembers  int
 	fanoutReps     int
+	toDevice       int
 	// configs are the server's configuration files, for the rate limits it applies.
 	configs []string
 }
@@ -85,6 +86,7 @@ func Main(args []string) error {
 	fs.IntVar(&o.emptySyncs, "empty-syncs", 1000, "incremental /syncs with nothing new of scenario (f)")
 	fs.IntVar(&o.fanoutMembers, "fanout-members", 50, "long-polling members of the room of scenario (g)")
 	fs.IntVar(&o.fanoutReps, "fanout-reps", 20, "typing notices and receipts of scenario (g), each")
+	fs.IntVar(&o.toDevice, "to-device", 20000, "to-device messages of scenario (h), each way of sending them")
 	fs.Func("c", "the server's configuration file, as given to ganglion run (repeatable): the run prints the rate limits it meets and refuses limits that would throttle it", func(v string) error {
 		o.configs = append(o.configs, v)
 		return nil
@@ -150,6 +152,7 @@ type serverResults struct {
 	toSync                         syncLatency
 	roomSyncs                      roomSyncs
 	fanout                         fanout
+	toDevice                       [2]toDeviceRun
 	labels                         [3]string
 }
 
@@ -279,6 +282,13 @@ func runServer(ctx context.Context, out io.Writer, o options) (*serverResults, e
 	res.fanout, err = measureFanout(ctx, hs, m, prefix, o.fanoutMembers, o.fanoutReps)
 	if err != nil {
 		return nil, err
+	}
+	for i, per := range []int{1, 10} {
+		fmt.Fprintf(out, "(h) to-device: %d messages from 20 senders, %d per request; then 1,000 to one device\n", o.toDevice, per)
+		res.toDevice[i], err = measureToDevice(ctx, hs, m, prefix+strconv.Itoa(per), 20, o.toDevice, per, 1000)
+		if err != nil {
+			return nil, err
+		}
 	}
 	fmt.Fprintln(out)
 	return res, nil
@@ -499,6 +509,9 @@ func printServer(out io.Writer, s *serverResults, c *ceilings) {
 	}
 	printRoomSyncs(out, s.roomSyncs)
 	printFanout(out, s.fanout)
+	for _, r := range s.toDevice {
+		printToDevice(out, r)
+	}
 }
 
 // checkLoopbackHost refuses hosts that are not on this machine: a load test never

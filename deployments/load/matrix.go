@@ -43,10 +43,11 @@ func newHomeserver(base string) *homeserver {
 
 // user is one registered account with its access token.
 type user struct {
-	id    id.UserID
-	token string
-	mx    *mautrix.Client
-	txn   int
+	id     id.UserID
+	device id.DeviceID
+	token  string
+	mx     *mautrix.Client
+	txn    int
 	// txnPrefix keeps transaction ids of separate runs apart.
 	txnPrefix string
 }
@@ -70,7 +71,7 @@ func (hs *homeserver) register(ctx context.Context, localpart string) (*user, er
 		return nil, fmt.Errorf("register %s: %w", localpart, err)
 	}
 	mx.SetCredentials(resp.UserID, resp.AccessToken)
-	return &user{id: resp.UserID, token: resp.AccessToken, mx: mx, txnPrefix: randomHex(4)}, nil
+	return &user{id: resp.UserID, device: resp.DeviceID, token: resp.AccessToken, mx: mx, txnPrefix: randomHex(4)}, nil
 }
 
 // registerMany registers n users named prefix_<i>, a few at a time.
@@ -155,7 +156,13 @@ func (hs *homeserver) put(ctx context.Context, u *user, method, path string, bod
 // syncResponse keeps only what the measurement needs of a /sync answer.
 type syncResponse struct {
 	NextBatch string `json:"next_batch"`
-	Rooms     struct {
+	ToDevice  struct {
+		Events []struct {
+			Sender  string          `json:"sender"`
+			Content json.RawMessage `json:"content"`
+		} `json:"events"`
+	} `json:"to_device"`
+	Rooms struct {
 		Join map[string]struct {
 			Timeline struct {
 				Events []struct {
