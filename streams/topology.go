@@ -161,3 +161,8 @@ const (
 	// the message: the users whose room list changes.
 	HeaderMembers = "Ganglion-Members"
 )
+
+// MembershipKey is the key under which a sync feed files a log message that changes the
+// membership of room: a long-poll that cares about who is in a room (device lists)
+// waits for it, and not for every message of the room.
+func MembershipKey(room string) string { return "~members " + room }

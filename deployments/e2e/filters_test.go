@@ -97,6 +97,27 @@ func TestFilters(t *testing.T) {
 	if st := resp.Rooms.Join[room].State.Events; !slices.ContainsFunc(st, func(e *event.Event) bool { return e.Type == event.StateCreate }) {
 		t.Errorf("lazy loading dropped non-member state: %v", types(st))
 	}
+	// Incremental: a sender whose member event the device was sent is not sent again,
+	// unless the filter asks for redundant members.
+	send(bob, "m.room.message", textContent("again from bob"))
+	lazy := `{"room":{"timeline":{"limit":1,"senders":["` + bob.UserID.String() + `"]},"state":{"lazy_load_members":true}}}`
+	inc, err := carol.SyncRequest(ctx, 0, resp.NextBatch, lazy, false, "")
+	if err != nil || len(timelineOf(inc, room)) != 1 {
+		t.Fatalf("incremental lazy sync: %v", err)
+	}
+	if st := inc.Rooms.Join[room].State.Events; len(st) != 0 {
+		t.Errorf("a member already sent was sent again: %v", types(st))
+	}
+	send(bob, "m.room.message", textContent("and again"))
+	redundant := `{"room":{"timeline":{"limit":1,"senders":["` + bob.UserID.String() + `"]},"state":{"lazy_load_members":true,"include_redundant_members":true}}}`
+	inc, err = carol.SyncRequest(ctx, 0, inc.NextBatch, redundant, false, "")
+	if err != nil || len(timelineOf(inc, room)) != 1 {
+		t.Fatalf("incremental lazy sync with redundant members: %v", err)
+	}
+	if st := inc.Rooms.Join[room].State.Events; !slices.ContainsFunc(st, func(e *event.Event) bool { return *e.StateKey == bob.UserID.String() }) {
+		t.Errorf("redundant members asked for: %v", types(st))
+	}
+
 	// The summary: three joined, nobody invited, heroes are the two others.
 	sum := resp.Rooms.Join[room].Summary
 	if sum.JoinedMemberCount == nil || *sum.JoinedMemberCount != 3 || sum.InvitedMemberCount == nil || *sum.InvitedMemberCount != 0 ||
@@ -132,8 +153,8 @@ func TestFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(msgs.Chunk) != 1 || msgs.Chunk[0].Sender != bob.UserID {
-		t.Errorf("/messages senders [bob]: %v", senders(msgs.Chunk))
+	if got := senders(msgs.Chunk); len(got) != 3 || slices.ContainsFunc(got, func(u id.UserID) bool { return u != bob.UserID }) {
+		t.Errorf("/messages senders [bob]: %v", got)
 	}
 	if len(msgs.State) != 1 || *msgs.State[0].StateKey != bob.UserID.String() {
 		t.Errorf("/messages lazy members: %v", types(msgs.State))

@@ -64,6 +64,7 @@ type Server struct {
 	syncStreams []syncStream
 	accountData accountDataStore
 	joinedCache joinedCache
+	lazySent    lazySentCache
 	pushRules   pushRulesStore
 	receipts    receiptsStore
 	presence    presenceStore

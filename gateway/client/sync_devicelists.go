@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/ganglionhq/ganglion/persist/e2ekeys"
+	"github.com/ganglionhq/ganglion/streams"
 )
 
 // deviceListsStream is the device_lists stream's part of /sync: device_lists.changed
@@ -150,7 +151,11 @@ func (s *Server) membershipMayHaveChanged(user string, joined []string, since ui
 	if s.Feed == nil {
 		return true
 	}
-	changed, known := s.Feed.NewSince(since, append(slices.Clip(joined), user))
+	keys := make([]string, 0, len(joined)+1)
+	for _, r := range joined {
+		keys = append(keys, streams.MembershipKey(r))
+	}
+	changed, known := s.Feed.NewSince(since, append(keys, user))
 	return changed || !known
 }
 

@@ -221,57 +221,66 @@ type builtRoom struct {
 
 // roomStates reads the state sections of the response's rooms and applies the state
 // filter. With lazy-loaded members, a room's state carries only the member events of
-// the timeline's senders (and the user's own), whatever else the state holds; they
-// are sent with every timeline that needs them, which the spec allows (Synapse
-// remembers which ones each device has seen; Ganglion does not yet).
+// the timeline's senders (and the user's own), whatever else the state holds. Unless
+// the filter asks for redundant members, a member the device was already sent is
+// not sent again (lazySent): a busy room's incremental syncs then read no member state
+// at all, as with Synapse's per-device cache.
 func (r *roomsStream) roomStates(ctx context.Context, sc *syncCtx, reqs []persist.StateRequest, rooms []*builtRoom) (map[string][]persist.StoredEvent, error) {
 	f := sc.req.filter
-	lazy := f.lazyMembers()
-	var members []string
-	needed := map[string]map[string]bool{}
-	if lazy {
-		all := map[string]bool{sc.dev.UserID: true}
-		for _, b := range rooms {
-			set := map[string]bool{sc.dev.UserID: true}
-			for _, ev := range b.events {
-				set[ev.Sender] = true
-				all[ev.Sender] = true
-			}
-			needed[b.plan.room] = set
-		}
-		members = make([]string, 0, len(all))
-		for u := range all {
-			members = append(members, u)
-		}
-		// The members an unchanged-state room needs are not in its state delta.
-		planned := map[string]bool{}
-		for _, q := range reqs {
-			planned[q.RoomID] = true
-		}
-		var extra []persist.StateRequest
-		for _, b := range rooms {
-			if !planned[b.plan.room] && len(b.events) > 0 {
-				extra = append(extra, persist.StateRequest{RoomID: b.plan.room, At: b.start})
-			}
-		}
-		more, err := r.s.DB.SyncState(ctx, extra, persist.StateFilter{Types: []string{"m.room.member"}, Members: members})
+	if !f.lazyMembers() {
+		states, err := r.s.DB.SyncState(ctx, reqs, persist.StateFilter{})
 		if err != nil {
 			return nil, err
 		}
-		states, err := r.s.DB.SyncState(ctx, reqs, persist.StateFilter{Members: members})
-		if err != nil {
-			return nil, err
-		}
-		for room, evs := range more {
-			states[room] = evs
-		}
-		return filterStates(states, f, needed), nil
+		return filterStates(states, f, nil), nil
 	}
-	states, err := r.s.DB.SyncState(ctx, reqs, persist.StateFilter{})
+	redundant := f.state().IncludeRedundantMembers
+	sent := r.s.lazySent.of(sc.dev, !sc.req.incremental || sc.req.fullState)
+	planned := map[string]bool{}
+	for _, q := range reqs {
+		planned[q.RoomID] = true
+	}
+	all := map[string]bool{sc.dev.UserID: true}
+	needed := map[string]map[string]bool{}
+	var extra []persist.StateRequest
+	for _, b := range rooms {
+		set := map[string]bool{sc.dev.UserID: true}
+		missing := false
+		for _, ev := range b.events {
+			set[ev.Sender] = true
+			all[ev.Sender] = true
+			missing = missing || redundant || !sent.has(b.plan.room, ev.Sender)
+		}
+		needed[b.plan.room] = set
+		// The members an unchanged-state room needs are not in its state delta.
+		if !planned[b.plan.room] && missing {
+			extra = append(extra, persist.StateRequest{RoomID: b.plan.room, At: b.start})
+		}
+	}
+	members := make([]string, 0, len(all))
+	for u := range all {
+		members = append(members, u)
+	}
+	more, err := r.s.DB.SyncState(ctx, extra, persist.StateFilter{Types: []string{"m.room.member"}, Members: members})
 	if err != nil {
 		return nil, err
 	}
-	return filterStates(states, f, nil), nil
+	states, err := r.s.DB.SyncState(ctx, reqs, persist.StateFilter{Members: members})
+	if err != nil {
+		return nil, err
+	}
+	for room, evs := range more {
+		states[room] = evs
+	}
+	states = filterStates(states, f, needed)
+	// What the device now has: the member events sent in state and in timelines.
+	for room, evs := range states {
+		sent.addMembers(room, evs)
+	}
+	for _, b := range rooms {
+		sent.addMembers(b.plan.room, b.events)
+	}
+	return states, nil
 }
 
 // filterStates keeps the state events the filter's state section allows and, when
@@ -359,4 +368,62 @@ func (c *joinedCache) put(user string, pos uint64, rooms []string) {
 		c.m = map[string]joinedAt{}
 	}
 	c.m[user] = joinedAt{pos: pos, rooms: rooms}
+}
+
+// lazySentCache remembers, per device, the (room, user) pairs whose member event the
+// device was sent, for lazy-loaded members. A client learns every later change of a
+// member from the timeline or the state delta of a sync, so a pair stays known; an
+// initial or full-state sync starts the device's set again. The zero value is ready.
+type lazySentCache struct {
+	mu      sync.Mutex
+	devices map[Device]*lazySent
+}
+
+// Bounds of the cache: past them a device's set, or the whole cache, starts over,
+// which only costs queries.
+const (
+	lazySentDevices = 10_000
+	lazySentPairs   = 10_000
+)
+
+func (c *lazySentCache) of(dev Device, reset bool) *lazySent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.devices == nil || len(c.devices) >= lazySentDevices {
+		c.devices = map[Device]*lazySent{}
+	}
+	s := c.devices[dev]
+	if s == nil || reset {
+		s = &lazySent{pairs: map[[2]string]struct{}{}}
+		c.devices[dev] = s
+	}
+	return s
+}
+
+// lazySent is one device's set of (room, user) pairs whose member event it was sent.
+type lazySent struct {
+	mu    sync.Mutex
+	pairs map[[2]string]struct{}
+}
+
+func (s *lazySent) has(room, user string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pairs[[2]string{room, user}]
+	return ok
+}
+
+// addMembers records the member events among evs as sent.
+func (s *lazySent) addMembers(room string, evs []persist.StoredEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range evs {
+		if ev.Type != "m.room.member" || ev.StateKey == nil {
+			continue
+		}
+		if len(s.pairs) >= lazySentPairs {
+			clear(s.pairs)
+		}
+		s.pairs[[2]string{room, *ev.StateKey}] = struct{}{}
+	}
 }

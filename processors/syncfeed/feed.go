@@ -656,10 +656,16 @@ func (f *Feed) entryOf(seq uint64, h nats.Header) entry {
 	if f.cfg.Stream != "" {
 		e.keys = strings.Fields(h.Get(streams.HeaderKeys))
 	} else {
-		if room := h.Get(streams.HeaderRoom); room != "" {
+		room := h.Get(streams.HeaderRoom)
+		if room != "" {
 			e.keys = append(e.keys, room)
 		}
-		e.keys = append(e.keys, strings.Fields(h.Get(streams.HeaderMembers))...)
+		if members := strings.Fields(h.Get(streams.HeaderMembers)); len(members) > 0 {
+			e.keys = append(e.keys, members...)
+			if room != "" {
+				e.keys = append(e.keys, streams.MembershipKey(room))
+			}
+		}
 	}
 	if e.writer == "" && !f.cfg.memory() {
 		f.log.Error("log message without a writer header; not waiting for its projection",
