@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -140,6 +141,13 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 // differ (a memory stream's first sequence comes from the clock), and then the stream
 // exists, so updating it is what is left to do.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	// A stream that exists as configured is left alone: every process ensures the
+	// topology as it starts, and updating a stream while another process creates a
+	// consumer on it races inside nats-server (its race detector reports
+	// fileStore.UpdateConfig against ConsumerStore).
+	if s, err := js.Stream(ctx, cfg.Name); err == nil && sameStreamConfig(s.CachedInfo().Config, cfg) {
+		return nil
+	}
 	_, err := js.CreateOrUpdateStream(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		_, err = js.CreateOrUpdateStream(ctx, cfg)
@@ -148,6 +156,18 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		return fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	return nil
+}
+
+// sameStreamConfig reports whether a stream's configuration has every setting the
+// topology gives it; a setting left at zero is the server's default, whatever it is.
+func sameStreamConfig(have, want jetstream.StreamConfig) bool {
+	zeroOr := func(w, h int64) bool { return w == 0 || w == h }
+	return slices.Equal(have.Subjects, want.Subjects) && have.Description == want.Description &&
+		have.Retention == want.Retention && have.Storage == want.Storage && have.Replicas == want.Replicas &&
+		have.Discard == want.Discard && have.AllowDirect == want.AllowDirect &&
+		zeroOr(int64(want.MaxAge), int64(have.MaxAge)) && zeroOr(want.MaxBytes, have.MaxBytes) &&
+		zeroOr(int64(want.Duplicates), int64(have.Duplicates)) && zeroOr(int64(want.MaxMsgSize), int64(have.MaxMsgSize)) &&
+		zeroOr(want.MaxMsgsPerSubject, have.MaxMsgsPerSubject)
 }
 
 // Headers of EVENTS log messages. They let followers (sync feeds, senders) route a
