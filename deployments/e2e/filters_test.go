@@ -160,6 +160,22 @@ func TestFilters(t *testing.T) {
 		t.Errorf("/messages lazy members: %v", types(msgs.State))
 	}
 
+	// Paginating back over the whole room: the members as of the newest event of the
+	// chunk, so everyone who sent one of its events, joined.
+	all, err := carol.Messages(ctx, room, "", "", mautrix.DirectionBackward, &mautrix.FilterPart{LazyLoadMembers: true}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinedMembers := map[string]bool{}
+	for _, ev := range all.State {
+		if ev.Content.Raw["membership"] == "join" {
+			joinedMembers[*ev.StateKey] = true
+		}
+	}
+	if len(joinedMembers) != 3 {
+		t.Errorf("/messages lazy members over the whole room: %v", joinedMembers)
+	}
+
 	// /members at a point before carol joined does not list her.
 	early, err := carol.Messages(ctx, room, "", "", mautrix.DirectionForward, &mautrix.FilterPart{Types: []event.Type{event.StateMember}}, 2)
 	if err != nil || len(early.Chunk) != 2 {

@@ -538,8 +538,8 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 	}
 	resp := messagesResponse{Chunk: clientEvents(evs, dev), Start: formatPageToken(from)}
 	if rf != nil && rf.LazyLoadMembers && len(evs) > 0 {
-		// The member events of the chunk's senders, as of its last event: what a
-		// client that lazily loads members needs to show them.
+		// The member events of the chunk's senders: what a client that lazily loads
+		// members needs to show them.
 		if resp.State, err = s.chunkMembers(r.Context(), room, evs, dev); err != nil {
 			s.writeErr(w, r.Pattern, err)
 			return
@@ -556,7 +556,8 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, resp)
 }
 
-// chunkMembers returns the member events of the senders of evs as of the last of evs.
+// chunkMembers returns the member events of the senders of evs as of the first of evs
+// in the chunk's order (the newest when paginating backwards), as Synapse does.
 func (s *Server) chunkMembers(ctx context.Context, room string, evs []persist.StoredEvent, dev Device) ([]json.RawMessage, error) {
 	senders := map[string]bool{}
 	var list []string
@@ -566,8 +567,8 @@ func (s *Server) chunkMembers(ctx context.Context, room string, evs []persist.St
 			list = append(list, ev.Sender)
 		}
 	}
-	last := evs[len(evs)-1]
-	states, err := s.DB.SyncState(ctx, []persist.StateRequest{{RoomID: room, At: persist.Pos{Seq: last.Seq, Idx: last.Idx + 1}}},
+	first := evs[0]
+	states, err := s.DB.SyncState(ctx, []persist.StateRequest{{RoomID: room, At: persist.Pos{Seq: first.Seq, Idx: first.Idx + 1}}},
 		persist.StateFilter{Types: []string{"m.room.member"}, Members: list})
 	if err != nil {
 		return nil, err
