@@ -54,8 +54,9 @@ func newUserSyncs(out Notices, timers userstreams.PresenceTimers, log *zap.Logge
 }
 
 // begin records a /sync of the device starting with set_presence state (online or
-// unavailable); the returned function records its end.
-func (u *userSyncs) begin(user, device, state string) (end func()) {
+// unavailable); the returned function records its end. changed reports a device that
+// starts syncing here, or changes its set_presence: its presence may change with it.
+func (u *userSyncs) begin(user, device, state string) (end func(), changed bool) {
 	now := time.Now()
 	u.mu.Lock()
 	d := u.devs[[2]string{user, device}]
@@ -64,7 +65,8 @@ func (u *userSyncs) begin(user, device, state string) (end func()) {
 		u.devs[[2]string{user, device}] = d
 	}
 	d.open++
-	announce := d.state != state || now.Sub(d.started) >= u.timers.Relay()
+	changed = d.state != state
+	announce := changed || now.Sub(d.started) >= u.timers.Relay()
 	if announce {
 		d.state, d.started, d.told = state, now, now
 	}
@@ -78,7 +80,7 @@ func (u *userSyncs) begin(user, device, state string) (end func()) {
 		if d.open--; d.open == 0 {
 			d.ended = time.Now()
 		}
-	}
+	}, changed
 }
 
 // run says which devices are still syncing and which stopped until ctx ends, then

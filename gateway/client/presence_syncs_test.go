@@ -76,12 +76,21 @@ func TestUserSyncNotices(t *testing.T) {
 		}
 	}
 
-	end := u.begin("@a:h", "D", schemas.PresenceOnline)
+	end, changed := u.begin("@a:h", "D", schemas.PresenceOnline)
+	if !changed {
+		t.Error("a device's first sync is a change")
+	}
 	device("first sync", schemas.UserSyncStart, schemas.PresenceOnline)
 	end()
-	end = u.begin("@a:h", "D", schemas.PresenceOnline)
+	end, changed = u.begin("@a:h", "D", schemas.PresenceOnline)
+	if changed {
+		t.Error("a sync right after, with the same set_presence, is no change")
+	}
 	quiet("a sync right after", timers.StopDelay()/2)
-	also := u.begin("@a:h", "D", schemas.PresenceUnavailable)
+	also, changed := u.begin("@a:h", "D", schemas.PresenceUnavailable)
+	if !changed {
+		t.Error("a new set_presence is a change")
+	}
 	device("set_presence changed", schemas.UserSyncStart, schemas.PresenceUnavailable)
 	also()
 	// One /sync stays open: alive every relay interval.

@@ -248,7 +248,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, "sync", err)
 		return
 	}
-	defer s.syncing(dev, req.setPresence)()
+	defer s.syncing(r.Context(), dev, req.setPresence)()
 	ctx := r.Context()
 	s.awaitOwnWrite(ctx, dev)
 	waitCtx := ctx

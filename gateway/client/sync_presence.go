@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"time"
 
@@ -162,12 +163,51 @@ func (p *presenceStream) newcomers(ctx context.Context, sc *syncCtx) ([]presence
 // user_syncing); it returns what to call once the /sync is answered. set_presence
 // offline, and a /sync beyond rc_presence, leave presence alone; as in Synapse, every
 // /sync counts against rc_presence, whatever its set_presence.
-func (s *Server) syncing(dev Device, setPresence string) func() {
+//
+// A device that starts syncing, or changes its set_presence, may change its user's
+// presence (offline to online): the /sync waits, briefly, for the presence writer to
+// record that, so the change lands before the response's token, as Synapse records it
+// before answering. Otherwise the change would wake the client's next long-poll with
+// nothing but the user's own presence.
+func (s *Server) syncing(ctx context.Context, dev Device, setPresence string) func() {
 	if s.userSyncs == nil {
 		return func() {}
 	}
 	if _, ok := s.limits.presenceSync.Take(dev.UserID); !ok || setPresence == schemas.PresenceOffline {
 		return func() {}
 	}
-	return s.userSyncs.begin(dev.UserID, dev.DeviceID, setPresence)
+	end, changed := s.userSyncs.begin(dev.UserID, dev.DeviceID, setPresence)
+	if changed {
+		s.awaitOwnPresence(ctx, dev.UserID, setPresence)
+	}
+	return end
+}
+
+// ownPresenceWait bounds how long a /sync waits for its user's presence change.
+const ownPresenceWait = 250 * time.Millisecond
+
+// awaitOwnPresence waits until the presence feed shows a record of user after the one
+// stored, unless the stored state is already state (nothing will change).
+func (s *Server) awaitOwnPresence(ctx context.Context, user, state string) {
+	feed := s.StreamFeeds[schemas.StreamPresence]
+	if feed == nil {
+		return
+	}
+	cur, err := s.presence.Get(ctx, user)
+	switch {
+	case err == nil && cur.State == state:
+		return
+	case err != nil && !errors.Is(err, presence.ErrNotFound):
+		return // the sync goes on without waiting; its own query will report the outage
+	}
+	ch := make(chan struct{}, 1)
+	stop := feed.Notify(cur.Pos, []string{user}, ch)
+	defer stop()
+	t := time.NewTimer(ownPresenceWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
