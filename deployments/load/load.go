@@ -86,7 +86,7 @@ func Main(args []string) error {
 	fs.IntVar(&o.emptySyncs, "empty-syncs", 1000, "incremental /syncs with nothing new of scenario (f)")
 	fs.IntVar(&o.fanoutMembers, "fanout-members", 50, "long-polling members of the room of scenario (g)")
 	fs.IntVar(&o.fanoutReps, "fanout-reps", 20, "typing notices and receipts of scenario (g), each")
-	fs.IntVar(&o.toDevice, "to-device", 20000, "to-device messages of scenario (h), each way of sending them")
+	fs.IntVar(&o.toDevice, "to-device", 20000, "to-device messages of scenario (h), each way of sending them, from -many-clients senders")
 	fs.Func("c", "the server's configuration file, as given to ganglion run (repeatable): the run prints the rate limits it meets and refuses limits that would throttle it", func(v string) error {
 		o.configs = append(o.configs, v)
 		return nil
@@ -284,8 +284,8 @@ func runServer(ctx context.Context, out io.Writer, o options) (*serverResults, e
 		return nil, err
 	}
 	for i, per := range []int{1, 10} {
-		fmt.Fprintf(out, "(h) to-device: %d messages from 20 senders, %d per request; then 1,000 to one device\n", o.toDevice, per)
-		res.toDevice[i], err = measureToDevice(ctx, hs, m, prefix+strconv.Itoa(per), 20, o.toDevice, per, 1000)
+		fmt.Fprintf(out, "(h) to-device: %d messages from %d senders, %d per request; then 1,000 to one device\n", o.toDevice, o.manyClients, per)
+		res.toDevice[i], err = measureToDevice(ctx, hs, m, prefix+strconv.Itoa(per), o.manyClients, o.toDevice, per, 1000)
 		if err != nil {
 			return nil, err
 		}
