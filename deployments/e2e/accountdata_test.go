@@ -69,14 +69,7 @@ func TestAccountData(t *testing.T) {
 	}
 
 	// A long-poll wakes for a change of account data alone.
-	done := make(chan *mautrix.RespSync, 1)
-	go func() {
-		r, err := alice.SyncRequest(ctx, 30000, all.NextBatch, noPresence, false, event.PresenceOnline)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- r
-	}()
+	done := longPoll(ctx, t, alice, 30000, all.NextBatch, noPresence, false, event.PresenceOnline)
 	if err := alice.SetAccountData(ctx, "org.example.late", map[string]any{"n": 1}); err != nil {
 		t.Fatal(err)
 	}

@@ -282,3 +282,17 @@ func duplicateID(evs []*event.Event) id.EventID {
 	}
 	return ""
 }
+
+// longPoll starts c's /sync in the background, as SyncRequest takes its arguments, and
+// returns where its response arrives (nil, with the test marked failed, on an error).
+func longPoll(ctx context.Context, t *testing.T, c *mautrix.Client, timeout int, since, filter string, fullState bool, setPresence event.Presence) <-chan *mautrix.RespSync {
+	done := make(chan *mautrix.RespSync, 1)
+	go func() {
+		r, err := c.SyncRequest(ctx, timeout, since, filter, fullState, setPresence)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	return done
+}

@@ -262,14 +262,7 @@ func TestDeviceListsInSyncAndKeyChanges(t *testing.T) {
 	if err := call(ctx, stranger.c, http.MethodPost, map[string]any{"device_keys": stranger.deviceKeys(t)}, nil, "keys", "upload"); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan *mautrix.RespSync, 1)
-	go func() {
-		r, err := bob.SyncRequest(ctx, 30000, first.NextBatch, noPresence, false, event.PresenceOnline)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- r
-	}()
+	done := longPoll(ctx, t, bob, 30000, first.NextBatch, noPresence, false, event.PresenceOnline)
 	if err := call(ctx, alice.c, http.MethodPost, map[string]any{"device_keys": alice.deviceKeys(t)}, nil, "keys", "upload"); err != nil {
 		t.Fatal(err)
 	}

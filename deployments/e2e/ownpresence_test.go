@@ -17,14 +17,7 @@ func TestOwnPresenceBeforeTheToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan *mautrix.RespSync, 1)
-	go func() {
-		r, err := alice.SyncRequest(ctx, 10000, first.NextBatch, "", false, "")
-		if err != nil {
-			t.Error(err)
-		}
-		done <- r
-	}()
+	done := longPoll(ctx, t, alice, 10000, first.NextBatch, "", false, "")
 	if err := alice.PutPushRule(ctx, "global", pushrules.ContentRule, "lunch",
 		&mautrix.ReqPutPushRule{Pattern: "lunch", Actions: []*pushrules.PushAction{{Action: pushrules.ActionNotify}}}); err != nil {
 		t.Fatal(err)

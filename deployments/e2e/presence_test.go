@@ -135,15 +135,8 @@ func TestPresence(t *testing.T) {
 	}
 
 	// Bob long-polls; alice's first sync brings her online and wakes him.
-	woken := make(chan *mautrix.RespSync, 1)
 	asked := time.Now()
-	go func() {
-		r, err := bob.SyncRequest(ctx, 30000, first.NextBatch, "", false, event.PresenceOffline)
-		if err != nil {
-			t.Error(err)
-		}
-		woken <- r
-	}()
+	woken := longPoll(ctx, t, bob, 30000, first.NextBatch, "", false, event.PresenceOffline)
 	time.Sleep(200 * time.Millisecond) // the long-poll waits before alice syncs
 	aliceFirst, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
 	if err != nil {

@@ -216,14 +216,7 @@ func TestPushRules(t *testing.T) {
 		},
 		func() error { return alice.DeletePushRule(ctx, "global", pushrules.OverrideRule, "late") },
 	} {
-		done := make(chan *mautrix.RespSync, 1)
-		go func() {
-			r, err := alice.SyncRequest(ctx, 30000, since, noPresence, false, event.PresenceOnline)
-			if err != nil {
-				t.Error(err)
-			}
-			done <- r
-		}()
+		done := longPoll(ctx, t, alice, 30000, since, noPresence, false, event.PresenceOnline)
 		if err := change(); err != nil {
 			t.Fatalf("change %d: %v", i, err)
 		}

@@ -77,14 +77,7 @@ func TestReceipts(t *testing.T) {
 	}
 
 	// Alice's long-poll wakes for bob's read receipt.
-	done := make(chan *mautrix.RespSync, 1)
-	go func() {
-		r, err := alice.SyncRequest(ctx, 30000, aliceSince, noPresence, false, event.PresenceOnline)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- r
-	}()
+	done := longPoll(ctx, t, alice, 30000, aliceSince, noPresence, false, event.PresenceOnline)
 	time.Sleep(300 * time.Millisecond)
 	if err := bob.SendReceipt(ctx, room, m2, event.ReceiptTypeRead, nil); err != nil {
 		t.Fatal(err)

@@ -201,14 +201,7 @@ func TestToDevice(t *testing.T) {
 	}
 
 	// A long-poll wakes for a to-device message.
-	woken := make(chan *mautrix.RespSync, 1)
-	go func() {
-		r, err := bob2.SyncRequest(ctx, 30000, tokens[bob2], "", false, "")
-		if err != nil {
-			t.Error(err)
-		}
-		woken <- r
-	}()
+	woken := longPoll(ctx, t, bob2, 30000, tokens[bob2], "", false, "")
 	time.Sleep(200 * time.Millisecond)
 	sendToDevice(ctx, t, alice, "wake", 7, map[id.UserID][]string{bob: {bob2.DeviceID.String()}})
 	select {

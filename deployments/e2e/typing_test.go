@@ -78,14 +78,7 @@ func TestTyping(t *testing.T) {
 	}
 
 	// Bob's long-poll wakes for alice's typing alone.
-	done := make(chan *mautrix.RespSync, 1)
-	go func() {
-		r, err := bob.SyncRequest(ctx, 30000, since, noPresence, false, event.PresenceOnline)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- r
-	}()
+	done := longPoll(ctx, t, bob, 30000, since, noPresence, false, event.PresenceOnline)
 	time.Sleep(300 * time.Millisecond)
 	if _, err := alice.UserTyping(ctx, room, true, 30*time.Second); err != nil {
 		t.Fatal(err)
