@@ -220,7 +220,8 @@ func (s Store) Delete(ctx context.Context, user string, devices []string, upTo u
 	return nil
 }
 
-// KnownTxns returns those of txns already stored.
+// KnownTxns returns those of txns already stored. It looks them up by txn_key, written
+// as migration 0015 makes it.
 func (s Store) KnownTxns(ctx context.Context, txns []schemas.ToDeviceTxn) (map[schemas.ToDeviceTxn]bool, error) {
 	known := map[schemas.ToDeviceTxn]bool{}
 	if len(txns) == 0 {
@@ -230,9 +231,12 @@ func (s Store) KnownTxns(ctx context.Context, txns []schemas.ToDeviceTxn) (map[s
 	for i, t := range txns {
 		senders[i], devices[i], ids[i] = t.Sender, t.Device, t.Txn
 	}
+	// Planned at every call (QueryExecModeExec), not once per connection: a plan made
+	// while the table was young scans all of it, and keeps doing so as it grows.
 	rows, err := s.Pool.Query(ctx, `SELECT x.s, x.d, x.t FROM unnest($1::text[], $2::text[], $3::text[]) AS x(s, d, t)
-		WHERE EXISTS (SELECT 1 FROM to_device_txns WHERE sender = x.s AND device_id = x.d AND txn_id = x.t)`,
-		senders, devices, ids)
+		WHERE EXISTS (SELECT 1 FROM to_device_txns
+			WHERE txn_key = length(x.s)::text || ' ' || length(x.d)::text || ' ' || x.s || x.d || x.t)`,
+		pgx.QueryExecModeExec, senders, devices, ids)
 	if err != nil {
 		return nil, fmt.Errorf("todevice: known transactions: %w", err)
 	}
