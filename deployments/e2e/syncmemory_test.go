@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -33,8 +34,14 @@ func TestIncrementalSyncFromMemory(t *testing.T) {
 	if err != nil || len(first.Rooms.Join) != len(rooms) {
 		t.Fatalf("initial sync: %v", err)
 	}
-	// One incremental sync reads the memberships once; from then on memory has them.
-	warm, err := alice.SyncRequest(ctx, 0, first.NextBatch, "", false, event.PresenceOnline)
+	// Syncing as Element does, with an uploaded filter: one incremental sync reads the
+	// filter and the memberships once; from then on memory has them.
+	filter, err := alice.CreateFilter(ctx, &mautrix.Filter{Room: &mautrix.RoomFilter{
+		State: &mautrix.FilterPart{LazyLoadMembers: true}, Timeline: &mautrix.FilterPart{Limit: 20, LazyLoadMembers: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm, err := alice.SyncRequest(ctx, 0, first.NextBatch, filter.FilterID, false, event.PresenceOnline)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +55,7 @@ func TestIncrementalSyncFromMemory(t *testing.T) {
 	}()
 	for _, timeout := range []int{0, 300} {
 		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := alice.SyncRequest(sctx, timeout, warm.NextBatch, "", false, event.PresenceOnline)
+		resp, err := alice.SyncRequest(sctx, timeout, warm.NextBatch, filter.FilterID, false, event.PresenceOnline)
 		scancel()
 		if err != nil {
 			t.Fatalf("incremental sync (timeout %d ms) with the database frozen: %v", timeout, err)

@@ -294,11 +294,35 @@ func (f *filter) allowsRoom(room string) bool {
 func (f *filter) includeLeave() bool { return f.Room != nil && f.Room.IncludeLeave }
 
 // resolveFilter reads the filter parameter of /sync or /messages: inline JSON or the id
-// of a stored filter. No parameter is the empty filter.
+// of a stored filter. No parameter is the empty filter. Filters never change once
+// uploaded, so each parsed one is remembered: a client syncing with the same filter
+// costs neither a query nor a parse per request.
 func (s *Server) resolveFilter(ctx context.Context, param string, dev Device) (*filter, error) {
 	if param == "" {
 		return &filter{}, nil
 	}
+	key := param
+	if !strings.HasPrefix(param, "{") {
+		key = dev.UserID + " " + param // ids are the user's own
+	}
+	if f, ok := s.filters.get(key); ok {
+		return f, nil
+	}
+	f, err := s.loadFilter(ctx, param, dev)
+	if err == nil && len(param) <= maxCachedFilter {
+		s.filters.put(key, f)
+	}
+	return f, err
+}
+
+// Bounds of the filters remembered: their number, and the length of an inline one
+// (those of real clients are a few hundred bytes), so at most 40 MB.
+const (
+	maxCachedFilters = 10_000
+	maxCachedFilter  = 4096
+)
+
+func (s *Server) loadFilter(ctx context.Context, param string, dev Device) (*filter, error) {
 	if strings.HasPrefix(param, "{") {
 		if err := matrix.CheckJSON([]byte(param)); err != nil {
 			return nil, err

@@ -64,12 +64,15 @@ type Server struct {
 	syncStreams []syncStream
 	accountData accountDataStore
 	joinedCache joinedCache
-	lazySent    lazySentCache
-	pushRules   pushRulesStore
-	receipts    receiptsStore
-	presence    presenceStore
-	userSyncs   *userSyncs
-	toDevice    todevice.Store
+	// filters are the parsed filters of /sync and /messages, by inline JSON or by
+	// user and id (resolveFilter).
+	filters   boundedMap[string, *filter]
+	lazySent  lazySentCache
+	pushRules pushRulesStore
+	receipts  receiptsStore
+	presence  presenceStore
+	userSyncs *userSyncs
+	toDevice  todevice.Store
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -105,6 +108,7 @@ func (s *Server) Handler() http.Handler {
 		s.Views = NewViews()
 	}
 	s.presence = presence.Store{Pool: s.DB.Pool}
+	s.filters.max = maxCachedFilters
 	if s.UserSyncs != nil && s.Presence.Track() {
 		s.userSyncs = newUserSyncs(s.UserSyncs, s.Presence.Timers, s.Log)
 	}

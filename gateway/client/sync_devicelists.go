@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"slices"
-	"sync"
 
 	"github.com/ganglionhq/ganglion/persist/e2ekeys"
 	"github.com/ganglionhq/ganglion/streams"
@@ -15,7 +14,7 @@ import (
 type deviceListsStream struct {
 	feedStream
 	s      *Server
-	counts keyCountCache
+	counts boundedMap[Device, cachedCounts]
 }
 
 func (d *deviceListsStream) fill(ctx context.Context, sc *syncCtx, since, to uint64) error {
@@ -42,16 +41,16 @@ func (d *deviceListsStream) fill(ctx context.Context, sc *syncCtx, since, to uin
 // keyCounts returns the device's key counts as of to, from memory when no record
 // concerning the user came since they were read.
 func (d *deviceListsStream) keyCounts(ctx context.Context, sc *syncCtx, to uint64) (e2ekeys.KeyCounts, error) {
-	if c, at, ok := d.counts.get(sc.dev); ok && at <= to {
-		if changed, known := d.feed.NewSince(at, []string{sc.dev.UserID}); known && !changed {
-			return c, nil
+	if c, ok := d.counts.get(sc.dev); ok && c.at <= to {
+		if changed, known := d.feed.NewSince(c.at, []string{sc.dev.UserID}); known && !changed {
+			return c.counts, nil
 		}
 	}
 	c, err := d.s.keyStore().Counts(ctx, sc.dev.UserID, sc.dev.DeviceID)
 	if err != nil {
 		return c, err
 	}
-	d.counts.put(sc.dev, c, to)
+	d.counts.put(sc.dev, cachedCounts{counts: c, at: to})
 	return c, nil
 }
 
@@ -163,34 +162,9 @@ func (s *Server) membershipMayHaveChanged(user string, joined []string, since ui
 // tracking (Synapse counts invited and knocking users too).
 func sharesRoom(m string) bool { return m == "join" || m == "invite" || m == "knock" }
 
-// keyCountCacheMax bounds the devices whose key counts a process remembers; past it
-// the cache starts over (it only spares queries).
-const keyCountCacheMax = 100_000
-
-// keyCountCache remembers each device's key counts and the device_lists position they
-// were read at.
-type keyCountCache struct {
-	mu      sync.Mutex
-	entries map[Device]cachedCounts
-}
-
+// cachedCounts are a device's key counts and the device_lists position they were read
+// at.
 type cachedCounts struct {
 	counts e2ekeys.KeyCounts
 	at     uint64
-}
-
-func (c *keyCountCache) get(dev Device) (e2ekeys.KeyCounts, uint64, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[dev]
-	return e.counts, e.at, ok
-}
-
-func (c *keyCountCache) put(dev Device, counts e2ekeys.KeyCounts, at uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.entries == nil || len(c.entries) >= keyCountCacheMax {
-		c.entries = map[Device]cachedCounts{}
-	}
-	c.entries[dev] = cachedCounts{counts: counts, at: at}
 }

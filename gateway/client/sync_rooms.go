@@ -338,8 +338,7 @@ func (r *roomsStream) summaries(ctx context.Context, sc *syncCtx, rooms []string
 // membership (the feed knows: member events carry their user in the message's keys).
 // The zero value is ready.
 type joinedCache struct {
-	mu sync.Mutex
-	m  map[string]joinedAt
+	m boundedMap[string, joinedAt]
 }
 
 type joinedAt struct {
@@ -347,13 +346,8 @@ type joinedAt struct {
 	rooms []string
 }
 
-// joinedCacheMax bounds the users remembered; past it the cache starts over.
-const joinedCacheMax = 100_000
-
 func (c *joinedCache) get(user string, feed Feed) ([]string, bool) {
-	c.mu.Lock()
-	e, ok := c.m[user]
-	c.mu.Unlock()
+	e, ok := c.m.get(user)
 	if !ok {
 		return nil, false
 	}
@@ -362,12 +356,7 @@ func (c *joinedCache) get(user string, feed Feed) ([]string, bool) {
 }
 
 func (c *joinedCache) put(user string, pos uint64, rooms []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= joinedCacheMax {
-		c.m = map[string]joinedAt{}
-	}
-	c.m[user] = joinedAt{pos: pos, rooms: rooms}
+	c.m.put(user, joinedAt{pos: pos, rooms: rooms})
 }
 
 // lazySentCache remembers, per device, the (room, user) pairs whose member event the
