@@ -245,10 +245,17 @@ func (db *DB) AdvanceStreamPosition(ctx context.Context, stream, writer string, 
 	return err
 }
 
-// AdvancePositionTx is AdvanceStreamPosition inside a projection's transaction.
-func AdvancePositionTx(ctx context.Context, tx pgx.Tx, stream, writer string, pos uint64) error {
-	_, err := tx.Exec(ctx, advancePosition, stream, writer, int64(pos))
-	return err
+// AdvancePositionTx is AdvanceStreamPosition inside a projection's transaction. It
+// returns the position stored before (0 when none was), so a writer can tell that a
+// commit it counted on is gone (a crash of Postgres that lost commits made without
+// waiting for their WAL flush, a failover to a replica that lagged).
+func AdvancePositionTx(ctx context.Context, tx pgx.Tx, stream, writer string, pos uint64) (uint64, error) {
+	var prev int64
+	err := tx.QueryRow(ctx, `WITH prev AS (
+			SELECT stream_id FROM stream_positions WHERE stream_name = $1 AND instance_name = $2)
+		`+advancePosition+`
+		RETURNING coalesce((SELECT stream_id FROM prev), 0)`, stream, writer, int64(pos)).Scan(&prev)
+	return uint64(prev), err
 }
 
 // OwnMaxSeq is the highest sequence among the batches appended by writer, or 0.

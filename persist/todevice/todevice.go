@@ -48,10 +48,6 @@ func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.ToDeviceRecord, seq
 		return nil, nil
 	}
 	b := &pgx.Batch{}
-	// The log holds every record before it is projected, and the writer's position
-	// commits with the rows: a commit lost in a crash of Postgres is projected again
-	// from the log. So the transaction need not wait for its WAL flush.
-	b.Queue(`SET LOCAL synchronous_commit = off`)
 	// Each insert counts its rows per device and names the devices now past the bound.
 	var fullInboxes, fullSenders [2][]string
 	over := func(full *[2][]string) func(pgx.Rows) error {

@@ -116,7 +116,18 @@ type Writer struct {
 	// (an append whose outcome is unknown, a projection that failed for good); the
 	// next batch first projects them from the log.
 	unprojected bool
+	// projected is the position of this writer's last committed projection: the
+	// stored position never goes below it unless Postgres lost commits.
+	projected uint64
 }
+
+// errLostCommits says that Postgres holds an older position of this writer than one it
+// committed: commits were lost, and the log has what they held.
+var errLostCommits = errors.New("the stored position is behind a committed projection: Postgres lost commits")
+
+// verifyEvery is how often an idle writer checks that Postgres still holds its
+// projection (see errLostCommits); a busy one checks at every commit.
+const verifyEvery = time.Second
 
 // New returns a Writer for cfg.Stream.
 func New(cfg Config) (*Writer, error) {
@@ -177,6 +188,9 @@ func (w *Writer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if w.cfg.Replication != nil {
 		wg.Go(func() { w.announce(ctx) })
+	}
+	if !w.spec.Memory {
+		wg.Go(func() { w.verify(ctx) })
 	}
 	runner := &streams.Runner{
 		Name:              consumer,
@@ -369,15 +383,27 @@ func (w *Writer) project(ctx context.Context, recs []streams.RawMessage) error {
 	if !w.spec.Memory {
 		dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
 		err := pgx.BeginFunc(dctx, w.cfg.DB.Pool, func(tx pgx.Tx) error {
+			// The log holds every record before it is projected, and the position
+			// commits with the rows: a commit lost in a crash of Postgres is found
+			// (errLostCommits) and projected again from the log. So the transaction
+			// need not wait for its WAL flush.
+			if _, err := tx.Exec(dctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				return err
+			}
 			if err := w.cfg.Stream.Project(dctx, tx, recs); err != nil {
 				return err
 			}
-			return persist.AdvancePositionTx(dctx, tx, w.name, w.cfg.Name, top)
+			prev, err := persist.AdvancePositionTx(dctx, tx, w.name, w.cfg.Name, top)
+			if err == nil && prev < w.projected {
+				err = fmt.Errorf("%w (%d, was %d)", errLostCommits, prev, w.projected)
+			}
+			return err
 		})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("project %s: %w", w.name, err)
 		}
+		w.projected = max(w.projected, top)
 	}
 	notice, _ := json.Marshal(schemas.Projected{Writer: w.cfg.Name, Seq: top})
 	if err := w.cfg.NC.Publish(w.cfg.Topology.UserStreamProjectedSubject(w.name), notice); err != nil {
@@ -413,6 +439,43 @@ func (w *Writer) catchUpLocked(ctx context.Context) error {
 	return nil
 }
 
+// verify checks, every verifyEvery, that Postgres still holds this writer's last
+// projection, and projects again from the log what a loss took.
+func (w *Writer) verify(ctx context.Context) {
+	tick := time.NewTicker(verifyEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		w.mu.Lock()
+		err := w.verifyLocked(ctx)
+		w.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("projection check failed; retrying", zap.Error(err))
+		}
+	}
+}
+
+func (w *Writer) verifyLocked(ctx context.Context) error {
+	if !w.unprojected {
+		dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
+		positions, err := w.cfg.DB.StreamPositions(dctx, w.name)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if stored := positions[w.cfg.Name]; stored < w.projected {
+			w.log.Warn("Postgres lost projected records; projecting them again from the log",
+				zap.Uint64("stored", stored), zap.Uint64("projected", w.projected))
+			w.unprojected = true
+		}
+	}
+	return w.catchUpLocked(ctx)
+}
+
 func (w *Writer) recover(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -439,7 +502,8 @@ func (w *Writer) recoverLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	from := positions[w.cfg.Name] + 1
+	w.projected = positions[w.cfg.Name]
+	from := w.projected + 1
 	recovered := 0
 	_, err = streams.ReadStream(ctx, w.cfg.JS, t.UserStreamName(w.name), t.UserStreamWildcard(w.name), false,
 		streams.LogRange{From: from, Writer: w.cfg.Name}, func(msgs []streams.RawMessage) error {
