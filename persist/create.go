@@ -7,13 +7,20 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 )
 
 // EnsureDatabase creates the database named in dsn when the server answers but the
 // database does not exist yet, so a first start needs no manual step.
 func EnsureDatabase(ctx context.Context, dsn string, log *zap.Logger) error {
-	conn, err := pgx.Connect(ctx, dsn)
+	// Parsed as the pool parses it, so the pool's own settings (pool_max_conns, ...)
+	// are not sent to the server as parameters.
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("persist: parse database DSN: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, pcfg.ConnConfig.Copy())
 	if err == nil {
 		return conn.Close(ctx)
 	}
@@ -21,10 +28,7 @@ func EnsureDatabase(ctx context.Context, dsn string, log *zap.Logger) error {
 	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name
 		return fmt.Errorf("postgres: %w", err)
 	}
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return err
-	}
+	cfg := pcfg.ConnConfig.Copy()
 	name := cfg.Database
 	cfg.Database = "postgres"
 	admin, err := pgx.ConnectConfig(ctx, cfg)
@@ -38,6 +42,8 @@ func EnsureDatabase(ctx context.Context, dsn string, log *zap.Logger) error {
 			return fmt.Errorf("postgres: creating database %q: %w", name, err)
 		}
 	}
-	log.Info("created database", zap.String("database", name))
+	if log != nil {
+		log.Info("created database", zap.String("database", name))
+	}
 	return nil
 }

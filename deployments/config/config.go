@@ -176,6 +176,9 @@ type Database struct {
 	Host     string
 	Port     int
 	SSLMode  string
+	// MinConns and MaxConns size the process's connection pool (Synapse's cp_min and
+	// cp_max); 0 leaves pgxpool's defaults.
+	MinConns, MaxConns int
 }
 
 // Redis is Synapse's redis section. Ganglion uses Redis only to publish
@@ -351,6 +354,12 @@ func (d Database) DSN() string {
 	}
 	if d.SSLMode != "" {
 		q.Set("sslmode", d.SSLMode)
+	}
+	if d.MinConns > 0 {
+		q.Set("pool_min_conns", strconv.Itoa(d.MinConns))
+	}
+	if d.MaxConns > 0 {
+		q.Set("pool_max_conns", strconv.Itoa(d.MaxConns))
 	}
 	u.RawQuery = q.Encode()
 	return u.String()

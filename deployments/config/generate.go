@@ -72,6 +72,8 @@ listeners:
 
 # Postgres holds the queryable state. Either a URL, or Synapse's form:
 #   database: {name: psycopg2, args: {user: ..., password: ..., dbname: ..., host: ..., port: ...}}
+# cp_min and cp_max in args size each process's connection pool (in a URL:
+# pool_min_conns, pool_max_conns); unset, a pool holds up to max(4, CPUs).
 # This one is Postgres on its default local address: user postgres without
 # a password (trust authentication for 127.0.0.1), database "ganglion", no
 # TLS since the connection stays on the machine.

@@ -722,6 +722,12 @@ func (l *loader) database(n *yaml.Node, path string) Database {
 			str := func(dst *string) func(*yaml.Node, string) {
 				return func(v *yaml.Node, p string) { *dst, _ = l.str(v, p) }
 			}
+			conns := func(dst *int) func(*yaml.Node, string) {
+				return func(v *yaml.Node, p string) {
+					n, _ := l.integer(v, p, 1, 1000)
+					*dst = int(n)
+				}
+			}
 			l.object(v, p, fields{
 				"user":     str(&d.User),
 				"password": str(&d.Password),
@@ -730,6 +736,8 @@ func (l *loader) database(n *yaml.Node, path string) Database {
 				"host":     str(&d.Host),
 				"port":     func(v *yaml.Node, p string) { d.Port, _ = l.port(v, p) },
 				"sslmode":  str(&d.SSLMode),
+				"cp_min":   conns(&d.MinConns),
+				"cp_max":   conns(&d.MaxConns),
 			})
 		},
 	})
@@ -738,6 +746,9 @@ func (l *loader) database(n *yaml.Node, path string) Database {
 	}
 	if dbname != "" && database != "" && dbname != database {
 		l.fail(join(path, "args"), "database and dbname name different databases; set one")
+	}
+	if d.MinConns > 0 && d.MaxConns > 0 && d.MinConns > d.MaxConns {
+		l.fail(join(join(path, "args"), "cp_min"), "is %d, more than cp_max (%d)", d.MinConns, d.MaxConns)
 	}
 	d.Name = dbname
 	if d.Name == "" {

@@ -248,6 +248,10 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 			"database: must be a postgres:// URL or a mapping with name and args"},
 		{"database port", "database: {name: psycopg2, args: {port: -1}}", 1,
 			"database.args.port: must be between 1 and 65535, got -1"},
+		{"pool smaller than its minimum", "database: {name: psycopg2, args: {cp_min: 8, cp_max: 4}}", 1,
+			"database.args.cp_min: is 8, more than cp_max (4)"},
+		{"empty pool", "database: {name: psycopg2, args: {cp_max: 0}}", 1,
+			"database.args.cp_max: must be between 1 and 1000, got 0"},
 		{"key twice", "enable_registration: true\nenable_registration: false", 1,
 			"enable_registration: set twice in the same mapping"},
 		{"legacy pusher while main pushes", "worker_app: synapse.app.pusher\nworker_name: pusher1", 1,
@@ -406,7 +410,9 @@ func TestDatabaseDSN(t *testing.T) {
   name: psycopg2
   txn_limit: 10000
   args: {user: synapse, password: "p@ss word", dbname: synapse, host: db.example, port: 5433, cp_min: 5}`,
-			"postgres://synapse:p%40ss%20word@db.example:5433/synapse"},
+			"postgres://synapse:p%40ss%20word@db.example:5433/synapse?pool_min_conns=5"},
+		{"pool size", "database: {name: psycopg2, args: {user: u, dbname: d, cp_min: 2, cp_max: 12}}",
+			"postgres://u@/d?pool_max_conns=12&pool_min_conns=2"},
 		{"database alias of dbname", "database: {name: postgres, args: {user: u, database: d, host: h}}",
 			"postgres://u@h/d"},
 		{"socket directory", "database: {name: psycopg2, args: {user: u, dbname: d, host: /var/run/postgresql, port: 5432, sslmode: disable}}",
