@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
@@ -190,31 +194,42 @@ func (s *Server) postReadMarkers(w http.ResponseWriter, r *http.Request, dev Dev
 // see one, 404 M_NOT_FOUND for an event not in the room. (Synapse answers a receipt
 // for an unknown event with 200 and stores nothing.)
 func (s *Server) receiptEvents(ctx context.Context, dev Device, room string, ids []string) (map[string]*persist.StoredEvent, error) {
-	m, bound, err := s.readBoundOf(ctx, room, dev)
-	if err != nil {
+	// The events are read beside the membership check (one wait instead of two) and
+	// only shown once it passed.
+	var m persist.Membership
+	var bound readBound
+	found := make(map[string]*persist.StoredEvent, len(ids))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { m, bound, err = s.readBoundOf(gctx, room, dev); return err })
+	for _, id := range slices.Compact(slices.Sorted(slices.Values(ids))) {
+		g.Go(func() error {
+			ev, err := s.DB.GetEvent(gctx, id)
+			if errors.Is(err, persist.ErrNotFound) {
+				return nil
+			}
+			mu.Lock()
+			found[id] = ev
+			mu.Unlock()
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	if m.Membership != "join" {
 		return nil, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "User %s not in room %s", dev.UserID, room)
 	}
-	out := make(map[string]*persist.StoredEvent, len(ids))
 	for _, id := range ids {
-		if out[id] != nil {
-			continue
-		}
-		ev, err := s.DB.GetEvent(ctx, id)
-		if errors.Is(err, persist.ErrNotFound) || (err == nil && ev.RoomID != room) {
+		ev := found[id]
+		if ev == nil || ev.RoomID != room {
 			return nil, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "Could not find event %s", id)
-		}
-		if err != nil {
-			return nil, err
 		}
 		if !bound.allows(persist.Pos{Seq: ev.Seq, Idx: ev.Idx}) {
 			return nil, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "You don't have permission to access that event.")
 		}
-		out[id] = ev
 	}
-	return out, nil
+	return found, nil
 }
 
 func receiptOf(typ string, ev *persist.StoredEvent, thread string) userstreams.ReceiptWrite {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
@@ -369,8 +370,13 @@ func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device
 // readBoundOf returns the user's membership of room and what of its history they may
 // read, or 403 M_FORBIDDEN when they may read none of it.
 func (s *Server) readBoundOf(ctx context.Context, room string, dev Device) (persist.Membership, readBound, error) {
-	m, err := s.DB.Membership(ctx, room, dev.UserID)
-	if err != nil {
+	// Two independent lookups: side by side, the request waits for one round trip.
+	var m persist.Membership
+	var vis map[string]string
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { m, err = s.DB.Membership(gctx, room, dev.UserID); return err })
+	g.Go(func() (err error) { vis, err = s.DB.HistoryVisibility(gctx, []string{room}); return err })
+	if err := g.Wait(); err != nil {
 		return m, readBound{}, err
 	}
 	var bound readBound
@@ -380,10 +386,6 @@ func (s *Server) readBoundOf(ctx context.Context, room string, dev Device) (pers
 		bound.last = &m.At
 	default:
 		return m, readBound{}, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not a member of the room")
-	}
-	vis, err := s.DB.HistoryVisibility(ctx, []string{room})
-	if err != nil {
-		return m, readBound{}, err
 	}
 	if persist.HidesHistory(vis[room]) {
 		if m.JoinedAt == nil {
