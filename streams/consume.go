@@ -198,6 +198,9 @@ type Runner struct {
 	Log *zap.Logger
 	// Metrics defaults to counters nobody reads.
 	Metrics *Metrics
+	// Local, when set, brings messages handed over in this process (Waiters.Intake)
+	// beside those of the consumer, into the same batches.
+	Local <-chan jetstream.Msg
 }
 
 // runner is Runner with defaults applied, so Run never mutates its receiver.
@@ -329,6 +332,8 @@ func (r *runner) loop(ctx context.Context, h BatchHandler) error {
 				select {
 				case m := <-buffered:
 					_ = m.Nak()
+				case m := <-r.Local:
+					_ = m.Nak()
 				default:
 					return nil
 				}
@@ -337,11 +342,17 @@ func (r *runner) loop(ctx context.Context, h BatchHandler) error {
 			return fmt.Errorf("streams: runner %q: consumer gone: %w", r.Name, err)
 		case m := <-buffered:
 			msgs = append(msgs, m)
+		case m := <-r.Local:
+			r.track(m)
+			msgs = append(msgs, m)
 		}
 	fill:
 		for len(msgs) < r.MaxBatch {
 			select {
 			case m := <-buffered:
+				msgs = append(msgs, m)
+			case m := <-r.Local:
+				r.track(m)
 				msgs = append(msgs, m)
 			default:
 				break fill

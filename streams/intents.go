@@ -44,6 +44,8 @@ type Waiters struct {
 	pending map[string][]chan *schemas.IntentResult
 	// inbox is the reply subject of this process's IntentClient, once it has one.
 	inbox string
+	// intakes are the writers of this process, by intent subject (Intake).
+	intakes map[string]chan jetstream.Msg
 }
 
 func (w *Waiters) setInbox(inbox string) {
@@ -198,6 +200,15 @@ func (c *IntentClient) send(ctx context.Context, subject, id string, data []byte
 			return ErrIntentTimeout
 		}
 		return err
+	}
+	if c.Waiters.handOver(subject, &localMsg{subject: subject, data: data,
+		header: nats.Header{ReplyHeader: []string{c.inbox}}, publish: c.publish}) {
+		select {
+		case res := <-ch:
+			return res, nil
+		case <-ctx.Done():
+			return nil, timedOut(ctx.Err())
+		}
 	}
 	for {
 		reconnected := c.nextReconnect()

@@ -46,13 +46,17 @@ func rawRequest(ctx context.Context, t *testing.T, method, url, token string, bo
 }
 
 // Acceptance 5: malformed requests get the spec's errors, and none of them reaches the
-// bus: no intent is published, no event is appended or stored.
+// bus: no intent is published, no event is appended or stored. The requests go to a
+// gateway worker, whose intents travel over the bus to the writer in the main process
+// (a gateway beside its writer hands intents over in memory).
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
 	defer cancel()
 	d := newDeployment(t, deploymentOptions{externalNATS: true})
-	hs := d.startMain()
+	d.startMain()
+	hs := d.launchWorker("gateway1", true)
+	hs.waitReady()
 	alice := newUser(ctx, t, hs.url(), "alice")
 	room := createRoomWith(ctx, t, alice, "")
 	token := alice.AccessToken

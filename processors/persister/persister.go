@@ -194,6 +194,11 @@ func (p *Persister) Run(ctx context.Context) error {
 		Log:               p.cfg.Log,
 		Metrics:           &p.Metrics,
 	}
+	if p.cfg.Waiters != nil {
+		local, stop := p.cfg.Waiters.Intake(t.IntentSubject(p.cfg.Name), 4*p.cfg.MaxBatch)
+		defer stop()
+		runner.Local = local
+	}
 	return runner.Run(ctx, p.handle)
 }
 

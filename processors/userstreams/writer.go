@@ -202,6 +202,11 @@ func (w *Writer) Run(ctx context.Context) error {
 		Log:               w.log,
 		Metrics:           &w.Metrics,
 	}
+	if w.cfg.Waiters != nil {
+		local, stop := w.cfg.Waiters.Intake(t.UserStreamIntentSubject(w.name, w.cfg.Name), 4*w.cfg.MaxBatch)
+		defer stop()
+		runner.Local = local
+	}
 	err = runner.Run(ctx, w.handle)
 	wg.Wait()
 	return err
