@@ -453,8 +453,12 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			g.Go(func() error { return f.Run(ctx) })
 			streamFeeds[name] = f
 		}
+		logTail, err := lastSeq(ctx, js, topo.EventsStream())
+		if err != nil {
+			return err
+		}
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Feed: feed, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
+			ServerName: cfg.ServerName, DB: db, Feed: feed, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
 				StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log},
 			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
@@ -575,4 +579,17 @@ func connectNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, *server.Serve
 		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
 	return nc, nil, nil
+}
+
+// lastSeq is the last sequence of a stream.
+func lastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return info.State.LastSeq, nil
 }

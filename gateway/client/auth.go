@@ -22,6 +22,18 @@ type Device struct{ UserID, DeviceID string }
 // authed wraps a handler that needs an access token, given as "Authorization: Bearer" or
 // as the access_token query parameter.
 func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, dev Device)) http.HandlerFunc {
+	return s.authenticate(h, true)
+}
+
+// authedSend is authed for the event writes whose checks the room's writer makes
+// from memory (send, state, redact): they need not see earlier events in Postgres, so
+// a client sending one event after another never waits for their projection. Every
+// other request first sees what this process answered (seeAnswered).
+func (s *Server) authedSend(h func(w http.ResponseWriter, r *http.Request, dev Device)) http.HandlerFunc {
+	return s.authenticate(h, false)
+}
+
+func (s *Server) authenticate(h func(w http.ResponseWriter, r *http.Request, dev Device), seeAnswered bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, err := requestToken(r)
 		if err != nil {
@@ -32,6 +44,9 @@ func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, dev Devic
 		if err != nil {
 			s.writeErr(w, "access token lookup", err)
 			return
+		}
+		if seeAnswered {
+			s.seeAnswered(r.Context())
 		}
 		h(w, r, dev)
 	}

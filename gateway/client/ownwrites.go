@@ -11,9 +11,9 @@ import (
 const ownWriteWait = time.Second
 
 // ownWrites remembers, per device, its latest write answered by this process, so the
-// device's next /sync here includes it (read-your-writes): a write is answered once it
-// is in Postgres, but the sync feed learns of it a moment later. The zero value is
-// ready.
+// device's next /sync here includes it, and its other requests see it (read-your-writes):
+// an event is answered at its append to the log, and Postgres and the sync feed have it
+// a moment later. The zero value is ready.
 type ownWrites struct {
 	mu     sync.Mutex
 	latest map[Device]ownWrite
@@ -69,6 +69,36 @@ func (o *ownWrites) take(dev Device, pos uint64) (ownWrite, bool) {
 	w, ok := o.latest[dev]
 	delete(o.latest, dev)
 	return w, ok && w.seq > pos
+}
+
+// seeAnswered holds a request until the events feed, and so Postgres, shows every
+// event this process answered before it came, and everything the log held when the
+// process started (a writer recovering after a crash projects it), or for
+// ownWriteWait at most: events are answered at their append and projected a moment
+// later, and a client may pass an event ID it was just given to another (a receipt, a
+// reply, /event), as it can with Synapse. Between processes the wait is the device's
+// own writes' (in /sync), as for Synapse's workers.
+func (s *Server) seeAnswered(ctx context.Context) {
+	if s.Feed == nil {
+		return // a gateway that serves no reads of rooms
+	}
+	seq := s.answered.Load()
+	if seq <= s.Feed.Position() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, ownWriteWait)
+	defer cancel()
+	s.Feed.WaitPosition(ctx, seq)
+}
+
+// noteAnswered raises the position seeAnswered waits for.
+func (s *Server) noteAnswered(seq uint64) {
+	for {
+		cur := s.answered.Load()
+		if seq <= cur || s.answered.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
 }
 
 // awaitOwnWrite holds a /sync until the feeds show the device's latest writes, or for

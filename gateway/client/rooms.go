@@ -35,10 +35,10 @@ func (s *Server) registerRooms(r router) {
 	r.handle("POST", "/rooms/{room}/ban", allVersions, s.authed(s.changeMembership("ban", true)))
 	r.handle("POST", "/rooms/{room}/unban", allVersions, s.authed(s.changeMembership("leave", true)))
 	r.handle("POST", "/rooms/{room}/forget", allVersions, s.authed(s.forget))
-	r.handle("PUT", "/rooms/{room}/send/{type}/{txn}", allVersions, s.authed(s.send))
-	r.handle("PUT", "/rooms/{room}/state/{type}", allVersions, s.authed(s.putState))
-	r.handle("PUT", "/rooms/{room}/state/{type}/{stateKey...}", allVersions, s.authed(s.putState))
-	r.handle("PUT", "/rooms/{room}/redact/{event}/{txn}", allVersions, s.authed(s.redact))
+	r.handle("PUT", "/rooms/{room}/send/{type}/{txn}", allVersions, s.authedSend(s.send))
+	r.handle("PUT", "/rooms/{room}/state/{type}", allVersions, s.authedSend(s.putState))
+	r.handle("PUT", "/rooms/{room}/state/{type}/{stateKey...}", allVersions, s.authedSend(s.putState))
+	r.handle("PUT", "/rooms/{room}/redact/{event}/{txn}", allVersions, s.authedSend(s.redact))
 	r.handle("GET", "/rooms/{room}/state", allVersions, s.authed(s.getState))
 	r.handle("GET", "/rooms/{room}/state/{type}", allVersions, s.authed(s.getStateEvent))
 	r.handle("GET", "/rooms/{room}/state/{type}/{stateKey...}", allVersions, s.authed(s.getStateEvent))
@@ -81,6 +81,7 @@ func (s *Server) submit(ctx context.Context, in *schemas.Intent) ([]string, erro
 	}
 	if s.Feed != nil && res.Seq > 0 {
 		s.writes.record(Device{UserID: in.Sender, DeviceID: in.DeviceID}, in.RoomID, res.Seq, s.Feed.Position())
+		s.noteAnswered(res.Seq)
 	}
 	return res.EventIDs, nil
 }

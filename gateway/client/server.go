@@ -7,6 +7,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -35,6 +36,10 @@ type Server struct {
 	ServerName string
 	DB         *persist.DB
 	Intents    IntentSubmitter
+	// LogTail is the events log's last sequence when the process started: reads wait
+	// (seeAnswered) until Postgres has everything up to it, which a writer recovering
+	// after a crash projects.
+	LogTail uint64
 	// Feed is the sync feed of the events log in this process; nil on processes that
 	// do not serve /sync.
 	Feed Feed
@@ -58,9 +63,12 @@ type Server struct {
 	UserSyncs Notices
 	Log       *zap.Logger
 
-	limits      *limiters
-	tokens      tokenCache
-	writes      ownWrites
+	limits *limiters
+	tokens tokenCache
+	writes ownWrites
+	// answered is the highest events position answered here, or in the log when the
+	// process started (seeAnswered).
+	answered    atomic.Uint64
 	syncStreams []syncStream
 	accountData accountDataStore
 	joinedCache joinedCache
@@ -109,6 +117,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	s.presence = presence.Store{Pool: s.DB.Pool}
 	s.filters.max = maxCachedFilters
+	s.answered.Store(s.LogTail)
 	if s.UserSyncs != nil && s.Presence.Track() {
 		s.userSyncs = newUserSyncs(s.UserSyncs, s.Presence.Timers, s.Log)
 	}

@@ -73,6 +73,12 @@ func (f *stepFeed) Notify(since uint64, _ []string, ch chan<- struct{}) func() {
 	return cancel
 }
 
+func (f *stepFeed) WaitPosition(ctx context.Context, seq uint64) {
+	if seq > 0 {
+		f.Wait(ctx, seq-1, "", nil)
+	}
+}
+
 // NewSince knows nothing of keys: anything after since may concern anyone.
 func (f *stepFeed) NewSince(since uint64, _ []string) (bool, bool) {
 	return f.Position() > since, true

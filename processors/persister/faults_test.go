@@ -3,6 +3,7 @@ package persister
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -64,6 +65,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // checkChains fails unless every stored event's prev_events are stored events of its
 // room, one step shallower: no event was built on one that never reached the log.
 func (c *cluster) checkChains(t *testing.T) {
+	c.settled()
 	t.Helper()
 	rows, err := c.db.Pool.Query(context.Background(), `SELECT e.event_id, e.room_id, r.room_version, e.json
 		FROM events e JOIN rooms r USING (room_id)`)
@@ -455,6 +457,7 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 		t.Fatalf("%d distinct answers, want %d", len(ids), len(rooms)*perClient)
 	}
 	var stored int
+	c.settled()
 	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'm.room.message'`).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
@@ -495,6 +498,7 @@ func TestDeferredIntentsSurviveAKnownOne(t *testing.T) {
 	}
 	submitAll(t, w, intents)
 	var stored int
+	c.settled()
 	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'm.room.message' AND room_id = $1`, roomID).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
@@ -581,4 +585,67 @@ func TestHungDatabaseWaitsInPlace(t *testing.T) {
 	if n := c.countInLog(t, "during the hang"); n != 5 {
 		t.Fatalf("%d of 5 events in the log", n)
 	}
+}
+
+// TestProjectionFailingAfterTheAnswer: sends are answered at their append while the
+// projection fails for ten seconds; a retry meanwhile gets the same event, the
+// writer's position stays below them (so no sync feed passes them), and once Postgres
+// takes writes again every event is there once.
+func TestProjectionFailingAfterTheAnswer(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	var failing atomic.Bool
+	w := c.writer("w1", 0, func(cfg *Config) {
+		cfg.faults.project = func() error {
+			if failing.Load() {
+				return errors.New("injected projection failure")
+			}
+			return nil
+		}
+	})
+	c.createRoom(w)
+	c.settled()
+	before, err := c.db.StreamPositions(context.Background(), persist.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	start := time.Now()
+	var sent []*schemas.Intent
+	var answers []*schemas.IntentResult
+	for i := range 5 {
+		in := textMessage(fmt.Sprintf("behind-%d", i), roomID, fmt.Sprintf("behind %d", i))
+		res := submit(t, w, in)
+		if res.Error != nil || len(res.EventIDs) != 1 || res.Seq == 0 {
+			t.Fatalf("send %d while projections fail: %+v", i, res)
+		}
+		sent, answers = append(sent, in), append(answers, res)
+	}
+	if again := submit(t, w, sent[2]); again.Error != nil || again.EventIDs[0] != answers[2].EventIDs[0] {
+		t.Fatalf("a retry before the projection: %+v, want %s", again, answers[2].EventIDs[0])
+	}
+	time.Sleep(10*time.Second - time.Since(start))
+	var stored int
+	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'm.room.message'`).Scan(&stored); err != nil || stored != 0 {
+		t.Fatalf("%d messages in Postgres while projections fail (%v)", stored, err)
+	}
+	during, err := c.db.StreamPositions(context.Background(), persist.EventsStream)
+	if err != nil || during["w1"] != before["w1"] || during["w1"] >= answers[0].Seq {
+		t.Fatalf("position %d while projections fail (was %d, first answer at %d): %v", during["w1"], before["w1"], answers[0].Seq, err)
+	}
+	failing.Store(false)
+	c.settled()
+	for _, a := range answers {
+		ev, err := c.db.GetEvent(context.Background(), a.EventIDs[0])
+		if err != nil || ev.Seq != a.Seq {
+			t.Fatalf("event %s after recovery: %+v, %v", a.EventIDs[0], ev, err)
+		}
+	}
+	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'm.room.message'`).Scan(&stored); err != nil || stored != len(answers) {
+		t.Fatalf("%d messages in Postgres, want %d (%v)", stored, len(answers), err)
+	}
+	if v, err := c.positionViolation("w1"); err != nil || v != "" {
+		t.Fatal(v, err)
+	}
+	c.checkChains(t)
 }

@@ -99,6 +99,12 @@ type Persister struct {
 	unresolved map[string]bool
 	// maxAppend bounds the events of one log message, below the server's max payload.
 	maxAppend int
+	// projections feed projectLoop; unprojected counts the loops queued or being
+	// projected; recent answers retries of intents whose projection is behind (see
+	// behind.go).
+	projections chan projection
+	unprojected inflight
+	recent      recentResults
 }
 
 // faults are the test hooks of the failure paths that real runs reach only by bad luck.
@@ -115,6 +121,8 @@ type faults struct {
 	// projectedAside runs when a loop projects its appends on nobody's behalf because
 	// an earlier append's outcome is still unknown.
 	projectedAside func()
+	// project fails a projection with the error it returns.
+	project func() error
 }
 
 // New returns a persister; Run starts it.
@@ -139,11 +147,13 @@ func New(cfg Config) *Persister {
 		maxAppend = cfg.faults.maxAppend
 	}
 	return &Persister{
-		cfg:        cfg,
-		signer:     signer{serverName: cfg.ServerName, keyID: cfg.KeyID, key: cfg.Key},
-		rooms:      map[string]*room{},
-		unresolved: map[string]bool{},
-		maxAppend:  maxAppend,
+		cfg:         cfg,
+		signer:      signer{serverName: cfg.ServerName, keyID: cfg.KeyID, key: cfg.Key},
+		rooms:       map[string]*room{},
+		unresolved:  map[string]bool{},
+		maxAppend:   maxAppend,
+		projections: make(chan projection, maxQueuedProjections),
+		recent:      newRecentResults(max(1<<16, (maxQueuedProjections+2)*cfg.MaxBatch)),
 	}
 }
 
@@ -183,6 +193,9 @@ func (p *Persister) Run(ctx context.Context) error {
 	var announcer sync.WaitGroup
 	announcer.Go(func() { p.announcePositions(ctx) })
 	defer announcer.Wait()
+	var projector sync.WaitGroup
+	projector.Go(func() { p.projectLoop(ctx) })
+	defer projector.Wait()
 	runner := &streams.Runner{
 		Name:              "persister_" + p.cfg.Name,
 		Consumer:          cons,
@@ -472,24 +485,27 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 			p.cfg.faults.projectedAside()
 		}
 	}
-	if err := p.project(ctx, writer, done); err != nil {
-		// Appended but not projected: the intents stay unacknowledged, and the next
-		// attempt finds the room behind and projects from the log.
-		p.forgetRooms(appends)
-		return jobs, nil, err
-	}
 	retrying := make(map[*job]bool, len(retry))
 	for _, j := range retry {
 		retrying[j] = true
 	}
+	// Answered at the append; the projection follows behind (behind.go). It is queued
+	// first, so whoever holds an answer can wait for its projection (flushProjections).
+	if err := p.projectBehind(ctx, writer, done); err != nil {
+		// Stopping: what was appended stays in the log for the next start.
+		return retry, deferred, err
+	}
 	for _, ra := range appends {
 		for _, j := range ra.jobs {
-			if j.result != nil && !retrying[j] {
-				p.reply(j)
+			if j.result == nil || retrying[j] {
+				continue
 			}
+			if j.result.Error == nil && j.result.Seq > 0 {
+				p.recent.add(j.in.ID, persist.IntentResult{RoomID: j.in.RoomID, Seq: j.result.Seq, EventIDs: j.result.EventIDs})
+			}
+			p.reply(j)
 		}
 	}
-	p.emitReplication(done)
 	if failed != nil {
 		return retry, deferred, failed
 	}
@@ -520,7 +536,16 @@ func (p *Persister) lookupKnown(ctx context.Context, jobs []*job) func() (map[st
 	}()
 	return func() (map[string]persist.IntentResult, error) {
 		a := <-ch
-		return a.known, a.err
+		if a.err != nil {
+			return nil, a.err
+		}
+		// Those appended lately may not be in Postgres yet.
+		for _, j := range jobs {
+			if r, ok := p.recent.get(j.in.ID); ok {
+				a.known[j.in.ID] = r
+			}
+		}
+		return a.known, nil
 	}
 }
 
@@ -569,6 +594,14 @@ func (p *Persister) prepareRooms(ctx context.Context, jobs []*job) ([]*roomAppen
 			j.result = nil
 		}
 		r, err := p.loadRoom(ctx, roomID)
+		if err == nil && r == nil && ra.jobs[0].in.Kind != schemas.KindCreateRoom {
+			// Postgres may not have it yet: another writer answered its creation at the
+			// append and projects behind it (a writer moved, a stale shard map). The log
+			// has it if it exists.
+			if err = p.catchUp(ctx, roomID); err == nil {
+				r, err = p.loadRoom(ctx, roomID)
+			}
+		}
 		if err != nil {
 			return appends, err
 		}
@@ -729,13 +762,11 @@ func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent
 			return nil, 0, refuse(http.StatusNotFound, "M_NOT_FOUND", "unknown room")
 		}
 		if in.Event.Type == spec.MRoomRedaction && in.Event.Redacts != "" && !canRedactOthers(r, in.Sender) {
-			dctx, cancel := p.dbCtx(ctx)
-			target, err := p.cfg.DB.GetEvent(dctx, in.Event.Redacts)
-			cancel()
-			if err != nil && !errors.Is(err, persist.ErrNotFound) {
+			sender, err := p.senderOf(ctx, r, in.Event.Redacts)
+			if err != nil {
 				return nil, 0, err
 			}
-			if target != nil && target.Sender != in.Sender {
+			if sender != "" && sender != in.Sender {
 				return nil, 0, refuse(http.StatusForbidden, "M_FORBIDDEN", "you cannot redact other users' events")
 			}
 		}
@@ -747,6 +778,29 @@ func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent
 		return []gomatrixserverlib.PDU{pdu}, loggedSize(in, pdu), nil
 	}
 	return nil, 0, refuse(http.StatusBadRequest, "M_UNRECOGNIZED", "unknown intent kind")
+}
+
+// senderOf returns the sender of a room's event, "" when the event is unknown (a
+// redaction of an unknown event is accepted, as Synapse accepts it): from the room's
+// memory for its latest events, else from Postgres once the projections in flight are
+// done.
+func (p *Persister) senderOf(ctx context.Context, r *room, eventID string) (string, error) {
+	if sender, ok := r.senders.get(eventID); ok {
+		return sender, nil
+	}
+	p.flushProjections(ctx)
+	dctx, cancel := p.dbCtx(ctx)
+	defer cancel()
+	ev, err := p.cfg.DB.GetEvent(dctx, eventID)
+	switch {
+	case errors.Is(err, persist.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", err
+	case ev.RoomID != r.id:
+		return "", nil
+	}
+	return ev.Sender, nil
 }
 
 // publish appends a room's batch to its log subject, expecting the room's last
@@ -852,9 +906,15 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 	}
 	backoff := 50 * time.Millisecond
 	for {
-		dctx, cancel := p.dbCtx(ctx)
-		err := p.cfg.DB.Project(dctx, writer, done)
-		cancel()
+		var err error
+		if p.cfg.faults.project != nil {
+			err = p.cfg.faults.project()
+		}
+		if err == nil {
+			dctx, cancel := p.dbCtx(ctx)
+			err = p.cfg.DB.Project(dctx, writer, done)
+			cancel()
+		}
 		if err == nil {
 			break
 		}

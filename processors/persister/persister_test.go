@@ -73,6 +73,14 @@ func (c *cluster) writer(name string, delay time.Duration, tune ...func(*Config)
 		Writers: []string{name}, Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(c.t)}
 }
 
+// settled waits until every writer projected what it answered: answers come at the
+// append, projections behind them.
+func (c *cluster) settled() {
+	for _, p := range c.writers {
+		p.flushProjections(context.Background())
+	}
+}
+
 func (c *cluster) nextID() string {
 	return fmt.Sprintf("intent-%d", c.seen.Add(1))
 }
@@ -181,6 +189,7 @@ func TestAuthRulesAndDedup(t *testing.T) {
 		t.Fatalf("dedup: first %+v again %+v", first, again)
 	}
 	var n int
+	c.settled()
 	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE txn_id IS NULL AND json LIKE '%"once"%'`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("event stored %d times (%v)", n, err)
 	}
@@ -207,6 +216,7 @@ func TestSecondWriterCannotFork(t *testing.T) {
 			t.Fatalf("message %d: %+v", i, res.Error)
 		}
 	}
+	c.settled()
 	rows, err := c.db.Pool.Query(context.Background(), `SELECT event_id, json FROM events WHERE room_id = $1 ORDER BY seq, idx`, roomID)
 	if err != nil {
 		t.Fatal(err)
@@ -284,6 +294,7 @@ func TestRedactionsInBothFormats(t *testing.T) {
 		if msg.Error != nil || red.Error != nil {
 			t.Fatalf("v%s: message %+v redaction %+v", version, msg.Error, red.Error)
 		}
+		c.settled()
 		ev, err := c.db.GetEvent(context.Background(), msg.EventIDs[0])
 		if err != nil {
 			t.Fatal(err)
@@ -313,6 +324,7 @@ func TestLargeEventsSplitAcrossAppends(t *testing.T) {
 	}
 	submitAll(t, w, big)
 	var count int
+	c.settled()
 	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE type = 'm.room.message'`).Scan(&count); err != nil || count != n {
 		t.Fatalf("%d messages stored (%v), want %d", count, err, n)
 	}
@@ -345,6 +357,7 @@ func TestRoomsReloadAfterEviction(t *testing.T) {
 	}
 	// Each room is one chain: 2 initial events and 3 messages, depths 1 to 5.
 	var bad int
+	c.settled()
 	if err := c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM (
 		SELECT room_id, array_agg(depth ORDER BY seq, idx) AS depths FROM events GROUP BY room_id) r
 		WHERE r.depths <> ARRAY[1,2,3,4,5]::bigint[]`).Scan(&bad); err != nil || bad != 0 {

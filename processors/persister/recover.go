@@ -64,6 +64,7 @@ func (p *Persister) advanceIdle(ctx context.Context, seq uint64) error {
 // them, or this one crashed before projecting, or an append's outcome was unknown) and
 // drops the cached room, so the next build starts from the log's tip.
 func (p *Persister) catchUp(ctx context.Context, roomID string) error {
+	p.flushProjections(ctx)
 	delete(p.rooms, roomID)
 	if p.cfg.faults.catchUp != nil {
 		if err := p.cfg.faults.catchUp(roomID); err != nil {
@@ -102,6 +103,8 @@ func (p *Persister) loadRoom(ctx context.Context, roomID string) (*room, error) 
 	if r, ok := p.rooms[roomID]; ok {
 		return r, nil
 	}
+	// Postgres holds the room once the projections in flight are done.
+	p.flushProjections(ctx)
 	dctx, cancel := p.dbCtx(ctx)
 	defer cancel()
 	head, err := p.cfg.DB.LoadRoomHead(dctx, roomID)
@@ -212,6 +215,7 @@ func (p *Persister) announcePositions(ctx context.Context) {
 func (p *Persister) announcePosition(ctx context.Context, record bool) {
 	p.busy.Lock()
 	defer p.busy.Unlock()
+	p.flushProjections(ctx)
 	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
 	var info *jetstream.StreamInfo
 	if err == nil {

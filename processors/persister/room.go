@@ -22,6 +22,39 @@ type room struct {
 	lastEventID string
 	depth       int64
 	state       authState
+	// senders remembers who sent the room's latest events, for the redaction rule
+	// (only the sender may redact below the redact level) on events Postgres may not
+	// have yet: they are projected behind their answers.
+	senders recentSenders
+}
+
+// recentSenders maps the IDs of a room's latest events to their senders; past
+// recentSendersMax the oldest are forgotten, and found in Postgres instead.
+type recentSenders struct {
+	by    map[string]string
+	order []string
+	next  int
+}
+
+const recentSendersMax = 256
+
+func (s *recentSenders) add(eventID, sender string) {
+	if s.by == nil {
+		s.by = make(map[string]string)
+	}
+	if len(s.order) < recentSendersMax {
+		s.order = append(s.order, eventID)
+	} else {
+		delete(s.by, s.order[s.next])
+		s.order[s.next] = eventID
+		s.next = (s.next + 1) % recentSendersMax
+	}
+	s.by[eventID] = sender
+}
+
+func (s *recentSenders) get(eventID string) (string, bool) {
+	sender, ok := s.by[eventID]
+	return sender, ok
 }
 
 // authState is the current state keyed by (type, state_key); it answers the auth rules.
@@ -85,6 +118,7 @@ func (r *room) rollback(u *undo) {
 // apply makes pdu the room's new tip and, for state events, current state.
 func (r *room) apply(pdu gomatrixserverlib.PDU, u *undo) {
 	r.lastEventID, r.depth = pdu.EventID(), pdu.Depth()
+	r.senders.add(pdu.EventID(), string(pdu.SenderID()))
 	if sk := pdu.StateKey(); sk != nil {
 		k := gomatrixserverlib.StateKeyTuple{EventType: pdu.Type(), StateKey: *sk}
 		if _, seen := u.prev[k]; !seen {
