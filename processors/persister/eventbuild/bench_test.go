@@ -23,7 +23,7 @@ func benchEvent() *Event {
 }
 
 func BenchmarkBuild(b *testing.B) {
-	k := newTestKey(b, "example.org", "ed25519:a1", 1)
+	k := newTestKey("example.org", "ed25519:a1", 1)
 	e := benchEvent()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -34,7 +34,7 @@ func BenchmarkBuild(b *testing.B) {
 }
 
 func BenchmarkBuildLibrary(b *testing.B) {
-	k := newTestKey(b, "example.org", "ed25519:a1", 1)
+	k := newTestKey("example.org", "ed25519:a1", 1)
 	e := benchEvent()
 	b.ReportAllocs()
 	for b.Loop() {

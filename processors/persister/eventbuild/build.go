@@ -40,7 +40,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 )
 
 var (
@@ -102,31 +101,17 @@ type Signer struct {
 	signatures []byte
 }
 
-// NewSigner returns a Signer for server origin and its key keyID. The server name and
-// the key ID become keys of the signatures object, so they must need no escaping in
-// JSON (which a valid server name and key ID never do).
-func NewSigner(origin, keyID string, key ed25519.PrivateKey) (*Signer, error) {
-	for _, name := range []string{origin, keyID} {
-		if !utf8.ValidString(name) {
-			return nil, fmt.Errorf("eventbuild: %q is not UTF-8", name)
-		}
-		for _, c := range []byte(name) {
-			if c < utf8.RuneSelf && !safeInString[c] {
-				return nil, fmt.Errorf("eventbuild: %q needs escaping in JSON", name)
-			}
-		}
-	}
-	if len(key) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("eventbuild: an ed25519 private key has %d bytes, not %d", ed25519.PrivateKeySize, len(key))
-	}
+// NewSigner returns a Signer for server origin and its key keyID. key must be an
+// ed25519 private key (ed25519.Sign panics on anything else).
+func NewSigner(origin, keyID string, key ed25519.PrivateKey) *Signer {
 	s := &Signer{key: key}
 	s.origin = appendString(append(s.origin, `,"origin":`...), origin)
-	s.signatures = append(s.signatures, `,"signatures":{"`...)
-	s.signatures = append(s.signatures, origin...)
-	s.signatures = append(s.signatures, `":{"`...)
-	s.signatures = append(s.signatures, keyID...)
-	s.signatures = append(s.signatures, `":"`...)
-	return s, nil
+	// A valid server name or key ID needs no escaping as a key, which is as well: the
+	// library writes keys unescaped, so only Build would give valid JSON otherwise.
+	s.signatures = appendString(append(s.signatures, `,"signatures":{`...), origin)
+	s.signatures = appendString(append(s.signatures, `:{`...), keyID)
+	s.signatures = append(s.signatures, `:"`...)
+	return s
 }
 
 // An Event is what Build turns into a signed event.

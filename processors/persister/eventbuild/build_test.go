@@ -48,13 +48,9 @@ type testKey struct {
 	signer *Signer
 }
 
-func newTestKey(t testing.TB, origin, keyID string, seed byte) *testKey {
+func newTestKey(origin, keyID string, seed byte) *testKey {
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
-	s, err := NewSigner(origin, keyID, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testKey{origin: origin, keyID: keyID, priv: priv, signer: s}
+	return &testKey{origin: origin, keyID: keyID, priv: priv, signer: NewSigner(origin, keyID, priv)}
 }
 
 // libraryBuild builds e with gomatrixserverlib, as room.go did before this package:
@@ -198,9 +194,9 @@ func TestEquivalence(t *testing.T) {
 		n = 1000
 	}
 	keys := []*testKey{
-		newTestKey(t, "example.org", "ed25519:a1", 1),
-		newTestKey(t, "localhost:8448", "ed25519:auto", 2),
-		newTestKey(t, "[::1]:8448", "ed25519:K_e-y", 3),
+		newTestKey("example.org", "ed25519:a1", 1),
+		newTestKey("localhost:8448", "ed25519:auto", 2),
+		newTestKey("[::1]:8448", "ed25519:K_e-y", 3),
 	}
 	for vi, version := range []string{"10", "11", "12"} {
 		t.Run("v"+version, func(t *testing.T) {
@@ -222,7 +218,7 @@ func TestEquivalence(t *testing.T) {
 // TestRoomV12 builds a version 12 room's create event and an event in the room whose ID
 // it gives.
 func TestRoomV12(t *testing.T) {
-	k := newTestKey(t, "example.org", "ed25519:a1", 1)
+	k := newTestKey("example.org", "ed25519:a1", 1)
 	empty := ""
 	create := &Event{RoomVersion: "12", Sender: "@alice:example.org", Type: "m.room.create", StateKey: &empty,
 		Content: []byte(`{"room_version":"12"}`), PrevEvents: []string{}, AuthEvents: []string{}, Depth: 1, Time: time.UnixMilli(1700000000000)}

@@ -11,7 +11,7 @@ import (
 // TestRefusals lists the content gomatrixserverlib builds into an event although the
 // spec and Synapse refuse it, and which Build refuses.
 func TestRefusals(t *testing.T) {
-	k := newTestKey(t, "example.org", "ed25519:a1", 1)
+	k := newTestKey("example.org", "ed25519:a1", 1)
 	for _, c := range []struct{ name, content, library string }{
 		{"zero with a fraction", `{"a":0.0}`, `{"a":0.0}`},
 		{"minus zero with a fraction", `{"a":-0.0}`, `{"a":0.0}`},
@@ -50,7 +50,7 @@ func TestRefusals(t *testing.T) {
 // TestRefusedByBoth lists what both refuse, and checks the kind of refusal matches
 // (too large or not).
 func TestRefusedByBoth(t *testing.T) {
-	k := newTestKey(t, "example.org", "ed25519:a1", 1)
+	k := newTestKey("example.org", "ed25519:a1", 1)
 	long := strings.Repeat("x", 256)
 	wide := strings.Repeat("é", 128) // 128 code points, 256 bytes
 	for _, c := range []struct {
