@@ -15,19 +15,25 @@
 // event's ID without its "$", and auth_events never lists the create event: the caller
 // chooses the auth events and the builder writes what it is given.
 //
-// Where gomatrixserverlib accepts content that the spec and Synapse refuse, Build
-// refuses it with ErrBadJSON instead of producing an event other servers would reject:
-//   - numbers other than integers within ±(2^53−1): fractions and exponents (0.0, -0.0,
-//     1E2, which the library lets through) and -0;
-//   - strings that are not UTF-8, and \u escapes of unpaired UTF-16 surrogates (the
-//     library copies the former and drops or mangles the latter);
-//   - duplicate keys in an object (the library keeps both);
-//   - keys holding ", \ or a control character (the library writes them unescaped,
-//     which is not JSON);
+// Where gomatrixserverlib builds an event from content that the spec and Synapse
+// refuse, Build refuses the content with ErrBadJSON, rather than sign an event other
+// servers reject:
+//   - numbers that are not integers within ±(2^53−1): the library refuses most, but
+//     lets through fractions and exponents of zero (0.0, -0.0, 0e5) and exponents with
+//     a capital E (1E2, 5E-1);
+//   - strings that are not UTF-8 (the library copies them into the event, and turns
+//     them into U+FFFD in the redacted copy it signs);
+//   - \u escapes of UTF-16 surrogates that do not pair (the library drops a lone one,
+//     and makes one U+FFFD of two escapes that do not pair);
+//   - duplicate keys in an object (the library writes both);
+//   - keys holding ", \ or a control character: the library writes keys unescaped,
+//     which is not JSON or, where a backslash makes an escape, another key;
 //   - content that is not an object (the library accepts null).
 //
-// The event's own strings (type, state_key, sender, room_id, redacts, event IDs) are
-// written as the library writes them, bytes that are not UTF-8 becoming U+FFFD.
+// Nesting is bounded as the library bounds it: 9,999 levels, the content object
+// counting as one. The event's own strings (type, state_key, sender, room_id, redacts,
+// event IDs) are written as the library writes them, bytes that are not UTF-8 becoming
+// U+FFFD.
 package eventbuild
 
 import (
@@ -134,7 +140,7 @@ type Event struct {
 	PrevEvents []string
 	AuthEvents []string
 	Depth      int64
-	// Time is origin_server_ts, in milliseconds.
+	// Time is origin_server_ts (written in milliseconds).
 	Time time.Time
 }
 
@@ -151,6 +157,12 @@ type scratch struct {
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{sha: sha256.New()} }}
 
+// release returns sc to the pool, without the caller's content.
+func (sc *scratch) release() {
+	sc.p.in = nil
+	scratchPool.Put(sc)
+}
+
 // Lengths of the unpadded base64 of a SHA-256 hash and of an ed25519 signature.
 const (
 	hashLen = (sha256.Size*8 + 5) / 6
@@ -158,7 +170,7 @@ const (
 )
 
 // Build returns the signed event's JSON, which it allocates for the caller, and its
-// event ID.
+// event ID. Its errors are ErrBadJSON, ErrTooLarge and ErrInvalid, with the reason.
 func (s *Signer) Build(e *Event) (json []byte, eventID string, err error) {
 	r, ok := rulesFor(e.RoomVersion)
 	if !ok {
@@ -168,7 +180,7 @@ func (s *Signer) Build(e *Event) (json []byte, eventID string, err error) {
 		return nil, "", err
 	}
 	sc := scratchPool.Get().(*scratch)
-	defer scratchPool.Put(sc)
+	defer sc.release()
 	root, err := sc.p.parseObject(e.Content)
 	if err != nil {
 		return nil, "", err
@@ -219,8 +231,9 @@ func (s *Signer) Build(e *Event) (json []byte, eventID string, err error) {
 }
 
 // layout locates the parts of the written event that hashing, redacting and signing
-// leave out or fill in; each span of a member starts at the comma before it. A
-// member the redaction keeps has an empty span here.
+// leave out or fill in; the span of a member starts at the comma before it. origin
+// and prevState are empty when the room version's redaction keeps them, and redacts
+// when the event has no top-level redacts.
 type layout struct {
 	content    span // the content object
 	hashes     span

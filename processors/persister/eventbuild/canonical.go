@@ -132,7 +132,7 @@ func (p *parser) value(depth int) (int32, error) {
 }
 
 func (p *parser) literal(word string) error {
-	if !bytes.HasPrefix(p.in[p.i:], []byte(word)) {
+	if end := p.i + len(word); end > len(p.in) || string(p.in[p.i:end]) != word {
 		return p.fail("invalid literal")
 	}
 	p.arena = append(p.arena, word...)
