@@ -109,8 +109,9 @@ type signer struct {
 	serverName spec.ServerName
 	keyID      gomatrixserverlib.KeyID
 	key        []byte
-	// own builds the events of room versions 10 to 12, each in a fraction of the
-	// library's time; the library builds the older versions' events.
+	// own builds the events of room versions 6 to 12, each in a fraction of the
+	// library's time; the library builds those of versions 1 to 5, whose events and
+	// rules differ more (event ID formats, no canonical JSON integers).
 	own *eventbuild.Signer
 }
 
@@ -181,7 +182,7 @@ func (s *signer) buildOwn(r *room, sender string, pe *schemas.ProtoEvent, prev, 
 	return pdu, nil
 }
 
-// buildWithLibrary builds the events of room versions before 10 (all of which carry a
+// buildWithLibrary builds the events of room versions before 6 (all of which carry a
 // redaction's target at the top level) with gomatrixserverlib.
 func (s *signer) buildWithLibrary(r *room, sender string, pe *schemas.ProtoEvent, prev, auth []string, now time.Time) (gomatrixserverlib.PDU, error) {
 	proto := &gomatrixserverlib.ProtoEvent{

@@ -14,15 +14,15 @@ import (
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
-// TestSignerBuild builds a room's first events and a redaction in rooms of versions 9
-// (the library's builder), 10 and 11 (eventbuild): the events of 10 and 11 are those
-// the library builds from the same input, and bad content is refused as before.
+// TestSignerBuild builds a room's first events and a redaction in rooms of versions 5
+// (the library's builder), 9, 10 and 11 (eventbuild): eventbuild's events are those the
+// library builds from the same input, and bad content is refused as before.
 func TestSignerBuild(t *testing.T) {
 	t.Parallel()
 	_, key, _ := ed25519.GenerateKey(nil)
 	s := newSigner("test", "ed25519:t", key)
 	now := time.UnixMilli(1700000000000)
-	for _, version := range []string{"9", "10", "11"} {
+	for _, version := range []string{"5", "9", "10", "11"} {
 		r := &room{id: "!r" + version + ":test", version: gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(version)), state: authState{}}
 		create := map[string]string{"room_version": version}
 		if version != "11" {
@@ -69,7 +69,7 @@ func TestSignerBuild(t *testing.T) {
 			status  int
 			code    string
 		}{
-			{`{"body":1.5}`, 400, "M_BAD_JSON"},
+			{`{"body":}`, 400, "M_BAD_JSON"},
 			{`[]`, 400, "M_BAD_JSON"},
 			{`{"body":"` + strings.Repeat("x", 70000) + `"}`, 413, "M_TOO_LARGE"},
 		} {

@@ -1,12 +1,12 @@
 // Package eventbuild builds, hashes and signs this server's Matrix events of room
-// versions 10, 11 and 12, and computes their event IDs, producing byte for byte what
+// versions 6 to 12, and computes their event IDs, producing byte for byte what
 // gomatrixserverlib's EventBuilder.Build produces for the same input, in one pass over
 // the content and with scratch space reused between builds (the library re-encodes
 // the event several times over, through reflection).
 //
 // The event is canonical JSON (keys sorted by code point, no whitespace) with the keys
 // auth_events, content, depth, hashes, origin (this server), origin_server_ts,
-// prev_events, prev_state ([] on state events), redacts (room version 10, when set),
+// prev_events, prev_state ([] on state events), redacts (before room version 11, when set),
 // room_id (absent on a version 12 create event), sender, signatures, state_key (state
 // events) and type. hashes.sha256 is the SHA-256 of the event without hashes and
 // signatures; the signature covers the event redacted by the room version's rules,
@@ -72,11 +72,13 @@ func Supports(roomVersion string) bool {
 	return ok
 }
 
-// rules are what the supported room versions differ in.
+// rules are what the supported room versions differ in. All of them have event IDs
+// that are URL-safe hashes (format 3) and enforce canonical JSON's integers.
 type rules struct {
-	// redactV5 selects the redaction algorithm of room version 11 (MSC2176), which
-	// keeps neither origin nor prev_state and keeps more content; version 10 uses the
-	// one before it.
+	// kept lists the content keys a redaction keeps, by event type.
+	kept map[string][]string
+	// redactV5 marks the redaction rules of room version 11 (MSC2176): a redaction
+	// also drops origin and prev_state, and keeps all of a create event's content.
 	redactV5 bool
 	// redactsInContent: from version 11, a redaction's target is content.redacts.
 	redactsInContent bool
@@ -87,12 +89,16 @@ type rules struct {
 
 func rulesFor(roomVersion string) (rules, bool) {
 	switch roomVersion {
-	case "10":
-		return rules{}, true
+	case "6", "7":
+		return rules{kept: keptV2}, true
+	case "8":
+		return rules{kept: keptV3}, true
+	case "9", "10":
+		return rules{kept: keptV4}, true
 	case "11":
-		return rules{redactV5: true, redactsInContent: true}, true
+		return rules{kept: keptV5, redactV5: true, redactsInContent: true}, true
 	case "12":
-		return rules{redactV5: true, redactsInContent: true, domainless: true}, true
+		return rules{kept: keptV5, redactV5: true, redactsInContent: true, domainless: true}, true
 	}
 	return rules{}, false
 }
@@ -122,7 +128,7 @@ func NewSigner(origin, keyID string, key ed25519.PrivateKey) *Signer {
 
 // An Event is what Build turns into a signed event.
 type Event struct {
-	// RoomVersion is "10", "11" or "12".
+	// RoomVersion is one of "6" to "12".
 	RoomVersion string
 	// RoomID is empty for the create event of room version 12.
 	RoomID string
@@ -322,7 +328,7 @@ func appendIDs(dst []byte, ids []string) []byte {
 // writeContent appends the canonical content, with the redaction target in it when
 // the version puts it there, noting in sc.kept the members a redaction keeps.
 func (sc *scratch) writeContent(dst []byte, e *Event, r rules, root int32) []byte {
-	keep, all := keptContent(r.redactV5, e.Type)
+	keep, all := r.kept[e.Type], r.redactV5 && e.Type == "m.room.create"
 	sc.kept = sc.kept[:0]
 	p := &sc.p
 	inject := r.redactsInContent && e.Redacts != ""

@@ -34,7 +34,7 @@ func FuzzBuild(f *testing.F) {
 	k := newTestKey("example.org", "ed25519:a1", 1)
 	f.Fuzz(func(t *testing.T, content []byte, typ, stateKey string, state bool, version uint8) {
 		e := &Event{
-			RoomVersion: []string{"10", "11", "12"}[version%3],
+			RoomVersion: []string{"6", "7", "8", "9", "10", "11", "12"}[version%7],
 			RoomID:      "!room:example.org",
 			Sender:      "@alice:example.org",
 			Type:        typ,

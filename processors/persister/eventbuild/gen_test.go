@@ -183,6 +183,10 @@ func (g *gen) raw(s string) []byte { return []byte(s) }
 
 func (g *gen) pick(options ...string) string { return options[g.r.IntN(len(options))] }
 
+// beforeV11 says whether the room version has a creator in create events and a
+// redaction's target at the top level.
+func (g *gen) beforeV11() bool { return g.version != "11" && g.version != "12" }
+
 func (g *gen) eventID() string {
 	var h [32]byte
 	for i := range h {
@@ -241,10 +245,10 @@ func (g *gen) event() (string, *Event) {
 	case "create":
 		state("m.room.create", "")
 		content = []member{{"room_version", g.s(g.version)}}
-		switch g.version {
-		case "10":
+		switch {
+		case g.beforeV11():
 			content = append(content, member{"creator", g.s(e.Sender)})
-		case "12":
+		case g.version == "12":
 			e.RoomID = ""
 			e.PrevEvents, e.AuthEvents = []string{}, []string{}
 			e.Depth = 1
@@ -353,10 +357,10 @@ func (g *gen) event() (string, *Event) {
 		e.Type = "m.room.redaction"
 		target := g.eventID()
 		switch {
-		case g.version == "10" || g.r.IntN(2) == 0:
+		case g.beforeV11() || g.r.IntN(2) == 0:
 			// The builder puts the target where the version wants it.
 			e.Redacts = target
-			if g.version != "10" && g.r.IntN(3) == 0 {
+			if !g.beforeV11() && g.r.IntN(3) == 0 {
 				content = append(content, member{"redacts", g.s(g.eventID())})
 			}
 		default:

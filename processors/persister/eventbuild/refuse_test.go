@@ -115,8 +115,8 @@ func TestRefusedByBoth(t *testing.T) {
 		})
 	}
 	e := benchEvent()
-	e.RoomVersion = "9"
+	e.RoomVersion = "5"
 	if _, _, err := k.signer.Build(e); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("room version 9: %v", err)
+		t.Fatalf("room version 5: %v", err)
 	}
 }

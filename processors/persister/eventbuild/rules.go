@@ -6,11 +6,26 @@ import (
 	"unicode/utf8"
 )
 
-// The content keys a redaction keeps, by event type: version 10's rules (the library's
-// "V4": MSC2174's join_authorised_via_users_server and MSC3083's allow on top of the
-// original list), then version 11's (MSC2176 and MSC3821: power levels keep invite,
-// a redaction keeps redacts, a create event keeps all its content).
+// The content keys a redaction keeps, by event type, under the redaction rules of
+// room versions 6 and 7 (the library's "V2"), 8 (MSC3083: join rules keep allow), 9
+// and 10 (MSC3375: members keep join_authorised_via_users_server), and 11 and 12
+// (MSC2176 and MSC3821: power levels keep invite, a redaction keeps redacts; a create
+// event keeps all its content, see rules.redactV5).
 var (
+	keptV2 = map[string][]string{
+		"m.room.member":             {"membership"},
+		"m.room.create":             {"creator"},
+		"m.room.join_rules":         {"join_rule"},
+		"m.room.power_levels":       {"ban", "events", "events_default", "kick", "redact", "state_default", "users", "users_default"},
+		"m.room.history_visibility": {"history_visibility"},
+	}
+	keptV3 = map[string][]string{
+		"m.room.member":             {"membership"},
+		"m.room.create":             {"creator"},
+		"m.room.join_rules":         {"join_rule", "allow"},
+		"m.room.power_levels":       {"ban", "events", "events_default", "kick", "redact", "state_default", "users", "users_default"},
+		"m.room.history_visibility": {"history_visibility"},
+	}
 	keptV4 = map[string][]string{
 		"m.room.member":             {"membership", "join_authorised_via_users_server"},
 		"m.room.create":             {"creator"},
@@ -26,15 +41,6 @@ var (
 		"m.room.redaction":          {"redacts"},
 	}
 )
-
-// keptContent returns the content keys a redaction of an event of type typ keeps, or
-// all when it keeps every one.
-func keptContent(v5 bool, typ string) (keys []string, all bool) {
-	if v5 {
-		return keptV5[typ], typ == "m.room.create"
-	}
-	return keptV4[typ], false
-}
 
 func contains[K string | []byte](keys []string, key K) bool {
 	for _, k := range keys {
