@@ -271,9 +271,6 @@ func (sc *scratch) write(s *Signer, e *Event, r rules, root int32) layout {
 	l.origin.start = int32(len(ev))
 	ev = append(ev, s.origin...)
 	l.origin.end = int32(len(ev))
-	if !r.redactV5 {
-		l.origin = span{}
-	}
 	ev = append(ev, `,"origin_server_ts":`...)
 	ev = strconv.AppendInt(ev, e.Time.UnixMilli(), 10)
 	ev = append(ev, `,"prev_events":`...)
@@ -281,13 +278,13 @@ func (sc *scratch) write(s *Signer, e *Event, r rules, root int32) layout {
 	if e.StateKey != nil {
 		// Long dropped from the protocol, but Synapse expects the key on state
 		// events, and the library writes it.
-		if r.redactV5 {
-			l.prevState.start = int32(len(ev))
-		}
+		l.prevState.start = int32(len(ev))
 		ev = append(ev, `,"prev_state":[]`...)
-		if r.redactV5 {
-			l.prevState.end = int32(len(ev))
-		}
+		l.prevState.end = int32(len(ev))
+	}
+	if !r.redactV5 {
+		// The older redaction rules keep both.
+		l.origin, l.prevState = span{}, span{}
 	}
 	if e.Redacts != "" && !r.redactsInContent {
 		l.redacts.start = int32(len(ev))
@@ -334,30 +331,23 @@ func (sc *scratch) writeContent(dst []byte, e *Event, r rules, root int32) []byt
 	inject := r.redactsInContent && e.Redacts != ""
 	dst = append(dst, '{')
 	open := len(dst)
-	for c := p.nodes[root].child; ; {
-		var key []byte
-		if c != none {
-			key = p.key(c)
-		}
-		if !inject && c == none {
-			break
-		}
+	for c := p.nodes[root].child; c != none || inject; {
 		if len(dst) > open {
 			dst = append(dst, ',')
 		}
 		start := len(dst)
 		var kept bool
-		if inject && (c == none || string(key) >= "redacts") {
-			// The target replaces the content's own redacts, if any.
+		if inject && (c == none || string(p.key(c)) >= "redacts") {
+			// The target goes where its key sorts, replacing the content's own.
 			inject = false
-			dst = appendString(append(dst, `"redacts":`...), e.Redacts)
-			kept = all || contains(keep, "redacts")
-			if c != none && string(key) == "redacts" {
+			if c != none && string(p.key(c)) == "redacts" {
 				c = p.nodes[c].next
 			}
+			dst = appendString(append(dst, `"redacts":`...), e.Redacts)
+			kept = all || contains(keep, "redacts")
 		} else {
+			kept = all || contains(keep, p.key(c))
 			dst = p.writeMember(dst, c)
-			kept = all || contains(keep, key)
 			c = p.nodes[c].next
 		}
 		if kept {
