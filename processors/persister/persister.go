@@ -148,7 +148,7 @@ func New(cfg Config) *Persister {
 	}
 	return &Persister{
 		cfg:         cfg,
-		signer:      signer{serverName: cfg.ServerName, keyID: cfg.KeyID, key: cfg.Key},
+		signer:      newSigner(cfg.ServerName, cfg.KeyID, cfg.Key),
 		rooms:       map[string]*room{},
 		unresolved:  map[string]bool{},
 		maxAppend:   maxAppend,

@@ -1,0 +1,5 @@
+//go:build !race
+
+package eventbuild
+
+const raceEnabled = false
