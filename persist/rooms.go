@@ -88,14 +88,60 @@ func RedactsOf(pdu gomatrixserverlib.PDU) string {
 // together with the writer's new position. It is idempotent: replaying a batch that is
 // already projected changes nothing, so recovery can simply replay the log.
 func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) error {
+	batch, _, err := projection(writer, batches, true)
+	if err != nil || batch == nil {
+		return err
+	}
+	// A batch is one pipeline ending in one Sync, which Postgres runs as one implicit
+	// transaction: all statements commit together or none does, in one round trip.
+	return db.Pool.SendBatch(ctx, batch).Close()
+}
+
+// ErrLostCommits says that Postgres holds an older position of a writer than one the
+// writer committed: commits made without waiting for their WAL flush were lost in a
+// crash of Postgres (or a failover to a replica that lagged). The log has them.
+var ErrLostCommits = errors.New("persist: the stored position is behind a committed projection: Postgres lost commits")
+
+// ProjectBehind is Project for a writer that answered its clients at the log append:
+// the transaction does not wait for its WAL flush, and it fails with ErrLostCommits,
+// storing nothing, when the writer's stored position is below projected, the position
+// of its last projection that committed.
+func (db *DB) ProjectBehind(ctx context.Context, writer string, batches []BatchAt, projected uint64) error {
+	batch, maxSeq, err := projection(writer, batches, false)
+	if err != nil || batch == nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+			return err
+		}
+		if maxSeq == 0 {
+			return nil
+		}
+		prev, err := AdvancePositionTx(ctx, tx, EventsStream, writer, maxSeq)
+		if err == nil && prev < projected {
+			err = fmt.Errorf("%w (%d, was %d)", ErrLostCommits, prev, projected)
+		}
+		return err
+	})
+}
+
+// projection makes the statements that project batches, with the writer's position
+// when advance is set (ProjectBehind advances it itself, to read what was stored), and
+// returns the writer's highest own sequence among them; nil when there is nothing to
+// project.
+func projection(writer string, batches []BatchAt, advance bool) (*pgx.Batch, uint64, error) {
 	if len(batches) == 0 {
-		return nil
+		return nil, 0, nil
 	}
 	var evs []parsedEvent
 	for _, b := range batches {
 		p, err := parseBatch(b)
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
 		evs = append(evs, p...)
 	}
@@ -226,12 +272,10 @@ func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) err
 			ON CONFLICT (intent_id) DO NOTHING`, iIDs, iRooms, iSeqs, iEvents)
 	}
 
-	if maxSeq > 0 {
+	if maxSeq > 0 && advance {
 		batch.Queue(advancePosition, EventsStream, writer, int64(maxSeq))
 	}
-	// A batch is one pipeline ending in one Sync, which Postgres runs as one implicit
-	// transaction: all statements commit together or none does, in one round trip.
-	return db.Pool.SendBatch(ctx, batch).Close()
+	return batch, maxSeq, nil
 }
 
 // advancePosition moves a writer's position forward, never back.

@@ -25,11 +25,14 @@ func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, dev Devic
 	return s.authenticate(h, true)
 }
 
-// authedSend is authed for the event writes whose checks the room's writer makes
-// from memory (send, state, redact): they need not see earlier events in Postgres, so
-// a client sending one event after another never waits for their projection. Every
-// other request first sees what this process answered (seeAnswered).
-func (s *Server) authedSend(h func(w http.ResponseWriter, r *http.Request, dev Device)) http.HandlerFunc {
+// authedNoWait is authed without seeAnswered's wait, for two kinds of request: the
+// event writes whose checks the room's writer makes from memory (send, state, redact),
+// which need not see earlier events in Postgres, so a client sending one event after
+// another never waits for their projection; and /sync, which waits for the device's
+// own writes (awaitOwnWrite), and for seeAnswered only when it answers at once: a
+// long-poll under a stream of other users' sends gets each of them as it becomes
+// visible, without waiting for the latest projection before it starts.
+func (s *Server) authedNoWait(h func(w http.ResponseWriter, r *http.Request, dev Device)) http.HandlerFunc {
 	return s.authenticate(h, false)
 }
 

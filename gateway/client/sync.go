@@ -184,7 +184,7 @@ func (s *Server) registerSync(r router) {
 	for name := range s.StreamFeeds {
 		s.streamWrites[name] = &ownWrites{}
 	}
-	r.handle("GET", "/sync", syncVersions, serve.LongPoll(s.authed(s.sync), s.HTTP).ServeHTTP)
+	r.handle("GET", "/sync", syncVersions, serve.LongPoll(s.authedNoWait(s.sync), s.HTTP).ServeHTTP)
 }
 
 // timelineLimit is the number of events a room's timeline may carry in one response.
@@ -253,8 +253,13 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 	defer s.syncing(r.Context(), dev, req.setPresence)()
 	ctx := r.Context()
 	s.awaitOwnWrite(ctx, dev)
-	waitCtx := ctx
 	canWait := req.incremental && !req.fullState && req.timeout > 0
+	if !canWait {
+		// A sync that answers at once shows every event answered here before it came;
+		// a long-poll gets any it misses a moment later, as they become visible.
+		s.seeAnswered(ctx)
+	}
+	waitCtx := ctx
 	if canWait {
 		var cancel context.CancelFunc
 		waitCtx, cancel = context.WithTimeout(ctx, req.timeout)

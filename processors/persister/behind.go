@@ -116,7 +116,7 @@ func (p *Persister) projectLoop(ctx context.Context) {
 				done = append(done, queue[n].done...)
 				n++
 			}
-			if err := p.project(ctx, queue[0].writer, done); err == nil {
+			if err := p.project(ctx, queue[0].writer, done, true); err == nil {
 				p.emitReplication(done)
 			}
 			for range n {
@@ -140,7 +140,7 @@ func (p *Persister) projectQueued(ctx context.Context) {
 	for {
 		select {
 		case pr := <-p.projections:
-			if err := p.project(sctx, pr.writer, pr.done); err == nil {
+			if err := p.project(sctx, pr.writer, pr.done, true); err == nil {
 				p.emitReplication(pr.done)
 			}
 			p.unprojected.done()

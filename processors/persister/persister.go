@@ -105,6 +105,10 @@ type Persister struct {
 	projections chan projection
 	unprojected inflight
 	recent      recentResults
+	// projected is this writer's highest sequence whose projection committed: the
+	// stored position is never below it unless Postgres lost commits. Recovery sets it
+	// before projectLoop starts, which then owns it.
+	projected uint64
 }
 
 // faults are the test hooks of the failure paths that real runs reach only by bad luck.
@@ -892,8 +896,11 @@ func (p *Persister) appendFailed(ra *roomAppend, err error) error {
 }
 
 // project writes appended batches to Postgres, retrying while Postgres is unavailable:
-// the events are safe in the log, so waiting only delays answers.
-func (p *Persister) project(ctx context.Context, writer string, done []persist.BatchAt) error {
+// the events are safe in the log, so waiting only delays answers. behind marks the
+// projection of answered appends (projectLoop): its own batches commit without
+// waiting for the WAL flush, and a loss of earlier such commits is found and projected
+// again from the log first (behind.go).
+func (p *Persister) project(ctx context.Context, writer string, done []persist.BatchAt, behind bool) error {
 	if len(done) == 0 {
 		return nil
 	}
@@ -912,8 +919,18 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 		}
 		if err == nil {
 			dctx, cancel := p.dbCtx(ctx)
-			err = p.cfg.DB.Project(dctx, writer, done)
+			if behind && writer == p.cfg.Name {
+				err = p.cfg.DB.ProjectBehind(dctx, writer, done, p.projected)
+			} else {
+				err = p.cfg.DB.Project(dctx, writer, done)
+			}
 			cancel()
+		}
+		if errors.Is(err, persist.ErrLostCommits) {
+			p.cfg.Log.Warn("Postgres lost projected events; projecting them again from the log", zap.Error(err))
+			if _, err = p.projectFromLog(ctx); err == nil {
+				continue
+			}
 		}
 		if err == nil {
 			break
@@ -933,6 +950,7 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 	if maxSeq == 0 {
 		return nil
 	}
+	p.projected = max(p.projected, maxSeq)
 	notice, _ := json.Marshal(schemas.Projected{Writer: p.cfg.Name, Seq: maxSeq})
 	if err := p.cfg.NC.Publish(p.cfg.Topology.ProjectedSubject(), notice); err != nil {
 		// Sync feeds poll stream_positions when a notice goes missing.

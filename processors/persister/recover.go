@@ -26,27 +26,39 @@ const recoverChunk = 256
 // log's end is projected, so the position moves there: an idle writer does not read the
 // same stretch of the log again at its next start.
 func (p *Persister) recoverUnprojected(ctx context.Context) error {
+	last, err := p.projectFromLog(ctx)
+	if err != nil {
+		return err
+	}
+	return p.advanceIdle(ctx, last)
+}
+
+// projectFromLog projects, waiting for each commit, this writer's log messages after
+// the position Postgres holds for it, and returns the log's last sequence read: at
+// start, and when Postgres lost commits of projections behind answers.
+func (p *Persister) projectFromLog(ctx context.Context) (uint64, error) {
 	dctx, cancel := p.dbCtx(ctx)
 	positions, err := p.cfg.DB.StreamPositions(dctx, persist.EventsStream)
 	cancel()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	from := positions[p.cfg.Name] + 1
+	p.projected = positions[p.cfg.Name]
+	from := p.projected + 1
 	recovered := 0
 	last, err := streams.ReadLog(ctx, p.cfg.JS, p.cfg.Topology,
 		streams.LogRange{From: from, Writer: p.cfg.Name, Chunk: recoverChunk},
 		func(msgs []schemas.LogMessage) error {
 			recovered += len(msgs)
-			return p.project(ctx, p.cfg.Name, persist.BatchesOf(msgs))
+			return p.project(ctx, p.cfg.Name, persist.BatchesOf(msgs), false)
 		})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if recovered > 0 {
-		p.cfg.Log.Info("recovered unprojected batches", zap.Int("batches", recovered), zap.Uint64("from_seq", from))
+		p.cfg.Log.Info("projected unprojected batches from the log", zap.Int("batches", recovered), zap.Uint64("from_seq", from))
 	}
-	return p.advanceIdle(ctx, last)
+	return last, nil
 }
 
 // advanceIdle records that every message of ours up to seq is projected. Only true
@@ -90,7 +102,7 @@ func (p *Persister) catchUp(ctx context.Context, roomID string) error {
 			// that landed after this loop's other appends, and claiming it would move our
 			// position past those before they are projected. Sync feeds find such
 			// messages in events.
-			return p.project(ctx, "", persist.BatchesOf(msgs))
+			return p.project(ctx, "", persist.BatchesOf(msgs), false)
 		})
 	if caught > 0 {
 		p.cfg.Log.Info("caught up room from the log", zap.String("room_id", roomID), zap.Int("batches", caught))
@@ -216,6 +228,9 @@ func (p *Persister) announcePosition(ctx context.Context, record bool) {
 	p.busy.Lock()
 	defer p.busy.Unlock()
 	p.flushProjections(ctx)
+	if err := p.verifyProjected(ctx); err != nil && ctx.Err() == nil {
+		p.cfg.Log.Warn("projection check failed", zap.Error(err))
+	}
 	stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
 	var info *jetstream.StreamInfo
 	if err == nil {
@@ -233,4 +248,20 @@ func (p *Persister) announcePosition(ctx context.Context, record bool) {
 	if p.cfg.Replication != nil {
 		p.cfg.Replication.Position(schemas.StreamEvents, int64(info.State.LastSeq))
 	}
+}
+
+// verifyProjected checks, with nothing in flight, that Postgres still holds what this
+// writer projected, and projects from the log what a loss of commits took: an idle
+// writer would otherwise find the loss only at its next projection.
+func (p *Persister) verifyProjected(ctx context.Context) error {
+	dctx, cancel := p.dbCtx(ctx)
+	positions, err := p.cfg.DB.StreamPositions(dctx, persist.EventsStream)
+	cancel()
+	if err != nil || positions[p.cfg.Name] >= p.projected {
+		return err
+	}
+	p.cfg.Log.Warn("Postgres lost projected events; projecting them again from the log",
+		zap.Uint64("stored", positions[p.cfg.Name]), zap.Uint64("projected", p.projected))
+	_, err = p.projectFromLog(ctx)
+	return err
 }
