@@ -88,9 +88,13 @@ func RedactsOf(pdu gomatrixserverlib.PDU) string {
 // together with the writer's new position. It is idempotent: replaying a batch that is
 // already projected changes nothing, so recovery can simply replay the log.
 func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) error {
-	batch, _, err := projection(writer, batches, true)
-	if err != nil || batch == nil {
+	batch := &pgx.Batch{}
+	maxSeq, err := projection(batch, writer, batches)
+	if err != nil || batch.Len() == 0 {
 		return err
+	}
+	if maxSeq > 0 {
+		batch.Queue(advancePosition, EventsStream, writer, int64(maxSeq))
 	}
 	// A batch is one pipeline ending in one Sync, which Postgres runs as one implicit
 	// transaction: all statements commit together or none does, in one round trip.
@@ -103,45 +107,56 @@ func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) err
 var ErrLostCommits = errors.New("persist: the stored position is behind a committed projection: Postgres lost commits")
 
 // ProjectBehind is Project for a writer that answered its clients at the log append:
-// the transaction does not wait for its WAL flush, and it fails with ErrLostCommits,
-// storing nothing, when the writer's stored position is below projected, the position
-// of its last projection that committed.
+// the transaction does not wait for its WAL flush, and the writer's position moves
+// only if the stored one is not below projected, the position of its last projection
+// that committed; if it is, the batches are stored (replaying them later changes
+// nothing), the position stays, and the error is ErrLostCommits. One round trip.
 func (db *DB) ProjectBehind(ctx context.Context, writer string, batches []BatchAt, projected uint64) error {
-	batch, maxSeq, err := projection(writer, batches, false)
-	if err != nil || batch == nil {
+	batch := &pgx.Batch{}
+	// SET LOCAL holds for the pipeline's implicit transaction.
+	batch.Queue(`SET LOCAL synchronous_commit = off`)
+	maxSeq, err := projection(batch, writer, batches)
+	if err != nil || maxSeq == 0 {
+		if err == nil && batch.Len() > 1 {
+			err = db.Pool.SendBatch(ctx, batch).Close()
+		}
 		return err
 	}
-	return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+	batch.Queue(`WITH moved AS (
+			INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
+			ON CONFLICT (stream_name, instance_name) DO UPDATE
+			SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)
+			WHERE stream_positions.stream_id >= $4
+			RETURNING 1)
+		SELECT count(*) FROM moved`, EventsStream, writer, int64(maxSeq), int64(projected))
+	br := db.Pool.SendBatch(ctx, batch)
+	defer br.Close()
+	for range batch.Len() - 1 {
+		if _, err := br.Exec(); err != nil {
 			return err
 		}
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-			return err
-		}
-		if maxSeq == 0 {
-			return nil
-		}
-		prev, err := AdvancePositionTx(ctx, tx, EventsStream, writer, maxSeq)
-		if err == nil && prev < projected {
-			err = fmt.Errorf("%w (%d, was %d)", ErrLostCommits, prev, projected)
-		}
+	}
+	var moved int
+	if err := br.QueryRow().Scan(&moved); err != nil {
 		return err
-	})
+	}
+	if moved == 0 {
+		return fmt.Errorf("%w (projected up to %d)", ErrLostCommits, projected)
+	}
+	return br.Close()
 }
 
-// projection makes the statements that project batches, with the writer's position
-// when advance is set (ProjectBehind advances it itself, to read what was stored), and
-// returns the writer's highest own sequence among them; nil when there is nothing to
-// project.
-func projection(writer string, batches []BatchAt, advance bool) (*pgx.Batch, uint64, error) {
+// projection queues on batch the statements that project batches, without the
+// writer's position, and returns the writer's highest own sequence among them.
+func projection(batch *pgx.Batch, writer string, batches []BatchAt) (uint64, error) {
 	if len(batches) == 0 {
-		return nil, 0, nil
+		return 0, nil
 	}
 	var evs []parsedEvent
 	for _, b := range batches {
 		p, err := parseBatch(b)
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		evs = append(evs, p...)
 	}
@@ -204,7 +219,6 @@ func projection(writer string, batches []BatchAt, advance bool) (*pgx.Batch, uin
 		heads[b.Batch.RoomID].version = b.Batch.RoomVersion
 	}
 
-	batch := &pgx.Batch{}
 	batch.Queue(`INSERT INTO events (event_id, room_id, seq, idx, type, state_key, sender, membership,
 			depth, origin_server_ts, json, device_id, txn_id)
 		SELECT u.id, u.room, u.seq, u.idx, u.type, u.sk, u.sender, NULLIF(u.mem, ''), u.depth, u.ts, u.json,
@@ -272,10 +286,7 @@ func projection(writer string, batches []BatchAt, advance bool) (*pgx.Batch, uin
 			ON CONFLICT (intent_id) DO NOTHING`, iIDs, iRooms, iSeqs, iEvents)
 	}
 
-	if maxSeq > 0 && advance {
-		batch.Queue(advancePosition, EventsStream, writer, int64(maxSeq))
-	}
-	return batch, maxSeq, nil
+	return maxSeq, nil
 }
 
 // advancePosition moves a writer's position forward, never back.
