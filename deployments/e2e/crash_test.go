@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -261,8 +262,11 @@ func minus(a, b []id.EventID) []id.EventID {
 }
 
 // TestSingleProcessKill9 is invariant 1 for the single process, whose NATS server is
-// embedded and dies with it: every send that got a 200 before kill -9, with sends in
-// flight, is there after the restart, in /messages and in Postgres, exactly once.
+// embedded and dies with it: sends are answered at their append to the log and
+// projected behind the answer, and the process is killed (kill -9) 20 times at random
+// moments with sends in flight; every send that got a 200 is there after the last
+// restart exactly once, in /messages, in Postgres and in /sync. The seed of the
+// moments is logged.
 func TestSingleProcessKill9(t *testing.T) {
 	ctx, d, hs := singleProcess(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
@@ -271,34 +275,32 @@ func TestSingleProcessKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	room := created.RoomID
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("seed %d", seed)
 	var mu sync.Mutex
 	acked := map[id.EventID]bool{}
-	var senders sync.WaitGroup
-	for s := range 4 {
-		senders.Go(func() {
-			for i := 0; ; i++ {
-				ev, err := sendText(ctx, alice, room, fmt.Sprintf("k%d-%d", s, i), "x")
-				if err != nil {
-					return // the process is gone
+	const kills = 20
+	for k := range kills {
+		var senders sync.WaitGroup
+		for s := range 4 {
+			senders.Go(func() {
+				for i := 0; ; i++ {
+					ev, err := sendText(ctx, alice, room, fmt.Sprintf("k%d-%d-%d", k, s, i), "x")
+					if err != nil {
+						return // the process is gone
+					}
+					mu.Lock()
+					acked[ev] = true
+					mu.Unlock()
 				}
-				mu.Lock()
-				acked[ev] = true
-				mu.Unlock()
-			}
-		})
-	}
-	for {
-		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 100 {
-			break
+			})
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(time.Duration(20+rng.IntN(300)) * time.Millisecond)
+		hs.kill9()
+		senders.Wait()
+		hs.restart()
 	}
-	hs.kill9()
-	senders.Wait()
-	hs.restart()
 
 	var seen []id.EventID
 	from := ""
@@ -317,13 +319,22 @@ func TestSingleProcessKill9(t *testing.T) {
 		}
 		from = msgs.End
 	}
+	inSync := map[id.EventID]int{}
+	filter := fmt.Sprintf(`{"room":{"timeline":{"limit":%d,"types":["m.room.message"]}}}`, len(acked)+100)
+	resp, err := alice.SyncRequest(ctx, 0, "", filter, false, event.PresenceOffline)
+	if err != nil || resp.Rooms.Join[room] == nil {
+		t.Fatalf("sync after the restarts: %v", err)
+	}
+	for _, e := range resp.Rooms.Join[room].Timeline.Events {
+		inSync[e.ID]++
+	}
 	count := map[id.EventID]int{}
 	for _, e := range seen {
 		count[e]++
 	}
 	for e := range acked {
-		if count[e] != 1 {
-			t.Errorf("acknowledged event %s appears %d times after the restart", e, count[e])
+		if count[e] != 1 || inSync[e] != 1 {
+			t.Errorf("acknowledged event %s appears %d times in /messages and %d times in /sync after the restarts", e, count[e], inSync[e])
 		}
 	}
 	d.query(ctx, func(conn *pgx.Conn) error {
@@ -334,5 +345,5 @@ func TestSingleProcessKill9(t *testing.T) {
 		}
 		return err
 	})
-	t.Logf("%d sends acknowledged before kill -9, all present once after the restart", len(acked))
+	t.Logf("%d sends acknowledged over %d kills, all present once after the last restart", len(acked), kills)
 }

@@ -82,6 +82,19 @@ func (s *Server) seeAnswered(ctx context.Context) {
 	if s.Feed == nil {
 		return // a gateway that serves no reads of rooms
 	}
+	if !s.caughtUp.Load() {
+		// After a crash the writer projects what its clients were answered before
+		// anything else: until the feed shows the log's tail at start, requests wait
+		// for it longer than for one projection.
+		if s.LogTail > s.Feed.Position() {
+			sctx, cancel := context.WithTimeout(ctx, startupWait)
+			s.Feed.WaitPosition(sctx, s.LogTail)
+			cancel()
+		}
+		if s.LogTail <= s.Feed.Position() {
+			s.caughtUp.Store(true)
+		}
+	}
 	seq := s.answered.Load()
 	if seq <= s.Feed.Position() {
 		return
@@ -90,6 +103,10 @@ func (s *Server) seeAnswered(ctx context.Context) {
 	defer cancel()
 	s.Feed.WaitPosition(ctx, seq)
 }
+
+// startupWait bounds how long a request waits for the feed to show the log as it was
+// when the process started.
+const startupWait = 10 * time.Second
 
 // noteAnswered raises the position seeAnswered waits for.
 func (s *Server) noteAnswered(seq uint64) {

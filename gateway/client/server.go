@@ -67,8 +67,9 @@ type Server struct {
 	tokens tokenCache
 	writes ownWrites
 	// answered is the highest events position answered here, or in the log when the
-	// process started (seeAnswered).
+	// process started; caughtUp is set once the feed showed the latter (seeAnswered).
 	answered    atomic.Uint64
+	caughtUp    atomic.Bool
 	syncStreams []syncStream
 	accountData accountDataStore
 	joinedCache joinedCache
