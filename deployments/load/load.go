@@ -498,6 +498,7 @@ func printServer(out io.Writer, s *serverResults, c *ceilings) {
 	}
 	fmt.Fprintf(out, "(d) send→sync: %d sends at %.0f/s achieved; from the send's 200 to the event in the other client's /sync: p50 %s, p99 %s, max %s (target p99 ≤ %s: %s)\n",
 		t.ops, t.sendRate, fmtDur(percentile(t.lat, 0.5)), fmtDur(p99), fmtDur(percentile(t.lat, 1)), targetSyncP99, verdict)
+	fmt.Fprintf(out, "    from the send's request instead: p50 %s, p99 %s\n", fmtDur(percentile(t.fromRequest, 0.5)), fmtDur(percentile(t.fromRequest, 0.99)))
 	fmt.Fprintf(out, "    %d events reached /sync before their 200 (counted as 0), %d never arrived, %d limited timelines; CPU/send %s",
 		t.beforeSend, t.missing, t.limited, fmtDur(t.cpuPerOp()))
 	if ceiling > 0 {

@@ -94,6 +94,9 @@ type syncLatency struct {
 	beforeSend int     // events /sync delivered before their send's 200 arrived
 	missing    int     // events never seen in /sync within the grace period
 	limited    int     // /sync timelines cut short (events in them could be missed)
+	// fromRequest are the latencies from the moment each send was made, not its 200:
+	// what a sender's correspondent waits, wherever the server answers the send.
+	fromRequest []time.Duration
 }
 
 // syncFilter asks /sync for room timelines only, long enough that a long-poll never
@@ -114,6 +117,7 @@ func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *
 	}
 	var mu sync.Mutex
 	sent := make(map[string]time.Time, n)
+	requested := make(map[string]time.Time, n)
 	seen := make(map[string]time.Time, n)
 	var out syncLatency
 	out.name = "send→sync"
@@ -164,6 +168,7 @@ func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *
 	for i, u := range senders {
 		wg.Go(func() {
 			for range slots {
+				began := time.Now()
 				evID, err := hs.send(ctx, u, rooms[i])
 				if err != nil {
 					errOnce.Do(func() { sendErr = err })
@@ -172,6 +177,7 @@ func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *
 				now := time.Now()
 				mu.Lock()
 				sent[evID] = now
+				requested[evID] = began
 				mu.Unlock()
 			}
 		})
@@ -222,6 +228,9 @@ func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *
 	out.sendRate = float64(len(sent)) / sendElapsed.Seconds()
 	for e, at := range sent {
 		s, ok := seen[e]
+		if ok {
+			out.fromRequest = append(out.fromRequest, s.Sub(requested[e]))
+		}
 		switch {
 		case !ok:
 			out.missing++
