@@ -121,12 +121,8 @@ type Writer struct {
 	projected uint64
 }
 
-// errLostCommits says that Postgres holds an older position of this writer than one it
-// committed: commits were lost, and the log has what they held.
-var errLostCommits = errors.New("the stored position is behind a committed projection: Postgres lost commits")
-
 // verifyEvery is how often an idle writer checks that Postgres still holds its
-// projection (see errLostCommits); a busy one checks at every commit.
+// projection (see persist.ErrLostCommits); a busy one checks at every commit.
 const verifyEvery = time.Second
 
 // New returns a Writer for cfg.Stream.
@@ -390,7 +386,7 @@ func (w *Writer) project(ctx context.Context, recs []streams.RawMessage) error {
 		err := pgx.BeginFunc(dctx, w.cfg.DB.Pool, func(tx pgx.Tx) error {
 			// The log holds every record before it is projected, and the position
 			// commits with the rows: a commit lost in a crash of Postgres is found
-			// (errLostCommits) and projected again from the log. So the transaction
+			// (persist.ErrLostCommits) and projected again from the log. So the transaction
 			// need not wait for its WAL flush.
 			if _, err := tx.Exec(dctx, `SET LOCAL synchronous_commit = off`); err != nil {
 				return err
@@ -400,7 +396,7 @@ func (w *Writer) project(ctx context.Context, recs []streams.RawMessage) error {
 			}
 			prev, err := persist.AdvancePositionTx(dctx, tx, w.name, w.cfg.Name, top)
 			if err == nil && prev < w.projected {
-				err = fmt.Errorf("%w (%d, was %d)", errLostCommits, prev, w.projected)
+				err = fmt.Errorf("%w (%d, was %d)", persist.ErrLostCommits, prev, w.projected)
 			}
 			return err
 		})
