@@ -229,11 +229,14 @@ func TestRefusedCreateLeavesNoRoom(t *testing.T) {
 func TestPanicLeavesRoomsIntact(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	w := c.writer("w1", 50*time.Millisecond, fastRetries, func(cfg *Config) {
+	// Each build takes a while, so the intents sent meanwhile share batches with the
+	// poison one (projections run behind the loop and no longer hold it).
+	w := c.writer("w1", 0, fastRetries, func(cfg *Config) {
 		cfg.faults.build = func(in *schemas.Intent) {
 			if in.Event != nil && strings.Contains(string(in.Event.Content), "poison") {
 				panic("injected: the protocol library panicked")
 			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 	c.createRoom(w)
@@ -306,9 +309,15 @@ func TestUnknownAppendHoldsThePosition(t *testing.T) {
 	const stuck, other = "!stuck:test", "!other:test"
 	var lost, catchUpBroken, aside atomic.Bool
 	lostFired := make(chan struct{})
-	// Projections take a while, so the intents sent during one arrive as one batch.
-	w := c.writer("w1", 400*time.Millisecond, fastRetries, func(cfg *Config) {
+	// Building the first intent takes a while, so the intents sent meanwhile arrive as
+	// one batch (projections run behind the loop and no longer hold it).
+	w := c.writer("w1", 0, fastRetries, func(cfg *Config) {
 		cfg.AppendTimeout = 200 * time.Millisecond
+		cfg.faults.build = func(in *schemas.Intent) {
+			if in.ID == "warm" {
+				time.Sleep(400 * time.Millisecond)
+			}
+		}
 		cfg.faults.ackLost = func(room string) bool {
 			if room == stuck && lost.CompareAndSwap(true, false) {
 				close(lostFired)
@@ -481,7 +490,14 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 func TestDeferredIntentsSurviveAKnownOne(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	w := c.writer("w1", 300*time.Millisecond) // slow projections: what comes meanwhile is one batch
+	// A slow build of "busy": what comes meanwhile is one batch.
+	w := c.writer("w1", 0, func(cfg *Config) {
+		cfg.faults.build = func(in *schemas.Intent) {
+			if in.ID == "busy" {
+				time.Sleep(300 * time.Millisecond)
+			}
+		}
+	})
 	c.createRoom(w)
 	c.createBareRoom(w, "!other:test")
 	known := textMessage("known", roomID, "known")
