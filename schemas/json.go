@@ -20,7 +20,10 @@ func Marshal(v any) ([]byte, error) {
 }
 
 // IsObject reports whether raw is a JSON object (event content, account data, a tag).
+// raw must be valid JSON, as encoding/json leaves it in a json.RawMessage it decoded
+// (null included), so the first byte tells: decoding it again cost a fifth of a
+// to-device send's CPU.
 func IsObject(raw json.RawMessage) bool {
-	var m map[string]json.RawMessage
-	return json.Unmarshal(raw, &m) == nil && m != nil
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	return len(raw) > 0 && raw[0] == '{'
 }

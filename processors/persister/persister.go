@@ -99,15 +99,13 @@ type Persister struct {
 	unresolved map[string]bool
 	// maxAppend bounds the events of one log message, below the server's max payload.
 	maxAppend int
-	// projections feed projectLoop; unprojected counts the loops queued or being
-	// projected; recent answers retries of intents whose projection is behind (see
-	// behind.go).
-	projections chan projection
-	unprojected inflight
-	recent      recentResults
+	// behind projects appended loops after their answers; recent answers retries of
+	// intents whose projection is behind (see behind.go).
+	behind *streams.Behind[projection]
+	recent *streams.Recent[string, persist.IntentResult]
 	// projected is this writer's highest sequence whose projection committed: the
 	// stored position is never below it unless Postgres lost commits. Recovery sets it
-	// before projectLoop starts, which then owns it.
+	// before the projector starts, which then owns it.
 	projected uint64
 }
 
@@ -151,13 +149,13 @@ func New(cfg Config) *Persister {
 		maxAppend = cfg.faults.maxAppend
 	}
 	return &Persister{
-		cfg:         cfg,
-		signer:      newSigner(cfg.ServerName, cfg.KeyID, cfg.Key),
-		rooms:       map[string]*room{},
-		unresolved:  map[string]bool{},
-		maxAppend:   maxAppend,
-		projections: make(chan projection, maxQueuedProjections),
-		recent:      newRecentResults(max(1<<16, (maxQueuedProjections+2)*cfg.MaxBatch)),
+		cfg:        cfg,
+		signer:     newSigner(cfg.ServerName, cfg.KeyID, cfg.Key),
+		rooms:      map[string]*room{},
+		unresolved: map[string]bool{},
+		maxAppend:  maxAppend,
+		behind:     streams.NewBehind[projection](maxQueuedProjections),
+		recent:     streams.NewRecent[string, persist.IntentResult]((2*maxQueuedProjections + 1) * cfg.MaxBatch),
 	}
 }
 
@@ -198,7 +196,7 @@ func (p *Persister) Run(ctx context.Context) error {
 	announcer.Go(func() { p.announcePositions(ctx) })
 	defer announcer.Wait()
 	var projector sync.WaitGroup
-	projector.Go(func() { p.projectLoop(ctx) })
+	projector.Go(func() { p.behind.Run(ctx, p.projectQueued) })
 	defer projector.Wait()
 	runner := &streams.Runner{
 		Name:              "persister_" + p.cfg.Name,
@@ -505,7 +503,7 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 				continue
 			}
 			if j.result.Error == nil && j.result.Seq > 0 {
-				p.recent.add(j.in.ID, persist.IntentResult{RoomID: j.in.RoomID, Seq: j.result.Seq, EventIDs: j.result.EventIDs})
+				p.recent.Add(j.in.ID, persist.IntentResult{RoomID: j.in.RoomID, Seq: j.result.Seq, EventIDs: j.result.EventIDs})
 			}
 			p.reply(j)
 		}
@@ -545,7 +543,7 @@ func (p *Persister) lookupKnown(ctx context.Context, jobs []*job) func() (map[st
 		}
 		// Those appended lately may not be in Postgres yet.
 		for _, j := range jobs {
-			if r, ok := p.recent.get(j.in.ID); ok {
+			if r, ok := p.recent.Get(j.in.ID); ok {
 				a.known[j.in.ID] = r
 			}
 		}
@@ -897,7 +895,7 @@ func (p *Persister) appendFailed(ra *roomAppend, err error) error {
 
 // project writes appended batches to Postgres, retrying while Postgres is unavailable:
 // the events are safe in the log, so waiting only delays answers. behind marks the
-// projection of answered appends (projectLoop): its own batches commit without
+// projection of answered appends (projectQueued): its own batches commit without
 // waiting for the WAL flush, and a loss of earlier such commits is found and projected
 // again from the log first (behind.go).
 func (p *Persister) project(ctx context.Context, writer string, done []persist.BatchAt, behind bool) error {

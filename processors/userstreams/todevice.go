@@ -65,9 +65,41 @@ type ToDevice struct {
 	// log is the stream's JetStream handle, looked up on the first purge; Prepare runs
 	// under the writer's lock, so it needs none of its own.
 	log jetstream.Stream
+	// recent are the transaction ids of the latest sends, among them every one whose
+	// records may not be projected yet (the stream is Pipelined).
+	recent *streams.Recent[schemas.ToDeviceTxn, struct{}]
 }
 
 func (*ToDevice) Name() string { return schemas.StreamToDevice }
+
+// Pipeline: a to-device message is read back only through /sync, by another device,
+// and a send's Prepare reads only transaction ids from Postgres, those not projected
+// yet being in recent.
+func (t *ToDevice) Pipeline(unprojected int) {
+	t.recent = streams.NewRecent[schemas.ToDeviceTxn, struct{}](unprojected)
+}
+
+// Settled forgets the transaction ids held: some may be of sends whose records never
+// reached the log, and Postgres now holds those that did.
+func (t *ToDevice) Settled() { t.forgetRecent() }
+
+// forgetRecent empties recent, once Postgres holds every transaction id in it.
+func (t *ToDevice) forgetRecent() {
+	if t.recent != nil {
+		t.recent = streams.NewRecent[schemas.ToDeviceTxn, struct{}](t.recent.Cap())
+	}
+}
+
+// Flushes: a deletion for devices that are gone deletes all of their rows, so the
+// projections in flight must be in first. One up to a position leaves them alone:
+// the position is visible, so projected, and the rows in flight are past it.
+func (t *ToDevice) Flushes(w *schemas.StreamWrite) bool {
+	if w.Op != OpToDeviceDelete {
+		return false
+	}
+	var body ToDeviceDelete
+	return json.Unmarshal(w.Body, &body) != nil || body.UpTo == 0
+}
 
 func (t *ToDevice) Prepare(ctx context.Context, batch []*schemas.StreamWrite) ([]Outcome, error) {
 	out := make([]Outcome, len(batch))
@@ -109,7 +141,7 @@ func (t *ToDevice) Prepare(ctx context.Context, batch []*schemas.StreamWrite) ([
 	var known map[schemas.ToDeviceTxn]bool
 	var devices map[string][]string
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { known, err = t.Store.KnownTxns(gctx, txns); return err })
+	g.Go(func() (err error) { known, err = t.knownTxns(gctx, txns); return err })
 	g.Go(func() (err error) {
 		devices, err = t.DB.DeviceIDs(gctx, slices.Sorted(maps.Keys(recipients)))
 		return err
@@ -126,9 +158,39 @@ func (t *ToDevice) Prepare(ctx context.Context, batch []*schemas.StreamWrite) ([
 			continue // a retry: answered as the first time, delivering nothing
 		}
 		known[txn] = true // and so is a second copy in this batch
+		if t.recent != nil {
+			t.recent.Add(txn, struct{}{})
+		}
 		out[i].Records = t.records(txn, body, devices)
 	}
 	return out, nil
+}
+
+// knownTxns are those of txns already sent: in recent, or else in Postgres. A
+// transaction id leaves recent only after its records are projected.
+func (t *ToDevice) knownTxns(ctx context.Context, txns []schemas.ToDeviceTxn) (map[schemas.ToDeviceTxn]bool, error) {
+	if t.recent == nil {
+		return t.Store.KnownTxns(ctx, txns)
+	}
+	var ask []schemas.ToDeviceTxn
+	for _, txn := range txns {
+		if _, ok := t.recent.Get(txn); !ok {
+			ask = append(ask, txn)
+		}
+	}
+	known := map[schemas.ToDeviceTxn]bool{}
+	if len(ask) > 0 {
+		var err error
+		if known, err = t.Store.KnownTxns(ctx, ask); err != nil {
+			return nil, err
+		}
+	}
+	for _, txn := range txns {
+		if _, ok := t.recent.Get(txn); ok {
+			known[txn] = true
+		}
+	}
+	return known, nil
 }
 
 // records are the messages of one send, recipients and devices in a stable order (so a
@@ -185,6 +247,11 @@ func (t *ToDevice) delete(ctx context.Context, user string, body ToDeviceDelete)
 				return fmt.Errorf("purge the transactions of %s %s: %w", user, d, err)
 			}
 		}
+	}
+	if body.UpTo == 0 {
+		// The devices' transaction ids may be used again. Every one held is projected
+		// (Flushes), so Postgres tells the others.
+		t.forgetRecent()
 	}
 	return t.Store.Delete(ctx, user, body.Devices, body.UpTo)
 }

@@ -30,13 +30,20 @@ import (
 type toDeviceEnv struct {
 	*fixture
 	// stream is the first writer's, for its store and rows.
-	stream *ToDevice
-	logs   *observer.ObservedLogs
+	stream  *ToDevice
+	writers []*Writer
+	logs    *observer.ObservedLogs
 }
 
 // newToDeviceEnv starts writers (one called master when none are named) whose devices
 // hold at most limit messages (0: the default).
 func newToDeviceEnv(t testing.TB, limit int64, writers ...string) *toDeviceEnv {
+	t.Helper()
+	return newToDeviceEnvWith(t, limit, func(st *ToDevice) Stream { return st }, writers...)
+}
+
+// newToDeviceEnvWith is newToDeviceEnv with each writer's stream made by wrap.
+func newToDeviceEnvWith(t testing.TB, limit int64, wrap func(*ToDevice) Stream, writers ...string) *toDeviceEnv {
 	t.Helper()
 	if len(writers) == 0 {
 		writers = []string{"master"}
@@ -58,9 +65,18 @@ func newToDeviceEnv(t testing.TB, limit int64, writers ...string) *toDeviceEnv {
 		if e.stream == nil {
 			e.stream = st
 		}
-		fx.runWriter(name, st)
+		w, _ := fx.runWriter(name, wrap(st))
+		e.writers = append(e.writers, w)
 	}
 	return e
+}
+
+// settle waits until the writers projected every record of the writes they answered
+// (they answer at the append), as a client's /sync waits for projected positions.
+func (e *toDeviceEnv) settle() {
+	for _, w := range e.writers {
+		w.flush(context.Background())
+	}
 }
 
 // user registers a user with devices, through the accounts stream.
@@ -104,6 +120,7 @@ func (e *toDeviceEnv) send(sender, device, txn string, messages map[string]map[s
 // inbox is what a device's inbox holds, in order: each message's content "n".
 func (e *toDeviceEnv) inbox(user, device string) []any {
 	e.t.Helper()
+	e.settle()
 	msgs, _, err := e.stream.Store.Inbox(context.Background(), user, device, 0, 1<<62, 100000, 1<<30)
 	if err != nil {
 		e.t.Fatal(err)
@@ -234,7 +251,9 @@ func TestToDeviceDeletion(t *testing.T) {
 		res := e.send(alice, "A1", fmt.Sprintf("t%d", i), map[string]map[string]any{bob: {"*": map[string]any{"n": float64(i)}}})
 		seqs = append(seqs, res.Seq)
 	}
-	// Each send's last record is its transaction id: the messages come before it.
+	// Each send's last record is its transaction id: the messages come before it. A
+	// device deletes up to a position it synced past, so projected.
+	e.settle()
 	res := e.write(OpToDeviceDelete, bob, "B1", ToDeviceDelete{Devices: []string{"B1"}, UpTo: seqs[1] - 1})
 	if res.Error != nil {
 		t.Fatal(res.Error)
@@ -259,6 +278,7 @@ func TestToDeviceDeletion(t *testing.T) {
 	wantInbox(t, e, bob, "B1", 2.0, 3.0, 4.0)
 
 	// Replay into an empty database gives the same rows.
+	e.settle()
 	fresh, err := persist.Open(context.Background(), pgtest.DSN(t), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -344,6 +364,7 @@ func TestToDeviceBound(t *testing.T) {
 		t.Errorf("transaction subject holds %d, want 3", n)
 	}
 	var txns int
+	e.settle()
 	if err := e.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM to_device_txns").Scan(&txns); err != nil || txns != 3 {
 		t.Errorf("%d transaction rows, %v", txns, err)
 	}
@@ -351,8 +372,13 @@ func TestToDeviceBound(t *testing.T) {
 		fmt.Sprintf("[[%s A1 0 3] [%s B1 3 0]]", alice, bob) {
 		t.Errorf("sizes %v", sizes)
 	}
-	if n := e.logs.FilterMessageSnippet("dropped its oldest").FilterField(zap.String("device_id", "B1")).Len(); n != 2 {
-		t.Errorf("%d drops logged, want 2", n)
+	// Projections that run together log their drops together.
+	dropped := int64(0)
+	for _, l := range e.logs.FilterMessageSnippet("dropped its oldest").FilterField(zap.String("device_id", "B1")).All() {
+		dropped += l.ContextMap()["dropped"].(int64)
+	}
+	if dropped != 2 {
+		t.Errorf("%d drops logged, want 2", dropped)
 	}
 }
 
@@ -432,6 +458,7 @@ func TestLostCommitsProjectedAgain(t *testing.T) {
 	columns := map[string]string{"device_inbox": "*", "to_device_sizes": "*", "stream_positions": "*",
 		"to_device_txns": "sender, device_id, txn_id, stream_id"} // not the generated key
 	send(0)
+	e.settle()
 	err := pgx.BeginFunc(ctx, e.db.Pool, func(tx pgx.Tx) error {
 		for table := range columns {
 			exec(tx, "CREATE TABLE lost_"+table+" AS SELECT * FROM "+table)
@@ -443,6 +470,7 @@ func TestLostCommitsProjectedAgain(t *testing.T) {
 	}
 	send(1)
 	send(2)
+	e.settle()
 	// Postgres comes back without the last two commits.
 	err = pgx.BeginFunc(ctx, e.db.Pool, func(tx pgx.Tx) error {
 		for table, cols := range columns {
@@ -468,4 +496,86 @@ func TestLostCommitsProjectedAgain(t *testing.T) {
 		fmt.Sprintf("[[%s A1 0 4] [%s B1 4 0]]", alice, bob) {
 		t.Errorf("sizes %v", sizes)
 	}
+}
+
+// TestToDeviceAnsweredBeforeProjection: sends are answered once in the log, while their
+// projection is held up; their retries deliver nothing, from memory; a deletion of a
+// gone device waits for the projections in flight, so none of its rows comes back.
+func TestToDeviceAnsweredBeforeProjection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newToDeviceEnv(t, 0)
+	e.user(alice, "A1")
+	e.user(bob, "B1", "B2")
+	// Projections wait for this lock; reads do not.
+	lock, err := e.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, "LOCK TABLE device_inbox IN EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		txn := fmt.Sprint(i)
+		if res := e.send(alice, "A1", txn, map[string]map[string]any{bob: {"*": map[string]any{"n": float64(i)}}}); res.Seq == 0 {
+			t.Fatalf("send %d answered without a position", i)
+		}
+		e.send(alice, "A1", txn, map[string]map[string]any{bob: {"*": map[string]any{"n": -1.0}}})
+	}
+	var rows int
+	if err := e.db.Pool.QueryRow(ctx, "SELECT count(*) FROM to_device_txns").Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("%d transactions projected while projections wait (%v)", rows, err)
+	}
+	deleted := make(chan *schemas.IntentResult)
+	go func() { deleted <- e.write(OpToDeviceDelete, bob, "B1", ToDeviceDelete{Devices: []string{"B1"}}) }()
+	select {
+	case res := <-deleted:
+		t.Fatalf("deletion of a gone device answered before the projections it follows: %+v", res)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-deleted; res.Error != nil {
+		t.Fatal(res.Error)
+	}
+	wantInbox(t, e, bob, "B1")
+	wantInbox(t, e, bob, "B2", 0.0, 1.0, 2.0, 3.0, 4.0)
+	if sizes := dump(t, e.db, "SELECT user_id, device_id, messages, txns FROM to_device_sizes ORDER BY 1, 2"); fmt.Sprint(sizes) !=
+		fmt.Sprintf("[[%s A1 0 5] [%s B2 5 0]]", alice, bob) {
+		t.Errorf("sizes %v", sizes)
+	}
+}
+
+// failAfterPrepare fails the first batch after its Prepare took it as done.
+type failAfterPrepare struct {
+	*ToDevice
+	failed atomic.Bool
+}
+
+func (f *failAfterPrepare) Prepare(ctx context.Context, batch []*schemas.StreamWrite) ([]Outcome, error) {
+	out, err := f.ToDevice.Prepare(ctx, batch)
+	if err == nil && f.failed.CompareAndSwap(false, true) {
+		return out[:0], nil // a short answer, which the writer refuses
+	}
+	return out, err
+}
+
+// TestToDeviceSendAfterAFailedBatch: a batch that fails between Prepare and its append
+// is delivered by its retry: the transaction ids the stream held as sent are forgotten.
+func TestToDeviceSendAfterAFailedBatch(t *testing.T) {
+	t.Parallel()
+	var wrapped *failAfterPrepare
+	e := newToDeviceEnvWith(t, 0, func(st *ToDevice) Stream {
+		wrapped = &failAfterPrepare{ToDevice: st}
+		return wrapped
+	})
+	e.user(alice, "A1")
+	e.user(bob, "B1")
+	e.send(alice, "A1", "t1", map[string]map[string]any{bob: {"B1": map[string]any{"n": 1.0}}})
+	if !wrapped.failed.Load() {
+		t.Fatal("the first batch did not fail")
+	}
+	wantInbox(t, e, bob, "B1", 1.0)
 }

@@ -54,6 +54,26 @@ type Starter interface {
 	Start(ctx context.Context, w *Writer) error
 }
 
+// Pipelined is a Stream whose writes are answered once their records are in the log,
+// their projection following on its own goroutine (streams.Behind), so the writer's
+// next batch does not wait for Postgres. Only a stream that clients read back through
+// /sync alone (which shows projected positions only) can be one, and its Prepare must
+// not need its own unprojected records from Postgres: it keeps what it needs of them in
+// memory, and the writer waits for every projection before a batch holding a write
+// that Flushes names.
+type Pipelined interface {
+	Stream
+	// Pipeline is called once, before any write, with the most writes that can be
+	// answered and not projected yet.
+	Pipeline(unprojected int)
+	// Flushes reports whether the Prepare of w needs every earlier record projected.
+	Flushes(w *schemas.StreamWrite) bool
+	// Settled is called when every record appended is projected after a failure
+	// between a Prepare and its append: what the stream keeps in memory of records
+	// that may never have reached the log goes, and Postgres tells the rest.
+	Settled()
+}
+
 // Record is a message to append to the stream's log.
 type Record struct {
 	// Key names the record's subject (Topology.UserStreamSubject); in a stream that
@@ -119,7 +139,15 @@ type Writer struct {
 	// projected is the position of this writer's last committed projection: the
 	// stored position never goes below it unless Postgres lost commits.
 	projected uint64
+	// behind projects the appends of a Pipelined stream after their answers (nil for
+	// other streams). Whoever holds mu and reads what projections write (projected,
+	// stored positions) first waits for it (flush).
+	behind *streams.Behind[[]streams.RawMessage]
 }
+
+// maxQueuedProjections bounds the batches of a Pipelined stream appended and waiting
+// for their projection.
+const maxQueuedProjections = 8
 
 // verifyEvery is how often an idle writer checks that Postgres still holds its
 // projection (see persist.ErrLostCommits); a busy one checks at every commit.
@@ -141,7 +169,13 @@ func New(cfg Config) (*Writer, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	return &Writer{cfg: cfg, name: name, spec: spec, log: cfg.Log.Named("writer").With(zap.String("stream", name))}, nil
+	w := &Writer{cfg: cfg, name: name, spec: spec, log: cfg.Log.Named("writer").With(zap.String("stream", name))}
+	if p, ok := cfg.Stream.(Pipelined); ok && !spec.Memory {
+		w.behind = streams.NewBehind[[]streams.RawMessage](maxQueuedProjections)
+		// Queued and being projected, plus the batch being appended.
+		p.Pipeline((2*w.behind.Depth() + 1) * cfg.MaxBatch)
+	}
+	return w, nil
 }
 
 // Run projects what a crash left unprojected, then consumes writes until ctx ends.
@@ -187,6 +221,9 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	if !w.spec.Memory {
 		wg.Go(func() { w.verify(ctx) })
+	}
+	if w.behind != nil {
+		wg.Go(func() { w.behind.Run(ctx, w.projectQueued) })
 	}
 	runner := &streams.Runner{
 		Name:              consumer,
@@ -262,6 +299,17 @@ func (w *Writer) apply(ctx context.Context, jobs []*job) error {
 	for i, j := range jobs {
 		batch[i] = j.write
 	}
+	if p, ok := w.cfg.Stream.(Pipelined); ok && w.behind != nil && slices.ContainsFunc(batch, p.Flushes) {
+		w.flush(ctx)
+	}
+	// The stream may hold the batch as done once Prepare began: until its records are
+	// in the log, any failure, a panic included, makes the next batch settle first.
+	appended := false
+	defer func() {
+		if !appended {
+			w.unprojected = true
+		}
+	}()
 	dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
 	outcomes, err := w.cfg.Stream.Prepare(dctx, batch)
 	cancel()
@@ -283,6 +331,7 @@ func (w *Writer) apply(ctx context.Context, jobs []*job) error {
 	if err != nil {
 		return err
 	}
+	appended = true
 	n := 0
 	for i, o := range outcomes {
 		ans := o.Answer
@@ -315,6 +364,7 @@ func (w *Writer) AppendFunc(ctx context.Context, build func() []Record) ([]uint6
 	if err := w.catchUpLocked(ctx); err != nil {
 		return nil, err
 	}
+	w.flush(ctx)
 	recs := build()
 	ids := make([]string, len(recs))
 	for i := range recs {
@@ -362,16 +412,59 @@ func (w *Writer) appendLocked(ctx context.Context, recs []Record, ids []string) 
 			return nil, ctx.Err()
 		}
 	}
-	if err := w.project(ctx, appended); err != nil {
-		w.unprojected = true
-		return nil, err
-	}
 	seqs := make([]uint64, len(appended))
 	for i, a := range appended {
 		seqs[i] = a.Seq
 	}
+	if w.behind != nil {
+		if err := w.behind.Queue(ctx, appended); err != nil {
+			w.unprojected = true
+			return nil, err
+		}
+		return seqs, nil
+	}
+	if err := w.project(ctx, appended); err != nil {
+		w.unprojected = true
+		return nil, err
+	}
 	w.announceRows(appended)
 	return seqs, nil
+}
+
+// flush waits for the projections of a Pipelined stream's answered writes.
+func (w *Writer) flush(ctx context.Context) {
+	if w.behind != nil {
+		w.behind.Flush(ctx)
+	}
+}
+
+// projectQueued projects the appends of a Pipelined stream's answered writes, retrying
+// until it succeeds or ctx ends (they are safe in the log; recovery projects what a
+// stop cut short). A loss of earlier commits is projected again from the log first.
+func (w *Writer) projectQueued(ctx context.Context, queued [][]streams.RawMessage) {
+	recs := slices.Concat(queued...)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := w.project(ctx, recs)
+		if errors.Is(err, persist.ErrLostCommits) {
+			w.log.Warn("Postgres lost projected records; projecting them again from the log", zap.Error(err))
+			if err = w.projectFromLog(ctx); err == nil {
+				continue
+			}
+		}
+		if err == nil {
+			w.announceRows(recs)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Warn("projection failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // project stores appended records and this writer's position in one transaction, then
@@ -383,14 +476,11 @@ func (w *Writer) project(ctx context.Context, recs []streams.RawMessage) error {
 	}
 	if !w.spec.Memory {
 		dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
-		err := pgx.BeginFunc(dctx, w.cfg.DB.Pool, func(tx pgx.Tx) error {
-			// The log holds every record before it is projected, and the position
-			// commits with the rows: a commit lost in a crash of Postgres is found
-			// (persist.ErrLostCommits) and projected again from the log. So the transaction
-			// need not wait for its WAL flush.
-			if _, err := tx.Exec(dctx, `SET LOCAL synchronous_commit = off`); err != nil {
-				return err
-			}
+		// The log holds every record before it is projected, and the position commits
+		// with the rows: a commit lost in a crash of Postgres is found
+		// (persist.ErrLostCommits) and projected again from the log. So the transaction
+		// need not wait for its WAL flush, set as it begins (one round trip).
+		err := pgx.BeginTxFunc(dctx, w.cfg.DB.Pool, pgx.TxOptions{BeginQuery: `BEGIN; SET LOCAL synchronous_commit = off`}, func(tx pgx.Tx) error {
 			if err := w.cfg.Stream.Project(dctx, tx, recs); err != nil {
 				return err
 			}
@@ -433,8 +523,12 @@ func (w *Writer) catchUpLocked(ctx context.Context) error {
 	if !w.unprojected {
 		return nil
 	}
-	if err := w.recoverLocked(ctx); err != nil {
+	w.flush(ctx)
+	if err := w.projectFromLog(ctx); err != nil {
 		return err
+	}
+	if p, ok := w.cfg.Stream.(Pipelined); ok {
+		p.Settled()
 	}
 	w.unprojected = false
 	return nil
@@ -461,6 +555,7 @@ func (w *Writer) verify(ctx context.Context) {
 }
 
 func (w *Writer) verifyLocked(ctx context.Context) error {
+	w.flush(ctx)
 	if !w.unprojected {
 		dctx, cancel := context.WithTimeout(ctx, w.cfg.DBTimeout)
 		positions, err := w.cfg.DB.StreamPositions(dctx, w.name)
@@ -480,11 +575,14 @@ func (w *Writer) verifyLocked(ctx context.Context) error {
 func (w *Writer) recover(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.recoverLocked(ctx)
+	w.flush(ctx)
+	return w.projectFromLog(ctx)
 }
 
-// recoverLocked projects this writer's records past its recorded position.
-func (w *Writer) recoverLocked(ctx context.Context) error {
+// projectFromLog projects this writer's records past its recorded position. Its caller
+// holds mu with no projection in flight, or is the projector of a Pipelined stream
+// (then the writes under mu touch nothing it does).
+func (w *Writer) projectFromLog(ctx context.Context) error {
 	t := w.cfg.Topology
 	if w.spec.Memory {
 		// Nothing to project. A NATS restart loses a memory stream, which makes every
