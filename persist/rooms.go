@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/ganglionhq/ganglion/schemas"
@@ -43,29 +44,56 @@ type parsedEvent struct {
 }
 
 func parseBatch(b BatchAt) ([]parsedEvent, error) {
-	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(b.Batch.RoomVersion))
-	if err != nil {
-		return nil, err
-	}
 	out := make([]parsedEvent, 0, len(b.Batch.Events))
 	for i, le := range b.Batch.Events {
-		var pdu gomatrixserverlib.PDU
+		p := parsedEvent{LoggedEvent: le, roomID: b.Batch.RoomID, seq: b.Seq, idx: i}
 		if len(b.PDUs) == len(b.Batch.Events) {
-			pdu = b.PDUs[i]
-		} else if pdu, err = verImpl.NewEventFromTrustedJSONWithEventID(le.EventID, le.JSON, false); err != nil {
+			pdu := b.PDUs[i]
+			p.typ, p.sender, p.stateKey = pdu.Type(), string(pdu.SenderID()), pdu.StateKey()
+			p.depth, p.ts, p.redacts = pdu.Depth(), int64(pdu.OriginServerTS()), RedactsOf(pdu)
+			if p.typ == "m.room.member" {
+				p.membership, _ = pdu.Membership()
+			}
+		} else if err := p.decode(); err != nil {
 			return nil, fmt.Errorf("event %s at seq %d: %w", le.EventID, b.Seq, err)
-		}
-		p := parsedEvent{
-			LoggedEvent: le, roomID: b.Batch.RoomID, typ: pdu.Type(), sender: string(pdu.SenderID()),
-			stateKey: pdu.StateKey(), depth: pdu.Depth(), ts: int64(pdu.OriginServerTS()),
-			seq: b.Seq, idx: i, redacts: RedactsOf(pdu),
-		}
-		if p.typ == "m.room.member" {
-			p.membership, _ = pdu.Membership()
 		}
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// decode fills in p's fields from its JSON. The events are this server's own, read
+// from its log and checked when they were built, so the fields are read without the
+// protocol library's parse, which cost replay half of its time; content keys whose
+// meaning depends on the event type are read only for that type.
+func (p *parsedEvent) decode() error {
+	var f struct {
+		Type     string          `json:"type"`
+		StateKey *string         `json:"state_key"`
+		Sender   string          `json:"sender"`
+		Depth    int64           `json:"depth"`
+		TS       int64           `json:"origin_server_ts"`
+		Redacts  json.RawMessage `json:"redacts"`
+		Content  struct {
+			Membership json.RawMessage `json:"membership"`
+			Redacts    json.RawMessage `json:"redacts"`
+		} `json:"content"`
+	}
+	if err := json.Unmarshal(p.JSON, &f); err != nil {
+		return err
+	}
+	p.typ, p.stateKey, p.sender, p.depth, p.ts = f.Type, f.StateKey, f.Sender, f.Depth, f.TS
+	switch f.Type {
+	case "m.room.member":
+		_ = json.Unmarshal(f.Content.Membership, &p.membership)
+	case "m.room.redaction":
+		// Top-level before room version 11, inside content from 11 (as RedactsOf).
+		if json.Unmarshal(f.Redacts, &p.redacts) != nil || p.redacts == "" {
+			p.redacts = ""
+			_ = json.Unmarshal(f.Content.Redacts, &p.redacts)
+		}
+	}
+	return nil
 }
 
 // RedactsOf returns the target of a redaction in any room version: top-level before
@@ -89,7 +117,7 @@ func RedactsOf(pdu gomatrixserverlib.PDU) string {
 // already projected changes nothing, so recovery can simply replay the log.
 func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) error {
 	batch := &pgx.Batch{}
-	maxSeq, err := projection(batch, writer, batches)
+	maxSeq, err := projection(batch, writer, batches, nil)
 	if err != nil || batch.Len() == 0 {
 		return err
 	}
@@ -99,6 +127,79 @@ func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) err
 	// A batch is one pipeline ending in one Sync, which Postgres runs as one implicit
 	// transaction: all statements commit together or none does, in one round trip.
 	return db.Pool.SendBatch(ctx, batch).Close()
+}
+
+// Prepared is a projection of batches on nobody's behalf, built ahead of sending it:
+// replay builds the next one while Postgres runs the last.
+type Prepared struct {
+	batches []BatchAt
+	batch   *pgx.Batch
+	// copied holds the rows of events and intent_results to copy, when the batch
+	// leaves them out.
+	copied *copyRows
+}
+
+// copyRows are rows for COPY, in the columns of eventsCopy and intentsCopy.
+type copyRows struct{ events, intents [][]any }
+
+var (
+	eventsCopy = []string{"event_id", "room_id", "seq", "idx", "type", "state_key", "sender", "membership",
+		"depth", "origin_server_ts", "json", "device_id", "txn_id"}
+	intentsCopy = []string{"intent_id", "room_id", "seq", "event_ids"}
+)
+
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// Prepare builds the projection of batches without a writer's position. With copy,
+// the events and the intents' results are copied (COPY) instead of inserted, which
+// costs Postgres half as much, for a database that holds none of them yet.
+func Prepare(batches []BatchAt, copy bool) (Prepared, error) {
+	p := Prepared{batches: batches, batch: &pgx.Batch{}}
+	if copy {
+		p.copied = &copyRows{}
+	}
+	_, err := projection(p.batch, "", batches, p.copied)
+	return p, err
+}
+
+// ProjectPrepared writes a prepared projection in one transaction, as Project does. A
+// copy that meets an event already stored is undone and the projection inserted
+// instead, idempotent as always; inserted says so, and the caller should stop copying.
+func (db *DB) ProjectPrepared(ctx context.Context, p Prepared) (inserted bool, err error) {
+	if p.copied == nil {
+		return false, db.Pool.SendBatch(ctx, p.batch).Close()
+	}
+	err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"events"}, eventsCopy, pgx.CopyFromRows(p.copied.events)); err != nil {
+			return err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"intent_results"}, intentsCopy, pgx.CopyFromRows(p.copied.intents)); err != nil {
+			return err
+		}
+		return tx.SendBatch(ctx, p.batch).Close()
+	})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // unique_violation
+		return false, err
+	}
+	again, err := Prepare(p.batches, false)
+	if err != nil {
+		return true, err
+	}
+	_, err = db.ProjectPrepared(ctx, again)
+	return true, err
+}
+
+// NoEvents reports whether the database holds no event yet.
+func (db *DB) NoEvents(ctx context.Context) (bool, error) {
+	var none bool
+	err := db.Pool.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM events)`).Scan(&none)
+	return none, err
 }
 
 // ErrLostCommits says that Postgres holds an older position of a writer than one the
@@ -115,7 +216,7 @@ func (db *DB) ProjectBehind(ctx context.Context, writer string, batches []BatchA
 	batch := &pgx.Batch{}
 	// SET LOCAL holds for the pipeline's implicit transaction.
 	batch.Queue(`SET LOCAL synchronous_commit = off`)
-	maxSeq, err := projection(batch, writer, batches)
+	maxSeq, err := projection(batch, writer, batches, nil)
 	if err != nil || maxSeq == 0 {
 		if err == nil && batch.Len() > 1 {
 			err = db.Pool.SendBatch(ctx, batch).Close()
@@ -148,7 +249,7 @@ func (db *DB) ProjectBehind(ctx context.Context, writer string, batches []BatchA
 
 // projection queues on batch the statements that project batches, without the
 // writer's position, and returns the writer's highest own sequence among them.
-func projection(batch *pgx.Batch, writer string, batches []BatchAt) (uint64, error) {
+func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copyRows) (uint64, error) {
 	if len(batches) == 0 {
 		return 0, nil
 	}
@@ -210,16 +311,26 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt) (uint64, err
 			h.creator = e.sender
 		}
 		h.lastEvent, h.seq, h.depth = e.EventID, e.seq, e.depth
-		if e.IntentID != "" {
+		// An intent's events are one batch; a batch the log holds twice counts once,
+		// the first, as inserting it again does.
+		if first, ok := intentRoom[e.IntentID]; e.IntentID != "" && (!ok || first.seq == e.seq) {
 			intents[e.IntentID] = append(intents[e.IntentID], e.EventID)
-			intentRoom[e.IntentID] = e
+			if !ok {
+				intentRoom[e.IntentID] = e
+			}
 		}
 	}
 	for _, b := range batches {
 		heads[b.Batch.RoomID].version = b.Batch.RoomVersion
 	}
 
-	batch.Queue(`INSERT INTO events (event_id, room_id, seq, idx, type, state_key, sender, membership,
+	if copied != nil {
+		for i := range ids {
+			copied.events = append(copied.events, []any{ids[i], rooms[i], seqs[i], idxs[i], types[i], stateKeys[i],
+				senders[i], nullIfEmpty(members[i]), depths[i], tss[i], jsons[i], nullIfEmpty(devices[i]), nullIfEmpty(txns[i])})
+		}
+	} else {
+		batch.Queue(`INSERT INTO events (event_id, room_id, seq, idx, type, state_key, sender, membership,
 			depth, origin_server_ts, json, device_id, txn_id)
 		SELECT u.id, u.room, u.seq, u.idx, u.type, u.sk, u.sender, NULLIF(u.mem, ''), u.depth, u.ts, u.json,
 			NULLIF(u.dev, ''), NULLIF(u.txn, '')
@@ -227,7 +338,8 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt) (uint64, err
 			$8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[])
 			AS u(id, room, seq, idx, type, sk, sender, mem, depth, ts, json, dev, txn)
 		ON CONFLICT (event_id) DO NOTHING`,
-		ids, rooms, seqs, idxs, types, stateKeys, senders, members, depths, tss, jsons, devices, txns)
+			ids, rooms, seqs, idxs, types, stateKeys, senders, members, depths, tss, jsons, devices, txns)
+	}
 
 	if len(state) > 0 {
 		var sRooms, sTypes, sKeys, sIDs, sMem []string
@@ -271,7 +383,12 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt) (uint64, err
 			redTargets, redBy)
 	}
 
-	if len(intents) > 0 {
+	if copied != nil {
+		for id, evIDs := range intents {
+			e := intentRoom[id]
+			copied.intents = append(copied.intents, []any{id, e.roomID, int64(e.seq), evIDs})
+		}
+	} else if len(intents) > 0 {
 		var iIDs, iRooms, iEvents []string
 		var iSeqs []int64
 		for id, evIDs := range intents {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -51,6 +52,8 @@ type cryptoDevice struct {
 	mu      sync.Mutex
 	plain   map[id.EventID]string
 	pending []*event.Event
+	// failed is why each pending event did not decrypt, for a failure's report.
+	failed  map[id.EventID]error
 	syncErr error
 	// synced is closed after the first sync, then forgotten.
 	synced chan struct{}
@@ -58,7 +61,7 @@ type cryptoDevice struct {
 
 func newCryptoDevice(ctx context.Context, t *testing.T, name string, c *mautrix.Client, room id.RoomID) *cryptoDevice {
 	t.Helper()
-	d := &cryptoDevice{name: name, c: c, room: room, plain: map[id.EventID]string{}}
+	d := &cryptoDevice{name: name, c: c, room: room, plain: map[id.EventID]string{}, failed: map[id.EventID]error{}}
 	d.mach = crypto.NewOlmMachine(c, nil, crypto.NewMemoryStore(nil), encryptedRoom{room})
 	if err := d.mach.Load(ctx); err != nil {
 		t.Fatal(err)
@@ -119,6 +122,7 @@ func (d *cryptoDevice) received(ctx context.Context, evs []*event.Event) {
 		body, err := d.decrypt(ctx, ev)
 		if err != nil {
 			still = append(still, ev)
+			d.failed[ev.ID] = fmt.Errorf("from %s: %w", ev.Sender, err)
 			continue
 		}
 		d.plain[ev.ID] = body
@@ -133,6 +137,21 @@ func (d *cryptoDevice) decrypt(ctx context.Context, ev *event.Event) (string, er
 	}
 	body, _ := dec.Content.Raw["body"].(string)
 	return body, nil
+}
+
+// undecrypted says which of want the device has not decrypted, and why (its last
+// sync error too), for a failure's report.
+func (d *cryptoDevice) undecrypted(want map[id.EventID]string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for ev, body := range want {
+		if d.plain[ev] != body {
+			out = append(out, fmt.Sprintf("%s (%s): %v", ev, body, d.failed[ev]))
+		}
+	}
+	slices.Sort(out)
+	return fmt.Sprintf("%d undecrypted %v; last sync error %v", len(out), out, d.syncErr)
 }
 
 // decrypted returns what the device has decrypted so far.
@@ -178,10 +197,16 @@ func (d *cryptoDevice) knows(ctx context.Context, user id.UserID, device id.Devi
 // waitUntil polls cond for up to a minute.
 func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
+	waitUntilOr(ctx, t, what, cond, func() string { return "" })
+}
+
+// waitUntilOr is waitUntil whose failure also says what report tells.
+func waitUntilOr(ctx context.Context, t *testing.T, what string, cond func() bool, report func() string) {
+	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out waiting until %s", what)
+			t.Fatalf("timed out waiting until %s %s", what, report())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -251,7 +276,7 @@ func TestEncryptionEndToEnd(t *testing.T) {
 		}
 	}
 	for _, d := range devices {
-		waitUntil(ctx, t, d.name+" decrypted all 50 messages", decryptedAll(d, sent))
+		waitUntilOr(ctx, t, d.name+" decrypted all 50 messages", decryptedAll(d, sent), func() string { return d.undecrypted(sent) })
 	}
 
 	// Alice backs her keys up; her third device restores them and reads the history.

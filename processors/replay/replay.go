@@ -7,9 +7,11 @@ package replay
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
@@ -18,7 +20,7 @@ import (
 )
 
 // chunk is how many log messages are projected per transaction.
-const chunk = 512
+const chunk = 2048
 
 // Stats says what a replay did.
 type Stats struct {
@@ -41,21 +43,60 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 	if err := db.CheckLog(ctx, info.Config.Name, info.Created, info.State.LastSeq); err != nil {
 		return st, err
 	}
-	_, err = streams.ReadLog(ctx, js, topo, streams.LogRange{Chunk: chunk},
-		func(msgs []schemas.LogMessage) error {
-			// Rows first, on nobody's behalf; positions once every writer's messages
-			// up to them are in.
-			if err := db.Project(ctx, "", persist.BatchesOf(msgs)); err != nil {
+	// Rows first, on nobody's behalf; positions once every writer's messages up to them
+	// are in. Three stages run side by side, in order (a redaction finds its target):
+	// the log is read and decoded, a chunk's statements are built, and Postgres runs
+	// the chunk before.
+	decoded := make(chan []schemas.LogMessage, 1)
+	prepared := make(chan persist.Prepared, 1)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(decoded)
+		_, err := streams.ReadLog(gctx, js, topo, streams.LogRange{Chunk: chunk},
+			func(msgs []schemas.LogMessage) error {
+				for _, m := range msgs {
+					st.Messages++
+					st.Events += len(m.Batch.Events)
+					st.Positions[m.Writer] = max(st.Positions[m.Writer], m.Seq)
+				}
+				return send(gctx, decoded, msgs)
+			})
+		return err
+	})
+	// Into a database without events (a rebuild), events are copied rather than
+	// inserted, until a copy meets one already there.
+	empty, err := db.NoEvents(ctx)
+	if err != nil {
+		return st, err
+	}
+	var copying atomic.Bool
+	copying.Store(empty)
+	g.Go(func() error {
+		defer close(prepared)
+		for msgs := range decoded {
+			p, err := persist.Prepare(persist.BatchesOf(msgs), copying.Load())
+			if err != nil {
 				return err
 			}
-			for _, m := range msgs {
-				st.Messages++
-				st.Events += len(m.Batch.Events)
-				st.Positions[m.Writer] = max(st.Positions[m.Writer], m.Seq)
+			if err := send(gctx, prepared, p); err != nil {
+				return err
 			}
-			return nil
-		})
-	if err != nil {
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for p := range prepared {
+			inserted, err := db.ProjectPrepared(gctx, p)
+			if err != nil {
+				return err
+			}
+			if inserted && copying.Swap(false) {
+				log.Info("events already in the database: inserting instead of copying")
+			}
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
 		return st, err
 	}
 	for writer, pos := range st.Positions {
@@ -74,4 +115,14 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 		log.Info("replayed a stream", zap.String("stream", name), zap.Int("records", n))
 	}
 	return st, nil
+}
+
+// send hands v to the next stage, or gives up when ctx ends.
+func send[T any](ctx context.Context, ch chan<- T, v T) error {
+	select {
+	case ch <- v:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

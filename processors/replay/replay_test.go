@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ganglionhq/ganglion/persist"
@@ -86,14 +87,15 @@ func TestReplayRebuildsTheProjections(t *testing.T) {
 	if st.Events != 2*12 || len(st.Positions) != 2 {
 		t.Fatalf("replay stats %+v, want 24 events from 2 writers", st)
 	}
-	for _, q := range []string{
+	queries := []string{
 		`SELECT event_id, room_id, seq, idx, type, state_key, sender, membership, depth, origin_server_ts, json,
 			redacted_by, device_id, txn_id FROM events ORDER BY seq, idx`,
 		`SELECT room_id, type, state_key, event_id, seq, idx, membership FROM current_state ORDER BY 1, 2, 3`,
 		`SELECT room_id, room_version, creator, last_seq, last_event_id, depth FROM rooms ORDER BY 1`,
 		`SELECT intent_id, room_id, seq, event_ids FROM intent_results ORDER BY 1`,
 		`SELECT stream_name, instance_name, stream_id FROM stream_positions ORDER BY 1, 2`,
-	} {
+	}
+	for _, q := range queries {
 		want, got := dump(t, original, q), dump(t, rebuilt, q)
 		if len(want) == 0 || !reflect.DeepEqual(want, got) {
 			t.Errorf("%s\noriginal: %v\nrebuilt:  %v", q, want, got)
@@ -106,6 +108,38 @@ func TestReplayRebuildsTheProjections(t *testing.T) {
 	q := `SELECT count(*) FROM events`
 	if want, got := dump(t, original, q), dump(t, rebuilt, q); !reflect.DeepEqual(want, got) {
 		t.Errorf("after a second replay: %v events, want %v", got, want)
+	}
+
+	// A log that holds a batch twice: the rebuild's copy meets the event already there,
+	// falls back to inserting, and makes the rows that inserting all along makes.
+	log, err := env.JS.Stream(ctx, env.Topology.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := log.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := log.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := nats.NewMsg(last.Subject)
+	again.Data = last.Data
+	again.Header.Set(streams.HeaderWriter, last.Header.Get(streams.HeaderWriter))
+	if _, err := env.JS.PublishMsg(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	twice := openDB(t)
+	for _, db := range []*persist.DB{twice, rebuilt} { // a copy, then an insert
+		if st, err := replay.Run(ctx, env.JS, env.Topology, db, zaptest.NewLogger(t)); err != nil || st.Events != 2*12+1 {
+			t.Fatalf("replay of a log holding a batch twice: %+v, %v", st, err)
+		}
+	}
+	for _, q := range queries {
+		if want, got := dump(t, rebuilt, q), dump(t, twice, q); len(want) == 0 || !reflect.DeepEqual(want, got) {
+			t.Errorf("%s, a batch twice in the log\ninserted: %v\ncopied:   %v", q, want, got)
+		}
 	}
 }
 
