@@ -498,6 +498,28 @@ func (db *DB) IntentResults(ctx context.Context, ids []string) (map[string]Inten
 	return out, rows.Err()
 }
 
+// EstimatedIntentResults is Postgres's estimate of the intent results stored (0 for a
+// table never analysed), for sizing what holds their ids.
+func (db *DB) EstimatedIntentResults(ctx context.Context) (int64, error) {
+	var est float64
+	err := db.Pool.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = 'intent_results'::regclass`).Scan(&est)
+	return max(int64(est), 0), err
+}
+
+// IntentIDs calls fn with the id of every stored intent result.
+func (db *DB) IntentIDs(ctx context.Context, fn func(id string)) error {
+	rows, err := db.Pool.Query(ctx, `SELECT intent_id FROM intent_results`)
+	if err != nil {
+		return err
+	}
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		fn(id)
+		return nil
+	})
+	return err
+}
+
 // StreamPositions returns, per writer, how far its projection of a stream has got.
 func (db *DB) StreamPositions(ctx context.Context, stream string) (map[string]uint64, error) {
 	rows, err := db.Pool.Query(ctx, `SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = $1`, stream)

@@ -43,8 +43,8 @@ func (b *Behind[T]) Queue(ctx context.Context, item T) error {
 	}
 }
 
-// Flush waits until every queued item is projected, or ctx ends.
-func (b *Behind[T]) Flush(ctx context.Context) { b.inflight.wait(ctx) }
+// Flush waits until every queued item is projected, or ctx ends (its error then).
+func (b *Behind[T]) Flush(ctx context.Context) error { return b.inflight.wait(ctx) }
 
 // Run projects queued items until ctx ends, then, for at most BehindStopTimeout, what
 // is still queued. project gets items in order, several at once, and retries by itself
@@ -114,17 +114,19 @@ func (f *inflight) done(k int) {
 	}
 }
 
-func (f *inflight) wait(ctx context.Context) {
+func (f *inflight) wait(ctx context.Context) error {
 	f.mu.Lock()
 	if f.n == 0 {
 		f.mu.Unlock()
-		return
+		return nil
 	}
 	idle := f.idle
 	f.mu.Unlock()
 	select {
 	case <-idle:
+		return nil
 	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -162,6 +164,11 @@ func (r *Recent[K, V]) Add(k K, v V) {
 
 // Cap is the most entries r holds.
 func (r *Recent[K, V]) Cap() int { return r.capacity }
+
+// Keys are the keys held, oldest first.
+func (r *Recent[K, V]) Keys() []K {
+	return append(append([]K(nil), r.order[r.next:]...), r.order[:r.next]...)
+}
 
 // Get is what was remembered for k.
 func (r *Recent[K, V]) Get(k K) (V, bool) {

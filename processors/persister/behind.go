@@ -37,7 +37,7 @@ func (p *Persister) projectBehind(ctx context.Context, writer string, done []per
 }
 
 // flushProjections waits until every queued projection is done, or ctx ends.
-func (p *Persister) flushProjections(ctx context.Context) { p.behind.Flush(ctx) }
+func (p *Persister) flushProjections(ctx context.Context) error { return p.behind.Flush(ctx) }
 
 // projectQueued projects loops in order, consecutive ones on the same behalf in one
 // transaction, then hands their rows to the Redis emitter. project retries until it

@@ -560,16 +560,34 @@ func TestEventAloneOverTheAppendBoundIsRefused(t *testing.T) {
 }
 
 // TestHungDatabaseWaitsInPlace freezes Postgres (SIGSTOP: connections open, no
-// answers) while intents arrive. Every database call of the writer has a deadline, so
-// the writer notices and waits in place instead of hanging in a call; once Postgres
-// answers again every intent is answered once, none spent a delivery or was
-// dead-lettered.
+// answers) while intents arrive. New sends need no Postgres: they are answered during
+// the hang. Retries of sends whose results only Postgres holds must ask it; every
+// database call of the writer has a deadline, so the writer notices and waits in place
+// instead of hanging in a call; once Postgres answers again every retry gets its
+// original event, none spent a delivery or was dead-lettered, and nothing is twice in
+// the log.
 func TestHungDatabaseWaitsInPlace(t *testing.T) {
 	t.Parallel()
 	srv := pgtest.StartServer(t)
 	c := newClusterOn(t, srv.DSN())
-	w := c.writer("w1", 0, fastRetries, func(cfg *Config) { cfg.DBTimeout = 300 * time.Millisecond })
+	// One intent per batch keeps few in memory: the early ones are in Postgres only.
+	w := c.writer("w1", 0, fastRetries, func(cfg *Config) { cfg.DBTimeout = 300 * time.Millisecond; cfg.MaxBatch = 1 })
 	c.createRoom(w)
+	p := c.writers["w1"]
+	eventually(t, "the intent id filter", func() bool { return !p.seen.maybe("never sent") })
+	first := map[string]string{}
+	for i := range 30 {
+		id := fmt.Sprint("before-", i)
+		res, err := w.Submit(context.Background(), textMessage(id, roomID, fmt.Sprint("before the hang ", i)))
+		if err != nil || res.Error != nil || len(res.EventIDs) != 1 {
+			t.Fatalf("%s: %v %+v", id, err, res)
+		}
+		first[id] = res.EventIDs[0]
+	}
+	c.settled()
+	if _, held := p.recent.Get("before-0"); held {
+		t.Fatal("the first send is still in memory")
+	}
 	srv.Pause(t)
 	resumed := false
 	defer func() {
@@ -577,17 +595,25 @@ func TestHungDatabaseWaitsInPlace(t *testing.T) {
 			srv.Resume(t)
 		}
 	}()
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := w.Submit(ctx, textMessage(fmt.Sprint("new-", i), roomID, fmt.Sprint("during the hang ", i)))
+		cancel()
+		if err != nil || res.Error != nil || len(res.EventIDs) != 1 {
+			t.Fatalf("a new send during the hang: %v %+v", err, res)
+		}
+	}
 	answers := make(chan error, 5)
 	for i := range 5 {
 		go func() {
-			res, err := w.Submit(context.Background(), textMessage(fmt.Sprint("hung-", i), roomID, fmt.Sprint("during the hang ", i)))
-			if err == nil && (res.Error != nil || len(res.EventIDs) != 1) {
-				err = fmt.Errorf("%+v", res)
+			id := fmt.Sprint("before-", i)
+			res, err := w.Submit(context.Background(), textMessage(id, roomID, "a retry"))
+			if err == nil && (res.Error != nil || len(res.EventIDs) != 1 || res.EventIDs[0] != first[id]) {
+				err = fmt.Errorf("retry of %s: %+v, first answered %s", id, res, first[id])
 			}
 			answers <- err
 		}()
 	}
-	p := c.writers["w1"]
 	eventually(t, "the writer to notice the hang", func() bool { return p.Metrics.Snapshot().Waits > 0 })
 	srv.Resume(t)
 	resumed = true
@@ -599,8 +625,11 @@ func TestHungDatabaseWaitsInPlace(t *testing.T) {
 	if m := p.Metrics.Snapshot(); m.Retried != 0 || m.DeadLettered != 0 {
 		t.Fatalf("the hang spent deliveries: %+v", m)
 	}
-	if n := c.countInLog(t, "during the hang"); n != 5 {
-		t.Fatalf("%d of 5 events in the log", n)
+	if n := c.countInLog(t, "the hang"); n != 33 {
+		t.Fatalf("%d of 33 events in the log", n)
+	}
+	if n := c.countInLog(t, "a retry"); n != 0 {
+		t.Fatalf("%d retries in the log", n)
 	}
 }
 

@@ -100,9 +100,11 @@ type Persister struct {
 	// maxAppend bounds the events of one log message, below the server's max payload.
 	maxAppend int
 	// behind projects appended loops after their answers; recent answers retries of
-	// intents whose projection is behind (see behind.go).
+	// intents whose projection is behind (see behind.go); seen tells intents that
+	// cannot have a stored result (seen.go).
 	behind *streams.Behind[projection]
 	recent *streams.Recent[string, persist.IntentResult]
+	seen   seen
 	// projected is this writer's highest sequence whose projection committed: the
 	// stored position is never below it unless Postgres lost commits. Recovery sets it
 	// before the projector starts, which then owns it.
@@ -156,6 +158,7 @@ func New(cfg Config) *Persister {
 		maxAppend:  maxAppend,
 		behind:     streams.NewBehind[projection](maxQueuedProjections),
 		recent:     streams.NewRecent[string, persist.IntentResult]((2*maxQueuedProjections + 1) * cfg.MaxBatch),
+		seen:       seen{db: cfg.DB, log: cfg.Log},
 	}
 }
 
@@ -170,6 +173,9 @@ func (p *Persister) Run(ctx context.Context) error {
 	if err := p.recoverUnprojected(ctx); err != nil {
 		return fmt.Errorf("persister %s: recovery: %w", p.cfg.Name, err)
 	}
+	// Postgres holds every result of this writer now.
+	p.seen.build(ctx, nil)
+	defer p.seen.wait()
 	t := p.cfg.Topology
 	cons, err := p.cfg.JS.CreateOrUpdateConsumer(ctx, t.IntentsStream(), jetstream.ConsumerConfig{
 		Durable:       t.PersisterConsumer(p.cfg.Name),
@@ -508,6 +514,9 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 			p.reply(j)
 		}
 	}
+	if p.seen.full() {
+		p.seen.build(ctx, p.recent.Keys())
+	}
 	if failed != nil {
 		return retry, deferred, failed
 	}
@@ -519,9 +528,11 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 
 // lookupKnown starts looking up stored results of jobs; the returned function waits.
 func (p *Persister) lookupKnown(ctx context.Context, jobs []*job) func() (map[string]persist.IntentResult, error) {
-	ids := make([]string, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.in.ID
+	var ids []string
+	for _, j := range jobs {
+		if _, ok := p.recent.Get(j.in.ID); !ok && p.seen.maybe(j.in.ID) {
+			ids = append(ids, j.in.ID)
+		}
 	}
 	type answer struct {
 		known map[string]persist.IntentResult
@@ -532,6 +543,10 @@ func (p *Persister) lookupKnown(ctx context.Context, jobs []*job) func() (map[st
 		var a answer
 		defer func() { ch <- a }()
 		defer recovered(&a.err)
+		if len(ids) == 0 {
+			a.known = map[string]persist.IntentResult{} // all new, or answered from recent
+			return
+		}
 		dctx, cancel := p.dbCtx(ctx)
 		defer cancel()
 		a.known, a.err = p.cfg.DB.IntentResults(dctx, ids)
@@ -943,6 +958,15 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 			return ctx.Err()
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+	// Their intents' results are in Postgres: from now on a retry must ask for them,
+	// whoever appended them (this writer behind its answers, or a catch-up).
+	for _, b := range done {
+		for _, e := range b.Batch.Events {
+			if e.IntentID != "" {
+				p.seen.add(e.IntentID)
+			}
+		}
 	}
 	maxSeq := persist.OwnMaxSeq(writer, done)
 	if maxSeq == 0 {

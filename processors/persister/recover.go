@@ -221,13 +221,24 @@ func (p *Persister) announcePositions(ctx context.Context) {
 	}
 }
 
+// announceFlushWait bounds how long an announcement holds the loop waiting for the
+// projections in flight: a loop's projection takes milliseconds.
+const announceFlushWait = 100 * time.Millisecond
+
 // announcePosition reads the log's last sequence with the loop's lock held, so no
 // append of ours is in flight below it and every row of ours up to it was handed to the
 // emitter, then announces it (with Redis) and, when record is set, records it.
 func (p *Persister) announcePosition(ctx context.Context, record bool) {
 	p.busy.Lock()
 	defer p.busy.Unlock()
-	p.flushProjections(ctx)
+	// Sends need no Postgres: projections held up by an outage must not hold the loop
+	// for long. The next tick tries again.
+	fctx, cancel := context.WithTimeout(ctx, announceFlushWait)
+	err := p.flushProjections(fctx)
+	cancel()
+	if err != nil {
+		return
+	}
 	if err := p.verifyProjected(ctx); err != nil && ctx.Err() == nil {
 		p.cfg.Log.Warn("projection check failed", zap.Error(err))
 	}
