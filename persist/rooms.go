@@ -217,34 +217,41 @@ func (db *DB) ProjectBehind(ctx context.Context, writer string, batches []BatchA
 	// SET LOCAL holds for the pipeline's implicit transaction.
 	batch.Queue(`SET LOCAL synchronous_commit = off`)
 	maxSeq, err := projection(batch, writer, batches, nil)
-	if err != nil || maxSeq == 0 {
-		if err == nil && batch.Len() > 1 {
-			err = db.Pool.SendBatch(ctx, batch).Close()
-		}
+	if err != nil {
 		return err
 	}
-	batch.Queue(`WITH moved AS (
+	moved := true
+	if maxSeq > 0 {
+		QueueAdvanceUnlessLost(batch, EventsStream, writer, maxSeq, projected, &moved)
+	} else if batch.Len() == 1 {
+		return nil
+	}
+	if err := db.Pool.SendBatch(ctx, batch).Close(); err != nil {
+		return err
+	}
+	if !moved {
+		return fmt.Errorf("%w (projected up to %d)", ErrLostCommits, projected)
+	}
+	return nil
+}
+
+// QueueAdvanceUnlessLost queues on b the move of writer's position in stream to pos,
+// made only if the stored position is not below projected, the position of the
+// writer's last projection that committed; *moved says, once b's results are read,
+// whether it moved. A position that did not move means Postgres lost commits made
+// without waiting for their WAL flush (ErrLostCommits): the rows of b are stored
+// (projecting them again changes nothing), and the writer projects the lost ones
+// again from the log.
+func QueueAdvanceUnlessLost(b *pgx.Batch, stream, writer string, pos, projected uint64, moved *bool) {
+	b.Queue(`WITH moved AS (
 			INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
 			ON CONFLICT (stream_name, instance_name) DO UPDATE
 			SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)
 			WHERE stream_positions.stream_id >= $4
 			RETURNING 1)
-		SELECT count(*) FROM moved`, EventsStream, writer, int64(maxSeq), int64(projected))
-	br := db.Pool.SendBatch(ctx, batch)
-	defer br.Close()
-	for range batch.Len() - 1 {
-		if _, err := br.Exec(); err != nil {
-			return err
-		}
-	}
-	var moved int
-	if err := br.QueryRow().Scan(&moved); err != nil {
-		return err
-	}
-	if moved == 0 {
-		return fmt.Errorf("%w (projected up to %d)", ErrLostCommits, projected)
-	}
-	return br.Close()
+		SELECT count(*) > 0 FROM moved`, stream, writer, int64(pos), int64(projected)).QueryRow(func(r pgx.Row) error {
+		return r.Scan(moved)
+	})
 }
 
 // projection queues on batch the statements that project batches, without the
@@ -415,19 +422,6 @@ const advancePosition = `INSERT INTO stream_positions (stream_name, instance_nam
 func (db *DB) AdvanceStreamPosition(ctx context.Context, stream, writer string, pos uint64) error {
 	_, err := db.Pool.Exec(ctx, advancePosition, stream, writer, int64(pos))
 	return err
-}
-
-// AdvancePositionTx is AdvanceStreamPosition inside a projection's transaction. It
-// returns the position stored before (0 when none was), so a writer can tell that a
-// commit it counted on is gone (a crash of Postgres that lost commits made without
-// waiting for their WAL flush, a failover to a replica that lagged).
-func AdvancePositionTx(ctx context.Context, tx pgx.Tx, stream, writer string, pos uint64) (uint64, error) {
-	var prev int64
-	err := tx.QueryRow(ctx, `WITH prev AS (
-			SELECT stream_id FROM stream_positions WHERE stream_name = $1 AND instance_name = $2)
-		`+advancePosition+`
-		RETURNING coalesce((SELECT stream_id FROM prev), 0)`, stream, writer, int64(pos)).Scan(&prev)
-	return uint64(prev), err
 }
 
 // OwnMaxSeq is the highest sequence among the batches appended by writer, or 0.

@@ -32,8 +32,18 @@ type Store struct{ Pool *pgxpool.Pool }
 // Project stores records appended at positions seqs, keeping per key only the receipt of
 // the highest position, so replaying older records never moves a receipt back.
 func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.ReceiptRecord, seqs []uint64) error {
+	b := &pgx.Batch{}
+	QueueProject(b, recs, seqs)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("receipts: project: %w", err)
+	}
+	return nil
+}
+
+// QueueProject queues on b what Project executes.
+func QueueProject(b *pgx.Batch, recs []*schemas.ReceiptRecord, seqs []uint64) {
 	if len(recs) == 0 {
-		return nil
+		return
 	}
 	n := len(recs)
 	rooms, types, users, threads, events := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -43,7 +53,7 @@ func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.ReceiptRecord, seqs
 		eventSeqs[i], eventIdxs[i], tss[i], ids[i] = int64(r.EventSeq), int32(r.EventIdx), r.TS, int64(seqs[i])
 	}
 	// Several records of one batch may set the same key: the newest of them wins.
-	_, err := tx.Exec(ctx, `INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, event_seq, event_idx, ts, stream_id)
+	b.Queue(`INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, event_seq, event_idx, ts, stream_id)
 		SELECT DISTINCT ON (r, t, u, th) r, t, u, th, e, es, ei, ts, s
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::bigint[], $9::bigint[])
 			AS x(r, t, u, th, e, es, ei, ts, s)
@@ -53,10 +63,6 @@ func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.ReceiptRecord, seqs
 			ts = excluded.ts, stream_id = excluded.stream_id
 		WHERE receipts.stream_id < excluded.stream_id`,
 		rooms, types, users, threads, events, eventSeqs, eventIdxs, tss, ids)
-	if err != nil {
-		return fmt.Errorf("receipts: project: %w", err)
-	}
-	return nil
 }
 
 // EventPositions returns, for each of keys that has a receipt, the position of its

@@ -103,17 +103,35 @@ func validReceipts(rs []ReceiptWrite) bool {
 }
 
 func (rs *Receipts) Project(ctx context.Context, tx pgx.Tx, recs []streams.RawMessage) error {
+	decoded, seqs, err := decodeReceipts(recs)
+	if err != nil {
+		return err
+	}
+	return receipts.Project(ctx, tx, decoded, seqs)
+}
+
+// QueueProject: a receipt's projection is one statement (Queuer).
+func (rs *Receipts) QueueProject(b *pgx.Batch, recs []streams.RawMessage) error {
+	decoded, seqs, err := decodeReceipts(recs)
+	if err != nil {
+		return err
+	}
+	receipts.QueueProject(b, decoded, seqs)
+	return nil
+}
+
+func decodeReceipts(recs []streams.RawMessage) ([]*schemas.ReceiptRecord, []uint64, error) {
 	decoded := make([]*schemas.ReceiptRecord, 0, len(recs))
 	seqs := make([]uint64, 0, len(recs))
 	for _, m := range recs {
 		r, err := schemas.DecodeReceipt(m.Data)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		decoded = append(decoded, r)
 		seqs = append(seqs, m.Seq)
 	}
-	return receipts.Project(ctx, tx, decoded, seqs)
+	return decoded, seqs, nil
 }
 
 func (rs *Receipts) Row(m streams.RawMessage) any {

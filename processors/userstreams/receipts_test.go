@@ -256,3 +256,53 @@ func TestReceiptsNoGapWithSlowWriter(t *testing.T) {
 	}
 	t.Logf("%d receipts; the slow writer held the position back at %d checks", len(want), heldBack)
 }
+
+// TestReceiptsLostCommitsProjectedAgain: a receipt's projection and the writer's
+// position go in one round trip (Queuer), without waiting for the WAL flush. When
+// Postgres comes back without the last commits, the writer finds its stored position
+// behind its own and projects the lost receipts again from the log; the next receipt's
+// projection does not move the position over them.
+func TestReceiptsLostCommitsProjectedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	fx := newFixture(t, map[string][]string{schemas.StreamReceipts: {"w1"}})
+	st := &Receipts{Store: receipts.Store{Pool: fx.db.Pool}}
+	fx.runWriter("w1", st)
+	const room = "!room:t"
+	put := func(user string, seq uint64) uint64 {
+		return fx.write(schemas.StreamReceipts, OpReceiptPut, room, user, receipt(schemas.ReceiptRead, fmt.Sprint("$e", seq), seq, 0, "")).Seq
+	}
+	stored := func() map[string]string {
+		got, err := st.Store.Changed(ctx, "@x:t", []string{room}, 0, nil, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, r := range got {
+			out[r.User] = r.EventID
+		}
+		return out
+	}
+	put("@a:t", 1)
+	exec := func(q string) {
+		t.Helper()
+		if _, err := fx.db.Pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`CREATE TABLE lost_receipts AS SELECT * FROM receipts`)
+	exec(`CREATE TABLE lost_positions AS SELECT * FROM stream_positions`)
+	put("@b:t", 2)
+	put("@a:t", 3)
+	// Postgres comes back without the last two commits.
+	exec(`BEGIN; DELETE FROM receipts; INSERT INTO receipts SELECT * FROM lost_receipts;
+		DELETE FROM stream_positions; INSERT INTO stream_positions SELECT * FROM lost_positions; COMMIT`)
+	if got := stored(); len(got) != 1 {
+		t.Fatalf("receipts after the loss: %v", got)
+	}
+	put("@c:t", 4) // its commit must not carry the position over the lost ones
+	eventually(t, "the lost receipts projected again", func() bool {
+		got := stored()
+		return got["@a:t"] == "$e3" && got["@b:t"] == "$e2" && got["@c:t"] == "$e4"
+	})
+}

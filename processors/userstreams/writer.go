@@ -74,6 +74,14 @@ type Pipelined interface {
 	Settled()
 }
 
+// Queuer is a Stream whose projection is statements whose results it does not read:
+// the writer sends them with its position in one round trip (an implicit
+// transaction) instead of four. QueueProject queues what Project executes.
+type Queuer interface {
+	Stream
+	QueueProject(b *pgx.Batch, recs []streams.RawMessage) error
+}
+
 // Record is a message to append to the stream's log.
 type Record struct {
 	// Key names the record's subject (Topology.UserStreamSubject); in a stream that
@@ -480,17 +488,30 @@ func (w *Writer) project(ctx context.Context, recs []streams.RawMessage) error {
 		// with the rows: a commit lost in a crash of Postgres is found
 		// (persist.ErrLostCommits) and projected again from the log. So the transaction
 		// need not wait for its WAL flush, set as it begins (one round trip).
-		err := pgx.BeginTxFunc(dctx, w.cfg.DB.Pool, pgx.TxOptions{BeginQuery: `BEGIN; SET LOCAL synchronous_commit = off`}, func(tx pgx.Tx) error {
-			if err := w.cfg.Stream.Project(dctx, tx, recs); err != nil {
-				return err
+		moved := true
+		var err error
+		if q, ok := w.cfg.Stream.(Queuer); ok {
+			// One round trip, an implicit transaction.
+			b := &pgx.Batch{}
+			b.Queue(`SET LOCAL synchronous_commit = off`)
+			if err = q.QueueProject(b, recs); err == nil {
+				persist.QueueAdvanceUnlessLost(b, w.name, w.cfg.Name, top, w.projected, &moved)
+				err = w.cfg.DB.Pool.SendBatch(dctx, b).Close()
 			}
-			prev, err := persist.AdvancePositionTx(dctx, tx, w.name, w.cfg.Name, top)
-			if err == nil && prev < w.projected {
-				err = fmt.Errorf("%w (%d, was %d)", persist.ErrLostCommits, prev, w.projected)
-			}
-			return err
-		})
+		} else {
+			err = pgx.BeginTxFunc(dctx, w.cfg.DB.Pool, pgx.TxOptions{BeginQuery: `BEGIN; SET LOCAL synchronous_commit = off`}, func(tx pgx.Tx) error {
+				if err := w.cfg.Stream.Project(dctx, tx, recs); err != nil {
+					return err
+				}
+				b := &pgx.Batch{}
+				persist.QueueAdvanceUnlessLost(b, w.name, w.cfg.Name, top, w.projected, &moved)
+				return tx.SendBatch(dctx, b).Close()
+			})
+		}
 		cancel()
+		if err == nil && !moved {
+			err = fmt.Errorf("%w (projected up to %d)", persist.ErrLostCommits, w.projected)
+		}
 		if err != nil {
 			return fmt.Errorf("project %s: %w", w.name, err)
 		}
