@@ -98,23 +98,30 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 	}
 
 	// Every acknowledged send is in Postgres exactly once, under the id it was
-	// acknowledged with, and nothing else was stored.
-	stored := map[string][]id.EventID{}
-	d.query(ctx, func(conn *pgx.Conn) error {
-		rows, err := conn.Query(ctx, `SELECT event_id, (json::jsonb)->'content'->>'body' FROM events WHERE room_id = $1 AND type = 'm.room.message'`, room.String())
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var ev id.EventID
-			var body string
-			if err := rows.Scan(&ev, &body); err != nil {
+	// acknowledged with, and nothing else was stored. Sends are answered at their append
+	// and projected a moment later.
+	var stored map[string][]id.EventID
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		stored = map[string][]id.EventID{}
+		d.query(ctx, func(conn *pgx.Conn) error {
+			rows, err := conn.Query(ctx, `SELECT event_id, (json::jsonb)->'content'->>'body' FROM events WHERE room_id = $1 AND type = 'm.room.message'`, room.String())
+			if err != nil {
 				return err
 			}
-			stored[body] = append(stored[body], ev)
+			for rows.Next() {
+				var ev id.EventID
+				var body string
+				if err := rows.Scan(&ev, &body); err != nil {
+					return err
+				}
+				stored[body] = append(stored[body], ev)
+			}
+			return rows.Err()
+		})
+		if len(stored) >= len(acked) || time.Now().After(deadline) {
+			break
 		}
-		return rows.Err()
-	})
+	}
 	for body, evs := range stored {
 		if len(evs) != 1 {
 			t.Errorf("%q stored %d times: %v", body, len(evs), evs)
