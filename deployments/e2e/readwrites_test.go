@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"net/url"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -101,5 +103,25 @@ func TestReadsSeeTheirWrites(t *testing.T) {
 			missed("/sync", nil)
 		}
 		since = resp.NextBatch
+	}
+}
+
+// TestAliasResolvesRightAfterCreate: a room created with an alias is answered at its
+// append, and resolving the alias at once, without authentication (the directory
+// needs none), finds the room, 50 times.
+func TestAliasResolvesRightAfterCreate(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	server := alice.UserID.Homeserver()
+	for i := range 50 {
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: fmt.Sprint("fresh", i)})
+		if err != nil {
+			t.Fatalf("%d: create: %v", i, err)
+		}
+		alias := fmt.Sprintf("#fresh%d:%s", i, server)
+		status, _, body := rawRequest(ctx, t, "GET", hs.url()+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias), "", nil)
+		if status != 200 || !strings.Contains(body, created.RoomID.String()) {
+			t.Fatalf("%d: %s right after the create: %d %s", i, alias, status, body)
+		}
 	}
 }

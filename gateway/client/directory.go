@@ -50,6 +50,10 @@ func (s *Server) lookupAlias(w http.ResponseWriter, r *http.Request) (alias, roo
 }
 
 func (s *Server) resolveAlias(w http.ResponseWriter, r *http.Request) {
+	// An alias resolves once its room is projected: a client resolving the alias of a
+	// room it just created (answered at the log append) finds it, as authenticated
+	// reads do (seeAnswered).
+	s.seeAnswered(r.Context())
 	if _, room, _, ok := s.lookupAlias(w, r); ok {
 		matrix.WriteJSON(w, http.StatusOK, map[string]any{"room_id": room, "servers": []string{s.ServerName}})
 	}
