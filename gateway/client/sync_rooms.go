@@ -29,111 +29,19 @@ func (r *roomsStream) notify(sc *syncCtx, since uint64, ch chan<- struct{}) func
 }
 
 // fill assembles the rooms of the response for the span (since, pos] of the log. It
-// runs one query for the user's memberships, one for the timelines of every room, and,
+// runs one query for the user's memberships (none when the joined-rooms cache shows
+// they did not change), one for the timelines of the rooms with something new, and,
 // only when some room needs them, one for state and one for invites.
 func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) error {
 	s, dev, req := r.s, sc.dev, sc.req
 	// A token ahead of this process's feed (another sync worker's) shows nothing more
 	// until the feed passes it.
 	pos = min(pos, s.Feed.Position())
-	if req.incremental && !req.fullState {
-		// Nothing new for the user's rooms or membership since the token: answered from
-		// memory, without asking Postgres.
-		if rooms, ok := s.joinedCache.get(dev.UserID, s.Feed); ok {
-			joined := make([]string, 0, len(rooms))
-			for _, room := range rooms {
-				if req.filter.allowsRoom(room) {
-					joined = append(joined, room)
-				}
-			}
-			sc.joined = joined
-			if changed, known := s.Feed.NewSince(since, sc.keys()); known && !changed {
-				return nil
-			}
-			sc.joined = nil
-		}
-	}
-	mems, err := s.DB.SyncMemberships(ctx, dev.UserID, since, pos)
-	if err != nil {
+	plans, invites, quiet, err := r.plan(ctx, sc, since, pos)
+	if err != nil || quiet {
 		return err
 	}
-	var all []string
-	for _, m := range mems {
-		if m.Membership == "join" {
-			all = append(all, m.RoomID)
-		}
-	}
-	s.joinedCache.put(dev.UserID, pos, all)
-	// end is the boundary just after everything visible; sinceB just after the token.
-	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
 	changedOnly := req.incremental && !req.fullState
-	// A new join shows history, which the room's history visibility may hide; only
-	// those rooms' visibility is read (none in a typical incremental sync).
-	var newJoins []string
-	for _, m := range mems {
-		if m.Membership == "join" && (!req.incremental || (m.At.Seq > since && m.Before != "join")) {
-			newJoins = append(newJoins, m.RoomID)
-		}
-	}
-	visibility, err := s.DB.HistoryVisibility(ctx, newJoins)
-	if err != nil {
-		return err
-	}
-	var plans []roomPlan
-	var invites []persist.SyncMembership
-	for _, m := range mems {
-		if !req.filter.allowsRoom(m.RoomID) {
-			continue
-		}
-		changed := !req.incremental || m.At.Seq > since
-		switch m.Membership {
-		case "join":
-			sc.joined = append(sc.joined, m.RoomID)
-			p := roomPlan{room: m.RoomID, joined: true, span: persist.RoomRange{RoomID: m.RoomID, To: end}}
-			if !req.incremental || (changed && m.Before != "join") {
-				// Initial sync or a new join: recent history and the full state. The
-				// history starts at the join where the room hides what came before.
-				p.fullState = true
-				sc.newlyJoined[m.RoomID] = true
-				if persist.HidesHistory(visibility[m.RoomID]) {
-					// The current membership event may be a later profile change: the
-					// history starts where this stay in the room began.
-					cur, err := s.DB.Membership(ctx, m.RoomID, dev.UserID)
-					if err != nil {
-						return err
-					}
-					p.span.From = m.At
-					if cur.JoinedAt != nil && cur.JoinedAt.Less(m.At) {
-						p.span.From = *cur.JoinedAt
-					}
-				}
-			} else {
-				p.span.From = sinceB
-				p.fullState, p.always = req.fullState, req.fullState
-			}
-			plans = append(plans, p)
-		case "invite":
-			if changed {
-				invites = append(invites, m)
-			}
-		case "leave", "ban":
-			if req.incremental && !(changed && m.Before != m.Membership) {
-				continue
-			}
-			if !req.incremental && !req.filter.includeLeave() {
-				continue
-			}
-			upTo := persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}
-			p := roomPlan{room: m.RoomID, span: persist.RoomRange{RoomID: m.RoomID, From: sinceB, To: upTo}, always: true}
-			if !req.incremental || m.Before != "join" {
-				// They were not joined at the token (invite rejected, joined and left
-				// since, or an initial sync asking for left rooms): the leave itself
-				// and the state it happened in, no history they may never have seen.
-				p.span.From, p.fullState = m.At, true
-			}
-			plans = append(plans, p)
-		}
-	}
 	if changedOnly && pos <= since {
 		// Nothing is visible after the token: the long-poll only needs sc.joined.
 		return nil
@@ -333,6 +241,121 @@ func (r *roomsStream) summaries(ctx context.Context, sc *syncCtx, rooms []string
 	return nil
 }
 
+// plan finds the rooms of the response and what each needs: the user's memberships
+// changed since the token (one query), or, when the joined-rooms cache shows that none
+// changed, the cached rooms with something new (no query). It sets sc.joined; quiet
+// says that nothing at all is new for the user.
+func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) (plans []roomPlan, invites []persist.SyncMembership, quiet bool, err error) {
+	s, dev, req := r.s, sc.dev, sc.req
+	if req.incremental && !req.fullState {
+		if rooms, at, ok := s.joinedCache.get(dev.UserID, s.Feed); ok {
+			joined := make([]string, 0, len(rooms))
+			for _, room := range rooms {
+				if req.filter.allowsRoom(room) {
+					joined = append(joined, room)
+				}
+			}
+			sc.joined = joined
+			// Nothing new for the user's rooms or membership since the token: answered
+			// from memory, without asking Postgres.
+			if changed, known := s.Feed.NewSince(since, sc.keys()); known && !changed {
+				return nil, nil, true, nil
+			}
+			// The user's memberships are as cached since before the token: only the
+			// rooms with something new need a look, and no membership query.
+			if at <= since {
+				for _, room := range joined {
+					if changed, known := s.Feed.NewSince(since, []string{room}); changed || !known {
+						plans = append(plans, roomPlan{room: room, joined: true,
+							span: persist.RoomRange{RoomID: room, From: persist.Pos{Seq: since + 1}, To: persist.Pos{Seq: pos + 1}}})
+					}
+				}
+				return plans, nil, false, nil
+			}
+			sc.joined = nil
+		}
+	}
+	mems, err := s.DB.SyncMemberships(ctx, dev.UserID, since, pos)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	var all []string
+	for _, m := range mems {
+		if m.Membership == "join" {
+			all = append(all, m.RoomID)
+		}
+	}
+	s.joinedCache.put(dev.UserID, pos, all)
+	// end is the boundary just after everything visible; sinceB just after the token.
+	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
+	// A new join shows history, which the room's history visibility may hide; only
+	// those rooms' visibility is read (none in a typical incremental sync).
+	var newJoins []string
+	for _, m := range mems {
+		if m.Membership == "join" && (!req.incremental || (m.At.Seq > since && m.Before != "join")) {
+			newJoins = append(newJoins, m.RoomID)
+		}
+	}
+	visibility, err := s.DB.HistoryVisibility(ctx, newJoins)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	for _, m := range mems {
+		if !req.filter.allowsRoom(m.RoomID) {
+			continue
+		}
+		changed := !req.incremental || m.At.Seq > since
+		switch m.Membership {
+		case "join":
+			sc.joined = append(sc.joined, m.RoomID)
+			p := roomPlan{room: m.RoomID, joined: true, span: persist.RoomRange{RoomID: m.RoomID, To: end}}
+			if !req.incremental || (changed && m.Before != "join") {
+				// Initial sync or a new join: recent history and the full state. The
+				// history starts at the join where the room hides what came before.
+				p.fullState = true
+				sc.newlyJoined[m.RoomID] = true
+				if persist.HidesHistory(visibility[m.RoomID]) {
+					// The current membership event may be a later profile change: the
+					// history starts where this stay in the room began.
+					cur, err := s.DB.Membership(ctx, m.RoomID, dev.UserID)
+					if err != nil {
+						return nil, nil, false, err
+					}
+					p.span.From = m.At
+					if cur.JoinedAt != nil && cur.JoinedAt.Less(m.At) {
+						p.span.From = *cur.JoinedAt
+					}
+				}
+			} else {
+				p.span.From = sinceB
+				p.fullState, p.always = req.fullState, req.fullState
+			}
+			plans = append(plans, p)
+		case "invite":
+			if changed {
+				invites = append(invites, m)
+			}
+		case "leave", "ban":
+			if req.incremental && !(changed && m.Before != m.Membership) {
+				continue
+			}
+			if !req.incremental && !req.filter.includeLeave() {
+				continue
+			}
+			upTo := persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}
+			p := roomPlan{room: m.RoomID, span: persist.RoomRange{RoomID: m.RoomID, From: sinceB, To: upTo}, always: true}
+			if !req.incremental || m.Before != "join" {
+				// They were not joined at the token (invite rejected, joined and left
+				// since, or an initial sync asking for left rooms): the leave itself
+				// and the state it happened in, no history they may never have seen.
+				p.span.From, p.fullState = m.At, true
+			}
+			plans = append(plans, p)
+		}
+	}
+	return plans, invites, false, nil
+}
+
 // joinedCache remembers each user's joined rooms as of an events position. The entry
 // holds as long as no visible log message since that position changed the user's
 // membership (the feed knows: member events carry their user in the message's keys).
@@ -346,13 +369,15 @@ type joinedAt struct {
 	rooms []string
 }
 
-func (c *joinedCache) get(user string, feed Feed) ([]string, bool) {
+// get returns the user's joined rooms and the position they were cached at, if no
+// membership of the user changed since.
+func (c *joinedCache) get(user string, feed Feed) ([]string, uint64, bool) {
 	e, ok := c.m.get(user)
 	if !ok {
-		return nil, false
+		return nil, 0, false
 	}
 	changed, known := feed.NewSince(e.pos, []string{user})
-	return e.rooms, known && !changed
+	return e.rooms, e.pos, known && !changed
 }
 
 func (c *joinedCache) put(user string, pos uint64, rooms []string) {
