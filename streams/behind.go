@@ -33,6 +33,9 @@ func (b *Behind[T]) Depth() int { return cap(b.queue) }
 
 // Queue hands item to Run, waiting while the queue is full.
 func (b *Behind[T]) Queue(ctx context.Context, item T) error {
+	if err := ctx.Err(); err != nil {
+		return err // stopping: the item stays in the log for recovery
+	}
 	b.inflight.add()
 	select {
 	case b.queue <- item:
@@ -48,46 +51,45 @@ func (b *Behind[T]) Flush(ctx context.Context) error { return b.inflight.wait(ct
 
 // Run projects queued items until ctx ends, then, for at most BehindStopTimeout, what
 // is still queued. project gets items in order, several at once, and retries by itself
-// until it succeeds or its context ends; what it could not project stays in the log for
-// the writer's recovery.
+// until it succeeds or its context ends; items whose projection ctx cut short are
+// projected again at the stop, before the rest, so no later item is projected past
+// them. What the stop could not project stays in the log for the writer's recovery.
 func (b *Behind[T]) Run(ctx context.Context, project func(context.Context, []T)) {
-	var first []T
+	var unfinished []T
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case it := <-b.queue:
+			items := b.drain([]T{it})
+			if ctx.Err() == nil {
+				project(ctx, items)
+			}
 			if ctx.Err() != nil {
-				first = []T{it}
+				unfinished = items // maybe not projected: again at the stop
 				break
 			}
-			b.projectWaiting(ctx, project, []T{it})
+			b.inflight.done(len(items))
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), BehindStopTimeout)
 	defer cancel()
-	for b.projectWaiting(sctx, project, first) {
-		first = nil
+	for items := b.drain(unfinished); len(items) > 0; items = b.drain(nil) {
+		project(sctx, items)
+		b.inflight.done(len(items))
 	}
 }
 
-// projectWaiting projects items and those waiting behind them, Depth at most in all,
-// and reports whether there was any.
-func (b *Behind[T]) projectWaiting(ctx context.Context, project func(context.Context, []T), items []T) bool {
-drain:
+// drain returns items and those waiting behind them, Depth at most in all.
+func (b *Behind[T]) drain(items []T) []T {
 	for len(items) < cap(b.queue) {
 		select {
 		case it := <-b.queue:
 			items = append(items, it)
 		default:
-			break drain
+			return items
 		}
 	}
-	if len(items) == 0 {
-		return false
-	}
-	project(ctx, items)
-	b.inflight.done(len(items))
-	return true
+	return items
 }
 
 // inflight counts the items queued or being projected; wait returns when none is.

@@ -78,3 +78,44 @@ func TestRecent(t *testing.T) {
 		t.Errorf("c = %d, %v", v, ok)
 	}
 }
+
+// TestBehindProjectsCutShortItemsAtTheStop: items whose projection the stop cut short
+// are projected again when it drains, ahead of those queued behind them, so nothing
+// later is projected past them.
+func TestBehindProjectsCutShortItemsAtTheStop(t *testing.T) {
+	b := NewBehind[int](2)
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{}, 1)
+	var got []int
+	project := func(pctx context.Context, items []int) {
+		if pctx == ctx {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+			<-pctx.Done() // held up until the stop cuts it short: nothing stored
+			return
+		}
+		got = append(got, items...)
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); b.Run(ctx, project) }()
+	if err := b.Queue(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	for i := 1; i <= 2; i++ {
+		if err := b.Queue(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-stopped
+	if !slices.Equal(got, []int{0, 1, 2}) {
+		t.Errorf("projected %v at the stop, want [0 1 2]", got)
+	}
+	if err := b.Queue(ctx, 3); err == nil {
+		t.Error("an item was queued after the stop")
+	}
+	b.Flush(context.Background())
+}

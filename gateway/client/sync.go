@@ -28,6 +28,8 @@ type Feed interface {
 	// NewSince tells from memory whether a visible message after since concerns one of
 	// keys; known is false when since is older than the feed remembers.
 	NewSince(since uint64, keys []string) (changed, known bool)
+	// ChangedKeys is NewSince for each of keys at once: those concerned.
+	ChangedKeys(since uint64, keys []string) (changed map[string]bool, known bool)
 	// WaitPosition returns once the position reaches seq, or when ctx ends.
 	WaitPosition(ctx context.Context, seq uint64)
 }

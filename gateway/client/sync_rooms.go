@@ -264,8 +264,9 @@ func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) 
 			// The user's memberships are as cached since before the token: only the
 			// rooms with something new need a look, and no membership query.
 			if at <= since {
+				changed, known := s.Feed.ChangedKeys(since, joined)
 				for _, room := range joined {
-					if changed, known := s.Feed.NewSince(since, []string{room}); changed || !known {
+					if changed[room] || !known {
 						plans = append(plans, roomPlan{room: room, joined: true,
 							span: persist.RoomRange{RoomID: room, From: persist.Pos{Seq: since + 1}, To: persist.Pos{Seq: pos + 1}}})
 					}

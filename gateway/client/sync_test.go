@@ -84,6 +84,17 @@ func (f *stepFeed) NewSince(since uint64, _ []string) (bool, bool) {
 	return f.Position() > since, true
 }
 
+// ChangedKeys knows nothing of keys either: all of them, when anything came.
+func (f *stepFeed) ChangedKeys(since uint64, keys []string) (map[string]bool, bool) {
+	changed := map[string]bool{}
+	if f.Position() > since {
+		for _, k := range keys {
+			changed[k] = true
+		}
+	}
+	return changed, true
+}
+
 func (f *stepFeed) set(pos uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -371,7 +371,7 @@ func (p *Persister) answerKnown(ctx context.Context, jobs []*job) ([]*job, error
 	if len(jobs) == 0 {
 		return nil, nil
 	}
-	known, err := p.lookupKnown(ctx, jobs)()
+	known, err := p.lookupKnown(ctx, jobs, false)()
 	if err != nil {
 		return jobs, err
 	}
@@ -412,7 +412,7 @@ type roomAppend struct {
 func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, deferred []*job, err error) {
 	// Which intents were handled before is asked of Postgres while the events are
 	// built; the rare known one is taken out of its room's batch afterwards.
-	known := p.lookupKnown(ctx, jobs)
+	known := p.lookupKnown(ctx, jobs, true)
 	appends, err := p.prepareRooms(ctx, jobs)
 	if err == nil {
 		err = p.buildAll(ctx, appends, time.Now())
@@ -527,12 +527,19 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 }
 
 // lookupKnown starts looking up stored results of jobs; the returned function waits.
-func (p *Persister) lookupKnown(ctx context.Context, jobs []*job) func() (map[string]persist.IntentResult, error) {
+// With trustSeen, an intent for a room whose every handled intent the filter of stored
+// ids holds (room.seenAll), and that the filter has never seen, is new without asking
+// Postgres. Retries after a room turned out behind ask without trustSeen.
+func (p *Persister) lookupKnown(ctx context.Context, jobs []*job, trustSeen bool) func() (map[string]persist.IntentResult, error) {
 	var ids []string
 	for _, j := range jobs {
-		if _, ok := p.recent.Get(j.in.ID); !ok && p.seen.maybe(j.in.ID) {
-			ids = append(ids, j.in.ID)
+		if _, ok := p.recent.Get(j.in.ID); ok {
+			continue
 		}
+		if r := p.rooms[j.in.RoomID]; trustSeen && r != nil && r.seenAll && !p.seen.maybe(j.in.ID) {
+			continue
+		}
+		ids = append(ids, j.in.ID)
 	}
 	type answer struct {
 		known map[string]persist.IntentResult
@@ -636,7 +643,7 @@ func (p *Persister) prepareRooms(ctx context.Context, jobs []*job) ([]*roomAppen
 			case err != nil:
 				setResults(ra.jobs, resultError(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION", "unsupported room version"))
 			default:
-				r = &room{id: roomID, version: ver, state: authState{}}
+				r = &room{id: roomID, version: ver, state: authState{}, seenAll: true}
 				p.remember(r)
 			}
 		}

@@ -134,7 +134,8 @@ func (p *Persister) loadRoom(ctx context.Context, roomID string) (*room, error) 
 	if err != nil {
 		return nil, err
 	}
-	r := &room{id: roomID, version: ver, lastSeq: head.LastSeq, lastEventID: head.LastEventID, depth: head.Depth, state: authState{}}
+	r := &room{id: roomID, version: ver, lastSeq: head.LastSeq, lastEventID: head.LastEventID, depth: head.Depth, state: authState{},
+		seenAll: p.seen.covers(head.LastSeq)}
 	for _, e := range evs {
 		pdu, err := ver.NewEventFromTrustedJSONWithEventID(e.EventID, e.JSON, e.RedactedBy != "")
 		if err != nil {

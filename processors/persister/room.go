@@ -27,6 +27,12 @@ type room struct {
 	// (only the sender may redact below the redact level) on events Postgres may not
 	// have yet: they are projected behind their answers.
 	senders recentSenders
+	// seenAll is set when every intent of the room handled before this writer held it
+	// is in the filter of stored intent ids (seen): the room was created here, or its
+	// last event when loaded was projected before the filter was built. Its later
+	// intents are this writer's (another writer's append makes this one's fail as
+	// behind, and the room is loaded again).
+	seenAll bool
 }
 
 // recentSenders maps the IDs of a room's latest events to their senders; past

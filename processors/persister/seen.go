@@ -3,6 +3,8 @@ package persister
 import (
 	"cmp"
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +32,9 @@ type seen struct {
 	filter *bloom.BloomFilter // nil until the first build is done
 	// capacity is how many ids filter was sized for, count how many it holds.
 	capacity, count uint
+	// covered is the log position up to which every writer's events were projected
+	// before the filter's scan: their intents' results are in it.
+	covered uint64
 	// building is set while a build runs; added are the ids added meanwhile, which
 	// the new filter takes in too.
 	building bool
@@ -48,6 +53,14 @@ func (s *seen) maybe(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.filter == nil || s.filter.TestString(id)
+}
+
+// covers reports whether the results of every intent whose events are at or below seq
+// in the log are in the filter.
+func (s *seen) covers(seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.filter != nil && seq <= s.covered
 }
 
 // add records an intent whose result Postgres now holds.
@@ -85,13 +98,14 @@ func (s *seen) build(ctx context.Context, pending []string) {
 	s.done.Go(func() {
 		backoff := time.Second
 		for {
-			f, size, n, err := s.scan(ctx)
+			f, size, n, covered, err := s.scan(ctx)
 			if err == nil {
 				s.mu.Lock()
 				for _, id := range s.added {
 					f.AddString(id)
 				}
 				s.filter, s.count, s.capacity = f, n+uint(len(s.added)), size
+				s.covered = max(s.covered, covered)
 				s.building, s.added = false, nil
 				s.mu.Unlock()
 				s.log.Info("intent id filter built", zap.Uint("ids", n))
@@ -112,19 +126,34 @@ func (s *seen) build(ctx context.Context, pending []string) {
 }
 
 // scan reads every stored intent id into a new filter sized for twice what Postgres
-// holds, so it takes as many appends again before it is built anew.
-func (s *seen) scan(ctx context.Context) (f *bloom.BloomFilter, size, n uint, err error) {
+// holds, so it takes as many appends again before it is built anew (sized again when
+// the estimate was short), and returns how far the writers had projected before it.
+func (s *seen) scan(ctx context.Context) (f *bloom.BloomFilter, size, n uint, covered uint64, err error) {
+	positions, err := s.db.StreamPositions(ctx, persist.EventsStream)
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	for i, pos := range slices.Collect(maps.Values(positions)) {
+		if i == 0 || pos < covered {
+			covered = pos
+		}
+	}
 	est, err := s.db.EstimatedIntentResults(ctx)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
 	size = max(cmp.Or(s.floor, minSeenCapacity), 2*uint(max(est, 0)))
-	f = bloom.NewWithEstimates(size, seenFalsePositives)
-	err = s.db.IntentIDs(ctx, func(id string) {
-		f.AddString(id)
-		n++
-	})
-	return f, size, n, err
+	for {
+		f, n = bloom.NewWithEstimates(size, seenFalsePositives), 0
+		err = s.db.IntentIDs(ctx, func(id string) {
+			f.AddString(id)
+			n++
+		})
+		if err != nil || n <= size/2 {
+			return f, size, n, covered, err
+		}
+		size = 2 * n // the estimate was stale (a table just copied, never analysed)
+	}
 }
 
 // wait waits for a build in progress to stop (its context ended).

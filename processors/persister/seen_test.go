@@ -56,3 +56,29 @@ func TestSeenFilter(t *testing.T) {
 		t.Errorf("after the rebuild: full %v, stored %v, pending %v", s.full(), s.maybe("stored-0"), s.maybe("appended-999"))
 	}
 }
+
+// TestRetryAfterTheRoomMovedWriters: a room's intents were handled by another writer
+// after this writer's filter of stored ids was built. Once this writer holds the room,
+// a retry of one of them gets its first event, not a second one.
+func TestRetryAfterTheRoomMovedWriters(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	w1 := c.writer("w1", 0)
+	p1 := c.writers["w1"]
+	eventually(t, "w1's intent id filter", func() bool { return !p1.seen.maybe("never sent") })
+	w2 := c.writer("w2", 0)
+	c.createRoom(w2)
+	first := submit(t, w2, textMessage("moved-x", roomID, "sent through w2"))
+	c.settled()
+	// The room is now w1's: another intent makes w1 load it, then the retry comes.
+	if res := submit(t, w1, textMessage("moved-y", roomID, "sent through w1")); res.Error != nil {
+		t.Fatal(res.Error)
+	}
+	again := submit(t, w1, textMessage("moved-x", roomID, "sent through w2"))
+	if again.Error != nil || len(again.EventIDs) != 1 || again.EventIDs[0] != first.EventIDs[0] {
+		t.Fatalf("retry through w1: %+v, first answered %v", again, first.EventIDs)
+	}
+	if n := c.countInLog(t, "sent through w2"); n != 1 {
+		t.Fatalf("the retried send is %d times in the log", n)
+	}
+}

@@ -47,6 +47,14 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 	// are in. Three stages run side by side, in order (a redaction finds its target):
 	// the log is read and decoded, a chunk's statements are built, and Postgres runs
 	// the chunk before.
+	// Into a database without events (a rebuild), events are copied rather than
+	// inserted, until a copy meets one already there.
+	empty, err := db.NoEvents(ctx)
+	if err != nil {
+		return st, err
+	}
+	var copying atomic.Bool
+	copying.Store(empty)
 	decoded := make(chan []schemas.LogMessage, 1)
 	prepared := make(chan persist.Prepared, 1)
 	g, gctx := errgroup.WithContext(ctx)
@@ -63,14 +71,6 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 			})
 		return err
 	})
-	// Into a database without events (a rebuild), events are copied rather than
-	// inserted, until a copy meets one already there.
-	empty, err := db.NoEvents(ctx)
-	if err != nil {
-		return st, err
-	}
-	var copying atomic.Bool
-	copying.Store(empty)
 	g.Go(func() error {
 		defer close(prepared)
 		for msgs := range decoded {

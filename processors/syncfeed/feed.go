@@ -317,6 +317,40 @@ func (f *Feed) NewSince(since uint64, keys []string) (changed, known bool) {
 	return f.recentHasLocked(since, keys), true
 }
 
+// ChangedKeys returns which of keys a remembered visible message after since concerns
+// (every one, for a message to everyone), in one pass; known is false when since is
+// older than the feed remembers.
+func (f *Feed) ChangedKeys(since uint64, keys []string) (changed map[string]bool, known bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if since >= f.pos {
+		return nil, true
+	}
+	if since < f.recentFloor {
+		return nil, false
+	}
+	want := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		want[k] = true
+	}
+	changed = map[string]bool{}
+	for i := len(f.recent) - 1; i >= 0; i-- {
+		e := &f.recent[(f.recentHead+i)%len(f.recent)]
+		if e.seq <= since {
+			break
+		}
+		for _, k := range e.keys {
+			if k == streams.WakeEveryone {
+				return want, true
+			}
+			if want[k] {
+				changed[k] = true
+			}
+		}
+	}
+	return changed, true
+}
+
 func signal(ch chan<- struct{}) {
 	select {
 	case ch <- struct{}{}:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"maps"
 	mathrand "math/rand/v2"
 	"strings"
 	"sync"
@@ -325,6 +326,18 @@ func TestWaitWakesTheConcernedWaitersOnly(t *testing.T) {
 	if got := f.Wait(ctx, a2, "@u:x", nil); got != a3 {
 		t.Fatalf("Wait for a remembered membership returned %d, want %d", got, a3)
 	}
+	// Which keys changed, in one pass: after 0, !a (a2) and @u (a3), not !b; after a2,
+	// only @u.
+	if changed, known := f.ChangedKeys(0, []string{"!a:x", "!b:x", "@u:x"}); !known ||
+		!maps.Equal(changed, map[string]bool{"!a:x": true, "@u:x": true}) {
+		t.Errorf("ChangedKeys after 0: %v, %v", changed, known)
+	}
+	if changed, known := f.ChangedKeys(a2, []string{"!a:x", "@u:x"}); !known || !maps.Equal(changed, map[string]bool{"@u:x": true}) {
+		t.Errorf("ChangedKeys after %d: %v, %v", a2, changed, known)
+	}
+	if changed, known := f.ChangedKeys(a3, []string{"!a:x"}); !known || len(changed) != 0 {
+		t.Errorf("ChangedKeys at the position: %v, %v", changed, known)
+	}
 	blockedCtx, cancelBlocked := context.WithCancel(ctx)
 	blocked := waitAsync(blockedCtx, f, a2, "@nobody:x", "!a:x")
 	eventually(t, "the waiter to block", func() bool { r, _ := f.waitersIndexed(); return r == 1 })
@@ -344,6 +357,9 @@ func TestWaitReturnsAtOnceForTokensOlderThanItRemembers(t *testing.T) {
 	}
 	fx.notice("A", last)
 	eventually(t, "visible", func() bool { return f.Position() == last })
+	if _, known := f.ChangedKeys(0, []string{"!a:x"}); known {
+		t.Error("ChangedKeys claims to know what it forgot")
+	}
 	// Message 1 has left the memory; a caller at 0 must look in Postgres.
 	if got := f.Wait(context.Background(), 0, "@nobody:x", []string{"!unrelated:x"}); got != last {
 		t.Fatalf("Wait returned %d, want %d", got, last)
