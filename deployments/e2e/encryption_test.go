@@ -255,6 +255,14 @@ func TestEncryptionEndToEnd(t *testing.T) {
 		start(newCryptoDevice(ctx, t, "bob1", bob1, room)), start(newCryptoDevice(ctx, t, "bob2", bob2, room)),
 	}
 
+	// Each device learns of the others through device_lists before the first message:
+	// a group session is shared with the devices its sender knows, as with any server
+	// (the later steps wait the same way for alice3).
+	for _, d := range devices {
+		for _, o := range devices {
+			waitUntil(ctx, t, d.name+" knows "+o.name, func() bool { return d.knows(ctx, o.c.UserID, o.c.DeviceID) })
+		}
+	}
 	sent := map[id.EventID]string{}
 	for i := range 50 {
 		body := fmt.Sprintf("message %d", i)

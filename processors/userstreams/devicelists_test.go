@@ -180,9 +180,11 @@ func TestConcurrentClaimsHandOutEachKeyOnce(t *testing.T) {
 	}
 	var mu sync.Mutex
 	got := map[string]map[string]int{}
-	var wg sync.WaitGroup
 	for _, d := range devs {
 		got[d.user] = map[string]int{}
+	}
+	var wg sync.WaitGroup
+	for _, d := range devs {
 		for range 30 {
 			wg.Go(func() {
 				keys := f.claim("@eve:t", d.user, d.id)
