@@ -546,18 +546,18 @@ func (p *Persister) lookupKnown(ctx context.Context, jobs []*job, trustSeen bool
 		err   error
 	}
 	ch := make(chan answer, 1)
-	go func() {
-		var a answer
-		defer func() { ch <- a }()
-		defer recovered(&a.err)
-		if len(ids) == 0 {
-			a.known = map[string]persist.IntentResult{} // all new, or answered from recent
-			return
-		}
-		dctx, cancel := p.dbCtx(ctx)
-		defer cancel()
-		a.known, a.err = p.cfg.DB.IntentResults(dctx, ids)
-	}()
+	if len(ids) == 0 {
+		ch <- answer{known: map[string]persist.IntentResult{}} // all new, or in recent
+	} else {
+		go func() {
+			var a answer
+			defer func() { ch <- a }()
+			defer recovered(&a.err)
+			dctx, cancel := p.dbCtx(ctx)
+			defer cancel()
+			a.known, a.err = p.cfg.DB.IntentResults(dctx, ids)
+		}()
+	}
 	return func() (map[string]persist.IntentResult, error) {
 		a := <-ch
 		if a.err != nil {

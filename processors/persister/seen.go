@@ -16,12 +16,13 @@ import (
 
 // seen is a Bloom filter of the intent ids whose results Postgres may hold: those it
 // held when the filter was built, and every one this writer projected since (its own
-// appends, and those a catch-up found in the log). A miss
-// proves an intent new, so it is built without asking Postgres for an earlier result
+// appends, and those a catch-up found in the log). For a room whose every handled
+// intent it holds (room.seenAll), a miss proves an intent new, so it is built without
+// asking Postgres for an earlier result
 // (the lookup was a third of a sequential send's time, BENCHMARKS.md); a hit, about
 // 1% of new intents, or a filter not built yet, asks Postgres as before. A retry of an
-// intent appended and not projected yet is in recentResults, which the loop checks
-// first.
+// intent appended and not projected yet is in the loop's recent results, which it
+// checks first.
 type seen struct {
 	db  *persist.DB
 	log *zap.Logger
@@ -85,7 +86,7 @@ func (s *seen) full() bool {
 }
 
 // build makes the filter again from Postgres, in the background: pending are the ids
-// appended and maybe not projected yet (the loop's recentResults), which the scan of
+// appended and maybe not projected yet (the loop's recent results), which the scan of
 // Postgres could miss. Until the first build is done every intent asks Postgres.
 func (s *seen) build(ctx context.Context, pending []string) {
 	s.mu.Lock()

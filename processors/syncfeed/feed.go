@@ -329,26 +329,7 @@ func (f *Feed) ChangedKeys(since uint64, keys []string) (changed map[string]bool
 	if since < f.recentFloor {
 		return nil, false
 	}
-	want := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		want[k] = true
-	}
-	changed = map[string]bool{}
-	for i := len(f.recent) - 1; i >= 0; i-- {
-		e := &f.recent[(f.recentHead+i)%len(f.recent)]
-		if e.seq <= since {
-			break
-		}
-		for _, k := range e.keys {
-			if k == streams.WakeEveryone {
-				return want, true
-			}
-			if want[k] {
-				changed[k] = true
-			}
-		}
-	}
-	return changed, true
+	return f.concernedLocked(since, keys, false), true
 }
 
 func signal(ch chan<- struct{}) {
@@ -359,30 +340,43 @@ func signal(ch chan<- struct{}) {
 }
 
 // recentHasLocked reports whether a remembered visible message after since concerns one
-// of keys. It scans from the newest message back to since.
+// of keys.
 func (f *Feed) recentHasLocked(since uint64, keys []string) bool {
-	var set map[string]struct{}
+	return len(f.concernedLocked(since, keys, true)) > 0
+}
+
+// concernedLocked scans the remembered visible messages after since, newest first, and
+// returns which of keys they concern (every one, for a message to everyone); with
+// first it stops at the first message that concerns one.
+func (f *Feed) concernedLocked(since uint64, keys []string, first bool) map[string]bool {
+	var want, changed map[string]bool
 	for i := len(f.recent) - 1; i >= 0; i-- {
 		e := &f.recent[(f.recentHead+i)%len(f.recent)]
 		if e.seq <= since {
-			return false
+			break
 		}
-		if set == nil {
-			set = make(map[string]struct{}, len(keys))
+		if want == nil {
+			want = make(map[string]bool, len(keys))
 			for _, k := range keys {
-				set[k] = struct{}{}
+				want[k] = true
 			}
 		}
 		for _, k := range e.keys {
 			if k == streams.WakeEveryone {
-				return true
+				return want
 			}
-			if _, ok := set[k]; ok {
-				return true
+			if want[k] {
+				if changed == nil {
+					changed = map[string]bool{}
+				}
+				changed[k] = true
 			}
 		}
+		if first && len(changed) > 0 {
+			break
+		}
 	}
-	return false
+	return changed
 }
 
 func (f *Feed) addWaiterLocked(w *waiter) {
