@@ -73,17 +73,8 @@ func randomLetters(n int) string {
 	return string(b)
 }
 
-// freePort asks the kernel for a free port. It is closed again before the server binds
-// it, a small race that parallel tests on one machine tolerate.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a port for a process to listen on (pgtest.FreePort).
+func freePort(t *testing.T) int { return pgtest.FreePort(t) }
 
 // deployment is one test's homeserver: its own database, NATS namespace, server name,
 // signing key and configuration files, and the processes started from them.

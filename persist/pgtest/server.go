@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -50,12 +51,7 @@ func StartServer(t testing.TB) *Server {
 			t.Fatal(err)
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.port = l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
+	s.port = FreePort(t)
 	s.run(t, "initdb", "-D", s.data(), "-U", "postgres", "-A", "trust", "--no-sync")
 	s.Start(t)
 	t.Cleanup(func() { _ = s.cmd("pg_ctl", "-D", s.data(), "-m", "immediate", "-w", "stop").Run() })
@@ -135,4 +131,22 @@ func (s *Server) run(t testing.TB, name string, args ...string) {
 	if out, err := s.cmd(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("pgtest: %s: %v\n%s", name, err, out)
 	}
+}
+
+// FreePort returns a port for a process to listen on, picked below Linux's ephemeral
+// range (32768–60999). A port the kernel hands out for ":0" comes from that range, and
+// in the moment between closing it and the process binding it, an outgoing connection
+// of a parallel test (to NATS, Postgres) could take it as its local port.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			_ = l.Close()
+			return port
+		}
+	}
+	t.Fatal("pgtest: no free port below the ephemeral range")
+	return 0
 }
