@@ -27,14 +27,45 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// Targets from the performance section of issue 2, for one process on this 2-core
-// machine with the load generator on it too.
-const (
-	targetSequential = 1200.0
-	targetOneRoom    = 3000.0
-	targetManyRooms  = 6000.0
-	targetSyncP99    = 25 * time.Millisecond
+// sendTarget is a send scenario's target from issue 7, for one process on this 2-core
+// machine with the load generator on it too: a rate, and where set a p50 and a share
+// of the same run's batched-path ceiling.
+type sendTarget struct {
+	rate      float64
+	p50       time.Duration
+	ofCeiling float64
+}
+
+var (
+	targetSequential = sendTarget{rate: 1500, p50: 600 * time.Microsecond}
+	targetOneRoom    = sendTarget{rate: 4000}
+	targetManyRooms  = sendTarget{rate: 6000, ofCeiling: 0.9}
 )
+
+// targetSyncP99 bounds scenario (d), from a send's 200 to the event in another
+// client's /sync (issue 7).
+const targetSyncP99 = 5 * time.Millisecond
+
+// String is the target as the results table shows it.
+func (t sendTarget) String() string {
+	s := fmt.Sprintf("≥ %.0f", t.rate)
+	if t.p50 > 0 {
+		s += ", p50 ≤ " + fmtDur(t.p50)
+	}
+	if t.ofCeiling > 0 {
+		s += fmt.Sprintf(", ≥ %.1f of ceiling", t.ofCeiling)
+	}
+	return s
+}
+
+// met reports whether r meets the target; ceiling is the run's batched-path ceiling,
+// 0 when not measured (then the share is not judged).
+func (t sendTarget) met(r result, ceiling float64) bool {
+	if r.rate() < t.rate || (t.p50 > 0 && percentile(r.lat, 0.5) > t.p50) {
+		return false
+	}
+	return t.ofCeiling == 0 || ceiling == 0 || r.rate()/ceiling >= t.ofCeiling
+}
 
 type options struct {
 	url, nats, pg  string
@@ -477,16 +508,16 @@ func printServer(out io.Writer, s *serverResults, c *ceilings) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tsends\tsends/s\tp50\tp99\tCPU/send\tof ceiling\ttarget\t\t")
 	for i, r := range []result{s.sequential, s.oneRoom, s.manyRooms} {
-		target := []float64{targetSequential, targetOneRoom, targetManyRooms}[i]
+		target := []sendTarget{targetSequential, targetOneRoom, targetManyRooms}[i]
 		verdict := "met"
-		if r.rate() < target {
+		if !target.met(r, ceiling) {
 			verdict = "short"
 		}
 		ratio := "-"
 		if ceiling > 0 {
 			ratio = fmt.Sprintf("%.2f", r.rate()/ceiling)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t≥ %.0f\t%s\t\n", s.labels[i], r.ops, r.rate(), fmtDur(percentile(r.lat, 0.5)),
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.labels[i], r.ops, r.rate(), fmtDur(percentile(r.lat, 0.5)),
 			fmtDur(percentile(r.lat, 0.99)), fmtDur(r.cpuPerOp()), ratio, target, verdict)
 	}
 	tw.Flush()

@@ -125,10 +125,13 @@ type Feed struct {
 	// pending are the messages after pos, in log order, not all projected yet.
 	pending []entry
 	// recent holds the last visible messages, a ring starting at recentHead. Every
-	// visible message with sequence > recentFloor is in it.
+	// visible message with sequence > recentFloor is in it. latest indexes it: the
+	// sequence of the newest remembered message concerning each key, so a /sync asks
+	// about its keys in one map lookup each rather than by scanning the ring.
 	recent      []entry
 	recentHead  int
 	recentFloor uint64
+	latest      map[string]uint64
 	byKey       map[string]map[*waiter]struct{}
 	// waiters holds every waiter, for messages that concern everyone.
 	waiters map[*waiter]struct{}
@@ -202,6 +205,7 @@ func New(ctx context.Context, d Config) (*Feed, error) {
 		projected:   positions,
 		recent:      make([]entry, 0, d.Recent),
 		recentFloor: start,
+		latest:      map[string]uint64{},
 		byKey:       map[string]map[*waiter]struct{}{},
 		waiters:     map[*waiter]struct{}{},
 	}
@@ -345,35 +349,27 @@ func (f *Feed) recentHasLocked(since uint64, keys []string) bool {
 	return len(f.concernedLocked(since, keys, true)) > 0
 }
 
-// concernedLocked scans the remembered visible messages after since, newest first, and
-// returns which of keys they concern (every one, for a message to everyone); with
-// first it stops at the first message that concerns one.
+// concernedLocked returns which of keys a remembered visible message after since
+// concerns (every one, for a message to everyone); with first it stops at the first
+// key found.
 func (f *Feed) concernedLocked(since uint64, keys []string, first bool) map[string]bool {
-	var want, changed map[string]bool
-	for i := len(f.recent) - 1; i >= 0; i-- {
-		e := &f.recent[(f.recentHead+i)%len(f.recent)]
-		if e.seq <= since {
-			break
+	var changed map[string]bool
+	if f.latest[streams.WakeEveryone] > since {
+		changed = make(map[string]bool, len(keys))
+		for _, k := range keys {
+			changed[k] = true
 		}
-		if want == nil {
-			want = make(map[string]bool, len(keys))
-			for _, k := range keys {
-				want[k] = true
+		return changed
+	}
+	for _, k := range keys {
+		if f.latest[k] > since {
+			if changed == nil {
+				changed = map[string]bool{}
 			}
-		}
-		for _, k := range e.keys {
-			if k == streams.WakeEveryone {
-				return want
+			changed[k] = true
+			if first {
+				break
 			}
-			if want[k] {
-				if changed == nil {
-					changed = map[string]bool{}
-				}
-				changed[k] = true
-			}
-		}
-		if first && len(changed) > 0 {
-			break
 		}
 	}
 	return changed
@@ -499,13 +495,24 @@ func (f *Feed) advanceLocked() {
 	}
 }
 
-// remember appends a visible message to the ring of recent ones.
+// remember appends a visible message to the ring of recent ones and to the index; a
+// key whose newest message leaves the ring leaves the index, since every token the ring
+// answers for is past that message.
 func (f *Feed) remember(e entry) {
+	for _, k := range e.keys {
+		f.latest[k] = e.seq
+	}
 	if len(f.recent) < cap(f.recent) {
 		f.recent = append(f.recent, e)
 		return
 	}
-	f.recentFloor = f.recent[f.recentHead].seq
+	old := &f.recent[f.recentHead]
+	for _, k := range old.keys {
+		if f.latest[k] == old.seq {
+			delete(f.latest, k)
+		}
+	}
+	f.recentFloor = old.seq
 	f.recent[f.recentHead] = e
 	f.recentHead = (f.recentHead + 1) % len(f.recent)
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"maps"
 	mathrand "math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -502,5 +503,66 @@ func TestManyWaitersOnOneRoom(t *testing.T) {
 	}
 	if r, u := f.waitersIndexed(); r != 0 || u != 0 {
 		t.Fatalf("%d room and %d user entries left", r, u)
+	}
+}
+
+// TestRememberedIndexAgreesWithTheRing checks the per-key index that answers NewSince
+// and ChangedKeys against a scan of the ring it indexes, while the ring wraps many
+// times, for every token the ring answers for.
+func TestRememberedIndexAgreesWithTheRing(t *testing.T) {
+	rng := mathrand.New(mathrand.NewPCG(7, 11))
+	f := &Feed{recent: make([]entry, 0, 16), latest: map[string]uint64{}}
+	keys := []string{"!a", "!b", "!c", "@u", "@v", streams.WakeEveryone}
+	scan := func(since uint64, asked []string) map[string]bool {
+		got := map[string]bool{}
+		for _, e := range f.recent {
+			if e.seq <= since {
+				continue
+			}
+			for _, k := range e.keys {
+				if k == streams.WakeEveryone {
+					for _, a := range asked {
+						got[a] = true
+					}
+				}
+				if slices.Contains(asked, k) {
+					got[k] = true
+				}
+			}
+		}
+		return got
+	}
+	var seq uint64
+	for range 500 {
+		seq += 1 + uint64(rng.IntN(3))
+		var ek []string
+		for range rng.IntN(3) {
+			// The message to everyone is rare, as in the log.
+			k := keys[rng.IntN(len(keys)-1)]
+			if rng.IntN(40) == 0 {
+				k = streams.WakeEveryone
+			}
+			ek = append(ek, k)
+		}
+		f.remember(entry{seq: seq, keys: ek})
+		if len(f.latest) > len(keys) {
+			t.Fatalf("the index holds %d keys, more than exist", len(f.latest))
+		}
+		asked := keys[:1+rng.IntN(len(keys)-1)]
+		for since := f.recentFloor; since <= seq; since++ {
+			want := scan(since, asked)
+			got := f.concernedLocked(since, asked, false)
+			if len(got) != len(want) {
+				t.Fatalf("since %d keys %v: index says %v, ring says %v", since, asked, got, want)
+			}
+			for k := range want {
+				if !got[k] {
+					t.Fatalf("since %d keys %v: index says %v, ring says %v", since, asked, got, want)
+				}
+			}
+			if first := f.concernedLocked(since, asked, true); (len(first) > 0) != (len(want) > 0) {
+				t.Fatalf("since %d keys %v: first says %v, ring says %v", since, asked, first, want)
+			}
+		}
 	}
 }
