@@ -46,6 +46,11 @@ const (
 	AccountAliasReleased = "alias_released"
 	// AccountAliasDeleted frees Alias.
 	AccountAliasDeleted = "alias_deleted"
+	// AccountPusherSet sets User's Pusher, set by (and going with) Device. Unless
+	// Append, every other user's pusher of the same app_id and pushkey goes.
+	AccountPusherSet = "pusher_set"
+	// AccountPusherDeleted deletes User's pusher of Pusher's app_id and pushkey.
+	AccountPusherDeleted = "pusher_deleted"
 )
 
 // The profile fields an AccountProfileSet record may set, named as the client API and
@@ -80,6 +85,21 @@ type AccountsRecord struct {
 	Room         string          `json:"room,omitempty"`
 	EventID      string          `json:"event_id,omitempty"`
 	Alias        string          `json:"alias,omitempty"`
+	Pusher       *Pusher         `json:"pusher,omitempty"`
+	Append       bool            `json:"append,omitempty"`
+}
+
+// Pusher is a pusher as POST /pushers/set gives it and GET /pushers shows it (the
+// spec's fields). A deletion's record names only AppID and Pushkey.
+type Pusher struct {
+	Kind              string          `json:"kind"`
+	AppID             string          `json:"app_id"`
+	Pushkey           string          `json:"pushkey"`
+	AppDisplayName    string          `json:"app_display_name"`
+	DeviceDisplayName string          `json:"device_display_name"`
+	ProfileTag        string          `json:"profile_tag,omitempty"`
+	Lang              string          `json:"lang"`
+	Data              json.RawMessage `json:"data,omitempty"`
 }
 
 // DecodeAccounts parses an accounts record strictly: unknown fields, a version this
@@ -124,6 +144,11 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 		ok = r.Alias != "" && r.Room != ""
 	case AccountAliasDeleted:
 		ok = r.Alias != ""
+	case AccountPusherSet:
+		ok = r.Device != "" && r.Pusher != nil && r.Pusher.AppID != "" && r.Pusher.Pushkey != "" &&
+			r.Pusher.Kind != "" && IsObject(r.Pusher.Data)
+	case AccountPusherDeleted:
+		ok = r.Pusher != nil && r.Pusher.AppID != "" && r.Pusher.Pushkey != ""
 	default:
 		return nil, fmt.Errorf("accounts record: unknown kind %q", r.Kind)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
 	"github.com/ganglionhq/ganglion/persist/presence"
+	"github.com/ganglionhq/ganglion/persist/pushers"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
 	"github.com/ganglionhq/ganglion/persist/todevice"
@@ -78,6 +79,7 @@ type Server struct {
 	filters   boundedMap[string, *filter]
 	lazySent  lazySentCache
 	pushRules pushRulesStore
+	pushers   pushersStore
 	receipts  receiptsStore
 	presence  presenceStore
 	userSyncs *userSyncs
@@ -112,6 +114,7 @@ func (s *Server) Handler() http.Handler {
 	s.accountData = accountdata.Store{Pool: s.DB.Pool}
 	s.toDevice = todevice.Store{Pool: s.DB.Pool}
 	s.pushRules = rulesdb.Store{Pool: s.DB.Pool}
+	s.pushers = pushers.Store{Pool: s.DB.Pool}
 	s.receipts = receipts.Store{Pool: s.DB.Pool}
 	if s.Views == nil {
 		s.Views = NewViews()
@@ -132,6 +135,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAccountData(r)
 	s.registerKeys(r)
 	s.registerPushRules(r)
+	s.registerPushers(r)
 	s.registerTyping(r)
 	s.registerReceipts(r)
 	s.registerPresence(r)

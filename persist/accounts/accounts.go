@@ -64,8 +64,9 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 			WHERE user_id = $1 AND device_id = $2 AND stream_id < $4`, r.User, r.Device, ts, s)
 		queueToken(b, r, s, ts)
 	case schemas.AccountDevicesDeleted:
-		// Their tokens go with them (ON DELETE CASCADE).
+		// Their tokens go with them (ON DELETE CASCADE), and so do their pushers.
 		b.Queue(`DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2) AND stream_id < $3`, r.User, r.Devices, s)
+		b.Queue(`DELETE FROM pushers WHERE user_id = $1 AND device_id = ANY($2) AND stream_id < $3`, r.User, r.Devices, s)
 	case schemas.AccountDeviceRenamed:
 		b.Queue(`UPDATE devices SET display_name = $3, stream_id = $4 WHERE user_id = $1 AND device_id = $2 AND stream_id < $4`,
 			r.User, r.Device, r.DisplayName, s)
@@ -99,6 +100,11 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		b.Queue(`DELETE FROM room_aliases WHERE alias = $1 AND room_id = $2 AND stream_id < $3`, r.Alias, r.Room, s)
 	case schemas.AccountAliasDeleted:
 		b.Queue(`DELETE FROM room_aliases WHERE alias = $1 AND stream_id < $2`, r.Alias, s)
+	case schemas.AccountPusherSet:
+		queuePusher(b, r, s)
+	case schemas.AccountPusherDeleted:
+		b.Queue(`DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 AND stream_id < $4`,
+			r.User, r.Pusher.AppID, r.Pusher.Pushkey, s)
 	}
 	var answer *string
 	if a := schemas.AccountsAnswer(r); a != nil {
@@ -119,12 +125,43 @@ func queueDevice(b *pgx.Batch, r *schemas.AccountsRecord, s int64, ts time.Time)
 	queueToken(b, r, s, ts)
 }
 
-// queueToken makes r.TokenHash the device's only token.
+// queueToken makes r.TokenHash the device's only token. The pushers set with the
+// device's earlier tokens go with them, as Synapse removes a pusher with its token.
 func queueToken(b *pgx.Batch, r *schemas.AccountsRecord, s int64, ts time.Time) {
 	b.Queue(`DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 AND stream_id < $3`, r.User, r.Device, s)
+	b.Queue(`DELETE FROM pushers WHERE user_id = $1 AND device_id = $2 AND stream_id < $3`, r.User, r.Device, s)
 	b.Queue(`INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, stream_id)
 		SELECT $1::bytea, $2::text, $3::text, $4::timestamptz, $5::bigint WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)
 		ON CONFLICT (token_hash) DO NOTHING`, r.TokenHash, r.User, r.Device, ts, s)
+}
+
+// queuePusher sets a pusher. Without append, the pushkey becomes the user's: every
+// other user's pusher of it set before goes, and so does any set before that is
+// projected later (writers of other users project in their own time), which the
+// claim makes the same as projecting in log order. A device's later writes (its
+// deletion, a new token) make a record projected again store nothing, so it cannot
+// bring back a pusher they removed.
+func queuePusher(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
+	p := r.Pusher
+	if !r.Append {
+		b.Queue(`INSERT INTO pushkey_claims (app_id, pushkey, user_id, stream_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (app_id, pushkey) DO UPDATE SET user_id = excluded.user_id, stream_id = excluded.stream_id
+			WHERE pushkey_claims.stream_id < excluded.stream_id`, p.AppID, p.Pushkey, r.User, s)
+		b.Queue(`DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3 AND stream_id < $4`,
+			p.AppID, p.Pushkey, r.User, s)
+	}
+	b.Queue(`INSERT INTO pushers (user_id, app_id, pushkey, device_id, kind, app_display_name, device_display_name,
+			profile_tag, lang, data, pushkey_ts, stream_id)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::json, $11::bigint, $12::bigint
+		WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $4 AND stream_id < $12)
+			AND NOT EXISTS (SELECT 1 FROM pushkey_claims c WHERE c.app_id = $2 AND c.pushkey = $3 AND c.user_id <> $1 AND c.stream_id > $12)
+		ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = excluded.device_id, kind = excluded.kind,
+			app_display_name = excluded.app_display_name, device_display_name = excluded.device_display_name,
+			profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data,
+			pushkey_ts = excluded.pushkey_ts, stream_id = excluded.stream_id
+		WHERE pushers.stream_id < excluded.stream_id`,
+		r.User, p.AppID, p.Pushkey, r.Device, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang,
+		string(p.Data), r.TS, s)
 }
 
 func nullable(s string) *string {

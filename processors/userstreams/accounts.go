@@ -54,7 +54,19 @@ const (
 	OpReleaseAlias = "release_alias"
 	// OpDeleteAlias frees an alias; only its creator may: AliasChange without a room.
 	OpDeleteAlias = "delete_alias"
+	// OpSetPusher sets a pusher of the requesting device, which must exist:
+	// SetPusher.
+	OpSetPusher = "set_pusher"
+	// OpDeletePusher deletes the user's pusher of an app_id and pushkey, if any:
+	// schemas.Pusher with those two fields.
+	OpDeletePusher = "delete_pusher"
 )
+
+// SetPusher is the body of OpSetPusher, checked by the gateway (kind, data.url).
+type SetPusher struct {
+	Pusher schemas.Pusher `json:"pusher"`
+	Append bool           `json:"append,omitempty"`
+}
 
 // NewDevice is a device with its first access token, given as the token's SHA-256.
 type NewDevice struct {
@@ -312,6 +324,25 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return unknownUser(), nil
 		}
 		return p.createFilter(w, u, body.Filter)
+	case OpSetPusher:
+		var body SetPusher
+		if decodeStrict(w.Body, &body) != nil || body.Pusher.AppID == "" || body.Pusher.Pushkey == "" ||
+			body.Pusher.Kind == "" || !schemas.IsObject(body.Pusher.Data) {
+			return badBody(w.Op), nil
+		}
+		if !u.devices[w.Device] {
+			// Deleted since the request was authenticated: its pusher would go with it.
+			return Refuse(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "the device setting the pusher is gone"), nil
+		}
+		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountPusherSet, Device: w.Device,
+			Pusher: &body.Pusher, Append: body.Append}), nil
+	case OpDeletePusher:
+		var body schemas.Pusher
+		if decodeStrict(w.Body, &body) != nil || body.AppID == "" || body.Pushkey == "" {
+			return badBody(w.Op), nil
+		}
+		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountPusherDeleted,
+			Pusher: &schemas.Pusher{AppID: body.AppID, Pushkey: body.Pushkey}}), nil
 	case OpForgetRoom:
 		var body ForgetRoom
 		if decodeStrict(w.Body, &body) != nil || body.Room == "" || body.EventID == "" {
