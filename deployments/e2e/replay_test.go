@@ -34,7 +34,7 @@ var notReplayedColumns = map[string]string{
 }
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
-// register and log in devices, set profiles, aliases, filters, account data, tags,
+// register and log in devices, set profiles, pushers, aliases, filters, account data, tags,
 // push rules, receipts, presence and end-to-end keys (a backup included), send a to-device
 // message, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
@@ -77,6 +77,16 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 	}
 	if err := bob.SetAvatarURL(ctx, id.ContentURI{Homeserver: d.serverName, FileID: "bob"}); err != nil {
 		t.Fatal(err)
+	}
+
+	// Pushers: bob takes a pushkey of alice's; alice's second device sets one.
+	for _, set := range []struct {
+		c   *mautrix.Client
+		key string
+	}{{alice, "k1"}, {alice, "k2"}, {bob, "k1"}, {alice2, "k3"}} {
+		if err := set.c.SetPusher(ctx, httpPusher("app", set.key, false)); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Rooms and aliases: one claimed by createRoom, one added and one deleted, one

@@ -95,6 +95,9 @@ func parsePusherSet(fields map[string]json.RawMessage) (op string, body any, err
 		}
 	}
 	if kind, ok := fields["kind"]; ok && string(kind) == "null" && fields["app_id"] != nil && fields["pushkey"] != nil {
+		if p.AppID == "" || p.Pushkey == "" {
+			return "", nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "app_id and pushkey must not be empty")
+		}
 		return userstreams.OpDeletePusher, schemas.Pusher{AppID: p.AppID, Pushkey: p.Pushkey}, nil
 	}
 	var missing []string
