@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
@@ -107,7 +108,7 @@ func parsePusherSet(fields map[string]json.RawMessage) (op string, body any, err
 		}
 	}
 	if len(missing) > 0 {
-		return "", nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeMissingParam, "Missing params: %v", missing)
+		return "", nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeMissingParam, "Missing params: %s", strings.Join(missing, ", "))
 	}
 	for name, dst := range map[string]*string{"kind": &p.Kind, "app_display_name": &p.AppDisplayName,
 		"device_display_name": &p.DeviceDisplayName, "lang": &p.Lang, "profile_tag": &p.ProfileTag} {

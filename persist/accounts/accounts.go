@@ -66,7 +66,7 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 	case schemas.AccountDevicesDeleted:
 		// Their tokens go with them (ON DELETE CASCADE), and so do their pushers.
 		b.Queue(`DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2) AND stream_id < $3`, r.User, r.Devices, s)
-		b.Queue(`DELETE FROM pushers WHERE user_id = $1 AND device_id = ANY($2) AND stream_id < $3`, r.User, r.Devices, s)
+		queueDeletePushers(b, s, `user_id = $1 AND device_id = ANY($2)`, r.User, r.Devices)
 	case schemas.AccountDeviceRenamed:
 		b.Queue(`UPDATE devices SET display_name = $3, stream_id = $4 WHERE user_id = $1 AND device_id = $2 AND stream_id < $4`,
 			r.User, r.Device, r.DisplayName, s)
@@ -103,8 +103,7 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 	case schemas.AccountPusherSet:
 		queuePusher(b, r, s)
 	case schemas.AccountPusherDeleted:
-		b.Queue(`DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 AND stream_id < $4`,
-			r.User, r.Pusher.AppID, r.Pusher.Pushkey, s)
+		queueDeletePushers(b, s, `user_id = $1 AND app_id = $2 AND pushkey = $3`, r.User, r.Pusher.AppID, r.Pusher.Pushkey)
 	}
 	var answer *string
 	if a := schemas.AccountsAnswer(r); a != nil {
@@ -129,7 +128,7 @@ func queueDevice(b *pgx.Batch, r *schemas.AccountsRecord, s int64, ts time.Time)
 // device's earlier tokens go with them, as Synapse removes a pusher with its token.
 func queueToken(b *pgx.Batch, r *schemas.AccountsRecord, s int64, ts time.Time) {
 	b.Queue(`DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 AND stream_id < $3`, r.User, r.Device, s)
-	b.Queue(`DELETE FROM pushers WHERE user_id = $1 AND device_id = $2 AND stream_id < $3`, r.User, r.Device, s)
+	queueDeletePushers(b, s, `user_id = $1 AND device_id = $2`, r.User, r.Device)
 	b.Queue(`INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, stream_id)
 		SELECT $1::bytea, $2::text, $3::text, $4::timestamptz, $5::bigint WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)
 		ON CONFLICT (token_hash) DO NOTHING`, r.TokenHash, r.User, r.Device, ts, s)
@@ -155,6 +154,7 @@ func queuePusher(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::json, $11::bigint, $12::bigint
 		WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $4 AND stream_id < $12)
 			AND NOT EXISTS (SELECT 1 FROM pushkey_claims c WHERE c.app_id = $2 AND c.pushkey = $3 AND c.user_id <> $1 AND c.stream_id > $12)
+			AND NOT EXISTS (SELECT 1 FROM pusher_tombstones d WHERE d.user_id = $1 AND d.app_id = $2 AND d.pushkey = $3 AND d.stream_id > $12)
 		ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = excluded.device_id, kind = excluded.kind,
 			app_display_name = excluded.app_display_name, device_display_name = excluded.device_display_name,
 			profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data,
@@ -162,6 +162,20 @@ func queuePusher(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		WHERE pushers.stream_id < excluded.stream_id`,
 		r.User, p.AppID, p.Pushkey, r.Device, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang,
 		string(p.Data), r.TS, s)
+}
+
+// queueDeletePushers deletes the pushers that match where (over args) and were set
+// before position s, and leaves a tombstone of each at s, so that their sets projected
+// again (a replay into a database that has the rows) store nothing. Within a user,
+// records project in log order, so only rows a deletion found need one.
+func queueDeletePushers(b *pgx.Batch, s int64, where string, args ...any) {
+	pos := "$" + strconv.Itoa(len(args)+1)
+	b.Queue(`WITH gone AS (DELETE FROM pushers WHERE `+where+` AND stream_id < `+pos+`
+			RETURNING user_id, app_id, pushkey)
+		INSERT INTO pusher_tombstones (user_id, app_id, pushkey, stream_id)
+		SELECT user_id, app_id, pushkey, `+pos+` FROM gone
+		ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET stream_id = GREATEST(pusher_tombstones.stream_id, excluded.stream_id)`,
+		append(args, s)...)
 }
 
 func nullable(s string) *string {

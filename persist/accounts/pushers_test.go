@@ -29,10 +29,16 @@ func TestPushersProjectTheSameInAnyOrder(t *testing.T) {
 			Device: "D", TokenHash: make([]byte, 32)})
 		setup[len(setup)-1].TokenHash[0] = byte(len(setup))
 	}
-	set := func(write, user, key string, appendTo bool) *schemas.AccountsRecord {
-		return &schemas.AccountsRecord{V: 1, Kind: schemas.AccountPusherSet, Write: write, User: user, Device: "D", TS: 1000,
+	// a has a second device, E.
+	setup = append(setup, &schemas.AccountsRecord{V: 1, Kind: schemas.AccountDeviceCreated, Write: "devE", User: users[0],
+		Device: "E", TokenHash: append(make([]byte, 31), 77)})
+	setFrom := func(device, write, user, key string, appendTo bool) *schemas.AccountsRecord {
+		return &schemas.AccountsRecord{V: 1, Kind: schemas.AccountPusherSet, Write: write, User: user, Device: device, TS: 1000,
 			Append: appendTo, Pusher: &schemas.Pusher{Kind: "http", AppID: "app", Pushkey: key, AppDisplayName: "App",
 				DeviceDisplayName: "Phone", Lang: "en", Data: json.RawMessage(`{"url":"http://gw/_matrix/push/v1/notify"}`)}}
+	}
+	set := func(write, user, key string, appendTo bool) *schemas.AccountsRecord {
+		return setFrom("D", write, user, key, appendTo)
 	}
 	newToken := make([]byte, 32)
 	newToken[0] = 99
@@ -48,6 +54,9 @@ func TestPushersProjectTheSameInAnyOrder(t *testing.T) {
 		set("a4", users[0], "k3", true),  // a shares k3 again
 		{V: 1, Kind: schemas.AccountTokenAdded, Write: "b2", User: users[1], Device: "D", TokenHash: newToken}, // b's pushers go
 		{V: 1, Kind: schemas.AccountDevicesDeleted, Write: "c3", User: users[2], Devices: []string{"D"}},       // c's too
+		setFrom("D", "a5", users[0], "k9", false),                                                              // a sets k9 from D,
+		setFrom("E", "a6", users[0], "k9", false),                                                              // then from E,
+		{V: 1, Kind: schemas.AccountDevicesDeleted, Write: "a7", User: users[0], Devices: []string{"E"}},       // and E goes with it
 	}
 	perUser := map[string][]*schemas.AccountsRecord{}
 	for _, r := range logOrder {

@@ -29,3 +29,15 @@ CREATE TABLE pushkey_claims (
     stream_id BIGINT NOT NULL,
     PRIMARY KEY (app_id, pushkey)
 );
+
+-- The position of the last deletion of each user's app_id and pushkey (kind null, or
+-- the device that set it deleted or given a new token). A set of the same key projected
+-- again after it (a replay into a database that has the rows) stores nothing, even when
+-- the deletion went through a device other than the one in the older set.
+CREATE TABLE pusher_tombstones (
+    user_id   TEXT   NOT NULL,
+    app_id    TEXT   NOT NULL,
+    pushkey   TEXT   NOT NULL,
+    stream_id BIGINT NOT NULL,
+    PRIMARY KEY (user_id, app_id, pushkey)
+);

@@ -63,8 +63,11 @@ func Compile(state pushrules.State, userID string) (*Rules, error) {
 		return nil, err
 	}
 	var content mautrix.EventContent
-	if err := json.Unmarshal(raw, &content); err != nil || content.Ruleset == nil {
-		return nil, fmt.Errorf("pusher: push rules of %s: %v", userID, err)
+	if err := json.Unmarshal(raw, &content); err != nil {
+		return nil, fmt.Errorf("pusher: push rules of %s: %w", userID, err)
+	}
+	if content.Ruleset == nil {
+		return nil, fmt.Errorf("pusher: push rules of %s: no global ruleset", userID)
 	}
 	rs := content.Ruleset
 	r := &Rules{ruleset: rs}
@@ -159,7 +162,8 @@ type Evaluation struct {
 }
 
 // NewEvaluation starts the evaluation of evt in a room of members joined members with
-// those power levels (nil: the spec's defaults).
+// those power levels (nil: a room without any, where every level is 0 and a
+// notification needs 50, so no one may notify the room).
 func NewEvaluation(evt *event.Event, members int, levels *event.PowerLevelsEventContent) *Evaluation {
 	if levels == nil {
 		levels = &event.PowerLevelsEventContent{}

@@ -135,14 +135,8 @@ type Feed struct {
 	byKey       map[string]map[*waiter]struct{}
 	// waiters holds every waiter, for messages that concern everyone.
 	waiters map[*waiter]struct{}
-	// reaching are those waiting for a position (WaitPosition).
-	reaching []reach
-}
-
-// reach is a WaitPosition call: ch is closed once the visible position is seq.
-type reach struct {
-	seq uint64
-	ch  chan struct{}
+	// visible mirrors pos for WaitPosition.
+	visible streams.Position
 }
 
 // streamPositionsName is the stream_positions name of what the feed follows.
@@ -209,6 +203,7 @@ func New(ctx context.Context, d Config) (*Feed, error) {
 		byKey:       map[string]map[*waiter]struct{}{},
 		waiters:     map[*waiter]struct{}{},
 	}
+	f.visible.Set(start)
 	if d.Stream != "" {
 		f.log = f.log.With(zap.String("stream", d.Stream))
 	}
@@ -268,21 +263,7 @@ func (f *Feed) Wait(ctx context.Context, since uint64, userID string, rooms []st
 // WaitPosition returns once the visible position reaches seq, whatever the messages
 // concern, or when ctx ends.
 func (f *Feed) WaitPosition(ctx context.Context, seq uint64) {
-	f.mu.Lock()
-	if f.pos >= seq {
-		f.mu.Unlock()
-		return
-	}
-	r := reach{seq: seq, ch: make(chan struct{})}
-	f.reaching = append(f.reaching, r)
-	f.mu.Unlock()
-	select {
-	case <-r.ch:
-	case <-ctx.Done():
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		f.reaching = slices.DeleteFunc(f.reaching, func(x reach) bool { return x.ch == r.ch })
-	}
+	_ = f.visible.Wait(ctx, seq)
 }
 
 // Notify sends one signal on ch (without blocking: give it room for one) as soon as the
@@ -454,15 +435,7 @@ func (f *Feed) advanceLocked() {
 	wasFull := len(f.pending) >= f.cfg.MaxPending
 	visible := f.pending[:n]
 	f.pos = visible[n-1].seq
-	kept := f.reaching[:0]
-	for _, r := range f.reaching {
-		if r.seq <= f.pos {
-			close(r.ch)
-		} else {
-			kept = append(kept, r)
-		}
-	}
-	f.reaching = kept
+	f.visible.Set(f.pos)
 	for i := range visible {
 		e := &visible[i]
 		if f.cfg.Observe != nil {
