@@ -79,7 +79,8 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Pushers: bob takes a pushkey of alice's; alice's second device sets one.
+	// Pushers: bob takes a pushkey of alice's; alice's second device sets one; alice
+	// deletes one.
 	for _, set := range []struct {
 		c   *mautrix.Client
 		key string
@@ -87,6 +88,10 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 		if err := set.c.SetPusher(ctx, httpPusher("app", set.key, false)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if _, err := alice.MakeRequest(ctx, http.MethodPost, alice.BuildClientURL("v3", "pushers", "set"),
+		map[string]any{"kind": nil, "app_id": "app", "pushkey": "k2"}, nil); err != nil {
+		t.Fatal(err)
 	}
 
 	// Rooms and aliases: one claimed by createRoom, one added and one deleted, one
