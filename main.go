@@ -38,6 +38,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/persister"
+	"github.com/ganglionhq/ganglion/processors/pusher"
 	"github.com/ganglionhq/ganglion/processors/replay"
 	"github.com/ganglionhq/ganglion/processors/syncfeed"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
@@ -192,6 +193,11 @@ func replayCmd(args []string) error {
 		return err
 	}
 	fmt.Printf("replayed %d log messages, %d events; positions %v\n", st.Messages, st.Events, st.Positions)
+	n, err := pusher.Rebuild(ctx, js, topology(cfg), db, cfg.ServerName, cfg.Pushers())
+	if err != nil {
+		return err
+	}
+	fmt.Printf("evaluated push rules again: %d notifications\n", n)
 	return nil
 }
 
@@ -427,15 +433,18 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			listeners = append(listeners, l)
 		}
 	}
-	if len(listeners) > 0 {
-		// One sync feed and one handler serve every client listener of the process.
-		feed, err := syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: cfg.EventWriters()})
+	isPusher := slices.Contains(cfg.Pushers(), instance)
+	// One sync feed per stream serves every client listener of the process, and its
+	// pusher.
+	var feed *syncfeed.Feed
+	streamFeeds := map[string]client.Feed{}
+	views := client.NewViews()
+	if len(listeners) > 0 || isPusher {
+		feed, err = syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: cfg.EventWriters()})
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return feed.Run(ctx) })
-		streamFeeds := map[string]client.Feed{}
-		views := client.NewViews()
 		for name, writers := range cfg.UserStreamWriters() {
 			// The accounts stream shows nothing in /sync, and its writer answers once
 			// its records are in Postgres, where every reader looks: no feed follows it.
@@ -453,15 +462,29 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			g.Go(func() error { return f.Run(ctx) })
 			streamFeeds[name] = f
 		}
+	}
+	intents := &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
+		StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log}
+	var evaluated client.Evaluated
+	if isPusher {
+		p, err := pusher.New(pusher.Config{Name: instance, Instances: cfg.Pushers(), ServerName: cfg.ServerName, Topology: topo,
+			JS: js, DB: db, Projection: feed, Rules: streamFeeds[schemas.StreamPushRules],
+			Outbound: pusher.NewOutboundClient(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist), Intents: intents, Log: log})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return p.Run(ctx) })
+		evaluated = &p.Evaluated
+	}
+	if len(listeners) > 0 {
 		logTail, err := lastSeq(ctx, js, topo.EventsStream())
 		if err != nil {
 			return err
 		}
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Feed: feed, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
-			Intents: &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
-				StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log},
-			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
+			ServerName: cfg.ServerName, DB: db, Feed: feed, Evaluated: evaluated, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
+			Intents: intents,
+			HTTP:    cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
 			UserSyncs: streams.Notices{NC: nc, Subject: topo.UserSyncSubject(cfg.StreamWriters.Presence[0])},
 		}
 		handler := api.Handler()

@@ -614,6 +614,19 @@ type Membership struct {
 	Forgotten bool
 }
 
+// EventsByID returns the stored events of ids, by ID; IDs not stored are absent.
+func (db *DB) EventsByID(ctx context.Context, ids []string) (map[string]StoredEvent, error) {
+	evs, err := db.queryEvents(ctx, `WHERE e.event_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]StoredEvent, len(evs))
+	for _, ev := range evs {
+		out[ev.EventID] = ev
+	}
+	return out, nil
+}
+
 // Membership returns a user's current membership of a room.
 func (db *DB) Membership(ctx context.Context, roomID, userID string) (Membership, error) {
 	var m Membership

@@ -12,6 +12,7 @@ package config
 
 import (
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -72,6 +73,11 @@ type Config struct {
 	// holds, the oldest dropped past it (max_to_device_messages_per_device, Ganglion's
 	// own key; Synapse keeps them all); 0 means the default of 10,000.
 	MaxToDevicePerDevice int64
+	// IPRangeBlacklist and IPRangeWhitelist are Synapse's ip_range_blacklist and
+	// ip_range_whitelist (or their newer names ip_range_blocklist and
+	// ip_range_allowlist): outbound requests (push gateways) may not reach an address
+	// in the first unless it is in the second.
+	IPRangeBlacklist, IPRangeWhitelist []netip.Prefix
 	// LogLevel is the minimum level logged; "info" when not set.
 	LogLevel zapcore.Level
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -308,6 +309,28 @@ func (l *loader) list(n *yaml.Node, path string, item func(v *yaml.Node, path st
 	}
 }
 
+// prefixes reads a list of IP ranges in CIDR notation; a bare address is its own range.
+func (l *loader) prefixes(n *yaml.Node, path string) []netip.Prefix {
+	out := []netip.Prefix{}
+	l.list(n, path, func(v *yaml.Node, p string) {
+		s, ok := l.str(v, p)
+		if !ok {
+			return
+		}
+		if addr, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(addr, addr.BitLen()))
+			return
+		}
+		prefix, err := netip.ParsePrefix(s)
+		if err != nil {
+			l.fail(p, "must be an IP range such as 10.0.0.0/8, got %q", s)
+			return
+		}
+		out = append(out, prefix.Masked())
+	})
+	return out
+}
+
 func join(path, key string) string {
 	if path == "" {
 		return key
@@ -541,6 +564,10 @@ func (l *loader) topFields(c *Config) fields {
 			}
 		},
 		"registration_shared_secret": str(&c.RegistrationSharedSecret),
+		"ip_range_blacklist":         func(v *yaml.Node, p string) { c.IPRangeBlacklist = l.prefixes(v, p) },
+		"ip_range_blocklist":         func(v *yaml.Node, p string) { c.IPRangeBlacklist = l.prefixes(v, p) },
+		"ip_range_whitelist":         func(v *yaml.Node, p string) { c.IPRangeWhitelist = l.prefixes(v, p) },
+		"ip_range_allowlist":         func(v *yaml.Node, p string) { c.IPRangeWhitelist = l.prefixes(v, p) },
 		"log_level": func(v *yaml.Node, p string) {
 			s, ok := l.str(v, p)
 			if !ok {

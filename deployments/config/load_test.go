@@ -165,6 +165,8 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 	}{
 		{"port out of range", "listeners: [{port: 70000, type: http}]", 1,
 			"listeners[0].port: must be between 1 and 65535, got 70000"},
+		{"IP range not a range", "ip_range_blacklist: ['10.0.0.0/8', 'intranet']", 1,
+			`ip_range_blacklist[1]: must be an IP range such as 10.0.0.0/8, got "intranet"`},
 		{"JSON depth below two levels", "max_json_depth: 1", 1,
 			"max_json_depth: must be between 2 and 10000, got 1"},
 		{"to-device bound of zero", "max_to_device_messages_per_device: 0", 1,

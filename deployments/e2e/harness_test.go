@@ -549,3 +549,24 @@ func (d *deployment) query(ctx context.Context, fn func(conn *pgx.Conn) error) {
 		d.t.Fatal(err)
 	}
 }
+
+// waitEvaluated waits until the deployment's pushers have evaluated every event in
+// Postgres, so a stop leaves nothing for them to do.
+func (d *deployment) waitEvaluated(ctx context.Context) {
+	d.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var evaluated, last int64
+		d.query(ctx, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT (SELECT COALESCE(min(stream_id), 0) FROM stream_positions WHERE stream_name = 'pusher'),
+				(SELECT COALESCE(max(seq), 0) FROM events)`).Scan(&evaluated, &last)
+		})
+		if evaluated >= last {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("the pushers evaluated the log up to %d of %d", evaluated, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

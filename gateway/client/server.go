@@ -16,6 +16,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	"github.com/ganglionhq/ganglion/persist/notifications"
 	"github.com/ganglionhq/ganglion/persist/presence"
 	"github.com/ganglionhq/ganglion/persist/pushers"
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
@@ -44,6 +45,9 @@ type Server struct {
 	// Feed is the sync feed of the events log in this process; nil on processes that
 	// do not serve /sync.
 	Feed Feed
+	// Evaluated is how far this process's pusher has evaluated the EVENTS log; nil
+	// when it runs none (notification counts are then read as they are).
+	Evaluated Evaluated
 	// StreamFeeds are the sync feeds of the per-user streams, by stream name.
 	StreamFeeds map[string]Feed
 	// Views are what /sync keeps in memory of the typing and receipts streams, kept
@@ -76,14 +80,15 @@ type Server struct {
 	joinedCache joinedCache
 	// filters are the parsed filters of /sync and /messages, by inline JSON or by
 	// user and id (resolveFilter).
-	filters   boundedMap[string, *filter]
-	lazySent  lazySentCache
-	pushRules pushRulesStore
-	pushers   pushersStore
-	receipts  receiptsStore
-	presence  presenceStore
-	userSyncs *userSyncs
-	toDevice  todevice.Store
+	filters       boundedMap[string, *filter]
+	lazySent      lazySentCache
+	pushRules     pushRulesStore
+	pushers       pushersStore
+	notifications notificationsStore
+	receipts      receiptsStore
+	presence      presenceStore
+	userSyncs     *userSyncs
+	toDevice      todevice.Store
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -115,6 +120,7 @@ func (s *Server) Handler() http.Handler {
 	s.toDevice = todevice.Store{Pool: s.DB.Pool}
 	s.pushRules = rulesdb.Store{Pool: s.DB.Pool}
 	s.pushers = pushers.Store{Pool: s.DB.Pool}
+	s.notifications = notifications.Store{Pool: s.DB.Pool}
 	s.receipts = receipts.Store{Pool: s.DB.Pool}
 	if s.Views == nil {
 		s.Views = NewViews()
@@ -136,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerKeys(r)
 	s.registerPushRules(r)
 	s.registerPushers(r)
+	s.registerNotifications(r)
 	s.registerTyping(r)
 	s.registerReceipts(r)
 	s.registerPresence(r)

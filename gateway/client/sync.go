@@ -11,6 +11,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/notifications"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -309,6 +310,9 @@ func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, si
 		}
 	}
 	sc.applyFilter()
+	if err := s.fillUnread(ctx, sc); err != nil {
+		return nil, err
+	}
 	sc.res.NextBatch = sc.next.String()
 	return sc, nil
 }
@@ -405,12 +409,15 @@ type timeline struct {
 }
 
 type joinedRoom struct {
-	Summary             roomSummary `json:"summary"`
-	Timeline            timeline    `json:"timeline"`
-	State               eventList   `json:"state"`
-	Ephemeral           eventList   `json:"ephemeral"`
-	AccountData         eventList   `json:"account_data"`
-	UnreadNotifications struct{}    `json:"unread_notifications"`
+	Summary             roomSummary         `json:"summary"`
+	Timeline            timeline            `json:"timeline"`
+	State               eventList           `json:"state"`
+	Ephemeral           eventList           `json:"ephemeral"`
+	AccountData         eventList           `json:"account_data"`
+	UnreadNotifications notifications.Count `json:"unread_notifications"`
+	// UnreadThreadNotifications are the counts of each thread, when the filter asks
+	// for them apart (unread_thread_notifications).
+	UnreadThreadNotifications map[string]notifications.Count `json:"unread_thread_notifications,omitempty"`
 	// extra marks a room listed by a stream other than the rooms stream, for its
 	// ephemeral events or account data only.
 	extra bool

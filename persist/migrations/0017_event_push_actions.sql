@@ -1,0 +1,33 @@
+-- Notifications: the events that notify a local user under their push rules, a
+-- projection of the EVENTS log made by the pusher instance the user is sharded to
+-- (processors/pusher), with its position in stream_positions ('pusher', instance).
+-- thread_id is the thread root's event ID, or 'main' for the main timeline (Synapse's
+-- name). seq and idx are the event's position in the log.
+CREATE TABLE event_push_actions (
+    user_id   TEXT    NOT NULL,
+    event_id  TEXT    NOT NULL,
+    room_id   TEXT    NOT NULL,
+    seq       BIGINT  NOT NULL,
+    idx       INT     NOT NULL,
+    thread_id TEXT    NOT NULL,
+    highlight BOOLEAN NOT NULL,
+    actions   JSON    NOT NULL,
+    ts        BIGINT  NOT NULL,
+    PRIMARY KEY (user_id, event_id)
+);
+-- /sync counts a user's notifications in a room after their read receipt;
+-- /notifications pages a user's notifications newest first.
+CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, seq, idx);
+CREATE INDEX event_push_actions_user ON event_push_actions (user_id, seq, idx);
+
+-- How far each pusher's notifications were delivered to its push gateway: bookkeeping of
+-- the pusher role, written straight to Postgres like devices.last_seen (a replay sets
+-- every pusher at the end of the log, so nothing is delivered twice).
+CREATE TABLE pusher_delivery (
+    user_id TEXT   NOT NULL,
+    app_id  TEXT   NOT NULL,
+    pushkey TEXT   NOT NULL,
+    seq     BIGINT NOT NULL,
+    idx     INT    NOT NULL,
+    PRIMARY KEY (user_id, app_id, pushkey)
+);

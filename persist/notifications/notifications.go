@@ -1,0 +1,179 @@
+// Package notifications stores what the pusher decided: the events that notify each
+// local user (event_push_actions), with the pusher instance's position, and reads the
+// counts /sync shows and the list /notifications pages.
+package notifications
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ganglionhq/ganglion/persist"
+)
+
+// Stream is the stream_positions name of a pusher instance's position in the EVENTS
+// log: every message up to it is evaluated.
+const Stream = "pusher"
+
+// MainThread is the thread of events outside any thread (Synapse's name).
+const MainThread = "main"
+
+// Notification is one event that notifies one user.
+type Notification struct {
+	User, EventID, RoomID, Thread string
+	Pos                           persist.Pos
+	Highlight                     bool
+	Actions                       json.RawMessage
+	TS                            int64
+}
+
+// Store reads and writes event_push_actions.
+type Store struct{ Pool *pgxpool.Pool }
+
+// Record stores notifications and moves the pusher instances' positions forward, in
+// one transaction; storing a notification again changes nothing.
+func (s Store) Record(ctx context.Context, ns []Notification, positions map[string]uint64) error {
+	b := &pgx.Batch{}
+	if len(ns) > 0 {
+		n := len(ns)
+		users, events, rooms, threads := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		seqs, tss := make([]int64, n), make([]int64, n)
+		idxs := make([]int32, n)
+		highlights := make([]bool, n)
+		actions := make([]string, n)
+		for i, x := range ns {
+			users[i], events[i], rooms[i], threads[i] = x.User, x.EventID, x.RoomID, x.Thread
+			seqs[i], idxs[i], tss[i], highlights[i], actions[i] = int64(x.Pos.Seq), int32(x.Pos.Idx), x.TS, x.Highlight, string(x.Actions)
+		}
+		b.Queue(`INSERT INTO event_push_actions (user_id, event_id, room_id, seq, idx, thread_id, highlight, actions, ts)
+			SELECT u, e, r, s, i, t, h, a::json, ts
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::bool[], $8::text[], $9::bigint[])
+				AS x(u, e, r, s, i, t, h, a, ts)
+			ON CONFLICT (user_id, event_id) DO NOTHING`, users, events, rooms, seqs, idxs, threads, highlights, actions, tss)
+	}
+	for instance, seq := range positions {
+		b.Queue(`INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
+			ON CONFLICT (stream_name, instance_name) DO UPDATE
+			SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)`, Stream, instance, int64(seq))
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() }); err != nil {
+		return fmt.Errorf("notifications: record: %w", err)
+	}
+	return nil
+}
+
+// Count is a room's, or a thread's, notifications after the user's read receipt.
+type Count struct {
+	Notifications int `json:"notification_count"`
+	Highlights    int `json:"highlight_count"`
+}
+
+// Counts returns, for each of rooms with notifications after the user's read
+// receipts, the counts per thread (MainThread for the main timeline). A notification
+// counts unless an unthreaded receipt of the user (m.read or m.read.private) or one of
+// its own thread is at or after it.
+func (s Store) Counts(ctx context.Context, user string, rooms []string) (map[string]map[string]Count, error) {
+	out := map[string]map[string]Count{}
+	if len(rooms) == 0 {
+		return out, nil
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT a.room_id, a.thread_id, count(*), count(*) FILTER (WHERE a.highlight)
+		FROM unnest($2::text[]) AS x(room_id)
+		LEFT JOIN LATERAL (
+			SELECT r.event_seq, r.event_idx FROM receipts r
+			WHERE r.room_id = x.room_id AND r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''
+			ORDER BY r.event_seq DESC, r.event_idx DESC LIMIT 1) u ON true
+		JOIN event_push_actions a ON a.user_id = $1 AND a.room_id = x.room_id
+			AND (a.seq, a.idx) > (COALESCE(u.event_seq, -1), COALESCE(u.event_idx, -1))
+		WHERE NOT EXISTS (SELECT 1 FROM receipts t
+			WHERE t.room_id = a.room_id AND t.user_id = $1 AND t.receipt_type IN ('m.read', 'm.read.private')
+				AND t.thread_id = a.thread_id AND (t.event_seq, t.event_idx) >= (a.seq, a.idx))
+		GROUP BY a.room_id, a.thread_id`, user, rooms)
+	if err != nil {
+		return nil, fmt.Errorf("notifications: counts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, thread string
+		var c Count
+		if err := rows.Scan(&room, &thread, &c.Notifications, &c.Highlights); err != nil {
+			return nil, fmt.Errorf("notifications: counts: %w", err)
+		}
+		if out[room] == nil {
+			out[room] = map[string]Count{}
+		}
+		out[room][thread] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("notifications: counts: %w", err)
+	}
+	return out, nil
+}
+
+// Listed is one notification as /notifications shows it, with whether the user's
+// read receipt covers it.
+type Listed struct {
+	Notification
+	Read bool
+}
+
+// List returns the user's notifications before position before (all when zero),
+// newest first, at most limit, only highlights when asked.
+func (s Store) List(ctx context.Context, user string, before persist.Pos, limit int, onlyHighlights bool) ([]Listed, error) {
+	if before == (persist.Pos{}) {
+		before = persist.Pos{Seq: 1 << 62}
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT a.event_id, a.room_id, a.thread_id, a.seq, a.idx, a.highlight, a.actions::text, a.ts,
+			EXISTS (SELECT 1 FROM receipts r WHERE r.room_id = a.room_id AND r.user_id = a.user_id
+				AND r.receipt_type IN ('m.read', 'm.read.private') AND (r.thread_id = '' OR r.thread_id = a.thread_id)
+				AND (r.event_seq, r.event_idx) >= (a.seq, a.idx))
+		FROM event_push_actions a
+		WHERE a.user_id = $1 AND (a.seq, a.idx) < ($2, $3) AND (a.highlight OR NOT $5)
+		ORDER BY a.seq DESC, a.idx DESC LIMIT $4`, user, int64(before.Seq), int32(before.Idx), limit, onlyHighlights)
+	if err != nil {
+		return nil, fmt.Errorf("notifications: list: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Listed, error) {
+		l := Listed{Notification: Notification{User: user}}
+		var seq int64
+		var idx int32
+		var actions string
+		err := r.Scan(&l.EventID, &l.RoomID, &l.Thread, &seq, &idx, &l.Highlight, &actions, &l.TS, &l.Read)
+		l.Pos, l.Actions = persist.Pos{Seq: uint64(seq), Idx: int(idx)}, json.RawMessage(actions)
+		return l, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("notifications: list: %w", err)
+	}
+	return list, nil
+}
+
+// After returns the user's notifications after position from, oldest first, at most
+// limit: what a pusher has to deliver.
+func (s Store) After(ctx context.Context, user string, from persist.Pos, limit int) ([]Notification, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT event_id, room_id, thread_id, seq, idx, highlight, actions::text, ts
+		FROM event_push_actions WHERE user_id = $1 AND (seq, idx) > ($2, $3) ORDER BY seq, idx LIMIT $4`,
+		user, int64(from.Seq), int32(from.Idx), limit)
+	if err != nil {
+		return nil, fmt.Errorf("notifications: after: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Notification, error) {
+		n := Notification{User: user}
+		var seq int64
+		var idx int32
+		var actions string
+		err := r.Scan(&n.EventID, &n.RoomID, &n.Thread, &seq, &idx, &n.Highlight, &actions, &n.TS)
+		n.Pos, n.Actions = persist.Pos{Seq: uint64(seq), Idx: int(idx)}, json.RawMessage(actions)
+		return n, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("notifications: after: %w", err)
+	}
+	return list, nil
+}

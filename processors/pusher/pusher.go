@@ -1,0 +1,443 @@
+package pusher
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/notifications"
+	"github.com/ganglionhq/ganglion/persist/pushers"
+	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
+	"github.com/ganglionhq/ganglion/processors/userstreams"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// Projection waits until the EVENTS log is projected into Postgres up to a sequence
+// (the process's events feed).
+type Projection interface {
+	WaitPosition(ctx context.Context, seq uint64)
+}
+
+// RulesFeed tells whether users' push rules changed since a position (the process's
+// push_rules feed).
+type RulesFeed interface {
+	Position() uint64
+	NewSince(since uint64, keys []string) (changed, known bool)
+}
+
+// Config wires a Pusher. Every field but Log and MaxBatch is required.
+type Config struct {
+	// Name is this process's instance name, one of Instances.
+	Name string
+	// Instances are the pusher instances (pusher_instances, or the main process);
+	// users are sharded over them with Synapse's function.
+	Instances  []string
+	ServerName string
+	Topology   streams.Topology
+	JS         jetstream.JetStream
+	DB         *persist.DB
+	Projection Projection
+	Rules      RulesFeed
+	// Outbound reaches push gateways (NewOutboundClient).
+	Outbound *http.Client
+	// Intents writes to the accounts stream: a pusher whose pushkey its gateway
+	// rejected is deleted.
+	Intents *streams.IntentClient
+	Log     *zap.Logger
+	// MaxBatch bounds the log messages handled at once (default 64).
+	MaxBatch int
+}
+
+// Bounds of what a pusher remembers; past them it starts over, which costs queries.
+const (
+	maxCachedRooms = 10_000
+	maxCachedRules = 100_000
+)
+
+// Pusher is one pusher instance: a durable consumer of the EVENTS log that evaluates,
+// for each event, the push rules of the room's local members sharded to it, and
+// records the events that notify them (persist/notifications) with its position.
+type Pusher struct {
+	cfg     Config
+	log     *zap.Logger
+	store   notifications.Store
+	eval    *evaluator
+	deliver *deliverer
+	// Evaluated is the log sequence up to which every message is evaluated and its
+	// notifications stored; /sync waits on it before it counts.
+	Evaluated streams.Position
+}
+
+// evaluator turns log messages into notifications for the local users of one shard.
+// Not for concurrent use.
+type evaluator struct {
+	serverName    string
+	shard, shards int
+	db            *persist.DB
+	rulesDB       rulesdb.Store
+	projection    Projection
+	rulesFeed     RulesFeed
+	rooms         map[string]*roomState
+	users         map[string]cachedRules
+}
+
+func newEvaluator(serverName string, shard, shards int, db *persist.DB, projection Projection, rules RulesFeed) *evaluator {
+	return &evaluator{serverName: serverName, shard: shard, shards: shards, db: db, rulesDB: rulesdb.Store{Pool: db.Pool},
+		projection: projection, rulesFeed: rules, rooms: map[string]*roomState{}, users: map[string]cachedRules{}}
+}
+
+type cachedRules struct {
+	rules *Rules
+	// at is the push_rules feed's position before they were read.
+	at uint64
+}
+
+// New checks cfg and returns a Pusher; Run starts it.
+func New(cfg Config) (*Pusher, error) {
+	shard := -1
+	for i, n := range cfg.Instances {
+		if n == cfg.Name {
+			shard = i
+		}
+	}
+	if shard < 0 {
+		return nil, fmt.Errorf("pusher: %s is not one of the pusher instances %v", cfg.Name, cfg.Instances)
+	}
+	if cfg.JS == nil || cfg.DB == nil || cfg.Projection == nil || cfg.Rules == nil || cfg.ServerName == "" ||
+		cfg.Outbound == nil || cfg.Intents == nil {
+		return nil, errors.New("pusher: JS, DB, Projection, Rules, ServerName, Outbound and Intents are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 64
+	}
+	p := &Pusher{cfg: cfg, log: cfg.Log.Named("pusher").With(zap.String("instance", cfg.Name)),
+		store: notifications.Store{Pool: cfg.DB.Pool},
+		eval:  newEvaluator(cfg.ServerName, shard, len(cfg.Instances), cfg.DB, cfg.Projection, cfg.Rules)}
+	p.deliver = &deliverer{db: cfg.DB, notes: p.store, pushers: pushers.Store{Pool: cfg.DB.Pool}, client: cfg.Outbound,
+		remove: p.removePusher, log: p.log, sleep: sleepCtx, workers: map[pushers.Key]chan struct{}{}}
+	return p, nil
+}
+
+// ConsumerName is the durable consumer of a pusher instance.
+func ConsumerName(instance string) string { return "pusher_" + instance }
+
+// Run consumes the EVENTS log until ctx ends. A pusher seen for the first time starts
+// at the log's end: notifications are for what happens from then on.
+func (p *Pusher) Run(ctx context.Context) error {
+	t := p.cfg.Topology
+	name := ConsumerName(p.cfg.Name)
+	stored, err := p.cfg.DB.StreamPositions(ctx, notifications.Stream)
+	if err != nil {
+		return fmt.Errorf("pusher: %w", err)
+	}
+	cons, err := p.cfg.JS.Consumer(ctx, t.EventsStream(), name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		info, ierr := t.EventsInfo(ctx, p.cfg.JS)
+		if ierr != nil {
+			return fmt.Errorf("pusher: %w", ierr)
+		}
+		start := info.State.LastSeq + 1
+		if pos, ok := stored[p.cfg.Name]; ok {
+			// The consumer was lost but Postgres knows how far it got.
+			start = pos + 1
+		}
+		stored[p.cfg.Name] = max(stored[p.cfg.Name], start-1)
+		cons, err = p.cfg.JS.CreateConsumer(ctx, t.EventsStream(), jetstream.ConsumerConfig{
+			Durable:       name,
+			FilterSubject: t.EventsWildcard(),
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:   start,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			MaxDeliver:    -1,
+			MaxAckPending: 4 * p.cfg.MaxBatch,
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("pusher: consumer: %w", err)
+	}
+	p.Evaluated.Set(stored[p.cfg.Name])
+	p.log.Info("pusher started", zap.Uint64("position", p.Evaluated.Get()))
+	defer p.deliver.wg.Wait()
+	// What was not delivered before a stop is delivered now.
+	all, err := p.deliver.pushers.OfUsers(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("pusher: %w", err)
+	}
+	for _, ps := range all {
+		if p.eval.mine(ps.User) {
+			p.deliver.kick(ctx, ps.Key())
+		}
+	}
+	runner := &streams.Runner{
+		Name:              name,
+		Consumer:          cons,
+		JS:                p.cfg.JS,
+		DeadLetterSubject: t.DeadLetterSubject(name),
+		MaxBatch:          p.cfg.MaxBatch,
+		MaxDeliver:        5,
+		Log:               p.log,
+	}
+	return runner.Run(ctx, p.handle)
+}
+
+// handle evaluates log messages in order and stores their notifications with the
+// position of the last one, in one transaction. A message that fails fails those after
+// it too, so they come back in order; what the pusher remembers of rooms is dropped,
+// since it may have moved past the failed message.
+func (p *Pusher) handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	var out []notifications.Notification
+	var last uint64
+	failed := len(msgs)
+	for i, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			errs[i] = streams.Permanent(err)
+			continue
+		}
+		ns, err := p.eval.message(ctx, meta.Sequence.Stream, m.Data())
+		if err != nil && !streams.IsPermanent(err) {
+			failed = i
+			clear(p.eval.rooms)
+			for j := i; j < len(msgs); j++ {
+				errs[j] = err
+			}
+			break
+		}
+		errs[i] = err
+		out = append(out, ns...)
+		last = meta.Sequence.Stream
+	}
+	if last == 0 {
+		return errs
+	}
+	if err := p.store.Record(ctx, out, map[string]uint64{p.cfg.Name: last}); err != nil {
+		clear(p.eval.rooms)
+		err = streams.Unavailable(err)
+		for j := range failed {
+			errs[j] = err
+		}
+		return errs
+	}
+	p.Evaluated.Set(last)
+	users := map[string]bool{}
+	for _, n := range out {
+		users[n.User] = true
+	}
+	if len(users) > 0 {
+		// Delivery reads what was stored; a failure here is found again at the next
+		// notification of these users or the next start.
+		if err := p.deliver.wake(ctx, slices.Collect(maps.Keys(users))); err != nil {
+			p.log.Warn("could not start deliveries", zap.Error(err))
+		}
+	}
+	return errs
+}
+
+// removePusher deletes a pusher through the accounts stream, as its user would.
+func (p *Pusher) removePusher(ctx context.Context, k pushers.Key) error {
+	body, err := schemas.Marshal(schemas.Pusher{AppID: k.AppID, Pushkey: k.Pushkey})
+	if err != nil {
+		return err
+	}
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	res, err := p.cfg.Intents.Write(ctx, &schemas.StreamWrite{V: schemas.StreamWriteVersion, ID: "pusher-" + hex.EncodeToString(id),
+		Stream: schemas.StreamAccounts, Op: userstreams.OpDeletePusher, Key: k.User, User: k.User,
+		IssuedAtMS: time.Now().UnixMilli(), Body: body})
+	if err != nil {
+		return err
+	}
+	if res.Error != nil {
+		return fmt.Errorf("pusher: removing a rejected pusher: %s", res.Error.Message)
+	}
+	return nil
+}
+
+// message evaluates one log message (one room's events, in order) for the local
+// members sharded here, once it is projected.
+func (p *evaluator) message(ctx context.Context, seq uint64, data []byte) ([]notifications.Notification, error) {
+	batch, err := schemas.DecodeLogBatch(data)
+	if err != nil {
+		return nil, streams.Permanent(err)
+	}
+	p.projection.WaitPosition(ctx, seq)
+	if err := ctx.Err(); err != nil {
+		return nil, streams.Unavailable(err)
+	}
+	room, err := p.room(ctx, batch.RoomID, seq)
+	if err != nil {
+		return nil, streams.Unavailable(err)
+	}
+	var out []notifications.Notification
+	for idx, le := range batch.Events {
+		var ev event.Event
+		if err := json.Unmarshal(le.JSON, &ev); err != nil {
+			return nil, streams.Permanent(fmt.Errorf("pusher: event %s: %w", le.EventID, err))
+		}
+		ev.ID = id.EventID(le.EventID)
+		ns, err := p.evaluate(ctx, room, &ev, persist.Pos{Seq: seq, Idx: idx})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ns...)
+		room.apply(&ev)
+	}
+	return out, nil
+}
+
+// evaluate returns the notifications ev makes for the local members sharded here:
+// the joined members but its sender, and the user an invite is for.
+func (p *evaluator) evaluate(ctx context.Context, room *roomState, ev *event.Event, pos persist.Pos) ([]notifications.Notification, error) {
+	targets := make([]string, 0, len(room.members))
+	for user := range room.members {
+		if user != string(ev.Sender) && p.mine(user) {
+			targets = append(targets, user)
+		}
+	}
+	if ev.Type == event.StateMember && ev.StateKey != nil && ev.Content.Raw["membership"] == "invite" {
+		if _, joined := room.members[*ev.StateKey]; !joined && p.mine(*ev.StateKey) {
+			targets = append(targets, *ev.StateKey)
+		}
+	}
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	e := NewEvaluation(ev, len(room.members), room.levels)
+	thread := threadOf(ev)
+	var out []notifications.Notification
+	for _, user := range targets {
+		rules, err := p.rulesOf(ctx, user)
+		if err != nil {
+			return nil, err
+		}
+		actions := e.Actions(rules, room.members[user])
+		should := actions.Should()
+		if !should.Notify {
+			continue
+		}
+		raw, err := json.Marshal(actions)
+		if err != nil {
+			return nil, streams.Permanent(err)
+		}
+		out = append(out, notifications.Notification{User: user, EventID: ev.ID.String(), RoomID: string(ev.RoomID),
+			Thread: thread, Pos: pos, Highlight: should.Highlight, Actions: raw, TS: ev.Timestamp})
+	}
+	return out, nil
+}
+
+// mine reports whether user is a local user sharded to this instance.
+func (p *evaluator) mine(user string) bool {
+	_, server, ok := strings.Cut(user, ":")
+	return ok && server == p.serverName && streams.ShardIndex(user, p.shards) == p.shard
+}
+
+// threadOf is the thread an event is in: its root's ID, or the main timeline.
+func threadOf(ev *event.Event) string {
+	rel, _ := ev.Content.Raw["m.relates_to"].(map[string]any)
+	if rel["rel_type"] == "m.thread" {
+		if root, ok := rel["event_id"].(string); ok && root != "" {
+			return root
+		}
+	}
+	return notifications.MainThread
+}
+
+// rulesOf returns the user's compiled rules, read again when the push_rules feed shows
+// a change for them.
+func (p *evaluator) rulesOf(ctx context.Context, user string) (*Rules, error) {
+	if c, ok := p.users[user]; ok {
+		if changed, known := p.rulesFeed.NewSince(c.at, []string{user}); known && !changed {
+			return c.rules, nil
+		}
+	}
+	at := p.rulesFeed.Position()
+	state, _, err := p.rulesDB.Get(ctx, user)
+	if err != nil {
+		return nil, streams.Unavailable(err)
+	}
+	rules, err := Compile(state, user)
+	if err != nil {
+		return nil, streams.Permanent(err)
+	}
+	if len(p.users) >= maxCachedRules {
+		clear(p.users)
+	}
+	p.users[user] = cachedRules{rules: rules, at: at}
+	return rules, nil
+}
+
+// roomState is what the evaluation needs of a room, as of the last message handled.
+type roomState struct {
+	// members are the joined users (local or not) with their display names.
+	members map[string]string
+	levels  *event.PowerLevelsEventContent
+}
+
+// room returns the room's state before the message at seq: remembered from the
+// messages before it, or read from Postgres.
+func (p *evaluator) room(ctx context.Context, roomID string, seq uint64) (*roomState, error) {
+	if r, ok := p.rooms[roomID]; ok {
+		return r, nil
+	}
+	state, err := p.db.StateAt(ctx, roomID, persist.Pos{Seq: seq - 1, Idx: math.MaxInt32})
+	if err != nil {
+		return nil, err
+	}
+	r := &roomState{members: map[string]string{}}
+	for _, se := range state {
+		var ev event.Event
+		if err := json.Unmarshal(se.JSON, &ev); err != nil {
+			return nil, fmt.Errorf("pusher: state event %s: %w", se.EventID, err)
+		}
+		r.apply(&ev)
+	}
+	if len(p.rooms) >= maxCachedRooms {
+		clear(p.rooms)
+	}
+	p.rooms[roomID] = r
+	return r, nil
+}
+
+// apply moves the state past ev.
+func (r *roomState) apply(ev *event.Event) {
+	if ev.StateKey == nil {
+		return
+	}
+	switch ev.Type {
+	case event.StateMember:
+		if ev.Content.Raw["membership"] == "join" {
+			name, _ := ev.Content.Raw["displayname"].(string)
+			r.members[*ev.StateKey] = name
+		} else {
+			delete(r.members, *ev.StateKey)
+		}
+	case event.StatePowerLevels:
+		if *ev.StateKey != "" {
+			return
+		}
+		var levels event.PowerLevelsEventContent
+		if json.Unmarshal(ev.Content.VeryRaw, &levels) == nil {
+			r.levels = &levels
+		}
+	}
+}
