@@ -31,3 +31,16 @@ CREATE TABLE pusher_delivery (
     idx     INT    NOT NULL,
     PRIMARY KEY (user_id, app_id, pushkey)
 );
+
+-- Each user's notifications after their read receipts, per room and thread: what /sync
+-- shows, kept as notifications are stored (after the receipts) and counted again from
+-- event_push_actions when a read receipt moves. Both take the user's advisory lock, so
+-- neither misses the other.
+CREATE TABLE notification_counts (
+    user_id       TEXT NOT NULL,
+    room_id       TEXT NOT NULL,
+    thread_id     TEXT NOT NULL,
+    notifications INT  NOT NULL,
+    highlights    INT  NOT NULL,
+    PRIMARY KEY (user_id, room_id, thread_id)
+);

@@ -34,7 +34,7 @@ type Notification struct {
 type Store struct{ Pool *pgxpool.Pool }
 
 // Record stores notifications and moves the pusher instances' positions forward, in
-// one transaction; storing a notification again changes nothing.
+// one transaction (a pipelined batch); storing a notification again changes nothing.
 func (s Store) Record(ctx context.Context, ns []Notification, positions map[string]uint64) error {
 	b := &pgx.Batch{}
 	if len(ns) > 0 {
@@ -48,11 +48,23 @@ func (s Store) Record(ctx context.Context, ns []Notification, positions map[stri
 			users[i], events[i], rooms[i], threads[i] = x.User, x.EventID, x.RoomID, x.Thread
 			seqs[i], idxs[i], tss[i], highlights[i], actions[i] = int64(x.Pos.Seq), int32(x.Pos.Idx), x.TS, x.Highlight, string(x.Actions)
 		}
-		b.Queue(`INSERT INTO event_push_actions (user_id, event_id, room_id, seq, idx, thread_id, highlight, actions, ts)
-			SELECT u, e, r, s, i, t, h, a::json, ts
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::bool[], $8::text[], $9::bigint[])
-				AS x(u, e, r, s, i, t, h, a, ts)
-			ON CONFLICT (user_id, event_id) DO NOTHING`, users, events, rooms, seqs, idxs, threads, highlights, actions, tss)
+		queueLockUsers(b, users)
+		// Only what is stored now counts, and only after the user's read receipts.
+		b.Queue(`WITH ins AS (
+				INSERT INTO event_push_actions (user_id, event_id, room_id, seq, idx, thread_id, highlight, actions, ts)
+				SELECT u, e, r, s, i, t, h, a::json, ts
+				FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::bool[], $8::text[], $9::bigint[])
+					AS x(u, e, r, s, i, t, h, a, ts)
+				ON CONFLICT (user_id, event_id) DO NOTHING
+				RETURNING user_id, room_id, thread_id, seq, idx, highlight)
+			INSERT INTO notification_counts (user_id, room_id, thread_id, notifications, highlights)
+			SELECT a.user_id, a.room_id, a.thread_id, count(*), count(*) FILTER (WHERE a.highlight)
+			FROM ins a WHERE `+unread+`
+			GROUP BY a.user_id, a.room_id, a.thread_id
+			ON CONFLICT (user_id, room_id, thread_id) DO UPDATE
+			SET notifications = notification_counts.notifications + excluded.notifications,
+				highlights = notification_counts.highlights + excluded.highlights`,
+			users, events, rooms, seqs, idxs, threads, highlights, actions, tss)
 	}
 	for instance, seq := range positions {
 		b.Queue(`INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
@@ -62,7 +74,8 @@ func (s Store) Record(ctx context.Context, ns []Notification, positions map[stri
 	if b.Len() == 0 {
 		return nil
 	}
-	if err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() }); err != nil {
+	// One round trip: a batch runs as one implicit transaction.
+	if err := s.Pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("notifications: record: %w", err)
 	}
 	return nil
@@ -74,27 +87,58 @@ type Count struct {
 	Highlights    int `json:"highlight_count"`
 }
 
-// Counts returns, for each of rooms with notifications after the user's read
-// receipts, the counts per thread (MainThread for the main timeline). A notification
-// counts unless an unthreaded receipt of the user (m.read or m.read.private) or one of
-// its own thread is at or after it.
+// unread is the condition on a notification a (of event_push_actions) that no read
+// receipt of its user covers: neither an unthreaded one (m.read or m.read.private) nor
+// one of its own thread at or after it.
+const unread = `NOT EXISTS (SELECT 1 FROM receipts r
+	WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private')
+		AND (r.thread_id = '' OR r.thread_id = a.thread_id) AND (r.event_seq, r.event_idx) >= (a.seq, a.idx))`
+
+// queueLockUsers takes the advisory locks of users for the rest of b's transaction, in
+// one order, so storing notifications and counting them again after a receipt never
+// run at once for a user.
+func queueLockUsers(b *pgx.Batch, users []string) {
+	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM (
+		SELECT DISTINCT hashtextextended(u, 7) AS k FROM unnest($1::text[]) AS u ORDER BY k) s`, users)
+}
+
+// Read is a read receipt that moved: its user's counts in its room (in its thread
+// when it is threaded) are counted again.
+type Read struct {
+	User, Room, Thread string
+}
+
+// QueueRecount queues on b the counting again of the notifications reads cover, to
+// run in the transaction that stores the receipts.
+func QueueRecount(b *pgx.Batch, reads []Read) {
+	if len(reads) == 0 {
+		return
+	}
+	users := make([]string, len(reads))
+	for i, r := range reads {
+		users[i] = r.User
+	}
+	queueLockUsers(b, users)
+	for _, r := range reads {
+		b.Queue(`DELETE FROM notification_counts WHERE user_id = $1 AND room_id = $2 AND ($3 = '' OR thread_id = $3)`,
+			r.User, r.Room, r.Thread)
+		b.Queue(`INSERT INTO notification_counts (user_id, room_id, thread_id, notifications, highlights)
+			SELECT a.user_id, a.room_id, a.thread_id, count(*), count(*) FILTER (WHERE a.highlight)
+			FROM event_push_actions a
+			WHERE a.user_id = $1 AND a.room_id = $2 AND ($3 = '' OR a.thread_id = $3) AND `+unread+`
+			GROUP BY a.user_id, a.room_id, a.thread_id`, r.User, r.Room, r.Thread)
+	}
+}
+
+// Counts returns, for each of rooms with unread notifications, the counts per thread
+// (MainThread for the main timeline).
 func (s Store) Counts(ctx context.Context, user string, rooms []string) (map[string]map[string]Count, error) {
 	out := map[string]map[string]Count{}
 	if len(rooms) == 0 {
 		return out, nil
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT a.room_id, a.thread_id, count(*), count(*) FILTER (WHERE a.highlight)
-		FROM unnest($2::text[]) AS x(room_id)
-		LEFT JOIN LATERAL (
-			SELECT r.event_seq, r.event_idx FROM receipts r
-			WHERE r.room_id = x.room_id AND r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''
-			ORDER BY r.event_seq DESC, r.event_idx DESC LIMIT 1) u ON true
-		JOIN event_push_actions a ON a.user_id = $1 AND a.room_id = x.room_id
-			AND (a.seq, a.idx) > (COALESCE(u.event_seq, -1), COALESCE(u.event_idx, -1))
-		WHERE NOT EXISTS (SELECT 1 FROM receipts t
-			WHERE t.room_id = a.room_id AND t.user_id = $1 AND t.receipt_type IN ('m.read', 'm.read.private')
-				AND t.thread_id = a.thread_id AND (t.event_seq, t.event_idx) >= (a.seq, a.idx))
-		GROUP BY a.room_id, a.thread_id`, user, rooms)
+	rows, err := s.Pool.Query(ctx, `SELECT room_id, thread_id, notifications, highlights FROM notification_counts
+		WHERE user_id = $1 AND room_id = ANY($2) AND notifications > 0`, user, rooms)
 	if err != nil {
 		return nil, fmt.Errorf("notifications: counts: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/notifications"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -63,6 +64,14 @@ func QueueProject(b *pgx.Batch, recs []*schemas.ReceiptRecord, seqs []uint64) {
 			ts = excluded.ts, stream_id = excluded.stream_id
 		WHERE receipts.stream_id < excluded.stream_id`,
 		rooms, types, users, threads, events, eventSeqs, eventIdxs, tss, ids)
+	// Read receipts move the notification counts their users see.
+	var reads []notifications.Read
+	for _, r := range recs {
+		if r.Type == schemas.ReceiptRead || r.Type == schemas.ReceiptReadPrivate {
+			reads = append(reads, notifications.Read{User: r.User, Room: r.Room, Thread: r.Thread})
+		}
+	}
+	notifications.QueueRecount(b, reads)
 }
 
 // EventPositions returns, for each of keys that has a receipt, the position of its

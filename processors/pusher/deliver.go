@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -63,10 +64,12 @@ func NewOutboundClient(blocked, allowed []netip.Prefix) *http.Client {
 // worker per pusher with something to deliver: in order for each pusher, and a slow or
 // failing gateway holds up only its own pushers.
 type deliverer struct {
-	db      *persist.DB
-	notes   notifications.Store
-	pushers pushers.Store
-	client  *http.Client
+	db *persist.DB
+	// projection is waited for before a notification's event is read.
+	projection Projection
+	notes      notifications.Store
+	pushers    pushers.Store
+	client     *http.Client
 	// remove deletes a pusher whose pushkey its gateway rejected.
 	remove func(ctx context.Context, k pushers.Key) error
 	log    *zap.Logger
@@ -75,6 +78,47 @@ type deliverer struct {
 	mu      sync.Mutex
 	workers map[pushers.Key]chan struct{}
 	wg      sync.WaitGroup
+	// pending are users with notifications whose pushers are still to be kicked;
+	// woken tells run.
+	pending map[string]bool
+	woken   chan struct{}
+}
+
+// notify has the pushers of users kicked, off the caller's path (finding them is a
+// query).
+func (d *deliverer) notify(users []string) {
+	d.mu.Lock()
+	for _, u := range users {
+		d.pending[u] = true
+	}
+	d.mu.Unlock()
+	select {
+	case d.woken <- struct{}{}:
+	default:
+	}
+}
+
+// run kicks the pushers of the users notify names until ctx ends; users whose pushers
+// could not be read are tried again a moment later.
+func (d *deliverer) run(ctx context.Context) {
+	for {
+		select {
+		case <-d.woken:
+		case <-ctx.Done():
+			return
+		}
+		d.mu.Lock()
+		users := slices.Collect(maps.Keys(d.pending))
+		clear(d.pending)
+		d.mu.Unlock()
+		if err := d.wake(ctx, users); err != nil {
+			d.log.Warn("could not start deliveries; trying again", zap.Error(err))
+			if d.sleep(ctx, firstBackoff) != nil {
+				return
+			}
+			d.notify(users)
+		}
+	}
 }
 
 // kick makes the pusher's worker look for notifications, starting it when it does not
@@ -190,6 +234,10 @@ func (d *deliverer) deliverPage(ctx context.Context, k pushers.Key) (bool, error
 // (2xx: rejected says whether it named the pushkey rejected), refuses it for good
 // (4xx: given up), or a day has gone; only ctx's end is an error.
 func (d *deliverer) deliver(ctx context.Context, p pushers.Stored, n notifications.Notification) (rejected bool, err error) {
+	d.projection.WaitPosition(ctx, n.Pos.Seq)
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	body, err := d.body(ctx, p, n)
 	if err != nil {
 		return false, err

@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -129,11 +127,12 @@ func New(cfg Config) (*Pusher, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 64
 	}
-	p := &Pusher{cfg: cfg, log: cfg.Log.Named("pusher").With(zap.String("instance", cfg.Name)),
+	p := &Pusher{cfg: cfg, log: cfg.Log.Named("pusher").With(zap.String("pusher", cfg.Name)),
 		store: notifications.Store{Pool: cfg.DB.Pool},
 		eval:  newEvaluator(cfg.ServerName, shard, len(cfg.Instances), cfg.DB, cfg.Projection, cfg.Rules)}
-	p.deliver = &deliverer{db: cfg.DB, notes: p.store, pushers: pushers.Store{Pool: cfg.DB.Pool}, client: cfg.Outbound,
-		remove: p.removePusher, log: p.log, sleep: sleepCtx, workers: map[pushers.Key]chan struct{}{}}
+	p.deliver = &deliverer{db: cfg.DB, projection: cfg.Projection, notes: p.store, pushers: pushers.Store{Pool: cfg.DB.Pool}, client: cfg.Outbound,
+		remove: p.removePusher, log: p.log, sleep: sleepCtx, workers: map[pushers.Key]chan struct{}{},
+		pending: map[string]bool{}, woken: make(chan struct{}, 1)}
 	return p, nil
 }
 
@@ -177,6 +176,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 	p.Evaluated.Set(stored[p.cfg.Name])
 	p.log.Info("pusher started", zap.Uint64("position", p.Evaluated.Get()))
 	defer p.deliver.wg.Wait()
+	p.deliver.wg.Go(func() { p.deliver.run(ctx) })
 	// What was not delivered before a stop is delivered now.
 	all, err := p.deliver.pushers.OfUsers(ctx, nil)
 	if err != nil {
@@ -239,16 +239,12 @@ func (p *Pusher) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		return errs
 	}
 	p.Evaluated.Set(last)
-	users := map[string]bool{}
-	for _, n := range out {
-		users[n.User] = true
-	}
-	if len(users) > 0 {
-		// Delivery reads what was stored; a failure here is found again at the next
-		// notification of these users or the next start.
-		if err := p.deliver.wake(ctx, slices.Collect(maps.Keys(users))); err != nil {
-			p.log.Warn("could not start deliveries", zap.Error(err))
+	if len(out) > 0 {
+		users := make([]string, len(out))
+		for i, n := range out {
+			users[i] = n.User
 		}
+		p.deliver.notify(users)
 	}
 	return errs
 }
@@ -274,15 +270,11 @@ func (p *Pusher) removePusher(ctx context.Context, k pushers.Key) error {
 }
 
 // message evaluates one log message (one room's events, in order) for the local
-// members sharded here, once it is projected.
+// members sharded here.
 func (p *evaluator) message(ctx context.Context, seq uint64, data []byte) ([]notifications.Notification, error) {
 	batch, err := schemas.DecodeLogBatch(data)
 	if err != nil {
 		return nil, streams.Permanent(err)
-	}
-	p.projection.WaitPosition(ctx, seq)
-	if err := ctx.Err(); err != nil {
-		return nil, streams.Unavailable(err)
 	}
 	room, err := p.room(ctx, batch.RoomID, seq)
 	if err != nil {
@@ -394,10 +386,16 @@ type roomState struct {
 }
 
 // room returns the room's state before the message at seq: remembered from the
-// messages before it, or read from Postgres.
+// messages before it, or read from Postgres once the log is projected up to the message
+// before. Only that read waits for the projection: a message is evaluated beside its
+// projection, so a /sync seldom waits for the pusher.
 func (p *evaluator) room(ctx context.Context, roomID string, seq uint64) (*roomState, error) {
 	if r, ok := p.rooms[roomID]; ok {
 		return r, nil
+	}
+	p.projection.WaitPosition(ctx, seq-1)
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	state, err := p.db.StateAt(ctx, roomID, persist.Pos{Seq: seq - 1, Idx: math.MaxInt32})
 	if err != nil {
