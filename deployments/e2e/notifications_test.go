@@ -150,3 +150,79 @@ func TestNotificationCounts(t *testing.T) {
 		t.Errorf("/notifications after the receipt: %+v", page)
 	}
 }
+
+// rawUnread is the part of a /sync response the thread counts test reads.
+type rawUnread struct {
+	Rooms struct {
+		Join map[string]struct {
+			Timeline struct {
+				Events []struct {
+					EventID string `json:"event_id"`
+				} `json:"events"`
+			} `json:"timeline"`
+			Unread  mautrix.UnreadNotificationCounts            `json:"unread_notifications"`
+			Threads map[string]mautrix.UnreadNotificationCounts `json:"unread_thread_notifications"`
+		} `json:"join"`
+	} `json:"rooms"`
+}
+
+// TestThreadNotificationCounts: with unread_thread_notifications in the filter, a
+// thread's notifications are counted apart from the main timeline's (MSC3773); a
+// threaded read receipt clears only its thread, an unthreaded one everything.
+func TestThreadNotificationCounts(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, alice, "private_chat", bob)
+	root, err := sendText(ctx, bob, room, "t1", "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := bob.SendMessageEvent(ctx, room, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "in the thread",
+		"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root.String()}}, mautrix.ReqSendEvent{TransactionID: "t2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync := func(threaded bool) rawUnread {
+		t.Helper()
+		q := map[string]string{"timeout": "0"}
+		if threaded {
+			q["filter"] = `{"room":{"timeline":{"unread_thread_notifications":true}}}`
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var res rawUnread
+			if _, err := alice.MakeRequest(ctx, http.MethodGet, alice.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, q), nil, &res); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range res.Rooms.Join[room.String()].Timeline.Events {
+				if e.EventID == reply.EventID.String() {
+					return res
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the thread reply never reached /sync")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	jr := sync(true).Rooms.Join[room.String()]
+	if jr.Unread.NotificationCount != 1 || jr.Threads[root.String()].NotificationCount != 1 {
+		t.Errorf("threaded counts: main %+v, threads %+v; want 1 and 1", jr.Unread, jr.Threads)
+	}
+	if jr := sync(false).Rooms.Join[room.String()]; jr.Unread.NotificationCount != 2 || len(jr.Threads) != 0 {
+		t.Errorf("unthreaded counts: %+v, threads %+v; want 2 together", jr.Unread, jr.Threads)
+	}
+	if err := alice.SendReceipt(ctx, room, reply.EventID, event.ReceiptTypeRead, mautrix.ReqSendReceipt{ThreadID: root.String()}); err != nil {
+		t.Fatal(err)
+	}
+	if jr := sync(true).Rooms.Join[room.String()]; jr.Unread.NotificationCount != 1 || jr.Threads[root.String()].NotificationCount != 0 {
+		t.Errorf("after the thread's receipt: main %+v, threads %+v; want 1 and none", jr.Unread, jr.Threads)
+	}
+	if err := alice.SendReceipt(ctx, room, reply.EventID, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	if jr := sync(true).Rooms.Join[room.String()]; jr.Unread.NotificationCount != 0 || len(jr.Threads) != 0 {
+		t.Errorf("after an unthreaded receipt: main %+v, threads %+v; want none", jr.Unread, jr.Threads)
+	}
+}
