@@ -136,14 +136,20 @@ func TestEvaluationAgreesWithTheLibrary(t *testing.T) {
 	}
 }
 
+// largeRoom is the benchmarks' room: 1,000 local members with the server-default rules
+// (a quarter with a display name the message does not contain), a message in it, and
+// its power levels.
+func largeRoom(b *testing.B) ([]member, *event.Event, *event.PowerLevelsEventContent) {
+	ev := &event.Event{Type: event.EventMessage, Sender: "@u1:test", RoomID: "!r:test",
+		Content: event.Content{Raw: map[string]any{"msgtype": "m.text", "body": "hello everyone, see you at the meeting"}}}
+	return testMembers(b, 1000, false), ev, &event.PowerLevelsEventContent{Users: map[id.UserID]int{"@u1:test": 100}}
+}
+
 // BenchmarkEvaluateRoomOf1000 evaluates one message for 1,000 local members with the
 // server-default rules (a quarter with a display name the message does not contain),
 // and reports member evaluations per second on one goroutine.
 func BenchmarkEvaluateRoomOf1000(b *testing.B) {
-	members := testMembers(b, 1000, false)
-	ev := &event.Event{Type: event.EventMessage, Sender: "@u1:test", RoomID: "!r:test",
-		Content: event.Content{Raw: map[string]any{"msgtype": "m.text", "body": "hello everyone, see you at the meeting"}}}
-	levels := &event.PowerLevelsEventContent{Users: map[id.UserID]int{"@u1:test": 100}}
+	members, ev, levels := largeRoom(b)
 	for b.Loop() {
 		e := NewEvaluation(ev, len(members), levels)
 		for _, m := range members {
@@ -158,10 +164,7 @@ func BenchmarkEvaluateRoomOf1000(b *testing.B) {
 // BenchmarkLibraryRoomOf1000 is BenchmarkEvaluateRoomOf1000 with mautrix-go's own
 // PushRuleset.GetActions per member, for comparison.
 func BenchmarkLibraryRoomOf1000(b *testing.B) {
-	members := testMembers(b, 1000, false)
-	ev := &event.Event{Type: event.EventMessage, Sender: "@u1:test", RoomID: "!r:test",
-		Content: event.Content{Raw: map[string]any{"msgtype": "m.text", "body": "hello everyone, see you at the meeting"}}}
-	levels := &event.PowerLevelsEventContent{Users: map[id.UserID]int{"@u1:test": 100}}
+	members, ev, levels := largeRoom(b)
 	for b.Loop() {
 		for _, m := range members {
 			room := libraryRoom{members: len(members), displayName: m.displayName, levels: levels}
