@@ -482,7 +482,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			return err
 		}
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Feed: feed, Evaluated: evaluated, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
+			ServerName: cfg.ServerName, DB: db, Feed: feed, Evaluated: evaluated, NoPushers: len(cfg.Pushers()) == 0, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: intents,
 			HTTP:    cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
 			UserSyncs: streams.Notices{NC: nc, Subject: topo.UserSyncSubject(cfg.StreamWriters.Presence[0])},

@@ -48,6 +48,9 @@ type Server struct {
 	// Evaluated is how far this process's pusher has evaluated the EVENTS log; nil
 	// when it runs none (notification counts are then read as they are).
 	Evaluated Evaluated
+	// NoPushers says that no process evaluates push rules (pusher_instances empty,
+	// start_pushers false): every count is 0, and /sync does not read them.
+	NoPushers bool
 	// StreamFeeds are the sync feeds of the per-user streams, by stream name.
 	StreamFeeds map[string]Feed
 	// Views are what /sync keeps in memory of the typing and receipts streams, kept

@@ -30,7 +30,7 @@ const evaluatedWait = 500 * time.Millisecond
 // room's total, or, when the filter asks for unread_thread_notifications, the main
 // timeline's with each thread's apart (MSC3773).
 func (s *Server) fillUnread(ctx context.Context, sc *syncCtx) error {
-	if len(sc.res.Rooms.Join) == 0 {
+	if len(sc.res.Rooms.Join) == 0 || s.NoPushers {
 		return nil
 	}
 	if s.Evaluated != nil {

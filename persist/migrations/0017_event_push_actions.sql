@@ -13,12 +13,12 @@ CREATE TABLE event_push_actions (
     highlight BOOLEAN NOT NULL,
     actions   JSON    NOT NULL,
     ts        BIGINT  NOT NULL,
-    PRIMARY KEY (user_id, event_id)
+    -- An event's position names it: the key also serves /notifications (newest first)
+    -- and delivery (oldest first after a position).
+    PRIMARY KEY (user_id, seq, idx)
 );
--- /sync counts a user's notifications in a room after their read receipt;
--- /notifications pages a user's notifications newest first.
+-- A read receipt counts a user's notifications in a room again.
 CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, seq, idx);
-CREATE INDEX event_push_actions_user ON event_push_actions (user_id, seq, idx);
 
 -- How far each pusher's notifications were delivered to its push gateway: bookkeeping of
 -- the pusher role, written straight to Postgres like devices.last_seen (a replay sets

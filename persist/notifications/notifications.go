@@ -55,7 +55,7 @@ func (s Store) Record(ctx context.Context, ns []Notification, positions map[stri
 				SELECT u, e, r, s, i, t, h, a::json, ts
 				FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::bool[], $8::text[], $9::bigint[])
 					AS x(u, e, r, s, i, t, h, a, ts)
-				ON CONFLICT (user_id, event_id) DO NOTHING
+				ON CONFLICT (user_id, seq, idx) DO NOTHING
 				RETURNING user_id, room_id, thread_id, seq, idx, highlight)
 			INSERT INTO notification_counts (user_id, room_id, thread_id, notifications, highlights)
 			SELECT a.user_id, a.room_id, a.thread_id, count(*), count(*) FILTER (WHERE a.highlight)

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -78,8 +79,10 @@ type Pusher struct {
 	eval    *evaluator
 	deliver *deliverer
 	// Evaluated is the log sequence up to which every message is evaluated and its
-	// notifications stored; /sync waits on it before it counts.
+	// notifications stored; /sync waits on it before it counts. written is the
+	// position last written to Postgres.
 	Evaluated streams.Position
+	written   atomic.Uint64
 }
 
 // evaluator turns log messages into notifications for the local users of one shard.
@@ -173,10 +176,18 @@ func (p *Pusher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pusher: consumer: %w", err)
 	}
-	p.Evaluated.Set(stored[p.cfg.Name])
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("pusher: consumer: %w", err)
+	}
+	// Batches without notifications do not write the position at once: the consumer's
+	// acknowledged floor may be past the stored one.
+	p.written.Store(stored[p.cfg.Name])
+	p.Evaluated.Set(max(stored[p.cfg.Name], info.AckFloor.Stream))
 	p.log.Info("pusher started", zap.Uint64("position", p.Evaluated.Get()))
 	defer p.deliver.wg.Wait()
 	p.deliver.wg.Go(func() { p.deliver.run(ctx) })
+	p.deliver.wg.Go(func() { p.flushPositions(ctx) })
 	// What was not delivered before a stop is delivered now.
 	all, err := p.deliver.pushers.OfUsers(ctx, nil)
 	if err != nil {
@@ -230,6 +241,12 @@ func (p *Pusher) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	if last == 0 {
 		return errs
 	}
+	if len(out) == 0 {
+		// Nothing to store: the position is written by flushPosition, since what it
+		// is for is a restart that lost its consumer.
+		p.Evaluated.Set(last)
+		return errs
+	}
 	if err := p.store.Record(ctx, out, map[string]uint64{p.cfg.Name: last}); err != nil {
 		clear(p.eval.rooms)
 		err = streams.Unavailable(err)
@@ -239,14 +256,39 @@ func (p *Pusher) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		return errs
 	}
 	p.Evaluated.Set(last)
-	if len(out) > 0 {
-		users := make([]string, len(out))
-		for i, n := range out {
-			users[i] = n.User
-		}
-		p.deliver.notify(users)
+	p.written.Store(max(p.written.Load(), last))
+	users := make([]string, len(out))
+	for i, n := range out {
+		users[i] = n.User
 	}
+	p.deliver.notify(users)
 	return errs
+}
+
+// positionFlush is how often a position that moved without notifications is written.
+const positionFlush = time.Second
+
+// flushPositions writes the evaluated position when batches without notifications
+// moved it, at most once per positionFlush, until ctx ends.
+func (p *Pusher) flushPositions(ctx context.Context) {
+	t := time.NewTicker(positionFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		pos := p.Evaluated.Get()
+		if pos <= p.written.Load() {
+			continue
+		}
+		if err := p.store.Record(ctx, nil, map[string]uint64{p.cfg.Name: pos}); err != nil {
+			p.log.Warn("could not write the pusher's position", zap.Error(err))
+			continue
+		}
+		p.written.Store(max(p.written.Load(), pos))
+	}
 }
 
 // removePusher deletes a pusher through the accounts stream, as its user would.
