@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +46,8 @@ type testGateway struct {
 	srv *httptest.Server
 	mu  sync.Mutex
 	got []gatewayPush
+	// abandoned counts requests whose sender gave up waiting for the answer.
+	abandoned atomic.Int32
 	// answer returns the status and body of the answer to a push for a pushkey.
 	answer func(pushkey string) (int, string)
 }
@@ -55,6 +59,8 @@ func newTestGateway(t *testing.T) *testGateway {
 			http.NotFound(w, r)
 			return
 		}
+		stop := context.AfterFunc(r.Context(), func() { g.abandoned.Add(1) })
+		defer stop()
 		raw, _ := io.ReadAll(r.Body)
 		var p gatewayPush
 		if err := json.Unmarshal(raw, &p); err != nil || len(p.Notification.Devices) != 1 {
@@ -204,5 +210,54 @@ func TestPushGateway(t *testing.T) {
 			t.Fatalf("alice's pushers after a rejection: %v", pusherKeys(ctx, t, alice))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPushGatewayIsolation: a gateway that hangs holds up only its own pushers: while a
+// request to it is still open, another gateway gets every push, for another user and
+// for the same user's other pusher.
+func TestPushGatewayIsolation(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	hung, fine := newTestGateway(t), newTestGateway(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // runs before the gateways close
+	waiting := make(chan struct{}, 16)
+	hung.setAnswer(func(string) (int, string) {
+		waiting <- struct{}{}
+		<-release
+		return 200, `{}`
+	})
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	carol := newUser(ctx, t, hs.url(), "carol")
+	room := createRoomWith(ctx, t, bob, "private_chat", alice, carol)
+	for _, p := range []struct {
+		c   *mautrix.Client
+		key string
+		gw  *testGateway
+	}{{alice, "alice-hung", hung}, {alice, "alice-fine", fine}, {carol, "carol-fine", fine}} {
+		pusher := httpPusher("org.example.app", p.key, true)
+		pusher.Data = mautrix.PusherData{"url": p.gw.url()}
+		if err := p.c.SetPusher(ctx, pusher); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := sendText(ctx, bob, room, "i1", "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-waiting // the hung gateway holds alice's first push
+	second, err := sendText(ctx, bob, room, "i2", "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []id.EventID{first, second} {
+		fine.waitPush(t, ev, "alice-fine")
+		fine.waitPush(t, ev, "carol-fine")
+	}
+	// Had the fine gateway waited behind the hung one, the pusher would have given up
+	// on the hung request first (its timeout) before sending these.
+	if n := hung.abandoned.Load(); n != 0 {
+		t.Errorf("the pushes to the fine gateway came after %d requests to the hung one were given up", n)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/notifications"
 	"github.com/ganglionhq/ganglion/persist/pushers"
+	"github.com/ganglionhq/ganglion/streams"
 )
 
 // Delivery to push gateways, with Synapse's backoff: one second doubling on a gateway
@@ -75,9 +76,9 @@ type deliverer struct {
 	log    *zap.Logger
 	sleep  func(ctx context.Context, d time.Duration) error
 
-	mu      sync.Mutex
-	workers map[pushers.Key]chan struct{}
-	wg      sync.WaitGroup
+	workers *streams.Workers[pushers.Key]
+
+	mu sync.Mutex
 	// pending are users with notifications whose pushers are still to be kicked;
 	// woken tells run.
 	pending map[string]bool
@@ -121,23 +122,6 @@ func (d *deliverer) run(ctx context.Context) {
 	}
 }
 
-// kick makes the pusher's worker look for notifications, starting it when it does not
-// run.
-func (d *deliverer) kick(ctx context.Context, k pushers.Key) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ch := d.workers[k]
-	if ch == nil {
-		ch = make(chan struct{}, 1)
-		d.workers[k] = ch
-		d.wg.Go(func() { d.work(ctx, k, ch) })
-	}
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
 // wake kicks the pushers of users.
 func (d *deliverer) wake(ctx context.Context, users []string) error {
 	list, err := d.pushers.OfUsers(ctx, users)
@@ -145,52 +129,27 @@ func (d *deliverer) wake(ctx context.Context, users []string) error {
 		return err
 	}
 	for _, p := range list {
-		d.kick(ctx, p.Key())
+		d.workers.Kick(ctx, p.Key())
 	}
 	return nil
 }
 
-// done reports, under the lock kick takes, whether the worker of k may stop: nothing
-// kicked it since it last looked. A kick after that starts a new worker.
-func (d *deliverer) done(k pushers.Key, ch chan struct{}) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	select {
-	case <-ch:
-		return false
-	default:
-		delete(d.workers, k)
-		return true
-	}
-}
-
-// work delivers the pusher's notifications after its delivered position until none is
+// pass delivers the pusher's notifications after its delivered position until none is
 // left, the pusher is gone, or ctx ends.
-func (d *deliverer) work(ctx context.Context, k pushers.Key, ch chan struct{}) {
-	log := d.log.With(zap.String("user", k.User), zap.String("app_id", k.AppID))
+func (d *deliverer) pass(ctx context.Context, k pushers.Key) {
 	for {
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return
-		}
-		for {
-			more, err := d.deliverPage(ctx, k)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				log.Warn("push delivery failed; trying again", zap.Error(err))
-				if d.sleep(ctx, firstBackoff) != nil {
-					return
-				}
-				continue
+		more, err := d.deliverPage(ctx, k)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
 			}
-			if !more {
-				break
+			d.log.Warn("push delivery failed; trying again", zap.String("user", k.User), zap.String("app_id", k.AppID), zap.Error(err))
+			if d.sleep(ctx, firstBackoff) != nil {
+				return
 			}
+			continue
 		}
-		if d.done(k, ch) {
+		if !more {
 			return
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -134,8 +135,8 @@ func New(cfg Config) (*Pusher, error) {
 		store: notifications.Store{Pool: cfg.DB.Pool},
 		eval:  newEvaluator(cfg.ServerName, shard, len(cfg.Instances), cfg.DB, cfg.Projection, cfg.Rules)}
 	p.deliver = &deliverer{db: cfg.DB, projection: cfg.Projection, notes: p.store, pushers: pushers.Store{Pool: cfg.DB.Pool}, client: cfg.Outbound,
-		remove: p.removePusher, log: p.log, sleep: sleepCtx, workers: map[pushers.Key]chan struct{}{},
-		pending: map[string]bool{}, woken: make(chan struct{}, 1)}
+		remove: p.removePusher, log: p.log, sleep: sleepCtx, pending: map[string]bool{}, woken: make(chan struct{}, 1)}
+	p.deliver.workers = streams.NewWorkers(p.deliver.pass)
 	return p, nil
 }
 
@@ -185,9 +186,11 @@ func (p *Pusher) Run(ctx context.Context) error {
 	p.written.Store(stored[p.cfg.Name])
 	p.Evaluated.Set(max(stored[p.cfg.Name], info.AckFloor.Stream))
 	p.log.Info("pusher started", zap.Uint64("position", p.Evaluated.Get()))
-	defer p.deliver.wg.Wait()
-	p.deliver.wg.Go(func() { p.deliver.run(ctx) })
-	p.deliver.wg.Go(func() { p.flushPositions(ctx) })
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer p.deliver.workers.Wait()
+	wg.Go(func() { p.deliver.run(ctx) })
+	wg.Go(func() { p.flushPositions(ctx) })
 	// What was not delivered before a stop is delivered now.
 	all, err := p.deliver.pushers.OfUsers(ctx, nil)
 	if err != nil {
@@ -195,7 +198,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 	}
 	for _, ps := range all {
 		if p.eval.mine(ps.User) {
-			p.deliver.kick(ctx, ps.Key())
+			p.deliver.workers.Kick(ctx, ps.Key())
 		}
 	}
 	runner := &streams.Runner{
