@@ -23,6 +23,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
+	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 )
 
@@ -112,6 +113,14 @@ type Config struct {
 	EnableMediaRepo bool
 	StartPushers    bool
 	SendFederation  bool
+	// NotifyAppservices is Synapse's older notify_appservices (default true): false
+	// hands the appservice sender to a legacy synapse.app.appservice worker.
+	NotifyAppservices bool
+
+	// AppServiceConfigFiles are the registration files of app_service_config_files;
+	// AppServices is what they register, checked.
+	AppServiceConfigFiles []string
+	AppServices           *appservice.Services
 }
 
 // Listener is one entry of listeners or worker_listeners.
@@ -282,6 +291,20 @@ func (c *Config) Pushers() []string {
 // send_federation and synapse.app.federation_sender.
 func (c *Config) FederationSenders() []string {
 	return c.duty(c.FederationSenderInstances, c.SendFederation, "synapse.app.federation_sender")
+}
+
+// AppServiceSender names the instance delivering to application services, with
+// Synapse's rules: notify_appservices_from_worker when set; otherwise the main process
+// unless notify_appservices is false, in which case a legacy synapse.app.appservice
+// worker does. "" is nobody.
+func (c *Config) AppServiceSender() string {
+	if c.NotifyAppservicesFromWorker != "" {
+		return c.NotifyAppservicesFromWorker
+	}
+	if d := c.duty(nil, c.NotifyAppservices, "synapse.app.appservice"); len(d) == 1 {
+		return d[0]
+	}
+	return ""
 }
 
 func (c *Config) duty(instances []string, onMain bool, legacyApp string) []string {

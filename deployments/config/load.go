@@ -21,6 +21,7 @@ import (
 
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
+	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 )
 
@@ -84,16 +85,17 @@ func Load(paths []string, log *zap.Logger) (*Config, error) {
 	}
 
 	c := &Config{
-		LogLevel:        zapcore.InfoLevel,
-		Redis:           Redis{Host: "localhost", Port: 6379},
-		NATS:            NATS{Namespace: "ganglion"},
-		InstanceMap:     map[string]InstanceLocation{},
-		EnableMediaRepo: true,
-		StartPushers:    true,
-		SendFederation:  true,
-		RateLimits:      ratelimit.Defaults,
-		HTTPLimits:      serve.DefaultLimits,
-		Presence:        userstreams.PresenceSettings{Enabled: true, Timers: userstreams.DefaultPresenceTimers},
+		LogLevel:          zapcore.InfoLevel,
+		Redis:             Redis{Host: "localhost", Port: 6379},
+		NATS:              NATS{Namespace: "ganglion"},
+		InstanceMap:       map[string]InstanceLocation{},
+		EnableMediaRepo:   true,
+		StartPushers:      true,
+		NotifyAppservices: true,
+		SendFederation:    true,
+		RateLimits:        ratelimit.Defaults,
+		HTTPLimits:        serve.DefaultLimits,
+		Presence:          userstreams.PresenceSettings{Enabled: true, Timers: userstreams.DefaultPresenceTimers},
 	}
 	f := l.topFields(c)
 	for _, e := range top {
@@ -564,10 +566,18 @@ func (l *loader) topFields(c *Config) fields {
 			}
 		},
 		"registration_shared_secret": str(&c.RegistrationSharedSecret),
-		"ip_range_blacklist":         func(v *yaml.Node, p string) { c.IPRangeBlacklist = l.prefixes(v, p) },
-		"ip_range_blocklist":         func(v *yaml.Node, p string) { c.IPRangeBlacklist = l.prefixes(v, p) },
-		"ip_range_whitelist":         func(v *yaml.Node, p string) { c.IPRangeWhitelist = l.prefixes(v, p) },
-		"ip_range_allowlist":         func(v *yaml.Node, p string) { c.IPRangeWhitelist = l.prefixes(v, p) },
+		"app_service_config_files": func(v *yaml.Node, p string) {
+			c.AppServiceConfigFiles = []string{}
+			l.list(v, p, func(v *yaml.Node, p string) {
+				if s, ok := l.nonEmpty(v, p); ok {
+					c.AppServiceConfigFiles = append(c.AppServiceConfigFiles, s)
+				}
+			})
+		},
+		"ip_range_blacklist": func(v *yaml.Node, p string) { c.IPRangeBlacklist = l.prefixes(v, p) },
+		"ip_range_blocklist": func(v *yaml.Node, p string) { c.IPRangeBlacklist = l.prefixes(v, p) },
+		"ip_range_whitelist": func(v *yaml.Node, p string) { c.IPRangeWhitelist = l.prefixes(v, p) },
+		"ip_range_allowlist": func(v *yaml.Node, p string) { c.IPRangeWhitelist = l.prefixes(v, p) },
 		"log_level": func(v *yaml.Node, p string) {
 			s, ok := l.str(v, p)
 			if !ok {
@@ -620,6 +630,7 @@ func (l *loader) topFields(c *Config) fields {
 		"outbound_federation_restricted_to":      instances(&c.OutboundFederationRestrictedTo),
 		"enable_media_repo":                      boolean(&c.EnableMediaRepo),
 		"start_pushers":                          boolean(&c.StartPushers),
+		"notify_appservices":                     boolean(&c.NotifyAppservices),
 		"send_federation":                        boolean(&c.SendFederation),
 	})
 	return f
@@ -967,6 +978,17 @@ func (l *loader) validate(c *Config) {
 
 	l.checkOpenRegistration(c)
 
+	services, errs := appservice.Load(c.AppServiceConfigFiles, c.ServerName)
+	for _, err := range errs {
+		var ce *appservice.ConfigError
+		if errors.As(err, &ce) {
+			l.errs = append(l.errs, &Error{File: ce.File, Key: ce.Key, Reason: ce.Reason})
+		} else {
+			l.failAt("app_service_config_files", "app_service_config_files", "%v", err)
+		}
+	}
+	c.AppServices = services
+
 	// Synapse's rule: every stream writer other than the main process must
 	// be in instance_map, and then so must the main process, since the
 	// workers reach it through instance_map.
@@ -1013,6 +1035,7 @@ func (l *loader) validate(c *Config) {
 	}{
 		{"synapse.app.pusher", "start_pushers", c.StartPushers, c.PusherInstances},
 		{"synapse.app.federation_sender", "send_federation", c.SendFederation, c.FederationSenderInstances},
+		{"synapse.app.appservice", "notify_appservices", c.NotifyAppservices && c.NotifyAppservicesFromWorker == "", nil},
 	}
 	for _, d := range legacy {
 		if c.LegacyWorkerApp == d.app && d.instances == nil && d.on {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -324,6 +325,8 @@ func TestLoadMapsLegacyWorkerApps(t *testing.T) {
 		main       bool
 		pushers    []string
 		fedSenders []string
+		// appservices is the appservice sender: main when empty, nobody when "-".
+		appservices string
 	}{
 		{app: "synapse.app.homeserver", main: true, pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
 		{app: "", main: true, pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
@@ -333,7 +336,12 @@ func TestLoadMapsLegacyWorkerApps(t *testing.T) {
 		{app: "synapse.app.federation_reader", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
 		{app: "synapse.app.frontend_proxy", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
 		{app: "synapse.app.synchrotron", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
-		{app: "synapse.app.appservice", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
+		{app: "synapse.app.appservice", extra: "notify_appservices: false",
+			pushers: []string{MainInstance}, fedSenders: []string{MainInstance}, appservices: "w1"},
+		{app: GenericWorker, extra: "notify_appservices_from_worker: w1",
+			pushers: []string{MainInstance}, fedSenders: []string{MainInstance}, appservices: "w1"},
+		{app: GenericWorker, extra: "notify_appservices: false",
+			pushers: []string{MainInstance}, fedSenders: []string{MainInstance}, appservices: "-"},
 		{app: "synapse.app.user_dir", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
 		{app: "synapse.app.media_repository", pushers: []string{MainInstance}, fedSenders: []string{MainInstance}},
 		{app: "synapse.app.pusher", extra: "start_pushers: false",
@@ -367,6 +375,13 @@ func TestLoadMapsLegacyWorkerApps(t *testing.T) {
 			}
 			if !slices.Equal(c.Pushers(), tt.pushers) || !slices.Equal(c.FederationSenders(), tt.fedSenders) {
 				t.Errorf("pushers %q federation senders %q", c.Pushers(), c.FederationSenders())
+			}
+			want := cmp.Or(tt.appservices, MainInstance)
+			if want == "-" {
+				want = ""
+			}
+			if c.AppServiceSender() != want {
+				t.Errorf("appservice sender %q, want %q", c.AppServiceSender(), want)
 			}
 		})
 	}
@@ -687,4 +702,28 @@ func TestLoadOpenRegistration(t *testing.T) {
 		t.Fatal("registration not enabled")
 	}
 	mustLoad(t, base, "enable_registration: false")
+}
+
+// TestLoadChecksAppServiceRegistrations: a registration that cannot be used stops the
+// load with its own file and key; a good one is loaded.
+func TestLoadChecksAppServiceRegistrations(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	for p, body := range map[string]string{
+		good: "id: g\nurl: null\nas_token: a1\nhs_token: h1\nsender_localpart: g\n",
+		bad:  "id: b\nurl: null\nas_token: a1\nhs_token: h2\nsender_localpart: b\n",
+	} {
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := mustLoad(t, base, "app_service_config_files: ['"+good+"']")
+	if svc, ok := c.AppServices.ByToken("a1"); !ok || svc.ID != "g" {
+		t.Fatalf("the registration was not loaded: %+v", c.AppServices.All())
+	}
+	_, err := Load(writeFiles(t, base, "app_service_config_files: ['"+good+"', '"+bad+"']"), zap.NewNop())
+	if want := "config: " + bad + ": as_token: the same as_token as the service in " + good; err == nil || err.Error() != want {
+		t.Fatalf("error %v, want %s", err, want)
+	}
 }
