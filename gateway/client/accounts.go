@@ -15,6 +15,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 )
@@ -66,6 +67,8 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
 }
 
 type registerRequest struct {
+	// Type is m.login.application_service for a service's registration.
+	Type                     string   `json:"type"`
 	Username                 string   `json:"username"`
 	Password                 string   `json:"password"`
 	DeviceID                 string   `json:"device_id"`
@@ -92,14 +95,22 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Unknown registration kind %q", kind))
 		return
 	}
-	if !s.EnableRegistration {
+	// An application service registers the users of its namespace with its as_token,
+	// whether registration is open or not.
+	svc, isService := s.registeringService(r)
+	if !isService && !s.EnableRegistration {
 		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Registration has been disabled"))
 		return
 	}
-	if !check(w, s.limits.registration, serve.ClientIP(r)) {
+	if !isService && !check(w, s.limits.registration, serve.ClientIP(r)) {
 		return
 	}
-	req, userID, err := s.decodeRegister(r)
+	req, userID, err := s.decodeRegister(r, isService)
+	if err == nil && (isService || req.Type == loginTypeAppService) {
+		err = s.checkServiceRegistration(r, svc, req, userID)
+	} else if _, reserved := s.AppServices.ExclusiveUser(userID); err == nil && reserved {
+		err = errReservedUser
+	}
 	if err != nil {
 		matrix.WriteError(w, err)
 		return
@@ -116,19 +127,23 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	session, incomplete, err := s.interactiveAuth(ctx, registerUIA, req.Auth)
-	if err != nil {
-		s.writeErr(w, "registration auth", err)
-		return
-	}
-	if incomplete != nil {
-		matrix.WriteJSON(w, http.StatusUnauthorized, incomplete)
-		return
+	var session string
+	if !isService {
+		var incomplete *uiaResponse
+		session, incomplete, err = s.interactiveAuth(ctx, registerUIA, req.Auth)
+		if err != nil {
+			s.writeErr(w, "registration auth", err)
+			return
+		}
+		if incomplete != nil {
+			matrix.WriteJSON(w, http.StatusUnauthorized, incomplete)
+			return
+		}
 	}
 
 	// The password is hashed once, here: the stream, like Postgres, never holds it.
 	var hash string
-	if req.Password != "" {
+	if req.Password != "" && !isService {
 		h, err := s.DB.HashPassword(ctx, req.Password)
 		if err != nil {
 			s.internalError(w, "hash password", err)
@@ -158,10 +173,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, "create user", err)
 		return
 	}
-	// The session authorised this one registration; a replay must start over.
-	s.endUIASession(ctx, session)
-	s.limits.registration.Take(serve.ClientIP(r))
-	s.Log.Info("registered user", zap.String("user_id", userID))
+	if !isService {
+		// The session authorised this one registration; a replay must start over.
+		s.endUIASession(ctx, session)
+		s.limits.registration.Take(serve.ClientIP(r))
+	}
+	s.Log.Info("registered user", zap.String("user_id", userID), zap.Bool("application_service", isService))
 	resp := credentialsResponse{UserID: userID, HomeServer: s.ServerName}
 	if dev != nil {
 		resp.AccessToken, resp.DeviceID = tok, dev.ID
@@ -169,16 +186,47 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	matrix.WriteJSON(w, http.StatusOK, resp)
 }
 
+const loginTypeAppService = "m.login.application_service"
+
+// registeringService returns the application service whose as_token the request
+// carries; isService is set for any access token, which only a service gives here.
+func (s *Server) registeringService(r *http.Request) (svc *appservice.Service, isService bool) {
+	tok, err := requestToken(r)
+	if err != nil {
+		return nil, !hasCode(err, matrix.CodeMissingToken) || len(r.Header.Values("Authorization"))+len(r.URL.Query()["access_token"]) > 0
+	}
+	svc, _ = s.AppServices.ByToken(tok)
+	return svc, true
+}
+
+// checkServiceRegistration checks a registration by an application service: its
+// as_token, the m.login.application_service type, and a username of its namespace.
+func (s *Server) checkServiceRegistration(r *http.Request, svc *appservice.Service, req registerRequest, userID string) error {
+	if svc == nil {
+		if _, err := requestToken(r); err != nil {
+			return err
+		}
+		return errUnknownToken
+	}
+	if req.Type != loginTypeAppService {
+		return matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "An application service registers with type %s", loginTypeAppService)
+	}
+	if userID == "" {
+		return matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidUsername, "An application service names the user it registers")
+	}
+	return s.checkAppServiceUsername(svc, userID)
+}
+
 // decodeRegister reads a registration body and checks what needs no database: the
 // username (returned as a user ID, empty when the server is to pick one), the password's
 // and the device ID's length.
-func (s *Server) decodeRegister(r *http.Request) (req registerRequest, userID string, err error) {
+func (s *Server) decodeRegister(r *http.Request, forService bool) (req registerRequest, userID string, err error) {
 	if err := matrix.DecodeBody(r, accountBodyLimit, &req); err != nil {
 		return req, "", err
 	}
 	if req.Username != "" {
 		localpart := strings.ToLower(req.Username)
-		if err := s.validateLocalpart(localpart); err != nil {
+		if err := s.validateLocalpart(localpart, forService); err != nil {
 			return req, "", err
 		}
 		userID = s.userID(localpart)
@@ -213,7 +261,7 @@ func (s *Server) userID(localpart string) string { return "@" + localpart + ":" 
 // validateLocalpart applies the rules for new (lower-cased) localparts: the spec's
 // character set, Synapse's reservations (a leading '_' for application services, numeric
 // names for generated accounts) and the 255-byte bound on user IDs.
-func (s *Server) validateLocalpart(localpart string) error {
+func (s *Server) validateLocalpart(localpart string, forService bool) error {
 	invalid := func(msg string) error {
 		return matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidUsername, "%s", msg)
 	}
@@ -225,7 +273,7 @@ func (s *Server) validateLocalpart(localpart string) error {
 			return invalid("User ID can only contain characters a-z, 0-9, or '=_-./+'")
 		}
 	}
-	if localpart[0] == '_' {
+	if localpart[0] == '_' && !forService {
 		return invalid("User ID may not begin with _")
 	}
 	if strings.Trim(localpart, "0123456789") == "" {
@@ -279,8 +327,12 @@ func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	localpart := strings.ToLower(username)
-	if err := s.validateLocalpart(localpart); err != nil {
+	if err := s.validateLocalpart(localpart, false); err != nil {
 		matrix.WriteError(w, err)
+		return
+	}
+	if _, reserved := s.AppServices.ExclusiveUser(s.userID(localpart)); reserved {
+		matrix.WriteError(w, errReservedUser)
 		return
 	}
 	exists, err := s.DB.UserExists(r.Context(), s.userID(localpart))

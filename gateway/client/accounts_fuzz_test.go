@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -27,14 +28,15 @@ func FuzzDecodeRegister(f *testing.F) {
 	for _, s := range []string{
 		`{"username":"alice","password":"pw","auth":{"type":"m.login.dummy","session":"abc"}}`,
 		`{"username":"Alice","device_id":"D","initial_device_display_name":"phone","inhibit_login":true}`,
-		`{"username":"_x"}`, `{"username":5}`, `{"auth":null}`, `{"auth":[]}`, `{}`, `[]`, `{"username":"é"}`,
+		`{"username":"_x"}`, `{"type":"m.login.application_service","username":"_bridge_x"}`, `{"username":5}`, `{"auth":null}`, `{"auth":[]}`, `{}`, `[]`, `{"username":"é"}`,
 	} {
 		f.Add([]byte(s))
 	}
 	s := &Server{ServerName: testServerName}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, "/_matrix/client/v3/register", strings.NewReader(string(body)))
-		req, userID, err := s.decodeRegister(r)
+		forService := bytes.Contains(body, []byte("application_service"))
+		req, userID, err := s.decodeRegister(r, forService)
 		if err != nil {
 			checkDecodeError(t, body, err)
 			return
@@ -50,7 +52,7 @@ func FuzzDecodeRegister(f *testing.F) {
 		}
 		local := strings.ToLower(req.Username)
 		if userID != "@"+local+":"+testServerName || len(userID) > maxUserIDLen || !validLocalpartChars(local) ||
-			local[0] == '_' || strings.Trim(local, "0123456789") == "" {
+			(local[0] == '_' && !forService) || strings.Trim(local, "0123456789") == "" {
 			t.Fatalf("username %q accepted as %q", req.Username, userID)
 		}
 	})

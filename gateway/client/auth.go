@@ -14,10 +14,15 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/processors/appservice"
 )
 
-// Device is the authenticated caller of a request.
-type Device struct{ UserID, DeviceID string }
+// Device is the authenticated caller of a request. AppService is set when an
+// application service makes it, as its sender or one of its users.
+type Device struct {
+	UserID, DeviceID string
+	AppService       *appservice.Service
+}
 
 // authed wraps a handler that needs an access token, given as "Authorization: Bearer" or
 // as the access_token query parameter.
@@ -43,7 +48,12 @@ func (s *Server) authenticate(h func(w http.ResponseWriter, r *http.Request, dev
 			matrix.WriteError(w, err)
 			return
 		}
-		dev, err := s.lookupToken(r.Context(), tok, serve.ClientIP(r))
+		var dev Device
+		if svc, ok := s.AppServices.ByToken(tok); ok {
+			dev, err = s.appServiceUser(r.Context(), svc, r)
+		} else {
+			dev, err = s.lookupToken(r.Context(), tok, serve.ClientIP(r))
+		}
 		if err != nil {
 			s.writeErr(w, "access token lookup", err)
 			return

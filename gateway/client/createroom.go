@@ -65,6 +65,9 @@ func supportedRoomVersion(v string) bool {
 
 func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) {
 	req, events, err := s.decodeCreateRoom(r, dev.UserID)
+	if err == nil && req.alias != "" {
+		err = s.checkAliasFree(dev, req.alias)
+	}
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return

@@ -39,6 +39,11 @@ func (s *Server) lookupAlias(w http.ResponseWriter, r *http.Request) (alias, roo
 		return "", "", "", false
 	}
 	room, creator, err = s.DB.ResolveAlias(r.Context(), alias)
+	// An alias of an application service's exclusive namespace that nobody knows is
+	// asked of the service, which may create it.
+	if errors.Is(err, persist.ErrNotFound) && r.Method == http.MethodGet && s.askAppServiceForAlias(r.Context(), alias) {
+		room, creator, err = s.DB.ResolveAlias(r.Context(), alias)
+	}
 	if errors.Is(err, persist.ErrNotFound) {
 		err = matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "room alias %s not found", alias)
 	}
@@ -75,6 +80,10 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, dev Device) {
 	}
 	if !strings.HasSuffix(alias, ":"+s.ServerName) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "aliases must be on this server, %s", s.ServerName))
+		return
+	}
+	if err := s.checkAliasFree(dev, alias); err != nil {
+		matrix.WriteError(w, err)
 		return
 	}
 	m, err := s.DB.Membership(r.Context(), body.RoomID, dev.UserID)

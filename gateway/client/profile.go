@@ -33,6 +33,11 @@ type profileBody struct {
 
 func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) {
 	p, err := s.DB.GetProfile(r.Context(), r.PathValue("user"))
+	// A user of an application service's exclusive namespace that nobody knows is asked
+	// of the service, which may create it.
+	if errors.Is(err, persist.ErrNotFound) && s.askAppServiceForUser(r.Context(), r.PathValue("user")) {
+		p, err = s.DB.GetProfile(r.Context(), r.PathValue("user"))
+	}
 	if errors.Is(err, persist.ErrNotFound) {
 		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "no such user"))
 		return

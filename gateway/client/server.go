@@ -22,6 +22,7 @@ import (
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
 	"github.com/ganglionhq/ganglion/persist/todevice"
+	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 )
@@ -56,6 +57,10 @@ type Server struct {
 	// Views are what /sync keeps in memory of the typing and receipts streams, kept
 	// from their feeds.
 	Views *Views
+	// AppServices are the registered application services; AppServiceHTTP reaches
+	// them (pings, user and alias queries).
+	AppServices    *appservice.Services
+	AppServiceHTTP *http.Client
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
 	// HTTP are the limits of the servers serving Handler; /sync extends their write
@@ -151,6 +156,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerPresence(r)
 	s.registerToDevice(r)
 	s.registerDevices(r)
+	s.registerAppServices(r)
 	return s.frontDoor(r.mux)
 }
 

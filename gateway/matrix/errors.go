@@ -29,6 +29,12 @@ const (
 	CodeInvalidParam           = "M_INVALID_PARAM"
 	CodeRoomInUse              = "M_ROOM_IN_USE"
 	CodeUnsupportedRoomVersion = "M_UNSUPPORTED_ROOM_VERSION"
+	CodeExclusive              = "M_EXCLUSIVE"
+	// The errors of the application service ping.
+	CodeURLNotSet         = "M_URL_NOT_SET"
+	CodeBadStatus         = "M_BAD_STATUS"
+	CodeConnectionFailed  = "M_CONNECTION_FAILED"
+	CodeConnectionTimeout = "M_CONNECTION_TIMEOUT"
 )
 
 // Error is a Matrix error: an HTTP status and the {"errcode", "error"} body.
