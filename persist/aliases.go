@@ -3,6 +3,7 @@ package persist
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -16,4 +17,22 @@ func (db *DB) ResolveAlias(ctx context.Context, alias string) (roomID, creator s
 		return "", "", ErrNotFound
 	}
 	return roomID, creator, err
+}
+
+// AliasesOfRooms returns the local aliases of any of rooms, by room.
+func (db *DB) AliasesOfRooms(ctx context.Context, rooms []string) (map[string][]string, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT room_id, alias FROM room_aliases WHERE room_id = ANY($1)`, rooms)
+	if err != nil {
+		return nil, fmt.Errorf("persist: aliases of rooms: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var room, alias string
+		if err := rows.Scan(&room, &alias); err != nil {
+			return nil, fmt.Errorf("persist: aliases of rooms: %w", err)
+		}
+		out[room] = append(out[room], alias)
+	}
+	return out, rows.Err()
 }

@@ -27,3 +27,33 @@ func IsObject(raw json.RawMessage) bool {
 	raw = bytes.TrimLeft(raw, " \t\r\n")
 	return len(raw) > 0 && raw[0] == '{'
 }
+
+// federationOnlyKeys are the parts of a PDU clients do not get.
+var federationOnlyKeys = []string{"auth_events", "prev_events", "hashes", "signatures", "depth", "origin", "prev_state"}
+
+// ClientEvent turns a PDU into the client format: federation-only keys removed,
+// event_id present, and unsigned.transaction_id when txnID is set (for the device that
+// sent it). Content keeps its characters (no \u003c for <).
+func ClientEvent(pdu json.RawMessage, eventID, txnID string) json.RawMessage {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(pdu, &m); err != nil {
+		return pdu
+	}
+	for _, k := range federationOnlyKeys {
+		delete(m, k)
+	}
+	m["event_id"], _ = Marshal(eventID)
+	if txnID != "" {
+		unsigned := map[string]json.RawMessage{}
+		if raw, ok := m["unsigned"]; ok {
+			_ = json.Unmarshal(raw, &unsigned)
+		}
+		unsigned["transaction_id"], _ = Marshal(txnID)
+		m["unsigned"], _ = Marshal(unsigned)
+	}
+	out, err := Marshal(m)
+	if err != nil {
+		return pdu
+	}
+	return out
+}

@@ -76,6 +76,9 @@ func check(w http.ResponseWriter, lim *ratelimit.Limiter, key string) bool {
 // allowMembership applies rc_joins to a join and rc_invites (per room, per invitee, per
 // inviter, in Synapse's order) to an invite.
 func (s *Server) allowMembership(w http.ResponseWriter, dev Device, room, target, membership string) bool {
+	if unlimited(dev) {
+		return true
+	}
 	switch membership {
 	case "join":
 		return take(w, s.limits.joinsLocal, dev.UserID)
@@ -84,4 +87,10 @@ func (s *Server) allowMembership(w http.ResponseWriter, dev Device, room, target
 			take(w, s.limits.invitesPerIssuer, dev.UserID)
 	}
 	return true
+}
+
+// unlimited reports whether dev is an application service registered with
+// rate_limited: false, which Synapse's limits on messages and memberships spare.
+func unlimited(dev Device) bool {
+	return dev.AppService != nil && dev.AppService.RateLimited != nil && !*dev.AppService.RateLimited
 }

@@ -32,19 +32,16 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("appservice: the service answered %d", e.Status)
 }
 
-// call makes one request to the service's url + path with its hs_token, and returns the
-// answer's body when it is 2xx; a *StatusError otherwise.
-func call(ctx context.Context, client *http.Client, svc *Service, method, path string, body any) ([]byte, error) {
+// call makes one request to the service's url + path with its hs_token and the JSON
+// body (none when nil), and returns the answer's body when it is 2xx; a *StatusError
+// otherwise.
+func call(ctx context.Context, client *http.Client, svc *Service, method, path string, body []byte) ([]byte, error) {
 	if svc.URL == "" {
 		return nil, ErrNoURL
 	}
 	var reader io.Reader
 	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		reader = bytes.NewReader(raw)
+		reader = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(svc.URL, "/")+path, reader)
 	if err != nil {
@@ -97,11 +94,15 @@ func query(ctx context.Context, client *http.Client, svc *Service, path string) 
 func Ping(ctx context.Context, client *http.Client, svc *Service, txnID string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	body := map[string]string{}
+	fields := map[string]string{}
 	if txnID != "" {
-		body["transaction_id"] = txnID
+		fields["transaction_id"] = txnID
+	}
+	body, err := json.Marshal(fields)
+	if err != nil {
+		return 0, err
 	}
 	start := time.Now()
-	_, err := call(ctx, client, svc, http.MethodPost, "/_matrix/app/v1/ping", body)
+	_, err = call(ctx, client, svc, http.MethodPost, "/_matrix/app/v1/ping", body)
 	return time.Since(start), err
 }

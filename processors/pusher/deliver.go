@@ -403,15 +403,3 @@ func (d *deliverer) unreadRooms(ctx context.Context, user string) (int, error) {
 	}
 	return n, nil
 }
-
-// sleepCtx waits for d, or returns ctx's error when it ends first.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}

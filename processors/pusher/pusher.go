@@ -135,7 +135,7 @@ func New(cfg Config) (*Pusher, error) {
 		store: notifications.Store{Pool: cfg.DB.Pool},
 		eval:  newEvaluator(cfg.ServerName, shard, len(cfg.Instances), cfg.DB, cfg.Projection, cfg.Rules)}
 	p.deliver = &deliverer{db: cfg.DB, projection: cfg.Projection, notes: p.store, pushers: pushers.Store{Pool: cfg.DB.Pool}, client: cfg.Outbound,
-		remove: p.removePusher, log: p.log, sleep: sleepCtx, pending: map[string]bool{}, woken: make(chan struct{}, 1)}
+		remove: p.removePusher, log: p.log, sleep: streams.Sleep, pending: map[string]bool{}, woken: make(chan struct{}, 1)}
 	p.deliver.workers = streams.NewWorkers(p.deliver.pass)
 	return p, nil
 }
@@ -152,39 +152,15 @@ func (p *Pusher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pusher: %w", err)
 	}
-	cons, err := p.cfg.JS.Consumer(ctx, t.EventsStream(), name)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		info, ierr := t.EventsInfo(ctx, p.cfg.JS)
-		if ierr != nil {
-			return fmt.Errorf("pusher: %w", ierr)
-		}
-		start := info.State.LastSeq + 1
-		if pos, ok := stored[p.cfg.Name]; ok {
-			// The consumer was lost but Postgres knows how far it got.
-			start = pos + 1
-		}
-		stored[p.cfg.Name] = max(stored[p.cfg.Name], start-1)
-		cons, err = p.cfg.JS.CreateConsumer(ctx, t.EventsStream(), jetstream.ConsumerConfig{
-			Durable:       name,
-			FilterSubject: t.EventsWildcard(),
-			DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:   start,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			MaxDeliver:    -1,
-			MaxAckPending: 4 * p.cfg.MaxBatch,
-		})
-	}
+	pos, known := stored[p.cfg.Name]
+	cons, floor, err := t.OpenDownstream(ctx, p.cfg.JS, name, pos, known, 4*p.cfg.MaxBatch)
 	if err != nil {
-		return fmt.Errorf("pusher: consumer: %w", err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("pusher: consumer: %w", err)
+		return fmt.Errorf("pusher: %w", err)
 	}
 	// Batches without notifications do not write the position at once: the consumer's
 	// acknowledged floor may be past the stored one.
-	p.written.Store(stored[p.cfg.Name])
-	p.Evaluated.Set(max(stored[p.cfg.Name], info.AckFloor.Stream))
+	p.written.Store(pos)
+	p.Evaluated.Set(max(pos, floor))
 	p.log.Info("pusher started", zap.Uint64("position", p.Evaluated.Get()))
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -281,7 +281,7 @@ func (p *Presence) Start(ctx context.Context, w *Writer) error {
 		p.mu.Unlock()
 		go func() {
 			for !p.appendDirty(ctx, w) {
-				if !sleep(ctx, time.Second) {
+				if streams.Sleep(ctx, time.Second) != nil {
 					return
 				}
 			}
@@ -318,16 +318,6 @@ func (p *Presence) loop(ctx context.Context, w *Writer, sub *nats.Subscription) 
 		}
 		p.step(ctx, timeouts)
 		p.appendDirty(ctx, w)
-	}
-}
-
-// sleep waits d, or reports false when ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
 	}
 }
 

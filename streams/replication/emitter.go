@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
 )
 
 const (
@@ -192,7 +193,7 @@ func (e *Emitter) Run(ctx context.Context) {
 		if healthy {
 			backoff = minBackoff
 		}
-		if !sleepCtx(ctx, backoff) {
+		if streams.Sleep(ctx, backoff) != nil {
 			break
 		}
 		backoff = min(backoff*2, maxBackoff)
@@ -436,15 +437,4 @@ func (e *Emitter) publish(ctx context.Context, cmds []string) bool {
 	}
 	e.published.Add(uint64(len(cmds)))
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

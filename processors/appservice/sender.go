@@ -1,0 +1,325 @@
+package appservice
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/appservices"
+	"github.com/ganglionhq/ganglion/schemas"
+	"github.com/ganglionhq/ganglion/streams"
+)
+
+// Transactions, as Synapse sends them: at most 100 events each, and a service that does
+// not answer 200 is tried again after 1, 2, 4 ... seconds, at most maxBackoff apart.
+const (
+	maxTxnEvents = 100
+	firstBackoff = time.Second
+	maxBackoff   = 30 * time.Second
+)
+
+// Projection is waited for before a batch's rooms are read from Postgres (the sync feed
+// of the events log).
+type Projection interface {
+	WaitPosition(ctx context.Context, seq uint64)
+}
+
+// Config is what the sender needs.
+type Config struct {
+	Services   *Services
+	Topology   streams.Topology
+	JS         jetstream.JetStream
+	DB         *persist.DB
+	Projection Projection
+	// Client reaches the services (bounded timeouts, ip_range_blacklist).
+	Client *http.Client
+	Log    *zap.Logger
+	// Sleep waits between attempts; nil is a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Sender delivers the events log to the application services with a url: one durable
+// consumer and one runner per service, so a service that is down or slow holds up only
+// itself, and its consumer keeps its place while it is.
+type Sender struct {
+	cfg   Config
+	store appservices.Store
+}
+
+// NewSender returns a sender; Run starts it.
+func NewSender(cfg Config) *Sender {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = streams.Sleep
+	}
+	cfg.Log = cfg.Log.Named("appservice")
+	return &Sender{cfg: cfg, store: appservices.Store{Pool: cfg.DB.Pool}}
+}
+
+var unsafeConsumerChars = regexp.MustCompile(`[^A-Za-z0-9_-]`)
+
+// ConsumerName is the durable consumer of a service: its id with what NATS does not
+// take in a name replaced, and a hash of the id that keeps two such ids apart.
+func ConsumerName(serviceID string) string {
+	h := uint32(2166136261)
+	for i := range len(serviceID) {
+		h = (h ^ uint32(serviceID[i])) * 16777619
+	}
+	return "appservice_" + unsafeConsumerChars.ReplaceAllString(serviceID, "_") + "_" + strconv.FormatUint(uint64(h), 36)
+}
+
+// Run delivers to every service with a url until ctx ends.
+func (s *Sender) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(s.cfg.Services.All()))
+	for _, svc := range s.cfg.Services.All() {
+		if svc.URL == "" {
+			continue
+		}
+		wg.Go(func() {
+			if err := s.runService(ctx, svc); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (s *Sender) runService(ctx context.Context, svc *Service) error {
+	st, known, err := s.store.Load(ctx, svc.ID)
+	if err != nil {
+		return err
+	}
+	name := ConsumerName(svc.ID)
+	cons, floor, err := s.cfg.Topology.OpenDownstream(ctx, s.cfg.JS, name, st.Delivered.Seq, known, 4*maxTxnEvents)
+	if err != nil {
+		return fmt.Errorf("appservice %s: %w", svc.ID, err)
+	}
+	if !known {
+		st.Delivered = persist.Pos{Seq: floor, Idx: 1 << 30}
+		if err := s.store.Save(ctx, svc.ID, st); err != nil {
+			return err
+		}
+	}
+	w := &serviceSender{s: s, svc: svc, st: st, log: s.cfg.Log.With(zap.String("service", svc.ID))}
+	w.log.Info("appservice sender started", zap.Uint64("position", max(floor, st.Delivered.Seq)), zap.Uint64("last_txn_id", st.LastTxnID))
+	runner := &streams.Runner{
+		Name:              name,
+		Consumer:          cons,
+		JS:                s.cfg.JS,
+		DeadLetterSubject: s.cfg.Topology.DeadLetterSubject(name),
+		MaxBatch:          maxTxnEvents,
+		MaxDeliver:        5,
+		Log:               w.log,
+	}
+	return runner.Run(ctx, w.handle)
+}
+
+// serviceSender is the runner's handler for one service; the runner calls it for one
+// batch at a time.
+type serviceSender struct {
+	s   *Sender
+	svc *Service
+	st  appservices.State
+	log *zap.Logger
+}
+
+// loggedEvent is an event of the log the service is sent, with its position.
+type loggedEvent struct {
+	pos    persist.Pos
+	roomID string
+	sender string
+	// member is the state_key of a membership event.
+	member string
+	json   json.RawMessage
+}
+
+// handle sends the service the events of the batch it is interested in, in
+// transactions of at most maxTxnEvents, each resent until the service answers 200. A
+// transaction left unanswered by a stop is sent first, with its ID and body.
+func (w *serviceSender) handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	fail := func(err error) []error {
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	if err := w.sendPending(ctx); err != nil {
+		return fail(err)
+	}
+	var events []loggedEvent
+	errs := make([]error, len(msgs))
+	var last uint64
+	for i, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			errs[i] = streams.Permanent(err)
+			continue
+		}
+		seq := meta.Sequence.Stream
+		last = max(last, seq)
+		if seq < w.st.Delivered.Seq {
+			continue
+		}
+		batch, err := schemas.DecodeLogBatch(m.Data())
+		if err != nil {
+			errs[i] = streams.Permanent(err)
+			continue
+		}
+		for idx, le := range batch.Events {
+			pos := persist.Pos{Seq: seq, Idx: idx}
+			if !w.st.Delivered.Less(pos) {
+				continue
+			}
+			var fields struct {
+				Type     string  `json:"type"`
+				Sender   string  `json:"sender"`
+				StateKey *string `json:"state_key"`
+			}
+			if json.Unmarshal(le.JSON, &fields) != nil {
+				continue
+			}
+			ev := loggedEvent{pos: pos, roomID: batch.RoomID, sender: fields.Sender, json: schemas.ClientEvent(le.JSON, le.EventID, "")}
+			if fields.Type == "m.room.member" && fields.StateKey != nil {
+				ev.member = *fields.StateKey
+			}
+			events = append(events, ev)
+		}
+	}
+	if len(events) == 0 {
+		return errs
+	}
+	interested, err := w.interesting(ctx, events, last)
+	if err != nil {
+		return fail(streams.Unavailable(err))
+	}
+	for len(interested) > 0 {
+		n := min(len(interested), maxTxnEvents)
+		if err := w.send(ctx, interested[:n]); err != nil {
+			return fail(err)
+		}
+		interested = interested[n:]
+	}
+	return errs
+}
+
+// interesting keeps the events the service is interested in: sent by or about one of
+// its users, in a room of its rooms namespace, in a room with an alias of its aliases
+// namespace, or in a room one of its users is joined to. Rooms are read from Postgres
+// once the log is projected up to the batch's end (memberships as of then).
+func (w *serviceSender) interesting(ctx context.Context, events []loggedEvent, last uint64) ([]loggedEvent, error) {
+	svc := w.svc
+	rooms := map[string]bool{}
+	var unknown []string
+	for _, ev := range events {
+		if _, seen := rooms[ev.roomID]; !seen {
+			rooms[ev.roomID] = svc.OwnsRoom(ev.roomID)
+			if !rooms[ev.roomID] {
+				unknown = append(unknown, ev.roomID)
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		w.s.cfg.Projection.WaitPosition(ctx, last)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		members, err := w.s.cfg.DB.JoinedMembers(ctx, unknown)
+		if err != nil {
+			return nil, err
+		}
+		aliases, err := w.s.cfg.DB.AliasesOfRooms(ctx, unknown)
+		if err != nil {
+			return nil, err
+		}
+		for _, room := range unknown {
+			for _, u := range members[room] {
+				rooms[room] = rooms[room] || svc.OwnsUser(u)
+			}
+			for _, a := range aliases[room] {
+				rooms[room] = rooms[room] || svc.OwnsAlias(a)
+			}
+		}
+	}
+	var out []loggedEvent
+	for _, ev := range events {
+		if rooms[ev.roomID] || svc.OwnsUser(ev.sender) || (ev.member != "" && svc.OwnsUser(ev.member)) {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// txnBody is PUT /_matrix/app/v1/transactions/{txnId}'s body.
+type txnBody struct {
+	Events    []json.RawMessage `json:"events"`
+	Ephemeral []json.RawMessage `json:"ephemeral,omitempty"`
+}
+
+// send makes the events the next transaction, stored as pending before it goes out so
+// a restart resends it as it was, and sends it.
+func (w *serviceSender) send(ctx context.Context, events []loggedEvent) error {
+	body := txnBody{Events: make([]json.RawMessage, len(events))}
+	for i, ev := range events {
+		body.Events[i] = ev.json
+	}
+	raw, err := schemas.Marshal(body)
+	if err != nil {
+		return err
+	}
+	next := w.st
+	next.LastTxnID++
+	next.Pending = &appservices.Txn{ID: next.LastTxnID, Body: raw, Last: events[len(events)-1].pos}
+	if err := w.s.store.Save(ctx, w.svc.ID, next); err != nil {
+		return streams.Unavailable(err)
+	}
+	w.st = next
+	return w.sendPending(ctx)
+}
+
+// sendPending sends the pending transaction until the service answers 200, then
+// records it delivered. Only ctx's end, or Postgres failing, stops it.
+func (w *serviceSender) sendPending(ctx context.Context) error {
+	p := w.st.Pending
+	if p == nil {
+		return nil
+	}
+	path := "/_matrix/app/v1/transactions/" + strconv.FormatUint(p.ID, 10)
+	backoff := firstBackoff
+	for {
+		_, err := call(ctx, w.s.cfg.Client, w.svc, http.MethodPut, path, p.Body)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return streams.Unavailable(ctx.Err())
+		}
+		w.log.Info("application service did not take a transaction; trying again", zap.Uint64("txn_id", p.ID),
+			zap.Error(err), zap.Duration("backoff", backoff))
+		if err := w.s.cfg.Sleep(ctx, backoff); err != nil {
+			return streams.Unavailable(err)
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	next := w.st
+	next.Delivered, next.Pending = p.Last, nil
+	if err := w.s.store.Save(ctx, w.svc.ID, next); err != nil {
+		return streams.Unavailable(err)
+	}
+	w.st = next
+	return nil
+}
