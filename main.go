@@ -38,6 +38,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/persister"
+	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/pusher"
 	"github.com/ganglionhq/ganglion/processors/replay"
 	"github.com/ganglionhq/ganglion/processors/syncfeed"
@@ -434,12 +435,13 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		}
 	}
 	isPusher := slices.Contains(cfg.Pushers(), instance)
-	// One sync feed per stream serves every client listener of the process, and its
-	// pusher.
+	isAppServiceSender := cfg.AppServiceSender() == instance && len(cfg.AppServices.All()) > 0
+	// One sync feed per stream serves every client listener of the process, its pusher
+	// and its appservice sender.
 	var feed *syncfeed.Feed
 	streamFeeds := map[string]client.Feed{}
 	views := client.NewViews()
-	if len(listeners) > 0 || isPusher {
+	if len(listeners) > 0 || isPusher || isAppServiceSender {
 		feed, err = syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: cfg.EventWriters()})
 		if err != nil {
 			return err
@@ -469,12 +471,20 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	if isPusher {
 		p, err := pusher.New(pusher.Config{Name: instance, Instances: cfg.Pushers(), ServerName: cfg.ServerName, Topology: topo,
 			JS: js, DB: db, Projection: feed, Rules: streamFeeds[schemas.StreamPushRules],
-			Outbound: pusher.NewOutboundClient(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist), Intents: intents, Log: log})
+			Outbound: pusher.NewOutboundClient(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist, pusher.DeliveryTimeout), Intents: intents, Log: log})
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return p.Run(ctx) })
 		evaluated = &p.Evaluated
+	}
+	// Application services are reached like push gateways, with Synapse's 60 seconds for
+	// a transaction.
+	services := pusher.NewOutboundClient(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist, appservice.RequestTimeout)
+	if isAppServiceSender {
+		sender := appservice.NewSender(appservice.Config{Services: cfg.AppServices, Topology: topo, JS: js, DB: db,
+			Projection: feed, Client: services, Log: log})
+		g.Go(func() error { return sender.Run(ctx) })
 	}
 	if len(listeners) > 0 {
 		logTail, err := lastSeq(ctx, js, topo.EventsStream())
@@ -483,7 +493,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		}
 		api := &client.Server{
 			ServerName: cfg.ServerName, DB: db, Feed: feed, Evaluated: evaluated, NoPushers: len(cfg.Pushers()) == 0, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
-			Intents: intents,
+			Intents: intents, AppServices: cfg.AppServices, AppServiceHTTP: services,
 			HTTP:    cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
 			UserSyncs: streams.Notices{NC: nc, Subject: topo.UserSyncSubject(cfg.StreamWriters.Presence[0])},
 		}

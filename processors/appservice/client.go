@@ -13,10 +13,10 @@ import (
 	"time"
 )
 
-// requestTimeout bounds one request to a service, as Synapse's 60 seconds does for
+// RequestTimeout bounds one request to a service, as Synapse's 60 seconds does for
 // transactions; queries and pings take a shorter one.
 const (
-	requestTimeout = 60 * time.Second
+	RequestTimeout = 60 * time.Second
 	queryTimeout   = 10 * time.Second
 	// maxAnswer bounds what is read of a service's answer.
 	maxAnswer = 64 << 10

@@ -28,7 +28,8 @@ import (
 // error or an unreachable gateway, and a notification that could not be delivered for
 // a day is given up.
 const (
-	deliveryTimeout = 10 * time.Second
+	// DeliveryTimeout bounds one request to a push gateway.
+	DeliveryTimeout = 10 * time.Second
 	firstBackoff    = time.Second
 	maxBackoff      = 10 * time.Minute
 	giveUpAfter     = 24 * time.Hour
@@ -37,11 +38,12 @@ const (
 	maxGatewayAnswer = 64 << 10
 )
 
-// NewOutboundClient is the HTTP client pushers reach push gateways with: bounded in
-// time, and refusing addresses in blocked unless they are in allowed (Synapse's
-// ip_range_blacklist and ip_range_whitelist), checked on the address actually dialled.
-func NewOutboundClient(blocked, allowed []netip.Prefix) *http.Client {
-	dialer := &net.Dialer{Timeout: deliveryTimeout, Control: func(_, address string, _ syscall.RawConn) error {
+// NewOutboundClient is the HTTP client pushers reach push gateways with (and the
+// appservice sender its services): each request bounded by timeout, and refusing
+// addresses in blocked unless they are in allowed (Synapse's ip_range_blacklist and
+// ip_range_whitelist), checked on the address actually dialled.
+func NewOutboundClient(blocked, allowed []netip.Prefix, timeout time.Duration) *http.Client {
+	dialer := &net.Dialer{Timeout: min(timeout, DeliveryTimeout), Control: func(_, address string, _ syscall.RawConn) error {
 		ap, err := netip.ParseAddrPort(address)
 		if err != nil {
 			return err
@@ -56,8 +58,8 @@ func NewOutboundClient(blocked, allowed []netip.Prefix) *http.Client {
 		return nil
 	}}
 	transport := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute,
-		ResponseHeaderTimeout: deliveryTimeout}
-	return &http.Client{Transport: transport, Timeout: deliveryTimeout,
+		ResponseHeaderTimeout: timeout}
+	return &http.Client{Transport: transport, Timeout: timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 

@@ -1,0 +1,331 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+)
+
+// registration is a service owning @<prefix>_.* and #<prefix>_.* exclusively, sending
+// to url.
+func registration(d *deployment, serviceID, prefix, url string) *appservice.Registration {
+	return &appservice.Registration{ID: serviceID, URL: url, AppToken: randomLetters(32), ServerToken: randomLetters(32),
+		SenderLocalpart: prefix + "bot", Namespaces: appservice.Namespaces{
+			UserIDs:     appservice.NamespaceList{{Regex: "@" + prefix + "_.*:" + regexp.QuoteMeta(d.serverName), Exclusive: true}},
+			RoomAliases: appservice.NamespaceList{{Regex: "#" + prefix + "_.*", Exclusive: true}},
+		}}
+}
+
+// addRegistration writes reg into the deployment and lists it in app_service_config_files.
+func (d *deployment) addRegistration(reg *appservice.Registration) {
+	d.t.Helper()
+	path := filepath.Join(d.dir, reg.ID+".registration.yaml")
+	if err := reg.Save(path); err != nil {
+		d.t.Fatal(err)
+	}
+	files, _ := d.shared["app_service_config_files"].([]string)
+	d.shared["app_service_config_files"] = append(files, path)
+}
+
+// queries answers the homeserver's user queries by registering the user asked for.
+type queries struct {
+	as    *appservice.AppService
+	asked chan id.UserID
+}
+
+func (q queries) QueryAlias(id.RoomAlias) bool { return false }
+func (q queries) QueryUser(user id.UserID) bool {
+	q.asked <- user
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return q.as.Intent(user).Register(ctx) == nil
+}
+
+// TestAppService is issue 9's acceptance 3 with mautrix-go's appservice package: the
+// service registers a user of its namespace through Ganglion, receives the events of a
+// room that user is in, sends as that user a message a normal client sees, answers a
+// user query that creates a user, and pings; its exclusive namespace is refused to
+// everyone else, and it cannot act as a user outside it.
+func TestAppService(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{})
+	as := appservice.Create()
+	srv := httptest.NewServer(as.Router)
+	t.Cleanup(srv.Close)
+	as.Registration = registration(d, "bridge", "bridge", srv.URL)
+	as.HomeserverDomain = d.serverName
+	asked := make(chan id.UserID, 4)
+	as.QueryHandler = queries{as: as, asked: asked}
+	d.addRegistration(as.Registration)
+	hs := d.startMain()
+	if err := as.SetHomeserverURL(hs.url()); err != nil {
+		t.Fatal(err)
+	}
+
+	puppet := as.Intent(id.NewUserID("bridge_alice", d.serverName))
+	if err := puppet.EnsureRegistered(ctx); err != nil {
+		t.Fatalf("registering a user of the namespace: %v", err)
+	}
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, bob, "private_chat", puppet.Client)
+
+	hello, err := sendText(ctx, bob, room, "b1", "hello, bridge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAppServiceEvent(t, as, hello)
+
+	answer, err := puppet.SendText(ctx, room, "hello from the bridge")
+	if err != nil {
+		t.Fatalf("sending as a user of the namespace: %v", err)
+	}
+	res := syncUntilEvent(ctx, t, bob, "", room, answer.EventID)
+	for _, e := range res.Rooms.Join[room].Timeline.Events {
+		if e.ID == answer.EventID && e.Sender != puppet.UserID {
+			t.Errorf("the message came from %s, not %s", e.Sender, puppet.UserID)
+		}
+	}
+
+	// A user of the exclusive namespace nobody knows is asked of the service, which
+	// creates it.
+	carol := id.NewUserID("bridge_carol", d.serverName)
+	if _, err := bob.GetProfile(ctx, carol); err != nil {
+		t.Fatalf("the profile of a user the service creates when asked: %v", err)
+	}
+	if got := <-asked; got != carol {
+		t.Errorf("asked for %s, want %s", got, carol)
+	}
+	if _, err := bob.GetProfile(ctx, id.NewUserID("nobody", d.serverName)); !errors.Is(err, mautrix.MNotFound) {
+		t.Errorf("the profile of an unknown user outside every namespace: %v, want M_NOT_FOUND", err)
+	}
+
+	// The namespace is the service's alone.
+	outsider, err := mautrix.NewClient(hs.url(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = outsider.Register(ctx, &mautrix.ReqRegister[any]{Username: "bridge_mallory", Password: "pw-" + randomLetters(8),
+		Auth: map[string]string{"type": "m.login.dummy"}})
+	if !errors.Is(err, mautrix.MExclusive) {
+		t.Errorf("registering a user of an exclusive namespace: %v, want M_EXCLUSIVE", err)
+	}
+	if _, err := bob.CreateAlias(ctx, "#bridge_room:"+id.RoomAlias(d.serverName), room); !errors.Is(err, mautrix.MExclusive) {
+		t.Errorf("creating an alias of an exclusive namespace: %v, want M_EXCLUSIVE", err)
+	}
+	if _, err := as.Client(bob.UserID).Whoami(ctx); !errors.Is(err, mautrix.MForbidden) {
+		t.Errorf("acting as a user outside the namespace: %v, want M_FORBIDDEN", err)
+	}
+	if _, err := as.Client(id.NewUserID("bridge_unregistered", d.serverName)).Whoami(ctx); !errors.Is(err, mautrix.MForbidden) {
+		t.Errorf("acting as a user of the namespace not registered: %v, want M_FORBIDDEN", err)
+	}
+	who, err := as.BotClient().Whoami(ctx)
+	if err != nil || who.UserID != as.BotMXID() {
+		t.Errorf("the service's own user: %v %v", who, err)
+	}
+
+	if _, err := as.BotClient().AppservicePing(ctx, "bridge", "ping-1"); err != nil {
+		t.Errorf("ping: %v", err)
+	}
+	if _, err := as.BotClient().AppservicePing(ctx, "another", "ping-2"); !errors.Is(err, mautrix.MForbidden) {
+		t.Errorf("ping of another service: %v, want M_FORBIDDEN", err)
+	}
+}
+
+// waitAppServiceEvent waits for the service to receive the event.
+func waitAppServiceEvent(t *testing.T, as *appservice.AppService, want id.EventID) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case e := <-as.Events:
+			if e.ID == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the service never received %s", want)
+		}
+	}
+}
+
+// recordingService is an application service that records the transactions it takes
+// and can be switched off (every request answered 503, as a service behind a proxy
+// that is down).
+type recordingService struct {
+	srv  *httptest.Server
+	down atomic.Bool
+	mu   sync.Mutex
+	// txns are the transactions answered 200, in order; a resent one is there once.
+	txns []recordedTxn
+}
+
+type recordedTxn struct {
+	id     uint64
+	events []string
+}
+
+func newRecordingService(t *testing.T, hsToken string) *recordingService {
+	s := &recordingService{}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		if r.Header.Get("Authorization") != "Bearer "+hsToken {
+			http.Error(w, `{"errcode":"M_FORBIDDEN"}`, http.StatusForbidden)
+			return
+		}
+		txn, ok := strings.CutPrefix(r.URL.Path, "/_matrix/app/v1/transactions/")
+		if !ok || r.Method != http.MethodPut {
+			http.NotFound(w, r)
+			return
+		}
+		n, err := strconv.ParseUint(txn, 10, 64)
+		raw, _ := io.ReadAll(r.Body)
+		var body struct {
+			Events []struct {
+				EventID string `json:"event_id"`
+			} `json:"events"`
+		}
+		if err != nil || json.Unmarshal(raw, &body) != nil {
+			http.Error(w, "bad transaction", http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		if len(s.txns) == 0 || s.txns[len(s.txns)-1].id != n {
+			rec := recordedTxn{id: n}
+			for _, e := range body.Events {
+				rec.events = append(rec.events, e.EventID)
+			}
+			s.txns = append(s.txns, rec)
+		}
+		s.mu.Unlock()
+		w.Write([]byte(`{}`))
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// received returns the events taken, in order, after checking that transaction IDs
+// strictly increase and that no event came in two transactions.
+func (s *recordingService) received(t *testing.T) []string {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	seen := map[string]uint64{}
+	for i, txn := range s.txns {
+		if i > 0 && txn.id <= s.txns[i-1].id {
+			t.Fatalf("transaction %d came after %d", txn.id, s.txns[i-1].id)
+		}
+		if len(txn.events) > 100 {
+			t.Errorf("transaction %d holds %d events", txn.id, len(txn.events))
+		}
+		for _, e := range txn.events {
+			if first, ok := seen[e]; ok {
+				t.Fatalf("%s came in transactions %d and %d", e, first, txn.id)
+			}
+			seen[e] = txn.id
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestAppServiceOutage is issue 9's acceptance 4: the service is down for 30 seconds
+// while messages flow; once it is back, every event arrives, in order, in transactions
+// whose IDs strictly increase, none in two transactions. A restart of the homeserver
+// in the middle of the outage keeps the transaction waiting and its ID.
+func TestAppServiceOutage(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{})
+	hsToken := randomLetters(32)
+	svc := newRecordingService(t, hsToken)
+	reg := registration(d, "recorder", "rec", svc.srv.URL)
+	reg.ServerToken = hsToken
+	d.addRegistration(reg)
+	hs := d.startMain()
+	bob := newUser(ctx, t, hs.url(), "bob")
+	// The service is interested in the room through a user of its namespace in it.
+	room := createRoomWith(ctx, t, bob, "private_chat")
+	as := appservice.Create()
+	as.Registration, as.HomeserverDomain = reg, d.serverName
+	if err := as.SetHomeserverURL(hs.url()); err != nil {
+		t.Fatal(err)
+	}
+	member := as.Intent(id.NewUserID("rec_member", d.serverName))
+	if err := member.EnsureRegistered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: member.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := member.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+
+	var sent []string
+	send := func(n int) {
+		for range n {
+			ev, err := sendText(ctx, bob, room, "t"+strconv.Itoa(len(sent)), "message "+strconv.Itoa(len(sent)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent = append(sent, string(ev))
+		}
+	}
+	send(20)
+	svc.down.Store(true)
+	outage := time.Now()
+	send(100)
+	hs.restart()
+	send(100)
+	time.Sleep(time.Until(outage.Add(30 * time.Second)))
+	svc.down.Store(false)
+	send(20)
+
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		got := svc.received(t)
+		var mine []string
+		want := map[string]bool{}
+		for _, e := range sent {
+			want[e] = true
+		}
+		for _, e := range got {
+			if want[e] {
+				mine = append(mine, e)
+			}
+		}
+		if len(mine) == len(sent) {
+			for i := range sent {
+				if mine[i] != sent[i] {
+					t.Fatalf("event %d received was %s, sent %s", i, mine[i], sent[i])
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the service received %d of the %d messages", len(mine), len(sent))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
