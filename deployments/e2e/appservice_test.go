@@ -296,6 +296,7 @@ func TestAppServiceOutage(t *testing.T) {
 	svc.down.Store(true)
 	outage := time.Now()
 	send(100)
+	hs.stop()
 	hs.restart()
 	send(100)
 	time.Sleep(time.Until(outage.Add(30 * time.Second)))

@@ -26,6 +26,7 @@ var notReplayed = map[string]string{
 	"schema_migrations": "the migrator's bookkeeping: applied_at is when this database's schema was made",
 	"uia_sessions":      "user-interactive auth sessions last minutes, are not user data and are in no log",
 	"pusher_delivery":   "how far push gateways were sent to: bookkeeping, and a replay sets every pusher at the log's end",
+	"appservice_txns":   "transactions sent to application services: bookkeeping; after a replay a service starts at the log's end with transaction IDs from the clock, above every earlier one",
 }
 
 // Columns the comparison leaves out: written straight to Postgres, and not user data.

@@ -3,6 +3,7 @@ package appservice
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -103,19 +104,44 @@ func (s *Sender) runService(ctx context.Context, svc *Service) error {
 	if err != nil {
 		return err
 	}
-	name := ConsumerName(svc.ID)
-	cons, floor, err := s.cfg.Topology.OpenDownstream(ctx, s.cfg.JS, name, st.Delivered.Seq, known, 4*maxTxnEvents)
-	if err != nil {
-		return fmt.Errorf("appservice %s: %w", svc.ID, err)
-	}
+	t := s.cfg.Topology
 	if !known {
-		st.Delivered = persist.Pos{Seq: floor, Idx: 1 << 30}
+		// A new service gets what happens from now on.
+		info, err := t.EventsInfo(ctx, s.cfg.JS)
+		if err != nil {
+			return fmt.Errorf("appservice %s: %w", svc.ID, err)
+		}
+		st.Delivered = persist.Pos{Seq: info.State.LastSeq, Idx: wholeMessage}
 		if err := s.store.Save(ctx, svc.ID, st); err != nil {
 			return err
 		}
 	}
-	w := &serviceSender{s: s, svc: svc, st: st, log: s.cfg.Log.With(zap.String("service", svc.ID))}
-	w.log.Info("appservice sender started", zap.Uint64("position", max(floor, st.Delivered.Seq)), zap.Uint64("last_txn_id", st.LastTxnID))
+	// The consumer starts where Postgres says, on every start: what an earlier run left
+	// unacknowledged JetStream would redeliver after newer messages, and a service takes
+	// its events in order. The last message delivered from is read again, for the
+	// events of it not delivered yet.
+	name := ConsumerName(svc.ID)
+	if err := s.cfg.JS.DeleteConsumer(ctx, t.EventsStream(), name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("appservice %s: %w", svc.ID, err)
+	}
+	start := max(st.Delivered.Seq, 1)
+	if st.Delivered.Idx == wholeMessage {
+		start = st.Delivered.Seq + 1
+	}
+	cons, err := s.cfg.JS.CreateConsumer(ctx, t.EventsStream(), jetstream.ConsumerConfig{
+		Durable:       name,
+		FilterSubject: t.EventsWildcard(),
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   start,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxDeliver:    -1,
+		MaxAckPending: 4 * maxTxnEvents,
+	})
+	if err != nil {
+		return fmt.Errorf("appservice %s: consumer: %w", svc.ID, err)
+	}
+	w := &serviceSender{s: s, svc: svc, st: st, saved: time.Now(), log: s.cfg.Log.With(zap.String("service", svc.ID))}
+	w.log.Info("appservice sender started", zap.Uint64("from", start), zap.Uint64("last_txn_id", st.LastTxnID))
 	runner := &streams.Runner{
 		Name:              name,
 		Consumer:          cons,
@@ -133,9 +159,19 @@ func (s *Sender) runService(ctx context.Context, svc *Service) error {
 type serviceSender struct {
 	s   *Sender
 	svc *Service
-	st  appservices.State
-	log *zap.Logger
+	// st is the service's state; its Delivered moves past messages with nothing for
+	// the service before it is saved (saved is when it last was).
+	st    appservices.State
+	saved time.Time
+	log   *zap.Logger
 }
+
+// wholeMessage is the event index of a position that covers its message whole.
+const wholeMessage = 1 << 30
+
+// positionSave is how often a position moved only by messages with nothing for the
+// service is saved: a restart reads those again, and finds nothing again.
+const positionSave = time.Second
 
 // loggedEvent is an event of the log the service is sent, with its position.
 type loggedEvent struct {
@@ -200,9 +236,6 @@ func (w *serviceSender) handle(ctx context.Context, msgs []jetstream.Msg) []erro
 			events = append(events, ev)
 		}
 	}
-	if len(events) == 0 {
-		return errs
-	}
 	interested, err := w.interesting(ctx, events, last)
 	if err != nil {
 		return fail(streams.Unavailable(err))
@@ -214,6 +247,15 @@ func (w *serviceSender) handle(ctx context.Context, msgs []jetstream.Msg) []erro
 		}
 		interested = interested[n:]
 	}
+	if end := (persist.Pos{Seq: last, Idx: wholeMessage}); w.st.Delivered.Less(end) {
+		w.st.Delivered = end
+		if time.Since(w.saved) > positionSave {
+			if err := w.s.store.Save(ctx, w.svc.ID, w.st); err != nil {
+				return fail(streams.Unavailable(err))
+			}
+			w.saved = time.Now()
+		}
+	}
 	return errs
 }
 
@@ -222,6 +264,9 @@ func (w *serviceSender) handle(ctx context.Context, msgs []jetstream.Msg) []erro
 // namespace, or in a room one of its users is joined to. Rooms are read from Postgres
 // once the log is projected up to the batch's end (memberships as of then).
 func (w *serviceSender) interesting(ctx context.Context, events []loggedEvent, last uint64) ([]loggedEvent, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
 	svc := w.svc
 	rooms := map[string]bool{}
 	var unknown []string
@@ -320,6 +365,6 @@ func (w *serviceSender) sendPending(ctx context.Context) error {
 	if err := w.s.store.Save(ctx, w.svc.ID, next); err != nil {
 		return streams.Unavailable(err)
 	}
-	w.st = next
+	w.st, w.saved = next, time.Now()
 	return nil
 }
