@@ -37,8 +37,8 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
-	"github.com/ganglionhq/ganglion/processors/persister"
 	"github.com/ganglionhq/ganglion/processors/appservice"
+	"github.com/ganglionhq/ganglion/processors/persister"
 	"github.com/ganglionhq/ganglion/processors/pusher"
 	"github.com/ganglionhq/ganglion/processors/replay"
 	"github.com/ganglionhq/ganglion/processors/syncfeed"
@@ -494,7 +494,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		api := &client.Server{
 			ServerName: cfg.ServerName, DB: db, Feed: feed, Evaluated: evaluated, NoPushers: len(cfg.Pushers()) == 0, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: intents, AppServices: cfg.AppServices, AppServiceHTTP: services,
-			HTTP:    cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
+			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
 			UserSyncs: streams.Notices{NC: nc, Subject: topo.UserSyncSubject(cfg.StreamWriters.Presence[0])},
 		}
 		handler := api.Handler()

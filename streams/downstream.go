@@ -26,15 +26,7 @@ func (t Topology) OpenDownstream(ctx context.Context, js jetstream.JetStream, na
 			start = stored + 1
 		}
 		floor = start - 1
-		cons, err = js.CreateConsumer(ctx, t.EventsStream(), jetstream.ConsumerConfig{
-			Durable:       name,
-			FilterSubject: t.EventsWildcard(),
-			DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:   start,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			MaxDeliver:    -1,
-			MaxAckPending: maxAckPending,
-		})
+		cons, err = js.CreateConsumer(ctx, t.EventsStream(), t.DownstreamConfig(name, start, maxAckPending))
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("streams: consumer %s: %w", name, err)
@@ -44,4 +36,19 @@ func (t Topology) OpenDownstream(ctx context.Context, js jetstream.JetStream, na
 		return nil, 0, fmt.Errorf("streams: consumer %s: %w", name, err)
 	}
 	return cons, max(floor, info.AckFloor.Stream), nil
+}
+
+// DownstreamConfig is the configuration of name, a durable consumer of the whole EVENTS
+// log from start, for a role downstream of it that settles every message explicitly
+// through a Runner (which decides when to give up on one).
+func (t Topology) DownstreamConfig(name string, start uint64, maxAckPending int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       name,
+		FilterSubject: t.EventsWildcard(),
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   start,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxDeliver:    -1,
+		MaxAckPending: maxAckPending,
+	}
 }

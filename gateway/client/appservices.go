@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
@@ -75,25 +77,23 @@ func (s *Server) checkAliasFree(dev Device, alias string) error {
 // whether it exists, which lets the service create it; it reports whether it did.
 func (s *Server) askAppServiceForUser(ctx context.Context, userID string) bool {
 	svc, ok := s.AppServices.ExclusiveUser(userID)
-	if !ok || svc.URL == "" {
-		return false
-	}
-	found, err := appservice.QueryUser(ctx, s.AppServiceHTTP, svc, userID)
-	if err != nil {
-		s.Log.Info("application service user query failed")
-	}
-	return found
+	return ok && s.askAppService(ctx, svc, "user", userID, appservice.QueryUser)
 }
 
 // askAppServiceForAlias is askAppServiceForUser for an alias.
 func (s *Server) askAppServiceForAlias(ctx context.Context, alias string) bool {
 	svc, ok := s.AppServices.ExclusiveAlias(alias)
-	if !ok || svc.URL == "" {
+	return ok && s.askAppService(ctx, svc, "alias", alias, appservice.QueryAlias)
+}
+
+func (s *Server) askAppService(ctx context.Context, svc *appservice.Service, kind, what string,
+	query func(context.Context, *http.Client, *appservice.Service, string) (bool, error)) bool {
+	if svc.URL == "" {
 		return false
 	}
-	found, err := appservice.QueryAlias(ctx, s.AppServiceHTTP, svc, alias)
+	found, err := query(ctx, s.AppServiceHTTP, svc, what)
 	if err != nil {
-		s.Log.Info("application service alias query failed")
+		s.Log.Info("application service query failed", zap.String("service", svc.ID), zap.String("kind", kind), zap.Error(err))
 	}
 	return found
 }

@@ -128,15 +128,7 @@ func (s *Sender) runService(ctx context.Context, svc *Service) error {
 	if st.Delivered.Idx == wholeMessage {
 		start = st.Delivered.Seq + 1
 	}
-	cons, err := s.cfg.JS.CreateConsumer(ctx, t.EventsStream(), jetstream.ConsumerConfig{
-		Durable:       name,
-		FilterSubject: t.EventsWildcard(),
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   start,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		MaxDeliver:    -1,
-		MaxAckPending: 4 * maxTxnEvents,
-	})
+	cons, err := s.cfg.JS.CreateConsumer(ctx, t.EventsStream(), t.DownstreamConfig(name, start, 4*maxTxnEvents))
 	if err != nil {
 		return fmt.Errorf("appservice %s: consumer: %w", svc.ID, err)
 	}
