@@ -441,6 +441,10 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	var feed *syncfeed.Feed
 	streamFeeds := map[string]client.Feed{}
 	views := client.NewViews()
+	var ephemeral *appservice.Ephemeral
+	if isAppServiceSender {
+		ephemeral = appservice.NewEphemeral(cfg.AppServices)
+	}
 	if len(listeners) > 0 || isPusher || isAppServiceSender {
 		feed, err = syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: cfg.EventWriters()})
 		if err != nil {
@@ -456,7 +460,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			// /sync answers typing, and recent receipts, from memory: their feeds hand
 			// it every record.
 			fc := syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Stream: name, Writers: writers,
-				Observe: views.Observer(name)}
+				Observe: observeAll(views.Observer(name), ephemeral.Observer(name))}
 			f, err := syncfeed.New(ctx, fc)
 			if err != nil {
 				return err
@@ -483,7 +487,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	services := pusher.NewOutboundClient(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist, appservice.RequestTimeout)
 	if isAppServiceSender {
 		sender := appservice.NewSender(appservice.Config{Services: cfg.AppServices, Topology: topo, JS: js, DB: db,
-			Projection: feed, Client: services, Log: log})
+			Projection: feed, Client: services, Ephemeral: ephemeral, Log: log})
 		g.Go(func() error { return sender.Run(ctx) })
 	}
 	if len(listeners) > 0 {
@@ -625,4 +629,21 @@ func lastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64
 		return 0, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	return info.State.LastSeq, nil
+}
+
+// observeAll hands a feed's records to each of fns that is not nil, in turn; nil when
+// none is.
+func observeAll(fns ...func(seq uint64, h nats.Header, data []byte)) func(seq uint64, h nats.Header, data []byte) {
+	fns = slices.DeleteFunc(fns, func(fn func(uint64, nats.Header, []byte)) bool { return fn == nil })
+	switch len(fns) {
+	case 0:
+		return nil
+	case 1:
+		return fns[0]
+	}
+	return func(seq uint64, h nats.Header, data []byte) {
+		for _, fn := range fns {
+			fn(seq, h, data)
+		}
+	}
 }

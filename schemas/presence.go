@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Presence states a client may set (the spec's enum; Synapse's "busy" is an
@@ -132,4 +133,43 @@ func DecodeUserSync(data []byte) (*UserSync, error) {
 		}
 	}
 	return &n, nil
+}
+
+// PresenceContent is a presence as clients see it (Synapse's
+// format_user_presence_state): last_active_ago when the user was ever active, the
+// status message when there is one, currently_active only while online.
+type PresenceContent struct {
+	Presence        string  `json:"presence"`
+	LastActiveAgo   *int64  `json:"last_active_ago,omitempty"`
+	StatusMsg       *string `json:"status_msg,omitempty"`
+	CurrentlyActive *bool   `json:"currently_active,omitempty"`
+}
+
+// FormatPresence is rec as clients see it at now.
+func FormatPresence(rec *PresenceRecord, now time.Time) PresenceContent {
+	c := PresenceContent{Presence: rec.State}
+	if rec.LastActiveTS != 0 {
+		ago := max(now.UnixMilli()-rec.LastActiveTS, 0)
+		c.LastActiveAgo = &ago
+	}
+	if rec.StatusMsg != nil && *rec.StatusMsg != "" {
+		c.StatusMsg = rec.StatusMsg
+	}
+	if rec.State == PresenceOnline {
+		active := rec.CurrentlyActive
+		c.CurrentlyActive = &active
+	}
+	return c
+}
+
+// PresenceEvent is an m.presence event as clients and application services are sent it.
+type PresenceEvent struct {
+	Type    string          `json:"type"`
+	Sender  string          `json:"sender"`
+	Content PresenceContent `json:"content"`
+}
+
+// NewPresenceEvent is rec's m.presence event at now.
+func NewPresenceEvent(rec *PresenceRecord, now time.Time) PresenceEvent {
+	return PresenceEvent{Type: "m.presence", Sender: rec.User, Content: FormatPresence(rec, now)}
 }

@@ -67,3 +67,9 @@ func (r ReceiptRow) MarshalJSON() ([]byte, error) {
 	}
 	return Marshal([]any{r.Room, r.Type, r.User, r.EventID, thread, map[string]int64{"ts": r.TS}})
 }
+
+// ReceiptData is one user's receipt as m.receipt carries it.
+type ReceiptData struct {
+	TS     int64  `json:"ts"`
+	Thread string `json:"thread_id,omitempty"`
+}

@@ -56,3 +56,20 @@ func (r TypingRow) MarshalJSON() ([]byte, error) {
 	}
 	return Marshal([]any{r.Room, users})
 }
+
+// TypingEvent is an m.typing event as clients (in a room's ephemeral events, without
+// room_id) and application services (with it) are sent it.
+type TypingEvent struct {
+	Type    string `json:"type"`
+	RoomID  string `json:"room_id,omitempty"`
+	Content struct {
+		UserIDs []string `json:"user_ids"`
+	} `json:"content"`
+}
+
+// NewTypingEvent is the m.typing event of a room's typers; room is "" in /sync.
+func NewTypingEvent(room string, users []string) TypingEvent {
+	ev := TypingEvent{Type: "m.typing", RoomID: room}
+	ev.Content.UserIDs = users
+	return ev
+}

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -178,6 +181,15 @@ type recordingService struct {
 type recordedTxn struct {
 	id     uint64
 	events []string
+	// ephemeral are the transaction's ephemeral events (MSC2409).
+	ephemeral []ephemeralEvent
+}
+
+type ephemeralEvent struct {
+	Type    string          `json:"type"`
+	RoomID  string          `json:"room_id"`
+	Sender  string          `json:"sender"`
+	Content json.RawMessage `json:"content"`
 }
 
 func newRecordingService(t *testing.T, hsToken string) *recordingService {
@@ -202,6 +214,7 @@ func newRecordingService(t *testing.T, hsToken string) *recordingService {
 			Events []struct {
 				EventID string `json:"event_id"`
 			} `json:"events"`
+			Ephemeral []ephemeralEvent `json:"de.sorunome.msc2409.ephemeral"`
 		}
 		if err != nil || json.Unmarshal(raw, &body) != nil {
 			http.Error(w, "bad transaction", http.StatusBadRequest)
@@ -209,7 +222,7 @@ func newRecordingService(t *testing.T, hsToken string) *recordingService {
 		}
 		s.mu.Lock()
 		if len(s.txns) == 0 || s.txns[len(s.txns)-1].id != n {
-			rec := recordedTxn{id: n}
+			rec := recordedTxn{id: n, ephemeral: body.Ephemeral}
 			for _, e := range body.Events {
 				rec.events = append(rec.events, e.EventID)
 			}
@@ -328,5 +341,227 @@ func TestAppServiceOutage(t *testing.T) {
 			t.Fatalf("the service received %d of the %d messages", len(mine), len(sent))
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestAppServiceIsolation is issue 9's acceptance 5 for services: one answers garbage
+// (bytes that are not HTTP), one answers after 30 seconds and one never answers; a
+// fourth, interested in the same room, gets every message meanwhile, while the slow
+// one's first request is still open and before the hung one's has timed out.
+func TestAppServiceIsolation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{})
+
+	garbage, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { garbage.Close() })
+	var garbageAnswers atomic.Int32
+	go func() {
+		for {
+			c, err := garbage.Accept()
+			if err != nil {
+				return
+			}
+			garbageAnswers.Add(1)
+			_, _ = c.Write([]byte("\x00\xffnot http at all\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	release := make(chan struct{})
+	var slowAnswered, hungAbandoned atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(30 * time.Second):
+			slowAnswered.Add(1)
+			w.Write([]byte(`{}`))
+		case <-release:
+		}
+	}))
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			hungAbandoned.Add(1)
+		case <-release:
+		}
+	}))
+	// release runs before the servers close, which wait for their handlers.
+	t.Cleanup(hung.Close)
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(release) })
+	fineToken := randomLetters(32)
+	fine := newRecordingService(t, fineToken)
+
+	everyRoom := appservice.NamespaceList{{Regex: "!.*", Exclusive: false}}
+	for i, url := range []string{"http://" + garbage.Addr().String(), slow.URL, hung.URL, fine.srv.URL} {
+		reg := registration(d, "svc"+strconv.Itoa(i), "svc"+strconv.Itoa(i), url)
+		reg.Namespaces.RoomIDs = everyRoom
+		if url == fine.srv.URL {
+			reg.ServerToken = fineToken
+		}
+		d.addRegistration(reg)
+	}
+	hs := d.startMain()
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, bob, "private_chat")
+	var sent []string
+	for i := range 50 {
+		ev, err := sendText(ctx, bob, room, "i"+strconv.Itoa(i), "message "+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, string(ev))
+	}
+	for {
+		got := fine.received(t)
+		if len(got) >= len(sent) && slices.Equal(got[len(got)-len(sent):], sent) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the well-behaved service received %d events", len(got))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := slowAnswered.Load(); n != 0 {
+		t.Errorf("the well-behaved service got its events after %d answers of the slow one", n)
+	}
+	if n := hungAbandoned.Load(); n != 0 {
+		t.Errorf("the well-behaved service got its events after %d requests to the hung one were given up", n)
+	}
+	if garbageAnswers.Load() == 0 {
+		t.Error("the service answering garbage was never called")
+	}
+}
+
+// ephemeralReceived returns the ephemeral events the service took, in order.
+func (s *recordingService) ephemeralReceived() []ephemeralEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []ephemeralEvent
+	for _, txn := range s.txns {
+		out = append(out, txn.ephemeral...)
+	}
+	return out
+}
+
+// TestAppServiceEphemeral: a service with receive_ephemeral gets the typing, public
+// receipts and presence of the rooms it is interested in (MSC2409, in Synapse's
+// transaction key), not those of other rooms nor private receipts; a service without it
+// gets none.
+func TestAppServiceEphemeral(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{})
+	wantsToken, plainToken := randomLetters(32), randomLetters(32)
+	wants, plain := newRecordingService(t, wantsToken), newRecordingService(t, plainToken)
+	reg := registration(d, "ephemeral", "eph", wants.srv.URL)
+	reg.ServerToken, reg.EphemeralEvents = wantsToken, true
+	d.addRegistration(reg)
+	plainReg := registration(d, "plain", "plain", plain.srv.URL)
+	plainReg.ServerToken = plainToken
+	plainReg.Namespaces.RoomIDs = appservice.NamespaceList{{Regex: "!.*"}}
+	d.addRegistration(plainReg)
+	hs := d.startMain()
+
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, bob, "private_chat")
+	other := createRoomWith(ctx, t, bob, "private_chat")
+	as := appservice.Create()
+	as.Registration, as.HomeserverDomain = reg, d.serverName
+	if err := as.SetHomeserverURL(hs.url()); err != nil {
+		t.Fatal(err)
+	}
+	member := as.Intent(id.NewUserID("eph_member", d.serverName))
+	if err := member.EnsureRegistered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: member.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := member.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	hello, err := sendText(ctx, bob, room, "e1", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere, err := sendText(ctx, bob, other, "e2", "elsewhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.UserTyping(ctx, other, true, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SendReceipt(ctx, other, elsewhere, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SendReceipt(ctx, room, hello, event.ReceiptTypeReadPrivate, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.UserTyping(ctx, room, true, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SendReceipt(ctx, room, hello, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "here"}); err != nil {
+		t.Fatal(err)
+	}
+
+	var typing, receipt, presence *ephemeralEvent
+	deadline := time.Now().Add(20 * time.Second)
+	for typing == nil || receipt == nil || presence == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20s the service has typing %v, receipt %v, presence %v", typing, receipt, presence)
+		}
+		time.Sleep(50 * time.Millisecond)
+		for _, e := range wants.ephemeralReceived() {
+			switch {
+			case e.Type == "m.typing" && e.RoomID == room.String():
+				typing = &e
+			case e.Type == "m.receipt" && e.RoomID == room.String():
+				receipt = &e
+			case e.Type == "m.presence" && e.Sender == bob.UserID.String():
+				presence = &e
+			case e.RoomID == other.String():
+				t.Fatalf("the service got %s of a room it has no interest in", e.Type)
+			}
+		}
+	}
+	if !strings.Contains(string(typing.Content), bob.UserID.String()) {
+		t.Errorf("typing: %s", typing.Content)
+	}
+	var rc map[string]map[string]map[string]struct {
+		TS int64 `json:"ts"`
+	}
+	if err := json.Unmarshal(receipt.Content, &rc); err != nil || rc[hello.String()]["m.read"][bob.UserID.String()].TS == 0 ||
+		len(rc[hello.String()]) != 1 {
+		t.Errorf("receipt: %s (%v)", receipt.Content, err)
+	}
+	var pc struct {
+		Presence  string `json:"presence"`
+		StatusMsg string `json:"status_msg"`
+	}
+	if err := json.Unmarshal(presence.Content, &pc); err != nil || pc.Presence != "online" || pc.StatusMsg != "here" {
+		t.Errorf("presence: %s (%v)", presence.Content, err)
+	}
+	for _, e := range wants.ephemeralReceived() {
+		if e.Type == "m.receipt" && strings.Contains(string(e.Content), "m.read.private") {
+			t.Errorf("a private receipt was sent: %s", e.Content)
+		}
+	}
+	// The service without receive_ephemeral took the messages and nothing else.
+	for !slices.Contains(plain.received(t), hello.String()) {
+		if ctx.Err() != nil {
+			t.Fatal("the service without receive_ephemeral did not get the message")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(plain.ephemeralReceived()); n != 0 {
+		t.Errorf("the service without receive_ephemeral got %d ephemeral events", n)
 	}
 }

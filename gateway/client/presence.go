@@ -52,7 +52,7 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request, dev Device)
 	}
 	if !s.Presence.Enabled {
 		// Synapse's answer with presence off.
-		matrix.WriteJSON(w, http.StatusOK, presenceContent{Presence: schemas.PresenceOffline})
+		matrix.WriteJSON(w, http.StatusOK, schemas.PresenceContent{Presence: schemas.PresenceOffline})
 		return
 	}
 	if user != dev.UserID {
@@ -74,38 +74,12 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request, dev Device)
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	matrix.WriteJSON(w, http.StatusOK, formatPresence(&it.PresenceRecord, time.Now()))
+	matrix.WriteJSON(w, http.StatusOK, schemas.FormatPresence(&it.PresenceRecord, time.Now()))
 }
 
 // offline is the presence of a user nothing was ever announced for.
 func offline(user string) schemas.PresenceRecord {
 	return schemas.PresenceRecord{V: schemas.PresenceVersion, User: user, State: schemas.PresenceOffline}
-}
-
-// presenceContent is a presence as clients see it (Synapse's
-// format_user_presence_state): last_active_ago when the user was ever active, the
-// status message when there is one, currently_active only while online.
-type presenceContent struct {
-	Presence        string  `json:"presence"`
-	LastActiveAgo   *int64  `json:"last_active_ago,omitempty"`
-	StatusMsg       *string `json:"status_msg,omitempty"`
-	CurrentlyActive *bool   `json:"currently_active,omitempty"`
-}
-
-func formatPresence(rec *schemas.PresenceRecord, now time.Time) presenceContent {
-	c := presenceContent{Presence: rec.State}
-	if rec.LastActiveTS != 0 {
-		ago := max(now.UnixMilli()-rec.LastActiveTS, 0)
-		c.LastActiveAgo = &ago
-	}
-	if rec.StatusMsg != nil && *rec.StatusMsg != "" {
-		c.StatusMsg = rec.StatusMsg
-	}
-	if rec.State == schemas.PresenceOnline {
-		active := rec.CurrentlyActive
-		c.CurrentlyActive = &active
-	}
-	return c
 }
 
 // putPresence sets the requester's own presence, with Synapse's checks in Synapse's

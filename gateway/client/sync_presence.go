@@ -13,9 +13,6 @@ import (
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
-// presenceType is the type of presence events.
-const presenceType = "m.presence"
-
 // presenceStream is the presence stream's part of /sync, as Synapse builds it: on an
 // initial (or full_state) sync the presence of the user and of everyone sharing a room
 // with them, offline users left out; on an incremental one whose presence among those
@@ -74,11 +71,7 @@ func (p *presenceStream) fill(ctx context.Context, sc *syncCtx, since, to uint64
 		if last[it.User] != i {
 			continue
 		}
-		ev, err := matrix.Marshal(struct {
-			Type    string          `json:"type"`
-			Sender  string          `json:"sender"`
-			Content presenceContent `json:"content"`
-		}{presenceType, it.User, formatPresence(&it.PresenceRecord, now)})
+		ev, err := matrix.Marshal(schemas.NewPresenceEvent(&it.PresenceRecord, now))
 		if err != nil {
 			return err
 		}

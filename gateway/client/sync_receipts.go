@@ -102,12 +102,6 @@ func (rr *RecentReceipts) between(since, to uint64, rooms map[string]bool, viewe
 	return list, true
 }
 
-// receiptData is one user's receipt as m.receipt carries it.
-type receiptData struct {
-	TS     int64  `json:"ts"`
-	Thread string `json:"thread_id,omitempty"`
-}
-
 func (rs *receiptsStream) fill(ctx context.Context, sc *syncCtx, since, to uint64) error {
 	var rooms, fresh []string
 	for _, room := range sc.joined {
@@ -141,24 +135,24 @@ func (rs *receiptsStream) fill(ctx context.Context, sc *syncCtx, since, to uint6
 		list = l
 	}
 	// content[room][event][type][user]
-	content := map[string]map[string]map[string]map[string]receiptData{}
+	content := map[string]map[string]map[string]map[string]schemas.ReceiptData{}
 	var order []string
 	for _, r := range list {
 		byEvent := content[r.Room]
 		if byEvent == nil {
-			byEvent = map[string]map[string]map[string]receiptData{}
+			byEvent = map[string]map[string]map[string]schemas.ReceiptData{}
 			content[r.Room] = byEvent
 			order = append(order, r.Room)
 		}
 		byType := byEvent[r.EventID]
 		if byType == nil {
-			byType = map[string]map[string]receiptData{}
+			byType = map[string]map[string]schemas.ReceiptData{}
 			byEvent[r.EventID] = byType
 		}
 		if byType[r.Type] == nil {
-			byType[r.Type] = map[string]receiptData{}
+			byType[r.Type] = map[string]schemas.ReceiptData{}
 		}
-		byType[r.Type][r.User] = receiptData{TS: r.TS, Thread: r.Thread}
+		byType[r.Type][r.User] = schemas.ReceiptData{TS: r.TS, Thread: r.Thread}
 	}
 	for _, room := range order {
 		ev, err := matrix.Marshal(struct {

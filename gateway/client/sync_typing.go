@@ -90,7 +90,7 @@ func (ts *typingStream) fill(_ context.Context, sc *syncCtx, since, to uint64) e
 		if fresh && len(users) == 0 || !fresh && seq <= since {
 			continue // nobody to show from scratch, or unchanged since the token
 		}
-		ev, err := matrix.Marshal(typingEvent{Type: "m.typing", Content: typingContent{UserIDs: users}})
+		ev, err := matrix.Marshal(schemas.NewTypingEvent("", users))
 		if err != nil {
 			return err
 		}
@@ -98,13 +98,4 @@ func (ts *typingStream) fill(_ context.Context, sc *syncCtx, since, to uint64) e
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
 	}
 	return nil
-}
-
-type typingEvent struct {
-	Type    string        `json:"type"`
-	Content typingContent `json:"content"`
-}
-
-type typingContent struct {
-	UserIDs []string `json:"user_ids"`
 }

@@ -3,7 +3,6 @@ package appservice
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -43,6 +42,9 @@ type Config struct {
 	Projection Projection
 	// Client reaches the services (bounded timeouts, ip_range_blacklist).
 	Client *http.Client
+	// Ephemeral queues the ephemeral events of the services that asked for them; nil
+	// sends none.
+	Ephemeral *Ephemeral
 	Log    *zap.Logger
 	// Sleep waits between attempts; nil is a timer.
 	Sleep func(ctx context.Context, d time.Duration) error
@@ -116,21 +118,16 @@ func (s *Sender) runService(ctx context.Context, svc *Service) error {
 			return err
 		}
 	}
-	// The consumer starts where Postgres says, on every start: what an earlier run left
-	// unacknowledged JetStream would redeliver after newer messages, and a service takes
-	// its events in order. The last message delivered from is read again, for the
-	// events of it not delivered yet.
+	// The consumer starts where Postgres says; the last message delivered from is read
+	// again, for the events of it not delivered yet.
 	name := ConsumerName(svc.ID)
-	if err := s.cfg.JS.DeleteConsumer(ctx, t.EventsStream(), name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("appservice %s: %w", svc.ID, err)
-	}
 	start := max(st.Delivered.Seq, 1)
 	if st.Delivered.Idx == wholeMessage {
 		start = st.Delivered.Seq + 1
 	}
-	cons, err := s.cfg.JS.CreateConsumer(ctx, t.EventsStream(), t.DownstreamConfig(name, start, 4*maxTxnEvents))
+	cons, _, err := t.OpenDownstream(ctx, s.cfg.JS, name, start, 4*maxTxnEvents)
 	if err != nil {
-		return fmt.Errorf("appservice %s: consumer: %w", svc.ID, err)
+		return fmt.Errorf("appservice %s: %w", svc.ID, err)
 	}
 	w := &serviceSender{s: s, svc: svc, st: st, saved: time.Now(), log: s.cfg.Log.With(zap.String("service", svc.ID))}
 	w.log.Info("appservice sender started", zap.Uint64("from", start), zap.Uint64("last_txn_id", st.LastTxnID))
@@ -143,6 +140,13 @@ func (s *Sender) runService(ctx context.Context, svc *Service) error {
 		MaxDeliver:        5,
 		Log:               w.log,
 	}
+	if q := s.cfg.Ephemeral.queue(svc.ID); q != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { w.sendEphemeral(ctx, q) })
+		defer wg.Wait()
+		defer cancel()
+	}
 	return runner.Run(ctx, w.handle)
 }
 
@@ -151,6 +155,9 @@ func (s *Sender) runService(ctx context.Context, svc *Service) error {
 type serviceSender struct {
 	s   *Sender
 	svc *Service
+	// mu is held while a transaction is made and sent (the runner's batches and the
+	// ephemeral events take turns) and guards st and saved.
+	mu sync.Mutex
 	// st is the service's state; its Delivered moves past messages with nothing for
 	// the service before it is saved (saved is when it last was).
 	st    appservices.State
@@ -186,6 +193,8 @@ func (w *serviceSender) handle(ctx context.Context, msgs []jetstream.Msg) []erro
 		}
 		return errs
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if err := w.sendPending(ctx); err != nil {
 		return fail(err)
 	}
@@ -234,7 +243,7 @@ func (w *serviceSender) handle(ctx context.Context, msgs []jetstream.Msg) []erro
 	}
 	for len(interested) > 0 {
 		n := min(len(interested), maxTxnEvents)
-		if err := w.send(ctx, interested[:n]); err != nil {
+		if err := w.send(ctx, interested[:n], nil); err != nil {
 			return fail(err)
 		}
 		interested = interested[n:]
@@ -252,65 +261,84 @@ func (w *serviceSender) handle(ctx context.Context, msgs []jetstream.Msg) []erro
 }
 
 // interesting keeps the events the service is interested in: sent by or about one of
-// its users, in a room of its rooms namespace, in a room with an alias of its aliases
-// namespace, or in a room one of its users is joined to. Rooms are read from Postgres
-// once the log is projected up to the batch's end (memberships as of then).
+// its users, or in a room of interest (interestingRooms), as of the log projected up
+// to the batch's end.
 func (w *serviceSender) interesting(ctx context.Context, events []loggedEvent, last uint64) ([]loggedEvent, error) {
 	if len(events) == 0 {
 		return nil, nil
 	}
-	svc := w.svc
-	rooms := map[string]bool{}
-	var unknown []string
+	var list []string
 	for _, ev := range events {
-		if _, seen := rooms[ev.roomID]; !seen {
-			rooms[ev.roomID] = svc.OwnsRoom(ev.roomID)
-			if !rooms[ev.roomID] {
-				unknown = append(unknown, ev.roomID)
-			}
-		}
+		list = append(list, ev.roomID)
 	}
-	if len(unknown) > 0 {
-		w.s.cfg.Projection.WaitPosition(ctx, last)
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		members, err := w.s.cfg.DB.JoinedMembers(ctx, unknown)
-		if err != nil {
-			return nil, err
-		}
-		aliases, err := w.s.cfg.DB.AliasesOfRooms(ctx, unknown)
-		if err != nil {
-			return nil, err
-		}
-		for _, room := range unknown {
-			for _, u := range members[room] {
-				rooms[room] = rooms[room] || svc.OwnsUser(u)
-			}
-			for _, a := range aliases[room] {
-				rooms[room] = rooms[room] || svc.OwnsAlias(a)
-			}
-		}
+	rooms, err := w.interestingRooms(ctx, list, last)
+	if err != nil {
+		return nil, err
 	}
 	var out []loggedEvent
 	for _, ev := range events {
-		if rooms[ev.roomID] || svc.OwnsUser(ev.sender) || (ev.member != "" && svc.OwnsUser(ev.member)) {
+		if rooms[ev.roomID] || w.svc.OwnsUser(ev.sender) || (ev.member != "" && w.svc.OwnsUser(ev.member)) {
 			out = append(out, ev)
 		}
 	}
 	return out, nil
 }
 
-// txnBody is PUT /_matrix/app/v1/transactions/{txnId}'s body.
-type txnBody struct {
-	Events    []json.RawMessage `json:"events"`
-	Ephemeral []json.RawMessage `json:"ephemeral,omitempty"`
+// interestingRooms tells which of rooms the service is interested in: a room of its
+// rooms namespace, or a room with an alias of its aliases namespace, or one of its
+// users is joined to. Rooms are read from Postgres once the log is projected up to
+// after (0: as they are).
+func (w *serviceSender) interestingRooms(ctx context.Context, list []string, after uint64) (map[string]bool, error) {
+	svc := w.svc
+	rooms := map[string]bool{}
+	var unknown []string
+	for _, room := range list {
+		if _, seen := rooms[room]; !seen {
+			rooms[room] = svc.OwnsRoom(room)
+			if !rooms[room] {
+				unknown = append(unknown, room)
+			}
+		}
+	}
+	if len(unknown) == 0 {
+		return rooms, nil
+	}
+	if after > 0 {
+		w.s.cfg.Projection.WaitPosition(ctx, after)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	members, err := w.s.cfg.DB.JoinedMembers(ctx, unknown)
+	if err != nil {
+		return nil, err
+	}
+	aliases, err := w.s.cfg.DB.AliasesOfRooms(ctx, unknown)
+	if err != nil {
+		return nil, err
+	}
+	for _, room := range unknown {
+		for _, u := range members[room] {
+			rooms[room] = rooms[room] || svc.OwnsUser(u)
+		}
+		for _, a := range aliases[room] {
+			rooms[room] = rooms[room] || svc.OwnsAlias(a)
+		}
+	}
+	return rooms, nil
 }
 
-// send makes the events the next transaction, stored as pending before it goes out so
-// a restart resends it as it was, and sends it.
-func (w *serviceSender) send(ctx context.Context, events []loggedEvent) error {
-	body := txnBody{Events: make([]json.RawMessage, len(events))}
+// txnBody is PUT /_matrix/app/v1/transactions/{txnId}'s body; ephemeral events go
+// under MSC2409's key, as Synapse sends them.
+type txnBody struct {
+	Events    []json.RawMessage `json:"events"`
+	Ephemeral []json.RawMessage `json:"de.sorunome.msc2409.ephemeral,omitempty"`
+}
+
+// send makes the events and ephemeral events the next transaction, stored as pending
+// before it goes out so a restart resends it as it was, and sends it.
+func (w *serviceSender) send(ctx context.Context, events []loggedEvent, ephemeral []json.RawMessage) error {
+	body := txnBody{Events: make([]json.RawMessage, len(events)), Ephemeral: ephemeral}
 	for i, ev := range events {
 		body.Events[i] = ev.json
 	}
@@ -320,7 +348,11 @@ func (w *serviceSender) send(ctx context.Context, events []loggedEvent) error {
 	}
 	next := w.st
 	next.LastTxnID++
-	next.Pending = &appservices.Txn{ID: next.LastTxnID, Body: raw, Last: events[len(events)-1].pos}
+	last := next.Delivered
+	if len(events) > 0 {
+		last = events[len(events)-1].pos
+	}
+	next.Pending = &appservices.Txn{ID: next.LastTxnID, Body: raw, Last: last}
 	if err := w.s.store.Save(ctx, w.svc.ID, next); err != nil {
 		return streams.Unavailable(err)
 	}

@@ -75,6 +75,8 @@ type deliverer struct {
 	client     *http.Client
 	// remove deletes a pusher whose pushkey its gateway rejected.
 	remove func(ctx context.Context, k pushers.Key) error
+	// mine tells the users whose pushers this instance delivers to.
+	mine func(user string) bool
 	log    *zap.Logger
 	sleep  func(ctx context.Context, d time.Duration) error
 
@@ -114,6 +116,9 @@ func (d *deliverer) run(ctx context.Context) {
 		users := slices.Collect(maps.Keys(d.pending))
 		clear(d.pending)
 		d.mu.Unlock()
+		if len(users) == 0 {
+			continue // a wake-up whose users an earlier one took
+		}
 		if err := d.wake(ctx, users); err != nil {
 			d.log.Warn("could not start deliveries; trying again", zap.Error(err))
 			if d.sleep(ctx, firstBackoff) != nil {
@@ -124,14 +129,17 @@ func (d *deliverer) run(ctx context.Context) {
 	}
 }
 
-// wake kicks the pushers of users.
+// wake kicks the pushers of users, or with nil the pushers of every user, that are
+// this instance's.
 func (d *deliverer) wake(ctx context.Context, users []string) error {
 	list, err := d.pushers.OfUsers(ctx, users)
 	if err != nil {
 		return err
 	}
 	for _, p := range list {
-		d.workers.Kick(ctx, p.Key())
+		if d.mine(p.User) {
+			d.workers.Kick(ctx, p.Key())
+		}
 	}
 	return nil
 }

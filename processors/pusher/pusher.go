@@ -135,7 +135,7 @@ func New(cfg Config) (*Pusher, error) {
 		store: notifications.Store{Pool: cfg.DB.Pool},
 		eval:  newEvaluator(cfg.ServerName, shard, len(cfg.Instances), cfg.DB, cfg.Projection, cfg.Rules)}
 	p.deliver = &deliverer{db: cfg.DB, projection: cfg.Projection, notes: p.store, pushers: pushers.Store{Pool: cfg.DB.Pool}, client: cfg.Outbound,
-		remove: p.removePusher, log: p.log, sleep: streams.Sleep, pending: map[string]bool{}, woken: make(chan struct{}, 1)}
+		remove: p.removePusher, mine: p.eval.mine, log: p.log, sleep: streams.Sleep, pending: map[string]bool{}, woken: make(chan struct{}, 1)}
 	p.deliver.workers = streams.NewWorkers(p.deliver.pass)
 	return p, nil
 }
@@ -152,15 +152,20 @@ func (p *Pusher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pusher: %w", err)
 	}
+	// Batches without notifications write the position at most a second later, so a
+	// start may evaluate again what it evaluated before; notifications are stored once
+	// per (user, event), so that changes nothing.
 	pos, known := stored[p.cfg.Name]
-	cons, floor, err := t.OpenDownstream(ctx, p.cfg.JS, name, pos, known, 4*p.cfg.MaxBatch)
+	from := uint64(0)
+	if known {
+		from = pos + 1
+	}
+	cons, from, err := t.OpenDownstream(ctx, p.cfg.JS, name, from, 4*p.cfg.MaxBatch)
 	if err != nil {
 		return fmt.Errorf("pusher: %w", err)
 	}
-	// Batches without notifications do not write the position at once: the consumer's
-	// acknowledged floor may be past the stored one.
 	p.written.Store(pos)
-	p.Evaluated.Set(max(pos, floor))
+	p.Evaluated.Set(from - 1)
 	p.log.Info("pusher started", zap.Uint64("position", p.Evaluated.Get()))
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -168,14 +173,8 @@ func (p *Pusher) Run(ctx context.Context) error {
 	wg.Go(func() { p.deliver.run(ctx) })
 	wg.Go(func() { p.flushPositions(ctx) })
 	// What was not delivered before a stop is delivered now.
-	all, err := p.deliver.pushers.OfUsers(ctx, nil)
-	if err != nil {
+	if err := p.deliver.wake(ctx, nil); err != nil {
 		return fmt.Errorf("pusher: %w", err)
-	}
-	for _, ps := range all {
-		if p.eval.mine(ps.User) {
-			p.deliver.workers.Kick(ctx, ps.Key())
-		}
 	}
 	runner := &streams.Runner{
 		Name:              name,
