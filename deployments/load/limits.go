@@ -37,14 +37,14 @@ func limitUses(s ratelimit.Settings, o options) []limitUse {
 
 // checkRateLimits loads the server's configuration files, prints the rate limits the
 // run meets, and refuses to run when one would throttle it: the figures would measure
-// the limit, not the server.
-func checkRateLimits(out io.Writer, files []string, o options) error {
+// the limit, not the server. It returns the configuration.
+func checkRateLimits(out io.Writer, files []string, o options) (*config.Config, error) {
 	if len(files) == 0 {
-		return fmt.Errorf("pass the server's configuration files with -c (as given to ganglion run), so the run knows the rate limits it meets; or -skip-server")
+		return nil, fmt.Errorf("pass the server's configuration files with -c (as given to ganglion run), so the run knows the rate limits it meets; or -skip-server")
 	}
 	cfg, err := config.Load(files, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(out, "rate limits of %s:\n", strings.Join(files, ", "))
 	var throttled []string
@@ -58,8 +58,8 @@ func checkRateLimits(out io.Writer, files []string, o options) error {
 			u.key, u.setting.PerSecond, u.setting.BurstCount, u.actions, u.per, verdict)
 	}
 	if len(throttled) > 0 {
-		return fmt.Errorf("%s would throttle the run; start the server with generous limits for benchmarks (go tool task run-bench adds deployments/bench.yaml)",
+		return nil, fmt.Errorf("%s would throttle the run; start the server with generous limits for benchmarks (go tool task run-bench adds deployments/bench.yaml)",
 			strings.Join(throttled, ", "))
 	}
-	return nil
+	return cfg, nil
 }

@@ -26,7 +26,7 @@ func TestCheckRateLimits(t *testing.T) {
 	o := options{seq: 500, oneRoom: 3000, oneRoomClients: 10, manyRooms: 9600, manyClients: 64, syncSends: 5000, syncSenders: 20}
 
 	var out bytes.Buffer
-	err = checkRateLimits(&out, []string{quickStart}, o)
+	_, err = checkRateLimits(&out, []string{quickStart}, o)
 	if err == nil || !strings.Contains(err.Error(), "rc_registration, rc_joins.local, rc_message would throttle the run") {
 		t.Fatalf("Synapse's defaults: %v", err)
 	}
@@ -35,13 +35,13 @@ func TestCheckRateLimits(t *testing.T) {
 	}
 
 	out.Reset()
-	if err := checkRateLimits(&out, []string{quickStart, "../bench.yaml"}, o); err != nil {
+	if _, err := checkRateLimits(&out, []string{quickStart, "../bench.yaml"}, o); err != nil {
 		t.Fatalf("with bench.yaml: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "rc_message       per_second 100000, burst_count 100000; the run needs 700 sends by one user: ok") {
 		t.Errorf("printed:\n%s", out.String())
 	}
-	if err := checkRateLimits(&out, nil, o); err == nil {
+	if _, err := checkRateLimits(&out, nil, o); err == nil {
 		t.Fatal("ran without the server's configuration")
 	}
 }

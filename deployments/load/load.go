@@ -25,6 +25,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/ganglionhq/ganglion/processors/appservice"
 )
 
 // sendTarget is a send scenario's target from issue 7, for one process on this 2-core
@@ -90,6 +92,8 @@ type options struct {
 	fanoutMembers  int
 	fanoutReps     int
 	toDevice       int
+	serviceSends   int
+	serviceRate    float64
 	// configs are the server's configuration files, for the rate limits it applies.
 	configs []string
 }
@@ -117,6 +121,8 @@ func Main(args []string) error {
 	fs.IntVar(&o.emptySyncs, "empty-syncs", 1000, "incremental /syncs with nothing new of scenario (f)")
 	fs.IntVar(&o.fanoutMembers, "fanout-members", 50, "long-polling members of the room of scenario (g)")
 	fs.IntVar(&o.fanoutReps, "fanout-reps", 20, "typing notices and receipts of scenario (g), each")
+	fs.IntVar(&o.serviceSends, "service-sends", 5000, "sends of scenario (i), into the rooms of (d) joined by the application service's user")
+	fs.Float64Var(&o.serviceRate, "service-rate", 1000, "paced send rate (sends/s) of scenario (i)")
 	fs.IntVar(&o.toDevice, "to-device", 20000, "to-device messages of scenario (h), each way of sending them, from -many-clients senders")
 	fs.Func("c", "the server's configuration file, as given to ganglion run (repeatable): the run prints the rate limits it meets and refuses limits that would throttle it", func(v string) error {
 		o.configs = append(o.configs, v)
@@ -156,10 +162,15 @@ func run(ctx context.Context, out io.Writer, o options) error {
 
 	var server *serverResults
 	if !o.skipServer {
-		if err := checkRateLimits(out, o.configs, o); err != nil {
+		cfg, err := checkRateLimits(out, o.configs, o)
+		if err != nil {
 			return err
 		}
-		server, err = runServer(ctx, out, o)
+		svc, err := pickService(cfg.AppServices)
+		if err != nil {
+			return err
+		}
+		server, err = runServer(ctx, out, o, svc)
 		if err != nil {
 			return err
 		}
@@ -180,14 +191,18 @@ func run(ctx context.Context, out io.Writer, o options) error {
 // serverResults are the four scenarios against the running server.
 type serverResults struct {
 	sequential, oneRoom, manyRooms result
-	toSync                         syncLatency
+	toSync                         deliveryLatency
 	roomSyncs                      roomSyncs
 	fanout                         fanout
 	toDevice                       [2]toDeviceRun
-	labels                         [3]string
+	// service is scenario (i), nil when no application service is registered.
+	service *serviceRun
+	labels  [3]string
 }
 
-func runServer(ctx context.Context, out io.Writer, o options) (*serverResults, error) {
+// runServer drives the server through scenarios (a) to (h), and (i) when svc, a
+// registered application service, is not nil.
+func runServer(ctx context.Context, out io.Writer, o options, svc *appservice.Service) (*serverResults, error) {
 	u, err := url.Parse(o.url)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("-url %q: not a URL", o.url)
@@ -320,6 +335,17 @@ func runServer(ctx context.Context, out io.Writer, o options) (*serverResults, e
 		if err != nil {
 			return nil, err
 		}
+	}
+	if svc != nil {
+		fmt.Fprintf(out, "(i) send→application service %s: %d sends at %.0f/s from %d clients in %d rooms its user joins\n",
+			svc.ID, o.serviceSends, o.serviceRate, o.syncSenders, o.syncSenders)
+		ictx, cancel := context.WithTimeout(ctx, o.scenarioLimit)
+		defer cancel()
+		r, err := measureAppService(ictx, hs, m, svc, users[:o.syncSenders], rooms[:o.syncSenders], o.serviceRate, o.serviceSends)
+		if err != nil {
+			return nil, err
+		}
+		res.service = &r
 	}
 	fmt.Fprintln(out)
 	return res, nil
@@ -544,6 +570,7 @@ func printServer(out io.Writer, s *serverResults, c *ceilings) {
 	for _, r := range s.toDevice {
 		printToDevice(out, r)
 	}
+	printAppService(out, s.service)
 }
 
 // checkLoopbackHost refuses hosts that are not on this machine: a load test never

@@ -87,12 +87,12 @@ func sendLoad(ctx context.Context, hs *homeserver, m *meter, name string, client
 	return res, nil
 }
 
-// syncLatency is the send→sync measurement's outcome.
-type syncLatency struct {
+// deliveryLatency is the outcome of a paced measurement (send→sync, send→service).
+type deliveryLatency struct {
 	result
 	sendRate   float64 // achieved sends/s
-	beforeSend int     // events /sync delivered before their send's 200 arrived
-	missing    int     // events never seen in /sync within the grace period
+	beforeSend int     // events that arrived before their send's 200 did
+	missing    int     // events that never arrived within the grace period
 	limited    int     // /sync timelines cut short (events in them could be missed)
 	// fromRequest are the latencies from the moment each send was made, not its 200:
 	// what a sender's correspondent waits, wherever the server answers the send.
@@ -106,57 +106,74 @@ const syncFilter = `{"room":{"timeline":{"limit":1000},"state":{"lazy_load_membe
 // initialSyncFilter keeps the first /sync small: it only needs the token.
 const initialSyncFilter = `{"room":{"timeline":{"limit":1}},"presence":{"types":[]},"account_data":{"types":[]}}`
 
-// measureSendToSync sends at a fixed pace (open loop: a send is due at its slot whether
-// or not earlier ones are done) for n sends spread over the senders, each sending to its
-// own room, while receiver long-polls /sync in all of those rooms. Each latency is from
-// the send's 200 to the moment the /sync answer carrying the event was read.
-func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *user, senders []*user, rooms []id.RoomID, rate float64, n int) (syncLatency, error) {
+// measureSendToSync sends at a fixed pace while receiver long-polls /sync in all of the
+// senders' rooms (measurePaced); each latency ends when the /sync answer carrying the
+// event was read.
+func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *user, senders []*user, rooms []id.RoomID, rate float64, n int) (deliveryLatency, error) {
 	first, err := hs.sync(ctx, receiver, "", initialSyncFilter, 0)
 	if err != nil {
-		return syncLatency{}, fmt.Errorf("send→sync: initial sync: %w", err)
+		return deliveryLatency{}, fmt.Errorf("send→sync: initial sync: %w", err)
 	}
+	var limited int
+	watch := func(ctx context.Context, seen func(eventID string, at time.Time)) error {
+		since := first.NextBatch
+		for ctx.Err() == nil {
+			resp, err := hs.sync(ctx, receiver, since, syncFilter, 30*time.Second)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				return fmt.Errorf("/sync: %w", err)
+			}
+			now := time.Now()
+			for _, jr := range resp.Rooms.Join {
+				if jr.Timeline.Limited {
+					limited++
+				}
+				for _, ev := range jr.Timeline.Events {
+					seen(ev.EventID, now)
+				}
+			}
+			since = resp.NextBatch
+		}
+		return nil
+	}
+	out, err := measurePaced(ctx, hs, m, "send→sync", senders, rooms, rate, n, watch)
+	out.limited = limited
+	return out, err
+}
+
+// deliveryWatch follows where sent events arrive (another client's /sync, an
+// application service) until ctx ends, calling seen for each event with when it arrived.
+type deliveryWatch func(ctx context.Context, seen func(eventID string, at time.Time)) error
+
+// measurePaced sends at a fixed pace (open loop: a send is due at its slot whether or
+// not earlier ones are done) for n sends spread over the senders, each sending to its
+// own room, while watch follows where they arrive. Each latency is from the send's 200
+// to the event's arrival.
+func measurePaced(ctx context.Context, hs *homeserver, m *meter, name string, senders []*user, rooms []id.RoomID, rate float64, n int, watch deliveryWatch) (deliveryLatency, error) {
 	var mu sync.Mutex
 	sent := make(map[string]time.Time, n)
 	requested := make(map[string]time.Time, n)
 	seen := make(map[string]time.Time, n)
-	var out syncLatency
-	out.name = "send→sync"
+	var out deliveryLatency
+	out.name = name
 
-	// The receiver: a long-poll loop until every sent event is seen, or the grace
-	// period after the last send ends.
-	recvCtx, stopRecv := context.WithCancel(ctx)
-	defer stopRecv()
-	recvDone := make(chan error, 1)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watchDone := make(chan error, 1)
 	go func() {
-		since := first.NextBatch
-		for recvCtx.Err() == nil {
-			resp, err := hs.sync(recvCtx, receiver, since, syncFilter, 30*time.Second)
-			if err != nil {
-				if recvCtx.Err() != nil {
-					break
-				}
-				recvDone <- fmt.Errorf("send→sync: /sync: %w", err)
-				return
-			}
-			now := time.Now()
+		watchDone <- watch(watchCtx, func(eventID string, at time.Time) {
 			mu.Lock()
-			for _, jr := range resp.Rooms.Join {
-				if jr.Timeline.Limited {
-					out.limited++
-				}
-				for _, ev := range jr.Timeline.Events {
-					if _, dup := seen[ev.EventID]; !dup {
-						seen[ev.EventID] = now
-					}
-				}
+			if _, dup := seen[eventID]; !dup {
+				seen[eventID] = at
 			}
 			mu.Unlock()
-			since = resp.NextBatch
-		}
-		recvDone <- nil
+		})
 	}()
 
-	// Give the long-poll a moment to be parked on the server before the first send.
+	// Give the watch a moment to be in place (a long-poll parked on the server) before
+	// the first send.
 	time.Sleep(100 * time.Millisecond)
 
 	slots := make(chan struct{}, n)
@@ -196,7 +213,7 @@ func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *
 	wg.Wait()
 	sendElapsed := time.Since(t0)
 	if sendErr != nil {
-		return out, fmt.Errorf("send→sync: send: %w", sendErr)
+		return out, fmt.Errorf("%s: send: %w", name, sendErr)
 	}
 
 	grace := time.Now().Add(10 * time.Second)
@@ -216,9 +233,9 @@ func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *
 		time.Sleep(20 * time.Millisecond)
 	}
 	out.cpu = m.since(ctx, cpu0)
-	stopRecv()
-	if err := <-recvDone; err != nil {
-		return out, err
+	stopWatch()
+	if err := <-watchDone; err != nil {
+		return out, fmt.Errorf("%s: %w", name, err)
 	}
 
 	mu.Lock()
@@ -235,7 +252,7 @@ func measureSendToSync(ctx context.Context, hs *homeserver, m *meter, receiver *
 		case !ok:
 			out.missing++
 		case s.Before(at):
-			// The long-poll answered before the sender read its 200: no wait at all.
+			// It arrived before the sender read its 200: no wait at all.
 			out.beforeSend++
 			out.lat = append(out.lat, 0)
 		default:
