@@ -45,7 +45,7 @@ type Config struct {
 	// Ephemeral queues the ephemeral events of the services that asked for them; nil
 	// sends none.
 	Ephemeral *Ephemeral
-	Log    *zap.Logger
+	Log       *zap.Logger
 	// Sleep waits between attempts; nil is a timer.
 	Sleep func(ctx context.Context, d time.Duration) error
 }

@@ -76,9 +76,9 @@ type deliverer struct {
 	// remove deletes a pusher whose pushkey its gateway rejected.
 	remove func(ctx context.Context, k pushers.Key) error
 	// mine tells the users whose pushers this instance delivers to.
-	mine func(user string) bool
-	log    *zap.Logger
-	sleep  func(ctx context.Context, d time.Duration) error
+	mine  func(user string) bool
+	log   *zap.Logger
+	sleep func(ctx context.Context, d time.Duration) error
 
 	workers *streams.Workers[pushers.Key]
 
