@@ -131,7 +131,7 @@ func serviceHandler(hsToken string, txns *int64, deliver *atomic.Pointer[func(st
 
 func printAppService(out io.Writer, r *serviceRun) {
 	if r == nil {
-		fmt.Fprintln(out, "(i) send→application service: skipped, no application service with a url in the configuration (deployments/bench.yaml registers one)")
+		fmt.Fprintln(out, "(i) send→application service: skipped, no application service with a url in the configuration (deployments/bench-appservice.yaml registers one)")
 		return
 	}
 	p99 := percentile(r.lat, 0.99)

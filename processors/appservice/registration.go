@@ -284,6 +284,9 @@ func (svc *Service) OwnsUser(userID string) bool {
 // OwnsAlias reports whether alias is in the service's aliases namespace.
 func (svc *Service) OwnsAlias(alias string) bool { return matches(svc.aliases, alias) }
 
+// hasAliases reports whether the service has an aliases namespace.
+func (svc *Service) hasAliases() bool { return len(svc.aliases) > 0 }
+
 // OwnsRoom reports whether roomID is in the service's rooms namespace.
 func (svc *Service) OwnsRoom(roomID string) bool { return matches(svc.rooms, roomID) }
 

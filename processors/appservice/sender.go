@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/persist"
@@ -158,6 +160,8 @@ type serviceSender struct {
 	// mu is held while a transaction is made and sent (the runner's batches and the
 	// ephemeral events take turns) and guards st and saved.
 	mu sync.Mutex
+	// rooms is what the sender knows of rooms' interest to the service.
+	rooms roomInterests
 	// st is the service's state; its Delivered moves past messages with nothing for
 	// the service before it is saved (saved is when it last was).
 	st    appservices.State
@@ -172,14 +176,16 @@ const wholeMessage = 1 << 30
 // service is saved: a restart reads those again, and finds nothing again.
 const positionSave = time.Second
 
-// loggedEvent is an event of the log the service is sent, with its position.
+// loggedEvent is an event of the log, with its position.
 type loggedEvent struct {
-	pos    persist.Pos
-	roomID string
-	sender string
+	pos     persist.Pos
+	roomID  string
+	sender  string
+	eventID string
 	// member is the state_key of a membership event.
 	member string
-	json   json.RawMessage
+	// pdu is the event as the log holds it.
+	pdu json.RawMessage
 }
 
 // handle sends the service the events of the batch it is interested in, in
@@ -222,17 +228,13 @@ func (w *serviceSender) handle(ctx context.Context, msgs []jetstream.Msg) []erro
 			if !w.st.Delivered.Less(pos) {
 				continue
 			}
-			var fields struct {
-				Type     string  `json:"type"`
-				Sender   string  `json:"sender"`
-				StateKey *string `json:"state_key"`
-			}
-			if json.Unmarshal(le.JSON, &fields) != nil {
-				continue
-			}
-			ev := loggedEvent{pos: pos, roomID: batch.RoomID, sender: fields.Sender, json: schemas.ClientEvent(le.JSON, le.EventID, "")}
-			if fields.Type == "m.room.member" && fields.StateKey != nil {
-				ev.member = *fields.StateKey
+			f := gjson.GetManyBytes(le.JSON, "type", "sender", "state_key", "content.membership")
+			ev := loggedEvent{pos: pos, roomID: batch.RoomID, sender: f[1].String(), eventID: le.EventID, pdu: le.JSON}
+			if f[0].String() == "m.room.member" && f[2].Type == gjson.String {
+				ev.member = f[2].String()
+				if w.svc.OwnsUser(ev.member) {
+					w.rooms.member(ev.roomID, ev.member, f[3].String() == "join")
+				}
 			}
 			events = append(events, ev)
 		}
@@ -286,21 +288,32 @@ func (w *serviceSender) interesting(ctx context.Context, events []loggedEvent, l
 
 // interestingRooms tells which of rooms the service is interested in: a room of its
 // rooms namespace, or a room with an alias of its aliases namespace, or one of its
-// users is joined to. Rooms are read from Postgres once the log is projected up to
-// after (0: as they are).
+// users is joined to. What is not known of a room yet is read from Postgres once the
+// log is projected up to after (0: as it is), and remembered (roomInterests).
 func (w *serviceSender) interestingRooms(ctx context.Context, list []string, after uint64) (map[string]bool, error) {
 	svc := w.svc
 	rooms := map[string]bool{}
-	var unknown []string
+	var unknown, aliasesDue []string
+	now := time.Now()
 	for _, room := range list {
-		if _, seen := rooms[room]; !seen {
-			rooms[room] = svc.OwnsRoom(room)
-			if !rooms[room] {
-				unknown = append(unknown, room)
-			}
+		if _, seen := rooms[room]; seen {
+			continue
+		}
+		rooms[room] = svc.OwnsRoom(room)
+		if rooms[room] {
+			continue
+		}
+		interested, known, aliasesStale := w.rooms.of(room, now)
+		switch {
+		case !known:
+			unknown = append(unknown, room)
+		case interested:
+			rooms[room] = true
+		case aliasesStale && svc.hasAliases():
+			aliasesDue = append(aliasesDue, room)
 		}
 	}
-	if len(unknown) == 0 {
+	if len(unknown) == 0 && len(aliasesDue) == 0 {
 		return rooms, nil
 	}
 	if after > 0 {
@@ -309,23 +322,109 @@ func (w *serviceSender) interestingRooms(ctx context.Context, list []string, aft
 			return nil, err
 		}
 	}
-	members, err := w.s.cfg.DB.JoinedMembers(ctx, unknown)
+	if len(unknown) > 0 {
+		members, err := w.s.cfg.DB.JoinedMembers(ctx, unknown)
+		if err != nil {
+			return nil, err
+		}
+		for _, room := range unknown {
+			var own []string
+			for _, u := range members[room] {
+				if svc.OwnsUser(u) {
+					own = append(own, u)
+				}
+			}
+			w.rooms.learn(room, own)
+			rooms[room] = len(own) > 0
+		}
+	}
+	if !svc.hasAliases() {
+		return rooms, nil
+	}
+	aliasesDue = append(aliasesDue, unknown...)
+	aliases, err := w.s.cfg.DB.AliasesOfRooms(ctx, aliasesDue)
 	if err != nil {
 		return nil, err
 	}
-	aliases, err := w.s.cfg.DB.AliasesOfRooms(ctx, unknown)
-	if err != nil {
-		return nil, err
-	}
-	for _, room := range unknown {
-		for _, u := range members[room] {
-			rooms[room] = rooms[room] || svc.OwnsUser(u)
-		}
-		for _, a := range aliases[room] {
-			rooms[room] = rooms[room] || svc.OwnsAlias(a)
-		}
+	for _, room := range aliasesDue {
+		aliased := slices.ContainsFunc(aliases[room], svc.OwnsAlias)
+		w.rooms.setAliased(room, aliased, now)
+		rooms[room] = rooms[room] || aliased
 	}
 	return rooms, nil
+}
+
+// aliasRecheck is how long a room's aliases are taken as read: they change through the
+// accounts stream, which the sender does not follow, so a new alias of the service's
+// namespace makes the room interesting within this time.
+const aliasRecheck = 10 * time.Second
+
+// maxRoomInterests bounds the rooms remembered; past it they are all read again.
+const maxRoomInterests = 100_000
+
+// roomInterests remembers, per room, which of the service's users are joined (kept up
+// to date by the membership events the sender reads in the log) and whether the room
+// has an alias of the service's namespace (read again after aliasRecheck).
+type roomInterests struct {
+	mu    sync.Mutex
+	rooms map[string]*roomInterest
+}
+
+type roomInterest struct {
+	members map[string]bool
+	aliased bool
+	aliasAt time.Time
+}
+
+// of returns what is known of room: whether the service is interested in it, whether
+// anything is known, and whether its aliases are due to be read again.
+func (r *roomInterests) of(room string, now time.Time) (interested, known, aliasesStale bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ri := r.rooms[room]
+	if ri == nil {
+		return false, false, false
+	}
+	stale := now.Sub(ri.aliasAt) > aliasRecheck
+	return len(ri.members) > 0 || (ri.aliased && !stale), true, stale
+}
+
+// learn remembers the service's users joined to room, as read from Postgres.
+func (r *roomInterests) learn(room string, members []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rooms == nil || len(r.rooms) >= maxRoomInterests {
+		r.rooms = map[string]*roomInterest{}
+	}
+	ri := &roomInterest{members: map[string]bool{}}
+	for _, m := range members {
+		ri.members[m] = true
+	}
+	r.rooms[room] = ri
+}
+
+// member applies a membership event of one of the service's users to a room already
+// known.
+func (r *roomInterests) member(room, user string, joined bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ri := r.rooms[room]
+	if ri == nil {
+		return
+	}
+	if joined {
+		ri.members[user] = true
+	} else {
+		delete(ri.members, user)
+	}
+}
+
+func (r *roomInterests) setAliased(room string, aliased bool, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ri := r.rooms[room]; ri != nil {
+		ri.aliased, ri.aliasAt = aliased, at
+	}
 }
 
 // txnBody is PUT /_matrix/app/v1/transactions/{txnId}'s body; ephemeral events go
@@ -340,7 +439,7 @@ type txnBody struct {
 func (w *serviceSender) send(ctx context.Context, events []loggedEvent, ephemeral []json.RawMessage) error {
 	body := txnBody{Events: make([]json.RawMessage, len(events)), Ephemeral: ephemeral}
 	for i, ev := range events {
-		body.Events[i] = ev.json
+		body.Events[i] = schemas.ClientEvent(ev.pdu, ev.eventID, "")
 	}
 	raw, err := schemas.Marshal(body)
 	if err != nil {

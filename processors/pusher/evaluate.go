@@ -191,23 +191,29 @@ func (m memberRoom) GetPowerLevels() *event.PowerLevelsEventContent { return m.e
 // with displayName, as mautrix-go's PushRuleset.GetActions gives them; nil when none
 // matches.
 func (e *Evaluation) Actions(r *Rules, displayName string) mautrix.PushActionArray {
-	room := memberRoom{e: e, displayName: displayName}
-	if rule := e.first(r.override, room); rule != nil {
-		return rule.Actions
-	}
-	if rule := e.first(r.content, room); rule != nil {
-		return rule.Actions
-	}
-	if rule := r.ruleset.Room.GetMatchingRule(room, e.evt); rule != nil {
-		return rule.Actions
-	}
-	if rule := r.ruleset.Sender.GetMatchingRule(room, e.evt); rule != nil {
-		return rule.Actions
-	}
-	if rule := e.first(r.underride, room); rule != nil {
+	if rule := e.Rule(r, displayName); rule != nil {
 		return rule.Actions
 	}
 	return nil
+}
+
+// Rule is the first of r's rules that matches the event for a member with displayName,
+// or nil.
+func (e *Evaluation) Rule(r *Rules, displayName string) *mautrix.PushRule {
+	room := memberRoom{e: e, displayName: displayName}
+	if rule := e.first(r.override, room); rule != nil {
+		return rule
+	}
+	if rule := e.first(r.content, room); rule != nil {
+		return rule
+	}
+	if rule := r.ruleset.Room.GetMatchingRule(room, e.evt); rule != nil {
+		return rule
+	}
+	if rule := r.ruleset.Sender.GetMatchingRule(room, e.evt); rule != nil {
+		return rule
+	}
+	return e.first(r.underride, room)
 }
 
 func (e *Evaluation) first(rules []compiledRule, room memberRoom) *mautrix.PushRule {

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/notifications"
@@ -97,11 +98,13 @@ type evaluator struct {
 	rulesFeed     RulesFeed
 	rooms         map[string]*roomState
 	users         map[string]cachedRules
+	actions       map[*pushrules.PushRule]ruleActions
 }
 
 func newEvaluator(serverName string, shard, shards int, db *persist.DB, projection Projection, rules RulesFeed) *evaluator {
 	return &evaluator{serverName: serverName, shard: shard, shards: shards, db: db, rulesDB: rulesdb.Store{Pool: db.Pool},
-		projection: projection, rulesFeed: rules, rooms: map[string]*roomState{}, users: map[string]cachedRules{}}
+		projection: projection, rulesFeed: rules, rooms: map[string]*roomState{}, users: map[string]cachedRules{},
+		actions: map[*pushrules.PushRule]ruleActions{}}
 }
 
 type cachedRules struct {
@@ -342,19 +345,49 @@ func (p *evaluator) evaluate(ctx context.Context, room *roomState, ev *event.Eve
 		if err != nil {
 			return nil, err
 		}
-		actions := e.Actions(rules, room.members[user])
-		should := actions.Should()
-		if !should.Notify {
+		rule := e.Rule(rules, room.members[user])
+		if rule == nil {
 			continue
 		}
-		raw, err := json.Marshal(actions)
+		a, err := p.actionsOf(rule)
 		if err != nil {
 			return nil, streams.Permanent(err)
 		}
+		if !a.should.Notify {
+			continue
+		}
 		out = append(out, notifications.Notification{User: user, EventID: ev.ID.String(), RoomID: string(ev.RoomID),
-			Thread: thread, Pos: pos, Highlight: should.Highlight, Actions: raw, TS: ev.Timestamp})
+			Thread: thread, Pos: pos, Highlight: a.should.Highlight, Actions: a.raw, TS: ev.Timestamp})
 	}
 	return out, nil
+}
+
+// ruleActions are what a rule's actions say, and their JSON as stored.
+type ruleActions struct {
+	should pushrules.PushActionArrayShould
+	raw    json.RawMessage
+}
+
+// maxActionCache bounds the rules whose actions are remembered: rules compiled again
+// leave their old ones behind.
+const maxActionCache = 100_000
+
+// actionsOf returns what rule's actions say, worked out once per rule: every member
+// with the server's default rules matches one of a few rules.
+func (p *evaluator) actionsOf(rule *pushrules.PushRule) (ruleActions, error) {
+	if a, ok := p.actions[rule]; ok {
+		return a, nil
+	}
+	raw, err := json.Marshal(rule.Actions)
+	if err != nil {
+		return ruleActions{}, err
+	}
+	if len(p.actions) >= maxActionCache {
+		clear(p.actions)
+	}
+	a := ruleActions{should: rule.Actions.Should(), raw: raw}
+	p.actions[rule] = a
+	return a, nil
 }
 
 // mine reports whether user is a local user sharded to this instance.
