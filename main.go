@@ -37,6 +37,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/notifications"
 	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/persister"
 	"github.com/ganglionhq/ganglion/processors/pusher"
@@ -471,16 +472,14 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	}
 	intents := &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
 		StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log}
-	var evaluated client.Evaluated
 	if isPusher {
 		p, err := pusher.New(pusher.Config{Name: instance, Instances: cfg.Pushers(), ServerName: cfg.ServerName, Topology: topo,
-			JS: js, DB: db, Projection: feed, Rules: streamFeeds[schemas.StreamPushRules],
+			JS: js, NC: nc, DB: db, Projection: feed, Rules: streamFeeds[schemas.StreamPushRules],
 			Outbound: pusher.NewOutboundClient(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist, pusher.DeliveryTimeout), Intents: intents, Log: log})
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return p.Run(ctx) })
-		evaluated = &p.Evaluated
 	}
 	// Application services are reached like push gateways, with Synapse's 60 seconds for
 	// a transaction.
@@ -491,6 +490,20 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		g.Go(func() error { return sender.Run(ctx) })
 	}
 	if len(listeners) > 0 {
+		// /sync counts notifications once its user's pusher has evaluated what it shows.
+		var evaluated client.Evaluated
+		if pushers := cfg.Pushers(); len(pushers) > 0 {
+			known, err := db.StreamPositions(ctx, notifications.Stream)
+			if err != nil {
+				return err
+			}
+			followed, stop, err := streams.Follow(nc, topo, notifications.Stream, pushers, known)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			evaluated = followed
+		}
 		logTail, err := lastSeq(ctx, js, topo.EventsStream())
 		if err != nil {
 			return err

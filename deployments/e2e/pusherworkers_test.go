@@ -55,7 +55,8 @@ func (g *testGateway) waitPushedAll(t *testing.T, pushkey string, events []strin
 // by pusher_instances (Synapse's sharding); one is killed with SIGKILL while 1,000 events
 // flow. The other's users get every push meanwhile; the killed one's users get nothing
 // until it starts again, then every push, in order, the only repeat being the push in
-// flight when it died (its delivered position is stored after each push).
+// flight when it died (its delivered position is stored after each push). Then /sync on
+// the main process, which has no pusher, counts every message it shows.
 func TestPusherWorkers(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*flowTimeout)
@@ -75,6 +76,7 @@ func TestPusherWorkers(t *testing.T) {
 	// Two receivers per pusher instance, each with a pusher of their own.
 	gw := newTestGateway(t)
 	shardOf := map[string]string{} // pushkey → instance
+	clientOf := map[string]*mautrix.Client{}
 	var receivers []*mautrix.Client
 	perShard := map[string]int{}
 	for i := 0; len(receivers) < 4; i++ {
@@ -90,7 +92,7 @@ func TestPusherWorkers(t *testing.T) {
 		if err := c.SetPusher(ctx, p); err != nil {
 			t.Fatal(err)
 		}
-		shardOf[name] = owner
+		shardOf[name], clientOf[name] = owner, c
 		receivers = append(receivers, c)
 	}
 	sender := newUser(ctx, t, main.url(), "sender")
@@ -146,6 +148,29 @@ func TestPusherWorkers(t *testing.T) {
 			t.Errorf("%s, of the pusher never killed, had %d repeated pushes", key, repeats)
 		case repeats > 1:
 			t.Errorf("%s had %d repeated pushes; only the one in flight at the kill may repeat", key, repeats)
+		}
+	}
+
+	// The main process has no pusher: the /sync that first shows a message counts it,
+	// for the users of either instance, since it waits for the position their instance
+	// announces.
+	for key, c := range clientOf {
+		res, err := c.SyncRequest(ctx, 0, "", "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := unread(t, res, room).NotificationCount
+		since := res.NextBatch
+		for i := range 5 {
+			ev, err := sendText(ctx, sender, room, fmt.Sprintf("%s-count-%d", key, i), "count me")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := syncUntilEvent(ctx, t, c, since, room, ev)
+			if got, want := unread(t, res, room).NotificationCount, before+i+1; got != want {
+				t.Errorf("%s (%s): the /sync showing message %d counts %d notifications, want %d", key, shardOf[key], i, got, want)
+			}
+			since = res.NextBatch
 		}
 	}
 }

@@ -8,10 +8,10 @@ import (
 	"github.com/ganglionhq/ganglion/persist/notifications"
 )
 
-// Evaluated is how far the pusher of this process has evaluated the EVENTS log
-// (pusher.Pusher.Evaluated).
+// Evaluated is how far the pusher of each user has evaluated the EVENTS log, as the
+// pusher instances announce it (streams.Followed).
 type Evaluated interface {
-	Wait(ctx context.Context, seq uint64) error
+	Wait(ctx context.Context, user string, seq uint64) error
 }
 
 // notificationsStore reads the notifications the pusher stored: their counts for
@@ -21,8 +21,8 @@ type notificationsStore interface {
 	List(ctx context.Context, user string, before persist.Pos, limit int, onlyHighlights bool) ([]notifications.Listed, error)
 }
 
-// evaluatedWait bounds how long a /sync waits for this process's pusher to evaluate
-// the events it shows before counting notifications: past it, the counts may miss the
+// evaluatedWait bounds how long a /sync waits for its user's pusher to evaluate the
+// events it shows before counting notifications: past it, the counts may miss the
 // newest events until the next /sync.
 const evaluatedWait = 500 * time.Millisecond
 
@@ -35,7 +35,7 @@ func (s *Server) fillUnread(ctx context.Context, sc *syncCtx) error {
 	}
 	if s.Evaluated != nil {
 		wctx, cancel := context.WithTimeout(ctx, evaluatedWait)
-		_ = s.Evaluated.Wait(wctx, sc.next[slotEvents])
+		_ = s.Evaluated.Wait(wctx, sc.dev.UserID, sc.next[slotEvents])
 		cancel()
 	}
 	rooms := make([]string, 0, len(sc.res.Rooms.Join))

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/event"
@@ -52,6 +53,9 @@ type Config struct {
 	ServerName string
 	Topology   streams.Topology
 	JS         jetstream.JetStream
+	// NC announces how far the instance has evaluated (streams.Announce), for the
+	// /syncs of other processes.
+	NC         *nats.Conn
 	DB         *persist.DB
 	Projection Projection
 	Rules      RulesFeed
@@ -124,7 +128,7 @@ func New(cfg Config) (*Pusher, error) {
 	if shard < 0 {
 		return nil, fmt.Errorf("pusher: %s is not one of the pusher instances %v", cfg.Name, cfg.Instances)
 	}
-	if cfg.JS == nil || cfg.DB == nil || cfg.Projection == nil || cfg.Rules == nil || cfg.ServerName == "" ||
+	if cfg.JS == nil || cfg.NC == nil || cfg.DB == nil || cfg.Projection == nil || cfg.Rules == nil || cfg.ServerName == "" ||
 		cfg.Outbound == nil || cfg.Intents == nil {
 		return nil, errors.New("pusher: JS, DB, Projection, Rules, ServerName, Outbound and Intents are required")
 	}
@@ -175,6 +179,9 @@ func (p *Pusher) Run(ctx context.Context) error {
 	defer p.deliver.workers.Wait()
 	wg.Go(func() { p.deliver.run(ctx) })
 	wg.Go(func() { p.flushPositions(ctx) })
+	wg.Go(func() {
+		streams.Announce(ctx, p.cfg.NC, t.PositionSubject(notifications.Stream, p.cfg.Name), &p.Evaluated)
+	})
 	// What was not delivered before a stop is delivered now.
 	if err := p.deliver.wake(ctx, nil); err != nil {
 		return fmt.Errorf("pusher: %w", err)
