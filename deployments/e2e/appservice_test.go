@@ -565,3 +565,59 @@ func TestAppServiceEphemeral(t *testing.T) {
 		t.Errorf("the service without receive_ephemeral got %d ephemeral events", n)
 	}
 }
+
+// TestThirdPartyProtocols: /thirdparty asks the services listing a protocol, through the
+// client API: the protocol's metadata with its instance's instance_id, a user lookup by
+// the protocol's fields, 404 M_NOT_FOUND for a protocol nobody lists.
+func TestThirdPartyProtocols(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{})
+	hsToken := randomLetters(32)
+	bridge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+hsToken {
+			http.Error(w, `{"errcode":"M_FORBIDDEN"}`, http.StatusForbidden)
+			return
+		}
+		switch r.URL.RequestURI() {
+		case "/_matrix/app/v1/thirdparty/protocol/irc":
+			w.Write([]byte(`{"user_fields":["nickname"],"location_fields":["channel"],"icon":"mxc://x/irc","field_types":{},"instances":[{"desc":"Libera","network_id":"libera","fields":{}}]}`))
+		case "/_matrix/app/v1/thirdparty/user/irc?nickname=bob":
+			w.Write([]byte(`[{"userid":"@irc_bob:` + d.serverName + `","protocol":"irc","fields":{"nickname":"bob"}}]`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(bridge.Close)
+	reg := registration(d, "ircbridge", "irc", bridge.URL)
+	reg.ServerToken, reg.Protocols = hsToken, []string{"irc"}
+	d.addRegistration(reg)
+	hs := d.startMain()
+	alice := newUser(ctx, t, hs.url(), "alice")
+
+	var protocols map[string]struct {
+		Icon      string `json:"icon"`
+		Instances []struct {
+			InstanceID string `json:"instance_id"`
+		} `json:"instances"`
+	}
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, alice.BuildClientURL("v3", "thirdparty", "protocols"), nil, &protocols); err != nil {
+		t.Fatal(err)
+	}
+	irc := protocols["irc"]
+	if len(protocols) != 1 || irc.Icon != "mxc://x/irc" || len(irc.Instances) != 1 || irc.Instances[0].InstanceID != "ircbridge|libera" {
+		t.Errorf("protocols: %+v", protocols)
+	}
+	var users []struct {
+		UserID string `json:"userid"`
+	}
+	lookup := alice.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "thirdparty", "user", "irc"}, map[string]string{"nickname": "bob"})
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, lookup, nil, &users); err != nil || len(users) != 1 || users[0].UserID != "@irc_bob:"+d.serverName {
+		t.Errorf("user lookup: %+v (%v)", users, err)
+	}
+	_, err := alice.MakeRequest(ctx, http.MethodGet, alice.BuildClientURL("v3", "thirdparty", "protocol", "slack"), nil, nil)
+	if !errors.Is(err, mautrix.MNotFound) {
+		t.Errorf("an unknown protocol: %v, want M_NOT_FOUND", err)
+	}
+}

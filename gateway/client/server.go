@@ -157,6 +157,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerToDevice(r)
 	s.registerDevices(r)
 	s.registerAppServices(r)
+	s.registerThirdParty(r)
 	return s.frontDoor(r.mux)
 }
 
