@@ -46,13 +46,13 @@ func TestThirdParty(t *testing.T) {
 	dir := t.TempDir()
 	files := []string{
 		thirdPartyService(t, dir, "a", []string{"irc"}, map[string]string{
-			"/_matrix/app/v1/thirdparty/protocol/irc": `{"user_fields":["network","nickname"],"location_fields":["network","channel"],"icon":"mxc://a/irc","field_types":{},"instances":[{"desc":"Libera","network_id":"libera","fields":{"network":"libera.chat"}}]}`,
-			"/_matrix/app/v1/thirdparty/user/irc?nickname=bob": `[{"userid":"@a_bob:hs","protocol":"irc","fields":{"nickname":"bob"}},{"protocol":"irc"}]`,
+			"/_matrix/app/v1/thirdparty/protocol/irc":                  `{"user_fields":["network","nickname"],"location_fields":["network","channel"],"icon":"mxc://a/irc","field_types":{},"instances":[{"desc":"Libera","network_id":"libera","fields":{"network":"libera.chat"}}]}`,
+			"/_matrix/app/v1/thirdparty/user/irc?nickname=bob":         `[{"userid":"@a_bob:hs","protocol":"irc","fields":{"nickname":"bob"}},{"protocol":"irc"}]`,
 			"/_matrix/app/v1/thirdparty/location?alias=%23a_chan%3Ahs": `[{"alias":"#a_chan:hs","protocol":"irc","fields":{"channel":"#chan"}}]`,
 		}),
 		thirdPartyService(t, dir, "b", []string{"irc", "slack"}, map[string]string{
-			"/_matrix/app/v1/thirdparty/protocol/irc":   `{"user_fields":[],"location_fields":[],"icon":"","field_types":{},"instances":[{"desc":"OFTC","network_id":"oftc","fields":{}}]}`,
-			"/_matrix/app/v1/thirdparty/protocol/slack": `{"user_fields":[],"instances":"not a list"}`,
+			"/_matrix/app/v1/thirdparty/protocol/irc":          `{"user_fields":[],"location_fields":[],"icon":"","field_types":{},"instances":[{"desc":"OFTC","network_id":"oftc","fields":{}}]}`,
+			"/_matrix/app/v1/thirdparty/protocol/slack":        `{"user_fields":[],"instances":"not a list"}`,
 			"/_matrix/app/v1/thirdparty/user/irc?nickname=bob": `not json`,
 		}),
 		thirdPartyService(t, dir, "c", []string{"matrix"}, map[string]string{}),
