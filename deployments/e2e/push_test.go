@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -213,12 +214,14 @@ func TestPushGateway(t *testing.T) {
 	}
 }
 
-// TestPushGatewayIsolation: a gateway that hangs holds up only its own pushers: while a
-// request to it is still open, another gateway gets every push, for another user and
-// for the same user's other pusher.
+// TestPushGatewayIsolation is issue 9's acceptance 5 for pushers: a gateway that hangs,
+// one that answers after 30 seconds and one that answers bytes that are not HTTP hold up
+// only their own pushers: while a request to the hung and the slow one is still open,
+// another gateway gets every push, for another user and for the same user's other
+// pusher.
 func TestPushGatewayIsolation(t *testing.T) {
 	ctx, _, hs := singleProcess(t)
-	hung, fine := newTestGateway(t), newTestGateway(t)
+	hung, slow, fine := newTestGateway(t), newTestGateway(t), newTestGateway(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) }) // runs before the gateways close
 	waiting := make(chan struct{}, 16)
@@ -227,6 +230,32 @@ func TestPushGatewayIsolation(t *testing.T) {
 		<-release
 		return 200, `{}`
 	})
+	var slowAnswered atomic.Int32
+	slow.setAnswer(func(string) (int, string) {
+		select {
+		case <-time.After(30 * time.Second):
+			slowAnswered.Add(1)
+		case <-release:
+		}
+		return 200, `{}`
+	})
+	garbage, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { garbage.Close() })
+	var garbageAnswers atomic.Int32
+	go func() {
+		for {
+			c, err := garbage.Accept()
+			if err != nil {
+				return
+			}
+			garbageAnswers.Add(1)
+			_, _ = c.Write([]byte("\x00\xffnot http at all\r\n\r\n"))
+			c.Close()
+		}
+	}()
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	carol := newUser(ctx, t, hs.url(), "carol")
@@ -234,10 +263,14 @@ func TestPushGatewayIsolation(t *testing.T) {
 	for _, p := range []struct {
 		c   *mautrix.Client
 		key string
-		gw  *testGateway
-	}{{alice, "alice-hung", hung}, {alice, "alice-fine", fine}, {carol, "carol-fine", fine}} {
+		url string
+	}{
+		{alice, "alice-hung", hung.url()}, {alice, "alice-slow", slow.url()},
+		{alice, "alice-garbage", "http://" + garbage.Addr().String() + "/_matrix/push/v1/notify"},
+		{alice, "alice-fine", fine.url()}, {carol, "carol-fine", fine.url()},
+	} {
 		pusher := httpPusher("org.example.app", p.key, true)
-		pusher.Data = mautrix.PusherData{"url": p.gw.url()}
+		pusher.Data = mautrix.PusherData{"url": p.url}
 		if err := p.c.SetPusher(ctx, pusher); err != nil {
 			t.Fatal(err)
 		}
@@ -255,9 +288,19 @@ func TestPushGatewayIsolation(t *testing.T) {
 		fine.waitPush(t, ev, "alice-fine")
 		fine.waitPush(t, ev, "carol-fine")
 	}
-	// Had the fine gateway waited behind the hung one, the pusher would have given up
-	// on the hung request first (its timeout) before sending these.
+	// Had the fine gateway waited behind another, the pusher would have had the slow
+	// gateway's answer, or given up on the hung request (its timeout), before these.
 	if n := hung.abandoned.Load(); n != 0 {
 		t.Errorf("the pushes to the fine gateway came after %d requests to the hung one were given up", n)
+	}
+	if n := slowAnswered.Load(); n != 0 {
+		t.Errorf("the pushes to the fine gateway came after %d answers of the slow one", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for garbageAnswers.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if garbageAnswers.Load() == 0 {
+		t.Error("the gateway answering garbage was never called")
 	}
 }
