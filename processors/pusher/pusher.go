@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -312,6 +313,11 @@ func (p *evaluator) message(ctx context.Context, seq uint64, data []byte) ([]not
 	}
 	var out []notifications.Notification
 	for idx, le := range batch.Events {
+		// A message event nobody here is notified of is not decoded: its room's state
+		// does not change either.
+		if f := gjson.GetManyBytes(le.JSON, "sender", "state_key"); !f[1].Exists() && !p.anyTarget(room, f[0].String()) {
+			continue
+		}
 		var ev event.Event
 		if err := json.Unmarshal(le.JSON, &ev); err != nil {
 			return nil, streams.Permanent(fmt.Errorf("pusher: event %s: %w", le.EventID, err))
@@ -325,6 +331,17 @@ func (p *evaluator) message(ctx context.Context, seq uint64, data []byte) ([]not
 		room.apply(&ev)
 	}
 	return out, nil
+}
+
+// anyTarget reports whether a message event from sender notifies anyone here: a
+// joined member sharded here other than the sender.
+func (p *evaluator) anyTarget(room *roomState, sender string) bool {
+	for user := range room.members {
+		if user != sender && p.mine(user) {
+			return true
+		}
+	}
+	return false
 }
 
 // evaluate returns the notifications ev makes for the local members sharded here:
