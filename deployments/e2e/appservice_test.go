@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -619,5 +621,52 @@ func TestThirdPartyProtocols(t *testing.T) {
 	_, err := alice.MakeRequest(ctx, http.MethodGet, alice.BuildClientURL("v3", "thirdparty", "protocol", "slack"), nil, nil)
 	if !errors.Is(err, mautrix.MNotFound) {
 		t.Errorf("an unknown protocol: %v, want M_NOT_FOUND", err)
+	}
+}
+
+// TestAppServiceSenderWorker: notify_appservices_from_worker puts the sender on the
+// named worker alone: the service gets every message once, in transactions whose IDs
+// strictly increase, while the main process serves the clients.
+func TestAppServiceSenderWorker(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{externalNATS: true})
+	hsToken := randomLetters(32)
+	svc := newRecordingService(t, hsToken)
+	reg := registration(d, "recorder", "rec", svc.srv.URL)
+	reg.ServerToken = hsToken
+	reg.Namespaces.RoomIDs = appservice.NamespaceList{{Regex: "!.*"}}
+	d.addRegistration(reg)
+	d.shared["notify_appservices_from_worker"] = "asworker"
+	hs := d.startMain()
+	worker := d.launchWorker("asworker", false)
+	worker.waitReady()
+	worker.waitLogged("appservice sender started")
+
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, bob, "private_chat")
+	var sent []string
+	for i := range 30 {
+		ev, err := sendText(ctx, bob, room, "w"+strconv.Itoa(i), "message "+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, string(ev))
+	}
+	for {
+		got := svc.received(t)
+		if len(got) >= len(sent) && slices.Equal(got[len(got)-len(sent):], sent) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the service received %d events", len(got))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // room for a second sender's transactions
+	svc.received(t)                    // fails on a repeated or out-of-order transaction
+	if data, err := os.ReadFile(filepath.Join(d.dir, "main.1.log")); err != nil || bytes.Contains(data, []byte("appservice sender started")) {
+		t.Errorf("the main process started an appservice sender too (%v)", err)
 	}
 }
