@@ -94,6 +94,18 @@ const unread = `NOT EXISTS (SELECT 1 FROM receipts r
 	WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private')
 		AND (r.thread_id = '' OR r.thread_id = a.thread_id) AND (r.event_seq, r.event_idx) >= (a.seq, a.idx))`
 
+// PruneRead deletes up to limit notifications from before before (milliseconds since
+// the epoch) that a read receipt of their user covers, and returns how many it deleted.
+// Unread ones stay, whatever their age: the counts are counted again from them.
+func (s Store) PruneRead(ctx context.Context, before int64, limit int) (int64, error) {
+	tag, err := s.Pool.Exec(ctx, `DELETE FROM event_push_actions WHERE ctid = ANY(ARRAY(
+		SELECT a.ctid FROM event_push_actions a WHERE a.ts < $1 AND NOT (`+unread+`) LIMIT $2))`, before, limit)
+	if err != nil {
+		return 0, fmt.Errorf("notifications: prune: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // queueLockUsers takes the advisory locks of users for the rest of b's transaction, in
 // one order, so storing notifications and counting them again after a receipt never
 // run at once for a user.

@@ -183,6 +183,9 @@ func (p *Pusher) Run(ctx context.Context) error {
 	wg.Go(func() {
 		streams.Announce(ctx, p.cfg.NC, t.PositionSubject(notifications.Stream, p.cfg.Name), &p.Evaluated)
 	})
+	if p.cfg.Name == p.cfg.Instances[0] {
+		wg.Go(func() { p.pruneRead(ctx) })
+	}
 	// What was not delivered before a stop is delivered now.
 	if err := p.deliver.wake(ctx, nil); err != nil {
 		return fmt.Errorf("pusher: %w", err)
@@ -252,6 +255,41 @@ func (p *Pusher) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	}
 	p.deliver.notify(users)
 	return errs
+}
+
+// Read notifications are kept for notificationRetention, then deleted a chunk at a
+// time, every pruneEvery, by the first pusher instance; unread ones stay, since the
+// counts are counted again from them. A replay stores them again, to be pruned again.
+const (
+	notificationRetention = 30 * 24 * time.Hour
+	pruneEvery            = time.Hour
+	firstPrune            = time.Minute
+	pruneChunk            = 10_000
+)
+
+// pruneRead deletes the read notifications older than notificationRetention, every
+// pruneEvery, until ctx ends.
+func (p *Pusher) pruneRead(ctx context.Context) {
+	wait := firstPrune
+	for streams.Sleep(ctx, wait) == nil {
+		wait = pruneEvery
+		before := time.Now().Add(-notificationRetention).UnixMilli()
+		var total int64
+		for ctx.Err() == nil {
+			n, err := p.store.PruneRead(ctx, before, pruneChunk)
+			total += n
+			if err != nil {
+				p.log.Warn("could not prune read notifications; trying again later", zap.Error(err))
+				break
+			}
+			if n < pruneChunk {
+				break
+			}
+		}
+		if total > 0 {
+			p.log.Info("pruned read notifications", zap.Int64("deleted", total), zap.Duration("older_than", notificationRetention))
+		}
+	}
 }
 
 // positionFlush is how often a position that moved without notifications is written.
