@@ -49,17 +49,26 @@ func (s Store) Record(ctx context.Context, ns []Notification, positions map[stri
 			seqs[i], idxs[i], tss[i], highlights[i], actions[i] = int64(x.Pos.Seq), int32(x.Pos.Idx), x.TS, x.Highlight, string(x.Actions)
 		}
 		queueLockUsers(b, users)
-		// Only what is stored now counts, and only after the user's read receipts.
+		// Only what is stored now counts, and only after the user's read receipts: the
+		// newest receipt covering each (user, room, thread) is read once, not once per
+		// notification.
 		b.Queue(`WITH ins AS (
 				INSERT INTO event_push_actions (user_id, event_id, room_id, seq, idx, thread_id, highlight, actions, ts)
 				SELECT u, e, r, s, i, t, h, a::json, ts
 				FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::bool[], $8::text[], $9::bigint[])
 					AS x(u, e, r, s, i, t, h, a, ts)
 				ON CONFLICT (user_id, seq, idx) DO NOTHING
-				RETURNING user_id, room_id, thread_id, seq, idx, highlight)
+				RETURNING user_id, room_id, thread_id, seq, idx, highlight),
+			keys AS (SELECT DISTINCT user_id, room_id, thread_id FROM ins),
+			reads AS (SELECT k.user_id, k.room_id, k.thread_id, r.event_seq, r.event_idx FROM keys k
+				LEFT JOIN LATERAL (SELECT event_seq, event_idx FROM receipts r
+					WHERE r.room_id = k.room_id AND r.user_id = k.user_id AND r.receipt_type IN ('m.read', 'm.read.private')
+						AND (r.thread_id = '' OR r.thread_id = k.thread_id)
+					ORDER BY event_seq DESC, event_idx DESC LIMIT 1) r ON true)
 			INSERT INTO notification_counts (user_id, room_id, thread_id, notifications, highlights)
 			SELECT a.user_id, a.room_id, a.thread_id, count(*), count(*) FILTER (WHERE a.highlight)
-			FROM ins a WHERE `+unread+`
+			FROM ins a JOIN reads USING (user_id, room_id, thread_id)
+			WHERE reads.event_seq IS NULL OR (a.seq, a.idx) > (reads.event_seq, reads.event_idx)
 			GROUP BY a.user_id, a.room_id, a.thread_id
 			ON CONFLICT (user_id, room_id, thread_id) DO UPDATE
 			SET notifications = notification_counts.notifications + excluded.notifications,

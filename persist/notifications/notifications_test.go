@@ -49,16 +49,26 @@ func TestPruneRead(t *testing.T) {
 		}
 		return c
 	}
+	// Stored after the receipt: only the notification after it counts.
+	main := counts()["!r"][notifications.MainThread].Notifications
+	late := []notifications.Notification{note("@a:t", "!r", 2, old), note("@a:t", "!r", 3, old)}
+	late[0].Pos.Idx, late[1].Pos.Idx = 1, 1 // (2,1) is before the receipt's (3,0); (3,1) after it
+	if err := s.Record(ctx, late, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts()["!r"][notifications.MainThread].Notifications; got != main+1 {
+		t.Errorf("two notifications stored around a receipt moved the count from %d to %d, want %d", main, got, main+1)
+	}
 	before, _ := json.Marshal(counts())
 
-	n, err := s.PruneRead(ctx, cut, 2)
-	if err != nil || n != 2 {
-		t.Fatalf("the first prune deleted %d (%v), want 2 (its limit)", n, err)
+	n, err := s.PruneRead(ctx, cut, 3)
+	if err != nil || n != 3 {
+		t.Fatalf("the first prune deleted %d (%v), want 3 (its limit)", n, err)
 	}
-	if n, err = s.PruneRead(ctx, cut, 2); err != nil || n != 1 {
+	if n, err = s.PruneRead(ctx, cut, 3); err != nil || n != 1 {
 		t.Fatalf("the second prune deleted %d (%v), want the last read one", n, err)
 	}
-	if n, err = s.PruneRead(ctx, cut, 2); err != nil || n != 0 {
+	if n, err = s.PruneRead(ctx, cut, 3); err != nil || n != 0 {
 		t.Fatalf("a third prune deleted %d (%v)", n, err)
 	}
 	var left []int64
@@ -73,7 +83,7 @@ func TestPruneRead(t *testing.T) {
 		}
 		left = append(left, seq)
 	}
-	if want := []int64{4, 5, 6, 7}; len(left) != len(want) || left[0] != 4 || left[3] != 7 {
+	if want := []int64{3, 4, 5, 6, 7}; len(left) != len(want) || left[0] != 3 || left[4] != 7 {
 		t.Errorf("left %v, want %v", left, want)
 	}
 	if after, _ := json.Marshal(counts()); string(after) != string(before) {
