@@ -281,21 +281,7 @@ func TestAppServiceOutage(t *testing.T) {
 	bob := newUser(ctx, t, hs.url(), "bob")
 	// The service is interested in the room through a user of its namespace in it.
 	room := createRoomWith(ctx, t, bob, "private_chat")
-	as := appservice.Create()
-	as.Registration, as.HomeserverDomain = reg, d.serverName
-	if err := as.SetHomeserverURL(hs.url()); err != nil {
-		t.Fatal(err)
-	}
-	member := as.Intent(id.NewUserID("rec_member", d.serverName))
-	if err := member.EnsureRegistered(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: member.UserID}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := member.JoinRoomByID(ctx, room); err != nil {
-		t.Fatal(err)
-	}
+	joinServiceUser(ctx, t, d, hs, reg, "rec_member", bob, room)
 
 	var sent []string
 	send := func(n int) {
@@ -356,23 +342,7 @@ func TestAppServiceIsolation(t *testing.T) {
 	defer cancel()
 	d := newDeployment(t, deploymentOptions{})
 
-	garbage, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { garbage.Close() })
-	var garbageAnswers atomic.Int32
-	go func() {
-		for {
-			c, err := garbage.Accept()
-			if err != nil {
-				return
-			}
-			garbageAnswers.Add(1)
-			_, _ = c.Write([]byte("\x00\xffnot http at all\r\n\r\n"))
-			c.Close()
-		}
-	}()
+	garbage, garbageAnswers := garbageServer(t)
 	release := make(chan struct{})
 	var slowAnswered, hungAbandoned atomic.Int32
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -398,7 +368,7 @@ func TestAppServiceIsolation(t *testing.T) {
 	fine := newRecordingService(t, fineToken)
 
 	everyRoom := appservice.NamespaceList{{Regex: "!.*", Exclusive: false}}
-	for i, url := range []string{"http://" + garbage.Addr().String(), slow.URL, hung.URL, fine.srv.URL} {
+	for i, url := range []string{"http://" + garbage, slow.URL, hung.URL, fine.srv.URL} {
 		reg := registration(d, "svc"+strconv.Itoa(i), "svc"+strconv.Itoa(i), url)
 		reg.Namespaces.RoomIDs = everyRoom
 		if url == fine.srv.URL {
@@ -409,24 +379,7 @@ func TestAppServiceIsolation(t *testing.T) {
 	hs := d.startMain()
 	bob := newUser(ctx, t, hs.url(), "bob")
 	room := createRoomWith(ctx, t, bob, "private_chat")
-	var sent []string
-	for i := range 50 {
-		ev, err := sendText(ctx, bob, room, "i"+strconv.Itoa(i), "message "+strconv.Itoa(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sent = append(sent, string(ev))
-	}
-	for {
-		got := fine.received(t)
-		if len(got) >= len(sent) && slices.Equal(got[len(got)-len(sent):], sent) {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the well-behaved service received %d events", len(got))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	fine.waitLast(ctx, t, sendTexts(ctx, t, bob, room, "i", 50))
 	if n := slowAnswered.Load(); n != 0 {
 		t.Errorf("the well-behaved service got its events after %d answers of the slow one", n)
 	}
@@ -436,6 +389,66 @@ func TestAppServiceIsolation(t *testing.T) {
 	if garbageAnswers.Load() == 0 {
 		t.Error("the service answering garbage was never called")
 	}
+}
+
+// joinServiceUser registers localpart through the service reg and has inviter invite
+// it to room, which it joins.
+func joinServiceUser(ctx context.Context, t *testing.T, d *deployment, hs *process, reg *appservice.Registration, localpart string, inviter *mautrix.Client, room id.RoomID) {
+	t.Helper()
+	as := appservice.Create()
+	as.Registration, as.HomeserverDomain = reg, d.serverName
+	if err := as.SetHomeserverURL(hs.url()); err != nil {
+		t.Fatal(err)
+	}
+	member := as.Intent(id.NewUserID(localpart, d.serverName))
+	if err := member.EnsureRegistered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inviter.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: member.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := member.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitLast waits until the last events the service took are sent, in that order.
+func (s *recordingService) waitLast(ctx context.Context, t *testing.T, sent []string) {
+	t.Helper()
+	for {
+		got := s.received(t)
+		if len(got) >= len(sent) && slices.Equal(got[len(got)-len(sent):], sent) {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the service received %d events, not the %d sent last", len(got), len(sent))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// garbageServer answers every connection with bytes that are not HTTP; it returns its
+// address and how many connections it answered.
+func garbageServer(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var answers atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			answers.Add(1)
+			_, _ = c.Write([]byte("\x00\xffnot http at all\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), &answers
 }
 
 // ephemeralReceived returns the ephemeral events the service took, in order.
@@ -472,21 +485,7 @@ func TestAppServiceEphemeral(t *testing.T) {
 	bob := newUser(ctx, t, hs.url(), "bob")
 	room := createRoomWith(ctx, t, bob, "private_chat")
 	other := createRoomWith(ctx, t, bob, "private_chat")
-	as := appservice.Create()
-	as.Registration, as.HomeserverDomain = reg, d.serverName
-	if err := as.SetHomeserverURL(hs.url()); err != nil {
-		t.Fatal(err)
-	}
-	member := as.Intent(id.NewUserID("eph_member", d.serverName))
-	if err := member.EnsureRegistered(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: member.UserID}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := member.JoinRoomByID(ctx, room); err != nil {
-		t.Fatal(err)
-	}
+	joinServiceUser(ctx, t, d, hs, reg, "eph_member", bob, room)
 	hello, err := sendText(ctx, bob, room, "e1", "hello")
 	if err != nil {
 		t.Fatal(err)
@@ -646,24 +645,7 @@ func TestAppServiceSenderWorker(t *testing.T) {
 
 	bob := newUser(ctx, t, hs.url(), "bob")
 	room := createRoomWith(ctx, t, bob, "private_chat")
-	var sent []string
-	for i := range 30 {
-		ev, err := sendText(ctx, bob, room, "w"+strconv.Itoa(i), "message "+strconv.Itoa(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		sent = append(sent, string(ev))
-	}
-	for {
-		got := svc.received(t)
-		if len(got) >= len(sent) && slices.Equal(got[len(got)-len(sent):], sent) {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the service received %d events", len(got))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	svc.waitLast(ctx, t, sendTexts(ctx, t, bob, room, "w", 30))
 	time.Sleep(300 * time.Millisecond) // room for a second sender's transactions
 	svc.received(t)                    // fails on a repeated or out-of-order transaction
 	if data, err := os.ReadFile(filepath.Join(d.dir, "main.1.log")); err != nil || bytes.Contains(data, []byte("appservice sender started")) {

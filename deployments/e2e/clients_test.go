@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -98,6 +99,21 @@ func sendText(ctx context.Context, c *mautrix.Client, room id.RoomID, txn, body 
 		return "", fmt.Errorf("send %s: empty event_id", txn)
 	}
 	return resp.EventID, nil
+}
+
+// sendTexts sends n messages to room, with transaction IDs prefix0, prefix1, ..., and
+// returns their event IDs in order.
+func sendTexts(ctx context.Context, t *testing.T, c *mautrix.Client, room id.RoomID, prefix string, n int) []string {
+	t.Helper()
+	sent := make([]string, 0, n)
+	for i := range n {
+		ev, err := sendText(ctx, c, room, prefix+strconv.Itoa(i), "message "+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, string(ev))
+	}
+	return sent
 }
 
 // createRoomWith creates a room and brings every other user in with an invite and a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -239,23 +238,7 @@ func TestPushGatewayIsolation(t *testing.T) {
 		}
 		return 200, `{}`
 	})
-	garbage, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { garbage.Close() })
-	var garbageAnswers atomic.Int32
-	go func() {
-		for {
-			c, err := garbage.Accept()
-			if err != nil {
-				return
-			}
-			garbageAnswers.Add(1)
-			_, _ = c.Write([]byte("\x00\xffnot http at all\r\n\r\n"))
-			c.Close()
-		}
-	}()
+	garbage, garbageAnswers := garbageServer(t)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	carol := newUser(ctx, t, hs.url(), "carol")
@@ -266,7 +249,7 @@ func TestPushGatewayIsolation(t *testing.T) {
 		url string
 	}{
 		{alice, "alice-hung", hung.url()}, {alice, "alice-slow", slow.url()},
-		{alice, "alice-garbage", "http://" + garbage.Addr().String() + "/_matrix/push/v1/notify"},
+		{alice, "alice-garbage", "http://" + garbage + "/_matrix/push/v1/notify"},
 		{alice, "alice-fine", fine.url()}, {carol, "carol-fine", fine.url()},
 	} {
 		pusher := httpPusher("org.example.app", p.key, true)
