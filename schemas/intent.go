@@ -62,6 +62,9 @@ type ProtoEvent struct {
 	// Redacts is the target of an m.room.redaction; the persister places it where the
 	// room version wants it (top level before v11, content from v11).
 	Redacts string `json:"redacts,omitempty"`
+	// Kick marks a member event that is a kick: refused when its target is not in the
+	// room (joined, invited or knocking), as Synapse refuses it.
+	Kick bool `json:"kick,omitempty"`
 }
 
 // CreateRoom is the initial event sequence of a room, computed by the gateway from the

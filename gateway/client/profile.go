@@ -129,7 +129,7 @@ func (s *Server) putProfileField(w http.ResponseWriter, r *http.Request, dev Dev
 // announceProfile sends the user's member event carrying profile p to each of rooms,
 // profileAnnounceParallel at a time. A room that refuses it keeps the old profile.
 func (s *Server) announceProfile(ctx context.Context, dev Device, rooms []string, p persist.Profile) {
-	content := memberContent("join", "", p)
+	content := memberContent("join", membershipBody{}, p)
 	var g errgroup.Group
 	g.SetLimit(profileAnnounceParallel)
 	for _, room := range rooms {

@@ -29,11 +29,9 @@ func (s *Server) registerRooms(r router) {
 	r.handle("POST", "/createRoom", allVersions, s.authed(s.createRoom))
 	r.handle("POST", "/join/{room}", allVersions, s.authed(s.joinRoom))
 	r.handle("POST", "/rooms/{room}/join", allVersions, s.authed(s.joinRoom))
-	r.handle("POST", "/rooms/{room}/leave", allVersions, s.authed(s.changeMembership("leave", false)))
-	r.handle("POST", "/rooms/{room}/invite", allVersions, s.authed(s.changeMembership("invite", true)))
-	r.handle("POST", "/rooms/{room}/kick", allVersions, s.authed(s.changeMembership("leave", true)))
-	r.handle("POST", "/rooms/{room}/ban", allVersions, s.authed(s.changeMembership("ban", true)))
-	r.handle("POST", "/rooms/{room}/unban", allVersions, s.authed(s.changeMembership("leave", true)))
+	for _, action := range []string{"leave", "invite", "kick", "ban", "unban"} {
+		r.handle("POST", "/rooms/{room}/"+action, allVersions, s.authed(s.changeMembership(action)))
+	}
 	r.handle("POST", "/rooms/{room}/forget", allVersions, s.authed(s.forget))
 	r.handle("PUT", "/rooms/{room}/send/{type}/{txn}", allVersions, s.authedNoWait(s.send))
 	r.handle("PUT", "/rooms/{room}/state/{type}", allVersions, s.authedNoWait(s.putState))
@@ -187,8 +185,11 @@ func (s *Server) redact(w http.ResponseWriter, r *http.Request, dev Device) {
 
 // membershipBody is the body of the membership endpoints.
 type membershipBody struct {
-	UserID string `json:"user_id,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	UserID string
+	Reason string
+	// fields are all of the body's keys: a join puts them in the member event, as
+	// Synapse does (custom keys, a per-room displayname or avatar_url).
+	fields map[string]json.RawMessage
 }
 
 func (s *Server) readMembershipBody(r *http.Request) (membershipBody, error) {
@@ -196,11 +197,24 @@ func (s *Server) readMembershipBody(r *http.Request) (membershipBody, error) {
 	if r.ContentLength == 0 {
 		return body, nil
 	}
-	err := matrix.DecodeBody(r, maxEventBody, &body)
-	return body, err
+	if err := matrix.DecodeBody(r, maxEventBody, &body.fields); err != nil {
+		return body, err
+	}
+	for key, dst := range map[string]*string{"user_id": &body.UserID, "reason": &body.Reason} {
+		if raw, ok := body.fields[key]; ok && json.Unmarshal(raw, dst) != nil {
+			return body, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "%s must be a string", key)
+		}
+	}
+	return body, nil
 }
 
-func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, room, target, membership, reason string) {
+// membershipOf is the membership each membership action sets.
+var membershipOf = map[string]string{"join": "join", "leave": "leave", "invite": "invite", "kick": "leave", "ban": "ban", "unban": "leave"}
+
+// membership sends the member event of action (join, leave, invite, kick, ban, unban)
+// for target.
+func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, room, target, action string, body membershipBody) {
+	membership := membershipOf[action]
 	if !s.allowMembership(w, dev, room, target, membership) {
 		return
 	}
@@ -216,7 +230,8 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 	}
 	_, err := s.submit(r.Context(), &schemas.Intent{
 		Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: dev.UserID, DeviceID: dev.DeviceID,
-		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: memberContent(membership, reason, profile)},
+		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: memberContent(membership, body, profile),
+			Kick: action == "kick"},
 	})
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
@@ -229,18 +244,27 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
-// memberContent is the content of an m.room.member event.
-func memberContent(membership, reason string, p persist.Profile) json.RawMessage {
-	content := map[string]string{"membership": membership}
-	if reason != "" {
-		content["reason"] = reason
+// memberContent is the content of an m.room.member event: a join's carries the body's
+// keys and the member's profile where the body does not set it; the others only the
+// reason.
+func memberContent(membership string, body membershipBody, p persist.Profile) json.RawMessage {
+	content := map[string]any{}
+	if membership == "join" {
+		for k, v := range body.fields {
+			content[k] = v
+		}
+		if _, set := content["displayname"]; !set && p.DisplayName != nil {
+			content["displayname"] = *p.DisplayName
+		}
+		if _, set := content["avatar_url"]; !set && p.AvatarURL != nil {
+			content["avatar_url"] = *p.AvatarURL
+		}
 	}
-	if p.DisplayName != nil {
-		content["displayname"] = *p.DisplayName
+	delete(content, "reason")
+	if body.Reason != "" {
+		content["reason"] = body.Reason
 	}
-	if p.AvatarURL != nil {
-		content["avatar_url"] = *p.AvatarURL
-	}
+	content["membership"] = membership
 	raw, _ := matrix.Marshal(content)
 	return raw
 }
@@ -266,12 +290,13 @@ func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	s.membership(w, r, dev, room, dev.UserID, "join", body.Reason)
+	s.membership(w, r, dev, room, dev.UserID, "join", body)
 }
 
 // changeMembership serves leave (target: the caller) and invite, kick, ban and unban
 // (target: the body's user_id).
-func (s *Server) changeMembership(membership string, ofOther bool) func(http.ResponseWriter, *http.Request, Device) {
+func (s *Server) changeMembership(action string) func(http.ResponseWriter, *http.Request, Device) {
+	ofOther := action != "leave"
 	return func(w http.ResponseWriter, r *http.Request, dev Device) {
 		body, err := s.readMembershipBody(r)
 		if err != nil {
@@ -291,7 +316,7 @@ func (s *Server) changeMembership(membership string, ofOther bool) func(http.Res
 			}
 			target = body.UserID
 		}
-		s.membership(w, r, dev, room, target, membership, body.Reason)
+		s.membership(w, r, dev, room, target, action, body)
 	}
 }
 

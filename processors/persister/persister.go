@@ -693,10 +693,17 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 		if err != nil {
 			r.rollback(mark)
 			var ref *refusal
-			if !errors.As(err, &ref) {
+			var ex *existing
+			switch {
+			case errors.As(err, &ref):
+				j.result = &schemas.IntentResult{Error: &ref.ResultError}
+			case errors.As(err, &ex):
+				// The room's last append holds the event or follows it: a read after
+				// the answer waits for its projection.
+				j.result = &schemas.IntentResult{EventIDs: []string{ex.eventID}, Seq: r.lastSeq}
+			default:
 				return err
 			}
-			j.result = &schemas.IntentResult{Error: &ref.ResultError}
 			continue
 		}
 		if n > p.maxAppend {
@@ -794,6 +801,9 @@ func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent
 				return nil, 0, refuse(http.StatusForbidden, "M_FORBIDDEN", "you cannot redact other users' events")
 			}
 		}
+		if err := checkState(r, in.Sender, in.Event); err != nil {
+			return nil, 0, err
+		}
 		pdu, err := p.signer.build(r, in.Sender, in.Event, now)
 		if err != nil {
 			return nil, 0, err
@@ -803,6 +813,43 @@ func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent
 	}
 	return nil, 0, refuse(http.StatusBadRequest, "M_UNRECOGNIZED", "unknown intent kind")
 }
+
+// checkState applies Synapse's rules for a state event against the room's current
+// state: a kick of a user who is not in the room (joined, invited or knocking) is
+// refused; an event the same sender already set with the same content is not sent
+// again, and its intent is answered with that event (*existing).
+func checkState(r *room, sender string, ev *schemas.ProtoEvent) error {
+	if ev.StateKey == nil {
+		return nil
+	}
+	prev := r.state[gomatrixserverlib.StateKeyTuple{EventType: ev.Type, StateKey: *ev.StateKey}]
+	if ev.Kick {
+		membership := ""
+		if prev != nil {
+			membership, _ = prev.Membership()
+		}
+		if membership != spec.Join && membership != spec.Invite && membership != spec.Knock {
+			return refuse(http.StatusForbidden, "M_FORBIDDEN", "The target user is not in the room")
+		}
+	}
+	if prev == nil || string(prev.SenderID()) != sender {
+		return nil
+	}
+	want, err := gomatrixserverlib.CanonicalJSON(ev.Content)
+	if err != nil {
+		return nil // the build refuses it
+	}
+	if have, err := gomatrixserverlib.CanonicalJSON(prev.Content()); err == nil && bytes.Equal(have, want) {
+		return &existing{eventID: prev.EventID()}
+	}
+	return nil
+}
+
+// existing answers an intent with an event already in the room's current state: the
+// same sender set the same content, so nothing new is built (Synapse's deduplication).
+type existing struct{ eventID string }
+
+func (e *existing) Error() string { return "the room's current state already holds " + e.eventID }
 
 // senderOf returns the sender of a room's event, "" when the event is unknown (a
 // redaction of an unknown event is accepted, as Synapse accepts it): from the room's
