@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -83,5 +84,68 @@ func TestMembershipAsSynapse(t *testing.T) {
 	}
 	if again, err := bob.FullStateEvent(ctx, room, event.StateMember, bob.UserID.String()); err != nil || again.ID != member.ID {
 		t.Errorf("joining again made %v (%v), want the existing %s", again.ID, err, member.ID)
+	}
+}
+
+// TestRoomCreationAsSynapse: the creator's join carries their display name; a topic
+// given to createRoom has its m.topic block; GET /rooms/{id}/aliases lists the room's
+// aliases to members, and to anyone when its history is world readable.
+func TestRoomCreationAsSynapse(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	if err := alice.SetDisplayName(ctx, "Alice A."); err != nil {
+		t.Fatal(err)
+	}
+	topic := "what we talk about"
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Topic: topic, RoomAliasName: "talk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	member, err := alice.FullStateEvent(ctx, room, event.StateMember, alice.UserID.String())
+	if err != nil || member.Content.Raw["displayname"] != "Alice A." {
+		t.Errorf("the creator's join: %v (%v)", member, err)
+	}
+	var tc struct {
+		Topic  string `json:"topic"`
+		MTopic struct {
+			Text []struct {
+				Mimetype string `json:"mimetype"`
+				Body     string `json:"body"`
+			} `json:"m.text"`
+		} `json:"m.topic"`
+	}
+	if err := alice.StateEvent(ctx, room, event.StateTopic, "", &tc); err != nil || tc.Topic != topic ||
+		len(tc.MTopic.Text) != 1 || tc.MTopic.Text[0].Body != topic || tc.MTopic.Text[0].Mimetype != "text/plain" {
+		t.Errorf("the topic: %+v (%v)", tc, err)
+	}
+
+	var aliases struct {
+		Aliases []string `json:"aliases"`
+	}
+	url := alice.BuildClientURL("v3", "rooms", room, "aliases")
+	want := "#talk:" + alice.UserID.Homeserver()
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, url, nil, &aliases); err != nil || len(aliases.Aliases) != 1 || aliases.Aliases[0] != want {
+		t.Errorf("a member's aliases: %v (%v), want [%s]", aliases.Aliases, err, want)
+	}
+	if _, err := bob.MakeRequest(ctx, http.MethodGet, url, nil, &aliases); !errors.Is(err, mautrix.MForbidden) {
+		t.Errorf("a non-member's aliases: %v, want 403 M_FORBIDDEN", err)
+	}
+	if _, err := alice.SendStateEvent(ctx, room, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "world_readable"}); err != nil {
+		t.Fatal(err)
+	}
+	// Bob reads what alice's write projected: he waits for it as a client would.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		aliases.Aliases = nil
+		_, err := bob.MakeRequest(ctx, http.MethodGet, url, nil, &aliases)
+		if err == nil && len(aliases.Aliases) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a non-member's aliases of a world readable room: %v (%v)", aliases.Aliases, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 )
@@ -64,7 +65,13 @@ func supportedRoomVersion(v string) bool {
 }
 
 func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) {
-	req, events, err := s.decodeCreateRoom(r, dev.UserID)
+	// The creator's join carries their profile, as every later join does.
+	profile, err := s.DB.GetProfile(r.Context(), dev.UserID)
+	if err != nil && !errors.Is(err, persist.ErrNotFound) {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	req, events, err := s.decodeCreateRoom(r, dev.UserID, profile)
 	if err == nil && req.alias != "" {
 		err = s.checkAliasFree(dev, req.alias)
 	}
@@ -110,7 +117,7 @@ func outcomeUnknown(err error) bool {
 }
 
 // decodeCreateRoom reads and checks a createRoom body and lays out the room's events.
-func (s *Server) decodeCreateRoom(r *http.Request, creator string) (*createRoomRequest, []schemas.ProtoEvent, error) {
+func (s *Server) decodeCreateRoom(r *http.Request, creator string, profile persist.Profile) (*createRoomRequest, []schemas.ProtoEvent, error) {
 	var req createRoomRequest
 	if err := matrix.DecodeBody(r, maxEventBody, &req); err != nil {
 		return nil, nil, err
@@ -138,14 +145,14 @@ func (s *Server) decodeCreateRoom(r *http.Request, creator string) (*createRoomR
 			return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid room_alias_name %q", req.RoomAliasName)
 		}
 	}
-	events, err := s.initialEvents(&req, creator)
+	events, err := s.initialEvents(&req, creator, profile)
 	return &req, events, err
 }
 
 // initialEvents lays out a new room's events in the order the spec gives: create,
 // the creator's join, power levels, the preset's rules, initial_state, name, topic,
 // then invites; their content may weigh maxCreateRoomContent at most.
-func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schemas.ProtoEvent, error) {
+func (s *Server) initialEvents(req *createRoomRequest, creator string, profile persist.Profile) ([]schemas.ProtoEvent, error) {
 	preset := req.Preset
 	if preset == "" {
 		preset = "private_chat"
@@ -172,7 +179,7 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		create["creator"], _ = matrix.Marshal(creator)
 	}
 	add("m.room.create", "", create)
-	add("m.room.member", creator, map[string]string{"membership": "join"})
+	add("m.room.member", creator, memberContent("join", membershipBody{}, profile))
 
 	users := map[string]int{creator: 100}
 	if preset == "trusted_private_chat" {
@@ -232,7 +239,7 @@ func (s *Server) initialEvents(req *createRoomRequest, creator string) ([]schema
 		add("m.room.name", "", map[string]string{"name": *req.Name})
 	}
 	if req.Topic != nil {
-		add("m.room.topic", "", map[string]string{"topic": *req.Topic})
+		add("m.room.topic", "", topicContent(*req.Topic))
 	}
 	for _, id := range req.Invite {
 		content := map[string]any{"membership": "invite"}
@@ -269,4 +276,12 @@ func intParam(v string, def, lo, hi int) (int, error) {
 		return 0, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "%q is not an integer", v)
 	}
 	return min(max(n, lo), hi), nil
+}
+
+// topicContent is an m.room.topic content with the topic as plain text and, as the
+// spec has it since v1.15, in its m.topic content block.
+func topicContent(topic string) map[string]any {
+	return map[string]any{"topic": topic, "m.topic": map[string]any{
+		"m.text": []map[string]string{{"mimetype": "text/plain", "body": topic}},
+	}}
 }

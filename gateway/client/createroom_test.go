@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
 )
 
 func createRoomBody(t *testing.T, invites, initialState int) string {
@@ -52,7 +53,7 @@ func TestCreateRoomBounds(t *testing.T) {
 	s := &Server{ServerName: testServerName}
 	decode := func(body string) (int, error) {
 		r := httptest.NewRequest(http.MethodPost, "/_matrix/client/v3/createRoom", strings.NewReader(body))
-		_, events, err := s.decodeCreateRoom(r, "@alice:"+testServerName)
+		_, events, err := s.decodeCreateRoom(r, "@alice:"+testServerName, persist.Profile{})
 		return len(events), err
 	}
 	if n, err := decode(createRoomBody(t, maxCreateRoomInvites, maxCreateRoomInitialState)); err != nil || n < maxCreateRoomInvites+maxCreateRoomInitialState {
@@ -79,10 +80,10 @@ func TestCreateRoomBounds(t *testing.T) {
 	for i := range maxCreateRoomInitialState - 1 {
 		req.InitialState = append(req.InitialState, initialStateEvent{Type: "m.custom", StateKey: fmt.Sprint(i), Content: big})
 	}
-	_, err = s.initialEvents(req, "@alice:"+testServerName)
+	_, err = s.initialEvents(req, "@alice:"+testServerName, persist.Profile{})
 	wantErrorOf(t, "594 KiB of content", err, 413, matrix.CodeTooLarge)
 	req.InitialState = req.InitialState[:maxCreateRoomContent/len(big)-1]
-	if _, err := s.initialEvents(req, "@alice:"+testServerName); err != nil {
+	if _, err := s.initialEvents(req, "@alice:"+testServerName, persist.Profile{}); err != nil {
 		t.Errorf("content under the bound: %v", err)
 	}
 

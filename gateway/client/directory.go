@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
@@ -15,6 +16,44 @@ func (s *Server) registerDirectory(r router) {
 	r.handle("GET", "/directory/room/{alias}", allVersions, s.resolveAlias)
 	r.handle("PUT", "/directory/room/{alias}", allVersions, s.authed(s.putAlias))
 	r.handle("DELETE", "/directory/room/{alias}", allVersions, s.authed(s.deleteAlias))
+	r.handle("GET", "/rooms/{room}/aliases", modernVersions, s.authed(s.roomAliases))
+}
+
+// roomAliases lists the room's local aliases to a member, or to anyone when its
+// history is world_readable, as Synapse does.
+func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, err := roomParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	m, err := s.DB.Membership(r.Context(), room, dev.UserID)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	if m.Membership != "join" {
+		vis, err := s.DB.HistoryVisibility(r.Context(), []string{room})
+		if err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+		if vis[room] != "world_readable" {
+			matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not in the room and its history is not world readable"))
+			return
+		}
+	}
+	aliases, err := s.DB.AliasesOfRooms(r.Context(), []string{room})
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	list := aliases[room]
+	if list == nil {
+		list = []string{}
+	}
+	slices.Sort(list)
+	matrix.WriteJSON(w, http.StatusOK, map[string][]string{"aliases": list})
 }
 
 // validAlias accepts "#localpart:server" within the spec's 255 bytes.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/schemas"
 )
 
@@ -25,7 +26,7 @@ func FuzzDecodeCreateRoom(f *testing.F) {
 	s := &Server{ServerName: testServerName}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, "/_matrix/client/v3/createRoom", strings.NewReader(string(body)))
-		req, events, err := s.decodeCreateRoom(r, "@alice:"+testServerName)
+		req, events, err := s.decodeCreateRoom(r, "@alice:"+testServerName, persist.Profile{})
 		if err != nil {
 			checkDecodeError(t, body, err)
 			return
