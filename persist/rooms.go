@@ -610,6 +610,9 @@ type Membership struct {
 	// JoinedAt is where the user's latest stay in the room began (their join, not a
 	// later profile change); nil if they never joined.
 	JoinedAt *Pos
+	// InvitedAt is the invite that stay's join answered, when it followed one; nil
+	// otherwise.
+	InvitedAt *Pos
 	// Forgotten is true when the user forgot the room after this membership.
 	Forgotten bool
 }
@@ -631,28 +634,35 @@ func (db *DB) EventsByID(ctx context.Context, ids []string) (map[string]StoredEv
 func (db *DB) Membership(ctx context.Context, roomID, userID string) (Membership, error) {
 	var m Membership
 	var seq int64
-	var joinSeq *int64
-	var joinIdx *int
+	var joinSeq, inviteSeq *int64
+	var joinIdx, inviteIdx *int
 	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(c.membership, ''), c.event_id, c.seq, c.idx, f.event_id IS NOT NULL,
-			j.seq, j.idx
+			j.seq, j.idx, j.prev_seq, j.prev_idx
 		FROM current_state c
 		LEFT JOIN forgotten_rooms f ON f.user_id = c.state_key AND f.room_id = c.room_id AND f.event_id = c.event_id
-		LEFT JOIN LATERAL (SELECT h.seq, h.idx FROM (
+		LEFT JOIN LATERAL (SELECT h.seq, h.idx,
+				CASE WHEN h.prev = 'invite' THEN h.prev_seq END AS prev_seq,
+				CASE WHEN h.prev = 'invite' THEN h.prev_idx END AS prev_idx
+			FROM (
 				SELECT e.seq, e.idx, e.membership,
-					lag(e.membership) OVER (ORDER BY e.seq, e.idx) AS prev
+					lag(e.membership) OVER w AS prev, lag(e.seq) OVER w AS prev_seq, lag(e.idx) OVER w AS prev_idx
 				FROM events e
-				WHERE e.room_id = c.room_id AND e.type = 'm.room.member' AND e.state_key = c.state_key) h
+				WHERE e.room_id = c.room_id AND e.type = 'm.room.member' AND e.state_key = c.state_key
+				WINDOW w AS (ORDER BY e.seq, e.idx)) h
 			-- A join after a join is a profile change, not the start of a membership.
 			WHERE h.membership = 'join' AND h.prev IS DISTINCT FROM 'join'
 			ORDER BY h.seq DESC, h.idx DESC LIMIT 1) j ON true
 		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, userID).
-		Scan(&m.Membership, &m.EventID, &seq, &m.At.Idx, &m.Forgotten, &joinSeq, &joinIdx)
+		Scan(&m.Membership, &m.EventID, &seq, &m.At.Idx, &m.Forgotten, &joinSeq, &joinIdx, &inviteSeq, &inviteIdx)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Membership{}, nil
 	}
 	m.At.Seq = uint64(seq)
 	if joinSeq != nil && joinIdx != nil {
 		m.JoinedAt = &Pos{Seq: uint64(*joinSeq), Idx: *joinIdx}
+	}
+	if inviteSeq != nil && inviteIdx != nil {
+		m.InvitedAt = &Pos{Seq: uint64(*inviteSeq), Idx: *inviteIdx}
 	}
 	return m, err
 }
@@ -690,9 +700,19 @@ func (db *DB) HistoryVisibility(ctx context.Context, rooms []string) (map[string
 	return out, rows.Err()
 }
 
+// VisibleFrom is where the room's history becomes visible to the user of m under a
+// visibility that hides history (HidesHistory): the invite their latest join answered
+// when the room's visibility is "invited", else that join; nil if they never joined.
+func (m Membership) VisibleFrom(visibility string) *Pos {
+	if visibility == "invited" && m.InvitedAt != nil {
+		return m.InvitedAt
+	}
+	return m.JoinedAt
+}
+
 // HidesHistory reports whether a history visibility hides events sent before a
-// member's join from them. "invited" is treated like "joined": the window between an
-// invite and the join stays hidden, the safe side.
+// member's stay from them: its join, or for "invited" the invite the join answered
+// (Membership.VisibleFrom).
 func HidesHistory(visibility string) bool {
 	return visibility == "joined" || visibility == "invited"
 }

@@ -149,3 +149,67 @@ func TestRoomCreationAsSynapse(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestFetchEventAsSynapse: GET /rooms/{id}/event/{eventId} answers 404 M_NOT_FOUND to a
+// user who may not see the event (not 403), 200 to anyone in a world readable room, and
+// under "invited" history visibility shows a joined user what was sent between their
+// invite and their join.
+func TestFetchEventAsSynapse(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	fetch := func(c *mautrix.Client, room id.RoomID, ev id.EventID) error {
+		_, err := c.GetEvent(ctx, room, ev)
+		return err
+	}
+
+	private := createRoomWith(ctx, t, alice, "private_chat")
+	secret, err := sendText(ctx, alice, private, "f1", "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fetch(bob, private, secret); !errors.Is(err, mautrix.MNotFound) {
+		t.Errorf("a non-member fetching an event: %v, want 404 M_NOT_FOUND", err)
+	}
+
+	public := createRoomWith(ctx, t, alice, "public_chat")
+	if _, err := alice.SendStateEvent(ctx, public, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "world_readable"}); err != nil {
+		t.Fatal(err)
+	}
+	open, err := sendText(ctx, alice, public, "f2", "for everyone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for err := fetch(bob, public, open); err != nil; err = fetch(bob, public, open) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a non-member fetching an event of a world readable room: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	invited := createRoomWith(ctx, t, alice, "private_chat")
+	if _, err := alice.SendStateEvent(ctx, invited, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "invited"}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := sendText(ctx, alice, invited, "f3", "before the invite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.InviteUser(ctx, invited, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	between, err := sendText(ctx, alice, invited, "f4", "between invite and join")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, invited); err != nil {
+		t.Fatal(err)
+	}
+	if err := fetch(bob, invited, between); err != nil {
+		t.Errorf("an event between the invite and the join, history visibility invited: %v", err)
+	}
+	if err := fetch(bob, invited, before); !errors.Is(err, mautrix.MNotFound) {
+		t.Errorf("an event before the invite: %v, want 404 M_NOT_FOUND", err)
+	}
+}

@@ -407,6 +407,8 @@ func (s *Server) readBoundOf(ctx context.Context, room string, dev Device) (pers
 	}
 	var bound readBound
 	switch {
+	case vis[room] == "world_readable":
+		return m, bound, nil // anyone may read all of it
 	case m.Membership == "join":
 	case (m.Membership == "leave" || m.Membership == "ban") && !m.Forgotten:
 		bound.last = &m.At
@@ -418,7 +420,7 @@ func (s *Server) readBoundOf(ctx context.Context, room string, dev Device) (pers
 			// Banned or gone before ever joining: nothing was visible to them.
 			return m, readBound{}, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "the room's history is visible to joined members only")
 		}
-		bound.first = m.JoinedAt
+		bound.first = m.VisibleFrom(vis[room])
 	}
 	return m, bound, nil
 }
@@ -475,9 +477,21 @@ func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request, dev Devic
 	matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "no %s state with key %q", typ, key))
 }
 
+// getEvent answers an event the user may see; one they may not is not found, as for
+// Synapse, whether or not it exists.
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, dev Device) {
-	room, bound, ok := s.readableRoom(w, r, dev)
-	if !ok {
+	room, err := roomParam(r)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
+	}
+	_, bound, err := s.readBoundOf(r.Context(), room, dev)
+	if hasCode(err, matrix.CodeForbidden) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "event not found"))
+		return
+	}
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	ev, err := s.DB.GetEvent(r.Context(), r.PathValue("event"))

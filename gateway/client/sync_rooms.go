@@ -323,8 +323,8 @@ func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) 
 						return nil, nil, false, err
 					}
 					p.span.From = m.At
-					if cur.JoinedAt != nil && cur.JoinedAt.Less(m.At) {
-						p.span.From = *cur.JoinedAt
+					if from := cur.VisibleFrom(visibility[m.RoomID]); from != nil && from.Less(m.At) {
+						p.span.From = *from
 					}
 				}
 			} else {
