@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -211,5 +212,70 @@ func TestFetchEventAsSynapse(t *testing.T) {
 	}
 	if err := fetch(bob, invited, before); !errors.Is(err, mautrix.MNotFound) {
 		t.Errorf("an event before the invite: %v, want 404 M_NOT_FOUND", err)
+	}
+}
+
+// TestAliasesAsSynapse: m.room.canonical_alias names only aliases that point to the
+// room (400 M_BAD_ALIAS otherwise, M_INVALID_PARAM for what is not an alias); a member
+// whose power level lets them change it may delete another's alias, one without may
+// not; deleting an alias the canonical alias event names takes it out of the event.
+func TestAliasesAsSynapse(t *testing.T) {
+	ctx, d, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	carol := newUser(ctx, t, hs.url(), "carol")
+	room := createRoomWith(ctx, t, alice, "public_chat", bob, carol)
+	other := createRoomWith(ctx, t, alice, "public_chat")
+	alias := func(name string) id.RoomAlias { return id.RoomAlias("#" + name + ":" + d.serverName) }
+	for _, a := range []struct {
+		c    *mautrix.Client
+		name string
+		room id.RoomID
+	}{{alice, "main", room}, {alice, "alt", room}, {bob, "bobs", room}, {alice, "elsewhere", other}} {
+		if _, err := a.c.CreateAlias(ctx, alias(a.name), a.room); err != nil {
+			t.Fatalf("creating %s: %v", a.name, err)
+		}
+	}
+
+	for _, bad := range []struct {
+		content map[string]any
+		code    string
+	}{
+		{map[string]any{"alias": string(alias("missing"))}, "M_BAD_ALIAS"},
+		{map[string]any{"alias": string(alias("elsewhere"))}, "M_BAD_ALIAS"},
+		{map[string]any{"alias": string(alias("main")), "alt_aliases": []string{string(alias("missing"))}}, "M_BAD_ALIAS"},
+		{map[string]any{"alias": "not an alias"}, "M_INVALID_PARAM"},
+	} {
+		_, err := alice.SendStateEvent(ctx, room, event.StateCanonicalAlias, "", bad.content)
+		wantError(t, fmt.Sprintf("canonical alias %v", bad.content), err, http.StatusBadRequest, bad.code)
+	}
+	if _, err := alice.SendStateEvent(ctx, room, event.StateCanonicalAlias, "", map[string]any{
+		"alias": string(alias("main")), "alt_aliases": []string{string(alias("alt")), string(alias("bobs"))}}); err != nil {
+		t.Fatalf("a canonical alias of the room's aliases: %v", err)
+	}
+
+	if _, err := carol.DeleteAlias(ctx, alias("main")); !errors.Is(err, mautrix.MForbidden) {
+		t.Errorf("a member without the power level deleting another's alias: %v, want 403 M_FORBIDDEN", err)
+	}
+	if _, err := alice.DeleteAlias(ctx, alias("bobs")); err != nil {
+		t.Errorf("the room's admin deleting bob's alias: %v", err)
+	}
+	if _, err := alice.DeleteAlias(ctx, alias("main")); err != nil {
+		t.Errorf("deleting the canonical alias: %v", err)
+	}
+	var c struct {
+		Alias      string   `json:"alias"`
+		AltAliases []string `json:"alt_aliases"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := alice.StateEvent(ctx, room, event.StateCanonicalAlias, "", &c)
+		if err == nil && c.Alias == "" && len(c.AltAliases) == 1 && c.AltAliases[0] == string(alias("alt")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the canonical alias after deleting two of its aliases: %+v (%v)", c, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -1,14 +1,22 @@
 package client
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
 
+	"go.uber.org/zap"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
+	"github.com/ganglionhq/ganglion/schemas"
 )
 
 func (s *Server) registerDirectory(r router) {
@@ -144,14 +152,144 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, dev Device) {
 
 // deleteAlias lets the alias's creator remove it; the alias's writer checks who
 // created it, so a concurrent change of the alias cannot slip between check and delete.
+// deleteAlias frees an alias, for its creator or, as Synapse has it, a member whose
+// power level lets them change the room's canonical alias; then the room's canonical
+// alias event stops naming it.
 func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request, dev Device) {
-	alias, _, _, ok := s.lookupAlias(w, r)
+	alias, room, creator, ok := s.lookupAlias(w, r)
 	if !ok {
 		return
 	}
-	if _, err := s.writeAccounts(r.Context(), dev, alias, userstreams.OpDeleteAlias, userstreams.AliasChange{Alias: alias}); err != nil && !hasCode(err, matrix.CodeNotFound) {
+	var state aliasState
+	if room != "" {
+		var err error
+		if state, err = s.aliasStateOf(r.Context(), room); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
+	change := userstreams.AliasChange{Alias: alias, Moderator: creator != dev.UserID && state.mayChangeCanonicalAlias(dev.UserID)}
+	if _, err := s.writeAccounts(r.Context(), dev, alias, userstreams.OpDeleteAlias, change); err != nil && !hasCode(err, matrix.CodeNotFound) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
+	if content, changed := state.withoutAlias(alias); changed {
+		key := ""
+		if _, err := s.submit(r.Context(), &schemas.Intent{
+			Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: dev.UserID, DeviceID: dev.DeviceID,
+			Event: &schemas.ProtoEvent{Type: canonicalAliasType, StateKey: &key, Content: content},
+		}); err != nil {
+			// The alias is gone; a user who may not change the event leaves it as it was.
+			s.Log.Info("could not update the canonical alias after deleting an alias", zap.String("room_id", room), zap.Error(err))
+		}
+	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+const canonicalAliasType = "m.room.canonical_alias"
+
+// canonicalAlias is the content of an m.room.canonical_alias event.
+type canonicalAlias struct {
+	Alias      string   `json:"alias,omitempty"`
+	AltAliases []string `json:"alt_aliases,omitempty"`
+}
+
+// checkCanonicalAlias refuses an m.room.canonical_alias content naming an alias that
+// is not one (400 M_INVALID_PARAM) or that does not point to the room (400
+// M_BAD_ALIAS), as Synapse does.
+func (s *Server) checkCanonicalAlias(r *http.Request, content json.RawMessage) error {
+	room, err := roomParam(r)
+	if err != nil {
+		return err
+	}
+	var c canonicalAlias
+	if err := json.Unmarshal(content, &c); err != nil {
+		return matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "alias and alt_aliases must be room aliases")
+	}
+	list := c.AltAliases
+	if c.Alias != "" {
+		list = append([]string{c.Alias}, list...)
+	}
+	for _, alias := range list {
+		if !validAlias(alias) {
+			return matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "%q is not a room alias", alias)
+		}
+		target, _, err := s.DB.ResolveAlias(r.Context(), alias)
+		if errors.Is(err, persist.ErrNotFound) || (err == nil && target != room) {
+			return matrix.Errorf(http.StatusBadRequest, matrix.CodeBadAlias, "room alias %s does not point to the room", alias)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// aliasState is what alias handling reads of a room's current state.
+type aliasState struct {
+	levels    *event.PowerLevelsEventContent
+	canonical *canonicalAlias
+	raw       map[string]json.RawMessage
+}
+
+func (s *Server) aliasStateOf(ctx context.Context, room string) (aliasState, error) {
+	var st aliasState
+	evs, err := s.DB.CurrentState(ctx, room)
+	if err != nil {
+		return st, err
+	}
+	for _, ev := range evs {
+		if ev.StateKey == nil || *ev.StateKey != "" {
+			continue
+		}
+		var e struct {
+			Content json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(ev.JSON, &e) != nil {
+			continue
+		}
+		switch ev.Type {
+		case "m.room.power_levels":
+			var pl event.PowerLevelsEventContent
+			if json.Unmarshal(e.Content, &pl) == nil {
+				st.levels = &pl
+			}
+		case canonicalAliasType:
+			var c canonicalAlias
+			if json.Unmarshal(e.Content, &c) == nil && json.Unmarshal(e.Content, &st.raw) == nil {
+				st.canonical = &c
+			}
+		}
+	}
+	return st, nil
+}
+
+// mayChangeCanonicalAlias reports whether user's power level lets them send the
+// room's m.room.canonical_alias.
+func (st aliasState) mayChangeCanonicalAlias(user string) bool {
+	return st.levels != nil && st.levels.GetUserLevel(id.UserID(user)) >= st.levels.GetEventLevel(event.StateCanonicalAlias)
+}
+
+// withoutAlias returns the canonical alias content without alias, and whether it
+// named it.
+func (st aliasState) withoutAlias(alias string) (json.RawMessage, bool) {
+	if st.canonical == nil {
+		return nil, false
+	}
+	c := *st.canonical
+	alt := slices.DeleteFunc(slices.Clone(c.AltAliases), func(a string) bool { return a == alias })
+	if c.Alias != alias && len(alt) == len(c.AltAliases) {
+		return nil, false
+	}
+	content := maps.Clone(st.raw)
+	delete(content, "alias")
+	delete(content, "alt_aliases")
+	if c.Alias != alias && c.Alias != "" {
+		content["alias"], _ = matrix.Marshal(c.Alias)
+	}
+	if len(alt) > 0 {
+		content["alt_aliases"], _ = matrix.Marshal(alt)
+	}
+	raw, _ := matrix.Marshal(content)
+	return raw, true
 }

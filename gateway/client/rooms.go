@@ -166,6 +166,12 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request, dev Device) {
 		return
 	}
 	key := r.PathValue("stateKey")
+	if typ := r.PathValue("type"); typ == canonicalAliasType && key == "" {
+		if err := s.checkCanonicalAlias(r, content); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
 	s.sendEvent(w, r, dev, randomIntentID(), "", &schemas.ProtoEvent{Type: r.PathValue("type"), StateKey: &key, Content: content})
 }
 

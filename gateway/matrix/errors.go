@@ -24,6 +24,7 @@ const (
 	CodeInvalidUsername        = "M_INVALID_USERNAME"
 	CodeGuestAccessForbidden   = "M_GUEST_ACCESS_FORBIDDEN"
 	CodeNotFound               = "M_NOT_FOUND"
+	CodeBadAlias               = "M_BAD_ALIAS"
 	CodeLimitExceeded          = "M_LIMIT_EXCEEDED"
 	CodeMissingParam           = "M_MISSING_PARAM"
 	CodeInvalidParam           = "M_INVALID_PARAM"

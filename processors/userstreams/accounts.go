@@ -52,7 +52,8 @@ const (
 	// OpReleaseAlias frees an alias the room claimed, if it still holds it: the room
 	// was not created: AliasChange.
 	OpReleaseAlias = "release_alias"
-	// OpDeleteAlias frees an alias; only its creator may: AliasChange without a room.
+	// OpDeleteAlias frees an alias, for its creator or a moderator of its room:
+	// AliasChange without a room.
 	OpDeleteAlias = "delete_alias"
 	// OpSetPusher sets a pusher of the requesting device, which must exist:
 	// SetPusher.
@@ -124,6 +125,10 @@ type ForgetRoom struct {
 type AliasChange struct {
 	Alias string `json:"alias"`
 	Room  string `json:"room,omitempty"`
+	// Moderator, on OpDeleteAlias, says the gateway found the deleting user's power
+	// level enough to change the room's canonical alias: they may delete an alias
+	// another user created, as Synapse allows.
+	Moderator bool `json:"moderator,omitempty"`
 }
 
 // StaleClaim is how long an alias claimed for a room that does not exist stays held:
@@ -410,8 +415,8 @@ func (p *accountsBatch) aliasWrite(w *schemas.StreamWrite, body AliasChange) (Ou
 		if !holds {
 			return Refuse(http.StatusNotFound, "M_NOT_FOUND", "room alias %s not found", body.Alias), nil
 		}
-		if v.Creator != w.User {
-			return Refuse(http.StatusForbidden, "M_FORBIDDEN", "only the alias's creator may delete it"), nil
+		if v.Creator != w.User && !body.Moderator {
+			return Refuse(http.StatusForbidden, "M_FORBIDDEN", "only the alias's creator, or a user who may change the room's canonical alias, may delete it"), nil
 		}
 		v.held = false
 		return p.record(w, body.Alias, schemas.AccountsRecord{Kind: schemas.AccountAliasDeleted, Alias: body.Alias}), nil
