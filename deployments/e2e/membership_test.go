@@ -279,3 +279,40 @@ func TestAliasesAsSynapse(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestIgnoredInviter: an invite from a user in the invitee's m.ignored_user_list does
+// not appear in their /sync; another's does.
+func TestIgnoredInviter(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	carol := newUser(ctx, t, hs.url(), "carol")
+	if err := bob.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{alice.UserID.String(): map[string]any{}}}); err != nil {
+		t.Fatal(err)
+	}
+	fromAlice := createRoomWith(ctx, t, alice, "private_chat")
+	fromCarol := createRoomWith(ctx, t, carol, "private_chat")
+	if _, err := alice.InviteUser(ctx, fromAlice, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.InviteUser(ctx, fromCarol, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := res.Rooms.Invite[fromAlice]; ok {
+			t.Fatal("bob's sync shows the invite of alice, whom he ignores")
+		}
+		if _, ok := res.Rooms.Invite[fromCarol]; ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bob's sync never showed carol's invite")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -159,3 +159,23 @@ func (s *Server) changeTag(w http.ResponseWriter, r *http.Request, dev Device, o
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
+
+// ignoredUsers returns the users in the user's m.ignored_user_list.
+func (s *Server) ignoredUsers(ctx context.Context, user string) (map[string]bool, error) {
+	raw, err := s.accountData.Get(ctx, user, "", "m.ignored_user_list")
+	if errors.Is(err, accountdata.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var content struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	_ = json.Unmarshal(raw, &content) // a malformed list ignores nobody
+	ignored := make(map[string]bool, len(content.IgnoredUsers))
+	for u := range content.IgnoredUsers {
+		ignored[u] = true
+	}
+	return ignored, nil
+}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/ganglionhq/ganglion/persist"
@@ -111,7 +112,15 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		if err != nil {
 			return err
 		}
+		ignored, err := s.ignoredUsers(ctx, dev.UserID)
+		if err != nil {
+			return err
+		}
 		for _, m := range invites {
+			// An invite from a user the invitee ignores is not shown, as Synapse does.
+			if i := slices.IndexFunc(stripped[m.RoomID], func(ev persist.StoredEvent) bool { return ev.EventID == m.EventID }); i >= 0 && ignored[stripped[m.RoomID][i].Sender] {
+				continue
+			}
 			sc.res.Rooms.Invite[m.RoomID] = &invitedRoom{InviteState: eventList{Events: strippedEvents(stripped[m.RoomID])}}
 		}
 	}
