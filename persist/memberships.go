@@ -73,3 +73,22 @@ func (db *DB) JoinedAny(ctx context.Context, users, rooms []string) ([]string, e
 	}
 	return joined, nil
 }
+
+// JoinedRoomsOf returns the rooms each of users is joined to now.
+func (db *DB) JoinedRoomsOf(ctx context.Context, users []string) (map[string][]string, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT state_key, room_id FROM current_state
+		WHERE type = 'm.room.member' AND membership = 'join' AND state_key = ANY($1)`, users)
+	if err != nil {
+		return nil, fmt.Errorf("persist: joined rooms of users: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var user, room string
+		if err := rows.Scan(&user, &room); err != nil {
+			return nil, fmt.Errorf("persist: joined rooms of users: %w", err)
+		}
+		out[user] = append(out[user], room)
+	}
+	return out, rows.Err()
+}

@@ -173,9 +173,8 @@ func (w *serviceSender) sendRecords(ctx context.Context, records []ephemeralReco
 // public receipts of its rooms of interest, and the presence of its users and of the
 // users of those rooms. A room's typing is sent once, as its last record says.
 func (w *serviceSender) ephemeralEvents(ctx context.Context, records []ephemeralRecord, now time.Time) ([]json.RawMessage, error) {
-	var rooms []string
+	var rooms, present []string
 	lastTyping := map[string]int{}
-	presenceRooms := map[string][]string{}
 	for i, r := range records {
 		switch {
 		case r.typing != nil:
@@ -184,15 +183,17 @@ func (w *serviceSender) ephemeralEvents(ctx context.Context, records []ephemeral
 		case r.receipt != nil:
 			rooms = append(rooms, r.receipt.Room)
 		case r.presence != nil && !w.svc.OwnsUser(r.presence.User):
-			if _, seen := presenceRooms[r.presence.User]; seen {
-				continue
-			}
-			joined, err := w.s.cfg.DB.RoomsOfUser(ctx, r.presence.User, "join")
-			if err != nil {
-				return nil, err
-			}
+			present = append(present, r.presence.User)
+		}
+	}
+	var presenceRooms map[string][]string
+	if len(present) > 0 {
+		var err error
+		if presenceRooms, err = w.s.cfg.DB.JoinedRoomsOf(ctx, present); err != nil {
+			return nil, err
+		}
+		for _, joined := range presenceRooms {
 			rooms = append(rooms, joined...)
-			presenceRooms[r.presence.User] = joined
 		}
 	}
 	interesting, err := w.interestingRooms(ctx, rooms, 0)

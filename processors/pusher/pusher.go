@@ -371,23 +371,26 @@ func (p *evaluator) message(ctx context.Context, seq uint64, data []byte) ([]not
 	return out, nil
 }
 
-// anyTarget reports whether a message event from sender notifies anyone here: a
-// joined member sharded here other than the sender.
+// anyTarget reports whether a message event from sender notifies anyone here.
 func (p *evaluator) anyTarget(room *roomState, sender string) bool {
 	for user := range room.members {
-		if user != sender && p.mine(user) {
+		if p.target(user, sender) {
 			return true
 		}
 	}
 	return false
 }
 
+// target reports whether a joined member is evaluated for sender's events: sharded
+// here, and not the sender.
+func (p *evaluator) target(member, sender string) bool { return member != sender && p.mine(member) }
+
 // evaluate returns the notifications ev makes for the local members sharded here:
 // the joined members but its sender, and the user an invite is for.
 func (p *evaluator) evaluate(ctx context.Context, room *roomState, ev *event.Event, pos persist.Pos) ([]notifications.Notification, error) {
 	targets := make([]string, 0, len(room.members))
 	for user := range room.members {
-		if user != string(ev.Sender) && p.mine(user) {
+		if p.target(user, string(ev.Sender)) {
 			targets = append(targets, user)
 		}
 	}
