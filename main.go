@@ -35,8 +35,10 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/client"
 	"github.com/ganglionhq/ganglion/gateway/frontdoor"
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/gateway/media"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	mediastore "github.com/ganglionhq/ganglion/persist/media"
 	"github.com/ganglionhq/ganglion/persist/notifications"
 	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/persister"
@@ -429,10 +431,22 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		g.Go(func() error { return w.Run(ctx) })
 	}
 
-	var listeners []config.Listener
+	// A listener with the client resource serves the client API (and the media
+	// repository, when this process serves it); one with only the media resource, the
+	// media repository alone.
+	var listeners, mediaListeners []config.Listener
 	for _, l := range cfg.HTTPListeners() {
-		if l.Has("client") {
+		switch {
+		case l.Has("client"):
 			listeners = append(listeners, l)
+		case l.Has("media") && cfg.ServesMedia():
+			mediaListeners = append(mediaListeners, l)
+		}
+	}
+	var mediaRepo *media.Repo
+	if cfg.ServesMedia() && len(listeners)+len(mediaListeners) > 0 {
+		if mediaRepo, err = openMediaRepo(cfg, log); err != nil {
+			return err
 		}
 	}
 	isPusher := slices.Contains(cfg.Pushers(), instance)
@@ -489,7 +503,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			Projection: feed, Client: services, Ephemeral: ephemeral, Log: log})
 		g.Go(func() error { return sender.Run(ctx) })
 	}
-	if len(listeners) > 0 {
+	if len(listeners)+len(mediaListeners) > 0 {
 		// /sync counts notifications once its user's pusher has evaluated what it shows.
 		var evaluated client.Evaluated
 		if pushers := cfg.Pushers(); len(pushers) > 0 {
@@ -509,14 +523,24 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			return err
 		}
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Feed: feed, Evaluated: evaluated, NoPushers: len(cfg.Pushers()) == 0, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
+			ServerName: cfg.ServerName, DB: db, Evaluated: evaluated, NoPushers: len(cfg.Pushers()) == 0, LogTail: logTail, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: intents, AppServices: cfg.AppServices, AppServiceHTTP: services,
 			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
 			UserSyncs: streams.Notices{NC: nc, Subject: topo.UserSyncSubject(cfg.StreamWriters.Presence[0])},
+			Media:     mediaRepo,
 		}
-		handler := api.Handler()
+		if feed != nil {
+			// A media repository worker follows no stream.
+			api.Feed = feed
+		}
+		clientHandler := api.Handler()
+		mediaHandler := api.MediaHandler()
 		g.Go(func() error { api.Run(ctx); return nil })
-		for _, l := range listeners {
+		for _, l := range slices.Concat(listeners, mediaListeners) {
+			handler := clientHandler
+			if !l.Has("client") {
+				handler = mediaHandler
+			}
 			h, perIP := handler, cfg.HTTPLimits.MaxConnsPerIP
 			if l.XForwarded {
 				// Behind a reverse proxy every connection comes from the proxy, which
@@ -542,6 +566,21 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		err = nil
 	}
 	return err
+}
+
+// openMediaRepo opens the media store (media_store_path) and the repository over it.
+func openMediaRepo(cfg *config.Config, log *zap.Logger) (*media.Repo, error) {
+	files := mediastore.Files{Root: cfg.Media.StorePath}
+	if err := files.Init(); err != nil {
+		return nil, err
+	}
+	mc := cfg.Media.Config
+	if cfg.Media.URLPreviews {
+		client := pusher.NewOutboundClient(cfg.Media.URLPreviewBlacklist, cfg.Media.URLPreviewWhitelist, media.PreviewTimeout)
+		client.CheckRedirect = media.FollowRedirects
+		mc.Preview = &media.Previewer{Client: client, MaxSize: cfg.Media.MaxSpiderSize, UserAgent: "Ganglion (bot; +https://github.com/ganglionhq/ganglion)"}
+	}
+	return media.NewRepo(mc, files, log.Named("media")), nil
 }
 
 // topology is the configured shape of the bus: its namespace and stream bounds.

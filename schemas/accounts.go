@@ -51,6 +51,12 @@ const (
 	AccountPusherSet = "pusher_set"
 	// AccountPusherDeleted deletes User's pusher of Pusher's app_id and pushkey.
 	AccountPusherDeleted = "pusher_deleted"
+	// AccountMediaReserved reserves Media's ID for User until Media.Expires (an
+	// asynchronous upload's POST /media/v1/create).
+	AccountMediaReserved = "media_reserved"
+	// AccountMediaUploaded stores Media, uploaded by User: its content is the file
+	// named by Media.SHA256 in the media store, written before the record.
+	AccountMediaUploaded = "media_uploaded"
 )
 
 // The profile fields an AccountProfileSet record may set, named as the client API and
@@ -87,6 +93,51 @@ type AccountsRecord struct {
 	Alias        string          `json:"alias,omitempty"`
 	Pusher       *Pusher         `json:"pusher,omitempty"`
 	Append       bool            `json:"append,omitempty"`
+	Media        *Media          `json:"media,omitempty"`
+}
+
+// Media is a local media item as the accounts stream records it. A reservation names
+// only ID and Expires; an upload everything else.
+type Media struct {
+	ID          string `json:"id"`
+	ContentType string `json:"content_type,omitempty"`
+	UploadName  string `json:"upload_name,omitempty"`
+	Size        int64  `json:"size,omitempty"`
+	// SHA256 is the content's hash, in hex: the name of its file in the media store,
+	// which identical uploads share.
+	SHA256 string `json:"sha256,omitempty"`
+	// Expires is when an unused reservation lapses, in milliseconds.
+	Expires int64 `json:"expires,omitempty"`
+	// Authenticated media is served only by the authenticated endpoints
+	// (enable_authenticated_media was on when it was uploaded).
+	Authenticated bool `json:"authenticated,omitempty"`
+}
+
+// ValidMediaID reports whether id can name local media: 1 to 255 characters of
+// [A-Za-z0-9_-], so a media ID never names a path.
+func ValidMediaID(id string) bool {
+	if id == "" || len(id) > 255 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidSHA256 reports whether h is a SHA-256 in lower-case hex.
+func ValidSHA256(h string) bool {
+	if len(h) != 2*sha256.Size {
+		return false
+	}
+	for _, c := range []byte(h) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Pusher is a pusher as POST /pushers/set gives it and GET /pushers shows it (the
@@ -149,6 +200,11 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 			r.Pusher.Kind != "" && IsObject(r.Pusher.Data)
 	case AccountPusherDeleted:
 		ok = r.Pusher != nil && r.Pusher.AppID != "" && r.Pusher.Pushkey != ""
+	case AccountMediaReserved:
+		ok = r.Media != nil && ValidMediaID(r.Media.ID) && r.Media.Expires > 0
+	case AccountMediaUploaded:
+		ok = r.Media != nil && ValidMediaID(r.Media.ID) && ValidSHA256(r.Media.SHA256) && r.Media.Size >= 0 &&
+			r.Media.ContentType != ""
 	default:
 		return nil, fmt.Errorf("accounts record: unknown kind %q", r.Kind)
 	}
@@ -168,6 +224,8 @@ func AccountsAnswer(r *AccountsRecord) json.RawMessage {
 		v = DevicesDeletedAnswer{Deleted: r.Devices}
 	case AccountFilterCreated:
 		v = FilterAnswer{FilterID: r.FilterID}
+	case AccountMediaReserved:
+		v = MediaReservedAnswer{Expires: r.Media.Expires}
 	default:
 		return nil
 	}
@@ -178,6 +236,12 @@ func AccountsAnswer(r *AccountsRecord) json.RawMessage {
 // DevicesDeletedAnswer answers a deletion of devices with those that existed.
 type DevicesDeletedAnswer struct {
 	Deleted []string `json:"deleted"`
+}
+
+// MediaReservedAnswer answers a media reservation with when it lapses unused, in
+// milliseconds.
+type MediaReservedAnswer struct {
+	Expires int64 `json:"expires"`
 }
 
 // FilterAnswer answers an uploaded filter with its ID.

@@ -79,6 +79,8 @@ type Config struct {
 	// ip_range_allowlist): outbound requests (push gateways) may not reach an address
 	// in the first unless it is in the second.
 	IPRangeBlacklist, IPRangeWhitelist []netip.Prefix
+	// Media is the media repository's configuration.
+	Media MediaRepo
 	// LogLevel is the minimum level logged; "info" when not set.
 	LogLevel zapcore.Level
 

@@ -34,6 +34,7 @@ func Generate(serverName, dataDir string) ([]byte, error) {
 		"Database":   DefaultDatabaseURL,
 		"StoreDir":   filepath.Join(dir, "nats"),
 		"SigningKey": filepath.Join(dir, serverName+".signing.key"),
+		"MediaStore": filepath.Join(dir, "media_store"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -104,6 +105,14 @@ nats:
 
 # The server's ed25519 key, in Synapse's format ("ganglion generate-keys").
 signing_key_path: {{q .SigningKey}}
+
+# Uploaded media, with thumbnails, on local disk. Every process serving media
+# (the main process, media_repository workers) must see the same directory.
+media_store_path: {{q .MediaStore}}
+max_upload_size: 50M
+# URL previews fetch what users link to; enabling them needs
+# url_preview_ip_range_blacklist (at least the private ranges).
+url_preview_enabled: false
 
 # Anyone who can reach the server can register: fine on loopback only.
 # Ganglion has no verification step (email, captcha, token), so on a

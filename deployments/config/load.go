@@ -96,6 +96,7 @@ func Load(paths []string, log *zap.Logger) (*Config, error) {
 		RateLimits:        ratelimit.Defaults,
 		HTTPLimits:        serve.DefaultLimits,
 		Presence:          userstreams.PresenceSettings{Enabled: true, Timers: userstreams.DefaultPresenceTimers},
+		Media:             defaultMediaRepo(),
 	}
 	f := l.topFields(c)
 	for _, e := range top {
@@ -633,6 +634,7 @@ func (l *loader) topFields(c *Config) fields {
 		"notify_appservices":                     boolean(&c.NotifyAppservices),
 		"send_federation":                        boolean(&c.SendFederation),
 	})
+	l.mediaFields(&c.Media, f)
 	return f
 }
 
@@ -961,6 +963,7 @@ func (l *loader) streamWriters(w *StreamWriters, n *yaml.Node, path string) {
 
 // validate checks what involves several keys, after decoding.
 func (l *loader) validate(c *Config) {
+	l.validateMedia(&c.Media)
 	for _, key := range []string{"server_name", "database", "nats", "signing_key_path"} {
 		if _, ok := l.origin[key]; !ok {
 			l.failAt(key, key, "required")

@@ -169,6 +169,7 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 		"nats":                natsSection,
 		"signing_key_path":    key,
 		"enable_registration": true,
+		"media_store_path":    filepath.Join(d.dir, "media_store"),
 	}
 	maps.Copy(d.shared, generousRateLimits())
 	maps.Copy(d.shared, o.rateLimits)

@@ -36,7 +36,7 @@ var notReplayedColumns = map[string]string{
 }
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
-// register and log in devices, set profiles, pushers, aliases, filters, account data, tags,
+// register and log in devices, upload media, set profiles, pushers, aliases, filters, account data, tags,
 // push rules, receipts, presence and end-to-end keys (a backup included), send a to-device
 // message, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
@@ -137,6 +137,22 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 	}
 	if _, err := bob.ForgetRoom(ctx, private); err != nil {
 		t.Fatal(err)
+	}
+
+	// Media: an upload, and a reservation of which one is filled and one is not.
+	if _, err := alice.UploadBytesWithName(ctx, []byte("replayed media"), "text/plain", "notes.txt"); err != nil {
+		t.Fatal(err)
+	}
+	for _, content := range [][]byte{[]byte("later"), nil} {
+		created, err := bob.CreateMXC(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if content != nil {
+			if _, err := bob.UploadMedia(ctx, mautrix.ReqUploadMedia{MXC: created.ContentURI, ContentBytes: content, ContentType: "text/plain"}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 
 	// Filters, account data and tags.

@@ -12,10 +12,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/gateway/media"
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/persist/accountdata"
+	store "github.com/ganglionhq/ganglion/persist/media"
 	"github.com/ganglionhq/ganglion/persist/notifications"
 	"github.com/ganglionhq/ganglion/persist/presence"
 	"github.com/ganglionhq/ganglion/persist/pushers"
@@ -74,7 +76,10 @@ type Server struct {
 	// UserSyncs carries this process's sync notices to the presence writer; nil
 	// leaves the writer unaware of syncs here.
 	UserSyncs Notices
-	Log       *zap.Logger
+	// Media is the media repository this process serves; nil serves none
+	// (enable_media_repo off, or a worker that is not a media repository).
+	Media *media.Repo
+	Log   *zap.Logger
 
 	limits *limiters
 	tokens tokenCache
@@ -97,6 +102,7 @@ type Server struct {
 	presence      presenceStore
 	userSyncs     *userSyncs
 	toDevice      todevice.Store
+	mediaStore    mediaStore
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -111,6 +117,11 @@ var (
 // router registers one handler under every version prefix an endpoint exists in, behind
 // the check of the request's path and query strings.
 type router struct{ mux *http.ServeMux }
+
+// raw registers a handler at a path outside /_matrix/client/.
+func (r router) raw(method, path string, h http.HandlerFunc) {
+	r.mux.HandleFunc(method+" "+path, storableParams(h))
+}
 
 func (r router) handle(method, path string, versions []string, h http.HandlerFunc) {
 	for _, v := range versions {
@@ -134,6 +145,7 @@ func (s *Server) Handler() http.Handler {
 		s.Views = NewViews()
 	}
 	s.presence = presence.Store{Pool: s.DB.Pool}
+	s.mediaStore = store.Store{Pool: s.DB.Pool}
 	s.filters.max = maxCachedFilters
 	s.answered.Store(s.LogTail)
 	if s.UserSyncs != nil && s.Presence.Track() {
@@ -158,6 +170,15 @@ func (s *Server) Handler() http.Handler {
 	s.registerDevices(r)
 	s.registerAppServices(r)
 	s.registerThirdParty(r)
+	s.registerMedia(r)
+	return s.frontDoor(r.mux)
+}
+
+// MediaHandler serves the media repository alone, for a listener with the media
+// resource and not the client one. Call it after Handler.
+func (s *Server) MediaHandler() http.Handler {
+	r := router{mux: http.NewServeMux()}
+	s.registerMedia(r)
 	return s.frontDoor(r.mux)
 }
 

@@ -104,6 +104,20 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		queuePusher(b, r, s)
 	case schemas.AccountPusherDeleted:
 		queueDeletePushers(b, s, `user_id = $1 AND app_id = $2 AND pushkey = $3`, r.User, r.Pusher.AppID, r.Pusher.Pushkey)
+	case schemas.AccountMediaReserved:
+		b.Queue(`INSERT INTO media (media_id, user_id, created_at, expires_at, authenticated, stream_id)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (media_id) DO NOTHING`,
+			r.Media.ID, r.User, ts, time.UnixMilli(r.Media.Expires), r.Media.Authenticated, s)
+	case schemas.AccountMediaUploaded:
+		// An upload into a reservation keeps the reservation's creation time.
+		m := r.Media
+		b.Queue(`INSERT INTO media (media_id, user_id, created_at, content_type, upload_name, size, sha256, authenticated, stream_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			ON CONFLICT (media_id) DO UPDATE SET expires_at = NULL, content_type = excluded.content_type,
+				upload_name = excluded.upload_name, size = excluded.size, sha256 = excluded.sha256,
+				authenticated = excluded.authenticated, stream_id = excluded.stream_id
+			WHERE media.stream_id < excluded.stream_id`,
+			m.ID, r.User, ts, m.ContentType, nullable(m.UploadName), m.Size, m.SHA256, m.Authenticated, s)
 	}
 	var answer *string
 	if a := schemas.AccountsAnswer(r); a != nil {
@@ -241,6 +255,42 @@ func (s Store) Filter(ctx context.Context, user string, filter json.RawMessage) 
 		return nil, 0, fmt.Errorf("accounts: read filters: %w", err)
 	}
 	return id, next, nil
+}
+
+// MediaHolder is what the writer needs to know of stored media.
+type MediaHolder struct {
+	User     string
+	Uploaded bool
+	Expires  time.Time
+}
+
+// Media returns the holder of a media ID, or ErrNotFound.
+func (s Store) Media(ctx context.Context, id string) (MediaHolder, error) {
+	var h MediaHolder
+	var expires *time.Time
+	err := s.Pool.QueryRow(ctx, `SELECT user_id, sha256 IS NOT NULL, expires_at FROM media WHERE media_id = $1`, id).
+		Scan(&h.User, &h.Uploaded, &expires)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return MediaHolder{}, ErrNotFound
+	}
+	if err != nil {
+		return MediaHolder{}, fmt.Errorf("accounts: read media: %w", err)
+	}
+	if expires != nil {
+		h.Expires = *expires
+	}
+	return h, nil
+}
+
+// PendingMedia counts the user's reservations that are unused and not lapsed at now.
+func (s Store) PendingMedia(ctx context.Context, user string, now time.Time) (int, error) {
+	var n int
+	err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM media WHERE user_id = $1 AND sha256 IS NULL AND expires_at > $2`,
+		user, now).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("accounts: count pending media: %w", err)
+	}
+	return n, nil
 }
 
 // AliasHolder is the room an alias points to, as stored.

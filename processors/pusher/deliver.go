@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -38,6 +39,10 @@ const (
 	maxGatewayAnswer = 64 << 10
 )
 
+// ErrBlockedAddress is the error of a request to an address an outbound client may
+// not reach.
+var ErrBlockedAddress = errors.New("the address is in a blocked IP range")
+
 // NewOutboundClient is the HTTP client pushers reach push gateways with (and the
 // appservice sender its services): each request bounded by timeout, and refusing
 // addresses in blocked unless they are in allowed (Synapse's ip_range_blacklist and
@@ -53,7 +58,7 @@ func NewOutboundClient(blocked, allowed []netip.Prefix, timeout time.Duration) *
 			return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(ip) })
 		}
 		if in(blocked) && !in(allowed) {
-			return fmt.Errorf("pusher: %s is in ip_range_blacklist", ip)
+			return fmt.Errorf("%w: %s", ErrBlockedAddress, ip)
 		}
 		return nil
 	}}

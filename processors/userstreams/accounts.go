@@ -61,7 +61,32 @@ const (
 	// OpDeletePusher deletes the user's pusher of an app_id and pushkey, if any:
 	// schemas.Pusher with those two fields.
 	OpDeletePusher = "delete_pusher"
+	// OpReserveMedia reserves a media ID for an asynchronous upload; past the user's
+	// MaxPending unused reservations it is 429 M_LIMIT_EXCEEDED: ReserveMedia. The
+	// answer (schemas.MediaReservedAnswer) says when the reservation lapses.
+	OpReserveMedia = "reserve_media"
+	// OpUploadMedia stores uploaded media, into the user's reservation when Reserved:
+	// UploadMedia.
+	OpUploadMedia = "upload_media"
 )
+
+// ReserveMedia is the body of OpReserveMedia.
+type ReserveMedia struct {
+	ID string `json:"id"`
+	// LifetimeMS is how long the reservation stays unused before it lapses.
+	LifetimeMS    int64 `json:"lifetime_ms"`
+	MaxPending    int   `json:"max_pending"`
+	Authenticated bool  `json:"authenticated,omitempty"`
+}
+
+// UploadMedia is the body of OpUploadMedia. The media's file is in the media store.
+type UploadMedia struct {
+	Media schemas.Media `json:"media"`
+	// Reserved uploads into the user's reservation of Media.ID (PUT /upload/{server}/{id}):
+	// 404 when there is none, or it lapsed; 403 when another user holds it; 409
+	// M_CANNOT_OVERWRITE_MEDIA when it was uploaded already.
+	Reserved bool `json:"reserved,omitempty"`
+}
 
 // SetPusher is the body of OpSetPusher, checked by the gateway (kind, data.url).
 type SetPusher struct {
@@ -164,7 +189,8 @@ func (a *Accounts) Prepare(ctx context.Context, batch []*schemas.StreamWrite) ([
 	if a.Now != nil {
 		now = a.Now()
 	}
-	p := &accountsBatch{store: a.Store, ctx: ctx, now: now, users: map[string]*userView{}, aliases: map[string]*aliasView{}}
+	p := &accountsBatch{store: a.Store, ctx: ctx, now: now, users: map[string]*userView{}, aliases: map[string]*aliasView{},
+		media: map[string]*mediaView{}}
 	out := make([]Outcome, len(batch))
 	first := map[string]int{}
 	for i, w := range batch {
@@ -197,6 +223,7 @@ type accountsBatch struct {
 	now     time.Time
 	users   map[string]*userView
 	aliases map[string]*aliasView
+	media   map[string]*mediaView
 }
 
 // userView is a user as the batch leaves them.
@@ -207,6 +234,8 @@ type userView struct {
 	// read from Postgres).
 	filters []createdFilter
 	next    int64
+	// pending counts the user's unused media reservations (-1 until read).
+	pending int
 }
 
 type createdFilter struct {
@@ -348,6 +377,19 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 		}
 		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountPusherDeleted,
 			Pusher: &schemas.Pusher{AppID: body.AppID, Pushkey: body.Pushkey}}), nil
+	case OpReserveMedia:
+		var body ReserveMedia
+		if decodeStrict(w.Body, &body) != nil || !schemas.ValidMediaID(body.ID) || body.LifetimeMS <= 0 {
+			return badBody(w.Op), nil
+		}
+		return p.reserveMedia(w, u, body)
+	case OpUploadMedia:
+		var body UploadMedia
+		if decodeStrict(w.Body, &body) != nil || !schemas.ValidMediaID(body.Media.ID) || !schemas.ValidSHA256(body.Media.SHA256) ||
+			body.Media.ContentType == "" || body.Media.Size < 0 || body.Media.Expires != 0 {
+			return badBody(w.Op), nil
+		}
+		return p.uploadMedia(w, body)
 	case OpForgetRoom:
 		var body ForgetRoom
 		if decodeStrict(w.Body, &body) != nil || body.Room == "" || body.EventID == "" {
@@ -380,6 +422,56 @@ func (p *accountsBatch) createFilter(w *schemas.StreamWrite, u *userView, filter
 	u.next = id + 1
 	u.filters = append(u.filters, createdFilter{id: id, filter: filter})
 	return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountFilterCreated, FilterID: id, Filter: filter}), nil
+}
+
+func (p *accountsBatch) reserveMedia(w *schemas.StreamWrite, u *userView, body ReserveMedia) (Outcome, error) {
+	if u.pending < 0 {
+		n, err := p.store.PendingMedia(p.ctx, w.User, p.now)
+		if err != nil {
+			return Outcome{}, err
+		}
+		u.pending = n
+	}
+	if u.pending >= body.MaxPending {
+		return Refuse(http.StatusTooManyRequests, "M_LIMIT_EXCEEDED", "too many unused media reservations"), nil
+	}
+	m, err := p.mediaView(body.ID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if m.found {
+		return Refuse(http.StatusConflict, "M_UNKNOWN", "media ID %s is taken", body.ID), nil
+	}
+	expires := p.now.Add(time.Duration(body.LifetimeMS) * time.Millisecond)
+	u.pending++
+	m.found, m.MediaHolder = true, accounts.MediaHolder{User: w.User, Expires: expires}
+	return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountMediaReserved,
+		Media: &schemas.Media{ID: body.ID, Expires: expires.UnixMilli(), Authenticated: body.Authenticated}}), nil
+}
+
+func (p *accountsBatch) uploadMedia(w *schemas.StreamWrite, body UploadMedia) (Outcome, error) {
+	m, err := p.mediaView(body.Media.ID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	switch {
+	case !body.Reserved && m.found:
+		return Refuse(http.StatusConflict, "M_UNKNOWN", "media ID %s is taken", body.Media.ID), nil
+	case body.Reserved && (!m.found || !m.Uploaded && !p.now.Before(m.Expires)):
+		return Refuse(http.StatusNotFound, "M_NOT_FOUND", "no reservation of media %s", body.Media.ID), nil
+	case body.Reserved && m.User != w.User:
+		return Refuse(http.StatusForbidden, "M_FORBIDDEN", "media %s was reserved by another user", body.Media.ID), nil
+	case body.Reserved && m.Uploaded:
+		return Refuse(http.StatusConflict, "M_CANNOT_OVERWRITE_MEDIA", "media %s is already uploaded", body.Media.ID), nil
+	}
+	if body.Reserved {
+		if u := p.users[w.User]; u != nil && u.pending > 0 {
+			u.pending--
+		}
+	}
+	m.found, m.MediaHolder = true, accounts.MediaHolder{User: w.User, Uploaded: true}
+	media := body.Media
+	return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountMediaUploaded, Media: &media}), nil
 }
 
 func (p *accountsBatch) aliasWrite(w *schemas.StreamWrite, body AliasChange) (Outcome, error) {
@@ -441,12 +533,31 @@ func (p *accountsBatch) user(id string) (*userView, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &userView{exists: exists, devices: map[string]bool{}, next: -1}
+	u := &userView{exists: exists, devices: map[string]bool{}, next: -1, pending: -1}
 	for _, d := range devices {
 		u.devices[d] = true
 	}
 	p.users[id] = u
 	return u, nil
+}
+
+// mediaView is a media ID as the batch leaves it.
+type mediaView struct {
+	found bool
+	accounts.MediaHolder
+}
+
+func (p *accountsBatch) mediaView(id string) (*mediaView, error) {
+	if v, ok := p.media[id]; ok {
+		return v, nil
+	}
+	h, err := p.store.Media(p.ctx, id)
+	if err != nil && !errors.Is(err, accounts.ErrNotFound) {
+		return nil, err
+	}
+	v := &mediaView{found: err == nil, MediaHolder: h}
+	p.media[id] = v
+	return v, nil
 }
 
 func (p *accountsBatch) alias(alias string) (*aliasView, error) {
