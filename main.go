@@ -448,6 +448,9 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		if mediaRepo, err = openMediaRepo(cfg, log); err != nil {
 			return err
 		}
+		if cfg.RunsMediaJobs() {
+			g.Go(func() error { mediaRepo.RunJobs(ctx); return nil })
+		}
 	}
 	isPusher := slices.Contains(cfg.Pushers(), instance)
 	isAppServiceSender := cfg.AppServiceSender() == instance && len(cfg.AppServices.All()) > 0

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/ganglionhq/ganglion/gateway/media"
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
@@ -280,6 +281,16 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 			"http_limits.max_connections_per_ip: must be between 0 and 2147483647, got -1"},
 		{"open registration off loopback", "enable_registration: true", 1,
 			"enable_registration: open registration needs a verification step"},
+		{"upload size with a bad unit", "max_upload_size: 50X", 1,
+			`max_upload_size: must be a size such as "50M", "10K" or a number of bytes, got "50X"`},
+		{"thumbnail method", "thumbnail_sizes: [{width: 32, height: 32, method: stretch}]", 1,
+			`thumbnail_sizes[0].method: must be crop or scale, got "stretch"`},
+		{"thumbnail without height", "thumbnail_sizes: [{width: 32}]", 1,
+			"thumbnail_sizes[0]: a thumbnail size needs width and height"},
+		{"upload limit without period", "media_upload_limits: [{max_size: 1G}]", 1,
+			"media_upload_limits[0]: a media upload limit needs time_period and max_size"},
+		{"url previews without a blacklist", "url_preview_enabled: true", 1,
+			"url_preview_ip_range_blacklist: required when url_preview_enabled is true"},
 		{"yaml syntax", "listeners: [", 1, "yaml: line 1"},
 		{"top level not a mapping", "- a\n- b", 1,
 			"the top level must be a mapping of keys, got a list"},
@@ -682,6 +693,56 @@ rc_presence: {per_user: {per_second: 5, burst_count: 7}}
 }
 
 // The to-device bound is Ganglion's own key: unset, the streams' default applies.
+// TestLoadMedia reads the media repository's keys in Synapse's units, with Synapse's
+// defaults, and who serves media and runs its jobs.
+func TestLoadMedia(t *testing.T) {
+	c := mustLoad(t, base)
+	if m := c.Media; m.MaxUploadSize != 50<<20 || m.MaxPixels != 32_000_000 || len(m.Sizes) != 5 || !m.Authenticated ||
+		m.MaxPending != 5 || m.UnusedExpiration != 24*time.Hour || m.URLPreviews || m.StorePath != "media_store" {
+		t.Errorf("defaults: %+v", m)
+	}
+	if !c.ServesMedia() || !c.RunsMediaJobs() {
+		t.Error("the main process does not serve media by default")
+	}
+	c = mustLoad(t, base, `media_store_path: /srv/media
+max_upload_size: 10M
+max_image_pixels: 1000
+thumbnail_sizes: [{width: 64, height: 48}, {width: 16, height: 16, method: crop}]
+dynamic_thumbnails: true
+enable_authenticated_media: false
+max_pending_media_uploads: 2
+unused_expiration_time: 1h
+media_upload_limits: [{time_period: 1d, max_size: 1G}]
+url_preview_enabled: true
+url_preview_ip_range_blacklist: ['127.0.0.0/8']
+max_spider_size: 512K`)
+	m := c.Media
+	if m.StorePath != "/srv/media" || m.MaxUploadSize != 10<<20 || m.MaxPixels != 1000 || !m.Dynamic || m.Authenticated ||
+		m.MaxPending != 2 || m.UnusedExpiration != time.Hour || !m.URLPreviews || m.MaxSpiderSize != 512<<10 ||
+		len(m.URLPreviewBlacklist) != 1 {
+		t.Errorf("set: %+v", m)
+	}
+	if want := []media.Size{{Width: 64, Height: 48, Method: media.Scale}, {Width: 16, Height: 16, Method: media.Crop}}; !slices.Equal(m.Sizes, want) {
+		t.Errorf("thumbnail sizes %v, want %v", m.Sizes, want)
+	}
+	if want := []media.UploadLimit{{Period: 24 * time.Hour, MaxSize: 1 << 30}}; !slices.Equal(m.UploadLimits, want) {
+		t.Errorf("upload limits %v, want %v", m.UploadLimits, want)
+	}
+	if c := mustLoad(t, base, "enable_media_repo: false"); c.ServesMedia() || c.RunsMediaJobs() {
+		t.Error("enable_media_repo: false still serves media on the main process")
+	}
+	worker := "worker_app: synapse.app.media_repository\nworker_name: media1\n"
+	if c := mustLoad(t, base, worker+"media_instance_running_background_jobs: media2"); !c.ServesMedia() || c.RunsMediaJobs() {
+		t.Error("a media worker not named for the jobs runs them, or serves no media")
+	}
+	if c := mustLoad(t, base, worker+"media_instance_running_background_jobs: media1"); !c.RunsMediaJobs() {
+		t.Error("the media worker named for the jobs does not run them")
+	}
+	if c := mustLoad(t, base, "worker_app: synapse.app.generic_worker\nworker_name: w1"); c.ServesMedia() {
+		t.Error("a generic worker serves media")
+	}
+}
+
 func TestLoadToDeviceBound(t *testing.T) {
 	if c := mustLoad(t, base); c.MaxToDevicePerDevice != 0 {
 		t.Fatalf("unset bound = %d", c.MaxToDevicePerDevice)

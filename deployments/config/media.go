@@ -46,6 +46,19 @@ func (c *Config) ServesMedia() bool {
 	return c.LegacyWorkerApp == "synapse.app.media_repository"
 }
 
+// RunsMediaJobs reports whether this process runs the media repository's background
+// jobs: the instance media_instance_running_background_jobs names, or, when it names
+// none, every process serving media (the jobs are safe to run twice).
+func (c *Config) RunsMediaJobs() bool {
+	if !c.ServesMedia() {
+		return false
+	}
+	if c.MediaInstanceRunningBackgroundJobs != "" {
+		return c.MediaInstanceRunningBackgroundJobs == c.InstanceName()
+	}
+	return true
+}
+
 // mediaFields adds the media repository's keys to f.
 func (l *loader) mediaFields(m *MediaRepo, f fields) {
 	size := func(dst *int64) func(*yaml.Node, string) {
@@ -104,7 +117,7 @@ func (l *loader) thumbnailSizes(n *yaml.Node, path string) []media.Size {
 			"method": func(v *yaml.Node, p string) {
 				if m, ok := l.str(v, p); ok {
 					if m != media.Crop && m != media.Scale {
-						l.fail(p+".method", "must be crop or scale, got %q", m)
+						l.fail(p, "must be crop or scale, got %q", m)
 					}
 					s.Method = m
 				}

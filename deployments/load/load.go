@@ -82,6 +82,8 @@ type options struct {
 	skipCeilings   bool
 	timeout        time.Duration
 	scenarioLimit  time.Duration
+	mediaFiles     int
+	mediaClients   int
 	oneRoomClients int
 	manyClients    int
 	roomCount      int
@@ -123,6 +125,8 @@ func Main(args []string) error {
 	fs.IntVar(&o.fanoutReps, "fanout-reps", 20, "typing notices and receipts of scenario (g), each")
 	fs.IntVar(&o.serviceSends, "service-sends", 5000, "sends of scenario (i), into the rooms of (d) joined by the application service's user")
 	fs.Float64Var(&o.serviceRate, "service-rate", 1000, "paced send rate (sends/s) of scenario (i)")
+	fs.IntVar(&o.mediaFiles, "media-files", 200, "1 MiB files of scenario (j), uploaded and downloaded by -media-clients clients (0 skips it)")
+	fs.IntVar(&o.mediaClients, "media-clients", 4, "clients of scenario (j)")
 	fs.IntVar(&o.toDevice, "to-device", 20000, "to-device messages of scenario (h), each way of sending them, from -many-clients senders")
 	fs.Func("c", "the server's configuration file, as given to ganglion run (repeatable): the run prints the rate limits it meets and refuses limits that would throttle it", func(v string) error {
 		o.configs = append(o.configs, v)
@@ -170,7 +174,7 @@ func run(ctx context.Context, out io.Writer, o options) error {
 		if err != nil {
 			return err
 		}
-		server, err = runServer(ctx, out, o, svc)
+		server, err = runServer(ctx, out, o, svc, cfg.Media.StorePath)
 		if err != nil {
 			return err
 		}
@@ -197,12 +201,14 @@ type serverResults struct {
 	toDevice                       [2]toDeviceRun
 	// service is scenario (i), nil when no application service is registered.
 	service *serviceRun
-	labels  [3]string
+	// media is scenario (j), nil when skipped.
+	media  *mediaRun
+	labels [3]string
 }
 
-// runServer drives the server through scenarios (a) to (h), and (i) when svc, a
-// registered application service, is not nil.
-func runServer(ctx context.Context, out io.Writer, o options, svc *appservice.Service) (*serverResults, error) {
+// runServer drives the server through scenarios (a) to (h), (i) when svc, a registered
+// application service, is not nil, and (j) with the disk's speed measured in mediaDir.
+func runServer(ctx context.Context, out io.Writer, o options, svc *appservice.Service, mediaDir string) (*serverResults, error) {
 	u, err := url.Parse(o.url)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("-url %q: not a URL", o.url)
@@ -346,6 +352,16 @@ func runServer(ctx context.Context, out io.Writer, o options, svc *appservice.Se
 			return nil, err
 		}
 		res.service = &r
+	}
+	if o.mediaFiles > 0 {
+		fmt.Fprintf(out, "(j) media: %d files of 1 MiB uploaded, then downloaded, by %d clients\n", o.mediaFiles, o.mediaClients)
+		jctx, cancel := context.WithTimeout(ctx, o.scenarioLimit)
+		defer cancel()
+		r, err := measureMedia(jctx, hs, m, users[:min(o.mediaClients, len(users))], o.mediaFiles, mediaDir)
+		if err != nil {
+			return nil, err
+		}
+		res.media = &r
 	}
 	fmt.Fprintln(out)
 	return res, nil
@@ -571,6 +587,7 @@ func printServer(out io.Writer, s *serverResults, c *ceilings) {
 		printToDevice(out, r)
 	}
 	printAppService(out, s.service)
+	printMedia(out, s.media)
 }
 
 // checkLoopbackHost refuses hosts that are not on this machine: a load test never

@@ -131,3 +131,27 @@ func (r *Repo) make(sha, contentType string, sizes []Size) error {
 	}
 	return nil
 }
+
+// staleUpload is how old a file in the store's tmp/ must be to be a leftover: an upload
+// is written in far less (a request takes at most the listener's timeouts).
+const staleUpload = time.Hour
+
+// RunJobs does the media repository's background work until ctx ends, on the instance
+// media_instance_running_background_jobs names: every hour, it deletes what unfinished
+// uploads left in the store.
+func (r *Repo) RunJobs(ctx context.Context) {
+	t := time.NewTicker(staleUpload)
+	defer t.Stop()
+	for {
+		if n, err := r.Files.RemoveStale(staleUpload); err != nil {
+			r.Log.Warn("media store: leftovers not removed", zap.Error(err))
+		} else if n > 0 {
+			r.Log.Info("media store: removed unfinished uploads", zap.Int("files", n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // ErrTooLarge is returned for content over the size it may have.
@@ -154,4 +155,26 @@ func (f Files) PutThumbnail(sha, name string, data []byte) error {
 		return fmt.Errorf("media store: %w", err)
 	}
 	return nil
+}
+
+// RemoveStale deletes the files in tmp/ older than age: what an upload that never
+// finished (a crash, a client gone) left. It returns how many it deleted.
+func (f Files) RemoveStale(age time.Duration) (int, error) {
+	dir := filepath.Join(f.Root, "tmp")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("media store: %w", err)
+	}
+	cutoff := time.Now().Add(-age)
+	n := 0
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || e.IsDir() || info.ModTime().After(cutoff) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+			n++
+		}
+	}
+	return n, nil
 }
