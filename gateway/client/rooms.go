@@ -593,7 +593,10 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 			return
 		}
 	}
-	if len(evs) == limit {
+	// Every chunk with events has an end, as in Synapse: a page that a filter thinned,
+	// or that reached the room's start, does not tell there is nothing more; the page
+	// after the last is empty and has none.
+	if len(evs) > 0 {
 		last := evs[len(evs)-1]
 		if backwards {
 			resp.End = formatPageToken(persist.Pos{Seq: last.Seq, Idx: last.Idx})
