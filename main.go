@@ -45,6 +45,7 @@ import (
 	"github.com/ganglionhq/ganglion/processors/pusher"
 	"github.com/ganglionhq/ganglion/processors/replay"
 	"github.com/ganglionhq/ganglion/processors/syncfeed"
+	"github.com/ganglionhq/ganglion/processors/userdir"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
@@ -202,6 +203,12 @@ func replayCmd(args []string) error {
 		return err
 	}
 	fmt.Printf("evaluated push rules again: %d notifications\n", n)
+	if updater := cfg.UserDirectoryUpdater(); updater != "" {
+		if err := userdir.Rebuild(ctx, js, topology(cfg), db, updater); err != nil {
+			return err
+		}
+		fmt.Println("rebuilt the user directory")
+	}
 	return nil
 }
 
@@ -501,6 +508,13 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	// Application services are reached like push gateways, with Synapse's 60 seconds for
 	// a transaction.
 	services := pusher.NewOutboundClient(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist, appservice.RequestTimeout)
+	if cfg.UserDirectoryUpdater() == instance {
+		dir, err := userdir.New(userdir.Config{Name: instance, Topology: topo, JS: js, DB: db, Log: log})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return dir.Run(ctx) })
+	}
 	if isAppServiceSender {
 		sender := appservice.NewSender(appservice.Config{Services: cfg.AppServices, Topology: topo, JS: js, DB: db,
 			Projection: feed, Client: services, Ephemeral: ephemeral, Log: log})
@@ -531,6 +545,8 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
 			UserSyncs: streams.Notices{NC: nc, Subject: topo.UserSyncSubject(cfg.StreamWriters.Presence[0])},
 			Media:     mediaRepo,
+			UserDirectory: client.UserDirectorySettings{Enabled: cfg.UserDirectory.Enabled,
+				SearchAllUsers: cfg.UserDirectory.SearchAllUsers},
 		}
 		if feed != nil {
 			// A media repository worker follows no stream.

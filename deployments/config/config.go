@@ -81,6 +81,8 @@ type Config struct {
 	IPRangeBlacklist, IPRangeWhitelist []netip.Prefix
 	// Media is the media repository's configuration.
 	Media MediaRepo
+	// UserDirectory is the user_directory section.
+	UserDirectory UserDirectory
 	// LogLevel is the minimum level logged; "info" when not set.
 	LogLevel zapcore.Level
 

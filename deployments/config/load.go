@@ -97,6 +97,7 @@ func Load(paths []string, log *zap.Logger) (*Config, error) {
 		HTTPLimits:        serve.DefaultLimits,
 		Presence:          userstreams.PresenceSettings{Enabled: true, Timers: userstreams.DefaultPresenceTimers},
 		Media:             defaultMediaRepo(),
+		UserDirectory:     UserDirectory{Enabled: true},
 	}
 	f := l.topFields(c)
 	for _, e := range top {
@@ -546,6 +547,7 @@ func (l *loader) topFields(c *Config) fields {
 		"enable_registration_without_verification": boolean(&c.EnableRegistrationWithoutVerification),
 		"http_limits":                              func(v *yaml.Node, p string) { l.httpLimits(&c.HTTPLimits, v, p) },
 		"presence":                                 func(v *yaml.Node, p string) { l.presence(&c.Presence, v, p) },
+		"user_directory":                           func(v *yaml.Node, p string) { l.userDirectory(&c.UserDirectory, v, p) },
 		"use_presence": func(v *yaml.Node, p string) {
 			if b, ok := l.boolean(v, p); ok {
 				l.usePresence = &b

@@ -24,6 +24,7 @@ import (
 	rulesdb "github.com/ganglionhq/ganglion/persist/pushrules"
 	"github.com/ganglionhq/ganglion/persist/receipts"
 	"github.com/ganglionhq/ganglion/persist/todevice"
+	"github.com/ganglionhq/ganglion/persist/userdir"
 	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
@@ -79,7 +80,9 @@ type Server struct {
 	// Media is the media repository this process serves; nil serves none
 	// (enable_media_repo off, or a worker that is not a media repository).
 	Media *media.Repo
-	Log   *zap.Logger
+	// UserDirectory is how user directory searches answer.
+	UserDirectory UserDirectorySettings
+	Log           *zap.Logger
 
 	limits *limiters
 	tokens tokenCache
@@ -103,6 +106,7 @@ type Server struct {
 	userSyncs     *userSyncs
 	toDevice      todevice.Store
 	mediaStore    mediaStore
+	userDir       userDirStore
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
 }
@@ -146,6 +150,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	s.presence = presence.Store{Pool: s.DB.Pool}
 	s.mediaStore = store.Store{Pool: s.DB.Pool}
+	s.userDir = userdir.Store{Pool: s.DB.Pool}
 	s.filters.max = maxCachedFilters
 	s.answered.Store(s.LogTail)
 	if s.UserSyncs != nil && s.Presence.Track() {
@@ -171,6 +176,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAppServices(r)
 	s.registerThirdParty(r)
 	s.registerMedia(r)
+	s.registerUserDirectory(r)
 	return s.frontDoor(r.mux)
 }
 
