@@ -10,6 +10,9 @@ CREATE TABLE user_directory (
     user_id      TEXT PRIMARY KEY,
     display_name TEXT,
     avatar_url   TEXT,
+    -- Whether the user is in a room of user_directory_rooms_public, computed again at
+    -- every change of their rooms or of a room's flags: anyone may find them.
+    in_public_room BOOLEAN NOT NULL DEFAULT false,
     search       TSVECTOR GENERATED ALWAYS AS (
         to_tsvector('simple'::regconfig,
             regexp_replace(user_id, '[^[:alnum:]]+', ' ', 'g') || ' ' || coalesce(display_name, ''))

@@ -49,14 +49,19 @@ func (s Store) Apply(ctx context.Context, changes []Change, instance string, pos
 				FROM (SELECT 1) one LEFT JOIN profiles p ON p.user_id = $1
 				ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, avatar_url = excluded.avatar_url`,
 				c.User, c.DisplayName, c.AvatarURL)
+			b.Queue(`UPDATE user_directory SET in_public_room = `+inPublicRoom+` WHERE user_id = $1`, c.User)
 		case c.Membership:
 			b.Queue(`DELETE FROM user_directory_rooms WHERE user_id = $1 AND room_id = $2`, c.User, c.Room)
-		case c.PublicJoin != nil:
-			b.Queue(`INSERT INTO user_directory_rooms_public (room_id, public_join) VALUES ($1, $2)
-				ON CONFLICT (room_id) DO UPDATE SET public_join = excluded.public_join`, c.Room, *c.PublicJoin)
-		case c.WorldReadable != nil:
-			b.Queue(`INSERT INTO user_directory_rooms_public (room_id, world_readable) VALUES ($1, $2)
-				ON CONFLICT (room_id) DO UPDATE SET world_readable = excluded.world_readable`, c.Room, *c.WorldReadable)
+			b.Queue(`UPDATE user_directory SET in_public_room = `+inPublicRoom+` WHERE user_id = $1`, c.User)
+		case c.PublicJoin != nil || c.WorldReadable != nil:
+			column, value := "public_join", c.PublicJoin
+			if c.WorldReadable != nil {
+				column, value = "world_readable", c.WorldReadable
+			}
+			b.Queue(`INSERT INTO user_directory_rooms_public (room_id, `+column+`) VALUES ($1, $2)
+				ON CONFLICT (room_id) DO UPDATE SET `+column+` = excluded.`+column, c.Room, *value)
+			b.Queue(`UPDATE user_directory d SET in_public_room = `+strings.ReplaceAll(inPublicRoom, "$1", "d.user_id")+`
+				WHERE d.user_id IN (SELECT user_id FROM user_directory_rooms WHERE room_id = $1)`, c.Room)
 		}
 	}
 	b.Queue(`INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES ($1, $2, $3)
@@ -67,6 +72,10 @@ func (s Store) Apply(ctx context.Context, changes []Change, instance string, pos
 	}
 	return nil
 }
+
+// inPublicRoom tells whether user $1 is in a room anyone may find the members of.
+const inPublicRoom = `EXISTS (SELECT 1 FROM user_directory_rooms r JOIN user_directory_rooms_public p USING (room_id)
+	WHERE r.user_id = $1 AND (p.public_join OR p.world_readable))`
 
 // Result is one user a search found.
 type Result struct {
@@ -100,12 +109,13 @@ func (s Store) Search(ctx context.Context, q Query) ([]Result, bool, error) {
 	for i, w := range words {
 		words[i] = w + ":*"
 	}
-	rows, err := s.Pool.Query(ctx, `WITH mine AS (SELECT room_id FROM user_directory_rooms WHERE user_id = $1)
-		SELECT d.user_id, d.display_name, d.avatar_url
+	// The users sharing a room with the searcher are few: the members of their rooms,
+	// read through the room index; users in public rooms are flagged.
+	rows, err := s.Pool.Query(ctx, `SELECT d.user_id, d.display_name, d.avatar_url
 		FROM user_directory d, to_tsquery('simple', $2) q
-		WHERE d.search @@ q AND ($3 OR EXISTS (
-			SELECT 1 FROM user_directory_rooms r LEFT JOIN user_directory_rooms_public p USING (room_id)
-			WHERE r.user_id = d.user_id AND (p.public_join OR p.world_readable OR r.room_id IN (SELECT room_id FROM mine))))
+		WHERE d.search @@ q AND ($3 OR d.in_public_room OR d.user_id IN (
+			SELECT r.user_id FROM user_directory_rooms r
+			WHERE r.room_id IN (SELECT room_id FROM user_directory_rooms WHERE user_id = $1)))
 		ORDER BY (lower(d.display_name) = $4 OR lower(split_part(substr(d.user_id, 2), ':', 1)) = $4) DESC,
 			(d.user_id LIKE '%:' || $5) DESC, ts_rank_cd(d.search, q) DESC, d.display_name NULLS LAST, d.user_id
 		LIMIT $6`, q.Searcher, strings.Join(words, " & "), q.All, strings.ToLower(strings.TrimSpace(q.Term)), q.ServerName, q.Limit+1)
