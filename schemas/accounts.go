@@ -51,6 +51,9 @@ const (
 	AccountPusherSet = "pusher_set"
 	// AccountPusherDeleted deletes User's pusher of Pusher's app_id and pushkey.
 	AccountPusherDeleted = "pusher_deleted"
+	// AccountUserDeactivated deactivates User: no password, no devices (with their
+	// tokens and pushers); the user ID stays taken.
+	AccountUserDeactivated = "user_deactivated"
 	// AccountMediaReserved reserves Media's ID for User until Media.Expires (an
 	// asynchronous upload's POST /media/v1/create).
 	AccountMediaReserved = "media_reserved"
@@ -177,7 +180,7 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 	case AccountUserCreated:
 		// The first device comes whole, with its token, or not at all.
 		ok = (r.Device == "" && r.TokenHash == nil) || (r.Device != "" && token)
-	case AccountPasswordChanged:
+	case AccountPasswordChanged, AccountUserDeactivated:
 		ok = true
 	case AccountDeviceCreated, AccountTokenAdded:
 		ok = r.Device != "" && token

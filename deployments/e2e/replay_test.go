@@ -288,18 +288,25 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 // login logs localpart in with the test password, as device when it is set.
 func login(ctx context.Context, t *testing.T, baseURL, localpart, device string) *mautrix.Client {
 	t.Helper()
-	cli, err := mautrix.NewClient(baseURL, "", "")
+	cli, err := tryLogin(ctx, baseURL, localpart, password, device)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Login(ctx, &mautrix.ReqLogin{
-		Type:       mautrix.AuthTypePassword,
-		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: localpart},
-		Password:   password, DeviceID: id.DeviceID(device), StoreCredentials: true,
-	}); err != nil {
 		t.Fatalf("login %s: %v", localpart, err)
 	}
 	return cli
+}
+
+// tryLogin logs localpart in with pw, as device when it is set, else as a new device.
+func tryLogin(ctx context.Context, baseURL, localpart, pw, device string) (*mautrix.Client, error) {
+	cli, err := mautrix.NewClient(baseURL, "", "")
+	if err != nil {
+		return nil, err
+	}
+	_, err = cli.Login(ctx, &mautrix.ReqLogin{
+		Type:       mautrix.AuthTypePassword,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: localpart},
+		Password:   pw, DeviceID: id.DeviceID(device), StoreCredentials: true,
+	})
+	return cli, err
 }
 
 // dumpTables returns every row of every table of the database but notReplayed, each

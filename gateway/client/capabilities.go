@@ -9,7 +9,8 @@ import (
 )
 
 // capabilities is the body of GET /capabilities. What is not offered is said so, so
-// clients do not show controls that would fail; profiles can be changed.
+// clients do not show controls that would fail: profiles and passwords can be changed,
+// third-party identifiers cannot (there is no identity server).
 type capabilities struct {
 	Capabilities struct {
 		RoomVersions struct {
@@ -34,6 +35,7 @@ func (s *Server) registerCapabilities(r router) {
 func (s *Server) capabilities(w http.ResponseWriter, _ *http.Request, _ Device) {
 	var c capabilities
 	c.Capabilities.RoomVersions.Default = DefaultRoomVersion
+	c.Capabilities.ChangePassword.Enabled = true
 	c.Capabilities.SetDisplayname.Enabled = true
 	c.Capabilities.SetAvatarURL.Enabled = true
 	c.Capabilities.RoomVersions.Available = map[string]string{}

@@ -151,30 +151,12 @@ func (s *Server) postDeleteDevices(w http.ResponseWriter, r *http.Request, dev D
 	s.deleteDevicesUnderAuth(w, r, dev, req.Auth, *req.Devices)
 }
 
-// deleteDevicesUnderAuth deletes devices once the user has given their password again
-// (user-interactive auth, bound to this user and request path). Devices the user does
-// not have are skipped, as Synapse skips them.
+// deleteDevicesUnderAuth deletes devices once the user has given their password again.
+// Devices the user does not have are skipped, as Synapse skips them.
 func (s *Server) deleteDevicesUnderAuth(w http.ResponseWriter, r *http.Request, dev Device, auth *uiaAuth, ids []string) {
-	if !check(w, s.limits.loginFailed, dev.UserID) {
-		return
-	}
-	ctx := r.Context()
-	op := uiaOp{kind: dev.UserID + " " + r.Method + " " + r.URL.Path, flows: [][]string{{stagePassword}}, check: s.passwordStage(dev)}
-	session, incomplete, err := s.interactiveAuth(ctx, op, auth)
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	if incomplete != nil {
-		matrix.WriteJSON(w, http.StatusUnauthorized, incomplete)
-		return
-	}
-	if err := s.deleteDevices(ctx, dev, ids, false); err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	s.endUIASession(ctx, session)
-	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	s.underPassword(w, r, dev, auth, func(ctx context.Context) (any, error) {
+		return nil, s.deleteDevices(ctx, dev, ids, false)
+	})
 }
 
 // deleteDevices deletes devices of dev's user, those named or (all) every one, and

@@ -158,6 +158,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	r := router{mux: http.NewServeMux()}
 	s.registerAccounts(r)
+	s.registerAccount(r)
 	s.registerRooms(r)
 	s.registerDirectory(r)
 	s.registerCapabilities(r)

@@ -56,6 +56,10 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 	case schemas.AccountPasswordChanged:
 		b.Queue(`UPDATE users SET password_hash = $2, stream_id = $3 WHERE user_id = $1 AND stream_id < $3`,
 			r.User, nullable(r.PasswordHash), s)
+	case schemas.AccountUserDeactivated:
+		b.Queue(`UPDATE users SET password_hash = NULL, deactivated = true, stream_id = $2 WHERE user_id = $1 AND stream_id < $2`, r.User, s)
+		b.Queue(`DELETE FROM devices WHERE user_id = $1 AND stream_id < $2`, r.User, s)
+		queueDeletePushers(b, s, `user_id = $1`, r.User)
 	case schemas.AccountDeviceCreated:
 		queueDevice(b, r, s, ts)
 	case schemas.AccountTokenAdded:

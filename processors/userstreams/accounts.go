@@ -61,6 +61,9 @@ const (
 	// OpDeletePusher deletes the user's pusher of an app_id and pushkey, if any:
 	// schemas.Pusher with those two fields.
 	OpDeletePusher = "delete_pusher"
+	// OpDeactivate deactivates the user: no password, no devices; the user ID stays
+	// taken. No body.
+	OpDeactivate = "deactivate"
 	// OpReserveMedia reserves a media ID for an asynchronous upload; past the user's
 	// MaxPending unused reservations it is 429 M_LIMIT_EXCEEDED: ReserveMedia. The
 	// answer (schemas.MediaReservedAnswer) says when the reservation lapses.
@@ -308,6 +311,12 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return unknownUser(), nil
 		}
 		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountPasswordChanged, PasswordHash: body.PasswordHash}), nil
+	case OpDeactivate:
+		if !u.exists {
+			return unknownUser(), nil
+		}
+		clear(u.devices)
+		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountUserDeactivated}), nil
 	case OpDeleteDevices:
 		var body DeleteDevices
 		if decodeStrict(w.Body, &body) != nil {

@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// TestChangePassword: the password changes under user-interactive auth with the old
+// one; the other devices are logged out (their pushers with them) unless
+// logout_devices is false; the old password stops working and the new one works.
+func TestChangePassword(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	other, err := tryLogin(ctx, hs.url(), "alice", password, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.SetPusher(ctx, httpPusher("app", "other-device", false)); err != nil {
+		t.Fatal(err)
+	}
+	url := hs.url() + "/_matrix/client/v3/account/password"
+	status, _, u := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "new-pw"})
+	if status != http.StatusUnauthorized || u.Session == "" || len(u.Flows) != 1 || u.Flows[0].Stages[0] != "m.login.password" {
+		t.Fatalf("without auth: %d %+v", status, u)
+	}
+	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "new-pw",
+		"auth": passwordAuth("alice", "wrong", u.Session)}); status != http.StatusUnauthorized || code != "M_FORBIDDEN" {
+		t.Errorf("with a wrong password: %d %s", status, code)
+	}
+	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "new-pw",
+		"auth": passwordAuth("alice", password, u.Session)}); status != http.StatusOK {
+		t.Fatalf("change: %d %s", status, code)
+	}
+	if _, err := other.Whoami(ctx); !errors.Is(err, mautrix.MUnknownToken) {
+		t.Errorf("another device after the change: %v, want M_UNKNOWN_TOKEN", err)
+	}
+	if _, err := alice.Whoami(ctx); err != nil {
+		t.Errorf("the device that changed the password: %v", err)
+	}
+	if ps, err := alice.GetPushers(ctx); err != nil || len(ps.Pushers) != 0 {
+		t.Errorf("pushers after the change: %+v %v, want the other device's gone", ps, err)
+	}
+	if _, err := tryLogin(ctx, hs.url(), "alice", password, ""); !errors.Is(err, mautrix.MForbidden) {
+		t.Errorf("login with the old password: %v", err)
+	}
+	kept, err := tryLogin(ctx, hs.url(), "alice", "new-pw", "")
+	if err != nil {
+		t.Fatalf("login with the new password: %v", err)
+	}
+	// Without logging out the others.
+	status, _, u = uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "newer", "logout_devices": false})
+	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "newer", "logout_devices": false,
+		"auth": passwordAuth("alice", "new-pw", u.Session)}); status != http.StatusOK {
+		t.Fatalf("change keeping devices: %d %s", status, code)
+	}
+	if _, err := kept.Whoami(ctx); err != nil {
+		t.Errorf("another device with logout_devices false: %v", err)
+	}
+	caps, err := alice.Capabilities(ctx)
+	if err != nil || caps.ChangePassword == nil || !caps.ChangePassword.Enabled {
+		t.Errorf("capabilities: %+v %v, want m.change_password enabled", caps, err)
+	}
+}
+
+// TestDeactivate: deactivation asks for the password; afterwards the user has left
+// their rooms and rejected their invites, their profile is empty, no device works, the
+// password does not log in, and the user ID stays taken.
+func TestDeactivate(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	if err := alice.SetDisplayName(ctx, "Alice A"); err != nil {
+		t.Fatal(err)
+	}
+	joined := createRoomWith(ctx, t, bob, "private_chat", alice)
+	invited := createRoomWith(ctx, t, bob, "private_chat")
+	if _, err := bob.InviteUser(ctx, invited, &mautrix.ReqInviteUser{UserID: alice.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	url := hs.url() + "/_matrix/client/v3/account/deactivate"
+	status, _, u := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{})
+	if status != http.StatusUnauthorized || u.Session == "" {
+		t.Fatalf("without auth: %d %+v", status, u)
+	}
+	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"auth": passwordAuth("alice", "wrong", u.Session)}); status != http.StatusUnauthorized || code != "M_FORBIDDEN" {
+		t.Errorf("with a wrong password: %d %s", status, code)
+	}
+	raw, _ := json.Marshal(map[string]any{"auth": passwordAuth("alice", password, u.Session)})
+	status, code, text := rawRequest(ctx, t, http.MethodPost, url, alice.AccessToken, raw)
+	var body map[string]string
+	if err := json.Unmarshal([]byte(text), &body); err != nil || status != http.StatusOK || body["id_server_unbind_result"] != "no-support" {
+		t.Fatalf("deactivate: %d %s %s", status, code, text)
+	}
+	if _, err := alice.Whoami(ctx); !errors.Is(err, mautrix.MUnknownToken) {
+		t.Errorf("the token after deactivation: %v", err)
+	}
+	if _, err := tryLogin(ctx, hs.url(), "alice", password, ""); !errors.Is(err, mautrix.MForbidden) {
+		t.Errorf("login after deactivation: %v, want M_FORBIDDEN", err)
+	}
+	for _, room := range []id.RoomID{joined, invited} {
+		var member struct {
+			Membership string `json:"membership"`
+		}
+		if err := bob.StateEvent(ctx, room, event.StateMember, alice.UserID.String(), &member); err != nil || member.Membership != "leave" {
+			t.Errorf("alice's membership in %s: %q %v, want leave", room, member.Membership, err)
+		}
+	}
+	if p, err := bob.GetProfile(ctx, alice.UserID); err != nil || p.DisplayName != "" {
+		t.Errorf("the profile after deactivation: %+v %v", p, err)
+	}
+	reg, _ := mautrix.NewClient(hs.url(), "", "")
+	_, err := reg.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "alice", Password: "again"})
+	wantError(t, "registering the deactivated user's ID", err, http.StatusBadRequest, "M_USER_IN_USE")
+}
