@@ -547,6 +547,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			Media:     mediaRepo,
 			UserDirectory: client.UserDirectorySettings{Enabled: cfg.UserDirectory.Enabled,
 				SearchAllUsers: cfg.UserDirectory.SearchAllUsers},
+			RefreshableTokenLifetime: cfg.RefreshableTokenLifetime,
 		}
 		if feed != nil {
 			// A media repository worker follows no stream.

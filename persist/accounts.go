@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -71,26 +72,31 @@ func (db *DB) NextLocalpart(ctx context.Context) (string, error) {
 	return strconv.FormatInt(n, 10), nil
 }
 
-// LookupToken returns the user and device an access token (by its SHA-256) belongs to, or
-// ErrNotFound. It also records when and from where (ip, when known) the device was last
-// seen, at most once a minute unless the address changed, in the same round trip, so
-// tracking activity costs no extra query on the request path.
-func (db *DB) LookupToken(ctx context.Context, tokenHash []byte, ip string) (userID, deviceID string, err error) {
+// LookupToken returns the user and device an access token (by its SHA-256) belongs to,
+// and when it expires (zero for never), or ErrNotFound. It also records when and from
+// where (ip, when known) the device was last seen, at most once a minute unless the
+// address changed, in the same round trip, so tracking activity costs no extra query
+// on the request path. An expired token is found; its caller refuses it.
+func (db *DB) LookupToken(ctx context.Context, tokenHash []byte, ip string) (userID, deviceID string, expires time.Time, err error) {
+	var exp *time.Time
 	err = db.Pool.QueryRow(ctx, `WITH t AS (
-			SELECT user_id, device_id FROM access_tokens WHERE token_hash = $1
+			SELECT user_id, device_id, expires_at FROM access_tokens WHERE token_hash = $1
 		), seen AS (
 			UPDATE devices d SET last_seen = now(), last_seen_ip = coalesce(nullif($2, ''), d.last_seen_ip) FROM t
 			WHERE d.user_id = t.user_id AND d.device_id = t.device_id
 			  AND (d.last_seen < now() - interval '1 minute' OR ($2 <> '' AND d.last_seen_ip IS DISTINCT FROM $2))
 		)
-		SELECT user_id, device_id FROM t`, tokenHash, ip).Scan(&userID, &deviceID)
+		SELECT user_id, device_id, expires_at FROM t`, tokenHash, ip).Scan(&userID, &deviceID, &exp)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", ErrNotFound
+		return "", "", time.Time{}, ErrNotFound
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("persist: look up access token: %w", err)
+		return "", "", time.Time{}, fmt.Errorf("persist: look up access token: %w", err)
 	}
-	return userID, deviceID, nil
+	if exp != nil {
+		expires = *exp
+	}
+	return userID, deviceID, expires, nil
 }
 
 // Device is a stored device of a user.

@@ -161,11 +161,11 @@ func TestDevicesAndTokens(t *testing.T) {
 	phone := "phone"
 
 	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountUserCreated, User: alice, Device: "D1", DisplayName: &phone, TokenHash: tokenHash("t1")})
-	u, d, err := db.LookupToken(ctx, tokenHash("t1"), "192.0.2.1")
+	u, d, _, err := db.LookupToken(ctx, tokenHash("t1"), "192.0.2.1")
 	if err != nil || u != alice || d != "D1" {
 		t.Fatalf("LookupToken(t1) = %q, %q, %v", u, d, err)
 	}
-	if _, _, err := db.LookupToken(ctx, tokenHash("nope"), ""); !errors.Is(err, ErrNotFound) {
+	if _, _, _, err := db.LookupToken(ctx, tokenHash("nope"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown token: %v", err)
 	}
 	var n int
@@ -176,10 +176,10 @@ func TestDevicesAndTokens(t *testing.T) {
 	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountDeviceCreated, User: alice, Device: "D2", TokenHash: tokenHash("t2")})
 	// Logging in again as D1 replaces its token.
 	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountTokenAdded, User: alice, Device: "D1", TokenHash: tokenHash("t1b")})
-	if _, _, err := db.LookupToken(ctx, tokenHash("t1"), ""); !errors.Is(err, ErrNotFound) {
+	if _, _, _, err := db.LookupToken(ctx, tokenHash("t1"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("replaced token still valid: %v", err)
 	}
-	if _, d, err := db.LookupToken(ctx, tokenHash("t1b"), ""); err != nil || d != "D1" {
+	if _, d, _, err := db.LookupToken(ctx, tokenHash("t1b"), ""); err != nil || d != "D1" {
 		t.Fatalf("new D1 token: %q, %v", d, err)
 	}
 	laptop := "laptop"
@@ -207,16 +207,16 @@ func TestDevicesAndTokens(t *testing.T) {
 	}
 
 	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountDevicesDeleted, User: alice, Devices: []string{"D1"}})
-	if _, _, err := db.LookupToken(ctx, tokenHash("t1b"), ""); !errors.Is(err, ErrNotFound) {
+	if _, _, _, err := db.LookupToken(ctx, tokenHash("t1b"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("token of deleted device: %v", err)
 	}
-	if _, _, err := db.LookupToken(ctx, tokenHash("t2"), ""); err != nil {
+	if _, _, _, err := db.LookupToken(ctx, tokenHash("t2"), ""); err != nil {
 		t.Fatalf("token of the other device: %v", err)
 	}
 	// A device of a user who does not exist is not stored (and does not fail the
 	// projection, which would stall the writer).
 	project(t, db, schemas.AccountsRecord{Kind: schemas.AccountDeviceCreated, User: "@ghost:test", Device: "X", TokenHash: tokenHash("tx")})
-	if _, _, err := db.LookupToken(ctx, tokenHash("tx"), ""); !errors.Is(err, ErrNotFound) {
+	if _, _, _, err := db.LookupToken(ctx, tokenHash("tx"), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("token of a device of nobody: %v", err)
 	}
 }

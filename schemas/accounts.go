@@ -86,6 +86,10 @@ type AccountsRecord struct {
 	Device       string          `json:"device,omitempty"`
 	DisplayName  *string         `json:"display_name,omitempty"`
 	TokenHash    []byte          `json:"token_hash,omitempty"`
+	// RefreshHash is the SHA-256 of the refresh token that goes with TokenHash, which
+	// then expires at Expires (milliseconds); none for a token that does not expire.
+	RefreshHash []byte `json:"refresh_hash,omitempty"`
+	Expires     int64  `json:"expires,omitempty"`
 	Devices      []string        `json:"devices,omitempty"`
 	Field        string          `json:"field,omitempty"`
 	Value        *string         `json:"value,omitempty"`
@@ -175,6 +179,9 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 		return nil, errors.New("accounts record: missing write or user")
 	}
 	token := len(r.TokenHash) == sha256.Size
+	if r.RefreshHash != nil && (len(r.RefreshHash) != sha256.Size || !token || r.Expires <= 0) {
+		return nil, errors.New("accounts record: a refresh token without its access token and expiry")
+	}
 	ok := false
 	switch r.Kind {
 	case AccountUserCreated:

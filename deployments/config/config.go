@@ -83,6 +83,9 @@ type Config struct {
 	Media MediaRepo
 	// UserDirectory is the user_directory section.
 	UserDirectory UserDirectory
+	// RefreshableTokenLifetime is refreshable_access_token_lifetime: how long an
+	// access token given with a refresh token lasts (0: Synapse's 5 minutes).
+	RefreshableTokenLifetime time.Duration
 	// LogLevel is the minimum level logged; "info" when not set.
 	LogLevel zapcore.Level
 

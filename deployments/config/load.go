@@ -548,6 +548,11 @@ func (l *loader) topFields(c *Config) fields {
 		"http_limits":                              func(v *yaml.Node, p string) { l.httpLimits(&c.HTTPLimits, v, p) },
 		"presence":                                 func(v *yaml.Node, p string) { l.presence(&c.Presence, v, p) },
 		"user_directory":                           func(v *yaml.Node, p string) { l.userDirectory(&c.UserDirectory, v, p) },
+		"refreshable_access_token_lifetime": func(v *yaml.Node, p string) {
+			if d, ok := l.synapseDuration(v, p); ok {
+				c.RefreshableTokenLifetime = d
+			}
+		},
 		"use_presence": func(v *yaml.Node, p string) {
 			if b, ok := l.boolean(v, p); ok {
 				l.usePresence = &b

@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -117,4 +120,80 @@ func TestDeactivate(t *testing.T) {
 	reg, _ := mautrix.NewClient(hs.url(), "", "")
 	_, err := reg.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "alice", Password: "again"})
 	wantError(t, "registering the deactivated user's ID", err, http.StatusBadRequest, "M_USER_IN_USE")
+}
+
+// TestRefreshTokens: a login asking for a refresh token gets an access token that
+// expires (soft logout) and a refresh token that POST /refresh exchanges, once, for a
+// new pair of the same device, so the device's transaction IDs still deduplicate.
+func TestRefreshTokens(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{})
+	d.shared["refreshable_access_token_lifetime"] = "1s"
+	hs := d.startMain()
+	alice := newUser(ctx, t, hs.url(), "alice")
+	room := createRoomWith(ctx, t, alice, "private_chat")
+
+	type tokens struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		ExpiresInMS  int64  `json:"expires_in_ms"`
+		DeviceID     string `json:"device_id"`
+	}
+	post := func(path, token string, body any) (int, string, tokens) {
+		raw, _ := json.Marshal(body)
+		status, code, text := rawRequest(ctx, t, http.MethodPost, hs.url()+"/_matrix/client/v3/"+path, token, raw)
+		var out tokens
+		_ = json.Unmarshal([]byte(text), &out)
+		return status, code, out
+	}
+	status, code, first := post("login", "", map[string]any{"type": "m.login.password", "refresh_token": true,
+		"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": password})
+	if status != http.StatusOK || first.RefreshToken == "" || first.ExpiresInMS != 1000 {
+		t.Fatalf("login with refresh_token: %d %s %+v", status, code, first)
+	}
+	device := at(alice, hs.url())
+	device.AccessToken, device.DeviceID = first.AccessToken, id.DeviceID(first.DeviceID)
+	sent, err := device.SendMessageEvent(ctx, room, event.EventMessage, textContent("once"), mautrix.ReqSendEvent{TransactionID: "txn1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	status, code, second := post("refresh", "", map[string]any{"refresh_token": first.RefreshToken})
+	if status != http.StatusOK || second.AccessToken == "" || second.RefreshToken == "" || second.RefreshToken == first.RefreshToken || second.ExpiresInMS != 1000 {
+		t.Fatalf("refresh: %d %s %+v", status, code, second)
+	}
+	if status, code, _ := post("refresh", "", map[string]any{"refresh_token": first.RefreshToken}); status != http.StatusUnauthorized || code != "M_UNKNOWN_TOKEN" {
+		t.Errorf("the used refresh token again: %d %s", status, code)
+	}
+	if _, err := device.Whoami(ctx); !errors.Is(err, mautrix.MUnknownToken) {
+		t.Errorf("the access token that was refreshed: %v", err)
+	}
+	device.AccessToken = second.AccessToken
+	again, err := device.SendMessageEvent(ctx, room, event.EventMessage, textContent("once"), mautrix.ReqSendEvent{TransactionID: "txn1"})
+	if err != nil || again.EventID != sent.EventID {
+		t.Errorf("the same transaction after the refresh: %v %v, want %s", again, err, sent.EventID)
+	}
+	// The access token expires: the client is told to refresh (soft logout).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status, code, text := rawRequest(ctx, t, http.MethodGet, hs.url()+"/_matrix/client/v3/account/whoami", second.AccessToken, nil)
+		if status == http.StatusUnauthorized {
+			if code != "M_UNKNOWN_TOKEN" || !strings.Contains(text, `"soft_logout":true`) {
+				t.Errorf("an expired access token: %d %s", status, text)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the access token still works after its lifetime: %d %s", status, code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if status, code, third := post("refresh", "", map[string]any{"refresh_token": second.RefreshToken}); status != http.StatusOK || third.AccessToken == "" {
+		t.Errorf("refresh after the access token expired: %d %s", status, code)
+	}
+	if status, code, _ := post("refresh", "", map[string]any{"refresh_token": "syr_nonsense"}); status != http.StatusUnauthorized || code != "M_UNKNOWN_TOKEN" {
+		t.Errorf("an unknown refresh token: %d %s", status, code)
+	}
 }

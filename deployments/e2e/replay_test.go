@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
@@ -36,7 +37,7 @@ var notReplayedColumns = map[string]string{
 }
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
-// register and log in devices, upload media, set profiles, pushers, aliases, filters, account data, tags,
+// register and log in devices (one with a refresh token), upload media, set profiles, pushers, aliases, filters, account data, tags,
 // push rules, receipts, presence and end-to-end keys (a backup included), send a to-device
 // message, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
@@ -72,6 +73,20 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	revoked := []*mautrix.Client{replaced, bobGone, carolGone, carol}
+	// A refreshable token of bob's, refreshed once: its expiry and refresh token.
+	raw, _ := json.Marshal(map[string]any{"type": "m.login.password", "refresh_token": true,
+		"identifier": map[string]any{"type": "m.id.user", "user": "bob"}, "password": password})
+	status, _, text := rawRequest(ctx, t, http.MethodPost, hs.url()+"/_matrix/client/v3/login", "", raw)
+	var refreshable struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.Unmarshal([]byte(text), &refreshable); err != nil || status != http.StatusOK {
+		t.Fatalf("login with a refresh token: %d %s", status, text)
+	}
+	raw, _ = json.Marshal(map[string]string{"refresh_token": refreshable.RefreshToken})
+	if status, _, text := rawRequest(ctx, t, http.MethodPost, hs.url()+"/_matrix/client/v3/refresh", "", raw); status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", status, text)
+	}
 
 	// Profiles.
 	if err := alice.SetDisplayName(ctx, "Alice A."); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/persist/accounts"
 	"github.com/ganglionhq/ganglion/processors/appservice"
 	"github.com/ganglionhq/ganglion/processors/userstreams"
 	"github.com/ganglionhq/ganglion/schemas"
@@ -26,6 +27,7 @@ func (s *Server) registerAccounts(r router) {
 	r.handle("GET", "/register/available", modernVersions, s.registerAvailable)
 	r.handle("GET", "/login", allVersions, s.loginFlows)
 	r.handle("POST", "/login", allVersions, s.login)
+	r.handle("POST", "/refresh", modernVersions, s.refresh)
 	r.handle("POST", "/logout", allVersions, s.authed(s.logout))
 	r.handle("POST", "/logout/all", allVersions, s.authed(s.logoutAll))
 	r.handle("GET", "/account/whoami", modernVersions, s.authed(s.whoami))
@@ -75,14 +77,44 @@ type registerRequest struct {
 	InitialDeviceDisplayName string   `json:"initial_device_display_name"`
 	InhibitLogin             bool     `json:"inhibit_login"`
 	Auth                     *uiaAuth `json:"auth"`
+	RefreshToken             bool     `json:"refresh_token"`
 }
 
 type credentialsResponse struct {
-	UserID      string `json:"user_id"`
-	AccessToken string `json:"access_token,omitempty"`
-	DeviceID    string `json:"device_id,omitempty"`
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id,omitempty"`
 	// HomeServer is deprecated in the spec but still read by older clients.
 	HomeServer string `json:"home_server"`
+	deviceTokens
+}
+
+// deviceTokens are the tokens a device gets at login, registration or refresh: a
+// refreshable access token comes with its refresh token and its life.
+type deviceTokens struct {
+	AccessToken  string `json:"access_token,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	ExpiresInMS  int64  `json:"expires_in_ms,omitempty"`
+}
+
+// DefaultRefreshableTokenLifetime is Synapse's refreshable_access_token_lifetime.
+const DefaultRefreshableTokenLifetime = 5 * time.Minute
+
+// newDeviceTokens mints a device's tokens: an access token, and with refresh a refresh
+// token ("syr_", as Synapse's) and the access token's life; d gets their hashes.
+func (s *Server) newDeviceTokens(userID string, d *userstreams.NewDevice, refresh bool) deviceTokens {
+	tok, h := newAccessToken(userID)
+	d.TokenHash = h[:]
+	out := deviceTokens{AccessToken: tok}
+	if refresh {
+		life := s.RefreshableTokenLifetime
+		if life <= 0 {
+			life = DefaultRefreshableTokenLifetime
+		}
+		out.RefreshToken = "syr_" + randomString(43, alphanumeric)
+		rh := hashToken(out.RefreshToken)
+		d.RefreshHash, d.LifetimeMS, out.ExpiresInMS = rh[:], life.Milliseconds(), life.Milliseconds()
+	}
+	return out
 }
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
@@ -152,13 +184,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		hash = string(h)
 	}
 	var dev *userstreams.NewDevice
-	var tok string
+	var toks deviceTokens
 	createUser := func(userID string) error {
 		body := userstreams.Register{PasswordHash: hash}
 		if !req.InhibitLogin {
-			var h [32]byte
-			tok, h = newAccessToken(userID)
-			dev = &userstreams.NewDevice{ID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName), TokenHash: h[:]}
+			dev = &userstreams.NewDevice{ID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName)}
+			toks = s.newDeviceTokens(userID, dev, req.RefreshToken)
 			body.Device = dev
 		}
 		_, err := s.writeAccounts(ctx, Device{UserID: userID}, userID, userstreams.OpRegister, body)
@@ -181,7 +212,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	s.Log.Info("registered user", zap.String("user_id", userID), zap.Bool("application_service", isService))
 	resp := credentialsResponse{UserID: userID, HomeServer: s.ServerName}
 	if dev != nil {
-		resp.AccessToken, resp.DeviceID = tok, dev.ID
+		resp.deviceTokens, resp.DeviceID = toks, dev.ID
 	}
 	matrix.WriteJSON(w, http.StatusOK, resp)
 }
@@ -367,6 +398,7 @@ type loginRequest struct {
 	Password                 string `json:"password"`
 	DeviceID                 string `json:"device_id"`
 	InitialDeviceDisplayName string `json:"initial_device_display_name"`
+	RefreshToken             bool   `json:"refresh_token"`
 }
 
 var errBadLogin = matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "Invalid username or password")
@@ -396,13 +428,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if !take(w, s.limits.loginAccount, userID) {
 		return
 	}
-	tok, h := newAccessToken(userID)
-	dev := userstreams.NewDevice{ID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName), TokenHash: h[:]}
+	dev := userstreams.NewDevice{ID: deviceIDOrNew(req.DeviceID), DisplayName: displayName(req.InitialDeviceDisplayName)}
+	toks := s.newDeviceTokens(userID, &dev, req.RefreshToken)
 	if err := s.createDevice(ctx, userID, dev); err != nil {
 		s.writeErr(w, "create device", err)
 		return
 	}
-	matrix.WriteJSON(w, http.StatusOK, credentialsResponse{UserID: userID, AccessToken: tok, DeviceID: dev.ID, HomeServer: s.ServerName})
+	matrix.WriteJSON(w, http.StatusOK, credentialsResponse{UserID: userID, deviceTokens: toks, DeviceID: dev.ID, HomeServer: s.ServerName})
 }
 
 // decodeLogin reads a password login body and returns it with the user ID it names.
@@ -585,4 +617,37 @@ func (s *Server) internalError(w http.ResponseWriter, what string, err error) {
 	}
 	s.Log.Error("client API request failed", zap.String("op", what), zap.Error(err))
 	matrix.WriteError(w, err)
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+// refresh exchanges a refresh token for a new access token and refresh token of the
+// same device; the old ones stop working. A refresh token works once.
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
+	var req refreshRequest
+	if err := matrix.DecodeBody(r, accountBodyLimit, &req); err != nil {
+		s.writeErr(w, "refresh", err)
+		return
+	}
+	used := hashToken(req.RefreshToken)
+	userID, deviceID, err := accounts.Store{Pool: s.DB.Pool}.RefreshToken(r.Context(), used[:])
+	if errors.Is(err, accounts.ErrNotFound) || req.RefreshToken == "" {
+		matrix.WriteError(w, matrix.Errorf(http.StatusUnauthorized, matrix.CodeUnknownToken, "Unknown refresh token").With("soft_logout", false))
+		return
+	}
+	if err != nil {
+		s.writeErr(w, "refresh", err)
+		return
+	}
+	dev := userstreams.NewDevice{ID: deviceID}
+	toks := s.newDeviceTokens(userID, &dev, true)
+	if _, err := s.writeAccounts(r.Context(), Device{UserID: userID, DeviceID: deviceID}, userID, userstreams.OpRefresh,
+		userstreams.Refresh{Used: used[:], New: dev}); err != nil {
+		s.writeErr(w, "refresh", err)
+		return
+	}
+	s.tokens.forget(func(d Device) bool { return d.UserID == userID && d.DeviceID == deviceID })
+	matrix.WriteJSON(w, http.StatusOK, toks)
 }

@@ -560,13 +560,19 @@ func TestTokenCacheIgnoresLookupsRacingRevocation(t *testing.T) {
 	dev := Device{UserID: "@a:x", DeviceID: "D"}
 	gen := c.generation()
 	c.forget(func(d Device) bool { return d == dev }) // a logout lands while the lookup runs
-	c.put(h, dev, gen)
+	c.put(h, dev, gen, time.Time{})
 	if _, ok := c.get(h); ok {
 		t.Fatal("a lookup that raced a revocation was cached")
 	}
-	c.put(h, dev, c.generation())
+	c.put(h, dev, c.generation(), time.Time{})
 	if got, ok := c.get(h); !ok || got != dev {
 		t.Fatalf("get = %v, %v", got, ok)
+	}
+	// A token that expires is cached no longer than its life.
+	expiring := hashToken("expiring")
+	c.put(expiring, dev, c.generation(), time.Now().Add(-time.Millisecond))
+	if _, ok := c.get(expiring); ok {
+		t.Fatal("an expired token was served from the cache")
 	}
 	c.forget(func(d Device) bool { return d.UserID == "@a:x" })
 	if _, ok := c.get(h); ok {

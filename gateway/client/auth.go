@@ -90,6 +90,10 @@ func requestToken(r *http.Request) (string, error) {
 
 var errUnknownToken = matrix.Errorf(http.StatusUnauthorized, matrix.CodeUnknownToken, "Unknown access token").With("soft_logout", false)
 
+// errExpiredToken answers a refreshable access token past its expiry: the client
+// refreshes it and goes on (soft logout).
+var errExpiredToken = matrix.Errorf(http.StatusUnauthorized, matrix.CodeUnknownToken, "Access token has expired").With("soft_logout", true)
+
 func hashToken(tok string) [sha256.Size]byte { return sha256.Sum256([]byte(tok)) }
 
 // lookupToken resolves a token through the cache, then Postgres, which also notes that
@@ -100,15 +104,18 @@ func (s *Server) lookupToken(ctx context.Context, tok, ip string) (Device, error
 		return dev, nil
 	}
 	gen := s.tokens.generation()
-	userID, deviceID, err := s.DB.LookupToken(ctx, h[:], ip)
+	userID, deviceID, expires, err := s.DB.LookupToken(ctx, h[:], ip)
 	if errors.Is(err, persist.ErrNotFound) {
 		return Device{}, errUnknownToken
 	}
 	if err != nil {
 		return Device{}, err
 	}
+	if !expires.IsZero() && !time.Now().Before(expires) {
+		return Device{}, errExpiredToken
+	}
 	dev := Device{UserID: userID, DeviceID: deviceID}
-	s.tokens.put(h, dev, gen)
+	s.tokens.put(h, dev, gen, expires)
 	return dev, nil
 }
 
@@ -197,8 +204,8 @@ func (c *tokenCache) generation() uint64 {
 }
 
 // put caches a lookup made when the generation was gen, unless a revocation happened
-// since.
-func (c *tokenCache) put(h [sha256.Size]byte, dev Device, gen uint64) {
+// since, until the token expires (zero: never) or tokenTTL at most.
+func (c *tokenCache) put(h [sha256.Size]byte, dev Device, gen uint64, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
@@ -218,7 +225,11 @@ func (c *tokenCache) put(h [sha256.Size]byte, dev Device, gen uint64) {
 			clear(c.entries)
 		}
 	}
-	c.entries[h] = cachedToken{dev: dev, expires: now.Add(tokenTTL)}
+	until := now.Add(tokenTTL)
+	if !expires.IsZero() && expires.Before(until) {
+		until = expires
+	}
+	c.entries[h] = cachedToken{dev: dev, expires: until}
 }
 
 // forget drops every cached token whose device matches; callers revoke in Postgres

@@ -8,6 +8,7 @@ import (
 	"context"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -66,6 +67,9 @@ type Server struct {
 	AppServiceHTTP *http.Client
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
+	// RefreshableTokenLifetime is how long an access token asked for with a refresh
+	// token lasts (refreshable_access_token_lifetime; 5 minutes when 0).
+	RefreshableTokenLifetime time.Duration
 	// HTTP are the limits of the servers serving Handler; /sync extends their write
 	// timeout by its longest wait.
 	HTTP serve.Limits

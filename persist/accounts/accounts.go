@@ -1,7 +1,8 @@
 // Package accounts stores the projection of the accounts stream: users and their
 // password hashes, devices, access tokens (hashed), profiles, filters, forgotten rooms
-// and the room directory, and reads what the stream's writer decides on. Other reads of
-// these tables (token lookups, profiles, aliases) are in package persist.
+// and the room directory, and reads what the stream's writer decides on (and the
+// refresh tokens POST /refresh looks up). Other reads of these tables (access token
+// lookups, profiles, aliases) are in package persist.
 package accounts
 
 import (
@@ -146,10 +147,21 @@ func queueDevice(b *pgx.Batch, r *schemas.AccountsRecord, s int64, ts time.Time)
 // device's earlier tokens go with them, as Synapse removes a pusher with its token.
 func queueToken(b *pgx.Batch, r *schemas.AccountsRecord, s int64, ts time.Time) {
 	b.Queue(`DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2 AND stream_id < $3`, r.User, r.Device, s)
+	b.Queue(`DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2 AND stream_id < $3`, r.User, r.Device, s)
 	queueDeletePushers(b, s, `user_id = $1 AND device_id = $2`, r.User, r.Device)
-	b.Queue(`INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, stream_id)
-		SELECT $1::bytea, $2::text, $3::text, $4::timestamptz, $5::bigint WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)
-		ON CONFLICT (token_hash) DO NOTHING`, r.TokenHash, r.User, r.Device, ts, s)
+	var expires *time.Time
+	if r.Expires > 0 {
+		e := time.UnixMilli(r.Expires)
+		expires = &e
+	}
+	b.Queue(`INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, expires_at, stream_id)
+		SELECT $1::bytea, $2::text, $3::text, $4::timestamptz, $5::timestamptz, $6::bigint WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)
+		ON CONFLICT (token_hash) DO NOTHING`, r.TokenHash, r.User, r.Device, ts, expires, s)
+	if r.RefreshHash != nil {
+		b.Queue(`INSERT INTO refresh_tokens (token_hash, user_id, device_id, stream_id)
+			SELECT $1::bytea, $2::text, $3::text, $4::bigint WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)
+			ON CONFLICT (token_hash) DO NOTHING`, r.RefreshHash, r.User, r.Device, s)
+	}
 }
 
 // queuePusher sets a pusher. Without append, the pushkey becomes the user's: every
@@ -259,6 +271,19 @@ func (s Store) Filter(ctx context.Context, user string, filter json.RawMessage) 
 		return nil, 0, fmt.Errorf("accounts: read filters: %w", err)
 	}
 	return id, next, nil
+}
+
+// RefreshToken returns the user and device a refresh token (by its SHA-256) belongs to,
+// or ErrNotFound.
+func (s Store) RefreshToken(ctx context.Context, hash []byte) (user, device string, err error) {
+	err = s.Pool.QueryRow(ctx, `SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1`, hash).Scan(&user, &device)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", ErrNotFound
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("accounts: read refresh token: %w", err)
+	}
+	return user, device, nil
 }
 
 // MediaHolder is what the writer needs to know of stored media.

@@ -61,6 +61,10 @@ const (
 	// OpDeletePusher deletes the user's pusher of an app_id and pushkey, if any:
 	// schemas.Pusher with those two fields.
 	OpDeletePusher = "delete_pusher"
+	// OpRefresh exchanges a refresh token of the user's device for a new access token
+	// and refresh token; one already exchanged, or of another device, is 401
+	// M_UNKNOWN_TOKEN: Refresh.
+	OpRefresh = "refresh"
 	// OpDeactivate deactivates the user: no password, no devices; the user ID stays
 	// taken. No body.
 	OpDeactivate = "deactivate"
@@ -97,11 +101,21 @@ type SetPusher struct {
 	Append bool           `json:"append,omitempty"`
 }
 
-// NewDevice is a device with its first access token, given as the token's SHA-256.
+// NewDevice is a device with its first access token, given as the token's SHA-256, and
+// for a refreshable token the SHA-256 of its refresh token and how long it lasts.
 type NewDevice struct {
 	ID          string  `json:"id"`
 	DisplayName *string `json:"display_name,omitempty"`
 	TokenHash   []byte  `json:"token_hash"`
+	RefreshHash []byte  `json:"refresh_hash,omitempty"`
+	LifetimeMS  int64   `json:"lifetime_ms,omitempty"`
+}
+
+// Refresh is the body of OpRefresh: the device's refresh token Used is exchanged for
+// NewDevice's tokens (ID names the device; no display name).
+type Refresh struct {
+	Used []byte    `json:"used"`
+	New  NewDevice `json:"new"`
 }
 
 // Register is the body of OpRegister. PasswordHash is the bcrypt hash the gateway
@@ -193,7 +207,7 @@ func (a *Accounts) Prepare(ctx context.Context, batch []*schemas.StreamWrite) ([
 		now = a.Now()
 	}
 	p := &accountsBatch{store: a.Store, ctx: ctx, now: now, users: map[string]*userView{}, aliases: map[string]*aliasView{},
-		media: map[string]*mediaView{}}
+		media: map[string]*mediaView{}, refreshed: map[string]bool{}}
 	out := make([]Outcome, len(batch))
 	first := map[string]int{}
 	for i, w := range batch {
@@ -227,6 +241,8 @@ type accountsBatch struct {
 	users   map[string]*userView
 	aliases map[string]*aliasView
 	media   map[string]*mediaView
+	// refreshed are the refresh tokens this batch exchanged.
+	refreshed map[string]bool
 }
 
 // userView is a user as the batch leaves them.
@@ -284,7 +300,8 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 		r := schemas.AccountsRecord{Kind: schemas.AccountUserCreated, PasswordHash: body.PasswordHash}
 		if d := body.Device; d != nil {
 			u.devices[d.ID] = true
-			r.Device, r.DisplayName, r.TokenHash = d.ID, d.DisplayName, d.TokenHash
+			r.Device, r.DisplayName = d.ID, d.DisplayName
+			p.tokens(&r, d)
 		}
 		return p.record(w, w.User, r), nil
 	case OpLogin:
@@ -295,7 +312,8 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 		if !u.exists {
 			return unknownUser(), nil
 		}
-		r := schemas.AccountsRecord{Kind: schemas.AccountDeviceCreated, Device: body.ID, DisplayName: body.DisplayName, TokenHash: body.TokenHash}
+		r := schemas.AccountsRecord{Kind: schemas.AccountDeviceCreated, Device: body.ID, DisplayName: body.DisplayName}
+		p.tokens(&r, &body)
 		if u.devices[body.ID] {
 			// A login as a known device keeps its display name.
 			r.Kind, r.DisplayName = schemas.AccountTokenAdded, nil
@@ -311,6 +329,12 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return unknownUser(), nil
 		}
 		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountPasswordChanged, PasswordHash: body.PasswordHash}), nil
+	case OpRefresh:
+		var body Refresh
+		if decodeStrict(w.Body, &body) != nil || !validDevice(&body.New) || body.New.RefreshHash == nil || len(body.Used) != sha256.Size {
+			return badBody(w.Op), nil
+		}
+		return p.refresh(w, u, body)
 	case OpDeactivate:
 		if !u.exists {
 			return unknownUser(), nil
@@ -431,6 +455,31 @@ func (p *accountsBatch) createFilter(w *schemas.StreamWrite, u *userView, filter
 	u.next = id + 1
 	u.filters = append(u.filters, createdFilter{id: id, filter: filter})
 	return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountFilterCreated, FilterID: id, Filter: filter}), nil
+}
+
+// tokens puts d's access token, and its refresh token with the expiry, in r.
+func (p *accountsBatch) tokens(r *schemas.AccountsRecord, d *NewDevice) {
+	r.TokenHash = d.TokenHash
+	if d.RefreshHash != nil {
+		r.RefreshHash, r.Expires = d.RefreshHash, p.now.Add(time.Duration(d.LifetimeMS)*time.Millisecond).UnixMilli()
+	}
+}
+
+// refresh exchanges a refresh token once: the token must be the device's, and not
+// exchanged before in this batch (an exchange replaces the device's tokens).
+func (p *accountsBatch) refresh(w *schemas.StreamWrite, u *userView, body Refresh) (Outcome, error) {
+	used := string(body.Used)
+	user, device, err := p.store.RefreshToken(p.ctx, body.Used)
+	if err != nil && !errors.Is(err, accounts.ErrNotFound) {
+		return Outcome{}, err
+	}
+	if err != nil || user != w.User || device != body.New.ID || !u.devices[device] || p.refreshed[used] {
+		return Refuse(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "unknown refresh token"), nil
+	}
+	p.refreshed[used] = true
+	r := schemas.AccountsRecord{Kind: schemas.AccountTokenAdded, Device: device}
+	p.tokens(&r, &body.New)
+	return p.record(w, w.User, r), nil
 }
 
 func (p *accountsBatch) reserveMedia(w *schemas.StreamWrite, u *userView, body ReserveMedia) (Outcome, error) {
@@ -599,7 +648,10 @@ func (a *Accounts) Project(ctx context.Context, tx pgx.Tx, recs []streams.RawMes
 // row or position of a stream they do not know, so this stream stays off Redis.
 func (a *Accounts) Row(streams.RawMessage) any { return nil }
 
-func validDevice(d *NewDevice) bool { return d.ID != "" && len(d.TokenHash) == sha256.Size }
+func validDevice(d *NewDevice) bool {
+	return d.ID != "" && len(d.TokenHash) == sha256.Size &&
+		(d.RefreshHash == nil || len(d.RefreshHash) == sha256.Size && d.LifetimeMS > 0)
+}
 
 // decodeStrict decodes a write's body, refusing unknown fields: bodies come from
 // gateways of this build, and a field this writer does not know would be ignored

@@ -151,7 +151,7 @@ func TestAccountsUserIDsAreUnique(t *testing.T) {
 		t.Fatalf("alice after her registration: %v, %v", ok, err)
 	}
 	h := sha256.Sum256([]byte("t1"))
-	if u, d, err := c.db.LookupToken(context.Background(), h[:], ""); err != nil || u != alice || d != "D1" {
+	if u, d, _, err := c.db.LookupToken(context.Background(), h[:], ""); err != nil || u != alice || d != "D1" {
 		t.Fatalf("alice's first token: %s %s %v", u, d, err)
 	}
 
