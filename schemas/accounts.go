@@ -80,27 +80,27 @@ type AccountsRecord struct {
 	Write string `json:"write"`
 	// TS is the writer's clock, in milliseconds, when it made the record: the creation
 	// time of what the record creates, so a replay rebuilds those columns too.
-	TS           int64           `json:"ts"`
-	User         string          `json:"user"`
-	PasswordHash string          `json:"password_hash,omitempty"`
-	Device       string          `json:"device,omitempty"`
-	DisplayName  *string         `json:"display_name,omitempty"`
-	TokenHash    []byte          `json:"token_hash,omitempty"`
+	TS           int64   `json:"ts"`
+	User         string  `json:"user"`
+	PasswordHash string  `json:"password_hash,omitempty"`
+	Device       string  `json:"device,omitempty"`
+	DisplayName  *string `json:"display_name,omitempty"`
+	TokenHash    []byte  `json:"token_hash,omitempty"`
 	// RefreshHash is the SHA-256 of the refresh token that goes with TokenHash, which
 	// then expires at Expires (milliseconds); none for a token that does not expire.
-	RefreshHash []byte `json:"refresh_hash,omitempty"`
-	Expires     int64  `json:"expires,omitempty"`
-	Devices      []string        `json:"devices,omitempty"`
-	Field        string          `json:"field,omitempty"`
-	Value        *string         `json:"value,omitempty"`
-	FilterID     int64           `json:"filter_id,omitempty"`
-	Filter       json.RawMessage `json:"filter,omitempty"`
-	Room         string          `json:"room,omitempty"`
-	EventID      string          `json:"event_id,omitempty"`
-	Alias        string          `json:"alias,omitempty"`
-	Pusher       *Pusher         `json:"pusher,omitempty"`
-	Append       bool            `json:"append,omitempty"`
-	Media        *Media          `json:"media,omitempty"`
+	RefreshHash []byte          `json:"refresh_hash,omitempty"`
+	Expires     int64           `json:"expires,omitempty"`
+	Devices     []string        `json:"devices,omitempty"`
+	Field       string          `json:"field,omitempty"`
+	Value       *string         `json:"value,omitempty"`
+	FilterID    int64           `json:"filter_id,omitempty"`
+	Filter      json.RawMessage `json:"filter,omitempty"`
+	Room        string          `json:"room,omitempty"`
+	EventID     string          `json:"event_id,omitempty"`
+	Alias       string          `json:"alias,omitempty"`
+	Pusher      *Pusher         `json:"pusher,omitempty"`
+	Append      bool            `json:"append,omitempty"`
+	Media       *Media          `json:"media,omitempty"`
 }
 
 // Media is a local media item as the accounts stream records it. A reservation names
