@@ -51,6 +51,8 @@ const (
 	AccountPusherSet = "pusher_set"
 	// AccountPusherDeleted deletes User's pusher of Pusher's app_id and pushkey.
 	AccountPusherDeleted = "pusher_deleted"
+	// AccountRoomListed lists Room in the room directory when Public, or takes it out.
+	AccountRoomListed = "room_listed"
 	// AccountUserDeactivated deactivates User: no password, no devices (with their
 	// tokens and pushers); the user ID stays taken.
 	AccountUserDeactivated = "user_deactivated"
@@ -101,6 +103,7 @@ type AccountsRecord struct {
 	Pusher      *Pusher         `json:"pusher,omitempty"`
 	Append      bool            `json:"append,omitempty"`
 	Media       *Media          `json:"media,omitempty"`
+	Public      bool            `json:"public,omitempty"`
 }
 
 // Media is a local media item as the accounts stream records it. A reservation names
@@ -205,6 +208,8 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 		ok = r.Alias != "" && r.Room != ""
 	case AccountAliasDeleted:
 		ok = r.Alias != ""
+	case AccountRoomListed:
+		ok = r.Room != ""
 	case AccountPusherSet:
 		ok = r.Device != "" && r.Pusher != nil && r.Pusher.AppID != "" && r.Pusher.Pushkey != "" &&
 			r.Pusher.Kind != "" && IsObject(r.Pusher.Data)

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
+	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -102,5 +105,138 @@ func TestCreateRoomAliasClaims(t *testing.T) {
 	resolved, err := bob.ResolveAlias(ctx, id.RoomAlias("#race:"+d.serverName))
 	if err != nil || resolved.RoomID != joined.JoinedRooms[0] {
 		t.Fatalf("#race resolves to %v (%v), want %s", resolved, err, joined.JoinedRooms[0])
+	}
+}
+
+// publicRoomsOf asks the room directory's list with body (GET without one) and returns
+// the answer.
+func publicRoomsOf(ctx context.Context, t *testing.T, c *mautrix.Client, body map[string]any) publicRoomsAnswer {
+	t.Helper()
+	method, raw := http.MethodGet, []byte(nil)
+	if body != nil {
+		method, raw = http.MethodPost, must(json.Marshal(body))
+	}
+	status, code, text := rawRequest(ctx, t, method, c.HomeserverURL.String()+"/_matrix/client/v3/publicRooms", c.AccessToken, raw)
+	var out publicRoomsAnswer
+	if err := json.Unmarshal([]byte(text), &out); err != nil || status != http.StatusOK {
+		t.Fatalf("publicRooms %v: %d %s %s", body, status, code, text)
+	}
+	return out
+}
+
+type publicRoomsAnswer struct {
+	Chunk []struct {
+		RoomID         string `json:"room_id"`
+		Name           string `json:"name"`
+		Topic          string `json:"topic"`
+		CanonicalAlias string `json:"canonical_alias"`
+		JoinRule       string `json:"join_rule"`
+		Joined         int    `json:"num_joined_members"`
+		WorldReadable  *bool  `json:"world_readable"`
+		GuestCanJoin   *bool  `json:"guest_can_join"`
+	} `json:"chunk"`
+	NextBatch string `json:"next_batch"`
+	PrevBatch string `json:"prev_batch"`
+	Total     int    `json:"total_room_count_estimate"`
+}
+
+func (a publicRoomsAnswer) ids() []string {
+	var out []string
+	for _, r := range a.Chunk {
+		out = append(out, r.RoomID)
+	}
+	return out
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestPublicRoomList: createRoom's visibility and PUT /directory/list/room put rooms in
+// the list that /publicRooms pages through, most members first, with their name, topic
+// and alias, filtered by a search term; only a member with the power level to change
+// the canonical alias may change a room's entry.
+func TestPublicRoomList(t *testing.T) {
+	ctx, d, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	carol := newUser(ctx, t, hs.url(), "carol")
+	womble, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "The Den",
+		Topic: "Test Topic Wombles", RoomAliasName: "den"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "Busy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.JoinRoomByID(ctx, other.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	private := createRoomWith(ctx, t, alice, "private_chat", carol)
+
+	all := publicRoomsOf(ctx, t, carol, nil)
+	if got := all.ids(); !slices.Equal(got, []string{other.RoomID.String(), womble.RoomID.String()}) || all.Total != 2 {
+		t.Fatalf("the list: %v (total %d), want the busier room first", got, all.Total)
+	}
+	den := all.Chunk[1]
+	if den.Name != "The Den" || den.Topic != "Test Topic Wombles" || den.CanonicalAlias != "#den:"+d.serverName || den.Joined != 1 ||
+		den.JoinRule != "public" || den.WorldReadable == nil || *den.WorldReadable || den.GuestCanJoin == nil {
+		t.Errorf("the room's entry: %+v", den)
+	}
+	if got := publicRoomsOf(ctx, t, carol, map[string]any{"filter": map[string]any{"generic_search_term": "wombles"}}).ids(); !slices.Equal(got, []string{womble.RoomID.String()}) {
+		t.Errorf("search for wombles: %v", got)
+	}
+	first := publicRoomsOf(ctx, t, carol, map[string]any{"limit": 1})
+	second := publicRoomsOf(ctx, t, carol, map[string]any{"limit": 1, "since": first.NextBatch})
+	if len(first.Chunk) != 1 || first.NextBatch == "" || !slices.Equal(second.ids(), []string{womble.RoomID.String()}) || second.NextBatch != "" || second.PrevBatch == "" {
+		t.Errorf("pages of one: %+v then %+v", first, second)
+	}
+
+	listURL := hs.url() + "/_matrix/client/v3/directory/list/room/"
+	visibility := func(room id.RoomID) string {
+		status, _, text := rawRequest(ctx, t, http.MethodGet, listURL+room.String(), "", nil)
+		var v struct{ Visibility string }
+		_ = json.Unmarshal([]byte(text), &v)
+		if status != http.StatusOK {
+			t.Fatalf("visibility of %s: %d %s", room, status, text)
+		}
+		return v.Visibility
+	}
+	if v := visibility(private); v != "private" {
+		t.Errorf("a private room: %s", v)
+	}
+	for _, c := range []struct {
+		who    *mautrix.Client
+		room   id.RoomID
+		status int
+		code   string
+	}{
+		{carol, private, http.StatusForbidden, "M_FORBIDDEN"}, // a member without the power level
+		{bob, private, http.StatusForbidden, "M_FORBIDDEN"},   // not a member
+		{alice, private, http.StatusOK, ""},
+	} {
+		status, code, _ := rawRequest(ctx, t, http.MethodPut, listURL+c.room.String(), c.who.AccessToken, []byte(`{"visibility":"public"}`))
+		if status != c.status || code != c.code {
+			t.Errorf("%s publishes %s: %d %s, want %d %s", c.who.UserID, c.room, status, code, c.status, c.code)
+		}
+	}
+	if v := visibility(private); v != "public" {
+		t.Errorf("after publishing: %s", v)
+	}
+	if status, _, _ := rawRequest(ctx, t, http.MethodPut, listURL+womble.RoomID.String(), alice.AccessToken, []byte(`{"visibility":"private"}`)); status != http.StatusOK {
+		t.Fatalf("unpublish: %d", status)
+	}
+	if got := publicRoomsOf(ctx, t, carol, nil).ids(); slices.Contains(got, womble.RoomID.String()) || !slices.Contains(got, private.String()) {
+		t.Errorf("after the changes: %v", got)
+	}
+	if status, code, _ := rawRequest(ctx, t, http.MethodGet, listURL+"!nosuch:"+d.serverName, "", nil); status != http.StatusNotFound || code != "M_NOT_FOUND" {
+		t.Errorf("an unknown room's visibility: %d %s", status, code)
+	}
+	if status, code, _ := rawRequest(ctx, t, http.MethodPut, listURL+private.String(), alice.AccessToken, []byte(`{"visibility":"secret"}`)); status != http.StatusBadRequest || code != "M_INVALID_PARAM" {
+		t.Errorf("visibility secret: %d %s", status, code)
 	}
 }

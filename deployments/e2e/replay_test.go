@@ -113,7 +113,7 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 
 	// Rooms and aliases: one claimed by createRoom, one added and one deleted, one
 	// released by a refused create.
-	lobby, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "lobby"})
+	lobby, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "lobby", Visibility: "public"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,6 +105,12 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, dev Device) 
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
+	if req.Visibility == "public" {
+		if _, err := s.writeAccounts(ctx, dev, roomID, userstreams.OpListRoom, userstreams.ListRoom{Room: roomID, Public: true}); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 }
 

@@ -165,6 +165,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAccount(r)
 	s.registerRooms(r)
 	s.registerDirectory(r)
+	s.registerRoomDirectory(r)
 	s.registerCapabilities(r)
 	s.registerProfile(r)
 	s.registerSync(r)

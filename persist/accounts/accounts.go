@@ -105,6 +105,10 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		b.Queue(`DELETE FROM room_aliases WHERE alias = $1 AND room_id = $2 AND stream_id < $3`, r.Alias, r.Room, s)
 	case schemas.AccountAliasDeleted:
 		b.Queue(`DELETE FROM room_aliases WHERE alias = $1 AND stream_id < $2`, r.Alias, s)
+	case schemas.AccountRoomListed:
+		b.Queue(`INSERT INTO room_directory (room_id, public, stream_id) VALUES ($1, $2, $3)
+			ON CONFLICT (room_id) DO UPDATE SET public = excluded.public, stream_id = excluded.stream_id
+			WHERE room_directory.stream_id < excluded.stream_id`, r.Room, r.Public, s)
 	case schemas.AccountPusherSet:
 		queuePusher(b, r, s)
 	case schemas.AccountPusherDeleted:

@@ -61,6 +61,9 @@ const (
 	// OpDeletePusher deletes the user's pusher of an app_id and pushkey, if any:
 	// schemas.Pusher with those two fields.
 	OpDeletePusher = "delete_pusher"
+	// OpListRoom lists a room in the room directory, or takes it out, keyed by the
+	// room: ListRoom. The gateway checked that the user may.
+	OpListRoom = "list_room"
 	// OpRefresh exchanges a refresh token of the user's device for a new access token
 	// and refresh token; one already exchanged, or of another device, is 401
 	// M_UNKNOWN_TOKEN: Refresh.
@@ -109,6 +112,12 @@ type NewDevice struct {
 	TokenHash   []byte  `json:"token_hash"`
 	RefreshHash []byte  `json:"refresh_hash,omitempty"`
 	LifetimeMS  int64   `json:"lifetime_ms,omitempty"`
+}
+
+// ListRoom is the body of OpListRoom.
+type ListRoom struct {
+	Room   string `json:"room"`
+	Public bool   `json:"public"`
 }
 
 // Refresh is the body of OpRefresh: the device's refresh token Used is exchanged for
@@ -279,6 +288,15 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return wrongShard(), nil
 		}
 		return p.aliasWrite(w, body)
+	case OpListRoom:
+		var body ListRoom
+		if err := decodeStrict(w.Body, &body); err != nil || body.Room == "" {
+			return badBody(w.Op), nil
+		}
+		if body.Room != w.Key {
+			return wrongShard(), nil
+		}
+		return p.record(w, body.Room, schemas.AccountsRecord{Kind: schemas.AccountRoomListed, Room: body.Room, Public: body.Public}), nil
 	}
 	if w.Key != w.User {
 		return wrongShard(), nil
