@@ -1,6 +1,7 @@
 package persist
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/tidwall/gjson"
 
 	"github.com/ganglionhq/ganglion/schemas"
 )
@@ -37,10 +39,12 @@ func BatchesOf(msgs []schemas.LogMessage) []BatchAt {
 type parsedEvent struct {
 	schemas.LoggedEvent
 	roomID, typ, sender, membership, redacts string
-	stateKey                                 *string
-	depth, ts                                int64
-	seq                                      uint64
-	idx                                      int
+	// relatesTo and relType are the event's m.relates_to, when it has both.
+	relatesTo, relType string
+	stateKey           *string
+	depth, ts          int64
+	seq                uint64
+	idx                int
 }
 
 func parseBatch(b BatchAt) ([]parsedEvent, error) {
@@ -57,6 +61,7 @@ func parseBatch(b BatchAt) ([]parsedEvent, error) {
 		} else if err := p.decode(); err != nil {
 			return nil, fmt.Errorf("event %s at seq %d: %w", le.EventID, b.Seq, err)
 		}
+		p.relatesTo, p.relType = RelationOf(le.JSON)
 		out = append(out, p)
 	}
 	return out, nil
@@ -94,6 +99,20 @@ func (p *parsedEvent) decode() error {
 		}
 	}
 	return nil
+}
+
+// RelationOf returns the event and relation type of an event's m.relates_to, or "" when
+// it has no relation with both (a reply's m.in_reply_to alone is none).
+func RelationOf(js []byte) (target, relType string) {
+	if !bytes.Contains(js, []byte(`"m.relates_to"`)) {
+		return "", ""
+	}
+	rel := gjson.GetBytes(js, `content.m\.relates_to`)
+	t, rt := rel.Get("event_id"), rel.Get("rel_type")
+	if t.Type != gjson.String || rt.Type != gjson.String || t.Str == "" || rt.Str == "" {
+		return "", ""
+	}
+	return t.Str, rt.Str
 }
 
 // RedactsOf returns the target of a redaction in any room version: top-level before
@@ -269,11 +288,14 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		evs = append(evs, p...)
 	}
 	var (
-		ids, rooms, types, senders, jsons, devices, txns, members []string
-		stateKeys                                                 []*string
-		seqs, depths, tss                                         []int64
-		idxs                                                      []int32
-		redTargets, redBy                                         []string
+		ids, rooms, types, senders, jsons, devices, txns, members      []string
+		stateKeys                                                      []*string
+		seqs, depths, tss                                              []int64
+		idxs                                                           []int32
+		redTargets, redBy                                              []string
+		relIDs, relTargets, relTypes, relRooms, relEvTypes, relSenders []string
+		relSeqs                                                        []int64
+		relIdxs                                                        []int32
 	)
 	type stateKey struct{ room, typ, key string }
 	state := map[stateKey]parsedEvent{}
@@ -308,6 +330,11 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		if e.redacts != "" {
 			redTargets = append(redTargets, e.redacts)
 			redBy = append(redBy, e.EventID)
+		}
+		if e.relatesTo != "" {
+			relIDs, relTargets, relTypes = append(relIDs, e.EventID), append(relTargets, e.relatesTo), append(relTypes, e.relType)
+			relRooms, relEvTypes, relSenders = append(relRooms, e.roomID), append(relEvTypes, e.typ), append(relSenders, e.sender)
+			relSeqs, relIdxs = append(relSeqs, int64(e.seq)), append(relIdxs, int32(e.idx))
 		}
 		h := heads[e.roomID]
 		if h == nil {
@@ -382,7 +409,17 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		WHERE rooms.last_seq < excluded.last_seq`,
 		hRooms, hVersions, hCreators, hSeqs, hLast, hDepths)
 
+	if len(relIDs) > 0 {
+		// A redacted event has no relation: projected again (a replay), it stays out.
+		batch.Queue(`INSERT INTO event_relations (event_id, relates_to, rel_type, room_id, type, sender, seq, idx)
+			SELECT u.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[])
+				AS u(event_id, relates_to, rel_type, room_id, type, sender, seq, idx)
+			WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = u.event_id AND e.redacted_by IS NOT NULL)
+			ON CONFLICT DO NOTHING`, relIDs, relTargets, relTypes, relRooms, relEvTypes, relSenders, relSeqs, relIdxs)
+	}
 	if len(redTargets) > 0 {
+		batch.Queue(`DELETE FROM event_relations x USING unnest($1::text[], $2::text[]) AS u(target, by)
+			JOIN events r ON r.event_id = u.by WHERE x.event_id = u.target AND x.room_id = r.room_id`, redTargets, redBy)
 		batch.Queue(`UPDATE events e SET redacted_by = u.by
 			FROM unnest($1::text[], $2::text[]) AS u(target, by)
 			JOIN events r ON r.event_id = u.by

@@ -123,6 +123,24 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 	if _, err := bob.CreateAlias(ctx, id.RoomAlias("#hall:"+d.serverName), lobby.RoomID); err != nil {
 		t.Fatal(err)
 	}
+	// A thread reply and a redacted one: relations, one gone with its redaction. Alice
+	// sends them: her push rules change later, and a rebuild evaluates with the rules
+	// stored at its end, so only bob's notifications are rebuilt the same.
+	threadRoot, err := alice.SendText(ctx, lobby.RoomID, "a thread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		reply, err := alice.SendMessageEvent(ctx, lobby.RoomID, event.EventMessage, relatesTo(threadRoot.EventID, "m.thread", textContent("reply")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			if _, err := alice.RedactEvent(ctx, lobby.RoomID, reply.EventID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if _, err := alice.CreateAlias(ctx, id.RoomAlias("#gone:"+d.serverName), lobby.RoomID); err != nil {
 		t.Fatal(err)
 	}

@@ -509,7 +509,12 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	matrix.WriteJSON(w, http.StatusOK, clientEvent(ev, dev))
+	withRel, err := s.withBundles(r.Context(), []persist.StoredEvent{*ev}, dev)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	matrix.WriteJSON(w, http.StatusOK, withRel[0])
 }
 
 // messagesResponse is the body of /messages.
@@ -537,40 +542,10 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 		return
 	}
 	backwards := dir == "b"
-	ceiling, floor := bound.ceiling(), bound.floor()
-	from := ceiling
-	if !backwards {
-		from = floor
-	}
-	if tok := q.Get("from"); tok != "" {
-		if from, err = parsePageToken(tok); err != nil {
-			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid from token"))
-			return
-		}
-	}
-	var to *persist.Pos
-	if tok := q.Get("to"); tok != "" {
-		p, err := parsePageToken(tok)
-		if err != nil {
-			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid to token"))
-			return
-		}
-		to = &p
-	}
-	if backwards {
-		if ceiling.Less(from) {
-			from = ceiling
-		}
-		if to == nil || to.Less(floor) {
-			to = &floor
-		}
-	} else {
-		if from.Less(floor) {
-			from = floor
-		}
-		if to == nil || ceiling.Less(*to) {
-			to = &ceiling
-		}
+	from, to, err := pageBounds(q.Get("from"), q.Get("to"), backwards, bound)
+	if err != nil {
+		matrix.WriteError(w, err)
+		return
 	}
 	var rf *roomEventFilter
 	if raw := q.Get("filter"); raw != "" {
@@ -584,7 +559,12 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	resp := messagesResponse{Chunk: clientEvents(evs, dev), Start: formatPageToken(from)}
+	chunk, err := s.withBundles(r.Context(), evs, dev)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	resp := messagesResponse{Chunk: chunk, Start: formatPageToken(from)}
 	if rf != nil && rf.LazyLoadMembers && len(evs) > 0 {
 		// The member events of the chunk's senders: what a client that lazily loads
 		// members needs to show them.
@@ -597,12 +577,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 	// or that reached the room's start, does not tell there is nothing more; the page
 	// after the last is empty and has none.
 	if len(evs) > 0 {
-		last := evs[len(evs)-1]
-		if backwards {
-			resp.End = formatPageToken(persist.Pos{Seq: last.Seq, Idx: last.Idx})
-		} else {
-			resp.End = formatPageToken(persist.Pos{Seq: last.Seq, Idx: last.Idx + 1})
-		}
+		resp.End = formatPageToken(afterInPage(evs[len(evs)-1], backwards))
 	}
 	matrix.WriteJSON(w, http.StatusOK, resp)
 }

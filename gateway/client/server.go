@@ -166,6 +166,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerRooms(r)
 	s.registerDirectory(r)
 	s.registerRoomDirectory(r)
+	s.registerRelations(r)
 	s.registerCapabilities(r)
 	s.registerProfile(r)
 	s.registerSync(r)

@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// getJSON GETs path (under the client API) as c and returns the body, failing on
+// another status than want.
+func getJSON(ctx context.Context, t *testing.T, c *mautrix.Client, path string, want int) gjson.Result {
+	t.Helper()
+	status, code, text := rawRequest(ctx, t, http.MethodGet, c.HomeserverURL.String()+"/_matrix/client/"+path, c.AccessToken, nil)
+	if status != want {
+		t.Fatalf("GET %s: %d %s %s, want %d", path, status, code, text, want)
+	}
+	return gjson.Parse(text)
+}
+
+func chunkIDs(res gjson.Result) []string {
+	var out []string
+	for _, e := range res.Get("chunk").Array() {
+		out = append(out, e.Get("event_id").Str)
+	}
+	return out
+}
+
+func relatesTo(target id.EventID, relType string, content map[string]any) map[string]any {
+	content["m.relates_to"] = map[string]any{"event_id": target, "rel_type": relType}
+	return content
+}
+
+// TestRelationsAndThreads: the events relating to an event page in both directions,
+// filtered by relation and event type and recursively; an event comes with its
+// aggregations (thread summary, latest edit, references); /threads lists roots by
+// latest activity, all or those the user took part in; a redacted relation is gone.
+func TestRelationsAndThreads(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	carol := newUser(ctx, t, hs.url(), "carol")
+	room := createRoomWith(ctx, t, alice, "private_chat", bob)
+	send := func(c *mautrix.Client, typ string, content map[string]any) id.EventID {
+		t.Helper()
+		res, err := c.SendMessageEvent(ctx, room, event.NewEventType(typ), content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.EventID
+	}
+	root := send(alice, "m.room.message", textContent("root"))
+	reply := send(alice, "m.room.message", relatesTo(root, "m.thread", textContent("in the thread")))
+	dummy := send(bob, "m.dummy", relatesTo(root, "m.thread", map[string]any{}))
+	edit := send(alice, "m.room.message", relatesTo(root, "m.replace", map[string]any{"msgtype": "m.text", "body": "* edited",
+		"m.new_content": textContent("edited")}))
+	ref := send(bob, "m.room.message", relatesTo(root, "m.reference", textContent("see above")))
+	reaction := send(bob, "m.reaction", map[string]any{"m.relates_to": map[string]any{"event_id": reply, "rel_type": "m.annotation", "key": "👍"}})
+	other := send(bob, "m.room.message", textContent("second root"))
+	otherReply := send(bob, "m.room.message", relatesTo(other, "m.thread", textContent("reply two")))
+
+	base := "v1/rooms/" + room.String() + "/relations/" + root.String()
+	ids := func(path string) []string { return chunkIDs(getJSON(ctx, t, alice, path, http.StatusOK)) }
+	str := func(evs ...id.EventID) []string {
+		out := make([]string, len(evs))
+		for i, e := range evs {
+			out[i] = e.String()
+		}
+		return out
+	}
+	for _, c := range []struct {
+		path string
+		want []string
+	}{
+		{base, str(ref, edit, dummy, reply)},
+		{base + "/m.thread", str(dummy, reply)},
+		{base + "/m.thread/m.room.message", str(reply)},
+		{base + "?dir=f&limit=2", str(reply, dummy)},
+		{base + "/m.thread?recurse=true", str(dummy, reply)}, // the reaction is not a thread relation
+		{base + "?recurse=true&limit=10", str(reaction, ref, edit, dummy, reply)},
+	} {
+		if got := ids(c.path); !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", c.path, got, c.want)
+		}
+	}
+	first := getJSON(ctx, t, alice, base+"?limit=3", http.StatusOK)
+	next := first.Get("next_batch").Str
+	if got := chunkIDs(first); !slices.Equal(got, str(ref, edit, dummy)) || next == "" {
+		t.Fatalf("first page of 3: %v, next %q", got, next)
+	}
+	if got := ids(base + "?limit=3&from=" + next); !slices.Equal(got, str(reply)) {
+		t.Errorf("second page: %v", got)
+	}
+
+	ev := getJSON(ctx, t, alice, "v3/rooms/"+room.String()+"/event/"+root.String(), http.StatusOK)
+	rel := ev.Get(`unsigned.m\.relations`)
+	if rel.Get(`m\.thread.count`).Int() != 2 || rel.Get(`m\.thread.latest_event.event_id`).Str != dummy.String() ||
+		!rel.Get(`m\.thread.current_user_participated`).Bool() || rel.Get(`m\.replace.event_id`).Str != edit.String() ||
+		rel.Get(`m\.reference.chunk.0.event_id`).Str != ref.String() {
+		t.Errorf("the root's aggregations: %s", rel.Raw)
+	}
+	msgs := getJSON(ctx, t, bob, "v3/rooms/"+room.String()+"/messages?dir=b&limit=20", http.StatusOK)
+	found := false
+	for _, e := range msgs.Get("chunk").Array() {
+		if e.Get("event_id").Str == root.String() {
+			found = e.Get(`unsigned.m\.relations.m\.thread.count`).Int() == 2 && e.Get(`unsigned.m\.relations.m\.thread.current_user_participated`).Bool()
+		}
+	}
+	if !found {
+		t.Errorf("the root in /messages lacks its thread summary for bob, who replied: %s", msgs.Raw)
+	}
+
+	threads := func(c *mautrix.Client, query string) [][2]string {
+		var out [][2]string
+		for _, e := range getJSON(ctx, t, c, "v1/rooms/"+room.String()+"/threads"+query, http.StatusOK).Get("chunk").Array() {
+			out = append(out, [2]string{e.Get("event_id").Str, e.Get(`unsigned.m\.relations.m\.thread.latest_event.event_id`).Str})
+		}
+		return out
+	}
+	if got := threads(alice, ""); !slices.Equal(got, [][2]string{{other.String(), otherReply.String()}, {root.String(), dummy.String()}}) {
+		t.Errorf("threads: %v", got)
+	}
+	if got := threads(alice, "?include=participated"); !slices.Equal(got, [][2]string{{root.String(), dummy.String()}}) {
+		t.Errorf("alice's threads: %v", got)
+	}
+	// A new reply moves its thread first.
+	newer := send(alice, "m.room.message", relatesTo(root, "m.thread", textContent("later")))
+	if got := threads(alice, "?limit=1"); !slices.Equal(got, [][2]string{{root.String(), newer.String()}}) {
+		t.Errorf("threads after a reply: %v", got)
+	}
+
+	// A redacted relation is gone.
+	if _, err := bob.RedactEvent(ctx, room, dummy); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(base + "/m.thread"); !slices.Equal(got, str(newer, reply)) {
+		t.Errorf("after redacting a thread event: %v", got)
+	}
+
+	// Errors: a non-member, an unknown event, a bad direction.
+	getJSON(ctx, t, carol, "v1/rooms/"+room.String()+"/relations/"+root.String(), http.StatusForbidden)
+	getJSON(ctx, t, alice, "v1/rooms/"+room.String()+"/relations/$nosuchevent", http.StatusNotFound)
+	getJSON(ctx, t, alice, base+"?dir=x", http.StatusBadRequest)
+	getJSON(ctx, t, alice, "v1/rooms/"+room.String()+"/threads?include=mine", http.StatusBadRequest)
+}
+
