@@ -148,4 +148,3 @@ func TestRelationsAndThreads(t *testing.T) {
 	getJSON(ctx, t, alice, base+"?dir=x", http.StatusBadRequest)
 	getJSON(ctx, t, alice, "v1/rooms/"+room.String()+"/threads?include=mine", http.StatusBadRequest)
 }
-
