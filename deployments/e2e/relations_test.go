@@ -23,14 +23,6 @@ func getJSON(ctx context.Context, t *testing.T, c *mautrix.Client, path string, 
 	return gjson.Parse(text)
 }
 
-func chunkIDs(res gjson.Result) []string {
-	var out []string
-	for _, e := range res.Get("chunk").Array() {
-		out = append(out, e.Get("event_id").Str)
-	}
-	return out
-}
-
 func relatesTo(target id.EventID, relType string, content map[string]any) map[string]any {
 	content["m.relates_to"] = map[string]any{"event_id": target, "rel_type": relType}
 	return content
@@ -65,7 +57,7 @@ func TestRelationsAndThreads(t *testing.T) {
 	otherReply := send(bob, "m.room.message", relatesTo(other, "m.thread", textContent("reply two")))
 
 	base := "v1/rooms/" + room.String() + "/relations/" + root.String()
-	ids := func(path string) []string { return chunkIDs(getJSON(ctx, t, alice, path, http.StatusOK)) }
+	page := func(path string) []string { return ids(getJSON(ctx, t, alice, path, http.StatusOK).Get("chunk")) }
 	str := func(evs ...id.EventID) []string {
 		out := make([]string, len(evs))
 		for i, e := range evs {
@@ -84,16 +76,16 @@ func TestRelationsAndThreads(t *testing.T) {
 		{base + "/m.thread?recurse=true", str(dummy, reply)}, // the reaction is not a thread relation
 		{base + "?recurse=true&limit=10", str(reaction, ref, edit, dummy, reply)},
 	} {
-		if got := ids(c.path); !slices.Equal(got, c.want) {
+		if got := page(c.path); !slices.Equal(got, c.want) {
 			t.Errorf("%s: %v, want %v", c.path, got, c.want)
 		}
 	}
 	first := getJSON(ctx, t, alice, base+"?limit=3", http.StatusOK)
 	next := first.Get("next_batch").Str
-	if got := chunkIDs(first); !slices.Equal(got, str(ref, edit, dummy)) || next == "" {
+	if got := ids(first.Get("chunk")); !slices.Equal(got, str(ref, edit, dummy)) || next == "" {
 		t.Fatalf("first page of 3: %v, next %q", got, next)
 	}
-	if got := ids(base + "?limit=3&from=" + next); !slices.Equal(got, str(reply)) {
+	if got := page(base + "?limit=3&from=" + next); !slices.Equal(got, str(reply)) {
 		t.Errorf("second page: %v", got)
 	}
 
@@ -138,7 +130,7 @@ func TestRelationsAndThreads(t *testing.T) {
 	if _, err := bob.RedactEvent(ctx, room, dummy); err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(base + "/m.thread"); !slices.Equal(got, str(newer, reply)) {
+	if got := page(base + "/m.thread"); !slices.Equal(got, str(newer, reply)) {
 		t.Errorf("after redacting a thread event: %v", got)
 	}
 
@@ -147,4 +139,68 @@ func TestRelationsAndThreads(t *testing.T) {
 	getJSON(ctx, t, alice, "v1/rooms/"+room.String()+"/relations/$nosuchevent", http.StatusNotFound)
 	getJSON(ctx, t, alice, base+"?dir=x", http.StatusBadRequest)
 	getJSON(ctx, t, alice, "v1/rooms/"+room.String()+"/threads?include=mine", http.StatusBadRequest)
+}
+
+// TestEventContext: /context answers an event with the events around it (half before,
+// newest first), tokens that /messages continues from, and the room's state; lazily
+// loaded members give only the senders shown; an unknown event is 404.
+func TestEventContext(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	carol := newUser(ctx, t, hs.url(), "carol")
+	room := createRoomWith(ctx, t, alice, "private_chat", bob)
+	var sent []string
+	for i := range 9 {
+		c := alice
+		if i%2 == 1 {
+			c = bob
+		}
+		res, err := c.SendText(ctx, room, "message")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, res.EventID.String())
+	}
+	base := "v3/rooms/" + room.String() + "/context/" + sent[4]
+	res := getJSON(ctx, t, alice, base+"?limit=4", http.StatusOK)
+	if res.Get("event.event_id").Str != sent[4] || !slices.Equal(ids(res.Get("events_before")), []string{sent[3], sent[2]}) ||
+		!slices.Equal(ids(res.Get("events_after")), []string{sent[5], sent[6]}) {
+		t.Fatalf("context of the fifth message: %s", res.Raw)
+	}
+	types := map[string]bool{}
+	for _, e := range res.Get("state").Array() {
+		types[e.Get("type").Str] = true
+	}
+	if !types["m.room.create"] || !types["m.room.member"] || !types["m.room.power_levels"] {
+		t.Errorf("state: %v", types)
+	}
+	after := getJSON(ctx, t, alice, "v3/rooms/"+room.String()+"/messages?dir=f&limit=5&from="+res.Get("end").Str, http.StatusOK)
+	if got := ids(after.Get("chunk")); !slices.Equal(got, sent[7:]) {
+		t.Errorf("/messages after the context's end: %v, want %v", got, sent[7:])
+	}
+	before := getJSON(ctx, t, alice, "v3/rooms/"+room.String()+"/messages?dir=b&limit=2&from="+res.Get("start").Str, http.StatusOK)
+	if got := ids(before.Get("chunk")); !slices.Equal(got, []string{sent[1], sent[0]}) {
+		t.Errorf("/messages before the context's start: %v", got)
+	}
+	lazy := getJSON(ctx, t, alice, base+`?limit=2&filter={"lazy_load_members":true,"types":["m.room.message"]}`, http.StatusOK)
+	var members []string
+	for _, e := range lazy.Get("state").Array() {
+		members = append(members, e.Get("state_key").Str)
+	}
+	slices.Sort(members)
+	if want := []string{alice.UserID.String(), bob.UserID.String()}; !slices.Equal(members, want) {
+		t.Errorf("lazily loaded members: %v, want %v", members, want)
+	}
+	getJSON(ctx, t, alice, "v3/rooms/"+room.String()+"/context/$nosuchevent", http.StatusNotFound)
+	getJSON(ctx, t, carol, base, http.StatusForbidden)
+}
+
+// ids are the event IDs of a list of events.
+func ids(list gjson.Result) []string {
+	var out []string
+	for _, e := range list.Array() {
+		out = append(out, e.Get("event_id").Str)
+	}
+	return out
 }

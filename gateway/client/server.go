@@ -167,6 +167,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerDirectory(r)
 	s.registerRoomDirectory(r)
 	s.registerRelations(r)
+	s.registerContext(r)
 	s.registerCapabilities(r)
 	s.registerProfile(r)
 	s.registerSync(r)

@@ -1,0 +1,104 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/ganglionhq/ganglion/gateway/matrix"
+	"github.com/ganglionhq/ganglion/persist"
+)
+
+func (s *Server) registerContext(r router) {
+	r.handle("GET", "/rooms/{room}/context/{event}", modernVersions, s.authed(s.eventContext))
+}
+
+type contextResponse struct {
+	Start        string            `json:"start"`
+	End          string            `json:"end"`
+	EventsBefore []json.RawMessage `json:"events_before"`
+	Event        json.RawMessage   `json:"event"`
+	EventsAfter  []json.RawMessage `json:"events_after"`
+	State        []json.RawMessage `json:"state"`
+}
+
+// eventContext answers an event the user may read with up to limit events around it
+// (half before, newest first, the rest after; the room filter applies to them) and the
+// room's state at the last of them, as Synapse does; with lazy_load_members the state
+// holds only the members who sent the events shown.
+func (s *Server) eventContext(w http.ResponseWriter, r *http.Request, dev Device) {
+	room, bound, ok := s.readableRoom(w, r, dev)
+	if !ok {
+		return
+	}
+	ev, err := s.DB.GetEvent(r.Context(), r.PathValue("event"))
+	if errors.Is(err, persist.ErrNotFound) || err == nil && (ev.RoomID != room || !bound.allows(persist.Pos{Seq: ev.Seq, Idx: ev.Idx})) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "Event not found"))
+		return
+	}
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	q := r.URL.Query()
+	limit, err := intParam(q.Get("limit"), 10, 0, 100)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	var rf *roomEventFilter
+	if raw := q.Get("filter"); raw != "" {
+		if rf, err = parseRoomEventFilter([]byte(raw)); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
+	at := persist.Pos{Seq: ev.Seq, Idx: ev.Idx}
+	floor, ceiling := bound.floor(), bound.ceiling()
+	var before, after []persist.StoredEvent
+	if n := limit / 2; n > 0 {
+		if before, err = s.DB.RoomEvents(r.Context(), room, at, &floor, true, n, rf.query()); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
+	if n := limit - limit/2; n > 0 {
+		if after, err = s.DB.RoomEvents(r.Context(), room, persist.Pos{Seq: at.Seq, Idx: at.Idx + 1}, &ceiling, false, n, rf.query()); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
+	last := *ev
+	if len(after) > 0 {
+		last = after[len(after)-1]
+	}
+	resp := contextResponse{Start: formatPageToken(at), End: formatPageToken(persist.Pos{Seq: last.Seq, Idx: last.Idx + 1})}
+	if len(before) > 0 {
+		resp.Start = formatPageToken(afterInPage(before[len(before)-1], true))
+	}
+	all := append(append(append([]persist.StoredEvent{}, before...), *ev), after...)
+	shown, err := s.withBundles(r.Context(), all, dev)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	resp.EventsBefore, resp.Event, resp.EventsAfter = shown[:len(before)], shown[len(before)], shown[len(before)+1:]
+	if rf != nil && rf.LazyLoadMembers {
+		// The members as of the last event shown.
+		if resp.State, err = s.chunkMembers(r.Context(), room, append([]persist.StoredEvent{last}, all...), dev); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	} else {
+		state, err := s.DB.StateAt(r.Context(), room, persist.Pos{Seq: last.Seq, Idx: last.Idx})
+		if err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+		resp.State = clientEvents(state, dev)
+	}
+	if resp.State == nil {
+		resp.State = []json.RawMessage{}
+	}
+	matrix.WriteJSON(w, http.StatusOK, resp)
+}
