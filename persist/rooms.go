@@ -41,10 +41,13 @@ type parsedEvent struct {
 	roomID, typ, sender, membership, redacts string
 	// relatesTo and relType are the event's m.relates_to, when it has both.
 	relatesTo, relType string
-	stateKey           *string
-	depth, ts          int64
-	seq                uint64
-	idx                int
+	// searchKey and searchText are what full-text search indexes of the event (its
+	// body, name or topic), when it has any.
+	searchKey, searchText string
+	stateKey              *string
+	depth, ts             int64
+	seq                   uint64
+	idx                   int
 }
 
 func parseBatch(b BatchAt) ([]parsedEvent, error) {
@@ -62,6 +65,7 @@ func parseBatch(b BatchAt) ([]parsedEvent, error) {
 			return nil, fmt.Errorf("event %s at seq %d: %w", le.EventID, b.Seq, err)
 		}
 		p.relatesTo, p.relType = RelationOf(le.JSON)
+		p.searchKey, p.searchText = SearchableOf(p.typ, le.JSON)
 		out = append(out, p)
 	}
 	return out, nil
@@ -99,6 +103,80 @@ func (p *parsedEvent) decode() error {
 		}
 	}
 	return nil
+}
+
+// relationRows are the event_relations rows of a projection, as columns.
+type relationRows struct {
+	ids, targets, relTypes, rooms, types, senders []string
+	seqs                                          []int64
+	idxs                                          []int32
+}
+
+func (r *relationRows) add(e parsedEvent) {
+	if e.relatesTo == "" {
+		return
+	}
+	r.ids, r.targets, r.relTypes = append(r.ids, e.EventID), append(r.targets, e.relatesTo), append(r.relTypes, e.relType)
+	r.rooms, r.types, r.senders = append(r.rooms, e.roomID), append(r.types, e.typ), append(r.senders, e.sender)
+	r.seqs, r.idxs = append(r.seqs, int64(e.seq)), append(r.idxs, int32(e.idx))
+}
+
+// queue inserts the rows; a redacted event has no relation, so projected again (a
+// replay) it stays out.
+func (r *relationRows) queue(b *pgx.Batch) {
+	if len(r.ids) == 0 {
+		return
+	}
+	b.Queue(`INSERT INTO event_relations (event_id, relates_to, rel_type, room_id, type, sender, seq, idx)
+		SELECT u.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[])
+			AS u(event_id, relates_to, rel_type, room_id, type, sender, seq, idx)
+		WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = u.event_id AND e.redacted_by IS NOT NULL)
+		ON CONFLICT DO NOTHING`, r.ids, r.targets, r.relTypes, r.rooms, r.types, r.senders, r.seqs, r.idxs)
+}
+
+// searchRows are the event_search rows of a projection, as columns.
+type searchRows struct {
+	ids, rooms, keys, texts []string
+	seqs                    []int64
+	idxs                    []int32
+}
+
+func (r *searchRows) add(e parsedEvent) {
+	if e.searchKey == "" {
+		return
+	}
+	r.ids, r.rooms, r.keys, r.texts = append(r.ids, e.EventID), append(r.rooms, e.roomID), append(r.keys, e.searchKey), append(r.texts, e.searchText)
+	r.seqs, r.idxs = append(r.seqs, int64(e.seq)), append(r.idxs, int32(e.idx))
+}
+
+// queue inserts the rows, leaving out redacted events as relationRows.queue does.
+func (r *searchRows) queue(b *pgx.Batch) {
+	if len(r.ids) == 0 {
+		return
+	}
+	b.Queue(`INSERT INTO event_search (event_id, room_id, key, vector, seq, idx)
+		SELECT u.event_id, u.room_id, u.key, to_tsvector('english', u.text), u.seq, u.idx
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[])
+			AS u(event_id, room_id, key, text, seq, idx)
+		WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = u.event_id AND e.redacted_by IS NOT NULL)
+		ON CONFLICT DO NOTHING`, r.ids, r.rooms, r.keys, r.texts, r.seqs, r.idxs)
+}
+
+// searchKeys are the content keys full-text search indexes, by event type.
+var searchKeys = map[string]string{"m.room.message": "content.body", "m.room.name": "content.name", "m.room.topic": "content.topic"}
+
+// SearchableOf returns the key and text of an event that full-text search indexes, or ""
+// (the text must be a non-empty string).
+func SearchableOf(typ string, js []byte) (key, text string) {
+	key, ok := searchKeys[typ]
+	if !ok {
+		return "", ""
+	}
+	v := gjson.GetBytes(js, key)
+	if v.Type != gjson.String || v.Str == "" {
+		return "", ""
+	}
+	return key, v.Str
 }
 
 // RelationOf returns the event and relation type of an event's m.relates_to, or "" when
@@ -288,14 +366,13 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		evs = append(evs, p...)
 	}
 	var (
-		ids, rooms, types, senders, jsons, devices, txns, members      []string
-		stateKeys                                                      []*string
-		seqs, depths, tss                                              []int64
-		idxs                                                           []int32
-		redTargets, redBy                                              []string
-		relIDs, relTargets, relTypes, relRooms, relEvTypes, relSenders []string
-		relSeqs                                                        []int64
-		relIdxs                                                        []int32
+		ids, rooms, types, senders, jsons, devices, txns, members []string
+		stateKeys                                                 []*string
+		seqs, depths, tss                                         []int64
+		idxs                                                      []int32
+		redTargets, redBy                                         []string
+		rels                                                      relationRows
+		searches                                                  searchRows
 	)
 	type stateKey struct{ room, typ, key string }
 	state := map[stateKey]parsedEvent{}
@@ -331,11 +408,8 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 			redTargets = append(redTargets, e.redacts)
 			redBy = append(redBy, e.EventID)
 		}
-		if e.relatesTo != "" {
-			relIDs, relTargets, relTypes = append(relIDs, e.EventID), append(relTargets, e.relatesTo), append(relTypes, e.relType)
-			relRooms, relEvTypes, relSenders = append(relRooms, e.roomID), append(relEvTypes, e.typ), append(relSenders, e.sender)
-			relSeqs, relIdxs = append(relSeqs, int64(e.seq)), append(relIdxs, int32(e.idx))
-		}
+		rels.add(e)
+		searches.add(e)
 		h := heads[e.roomID]
 		if h == nil {
 			h = &roomHead{}
@@ -409,17 +483,14 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		WHERE rooms.last_seq < excluded.last_seq`,
 		hRooms, hVersions, hCreators, hSeqs, hLast, hDepths)
 
-	if len(relIDs) > 0 {
-		// A redacted event has no relation: projected again (a replay), it stays out.
-		batch.Queue(`INSERT INTO event_relations (event_id, relates_to, rel_type, room_id, type, sender, seq, idx)
-			SELECT u.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::int[])
-				AS u(event_id, relates_to, rel_type, room_id, type, sender, seq, idx)
-			WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = u.event_id AND e.redacted_by IS NOT NULL)
-			ON CONFLICT DO NOTHING`, relIDs, relTargets, relTypes, relRooms, relEvTypes, relSenders, relSeqs, relIdxs)
-	}
+	rels.queue(batch)
+	searches.queue(batch)
 	if len(redTargets) > 0 {
-		batch.Queue(`DELETE FROM event_relations x USING unnest($1::text[], $2::text[]) AS u(target, by)
-			JOIN events r ON r.event_id = u.by WHERE x.event_id = u.target AND x.room_id = r.room_id`, redTargets, redBy)
+		// A redacted event is no longer searched, nor related to anything.
+		for _, table := range []string{"event_search", "event_relations"} {
+			batch.Queue(`DELETE FROM `+table+` x USING unnest($1::text[], $2::text[]) AS u(target, by)
+				JOIN events r ON r.event_id = u.by WHERE x.event_id = u.target AND x.room_id = r.room_id`, redTargets, redBy)
+		}
 		batch.Queue(`UPDATE events e SET redacted_by = u.by
 			FROM unnest($1::text[], $2::text[]) AS u(target, by)
 			JOIN events r ON r.event_id = u.by

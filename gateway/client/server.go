@@ -168,6 +168,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerRoomDirectory(r)
 	s.registerRelations(r)
 	s.registerContext(r)
+	s.registerSearch(r)
 	s.registerCapabilities(r)
 	s.registerProfile(r)
 	s.registerSync(r)
