@@ -84,6 +84,7 @@ type options struct {
 	scenarioLimit  time.Duration
 	mediaFiles     int
 	mediaClients   int
+	reads          int
 	oneRoomClients int
 	manyClients    int
 	roomCount      int
@@ -127,6 +128,7 @@ func Main(args []string) error {
 	fs.Float64Var(&o.serviceRate, "service-rate", 1000, "paced send rate (sends/s) of scenario (i)")
 	fs.IntVar(&o.mediaFiles, "media-files", 200, "1 MiB files of scenario (j), uploaded and downloaded by -media-clients clients (0 skips it)")
 	fs.IntVar(&o.mediaClients, "media-clients", 4, "clients of scenario (j)")
+	fs.IntVar(&o.reads, "reads", 500, "reads of each kind in scenario (k): /messages, /context and /relations of 50 events (0 skips it)")
 	fs.IntVar(&o.toDevice, "to-device", 20000, "to-device messages of scenario (h), each way of sending them, from -many-clients senders")
 	fs.Func("c", "the server's configuration file, as given to ganglion run (repeatable): the run prints the rate limits it meets and refuses limits that would throttle it", func(v string) error {
 		o.configs = append(o.configs, v)
@@ -202,7 +204,9 @@ type serverResults struct {
 	// service is scenario (i), nil when no application service is registered.
 	service *serviceRun
 	// media is scenario (j), nil when skipped.
-	media  *mediaRun
+	media *mediaRun
+	// reads is scenario (k), nil when skipped.
+	reads  *readsRun
 	labels [3]string
 }
 
@@ -362,6 +366,16 @@ func runServer(ctx context.Context, out io.Writer, o options, svc *appservice.Se
 			return nil, err
 		}
 		res.media = &r
+	}
+	if o.reads > 0 {
+		fmt.Fprintf(out, "(k) reads of 50 events: /messages, /context and /relations, %d times each, in a room of 232 events\n", o.reads)
+		kctx, cancel := context.WithTimeout(ctx, o.scenarioLimit)
+		defer cancel()
+		r, err := measureReads(kctx, hs, m, solo, o.reads)
+		if err != nil {
+			return nil, err
+		}
+		res.reads = &r
 	}
 	fmt.Fprintln(out)
 	return res, nil
@@ -588,6 +602,7 @@ func printServer(out io.Writer, s *serverResults, c *ceilings) {
 	}
 	printAppService(out, s.service)
 	printMedia(out, s.media)
+	printReads(out, s.reads)
 }
 
 // checkLoopbackHost refuses hosts that are not on this machine: a load test never
