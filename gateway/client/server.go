@@ -169,6 +169,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerRelations(r)
 	s.registerContext(r)
 	s.registerSearch(r)
+	s.registerUpgrade(r)
 	s.registerCapabilities(r)
 	s.registerProfile(r)
 	s.registerSync(r)
