@@ -67,6 +67,8 @@ commands:
   frontdoor -listen ADDR -gateway URL [-gateway URL...] [-sync URL...]
                              a reverse proxy applying Synapse's worker routing rules
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
+  register-user -c FILE [-c FILE...] -u NAME -p PASSWORD [-admin] [-url URL]
+                             register a user with registration_shared_secret
 `
 
 func main() {
@@ -90,6 +92,8 @@ func main() {
 		err = deadLettersCmd(os.Args[2:])
 	case "frontdoor":
 		err = frontDoorCmd(os.Args[2:])
+	case "register-user":
+		err = registerUserCmd(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -385,9 +389,6 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	if cfg.MaxJSONDepth > 0 {
 		matrix.SetMaxJSONDepth(cfg.MaxJSONDepth)
 	}
-	if cfg.RegistrationSharedSecret != "" {
-		log.Warn("registration_shared_secret is set, but the admin registration API is not built yet; it is ignored")
-	}
 	g, ctx := errgroup.WithContext(ctx)
 	waiters := &streams.Waiters{}
 	instance := cfg.InstanceName()
@@ -548,6 +549,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			UserDirectory: client.UserDirectorySettings{Enabled: cfg.UserDirectory.Enabled,
 				SearchAllUsers: cfg.UserDirectory.SearchAllUsers},
 			RefreshableTokenLifetime: cfg.RefreshableTokenLifetime,
+			RegistrationSharedSecret: cfg.RegistrationSharedSecret,
 		}
 		if feed != nil {
 			// A media repository worker follows no stream.

@@ -228,6 +228,17 @@ func (db *DB) DeleteUIASession(ctx context.Context, sessionID string) error {
 	return nil
 }
 
+// TakeUIASession deletes a session of kind younger than its lifetime and reports
+// whether there was one: a single-use token (the admin API's registration nonces).
+func (db *DB) TakeUIASession(ctx context.Context, sessionID, kind string) (bool, error) {
+	tag, err := db.Pool.Exec(ctx, `DELETE FROM uia_sessions WHERE session_id = $1 AND kind = $2 AND created_at >= now() - $3::interval`,
+		sessionID, kind, uiaLifetime)
+	if err != nil {
+		return false, fmt.Errorf("persist: take UIA session: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // GetFilter returns the JSON of userID's filter filterID, or ErrNotFound.
 func (db *DB) GetFilter(ctx context.Context, userID string, filterID int64) ([]byte, error) {
 	var filter []byte

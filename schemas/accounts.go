@@ -51,6 +51,8 @@ const (
 	AccountPusherSet = "pusher_set"
 	// AccountPusherDeleted deletes User's pusher of Pusher's app_id and pushkey.
 	AccountPusherDeleted = "pusher_deleted"
+	// AccountAdminSet makes User a server admin when Admin, or not.
+	AccountAdminSet = "admin_set"
 	// AccountRoomListed lists Room in the room directory when Public, or takes it out.
 	AccountRoomListed = "room_listed"
 	// AccountUserDeactivated deactivates User: no password, no devices (with their
@@ -104,6 +106,8 @@ type AccountsRecord struct {
 	Append      bool            `json:"append,omitempty"`
 	Media       *Media          `json:"media,omitempty"`
 	Public      bool            `json:"public,omitempty"`
+	// Admin, on user_created and admin_set, says whether User is a server admin.
+	Admin bool `json:"admin,omitempty"`
 }
 
 // Media is a local media item as the accounts stream records it. A reservation names
@@ -190,7 +194,7 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 	case AccountUserCreated:
 		// The first device comes whole, with its token, or not at all.
 		ok = (r.Device == "" && r.TokenHash == nil) || (r.Device != "" && token)
-	case AccountPasswordChanged, AccountUserDeactivated:
+	case AccountPasswordChanged, AccountUserDeactivated, AccountAdminSet:
 		ok = true
 	case AccountDeviceCreated, AccountTokenAdded:
 		ok = r.Device != "" && token

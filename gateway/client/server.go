@@ -67,6 +67,8 @@ type Server struct {
 	AppServiceHTTP *http.Client
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
+	// RegistrationSharedSecret enables the admin API's shared-secret registration.
+	RegistrationSharedSecret string
 	// RefreshableTokenLifetime is how long an access token asked for with a refresh
 	// token lasts (refreshable_access_token_lifetime; 5 minutes when 0).
 	RefreshableTokenLifetime time.Duration
@@ -187,6 +189,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerThirdParty(r)
 	s.registerMedia(r)
 	s.registerUserDirectory(r)
+	s.registerAdmin(r)
 	return s.frontDoor(r.mux)
 }
 

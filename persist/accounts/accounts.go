@@ -44,8 +44,8 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 	ts := time.UnixMilli(r.TS)
 	switch r.Kind {
 	case schemas.AccountUserCreated:
-		b.Queue(`INSERT INTO users (user_id, password_hash, created_at, stream_id) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (user_id) DO NOTHING`, r.User, nullable(r.PasswordHash), ts, s)
+		b.Queue(`INSERT INTO users (user_id, password_hash, created_at, admin, stream_id) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (user_id) DO NOTHING`, r.User, nullable(r.PasswordHash), ts, r.Admin, s)
 		if n, ok := generatedLocalpart(r.User); ok {
 			// The next generated localpart comes after every one taken, also after a
 			// replay into a fresh database, whose sequence starts at 1.
@@ -57,6 +57,8 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 	case schemas.AccountPasswordChanged:
 		b.Queue(`UPDATE users SET password_hash = $2, stream_id = $3 WHERE user_id = $1 AND stream_id < $3`,
 			r.User, nullable(r.PasswordHash), s)
+	case schemas.AccountAdminSet:
+		b.Queue(`UPDATE users SET admin = $2, stream_id = $3 WHERE user_id = $1 AND stream_id < $3`, r.User, r.Admin, s)
 	case schemas.AccountUserDeactivated:
 		b.Queue(`UPDATE users SET password_hash = NULL, deactivated = true, stream_id = $2 WHERE user_id = $1 AND stream_id < $2`, r.User, s)
 		b.Queue(`DELETE FROM devices WHERE user_id = $1 AND stream_id < $2`, r.User, s)

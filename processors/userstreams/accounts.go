@@ -68,6 +68,8 @@ const (
 	// and refresh token; one already exchanged, or of another device, is 401
 	// M_UNKNOWN_TOKEN: Refresh.
 	OpRefresh = "refresh"
+	// OpSetAdmin makes the user a server admin, or not: SetAdmin.
+	OpSetAdmin = "set_admin"
 	// OpDeactivate deactivates the user: no password, no devices; the user ID stays
 	// taken. No body.
 	OpDeactivate = "deactivate"
@@ -129,10 +131,17 @@ type Refresh struct {
 
 // Register is the body of OpRegister. PasswordHash is the bcrypt hash the gateway
 // computed (empty for an account without a password); Device is nil when the
-// registration inhibits login.
+// registration inhibits login; Admin makes a server admin (the admin API's
+// registration).
 type Register struct {
 	PasswordHash string     `json:"password_hash,omitempty"`
 	Device       *NewDevice `json:"device,omitempty"`
+	Admin        bool       `json:"admin,omitempty"`
+}
+
+// SetAdmin is the body of OpSetAdmin.
+type SetAdmin struct {
+	Admin bool `json:"admin"`
 }
 
 // SetPassword is the body of OpSetPassword.
@@ -315,7 +324,7 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return Refuse(http.StatusBadRequest, "M_USER_IN_USE", "User ID already taken"), nil
 		}
 		u.exists = true
-		r := schemas.AccountsRecord{Kind: schemas.AccountUserCreated, PasswordHash: body.PasswordHash}
+		r := schemas.AccountsRecord{Kind: schemas.AccountUserCreated, PasswordHash: body.PasswordHash, Admin: body.Admin}
 		if d := body.Device; d != nil {
 			u.devices[d.ID] = true
 			r.Device, r.DisplayName = d.ID, d.DisplayName
@@ -353,6 +362,15 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return badBody(w.Op), nil
 		}
 		return p.refresh(w, u, body)
+	case OpSetAdmin:
+		var body SetAdmin
+		if decodeStrict(w.Body, &body) != nil {
+			return badBody(w.Op), nil
+		}
+		if !u.exists {
+			return unknownUser(), nil
+		}
+		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountAdminSet, Admin: body.Admin}), nil
 	case OpDeactivate:
 		if !u.exists {
 			return unknownUser(), nil
