@@ -139,8 +139,8 @@ func (s *Server) publicRooms(w http.ResponseWriter, r *http.Request, _ Device) {
 	}
 	offset := 0
 	if req.Since != "" {
-		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "p"))
-		if err != nil || n < 0 || !strings.HasPrefix(req.Since, "p") {
+		n, ok := parseOffsetToken(req.Since, "p")
+		if !ok {
 			matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "Invalid since token"))
 			return
 		}
@@ -194,4 +194,14 @@ func matchesTerm(p persist.PublicRoom, term string) bool {
 		}
 	}
 	return false
+}
+
+// parseOffsetToken reads an offset token: prefix then a non-negative number.
+func parseOffsetToken(tok, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(tok, prefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil && n >= 0
 }

@@ -210,16 +210,13 @@ func (c *roomEventsCriteria) check() error {
 // "o<offset>" (for rank).
 func continueSearch(q *persist.SearchQuery, tok string) error {
 	bad := matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "invalid next_batch token")
-	if rest, ok := strings.CutPrefix(tok, "o"); ok && !q.Recent {
-		n, err := strconv.Atoi(rest)
-		if err != nil || n < 0 {
+	if !q.Recent {
+		n, ok := parseOffsetToken(tok, "o")
+		if !ok {
 			return bad
 		}
 		q.Offset = n
 		return nil
-	}
-	if !q.Recent {
-		return bad
 	}
 	p, err := parsePageToken(tok)
 	if err != nil {
