@@ -892,3 +892,44 @@ func (db *DB) RoomEvents(ctx context.Context, roomID string, from Pos, to *Pos, 
 		ORDER BY ev.seq, ev.idx LIMIT $6)
 		ORDER BY e.seq, e.idx`, append([]any{roomID, int64(from.Seq), from.Idx, int64(hi.Seq), hi.Idx, limit}, fargs...)...)
 }
+
+// MemberChange is one of a user's membership events in a room: where it is and the
+// membership after it.
+type MemberChange struct {
+	At         Pos
+	Membership string
+}
+
+// MembershipHistories returns user's membership events in each of rooms, in order.
+func (db *DB) MembershipHistories(ctx context.Context, rooms []string, user string) (map[string][]MemberChange, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT room_id, seq, idx, coalesce(membership, '') FROM events
+		WHERE room_id = ANY($1) AND type = 'm.room.member' AND state_key = $2 ORDER BY room_id, seq, idx`, rooms, user)
+	if err != nil {
+		return nil, fmt.Errorf("persist: membership histories: %w", err)
+	}
+	out := map[string][]MemberChange{}
+	var room, membership string
+	var seq int64
+	var idx int
+	_, err = pgx.ForEachRow(rows, []any{&room, &seq, &idx, &membership}, func() error {
+		out[room] = append(out[room], MemberChange{At: Pos{Seq: uint64(seq), Idx: idx}, Membership: membership})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persist: membership histories: %w", err)
+	}
+	return out, nil
+}
+
+// MembershipAt is the membership after the event at p, from a room's history of a
+// user's membership events: "leave" before the first.
+func MembershipAt(history []MemberChange, p Pos) string {
+	m := "leave"
+	for _, c := range history {
+		if p.Less(c.At) {
+			break
+		}
+		m = c.Membership
+	}
+	return m
+}

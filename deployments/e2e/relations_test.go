@@ -204,3 +204,58 @@ func ids(list gjson.Result) []string {
 	}
 	return out
 }
+
+// TestUnsignedMembership: events a user reads carry their membership just after each
+// event (unsigned.membership) in /sync, /messages and /event: leave before they joined,
+// join from their join, leave from their leave.
+func TestUnsignedMembership(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, alice, "public_chat")
+	before, err := alice.SendText(ctx, room, "before bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	after, err := alice.SendText(ctx, room, "after bob joined")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{before.EventID.String(): "leave", after.EventID.String(): "join"}
+	check := func(where string, list gjson.Result) {
+		t.Helper()
+		seen := 0
+		for _, e := range list.Array() {
+			if m, ok := want[e.Get("event_id").Str]; ok {
+				seen++
+				if got := e.Get("unsigned.membership").Str; got != m {
+					t.Errorf("%s: %s has membership %q, want %q", where, e.Get("event_id").Str, got, m)
+				}
+			}
+		}
+		if seen != len(want) {
+			t.Errorf("%s: %d of the %d events", where, seen, len(want))
+		}
+	}
+	sync := getJSON(ctx, t, bob, `v3/sync?filter={"room":{"timeline":{"limit":20}}}`, http.StatusOK)
+	check("initial /sync", sync.Get("rooms.join."+gjson.Escape(room.String())+".timeline.events"))
+	check("/messages", getJSON(ctx, t, bob, "v3/rooms/"+room.String()+"/messages?dir=b&limit=20", http.StatusOK).Get("chunk"))
+	if ev := getJSON(ctx, t, bob, "v3/rooms/"+room.String()+"/event/"+before.EventID.String(), http.StatusOK); ev.Get("unsigned.membership").Str != "leave" {
+		t.Errorf("/event before the join: %s", ev.Raw)
+	}
+	// An incremental /sync of a room joined throughout.
+	next := sync.Get("next_batch").Str
+	later, err := alice.SendText(ctx, room, "later")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc := syncUntilEvent(ctx, t, bob, next, room, later.EventID)
+	for _, e := range inc.Rooms.Join[room].Timeline.Events {
+		if e.ID == later.EventID && e.Unsigned.Membership != "join" {
+			t.Errorf("incremental /sync: membership %q", e.Unsigned.Membership)
+		}
+	}
+}

@@ -218,12 +218,15 @@ func (s *Server) threads(w http.ResponseWriter, r *http.Request, dev Device) {
 	matrix.WriteJSON(w, http.StatusOK, resp)
 }
 
-// withBundles turns events into the client format with their aggregations in
-// unsigned.m.relations: a thread root's m.thread (latest event, count, whether the user
+// withBundles turns events into the client format with the user's membership at each
+// (unsigned.membership) and their aggregations in unsigned.m.relations: a thread root's m.thread (latest event, count, whether the user
 // took part), an edited event's latest edit by its sender (m.replace), and the events
 // referencing it (m.reference).
 func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev Device) ([]json.RawMessage, error) {
 	out := clientEvents(evs, dev)
+	if err := s.withMembership(ctx, out, evs, dev.UserID, nil); err != nil {
+		return nil, err
+	}
 	ids := make([]string, len(evs))
 	for i := range evs {
 		ids[i] = evs[i].EventID

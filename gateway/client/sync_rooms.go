@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 
@@ -82,6 +83,9 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 			stateReqs = append(stateReqs, persist.StateRequest{RoomID: p.room, At: start, Since: p.span.From})
 		}
 		rooms = append(rooms, b)
+	}
+	if err := r.markMembership(ctx, rooms, dev.UserID); err != nil {
+		return err
 	}
 	states, err := r.roomStates(ctx, sc, stateReqs, rooms)
 	if err != nil {
@@ -450,4 +454,34 @@ func (s *lazySent) addMembers(room string, evs []persist.StoredEvent) {
 		}
 		s.pairs[[2]string{room, *ev.StateKey}] = struct{}{}
 	}
+}
+
+// markMembership sets unsigned.membership on the timelines' events. A joined room
+// whose timeline holds none of the user's member events was joined all along; the
+// others read the user's membership history, one query for all of them.
+func (r *roomsStream) markMembership(ctx context.Context, rooms []*builtRoom, user string) error {
+	joinedThroughout := map[string]bool{}
+	var evs []persist.StoredEvent
+	var out []json.RawMessage
+	for _, b := range rooms {
+		joinedThroughout[b.plan.room] = b.plan.joined && !slices.ContainsFunc(b.events, func(e persist.StoredEvent) bool {
+			return e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == user
+		})
+		evs = append(evs, b.events...)
+		out = append(out, b.tl.Events...)
+	}
+	err := r.s.withMembership(ctx, out, evs, user, func(room string) (string, bool) {
+		if joinedThroughout[room] {
+			return "join", true
+		}
+		return "", false
+	})
+	if err != nil {
+		return err
+	}
+	for _, b := range rooms {
+		n := len(b.tl.Events)
+		b.tl.Events, out = out[:n:n], out[n:]
+	}
+	return nil
 }
