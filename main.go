@@ -550,6 +550,9 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 				SearchAllUsers: cfg.UserDirectory.SearchAllUsers},
 			RefreshableTokenLifetime: cfg.RefreshableTokenLifetime,
 			RegistrationSharedSecret: cfg.RegistrationSharedSecret,
+			ClientWellKnown:          cfg.Discovery.ClientWellKnown(),
+			TURN: client.TURN{URIs: cfg.Discovery.TURNURIs, SharedSecret: cfg.Discovery.TURNSharedSecret,
+				Username: cfg.Discovery.TURNUsername, Password: cfg.Discovery.TURNPassword, UserLifetime: cfg.Discovery.TURNUserLifetime},
 		}
 		if feed != nil {
 			// A media repository worker follows no stream.

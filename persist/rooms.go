@@ -933,3 +933,29 @@ func MembershipAt(history []MemberChange, p Pos) string {
 	}
 	return m
 }
+
+// EventAtTime is an event and its origin_server_ts.
+type EventAtTime struct {
+	EventID string
+	TS      int64
+}
+
+// EventNearTime returns the room's event between floor and ceiling nearest ts: the
+// first at or after it (forward) or the last at or before it, or ErrNotFound.
+func (db *DB) EventNearTime(ctx context.Context, room string, ts int64, forward bool, floor, ceiling Pos) (EventAtTime, error) {
+	cond, order := "origin_server_ts >= $2", "origin_server_ts, seq, idx"
+	if !forward {
+		cond, order = "origin_server_ts <= $2", "origin_server_ts DESC, seq DESC, idx DESC"
+	}
+	var e EventAtTime
+	err := db.Pool.QueryRow(ctx, `SELECT event_id, origin_server_ts FROM events
+		WHERE room_id = $1 AND `+cond+` AND (seq, idx) >= ($3, $4) AND (seq, idx) < ($5, $6)
+		ORDER BY `+order+` LIMIT 1`, room, ts, int64(floor.Seq), floor.Idx, int64(ceiling.Seq), ceiling.Idx).Scan(&e.EventID, &e.TS)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	if err != nil {
+		return e, fmt.Errorf("persist: event near time: %w", err)
+	}
+	return e, nil
+}

@@ -81,6 +81,8 @@ type Config struct {
 	IPRangeBlacklist, IPRangeWhitelist []netip.Prefix
 	// Media is the media repository's configuration.
 	Media MediaRepo
+	// Discovery is what clients are told of the server and of TURN servers.
+	Discovery Discovery
 	// UserDirectory is the user_directory section.
 	UserDirectory UserDirectory
 	// RefreshableTokenLifetime is refreshable_access_token_lifetime: how long an

@@ -642,6 +642,7 @@ func (l *loader) topFields(c *Config) fields {
 		"send_federation":                        boolean(&c.SendFederation),
 	})
 	l.mediaFields(&c.Media, f)
+	l.discoveryFields(&c.Discovery, f)
 	return f
 }
 

@@ -67,6 +67,10 @@ type Server struct {
 	AppServiceHTTP *http.Client
 	// EnableRegistration opens /register to anyone.
 	EnableRegistration bool
+	// ClientWellKnown is served at /.well-known/matrix/client; nil serves nothing.
+	ClientWellKnown map[string]any
+	// TURN is the turn_* configuration of /voip/turnServer.
+	TURN TURN
 	// RegistrationSharedSecret enables the admin API's shared-secret registration.
 	RegistrationSharedSecret string
 	// RefreshableTokenLifetime is how long an access token asked for with a refresh
@@ -190,6 +194,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerMedia(r)
 	s.registerUserDirectory(r)
 	s.registerAdmin(r)
+	s.registerDiscovery(r)
 	return s.frontDoor(r.mux)
 }
 
