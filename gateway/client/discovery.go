@@ -96,4 +96,3 @@ func (s *Server) timestampToEvent(w http.ResponseWriter, r *http.Request, dev De
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"event_id": ev.EventID, "origin_server_ts": ev.TS})
 }
-
