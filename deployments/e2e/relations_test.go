@@ -259,3 +259,19 @@ func TestUnsignedMembership(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyTimelineIsAList: a room whose timeline has no events in a /sync answer (a
+// left room seen with a filter taking none of its events) still gets "events": [].
+func TestEmptyTimelineIsAList(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, alice, "public_chat", bob)
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	res := getJSON(ctx, t, bob, `v3/sync?filter={"room":{"include_leave":true,"timeline":{"limit":0}}}`, http.StatusOK)
+	if tl := res.Get("rooms.leave." + gjson.Escape(room.String()) + ".timeline.events"); !tl.IsArray() {
+		t.Errorf("the left room's timeline events: %s", res.Get("rooms.leave").Raw)
+	}
+}

@@ -480,8 +480,10 @@ func (r *roomsStream) markMembership(ctx context.Context, rooms []*builtRoom, us
 		return err
 	}
 	for _, b := range rooms {
-		n := len(b.tl.Events)
-		b.tl.Events, out = out[:n:n], out[n:]
+		// An empty timeline keeps its empty, non-nil list: it marshals as [].
+		if n := len(b.tl.Events); n > 0 {
+			b.tl.Events, out = out[:n:n], out[n:]
+		}
 	}
 	return nil
 }
