@@ -2,7 +2,6 @@ package client
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"golang.org/x/sync/errgroup"
@@ -29,17 +28,8 @@ type contextResponse struct {
 // room's state at the last of them, as Synapse does; with lazy_load_members the state
 // holds only the members who sent the events shown.
 func (s *Server) eventContext(w http.ResponseWriter, r *http.Request, dev Device) {
-	room, bound, ok := s.readableRoom(w, r, dev)
+	room, bound, ev, ok := s.readableEvent(w, r, dev)
 	if !ok {
-		return
-	}
-	ev, err := s.DB.GetEvent(r.Context(), r.PathValue("event"))
-	if errors.Is(err, persist.ErrNotFound) || err == nil && (ev.RoomID != room || !bound.allows(persist.Pos{Seq: ev.Seq, Idx: ev.Idx})) {
-		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "Event not found"))
-		return
-	}
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	q := r.URL.Query()

@@ -41,17 +41,8 @@ type relationsResponse struct {
 // otherwise), newest first unless dir is f, from and to being /messages's tokens or
 // sync tokens; recurse follows relations of relations, three deep.
 func (s *Server) relations(w http.ResponseWriter, r *http.Request, dev Device) {
-	room, bound, ok := s.readableRoom(w, r, dev)
+	room, bound, parent, ok := s.readableEvent(w, r, dev)
 	if !ok {
-		return
-	}
-	parent, err := s.DB.GetEvent(r.Context(), r.PathValue("event"))
-	if errors.Is(err, persist.ErrNotFound) || err == nil && (parent.RoomID != room || !bound.allows(persist.Pos{Seq: parent.Seq, Idx: parent.Idx})) {
-		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "Event not found"))
-		return
-	}
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
 		return
 	}
 	q := r.URL.Query()
@@ -94,6 +85,25 @@ func (s *Server) relations(w http.ResponseWriter, r *http.Request, dev Device) {
 		resp.NextBatch = formatPageToken(afterInPage(evs[len(evs)-1], rq.Backwards))
 	}
 	matrix.WriteJSON(w, http.StatusOK, resp)
+}
+
+// readableEvent returns the event the path names, in the room it names, with what of
+// the room the user may read; an event they may not read is 404 M_NOT_FOUND.
+func (s *Server) readableEvent(w http.ResponseWriter, r *http.Request, dev Device) (string, readBound, *persist.StoredEvent, bool) {
+	room, bound, ok := s.readableRoom(w, r, dev)
+	if !ok {
+		return "", readBound{}, nil, false
+	}
+	ev, err := s.DB.GetEvent(r.Context(), r.PathValue("event"))
+	if errors.Is(err, persist.ErrNotFound) || err == nil && (ev.RoomID != room || !bound.allows(persist.Pos{Seq: ev.Seq, Idx: ev.Idx})) {
+		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "Event not found"))
+		return "", readBound{}, nil, false
+	}
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return "", readBound{}, nil, false
+	}
+	return room, bound, ev, true
 }
 
 // pageBounds reads a page's from and to tokens (either may be "") within what the user

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -64,4 +65,16 @@ func DSN(t testing.TB) string {
 	db := *u
 	db.Path = "/" + name
 	return db.String()
+}
+
+// ReportLatencies reports the p50 and p99 of a benchmark's measured operations, in
+// milliseconds, with results per operation.
+func ReportLatencies(b *testing.B, lat []time.Duration, results int) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(results)/float64(len(lat)), "results/op")
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sort"
 	"testing"
 	"time"
 
@@ -160,10 +159,7 @@ func BenchmarkSearch100k(b *testing.B) {
 		}
 		found += len(res)
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(found)/float64(len(lat)), "results/op")
+	pgtest.ReportLatencies(b, lat, found)
 }
 
 func cmpRow(a, b []any) int {
