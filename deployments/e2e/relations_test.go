@@ -275,3 +275,28 @@ func TestEmptyTimelineIsAList(t *testing.T) {
 		t.Errorf("the left room's timeline events: %s", res.Get("rooms.leave").Raw)
 	}
 }
+
+// TestMembersBeforeTheRoom: /members at a token from before the room's first event (an
+// initial sync's prev_batch reaching the create event) lists the members the room was
+// created with, not later joiners and not nobody.
+func TestMembersBeforeTheRoom(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, alice, "public_chat")
+	if _, err := alice.SendText(ctx, room, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	sync := getJSON(ctx, t, alice, "v3/sync", http.StatusOK)
+	prev := sync.Get("rooms.join." + gjson.Escape(room.String()) + ".timeline.prev_batch").Str
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	var members []string
+	for _, e := range getJSON(ctx, t, alice, "v3/rooms/"+room.String()+"/members?at="+prev, http.StatusOK).Get("chunk").Array() {
+		members = append(members, e.Get("state_key").Str)
+	}
+	if !slices.Equal(members, []string{alice.UserID.String()}) {
+		t.Errorf("members at %s: %v, want only alice", prev, members)
+	}
+}

@@ -620,6 +620,19 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request, dev Device) {
 		if c := bound.ceiling(); c.Less(p) {
 			p = c
 		}
+		// A point before the room had members (a timeline's prev_batch that reaches
+		// its create event) answers the members as the room was created, as Synapse.
+		memberType := []string{"m.room.member"}
+		first, err := s.DB.RoomEvents(r.Context(), room, persist.Pos{}, nil, false, 1, persist.EventFilter{Types: &memberType})
+		if err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+		if len(first) > 0 {
+			if after := afterInPage(first[0], false); p.Less(after) {
+				p = after
+			}
+		}
 		states, err := s.DB.SyncState(r.Context(), []persist.StateRequest{{RoomID: room, At: p}},
 			persist.StateFilter{Types: []string{"m.room.member"}})
 		if err != nil {
