@@ -30,7 +30,9 @@ type SyncMembership struct {
 }
 
 // SyncMemberships returns the user's membership of every room as of log position upTo,
-// with the membership as of since for those that changed after it.
+// with the membership as of since for those that changed after it. A forgotten room is
+// left out, unless its membership changed after since (an incremental sync from before
+// the leave shows the leave, as Synapse: other devices learn of it).
 func (db *DB) SyncMemberships(ctx context.Context, userID string, since, upTo uint64) ([]SyncMembership, error) {
 	// current_state answers for rooms whose latest membership event is visible; for the
 	// rare one that changed after upTo, the history gives the membership at upTo.
@@ -49,7 +51,7 @@ func (db *DB) SyncMemberships(ctx context.Context, userID string, since, upTo ui
 			WHERE c.seq > $3 AND p.type = 'm.room.member' AND p.state_key = $1 AND p.room_id = c.room_id
 			  AND p.seq <= $3
 			ORDER BY p.seq DESC, p.idx DESC LIMIT 1) b ON true
-		WHERE NOT EXISTS (SELECT 1 FROM forgotten_rooms f
+		WHERE ($3 > 0 AND c.seq > $3) OR NOT EXISTS (SELECT 1 FROM forgotten_rooms f
 			WHERE f.user_id = $1 AND f.room_id = c.room_id AND f.event_id = c.event_id)
 		ORDER BY c.room_id`, userID, int64(upTo), int64(since))
 	if err != nil {

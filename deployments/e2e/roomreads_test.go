@@ -148,3 +148,38 @@ func TestRoomReads(t *testing.T) {
 		t.Errorf("bob cannot read the room he joined again: %v", err)
 	}
 }
+
+// TestForgottenLeaveInIncrementalSync: a room forgotten right after leaving still shows
+// its leave to an incremental sync from before the leave (another device learns of it,
+// as Synapse), and no longer to an initial sync.
+func TestForgottenLeaveInIncrementalSync(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, alice, "public_chat", bob)
+	withLeave := `{"room":{"include_leave":true}}`
+	before, err := bob.SyncRequest(ctx, 0, "", withLeave, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.ForgetRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	inc, err := bob.SyncRequest(ctx, 0, before.NextBatch, withLeave, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := inc.Rooms.Leave[room]; !ok {
+		t.Errorf("an incremental sync from before the leave lacks the forgotten room's leave")
+	}
+	initial, err := bob.SyncRequest(ctx, 0, "", withLeave, false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := initial.Rooms.Leave[room]; ok {
+		t.Errorf("an initial sync lists the forgotten room")
+	}
+}
