@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"testing"
+
+	"github.com/tidwall/gjson"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -181,5 +184,34 @@ func TestForgottenLeaveInIncrementalSync(t *testing.T) {
 	}
 	if _, ok := initial.Rooms.Leave[room]; ok {
 		t.Errorf("an initial sync lists the forgotten room")
+	}
+}
+
+// TestArchivedRoomInitialSync: an initial sync of a left room, filtered to messages and
+// one state type, shows the room's events up to the leave, and in state only what
+// came before the timeline.
+func TestArchivedRoomInitialSync(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	room := createRoomWith(ctx, t, alice, "public_chat", bob)
+	if _, err := alice.SendText(ctx, room, "before"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendStateEvent(ctx, room, event.NewEventType("a.madeup.test.state"), "", map[string]string{"my_key": "before"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendText(ctx, room, "after"); err != nil {
+		t.Fatal(err)
+	}
+	filter := `{"room":{"include_leave":true,"timeline":{"types":["m.room.message","a.madeup.test.state"]},"state":{"types":["a.madeup.test.state"]}}}`
+	res := getJSON(ctx, t, bob, "v3/sync?filter="+url.QueryEscape(filter), http.StatusOK)
+	left := res.Get("rooms.leave." + gjson.Escape(room.String()))
+	tl := left.Get("timeline.events").Array()
+	if len(tl) != 2 || tl[0].Get("content.body").Str != "before" || len(left.Get("state.events").Array()) != 0 {
+		t.Errorf("the left room: %s", left.Raw)
 	}
 }

@@ -302,11 +302,14 @@ func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) 
 	s.joinedCache.put(dev.UserID, pos, all)
 	// end is the boundary just after everything visible; sinceB just after the token.
 	end, sinceB := persist.Pos{Seq: pos + 1}, persist.Pos{Seq: since + 1}
-	// A new join shows history, which the room's history visibility may hide; only
-	// those rooms' visibility is read (none in a typical incremental sync).
+	// A new join, and a left room in an initial sync, show history, which the room's
+	// history visibility may hide; only those rooms' visibility is read (none in a
+	// typical incremental sync).
 	var newJoins []string
 	for _, m := range mems {
-		if m.Membership == "join" && (!req.incremental || (m.At.Seq > since && m.Before != "join")) {
+		newJoin := m.Membership == "join" && (!req.incremental || (m.At.Seq > since && m.Before != "join"))
+		shownLeft := (m.Membership == "leave" || m.Membership == "ban") && !req.incremental && req.filter.includeLeave()
+		if newJoin || shownLeft {
 			newJoins = append(newJoins, m.RoomID)
 		}
 	}
@@ -363,6 +366,20 @@ func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) 
 				// since, or an initial sync asking for left rooms): the leave itself
 				// and the state it happened in, no history they may never have seen.
 				p.span.From, p.fullState = m.At, true
+				if !req.incremental {
+					// An initial sync shows a room they had joined as they saw it: its
+					// recent history up to the leave, from where they could read it.
+					cur, err := s.DB.Membership(ctx, m.RoomID, dev.UserID)
+					if err != nil {
+						return nil, nil, false, err
+					}
+					if cur.JoinedAt != nil {
+						p.span.From = persist.Pos{}
+						if persist.HidesHistory(visibility[m.RoomID]) {
+							p.span.From = *cur.VisibleFrom(visibility[m.RoomID])
+						}
+					}
+				}
 			}
 			plans = append(plans, p)
 		}
