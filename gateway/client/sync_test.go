@@ -400,8 +400,10 @@ func TestSyncSections(t *testing.T) {
 	if b = bobC.sync(); len(b.Rooms.Join)+len(b.Rooms.Leave) != 0 {
 		t.Errorf("bob initial after leaving: %v", b.raw["rooms"])
 	}
-	b = bobC.sync("filter", `{"room":{"include_leave":true}}`)
-	if l := b.Rooms.Leave[room.ID]; !slices.Equal(room.names(l.Timeline.Events), []string{"bob-leave"}) {
+	// Asked for, a left room comes with its recent history up to the leave, as bob
+	// saw it (as Synapse).
+	b = bobC.sync("filter", `{"room":{"include_leave":true,"timeline":{"limit":3}}}`)
+	if l := b.Rooms.Leave[room.ID]; !slices.Equal(room.names(l.Timeline.Events), []string{"m10", "m11", "bob-leave"}) || !l.Timeline.Limited {
 		t.Errorf("bob initial with include_leave: %v", b.raw["rooms"])
 	}
 	// A token ahead of this process's position never moves back.
