@@ -133,13 +133,8 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request, dev Device) {
 		matrix.WriteError(w, err)
 		return
 	}
-	m, err := s.DB.Membership(r.Context(), body.RoomID, dev.UserID)
-	if err != nil {
+	if err := s.requireJoined(r.Context(), body.RoomID, dev.UserID); err != nil {
 		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	if m.Membership != "join" {
-		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "you are not joined to room %q", body.RoomID))
 		return
 	}
 	// The alias's writer refuses a taken alias (409 M_UNKNOWN, as Synapse).

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/tidwall/sjson"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist"
@@ -234,17 +235,20 @@ func (s *Server) threads(w http.ResponseWriter, r *http.Request, dev Device) {
 // referencing it (m.reference).
 func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev Device) ([]json.RawMessage, error) {
 	out := clientEvents(evs, dev)
-	if err := s.withMembership(ctx, out, evs, dev.UserID, nil); err != nil {
-		return nil, err
-	}
 	ids := make([]string, len(evs))
 	for i := range evs {
 		ids[i] = evs[i].EventID
 	}
-	bundles, err := s.DB.Bundles(ctx, ids, dev.UserID)
-	if err != nil || len(bundles) == 0 {
-		return out, err
+	// Two independent reads, side by side.
+	var memberships []string
+	var bundles map[string]*persist.Bundle
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { memberships, err = s.membershipsOf(gctx, evs, dev.UserID, nil); return err })
+	g.Go(func() (err error) { bundles, err = s.DB.Bundles(gctx, ids, dev.UserID); return err })
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
+	markMemberships(out, memberships)
 	for i := range evs {
 		b := bundles[evs[i].EventID]
 		if b == nil {

@@ -66,13 +66,8 @@ func (s *Server) setRoomVisibility(w http.ResponseWriter, r *http.Request, dev D
 		matrix.WriteError(w, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "visibility must be public or private"))
 		return
 	}
-	m, err := s.DB.Membership(r.Context(), room, dev.UserID)
-	if err != nil && !errors.Is(err, persist.ErrNotFound) {
+	if err := s.requireJoined(r.Context(), room, dev.UserID); err != nil {
 		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	if m.Membership != "join" {
-		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "You are not in room %s", room))
 		return
 	}
 	state, err := s.aliasStateOf(r.Context(), room)

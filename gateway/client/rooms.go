@@ -383,6 +383,18 @@ func (b readBound) ceiling() persist.Pos {
 	return persist.Pos{Seq: b.last.Seq, Idx: b.last.Idx + 1}
 }
 
+// requireJoined returns 403 M_FORBIDDEN unless user is joined to room.
+func (s *Server) requireJoined(ctx context.Context, room, user string) error {
+	m, err := s.DB.Membership(ctx, room, user)
+	if err != nil {
+		return err
+	}
+	if m.Membership != "join" {
+		return matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "You are not joined to room %s", room)
+	}
+	return nil
+}
+
 // readableRoom checks that the user may read the room (they are or were a member) and
 // returns what of it.
 func (s *Server) readableRoom(w http.ResponseWriter, r *http.Request, dev Device) (string, readBound, bool) {

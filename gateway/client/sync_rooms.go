@@ -487,7 +487,7 @@ func (r *roomsStream) markMembership(ctx context.Context, rooms []*builtRoom, us
 		evs = append(evs, b.events...)
 		out = append(out, b.tl.Events...)
 	}
-	err := r.s.withMembership(ctx, out, evs, user, func(room string) (string, bool) {
+	memberships, err := r.s.membershipsOf(ctx, evs, user, func(room string) (string, bool) {
 		if joinedThroughout[room] {
 			return "join", true
 		}
@@ -496,6 +496,7 @@ func (r *roomsStream) markMembership(ctx context.Context, rooms []*builtRoom, us
 	if err != nil {
 		return err
 	}
+	markMemberships(out, memberships)
 	for _, b := range rooms {
 		// An empty timeline keeps its empty, non-nil list: it marshals as [].
 		if n := len(b.tl.Events); n > 0 {

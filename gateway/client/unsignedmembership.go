@@ -9,12 +9,12 @@ import (
 	"github.com/ganglionhq/ganglion/persist"
 )
 
-// withMembership sets unsigned.membership (spec v1.11, MSC4115) on each of out, the
-// client forms of evs: the requesting user's membership in the event's room just after
-// the event. known gives, for a room, the membership to use for all its events without
-// reading the user's history (a joined room whose timeline holds none of the user's
-// member events); the others' histories are read in one query.
-func (s *Server) withMembership(ctx context.Context, out []json.RawMessage, evs []persist.StoredEvent, user string, known func(room string) (string, bool)) error {
+// membershipsOf returns the requesting user's membership in each event's room just
+// after the event (unsigned.membership, spec v1.11, MSC4115). known gives, for a room,
+// the membership to use for all its events without reading the user's history (a
+// joined room whose timeline holds none of the user's member events); the others'
+// histories are read in one query.
+func (s *Server) membershipsOf(ctx context.Context, evs []persist.StoredEvent, user string, known func(room string) (string, bool)) ([]string, error) {
 	var rooms []string
 	seen := map[string]bool{}
 	for _, ev := range evs {
@@ -32,9 +32,10 @@ func (s *Server) withMembership(ctx context.Context, out []json.RawMessage, evs 
 	if len(rooms) > 0 {
 		var err error
 		if histories, err = s.DB.MembershipHistories(ctx, rooms, user); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	out := make([]string, len(evs))
 	for i, ev := range evs {
 		m, ok := "", false
 		if known != nil {
@@ -43,9 +44,16 @@ func (s *Server) withMembership(ctx context.Context, out []json.RawMessage, evs 
 		if !ok {
 			m = persist.MembershipAt(histories[ev.RoomID], persist.Pos{Seq: ev.Seq, Idx: ev.Idx})
 		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+// markMemberships sets unsigned.membership on each client event.
+func markMemberships(out []json.RawMessage, memberships []string) {
+	for i, m := range memberships {
 		if with, err := sjson.SetBytes(out[i], "unsigned.membership", m); err == nil {
 			out[i] = with
 		}
 	}
-	return nil
 }

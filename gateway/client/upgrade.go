@@ -55,13 +55,8 @@ func (s *Server) upgradeRoom(w http.ResponseWriter, r *http.Request, dev Device)
 		return
 	}
 	ctx := r.Context()
-	m, err := s.DB.Membership(ctx, room, dev.UserID)
-	if err != nil && !errors.Is(err, persist.ErrNotFound) {
+	if err := s.requireJoined(ctx, room, dev.UserID); err != nil {
 		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	if m.Membership != "join" {
-		matrix.WriteError(w, matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "You are not in room %s", room))
 		return
 	}
 	state, err := s.DB.CurrentState(ctx, room)
