@@ -32,9 +32,10 @@ func IsObject(raw json.RawMessage) bool {
 var federationOnlyKeys = []string{"auth_events", "prev_events", "hashes", "signatures", "depth", "origin", "prev_state"}
 
 // ClientEvent turns a PDU into the client format: federation-only keys removed,
-// event_id present, and unsigned.transaction_id when txnID is set (for the device that
-// sent it). Content keeps its characters (no \u003c for <).
-func ClientEvent(pdu json.RawMessage, eventID, txnID string) json.RawMessage {
+// event_id present, unsigned.transaction_id when txnID is set (for the device that
+// sent it) and unsigned.membership when membership is (the reader's membership at the
+// event). Content keeps its characters (no \u003c for <).
+func ClientEvent(pdu json.RawMessage, eventID, txnID, membership string) json.RawMessage {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(pdu, &m); err != nil {
 		return pdu
@@ -43,12 +44,17 @@ func ClientEvent(pdu json.RawMessage, eventID, txnID string) json.RawMessage {
 		delete(m, k)
 	}
 	m["event_id"], _ = Marshal(eventID)
-	if txnID != "" {
+	if txnID != "" || membership != "" {
 		unsigned := map[string]json.RawMessage{}
 		if raw, ok := m["unsigned"]; ok {
 			_ = json.Unmarshal(raw, &unsigned)
 		}
-		unsigned["transaction_id"], _ = Marshal(txnID)
+		if txnID != "" {
+			unsigned["transaction_id"], _ = Marshal(txnID)
+		}
+		if membership != "" {
+			unsigned["membership"], _ = Marshal(membership)
+		}
 		m["unsigned"], _ = Marshal(unsigned)
 	}
 	out, err := Marshal(m)

@@ -234,7 +234,6 @@ func (s *Server) threads(w http.ResponseWriter, r *http.Request, dev Device) {
 // took part), an edited event's latest edit by its sender (m.replace), and the events
 // referencing it (m.reference).
 func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev Device) ([]json.RawMessage, error) {
-	out := clientEvents(evs, dev)
 	ids := make([]string, len(evs))
 	for i := range evs {
 		ids[i] = evs[i].EventID
@@ -248,7 +247,7 @@ func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	markMemberships(out, memberships)
+	out := clientEventsAs(evs, dev, memberships)
 	for i := range evs {
 		b := bundles[evs[i].EventID]
 		if b == nil {

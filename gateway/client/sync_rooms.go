@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"sync"
 
@@ -74,7 +73,7 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 			start = persist.Pos{Seq: evs[0].Seq, Idx: evs[0].Idx}
 		}
 		b := &builtRoom{plan: p, start: start, events: evs,
-			tl: timeline{Events: clientEvents(evs, dev), Limited: limited, PrevBatch: formatPageToken(start)}}
+			tl: timeline{Limited: limited, PrevBatch: formatPageToken(start)}}
 		switch {
 		case p.fullState:
 			stateReqs = append(stateReqs, persist.StateRequest{RoomID: p.room, At: start})
@@ -84,7 +83,7 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		}
 		rooms = append(rooms, b)
 	}
-	if err := r.markMembership(ctx, rooms, dev.UserID); err != nil {
+	if err := r.timelineEvents(ctx, rooms, dev); err != nil {
 		return err
 	}
 	states, err := r.roomStates(ctx, sc, stateReqs, rooms)
@@ -473,21 +472,20 @@ func (s *lazySent) addMembers(room string, evs []persist.StoredEvent) {
 	}
 }
 
-// markMembership sets unsigned.membership on the timelines' events. A joined room
-// whose timeline holds none of the user's member events was joined all along; the
-// others read the user's membership history, one query for all of them.
-func (r *roomsStream) markMembership(ctx context.Context, rooms []*builtRoom, user string) error {
+// timelineEvents puts the timelines' events in the client format, each with the user's
+// membership at it (unsigned.membership). A joined room whose timeline holds none of
+// the user's member events was joined all along; the others read the user's membership
+// history, one query for all of them.
+func (r *roomsStream) timelineEvents(ctx context.Context, rooms []*builtRoom, dev Device) error {
 	joinedThroughout := map[string]bool{}
 	var evs []persist.StoredEvent
-	var out []json.RawMessage
 	for _, b := range rooms {
 		joinedThroughout[b.plan.room] = b.plan.joined && !slices.ContainsFunc(b.events, func(e persist.StoredEvent) bool {
-			return e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == user
+			return e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == dev.UserID
 		})
 		evs = append(evs, b.events...)
-		out = append(out, b.tl.Events...)
 	}
-	memberships, err := r.s.membershipsOf(ctx, evs, user, func(room string) (string, bool) {
+	memberships, err := r.s.membershipsOf(ctx, evs, dev.UserID, func(room string) (string, bool) {
 		if joinedThroughout[room] {
 			return "join", true
 		}
@@ -496,12 +494,9 @@ func (r *roomsStream) markMembership(ctx context.Context, rooms []*builtRoom, us
 	if err != nil {
 		return err
 	}
-	markMemberships(out, memberships)
 	for _, b := range rooms {
-		// An empty timeline keeps its empty, non-nil list: it marshals as [].
-		if n := len(b.tl.Events); n > 0 {
-			b.tl.Events, out = out[:n:n], out[n:]
-		}
+		n := len(b.events)
+		b.tl.Events, memberships = clientEventsAs(b.events, dev, memberships[:n]), memberships[n:]
 	}
 	return nil
 }

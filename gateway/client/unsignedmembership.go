@@ -2,9 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
-
-	"github.com/tidwall/sjson"
 
 	"github.com/ganglionhq/ganglion/persist"
 )
@@ -47,13 +44,4 @@ func (s *Server) membershipsOf(ctx context.Context, evs []persist.StoredEvent, u
 		out[i] = m
 	}
 	return out, nil
-}
-
-// markMemberships sets unsigned.membership on each client event.
-func markMemberships(out []json.RawMessage, memberships []string) {
-	for i, m := range memberships {
-		if with, err := sjson.SetBytes(out[i], "unsigned.membership", m); err == nil {
-			out[i] = with
-		}
-	}
 }

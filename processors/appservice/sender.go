@@ -439,7 +439,7 @@ type txnBody struct {
 func (w *serviceSender) send(ctx context.Context, events []loggedEvent, ephemeral []json.RawMessage) error {
 	body := txnBody{Events: make([]json.RawMessage, len(events)), Ephemeral: ephemeral}
 	for i, ev := range events {
-		body.Events[i] = schemas.ClientEvent(ev.pdu, ev.eventID, "")
+		body.Events[i] = schemas.ClientEvent(ev.pdu, ev.eventID, "", "")
 	}
 	raw, err := schemas.Marshal(body)
 	if err != nil {
