@@ -65,6 +65,10 @@ type ProtoEvent struct {
 	// Kick marks a member event that is a kick: refused when its target is not in the
 	// room (joined, invited or knocking), as Synapse refuses it.
 	Kick bool `json:"kick,omitempty"`
+	// AllowedJoin marks a join whose sender the gateway found joined to one of the
+	// rooms a restricted join rule allows: the persister names, in
+	// join_authorised_via_users_server, a local member who may invite.
+	AllowedJoin bool `json:"allowed_join,omitempty"`
 }
 
 // CreateRoom is the initial event sequence of a room, computed by the gateway from the

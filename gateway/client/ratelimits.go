@@ -80,7 +80,7 @@ func (s *Server) allowMembership(w http.ResponseWriter, dev Device, room, target
 		return true
 	}
 	switch membership {
-	case "join":
+	case "join", "knock":
 		return take(w, s.limits.joinsLocal, dev.UserID)
 	case "invite":
 		return take(w, s.limits.invitesPerRoom, room) && take(w, s.limits.invitesPerUser, target) &&

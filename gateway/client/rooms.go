@@ -27,8 +27,9 @@ const maxEventBody = 65536
 
 func (s *Server) registerRooms(r router) {
 	r.handle("POST", "/createRoom", allVersions, s.authed(s.createRoom))
-	r.handle("POST", "/join/{room}", allVersions, s.authed(s.joinRoom))
-	r.handle("POST", "/rooms/{room}/join", allVersions, s.authed(s.joinRoom))
+	r.handle("POST", "/join/{room}", allVersions, s.authed(s.enterRoom("join")))
+	r.handle("POST", "/rooms/{room}/join", allVersions, s.authed(s.enterRoom("join")))
+	r.handle("POST", "/knock/{room}", allVersions, s.authed(s.enterRoom("knock")))
 	for _, action := range []string{"leave", "invite", "kick", "ban", "unban"} {
 		r.handle("POST", "/rooms/{room}/"+action, allVersions, s.authed(s.changeMembership(action)))
 	}
@@ -215,17 +216,25 @@ func (s *Server) readMembershipBody(r *http.Request) (membershipBody, error) {
 }
 
 // membershipOf is the membership each membership action sets.
-var membershipOf = map[string]string{"join": "join", "leave": "leave", "invite": "invite", "kick": "leave", "ban": "ban", "unban": "leave"}
+var membershipOf = map[string]string{"join": "join", "knock": "knock", "leave": "leave", "invite": "invite", "kick": "leave", "ban": "ban", "unban": "leave"}
 
-// membership sends the member event of action (join, leave, invite, kick, ban, unban)
-// for target.
+// membership sends the member event of action (join, knock, leave, invite, kick, ban,
+// unban) for target.
 func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, room, target, action string, body membershipBody) {
 	membership := membershipOf[action]
 	if !s.allowMembership(w, dev, room, target, membership) {
 		return
 	}
 	var profile persist.Profile
+	allowed := false
 	if membership == "join" {
+		var err error
+		if allowed, err = s.allowedJoin(r.Context(), room, dev.UserID); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
+	if membership == "join" || membership == "knock" {
 		// A member event carries the member's profile, so other members can show it.
 		p, err := s.DB.GetProfile(r.Context(), dev.UserID)
 		if err != nil && !errors.Is(err, persist.ErrNotFound) {
@@ -237,25 +246,40 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 	_, err := s.submit(r.Context(), &schemas.Intent{
 		Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: dev.UserID, DeviceID: dev.DeviceID,
 		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: memberContent(membership, body, profile),
-			Kick: action == "kick"},
+			Kick: action == "kick", AllowedJoin: allowed},
 	})
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	if membership == "join" {
+	if membership == "join" || membership == "knock" {
 		matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": room})
 		return
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
-// memberContent is the content of an m.room.member event: a join's carries the body's
-// keys and the member's profile where the body does not set it; the others only the
-// reason.
+// allowedJoin reports whether a restricted join rule of room lets user in: they are
+// joined to one of the rooms it allows. The room's writer checks the rule again
+// against its own state and names the member who authorises the join.
+func (s *Server) allowedJoin(ctx context.Context, room, user string) (bool, error) {
+	rules, err := s.DB.CurrentJoinRules(ctx, room)
+	if errors.Is(err, persist.ErrNotFound) || err == nil && !rules.Restricted() {
+		return false, nil // the writer answers an unknown room
+	}
+	if err != nil {
+		return false, err
+	}
+	joined, err := s.DB.JoinedAny(ctx, []string{user}, rules.AllowedRooms())
+	return len(joined) > 0, err
+}
+
+// memberContent is the content of an m.room.member event: a join's or a knock's carries
+// the body's keys and the member's profile where the body does not set it; the others
+// only the reason.
 func memberContent(membership string, body membershipBody, p persist.Profile) json.RawMessage {
 	content := map[string]any{}
-	if membership == "join" {
+	if membership == "join" || membership == "knock" {
 		for k, v := range body.fields {
 			content[k] = v
 		}
@@ -275,7 +299,14 @@ func memberContent(membership string, body membershipBody, p persist.Profile) js
 	return raw
 }
 
-func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {
+// enterRoom serves a join or a knock (action) on a room given by ID or alias.
+func (s *Server) enterRoom(action string) func(http.ResponseWriter, *http.Request, Device) {
+	return func(w http.ResponseWriter, r *http.Request, dev Device) {
+		s.enter(w, r, dev, action)
+	}
+}
+
+func (s *Server) enter(w http.ResponseWriter, r *http.Request, dev Device, action string) {
 	body, err := s.readMembershipBody(r)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
@@ -296,7 +327,7 @@ func (s *Server) joinRoom(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	s.membership(w, r, dev, room, dev.UserID, "join", body)
+	s.membership(w, r, dev, room, dev.UserID, action, body)
 }
 
 // changeMembership serves leave (target: the caller) and invite, kick, ban and unban

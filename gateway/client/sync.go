@@ -291,7 +291,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 // buildSync asks every stream for what changed for the user since the token.
 func (s *Server) buildSync(ctx context.Context, dev Device, req *syncRequest, since syncToken) (*syncCtx, error) {
 	sc := &syncCtx{dev: dev, req: req, newlyJoined: map[string]bool{}, res: &syncResponse{
-		Rooms:                        syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}},
+		Rooms:                        syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Knock: map[string]*knockedRoom{}, Leave: map[string]*leftRoom{}},
 		DeviceLists:                  deviceLists{Changed: []string{}, Left: []string{}},
 		DeviceOneTimeKeysCount:       map[string]int{},
 		DeviceUnusedFallbackKeyTypes: []string{},
@@ -373,7 +373,7 @@ type syncResponse struct {
 // empty reports whether the response has nothing for the client; a long-poll waits on.
 // The key counts are state, not changes, and do not count.
 func (r *syncResponse) empty() bool {
-	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 &&
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 &&
 		len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 &&
 		len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
@@ -381,6 +381,7 @@ func (r *syncResponse) empty() bool {
 type syncRooms struct {
 	Join   map[string]*joinedRoom  `json:"join"`
 	Invite map[string]*invitedRoom `json:"invite"`
+	Knock  map[string]*knockedRoom `json:"knock"`
 	Leave  map[string]*leftRoom    `json:"leave"`
 }
 
@@ -432,6 +433,11 @@ type roomSummary struct {
 
 type invitedRoom struct {
 	InviteState eventList `json:"invite_state"`
+}
+
+// knockedRoom is a room the user knocked on: the state they knocked with, stripped.
+type knockedRoom struct {
+	KnockState eventList `json:"knock_state"`
 }
 
 type leftRoom struct {

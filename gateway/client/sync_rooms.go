@@ -32,13 +32,13 @@ func (r *roomsStream) notify(sc *syncCtx, since uint64, ch chan<- struct{}) func
 // fill assembles the rooms of the response for the span (since, pos] of the log. It
 // runs one query for the user's memberships (none when the joined-rooms cache shows
 // they did not change), one for the timelines of the rooms with something new, and,
-// only when some room needs them, one for state and one for invites.
+// only when some room needs them, one for state and one for invites and knocks.
 func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) error {
 	s, dev, req := r.s, sc.dev, sc.req
 	// A token ahead of this process's feed (another sync worker's) shows nothing more
 	// until the feed passes it.
 	pos = min(pos, s.Feed.Position())
-	plans, invites, quiet, err := r.plan(ctx, sc, since, pos)
+	plans, pending, quiet, err := r.plan(ctx, sc, since, pos)
 	if err != nil || quiet {
 		return err
 	}
@@ -106,9 +106,9 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		return err
 	}
 
-	if len(invites) > 0 {
-		reqs := make([]persist.StateRequest, len(invites))
-		for i, m := range invites {
+	if len(pending) > 0 {
+		reqs := make([]persist.StateRequest, len(pending))
+		for i, m := range pending {
 			reqs[i] = persist.StateRequest{RoomID: m.RoomID, At: persist.Pos{Seq: m.At.Seq, Idx: m.At.Idx + 1}}
 		}
 		stripped, err := s.DB.SyncState(ctx, reqs, persist.StateFilter{Types: strippedStateTypes, Members: []string{dev.UserID}})
@@ -119,12 +119,17 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		if err != nil {
 			return err
 		}
-		for _, m := range invites {
+		for _, m := range pending {
+			state := eventList{Events: strippedEvents(stripped[m.RoomID])}
+			if m.Membership == "knock" {
+				sc.res.Rooms.Knock[m.RoomID] = &knockedRoom{KnockState: state}
+				continue
+			}
 			// An invite from a user the invitee ignores is not shown, as Synapse does.
 			if i := slices.IndexFunc(stripped[m.RoomID], func(ev persist.StoredEvent) bool { return ev.EventID == m.EventID }); i >= 0 && ignored[stripped[m.RoomID][i].Sender] {
 				continue
 			}
-			sc.res.Rooms.Invite[m.RoomID] = &invitedRoom{InviteState: eventList{Events: strippedEvents(stripped[m.RoomID])}}
+			sc.res.Rooms.Invite[m.RoomID] = &invitedRoom{InviteState: state}
 		}
 	}
 	return nil
@@ -257,7 +262,7 @@ func (r *roomsStream) summaries(ctx context.Context, sc *syncCtx, rooms []string
 // changed since the token (one query), or, when the joined-rooms cache shows that none
 // changed, the cached rooms with something new (no query). It sets sc.joined; quiet
 // says that nothing at all is new for the user.
-func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) (plans []roomPlan, invites []persist.SyncMembership, quiet bool, err error) {
+func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) (plans []roomPlan, pending []persist.SyncMembership, quiet bool, err error) {
 	s, dev, req := r.s, sc.dev, sc.req
 	if req.incremental && !req.fullState {
 		if rooms, at, ok := s.joinedCache.get(dev.UserID, s.Feed); ok {
@@ -347,9 +352,9 @@ func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) 
 				p.fullState, p.always = req.fullState, req.fullState
 			}
 			plans = append(plans, p)
-		case "invite":
+		case "invite", "knock":
 			if changed {
-				invites = append(invites, m)
+				pending = append(pending, m)
 			}
 		case "leave", "ban":
 			if req.incremental && !(changed && m.Before != m.Membership) {
@@ -383,7 +388,7 @@ func (r *roomsStream) plan(ctx context.Context, sc *syncCtx, since, pos uint64) 
 			plans = append(plans, p)
 		}
 	}
-	return plans, invites, false, nil
+	return plans, pending, false, nil
 }
 
 // joinedCache remembers each user's joined rooms as of an events position. The entry

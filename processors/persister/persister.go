@@ -804,7 +804,11 @@ func (p *Persister) buildIntent(ctx context.Context, r *room, in *schemas.Intent
 		if err := checkState(r, in.Sender, in.Event); err != nil {
 			return nil, 0, err
 		}
-		pdu, err := p.signer.build(r, in.Sender, in.Event, now)
+		ev, err := authoriseJoin(r, p.signer.serverName, in.Sender, in.Event)
+		if err != nil {
+			return nil, 0, err
+		}
+		pdu, err := p.signer.build(r, in.Sender, ev, now)
 		if err != nil {
 			return nil, 0, err
 		}

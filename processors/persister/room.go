@@ -2,6 +2,7 @@ package persister
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -267,4 +268,64 @@ func canRedactOthers(r *room, sender string) bool {
 		return false
 	}
 	return pl.UserLevel(spec.SenderID(sender)) >= pl.Redact
+}
+
+// authoriseJoin returns ev with join_authorised_via_users_server set when ev is a join
+// the gateway found allowed into a room whose join rule is restricted and whose sender
+// is neither joined nor invited: it names the local member with the highest power
+// level who may invite (the lowest user ID among equals), as Synapse picks one. Other
+// events are returned as they are.
+func authoriseJoin(r *room, server spec.ServerName, sender string, ev *schemas.ProtoEvent) (*schemas.ProtoEvent, error) {
+	if !ev.AllowedJoin || ev.Type != spec.MRoomMember || ev.StateKey == nil || *ev.StateKey != sender {
+		return ev, nil
+	}
+	rules, _ := r.state.JoinRules()
+	if rules == nil {
+		return ev, nil
+	}
+	if rule, _ := rules.JoinRule(); rule != spec.Restricted && rule != spec.KnockRestricted {
+		return ev, nil
+	}
+	if prev, _ := r.state.Member(spec.SenderID(sender)); prev != nil {
+		if m, _ := prev.Membership(); m == spec.Join || m == spec.Invite {
+			return ev, nil
+		}
+	}
+	creator := ""
+	if create, _ := r.state.Create(); create != nil {
+		creator = string(create.SenderID())
+	}
+	levels, err := gomatrixserverlib.NewPowerLevelContentFromAuthEvents(r.state, creator)
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, "M_UNABLE_TO_GRANT_JOIN", "the room's power levels cannot be read")
+	}
+	via, best := "", int64(0)
+	for key, pdu := range r.state {
+		if key.EventType != spec.MRoomMember {
+			continue
+		}
+		user, err := spec.NewUserID(key.StateKey, true)
+		if err != nil || user.Domain() != server {
+			continue
+		}
+		if m, _ := pdu.Membership(); m != spec.Join {
+			continue
+		}
+		level := levels.UserLevel(spec.SenderID(key.StateKey))
+		if level < levels.Invite || (via != "" && (level < best || level == best && key.StateKey > via)) {
+			continue
+		}
+		via, best = key.StateKey, level
+	}
+	if via == "" {
+		return nil, refuse(http.StatusBadRequest, "M_UNABLE_TO_GRANT_JOIN", "no member of this server may let you join the room")
+	}
+	content := map[string]json.RawMessage{}
+	if err := json.Unmarshal(ev.Content, &content); err != nil {
+		return nil, refuse(http.StatusBadRequest, "M_BAD_JSON", "member content is not an object")
+	}
+	content["join_authorised_via_users_server"], _ = json.Marshal(via)
+	out := *ev
+	out.Content, _ = json.Marshal(content)
+	return &out, nil
 }
