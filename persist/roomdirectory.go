@@ -23,11 +23,20 @@ type PublicRoom struct {
 }
 
 // PublicRooms lists the rooms of the room directory's list with what their current
-// state says of them, most joined members first.
+// state says of them.
 func (db *DB) PublicRooms(ctx context.Context) ([]PublicRoom, error) {
-	rows, err := db.Pool.Query(ctx, `WITH listed AS (
-			SELECT d.room_id FROM room_directory d JOIN rooms r USING (room_id) WHERE d.public
-		), state AS (
+	return db.summaries(ctx, `SELECT d.room_id FROM room_directory d JOIN rooms r USING (room_id) WHERE d.public`)
+}
+
+// DirectoryEntries summarises those of rooms that exist as the room directory shows
+// them, listed or not.
+func (db *DB) DirectoryEntries(ctx context.Context, rooms []string) ([]PublicRoom, error) {
+	return db.summaries(ctx, `SELECT room_id FROM rooms WHERE room_id = ANY($1)`, rooms)
+}
+
+// summaries summarises the rooms the query chosen selects (one room_id column).
+func (db *DB) summaries(ctx context.Context, chosen string, args ...any) ([]PublicRoom, error) {
+	rows, err := db.Pool.Query(ctx, `WITH listed AS (`+chosen+`), state AS (
 			SELECT c.room_id, c.type, e.json::jsonb -> 'content' AS content
 			FROM current_state c JOIN events e USING (event_id)
 			WHERE c.room_id IN (SELECT room_id FROM listed) AND c.state_key = '' AND c.type IN
@@ -44,9 +53,9 @@ func (db *DB) PublicRooms(ctx context.Context) ([]PublicRoom, error) {
 			(SELECT count(*) FROM current_state c WHERE c.room_id = l.room_id AND c.type = 'm.room.member' AND c.membership = 'join'),
 			coalesce((SELECT content ->> 'history_visibility' FROM state s WHERE s.room_id = l.room_id AND s.type = 'm.room.history_visibility'), '') = 'world_readable',
 			coalesce((SELECT content ->> 'guest_access' FROM state s WHERE s.room_id = l.room_id AND s.type = 'm.room.guest_access'), '') = 'can_join'
-		FROM listed l`)
+		FROM listed l`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("persist: public rooms: %w", err)
+		return nil, fmt.Errorf("persist: room summaries: %w", err)
 	}
 	rooms, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PublicRoom, error) {
 		var p PublicRoom
@@ -55,7 +64,7 @@ func (db *DB) PublicRooms(ctx context.Context) ([]PublicRoom, error) {
 		return p, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("persist: public rooms: %w", err)
+		return nil, fmt.Errorf("persist: room summaries: %w", err)
 	}
 	return rooms, nil
 }

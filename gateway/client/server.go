@@ -173,6 +173,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerDirectory(r)
 	s.registerRoomDirectory(r)
 	s.registerRelations(r)
+	s.registerSpaces(r)
 	s.registerContext(r)
 	s.registerSearch(r)
 	s.registerUpgrade(r)
