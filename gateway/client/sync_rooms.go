@@ -67,6 +67,11 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		limited := len(evs) > limit
 		if limited {
 			evs = evs[len(evs)-limit:]
+		} else if req.incremental && sc.newlyJoined[p.room] {
+			// A room joined since the token is new to the client: unless the timeline
+			// reaches back to where the history it may read begins, there is a gap
+			// before it to paginate, and Synapse marks it limited.
+			limited = len(evs) == 0 || !beginsHistory(evs[0], p.span.From)
 		}
 		start := p.span.To
 		if len(evs) > 0 {
@@ -133,6 +138,15 @@ func (r *roomsStream) fill(ctx context.Context, sc *syncCtx, since, pos uint64) 
 		}
 	}
 	return nil
+}
+
+// beginsHistory reports whether ev is the first event of a room's history readable from
+// from: the room's create event when all of it is readable.
+func beginsHistory(ev persist.StoredEvent, from persist.Pos) bool {
+	if from == (persist.Pos{}) {
+		return ev.Type == "m.room.create"
+	}
+	return ev.Seq == from.Seq && ev.Idx == from.Idx
 }
 
 // builtRoom is a room of the response whose timeline is read.

@@ -321,6 +321,16 @@ func TestSyncSections(t *testing.T) {
 	if tl := room.names(j.Timeline.Events); !slices.Equal(tl, []string{"bob-join", "hi"}) || !j.Timeline.Limited || j.Timeline.PrevBatch != "t3_0" {
 		t.Errorf("bob's new room: timeline %v limited %v prev %s", tl, j.Timeline.Limited, j.Timeline.PrevBatch)
 	}
+	// A room new to the client whose timeline does not reach back to the start of its
+	// readable history is limited, however few events the filter lets through.
+	b = bobC.sync("since", "s2", "filter", `{"room":{"timeline":{"limit":10,"types":["m.room.message"]}}}`)
+	if j := b.Rooms.Join[room.ID]; !slices.Equal(room.names(j.Timeline.Events), []string{"hi"}) || !j.Timeline.Limited {
+		t.Errorf("bob's new room, messages only: timeline %v limited %v", room.names(j.Timeline.Events), j.Timeline.Limited)
+	}
+	b = bobC.sync("since", "s2", "filter", `{"room":{"timeline":{"limit":10}}}`)
+	if j := b.Rooms.Join[room.ID]; len(j.Timeline.Events) != 7 || j.Timeline.Limited {
+		t.Errorf("bob's new room from its creation: timeline %v limited %v", room.names(j.Timeline.Events), j.Timeline.Limited)
+	}
 	// A new join gets the full state at the start of its timeline.
 	if st := room.names(j.State.Events); !slices.Equal(st, []string{"create", "alice-join", "join-rules", "name", "bob-invite"}) {
 		t.Errorf("bob's new room state: %v", st)
