@@ -115,13 +115,9 @@ func (db *DB) GetAdminRoom(ctx context.Context, room, serverName string) (AdminR
 }
 
 func (db *DB) adminRooms(ctx context.Context, where string, offset, limit int, arg, serverName string) ([]AdminRoom, int, error) {
-	stateOf := func(typ, key string) string {
-		return `(SELECT e.json::jsonb -> 'content' ->> '` + key + `' FROM current_state c JOIN events e USING (event_id)
-			WHERE c.room_id = r.room_id AND c.type = '` + typ + `' AND c.state_key = '')`
-	}
-	base := `WITH x AS (SELECT r.room_id, r.room_version, r.creator, ` + stateOf("m.room.name", "name") + ` AS name,
-			` + stateOf("m.room.canonical_alias", "alias") + ` AS canonical_alias,
-			` + stateOf("m.room.join_rules", "join_rule") + ` AS join_rules,
+	base := `WITH x AS (SELECT r.room_id, r.room_version, r.creator, ` + stateOf("r.room_id", "m.room.name", "name") + ` AS name,
+			` + stateOf("r.room_id", "m.room.canonical_alias", "alias") + ` AS canonical_alias,
+			` + stateOf("r.room_id", "m.room.join_rules", "join_rule") + ` AS join_rules,
 			coalesce((SELECT public FROM room_directory d WHERE d.room_id = r.room_id), false) AS public
 		FROM rooms r) `
 	var total int
@@ -149,4 +145,11 @@ func (db *DB) adminRooms(ctx context.Context, where string, offset, limit int, a
 		return nil, 0, fmt.Errorf("persist: admin rooms: %w", err)
 	}
 	return rooms, total, nil
+}
+
+// stateOf is an SQL expression for a string field key of the content of the current
+// state event typ (state key "") of the room in column room.
+func stateOf(room, typ, key string) string {
+	return `(SELECT e.json::jsonb -> 'content' ->> '` + key + `' FROM current_state c JOIN events e USING (event_id)
+		WHERE c.room_id = ` + room + ` AND c.type = '` + typ + `' AND c.state_key = '')`
 }

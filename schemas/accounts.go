@@ -64,6 +64,9 @@ const (
 	// AccountMediaUploaded stores Media, uploaded by User: its content is the file
 	// named by Media.SHA256 in the media store, written before the record.
 	AccountMediaUploaded = "media_uploaded"
+	// AccountContentReported records User's report of Room, or of its event EventID,
+	// with Reason and Score (Synapse's event and room reports).
+	AccountContentReported = "content_reported"
 )
 
 // The profile fields an AccountProfileSet record may set, named as the client API and
@@ -108,6 +111,9 @@ type AccountsRecord struct {
 	Public      bool            `json:"public,omitempty"`
 	// Admin, on user_created and admin_set, says whether User is a server admin.
 	Admin bool `json:"admin,omitempty"`
+	// Reason and Score are a content report's.
+	Reason string `json:"reason,omitempty"`
+	Score  *int   `json:"score,omitempty"`
 }
 
 // Media is a local media item as the accounts stream records it. A reservation names
@@ -212,7 +218,7 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 		ok = r.Alias != "" && r.Room != ""
 	case AccountAliasDeleted:
 		ok = r.Alias != ""
-	case AccountRoomListed:
+	case AccountRoomListed, AccountContentReported:
 		ok = r.Room != ""
 	case AccountPusherSet:
 		ok = r.Device != "" && r.Pusher != nil && r.Pusher.AppID != "" && r.Pusher.Pushkey != "" &&

@@ -19,32 +19,11 @@ import (
 // the admin API answers admins only; it creates, changes, lists and deactivates users,
 // resets passwords, and lists rooms; a wrong mac or a used nonce is refused.
 func TestAdminAPI(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{})
-	d.shared["registration_shared_secret"] = "s3cret"
-	hs := d.startMain()
-	out, err := exec.CommandContext(ctx, ganglionBin, "register-user", "-c", hs.files[0], "-u", "root", "-p", "rootpw", "-admin").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "registered @root:"+d.serverName) {
-		t.Fatalf("register-user: %v %s", err, out)
-	}
-	root, err := tryLogin(ctx, hs.url(), "root", "rootpw", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, d, hs, root := withAdmin(t)
 	bob := newUser(ctx, t, hs.url(), "bob")
 	admin := func(c *mautrix.Client, method, path string, body any, want int) gjson.Result {
 		t.Helper()
-		var raw []byte
-		if body != nil {
-			raw, _ = json.Marshal(body)
-		}
-		status, code, text := rawRequest(ctx, t, method, hs.url()+"/_synapse/admin/"+path, c.AccessToken, raw)
-		if status != want {
-			t.Fatalf("%s %s: %d %s %s, want %d", method, path, status, code, text, want)
-		}
-		return gjson.Parse(text)
+		return adminCall(ctx, t, hs, c, method, path, body, want)
 	}
 	if v := admin(root, "GET", "v1/server_version", nil, http.StatusOK); v.Get("server_version").Str == "" {
 		t.Errorf("server_version: %s", v.Raw)
@@ -111,4 +90,38 @@ func TestAdminAPI(t *testing.T) {
 	}
 	admin(root, "GET", "v2/users/@nobody:"+d.serverName, nil, http.StatusNotFound)
 	admin(root, "GET", "v2/users/@remote:elsewhere.example", nil, http.StatusBadRequest)
+}
+
+// withAdmin starts a process with a registration shared secret and a server admin,
+// root, made by ganglion register-user.
+func withAdmin(t *testing.T) (context.Context, *deployment, *process, *mautrix.Client) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	t.Cleanup(cancel)
+	d := newDeployment(t, deploymentOptions{})
+	d.shared["registration_shared_secret"] = "s3cret"
+	hs := d.startMain()
+	out, err := exec.CommandContext(ctx, ganglionBin, "register-user", "-c", hs.files[0], "-u", "root", "-p", "rootpw", "-admin").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "registered @root:"+d.serverName) {
+		t.Fatalf("register-user: %v %s", err, out)
+	}
+	root, err := tryLogin(ctx, hs.url(), "root", "rootpw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, d, hs, root
+}
+
+// adminCall calls the admin API at path as c and fails the test unless it answers want.
+func adminCall(ctx context.Context, t *testing.T, hs *process, c *mautrix.Client, method, path string, body any, want int) gjson.Result {
+	t.Helper()
+	var raw []byte
+	if body != nil {
+		raw, _ = json.Marshal(body)
+	}
+	status, code, text := rawRequest(ctx, t, method, hs.url()+"/_synapse/admin/"+path, c.AccessToken, raw)
+	if status != want {
+		t.Fatalf("%s %s: %d %s %s, want %d", method, path, status, code, text, want)
+	}
+	return gjson.Parse(text)
 }

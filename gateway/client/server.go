@@ -195,6 +195,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerMedia(r)
 	s.registerUserDirectory(r)
 	s.registerAdmin(r)
+	s.registerReports(r)
 	s.registerDiscovery(r)
 	return s.frontDoor(r.mux)
 }

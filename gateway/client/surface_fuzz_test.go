@@ -1,9 +1,13 @@
 package client
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/ganglionhq/ganglion/persist"
+	"github.com/ganglionhq/ganglion/schemas"
 )
 
 // The parsers of issue 10's endpoints: tokens and URLs from clients never panic, and
@@ -47,6 +51,22 @@ func FuzzOffsetToken(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tok string) {
 		if n, ok := parseOffsetToken(tok, "p"); ok && n < 0 {
 			t.Fatalf("%q gave %d", tok, n)
+		}
+	})
+}
+
+func FuzzReportBody(f *testing.F) {
+	for _, s := range []string{`{"reason":"spam","score":-100}`, `{"score":1}`, `{"score":-0.5}`, `{"reason":"a\u0000b"}`, `{}`, `[]`, `{"reason":7}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		r := httptest.NewRequest(http.MethodPost, "/_matrix/client/v3/rooms/!r:h/report/$e", strings.NewReader(body))
+		rep, err := readReport(r)
+		if err != nil {
+			return
+		}
+		if !schemas.StorableText(rep.Reason) || rep.Score != nil && (*rep.Score < minReportScore || *rep.Score > maxReportScore) {
+			t.Fatalf("%q gave %+v", body, rep)
 		}
 	})
 }

@@ -111,6 +111,11 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		b.Queue(`INSERT INTO room_directory (room_id, public, stream_id) VALUES ($1, $2, $3)
 			ON CONFLICT (room_id) DO UPDATE SET public = excluded.public, stream_id = excluded.stream_id
 			WHERE room_directory.stream_id < excluded.stream_id`, r.Room, r.Public, s)
+	case schemas.AccountContentReported:
+		// The report's ID is its stream position: a replay gives it the same.
+		b.Queue(`INSERT INTO content_reports (id, received_at, reporter, room_id, event_id, reason, score)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
+			s, ts, r.User, r.Room, nullable(r.EventID), nullable(r.Reason), r.Score)
 	case schemas.AccountPusherSet:
 		queuePusher(b, r, s)
 	case schemas.AccountPusherDeleted:

@@ -68,6 +68,9 @@ const (
 	// and refresh token; one already exchanged, or of another device, is 401
 	// M_UNKNOWN_TOKEN: Refresh.
 	OpRefresh = "refresh"
+	// OpReport records the user's report of a room or of one of its events: Report.
+	// The gateway checked that the room exists and the user may see the event.
+	OpReport = "report"
 	// OpSetAdmin makes the user a server admin, or not: SetAdmin.
 	OpSetAdmin = "set_admin"
 	// OpDeactivate deactivates the user: no password, no devices; the user ID stays
@@ -137,6 +140,14 @@ type Register struct {
 	PasswordHash string     `json:"password_hash,omitempty"`
 	Device       *NewDevice `json:"device,omitempty"`
 	Admin        bool       `json:"admin,omitempty"`
+}
+
+// Report is the body of OpReport; EventID is empty for a report of the room.
+type Report struct {
+	Room    string `json:"room"`
+	EventID string `json:"event_id,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Score   *int   `json:"score,omitempty"`
 }
 
 // SetAdmin is the body of OpSetAdmin.
@@ -371,6 +382,16 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return unknownUser(), nil
 		}
 		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountAdminSet, Admin: body.Admin}), nil
+	case OpReport:
+		var body Report
+		if decodeStrict(w.Body, &body) != nil || body.Room == "" {
+			return badBody(w.Op), nil
+		}
+		if !u.exists {
+			return unknownUser(), nil
+		}
+		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountContentReported, Room: body.Room,
+			EventID: body.EventID, Reason: body.Reason, Score: body.Score}), nil
 	case OpDeactivate:
 		if !u.exists {
 			return unknownUser(), nil
