@@ -33,6 +33,7 @@ import (
 	"github.com/ganglionhq/ganglion/deployments/config"
 	"github.com/ganglionhq/ganglion/deployments/load"
 	"github.com/ganglionhq/ganglion/gateway/client"
+	"github.com/ganglionhq/ganglion/gateway/federation"
 	"github.com/ganglionhq/ganglion/gateway/frontdoor"
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/media"
@@ -521,6 +522,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			Projection: feed, Client: services, Ephemeral: ephemeral, Log: log})
 		g.Go(func() error { return sender.Run(ctx) })
 	}
+	var clientHandler, mediaHandler http.Handler
 	if len(listeners)+len(mediaListeners) > 0 {
 		// /sync counts notifications once its user's pusher has evaluated what it shows.
 		var evaluated client.Evaluated
@@ -558,29 +560,29 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			// A media repository worker follows no stream.
 			api.Feed = feed
 		}
-		clientHandler := api.Handler()
-		mediaHandler := api.MediaHandler()
+		clientHandler, mediaHandler = api.Handler(), api.MediaHandler()
 		g.Go(func() error { api.Run(ctx); return nil })
-		for _, l := range slices.Concat(listeners, mediaListeners) {
-			handler := clientHandler
-			if !l.Has("client") {
-				handler = mediaHandler
+	}
+	fed := (&federation.Server{Tokens: db, Log: log}).Handler()
+	for _, l := range cfg.HTTPListeners() {
+		handler := listenerHandler(l, clientHandler, mediaHandler, fed)
+		if handler == nil {
+			continue
+		}
+		h, perIP := handler, cfg.HTTPLimits.MaxConnsPerIP
+		if l.XForwarded {
+			// Behind a reverse proxy every connection comes from the proxy, which
+			// caps per client itself; the client's address is in X-Forwarded-For.
+			h, perIP = serve.ForwardedFor(handler), 0
+		}
+		for _, addr := range l.Addrs() {
+			ln, err := serve.Listen(addr, perIP, log)
+			if err != nil {
+				return fmt.Errorf("listener %s: %w", addr, err)
 			}
-			h, perIP := handler, cfg.HTTPLimits.MaxConnsPerIP
-			if l.XForwarded {
-				// Behind a reverse proxy every connection comes from the proxy, which
-				// caps per client itself; the client's address is in X-Forwarded-For.
-				h, perIP = serve.ForwardedFor(handler), 0
-			}
-			for _, addr := range l.Addrs() {
-				ln, err := serve.Listen(addr, perIP, log)
-				if err != nil {
-					return fmt.Errorf("listener %s: %w", addr, err)
-				}
-				srv := serve.New(h, cfg.HTTPLimits, log)
-				log.Info("client API listening", zap.String("addr", ln.Addr().String()))
-				g.Go(func() error { return serveUntilDone(ctx, srv, ln) })
-			}
+			srv := serve.New(h, cfg.HTTPLimits, log)
+			log.Info("HTTP API listening", zap.String("addr", ln.Addr().String()))
+			g.Go(func() error { return serveUntilDone(ctx, srv, ln) })
 		}
 	}
 	log.Info("process started", zap.String("server_name", cfg.ServerName), zap.Bool("event_writer", cfg.IsEventWriter()))
@@ -723,4 +725,23 @@ func observeAll(fns ...func(seq uint64, h nats.Header, data []byte)) func(seq ui
 			fn(seq, h, data)
 		}
 	}
+}
+
+// listenerHandler is what an HTTP listener serves: the client API with the client
+// resource (the media repository within it when this process serves media), the media
+// repository alone with only the media resource (nil when this process serves none),
+// and the federation API besides with the federation or openid resource. Nil when it
+// serves nothing here.
+func listenerHandler(l config.Listener, clientHandler, mediaHandler, fed http.Handler) http.Handler {
+	var h http.Handler
+	switch {
+	case l.Has("client"):
+		h = clientHandler
+	case l.Has("media"):
+		h = mediaHandler
+	}
+	if l.Has("federation") || l.Has("openid") {
+		return federation.Mount(fed, h)
+	}
+	return h
 }

@@ -67,6 +67,9 @@ const (
 	// AccountContentReported records User's report of Room, or of its event EventID,
 	// with Reason and Score (Synapse's event and room reports).
 	AccountContentReported = "content_reported"
+	// AccountOpenIDTokenCreated gives User the OpenID token TokenHash, valid until
+	// Expires (milliseconds), which other servers check through the federation API.
+	AccountOpenIDTokenCreated = "openid_token_created"
 )
 
 // The profile fields an AccountProfileSet record may set, named as the client API and
@@ -220,6 +223,8 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 		ok = r.Alias != ""
 	case AccountRoomListed, AccountContentReported:
 		ok = r.Room != ""
+	case AccountOpenIDTokenCreated:
+		ok = token && r.Expires > 0
 	case AccountPusherSet:
 		ok = r.Device != "" && r.Pusher != nil && r.Pusher.AppID != "" && r.Pusher.Pushkey != "" &&
 			r.Pusher.Kind != "" && IsObject(r.Pusher.Data)

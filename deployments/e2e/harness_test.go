@@ -234,12 +234,18 @@ func clientListener(port int) []map[string]any {
 // startMain starts the main process with a client listener.
 func (d *deployment) startMain() *process {
 	d.t.Helper()
+	return d.startMainWith(nil)
+}
+
+// startMainWith starts the main process with a client listener and further listeners.
+func (d *deployment) startMainWith(further []map[string]any) *process {
+	d.t.Helper()
 	port := freePort(d.t)
 	cfg := map[string]any{}
 	for k, v := range d.shared {
 		cfg[k] = v
 	}
-	cfg["listeners"] = clientListener(port)
+	cfg["listeners"] = append(clientListener(port), further...)
 	p := d.start("main", port, d.writeYAML("homeserver.yaml", cfg))
 	p.waitReady()
 	return p

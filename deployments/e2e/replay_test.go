@@ -38,8 +38,8 @@ var notReplayedColumns = map[string]string{
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
 // register and log in devices (one with a refresh token), upload media, report content,
-// set profiles, pushers, aliases, filters, account data, tags, push rules, receipts,
-// presence and end-to-end keys (a backup included), send a to-device
+// get an OpenID token, set profiles, pushers, aliases, filters, account data, tags, push
+// rules, receipts, presence and end-to-end keys (a backup included), send a to-device
 // message, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
 // original row for row. The restarted process then takes the old access tokens.
@@ -178,6 +178,11 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := call(ctx, alice, http.MethodPost, map[string]any{"reason": "off topic"}, nil, "rooms", lobby.RoomID, "report"); err != nil {
+		t.Fatal(err)
+	}
+
+	// An OpenID token.
+	if err := call(ctx, alice, http.MethodPost, map[string]any{}, nil, "user", alice.UserID, "openid", "request_token"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -196,6 +196,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerUserDirectory(r)
 	s.registerAdmin(r)
 	s.registerReports(r)
+	s.registerOpenID(r)
 	s.registerDiscovery(r)
 	return s.frontDoor(r.mux)
 }

@@ -61,6 +61,7 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		b.Queue(`UPDATE users SET admin = $2, stream_id = $3 WHERE user_id = $1 AND stream_id < $3`, r.User, r.Admin, s)
 	case schemas.AccountUserDeactivated:
 		b.Queue(`UPDATE users SET password_hash = NULL, deactivated = true, stream_id = $2 WHERE user_id = $1 AND stream_id < $2`, r.User, s)
+		b.Queue(`DELETE FROM openid_tokens WHERE user_id = $1 AND stream_id < $2`, r.User, s)
 		b.Queue(`DELETE FROM devices WHERE user_id = $1 AND stream_id < $2`, r.User, s)
 		queueDeletePushers(b, s, `user_id = $1`, r.User)
 	case schemas.AccountDeviceCreated:
@@ -116,6 +117,11 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		b.Queue(`INSERT INTO content_reports (id, received_at, reporter, room_id, event_id, reason, score)
 			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
 			s, ts, r.User, r.Room, nullable(r.EventID), nullable(r.Reason), r.Score)
+	case schemas.AccountOpenIDTokenCreated:
+		// Tokens expired when this one was made go: the table holds the live ones.
+		b.Queue(`DELETE FROM openid_tokens WHERE expires_at < $1`, ts)
+		b.Queue(`INSERT INTO openid_tokens (token_hash, user_id, expires_at, stream_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (token_hash) DO NOTHING`, r.TokenHash, r.User, time.UnixMilli(r.Expires), s)
 	case schemas.AccountPusherSet:
 		queuePusher(b, r, s)
 	case schemas.AccountPusherDeleted:

@@ -71,6 +71,8 @@ const (
 	// OpReport records the user's report of a room or of one of its events: Report.
 	// The gateway checked that the room exists and the user may see the event.
 	OpReport = "report"
+	// OpCreateOpenIDToken gives the user an OpenID token: OpenIDToken.
+	OpCreateOpenIDToken = "create_openid_token"
 	// OpSetAdmin makes the user a server admin, or not: SetAdmin.
 	OpSetAdmin = "set_admin"
 	// OpDeactivate deactivates the user: no password, no devices; the user ID stays
@@ -148,6 +150,13 @@ type Report struct {
 	EventID string `json:"event_id,omitempty"`
 	Reason  string `json:"reason,omitempty"`
 	Score   *int   `json:"score,omitempty"`
+}
+
+// OpenIDToken is the body of OpCreateOpenIDToken: the token's SHA-256 and when it
+// expires, in milliseconds.
+type OpenIDToken struct {
+	TokenHash []byte `json:"token_hash"`
+	Expires   int64  `json:"expires"`
 }
 
 // SetAdmin is the body of OpSetAdmin.
@@ -392,6 +401,16 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 		}
 		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountContentReported, Room: body.Room,
 			EventID: body.EventID, Reason: body.Reason, Score: body.Score}), nil
+	case OpCreateOpenIDToken:
+		var body OpenIDToken
+		if decodeStrict(w.Body, &body) != nil || len(body.TokenHash) != sha256.Size || body.Expires <= 0 {
+			return badBody(w.Op), nil
+		}
+		if !u.exists {
+			return unknownUser(), nil
+		}
+		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountOpenIDTokenCreated, TokenHash: body.TokenHash,
+			Expires: body.Expires}), nil
 	case OpDeactivate:
 		if !u.exists {
 			return unknownUser(), nil
