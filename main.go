@@ -552,6 +552,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 				SearchAllUsers: cfg.UserDirectory.SearchAllUsers},
 			RefreshableTokenLifetime: cfg.RefreshableTokenLifetime,
 			RegistrationSharedSecret: cfg.RegistrationSharedSecret,
+			Notices:                  client.ServerNotices(cfg.ServerNotices),
 			ClientWellKnown:          cfg.Discovery.ClientWellKnown(),
 			TURN: client.TURN{URIs: cfg.Discovery.TURNURIs, SharedSecret: cfg.Discovery.TURNSharedSecret,
 				Username: cfg.Discovery.TURNUsername, Password: cfg.Discovery.TURNPassword, UserLifetime: cfg.Discovery.TURNUserLifetime},

@@ -85,6 +85,8 @@ type Config struct {
 	Discovery Discovery
 	// UserDirectory is the user_directory section.
 	UserDirectory UserDirectory
+	// ServerNotices is the server_notices section.
+	ServerNotices ServerNotices
 	// RefreshableTokenLifetime is refreshable_access_token_lifetime: how long an
 	// access token given with a refresh token lasts (0: Synapse's 5 minutes).
 	RefreshableTokenLifetime time.Duration

@@ -37,13 +37,7 @@ func (d Discovery) ClientWellKnown() map[string]any {
 }
 
 func (l *loader) discoveryFields(d *Discovery, f fields) {
-	str := func(dst *string) func(*yaml.Node, string) {
-		return func(v *yaml.Node, p string) {
-			if s, ok := l.str(v, p); ok {
-				*dst = s
-			}
-		}
-	}
+	str := l.strInto
 	f["public_baseurl"] = str(&d.PublicBaseURL)
 	f["serve_client_wellknown"] = func(v *yaml.Node, p string) { d.ServeClientWellKnown, _ = l.boolean(v, p) }
 	f["extra_well_known_client_content"] = func(v *yaml.Node, p string) {

@@ -98,6 +98,7 @@ func Load(paths []string, log *zap.Logger) (*Config, error) {
 		Presence:          userstreams.PresenceSettings{Enabled: true, Timers: userstreams.DefaultPresenceTimers},
 		Media:             defaultMediaRepo(),
 		UserDirectory:     UserDirectory{Enabled: true},
+		ServerNotices:     ServerNotices{RoomName: defaultNoticesRoomName},
 	}
 	f := l.topFields(c)
 	for _, e := range top {
@@ -499,13 +500,7 @@ var legacyWorkerApps = []string{
 }
 
 func (l *loader) topFields(c *Config) fields {
-	str := func(dst *string) func(*yaml.Node, string) {
-		return func(v *yaml.Node, p string) {
-			if s, ok := l.str(v, p); ok {
-				*dst = s
-			}
-		}
-	}
+	str := l.strInto
 	boolean := func(dst *bool) func(*yaml.Node, string) {
 		return func(v *yaml.Node, p string) {
 			if b, ok := l.boolean(v, p); ok {
@@ -548,6 +543,7 @@ func (l *loader) topFields(c *Config) fields {
 		"http_limits":                              func(v *yaml.Node, p string) { l.httpLimits(&c.HTTPLimits, v, p) },
 		"presence":                                 func(v *yaml.Node, p string) { l.presence(&c.Presence, v, p) },
 		"user_directory":                           func(v *yaml.Node, p string) { l.userDirectory(&c.UserDirectory, v, p) },
+		"server_notices":                           func(v *yaml.Node, p string) { l.serverNotices(&c.ServerNotices, v, p) },
 		"refreshable_access_token_lifetime": func(v *yaml.Node, p string) {
 			if d, ok := l.synapseDuration(v, p); ok {
 				c.RefreshableTokenLifetime = d

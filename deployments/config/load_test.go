@@ -291,6 +291,8 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 			"media_upload_limits[0]: a media upload limit needs time_period and max_size"},
 		{"url previews without a blacklist", "url_preview_enabled: true", 1,
 			"url_preview_ip_range_blacklist: required when url_preview_enabled is true"},
+		{"server notices user", "server_notices: {system_mxid_localpart: Notices}", 1,
+			`server_notices.system_mxid_localpart: "Notices" is not a valid user localpart`},
 		{"yaml syntax", "listeners: [", 1, "yaml: line 1"},
 		{"top level not a mapping", "- a\n- b", 1,
 			"the top level must be a mapping of keys, got a list"},
@@ -740,6 +742,19 @@ max_spider_size: 512K`)
 	}
 	if c := mustLoad(t, base, "worker_app: synapse.app.generic_worker\nworker_name: w1"); c.ServesMedia() {
 		t.Error("a generic worker serves media")
+	}
+}
+
+// Server notices are off without a localpart; Synapse's room name is the default.
+func TestLoadServerNotices(t *testing.T) {
+	if n := mustLoad(t, base).ServerNotices; n.Enabled() || n.RoomName != "Server Notices" {
+		t.Errorf("defaults: %+v", n)
+	}
+	n := mustLoad(t, base, `server_notices: {system_mxid_localpart: notices, system_mxid_display_name: Ops,
+  system_mxid_avatar_url: "mxc://h/a", room_name: Alerts, room_topic: t, room_avatar_url: "mxc://h/r", auto_join: true}`).ServerNotices
+	if want := (ServerNotices{Localpart: "notices", DisplayName: "Ops", AvatarURL: "mxc://h/a", RoomName: "Alerts", RoomTopic: "t",
+		RoomAvatarURL: "mxc://h/r", AutoJoin: true}); n != want {
+		t.Errorf("set: %+v, want %+v", n, want)
 	}
 }
 

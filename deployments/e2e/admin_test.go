@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -19,7 +20,7 @@ import (
 // the admin API answers admins only; it creates, changes, lists and deactivates users,
 // resets passwords, and lists rooms; a wrong mac or a used nonce is refused.
 func TestAdminAPI(t *testing.T) {
-	ctx, d, hs, root := withAdmin(t)
+	ctx, d, hs, root := withAdmin(t, nil)
 	bob := newUser(ctx, t, hs.url(), "bob")
 	admin := func(c *mautrix.Client, method, path string, body any, want int) gjson.Result {
 		t.Helper()
@@ -92,14 +93,15 @@ func TestAdminAPI(t *testing.T) {
 	admin(root, "GET", "v2/users/@remote:elsewhere.example", nil, http.StatusBadRequest)
 }
 
-// withAdmin starts a process with a registration shared secret and a server admin,
-// root, made by ganglion register-user.
-func withAdmin(t *testing.T) (context.Context, *deployment, *process, *mautrix.Client) {
+// withAdmin starts a process with a registration shared secret, the configuration
+// keys extra, and a server admin, root, made by ganglion register-user.
+func withAdmin(t *testing.T, extra map[string]any) (context.Context, *deployment, *process, *mautrix.Client) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
 	t.Cleanup(cancel)
 	d := newDeployment(t, deploymentOptions{})
 	d.shared["registration_shared_secret"] = "s3cret"
+	maps.Copy(d.shared, extra)
 	hs := d.startMain()
 	out, err := exec.CommandContext(ctx, ganglionBin, "register-user", "-c", hs.files[0], "-u", "root", "-p", "rootpw", "-admin").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "registered @root:"+d.serverName) {

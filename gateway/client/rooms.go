@@ -225,6 +225,12 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 	if !s.allowMembership(w, dev, room, target, membership) {
 		return
 	}
+	if action == "leave" {
+		if err := s.refuseNoticeRoomLeave(r.Context(), room, target); err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
 	var profile persist.Profile
 	allowed := false
 	if membership == "join" {

@@ -92,7 +92,9 @@ type Server struct {
 	Media *media.Repo
 	// UserDirectory is how user directory searches answer.
 	UserDirectory UserDirectorySettings
-	Log           *zap.Logger
+	// Notices are the server notices' settings; no localpart, no notices.
+	Notices ServerNotices
+	Log     *zap.Logger
 
 	limits *limiters
 	tokens tokenCache
@@ -197,6 +199,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerAdmin(r)
 	s.registerReports(r)
 	s.registerOpenID(r)
+	s.registerServerNotices(r)
 	s.registerDiscovery(r)
 	return s.frontDoor(r.mux)
 }
