@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tidwall/gjson"
@@ -105,6 +107,19 @@ func TestRelationsAndThreads(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the root in /messages lacks its thread summary for bob, who replied: %s", msgs.Raw)
+	}
+
+	// A limited /sync timeline bundles them too.
+	synced := getJSON(ctx, t, bob, "v3/sync?filter="+url.QueryEscape(`{"room":{"timeline":{"limit":10}}}`), http.StatusOK)
+	tl := synced.Get("rooms.join." + strings.ReplaceAll(room.String(), ".", `\.`) + ".timeline")
+	found = false
+	for _, e := range tl.Get("events").Array() {
+		if e.Get("event_id").Str == root.String() {
+			found = e.Get(`unsigned.m\.relations.m\.thread.count`).Int() == 2 && e.Get(`unsigned.m\.relations.m\.replace.event_id`).Str == edit.String()
+		}
+	}
+	if !tl.Get("limited").Bool() || !found {
+		t.Errorf("the root in a limited sync timeline lacks its aggregations: %s", tl.Raw)
 	}
 
 	threads := func(c *mautrix.Client, query string) [][2]string {

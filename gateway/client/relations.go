@@ -248,6 +248,12 @@ func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev
 		return nil, err
 	}
 	out := clientEventsAs(evs, dev, memberships)
+	return out, addBundles(out, evs, bundles, dev)
+}
+
+// addBundles puts the aggregations of bundles into the client events out of evs, in
+// unsigned.m.relations.
+func addBundles(out []json.RawMessage, evs []persist.StoredEvent, bundles map[string]*persist.Bundle, dev Device) error {
 	for i := range evs {
 		b := bundles[evs[i].EventID]
 		if b == nil {
@@ -273,11 +279,11 @@ func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev
 		}
 		data, err := matrix.Marshal(rel)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if withRel, err := sjson.SetRawBytes(out[i], `unsigned.m\.relations`, data); err == nil {
 			out[i] = withRel
 		}
 	}
-	return out, nil
+	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/ganglionhq/ganglion/persist"
 )
 
@@ -498,24 +500,46 @@ func (s *lazySent) addMembers(room string, evs []persist.StoredEvent) {
 func (r *roomsStream) timelineEvents(ctx context.Context, rooms []*builtRoom, dev Device) error {
 	joinedThroughout := map[string]bool{}
 	var evs []persist.StoredEvent
+	var gapped []string
 	for _, b := range rooms {
 		joinedThroughout[b.plan.room] = b.plan.joined && !slices.ContainsFunc(b.events, func(e persist.StoredEvent) bool {
 			return e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == dev.UserID
 		})
 		evs = append(evs, b.events...)
-	}
-	memberships, err := r.s.membershipsOf(ctx, evs, dev.UserID, func(room string) (string, bool) {
-		if joinedThroughout[room] {
-			return "join", true
+		if b.tl.Limited {
+			for _, e := range b.events {
+				gapped = append(gapped, e.EventID)
+			}
 		}
-		return "", false
+	}
+	// A limited timeline's events carry their aggregations, as Synapse bundles them:
+	// the client did not see the relations in the gap come by. Two reads side by side.
+	var memberships []string
+	var bundles map[string]*persist.Bundle
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		memberships, err = r.s.membershipsOf(gctx, evs, dev.UserID, func(room string) (string, bool) {
+			if joinedThroughout[room] {
+				return "join", true
+			}
+			return "", false
+		})
+		return err
 	})
-	if err != nil {
+	if len(gapped) > 0 {
+		g.Go(func() (err error) { bundles, err = r.s.DB.Bundles(gctx, gapped, dev.UserID); return err })
+	}
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	for _, b := range rooms {
 		n := len(b.events)
 		b.tl.Events, memberships = clientEventsAs(b.events, dev, memberships[:n]), memberships[n:]
+		if b.tl.Limited {
+			if err := addBundles(b.tl.Events, b.events, bundles, dev); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
