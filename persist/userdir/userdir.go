@@ -99,7 +99,7 @@ type Query struct {
 
 // Search returns the users matching q.Term, best first, at most q.Limit, and whether
 // more matched. Every word of the term must be the start of a word of the user's ID or
-// display name. Users whose localpart or display name is the term come first, then local
+// display name. Deactivated users are not found. Users whose localpart or display name is the term come first, then local
 // users, then by rank of the match, then by name.
 func (s Store) Search(ctx context.Context, q Query) ([]Result, bool, error) {
 	words := TermWords(q.Term)
@@ -116,6 +116,7 @@ func (s Store) Search(ctx context.Context, q Query) ([]Result, bool, error) {
 		WHERE d.search @@ q AND ($3 OR d.in_public_room OR d.user_id IN (
 			SELECT r.user_id FROM user_directory_rooms r
 			WHERE r.room_id IN (SELECT room_id FROM user_directory_rooms WHERE user_id = $1)))
+			AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = d.user_id AND u.deactivated)
 		ORDER BY (lower(d.display_name) = $4 OR lower(split_part(substr(d.user_id, 2), ':', 1)) = $4) DESC,
 			(d.user_id LIKE '%:' || $5) DESC, ts_rank_cd(d.search, q) DESC, d.display_name NULLS LAST, d.user_id
 		LIMIT $6`, q.Searcher, strings.Join(words, " & "), q.All, strings.ToLower(strings.TrimSpace(q.Term)), q.ServerName, q.Limit+1)

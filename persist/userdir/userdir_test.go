@@ -79,6 +79,13 @@ func TestSearchVisibilityAndOrder(t *testing.T) {
 			t.Errorf("search %q (all %v): %v, want %v", c.term, c.all, got, c.want)
 		}
 	}
+	// A deactivated user is not found any more, even by those sharing a room.
+	if _, err := s.Pool.Exec(ctx, `INSERT INTO users (user_id, created_at, deactivated, stream_id) VALUES ('@annie:hs', now(), true, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if found, _, err := s.Search(ctx, userdir.Query{Searcher: "@me:hs", Term: "smith", Limit: 10, ServerName: "hs"}); err != nil || len(found) != 0 {
+		t.Errorf("a deactivated user found: %v %v", found, err)
+	}
 	if found, limited, err := s.Search(ctx, userdir.Query{Searcher: "@me:hs", Term: "ann", Limit: 2, ServerName: "hs"}); err != nil ||
 		len(found) != 2 || !limited {
 		t.Errorf("limit 2: %v limited %v %v", found, limited, err)
