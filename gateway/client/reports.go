@@ -36,37 +36,37 @@ type reportBody struct {
 	Score  *json.RawMessage `json:"score"`
 }
 
-func readReport(r *http.Request) (userstreams.Report, error) {
+// readReport reads a report's body and its room.
+func readReport(r *http.Request) (userstreams.Report, string, error) {
 	var body reportBody
 	var rep userstreams.Report
+	room, err := roomParam(r)
+	if err != nil {
+		return rep, "", err
+	}
 	if err := matrix.DecodeBody(r, maxReportBody, &body); err != nil {
-		return rep, err
+		return rep, "", err
 	}
 	if body.Reason != nil {
 		if !schemas.StorableText(*body.Reason) || len(*body.Reason) > maxReportReason {
-			return rep, matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "reason must be text of at most %d bytes", maxReportReason)
+			return rep, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "reason must be text of at most %d bytes", maxReportReason)
 		}
 		rep.Reason = *body.Reason
 	}
 	if body.Score != nil {
 		var score int
 		if json.Unmarshal(*body.Score, &score) != nil || score < minReportScore || score > maxReportScore {
-			return rep, matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "score must be an integer in [-100, 0]")
+			return rep, "", matrix.Errorf(http.StatusBadRequest, matrix.CodeInvalidParam, "score must be an integer in [-100, 0]")
 		}
 		rep.Score = &score
 	}
-	return rep, nil
+	return rep, room, nil
 }
 
 // reportEvent records a report of an event the user may see; one they may not, or
 // that does not exist, is 404 whichever it is, as Synapse answers.
 func (s *Server) reportEvent(w http.ResponseWriter, r *http.Request, dev Device) {
-	rep, err := readReport(r)
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	room, err := roomParam(r)
+	rep, room, err := readReport(r)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
@@ -95,15 +95,10 @@ func (s *Server) reportEvent(w http.ResponseWriter, r *http.Request, dev Device)
 // reportRoom records a report of a room this server knows; the reporter need not be
 // in it.
 func (s *Server) reportRoom(w http.ResponseWriter, r *http.Request, dev Device) {
-	rep, err := readReport(r)
+	rep, room, err := readReport(r)
 	if err == nil && rep.Reason == "" {
 		err = matrix.Errorf(http.StatusBadRequest, matrix.CodeBadJSON, "a room report needs a reason")
 	}
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	room, err := roomParam(r)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return

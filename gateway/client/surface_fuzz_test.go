@@ -61,7 +61,8 @@ func FuzzReportBody(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		r := httptest.NewRequest(http.MethodPost, "/_matrix/client/v3/rooms/!r:h/report/$e", strings.NewReader(body))
-		rep, err := readReport(r)
+		r.SetPathValue("room", "!r:h")
+		rep, _, err := readReport(r)
 		if err != nil {
 			return
 		}
