@@ -723,6 +723,8 @@ type Membership struct {
 	InvitedAt *Pos
 	// Forgotten is true when the user forgot the room after this membership.
 	Forgotten bool
+	// History is the user's member events in the room, in order.
+	History []MemberChange
 }
 
 // EventsByID returns the stored events of ids, by ID; IDs not stored are absent.
@@ -738,41 +740,46 @@ func (db *DB) EventsByID(ctx context.Context, ids []string) (map[string]StoredEv
 	return out, nil
 }
 
-// Membership returns a user's current membership of a room.
+// Membership returns a user's current membership of a room, with the history of their
+// member events in it, read in one query.
 func (db *DB) Membership(ctx context.Context, roomID, userID string) (Membership, error) {
 	var m Membership
 	var seq int64
-	var joinSeq, inviteSeq *int64
-	var joinIdx, inviteIdx *int
+	var seqs []int64
+	var idxs []int32
+	var ms []string
 	err := db.Pool.QueryRow(ctx, `SELECT COALESCE(c.membership, ''), c.event_id, c.seq, c.idx, f.event_id IS NOT NULL,
-			j.seq, j.idx, j.prev_seq, j.prev_idx
+			h.seqs, h.idxs, h.ms
 		FROM current_state c
 		LEFT JOIN forgotten_rooms f ON f.user_id = c.state_key AND f.room_id = c.room_id AND f.event_id = c.event_id
-		LEFT JOIN LATERAL (SELECT h.seq, h.idx,
-				CASE WHEN h.prev = 'invite' THEN h.prev_seq END AS prev_seq,
-				CASE WHEN h.prev = 'invite' THEN h.prev_idx END AS prev_idx
-			FROM (
-				SELECT e.seq, e.idx, e.membership,
-					lag(e.membership) OVER w AS prev, lag(e.seq) OVER w AS prev_seq, lag(e.idx) OVER w AS prev_idx
-				FROM events e
-				WHERE e.room_id = c.room_id AND e.type = 'm.room.member' AND e.state_key = c.state_key
-				WINDOW w AS (ORDER BY e.seq, e.idx)) h
-			-- A join after a join is a profile change, not the start of a membership.
-			WHERE h.membership = 'join' AND h.prev IS DISTINCT FROM 'join'
-			ORDER BY h.seq DESC, h.idx DESC LIMIT 1) j ON true
+		LEFT JOIN LATERAL (SELECT array_agg(e.seq ORDER BY e.seq, e.idx) AS seqs, array_agg(e.idx ORDER BY e.seq, e.idx) AS idxs,
+				array_agg(COALESCE(e.membership, '') ORDER BY e.seq, e.idx) AS ms
+			FROM events e
+			WHERE e.room_id = c.room_id AND e.type = 'm.room.member' AND e.state_key = c.state_key) h ON true
 		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, userID).
-		Scan(&m.Membership, &m.EventID, &seq, &m.At.Idx, &m.Forgotten, &joinSeq, &joinIdx, &inviteSeq, &inviteIdx)
+		Scan(&m.Membership, &m.EventID, &seq, &m.At.Idx, &m.Forgotten, &seqs, &idxs, &ms)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Membership{}, nil
 	}
+	if err != nil {
+		return Membership{}, fmt.Errorf("persist: membership: %w", err)
+	}
 	m.At.Seq = uint64(seq)
-	if joinSeq != nil && joinIdx != nil {
-		m.JoinedAt = &Pos{Seq: uint64(*joinSeq), Idx: *joinIdx}
+	if len(seqs) != len(ms) || len(idxs) != len(ms) {
+		return Membership{}, errors.New("persist: membership: history arrays of different lengths")
 	}
-	if inviteSeq != nil && inviteIdx != nil {
-		m.InvitedAt = &Pos{Seq: uint64(*inviteSeq), Idx: *inviteIdx}
+	m.History = make([]MemberChange, len(ms))
+	for i := range ms {
+		m.History[i] = MemberChange{At: Pos{Seq: uint64(seqs[i]), Idx: int(idxs[i])}, Membership: ms[i]}
+		// A join after a join is a profile change, not the start of a membership.
+		if ms[i] == "join" && (i == 0 || ms[i-1] != "join") {
+			m.JoinedAt, m.InvitedAt = &m.History[i].At, nil
+			if i > 0 && ms[i-1] == "invite" {
+				m.InvitedAt = &m.History[i-1].At
+			}
+		}
 	}
-	return m, err
+	return m, nil
 }
 
 // HistoryVisibility returns the current m.room.history_visibility of each room, or

@@ -78,7 +78,7 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request, dev Device
 	all := append(append(append([]persist.StoredEvent{}, before...), *ev), after...)
 	var shown []json.RawMessage
 	g, gctx = errgroup.WithContext(r.Context())
-	g.Go(func() (err error) { shown, err = s.withBundles(gctx, all, dev); return err })
+	g.Go(func() (err error) { shown, err = s.withBundles(gctx, all, dev, bound); return err })
 	g.Go(func() error {
 		if rf != nil && rf.LazyLoadMembers {
 			// The members as of the last event shown.

@@ -73,7 +73,7 @@ func (s *Server) relations(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	chunk, err := s.withBundles(r.Context(), evs, dev)
+	chunk, err := s.withBundles(r.Context(), evs, dev, bound)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
@@ -217,7 +217,7 @@ func (s *Server) threads(w http.ResponseWriter, r *http.Request, dev Device) {
 			ordered = append(ordered, e)
 		}
 	}
-	chunk, err := s.withBundles(r.Context(), ordered, dev)
+	chunk, err := s.withBundles(r.Context(), ordered, dev, bound)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
@@ -233,7 +233,7 @@ func (s *Server) threads(w http.ResponseWriter, r *http.Request, dev Device) {
 // (unsigned.membership) and their aggregations in unsigned.m.relations: a thread root's m.thread (latest event, count, whether the user
 // took part), an edited event's latest edit by its sender (m.replace), and the events
 // referencing it (m.reference).
-func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev Device) ([]json.RawMessage, error) {
+func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev Device, bound readBound) ([]json.RawMessage, error) {
 	ids := make([]string, len(evs))
 	for i := range evs {
 		ids[i] = evs[i].EventID
@@ -242,7 +242,7 @@ func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev
 	var memberships []string
 	var bundles map[string]*persist.Bundle
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { memberships, err = s.membershipsOf(gctx, evs, dev.UserID, nil); return err })
+	g.Go(func() (err error) { memberships, err = s.membershipsOf(gctx, evs, dev.UserID, nil, bound.histories()); return err })
 	g.Go(func() (err error) { bundles, err = s.DB.Bundles(gctx, ids, dev.UserID); return err })
 	if err := g.Wait(); err != nil {
 		return nil, err

@@ -396,8 +396,22 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request, dev Device) {
 
 // readBound is the part of a room's history a user may read: from their join when
 // the room's history visibility hides earlier events (first), up to and including
-// their leave or ban once they are gone (last); nil means no bound on that side.
-type readBound struct{ first, last *persist.Pos }
+// their leave or ban once they are gone (last); nil means no bound on that side. It
+// keeps the user's member events in the room, read with their membership, for the
+// unsigned.membership of what they read.
+type readBound struct {
+	first, last *persist.Pos
+	room        string
+	history     []persist.MemberChange
+}
+
+// histories gives the bound's membership history by room, for membershipsOf.
+func (b readBound) histories() map[string][]persist.MemberChange {
+	if b.room == "" {
+		return nil
+	}
+	return map[string][]persist.MemberChange{b.room: b.history}
+}
 
 // allows reports whether the event at p is readable.
 func (b readBound) allows(p persist.Pos) bool {
@@ -460,7 +474,7 @@ func (s *Server) readBoundOf(ctx context.Context, room string, dev Device) (pers
 	if err := g.Wait(); err != nil {
 		return m, readBound{}, err
 	}
-	var bound readBound
+	bound := readBound{room: room, history: m.History}
 	switch {
 	case vis[room] == "world_readable":
 		return m, bound, nil // anyone may read all of it
@@ -558,7 +572,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	withRel, err := s.withBundles(r.Context(), []persist.StoredEvent{*ev}, dev)
+	withRel, err := s.withBundles(r.Context(), []persist.StoredEvent{*ev}, dev, bound)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return
@@ -608,7 +622,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
 		s.writeErr(w, r.Pattern, err)
 		return
 	}
-	chunk, err := s.withBundles(r.Context(), evs, dev)
+	chunk, err := s.withBundles(r.Context(), evs, dev, bound)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
 		return

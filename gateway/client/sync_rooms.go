@@ -523,7 +523,7 @@ func (r *roomsStream) timelineEvents(ctx context.Context, rooms []*builtRoom, de
 				return "join", true
 			}
 			return "", false
-		})
+		}, nil)
 		return err
 	})
 	if len(gapped) > 0 {

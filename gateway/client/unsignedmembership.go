@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"maps"
 
 	"github.com/ganglionhq/ganglion/persist"
 )
@@ -9,9 +10,11 @@ import (
 // membershipsOf returns the requesting user's membership in each event's room just
 // after the event (unsigned.membership, spec v1.11, MSC4115). known gives, for a room,
 // the membership to use for all its events without reading the user's history (a
-// joined room whose timeline holds none of the user's member events); the others'
-// histories are read in one query.
-func (s *Server) membershipsOf(ctx context.Context, evs []persist.StoredEvent, user string, known func(room string) (string, bool)) ([]string, error) {
+// joined room whose timeline holds none of the user's member events); histories
+// gives the user's history of rooms read before (with their membership); the other
+// rooms' histories are read in one query.
+func (s *Server) membershipsOf(ctx context.Context, evs []persist.StoredEvent, user string, known func(room string) (string, bool),
+	histories map[string][]persist.MemberChange) ([]string, error) {
 	var rooms []string
 	seen := map[string]bool{}
 	for _, ev := range evs {
@@ -19,17 +22,25 @@ func (s *Server) membershipsOf(ctx context.Context, evs []persist.StoredEvent, u
 			continue
 		}
 		seen[ev.RoomID] = true
+		if _, ok := histories[ev.RoomID]; ok {
+			continue
+		}
 		if known == nil {
 			rooms = append(rooms, ev.RoomID)
 		} else if _, ok := known(ev.RoomID); !ok {
 			rooms = append(rooms, ev.RoomID)
 		}
 	}
-	var histories map[string][]persist.MemberChange
 	if len(rooms) > 0 {
-		var err error
-		if histories, err = s.DB.MembershipHistories(ctx, rooms, user); err != nil {
+		read, err := s.DB.MembershipHistories(ctx, rooms, user)
+		if err != nil {
 			return nil, err
+		}
+		if histories == nil {
+			histories = read
+		} else {
+			histories = maps.Clone(histories)
+			maps.Copy(histories, read)
 		}
 	}
 	out := make([]string, len(evs))
