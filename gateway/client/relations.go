@@ -242,7 +242,10 @@ func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev
 	var memberships []string
 	var bundles map[string]*persist.Bundle
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { memberships, err = s.membershipsOf(gctx, evs, dev.UserID, nil, bound.histories()); return err })
+	g.Go(func() (err error) {
+		memberships, err = s.membershipsOf(gctx, evs, dev.UserID, nil, bound.histories())
+		return err
+	})
 	g.Go(func() (err error) { bundles, err = s.DB.Bundles(gctx, ids, dev.UserID); return err })
 	if err := g.Wait(); err != nil {
 		return nil, err
