@@ -88,7 +88,7 @@ type Result struct {
 type Query struct {
 	// Searcher sees the users who share a room with them and those in rooms anyone
 	// may find (public join rule, or world-readable history); with All, every user in
-	// the directory (user_directory.search_all_users).
+	// the directory and every local user (user_directory.search_all_users).
 	Searcher string
 	All      bool
 	Term     string
@@ -110,15 +110,31 @@ func (s Store) Search(ctx context.Context, q Query) ([]Result, bool, error) {
 		words[i] = w + ":*"
 	}
 	// The users sharing a room with the searcher are few: the members of their rooms,
-	// read through the room index; users in public rooms are flagged.
-	rows, err := s.Pool.Query(ctx, `SELECT d.user_id, d.display_name, d.avatar_url
-		FROM user_directory d, to_tsquery('simple', $2) q
-		WHERE d.search @@ q AND ($3 OR d.in_public_room OR d.user_id IN (
-			SELECT r.user_id FROM user_directory_rooms r
-			WHERE r.room_id IN (SELECT room_id FROM user_directory_rooms WHERE user_id = $1)))
-			AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = d.user_id AND u.deactivated)
-		ORDER BY (lower(d.display_name) = $4 OR lower(split_part(substr(d.user_id, 2), ':', 1)) = $4) DESC,
-			(d.user_id LIKE '%:' || $5) DESC, ts_rank_cd(d.search, q) DESC, d.display_name NULLS LAST, d.user_id
+	// read through the room index; users in public rooms are flagged. Searching all
+	// users also finds local users in no room (not in the directory), through the
+	// indexes on their user IDs' and display names' words.
+	rows, err := s.Pool.Query(ctx, `WITH q AS (SELECT to_tsquery('simple', $2) AS q),
+		found AS (
+			SELECT d.user_id, d.display_name, d.avatar_url, d.search
+			FROM user_directory d, q
+			WHERE d.search @@ q.q AND ($3 OR d.in_public_room OR d.user_id IN (
+				SELECT r.user_id FROM user_directory_rooms r
+				WHERE r.room_id IN (SELECT room_id FROM user_directory_rooms WHERE user_id = $1)))
+			UNION ALL
+			SELECT u.user_id, p.displayname, p.avatar_url,
+				to_tsvector('simple'::regconfig, regexp_replace(u.user_id, '[^[:alnum:]]+', ' ', 'g') || ' ' || coalesce(p.displayname, ''))
+			FROM (SELECT u.user_id FROM users u, q
+					WHERE to_tsvector('simple'::regconfig, regexp_replace(u.user_id, '[^[:alnum:]]+', ' ', 'g')) @@ q.q
+				UNION SELECT p.user_id FROM profiles p, q
+					WHERE to_tsvector('simple'::regconfig, coalesce(p.displayname, '')) @@ q.q) m
+			JOIN users u USING (user_id) LEFT JOIN profiles p USING (user_id)
+			WHERE $3 AND NOT EXISTS (SELECT 1 FROM user_directory d WHERE d.user_id = u.user_id)
+		)
+		SELECT f.user_id, f.display_name, f.avatar_url
+		FROM found f, q
+		WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = f.user_id AND u.deactivated)
+		ORDER BY (lower(f.display_name) = $4 OR lower(split_part(substr(f.user_id, 2), ':', 1)) = $4) DESC,
+			(f.user_id LIKE '%:' || $5) DESC, ts_rank_cd(f.search, q.q) DESC, f.display_name NULLS LAST, f.user_id
 		LIMIT $6`, q.Searcher, strings.Join(words, " & "), q.All, strings.ToLower(strings.TrimSpace(q.Term)), q.ServerName, q.Limit+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("userdir: search: %w", err)

@@ -79,6 +79,36 @@ func TestSearchVisibilityAndOrder(t *testing.T) {
 			t.Errorf("search %q (all %v): %v, want %v", c.term, c.all, got, c.want)
 		}
 	}
+	// Searching all users finds local users in no room, by user ID or profile name.
+	if _, err := s.Pool.Exec(ctx, `INSERT INTO users (user_id, created_at, stream_id) VALUES ('@loner:hs', now(), 1), ('@hermit:hs', now(), 1);
+		INSERT INTO profiles (user_id, displayname, stream_id) VALUES ('@hermit:hs', 'Quiet Annika', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		term string
+		all  bool
+		want []string
+	}{
+		{"loner", true, []string{"@loner:hs"}},
+		{"loner", false, nil},
+		{"annika", true, []string{"@hermit:hs"}},
+		{"quiet ann", true, []string{"@hermit:hs"}},
+		{"hermit", false, nil},
+	} {
+		found, _, err := s.Search(ctx, userdir.Query{Searcher: "@me:hs", All: c.all, Term: c.term, Limit: 10, ServerName: "hs"})
+		var got []string
+		for _, r := range found {
+			got = append(got, r.UserID)
+		}
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("search %q (all %v) for users in no room: %v %v, want %v", c.term, c.all, got, err, c.want)
+		}
+	}
+	if found, _, err := s.Search(ctx, userdir.Query{Searcher: "@me:hs", All: true, Term: "annika", Limit: 10}); err != nil ||
+		len(found) != 1 || found[0].DisplayName == nil || *found[0].DisplayName != "Quiet Annika" {
+		t.Errorf("a user in no room's profile: %+v %v", found, err)
+	}
+
 	// A deactivated user is not found any more, even by those sharing a room.
 	if _, err := s.Pool.Exec(ctx, `INSERT INTO users (user_id, created_at, deactivated, stream_id) VALUES ('@annie:hs', now(), true, 1)`); err != nil {
 		t.Fatal(err)
