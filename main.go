@@ -458,7 +458,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			return err
 		}
 		if cfg.RunsMediaJobs() {
-			g.Go(func() error { mediaRepo.RunJobs(ctx); return nil })
+			g.Go(func() error { mediaRepo.RunJobs(ctx, mediastore.Store{Pool: db.Pool}); return nil })
 		}
 	}
 	isPusher := slices.Contains(cfg.Pushers(), instance)

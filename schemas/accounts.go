@@ -70,6 +70,9 @@ const (
 	// AccountOpenIDTokenCreated gives User the OpenID token TokenHash, valid until
 	// Expires (milliseconds), which other servers check through the federation API.
 	AccountOpenIDTokenCreated = "openid_token_created"
+	// AccountMediaDeleted deletes User's Media (its ID only), reserved or uploaded (the
+	// admin API). Its file goes once no media names its content.
+	AccountMediaDeleted = "media_deleted"
 )
 
 // The profile fields an AccountProfileSet record may set, named as the client API and
@@ -232,6 +235,8 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 		ok = r.Pusher != nil && r.Pusher.AppID != "" && r.Pusher.Pushkey != ""
 	case AccountMediaReserved:
 		ok = r.Media != nil && ValidMediaID(r.Media.ID) && r.Media.Expires > 0
+	case AccountMediaDeleted:
+		ok = r.Media != nil && ValidMediaID(r.Media.ID)
 	case AccountMediaUploaded:
 		ok = r.Media != nil && ValidMediaID(r.Media.ID) && ValidSHA256(r.Media.SHA256) && r.Media.Size >= 0 &&
 			r.Media.ContentType != ""

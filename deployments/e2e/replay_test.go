@@ -37,14 +37,15 @@ var notReplayedColumns = map[string]string{
 }
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
-// register and log in devices (one with a refresh token), upload media, report content,
-// get an OpenID token, set profiles, pushers, aliases, filters, account data, tags, push
-// rules, receipts, presence and end-to-end keys (a backup included), send a to-device
+// register and log in devices (one with a refresh token), upload and delete media,
+// report content, get an OpenID token, set profiles, pushers, aliases, filters, account
+// data, tags, push rules, receipts, presence and end-to-end keys (a backup included),
+// send a to-device
 // message, forget a room and log out; the process stops, the database is dropped and made
 // again, `ganglion replay` rebuilds it from the log, and every table equals the
 // original row for row. The restarted process then takes the old access tokens.
 func TestReplayRebuildsEveryTable(t *testing.T) {
-	ctx, d, hs := singleProcess(t)
+	ctx, d, hs, root := withAdmin(t, nil)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	carol := newUser(ctx, t, hs.url(), "carol")
@@ -190,6 +191,12 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 	if _, err := alice.UploadBytesWithName(ctx, []byte("replayed media"), "text/plain", "notes.txt"); err != nil {
 		t.Fatal(err)
 	}
+	// An upload an admin deletes: its content becomes an orphan.
+	doomed, err := alice.UploadBytesWithName(ctx, []byte("deleted media"), "text/plain", "gone.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminCall(ctx, t, hs, root, http.MethodDelete, "v1/media/"+d.serverName+"/"+doomed.ContentURI.FileID, nil, http.StatusOK)
 	for _, content := range [][]byte{[]byte("later"), nil} {
 		created, err := bob.CreateMXC(ctx)
 		if err != nil {

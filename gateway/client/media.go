@@ -26,6 +26,7 @@ import (
 type mediaStore interface {
 	Get(ctx context.Context, id string) (store.Item, error)
 	UploadedSince(ctx context.Context, user string, t time.Time) (int64, error)
+	List(ctx context.Context, user string, offset, limit int, oldest bool) ([]store.Item, int, error)
 }
 
 // The legacy media API's versions, and how long a download waits for an asynchronous
@@ -58,6 +59,7 @@ func (s *Server) registerMedia(r router) {
 		r.raw("GET", p+"/download/{server}/{media}/{name}", s.legacyMedia(s.download))
 		r.raw("GET", p+"/thumbnail/{server}/{media}", s.legacyMedia(s.thumbnail))
 	}
+	s.registerMediaAdmin(r)
 	r.raw("POST", "/_matrix/media/v1/create", s.authed(s.createMedia))
 	r.raw("PUT", "/_matrix/media/v3/upload/{server}/{media}", s.authed(s.uploadReserved))
 	p := "/_matrix/client/v1/media"

@@ -136,10 +136,19 @@ func (r *Repo) make(sha, contentType string, sizes []Size) error {
 // is written in far less (a request takes at most the listener's timeouts).
 const staleUpload = time.Hour
 
+// OrphanStore finds the content no media has named for a while, and forgets it once
+// its file is gone.
+type OrphanStore interface {
+	Orphans(ctx context.Context, cutoff time.Time) ([]string, error)
+	ForgetOrphan(ctx context.Context, sha string) error
+}
+
 // RunJobs does the media repository's background work until ctx ends, on the instance
 // media_instance_running_background_jobs names: every hour, it deletes what unfinished
-// uploads left in the store.
-func (r *Repo) RunJobs(ctx context.Context) {
+// uploads left in the store, and the files of deleted media that nothing has named for
+// an hour (an upload of the same bytes in flight when the media was deleted has
+// recorded itself by then).
+func (r *Repo) RunJobs(ctx context.Context, orphans OrphanStore) {
 	t := time.NewTicker(staleUpload)
 	defer t.Stop()
 	for {
@@ -148,10 +157,33 @@ func (r *Repo) RunJobs(ctx context.Context) {
 		} else if n > 0 {
 			r.Log.Info("media store: removed unfinished uploads", zap.Int("files", n))
 		}
+		if n, err := r.RemoveOrphans(ctx, orphans, time.Now().Add(-staleUpload)); err != nil {
+			r.Log.Warn("media store: deleted media's files not removed", zap.Error(err))
+		} else if n > 0 {
+			r.Log.Info("media store: removed deleted media's files", zap.Int("files", n))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// RemoveOrphans deletes the files (and thumbnails) of the content no media has named
+// since before cutoff, and returns how many.
+func (r *Repo) RemoveOrphans(ctx context.Context, orphans OrphanStore, cutoff time.Time) (int, error) {
+	shas, err := orphans.Orphans(ctx, cutoff)
+	if err != nil {
+		return 0, err
+	}
+	for i, sha := range shas {
+		if err := r.Files.RemoveContent(sha); err != nil {
+			return i, err
+		}
+		if err := orphans.ForgetOrphan(ctx, sha); err != nil {
+			return i + 1, err
+		}
+	}
+	return len(shas), nil
 }

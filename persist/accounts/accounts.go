@@ -130,6 +130,14 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		b.Queue(`INSERT INTO media (media_id, user_id, created_at, expires_at, authenticated, stream_id)
 			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (media_id) DO NOTHING`,
 			r.Media.ID, r.User, ts, time.UnixMilli(r.Media.Expires), r.Media.Authenticated, s)
+	case schemas.AccountMediaDeleted:
+		// Content no other media names is an orphan: the media jobs delete its file
+		// once no upload of the same bytes can be in flight.
+		b.Queue(`WITH gone AS (DELETE FROM media WHERE media_id = $1 AND user_id = $2 AND stream_id < $3 RETURNING sha256)
+			INSERT INTO media_orphans (sha256, since)
+			SELECT g.sha256, $4::timestamptz FROM gone g
+			WHERE g.sha256 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM media m WHERE m.sha256 = g.sha256 AND m.media_id <> $1)
+			ON CONFLICT (sha256) DO UPDATE SET since = excluded.since`, r.Media.ID, r.User, s, ts)
 	case schemas.AccountMediaUploaded:
 		// An upload into a reservation keeps the reservation's creation time.
 		m := r.Media
@@ -140,6 +148,8 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 				authenticated = excluded.authenticated, stream_id = excluded.stream_id
 			WHERE media.stream_id < excluded.stream_id`,
 			m.ID, r.User, ts, m.ContentType, nullable(m.UploadName), m.Size, m.SHA256, m.Authenticated, s)
+		// Content named again is no orphan.
+		b.Queue(`DELETE FROM media_orphans WHERE sha256 = $1`, m.SHA256)
 	}
 	var answer *string
 	if a := schemas.AccountsAnswer(r); a != nil {

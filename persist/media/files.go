@@ -178,3 +178,15 @@ func (f Files) RemoveStale(age time.Duration) (int, error) {
 	}
 	return n, nil
 }
+
+// RemoveContent deletes the content of sha and its thumbnails; what is already gone is
+// no error.
+func (f Files) RemoveContent(sha string) error {
+	if err := os.Remove(f.ContentPath(sha)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("media store: %w", err)
+	}
+	if err := os.RemoveAll(filepath.Dir(f.thumbnailPath(sha, "x"))); err != nil {
+		return fmt.Errorf("media store: %w", err)
+	}
+	return nil
+}

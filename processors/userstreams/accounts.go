@@ -82,6 +82,9 @@ const (
 	// MaxPending unused reservations it is 429 M_LIMIT_EXCEEDED: ReserveMedia. The
 	// answer (schemas.MediaReservedAnswer) says when the reservation lapses.
 	OpReserveMedia = "reserve_media"
+	// OpDeleteMedia deletes the user's media item, reserved or uploaded; one the user
+	// does not hold is 404: DeleteMedia.
+	OpDeleteMedia = "delete_media"
 	// OpUploadMedia stores uploaded media, into the user's reservation when Reserved:
 	// UploadMedia.
 	OpUploadMedia = "upload_media"
@@ -157,6 +160,11 @@ type Report struct {
 type OpenIDToken struct {
 	TokenHash []byte `json:"token_hash"`
 	Expires   int64  `json:"expires"`
+}
+
+// DeleteMedia is the body of OpDeleteMedia.
+type DeleteMedia struct {
+	ID string `json:"id"`
 }
 
 // SetAdmin is the body of OpSetAdmin.
@@ -499,6 +507,12 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return badBody(w.Op), nil
 		}
 		return p.uploadMedia(w, body)
+	case OpDeleteMedia:
+		var body DeleteMedia
+		if decodeStrict(w.Body, &body) != nil || !schemas.ValidMediaID(body.ID) {
+			return badBody(w.Op), nil
+		}
+		return p.deleteMedia(w, u, body.ID)
 	case OpForgetRoom:
 		var body ForgetRoom
 		if decodeStrict(w.Body, &body) != nil || body.Room == "" || body.EventID == "" {
@@ -606,6 +620,21 @@ func (p *accountsBatch) uploadMedia(w *schemas.StreamWrite, body UploadMedia) (O
 	m.found, m.MediaHolder = true, accounts.MediaHolder{User: w.User, Uploaded: true}
 	media := body.Media
 	return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountMediaUploaded, Media: &media}), nil
+}
+
+func (p *accountsBatch) deleteMedia(w *schemas.StreamWrite, u *userView, id string) (Outcome, error) {
+	m, err := p.mediaView(id)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if !m.found || m.User != w.User {
+		return Refuse(http.StatusNotFound, "M_NOT_FOUND", "no media %s of %s", id, w.User), nil
+	}
+	if !m.Uploaded && u.pending > 0 {
+		u.pending--
+	}
+	m.found = false
+	return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountMediaDeleted, Media: &schemas.Media{ID: id}}), nil
 }
 
 func (p *accountsBatch) aliasWrite(w *schemas.StreamWrite, body AliasChange) (Outcome, error) {
