@@ -7,14 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	"image/draw"
 	_ "image/gif" // the first frame of a GIF
 	"image/jpeg"
 	"image/png"
 	"io"
 	"strings"
 
+	"github.com/rwcarlsen/goexif/exif"
 	xdraw "golang.org/x/image/draw"
+	"golang.org/x/image/math/f64"
 	_ "golang.org/x/image/webp"
 )
 
@@ -70,10 +71,13 @@ func ThumbnailType(contentType string) string {
 // Source is an image decoded for thumbnailing.
 type Source struct {
 	img image.Image
-	// w and h are the image's own size, which scaled thumbnails keep the aspect of
-	// when img is a reduced copy (Reduce).
+	// w and h are the image's own size as shown (its EXIF orientation applied), which
+	// scaled thumbnails keep the aspect of when img is a reduced copy (Reduce).
 	w, h int
-	Type string // the thumbnails' content type
+	// orientation is the EXIF orientation (1 to 8) img is still stored in; 1 once it
+	// is applied.
+	orientation int
+	Type        string // the thumbnails' content type
 }
 
 // Decode decodes an image of contentType from r, refusing (before decoding its
@@ -101,7 +105,75 @@ func Decode(r io.ReadSeeker, contentType string, maxPixels int64) (*Source, erro
 	if err != nil {
 		return nil, ErrNotImage
 	}
-	return &Source{img: img, w: cfg.Width, h: cfg.Height, Type: out}, nil
+	src := &Source{img: img, w: cfg.Width, h: cfg.Height, orientation: 1, Type: out}
+	if contentType == "image/jpeg" {
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		// The EXIF segment comes first in a JPEG, before any pixel data.
+		src.orientation = orientation(io.LimitReader(r, maxEXIFScan))
+		if src.orientation >= 5 {
+			src.w, src.h = src.h, src.w // turned a quarter
+		}
+	}
+	return src, nil
+}
+
+// maxEXIFScan bounds how far into a JPEG its EXIF segment is looked for.
+const maxEXIFScan = 256 << 10
+
+// orientation reads a JPEG's EXIF orientation: how its pixels are turned or mirrored
+// from how it is shown, 1 to 8 (1, as stored, when it has none or it cannot be read).
+func orientation(r io.Reader) (o int) {
+	// Whatever the EXIF parser does with a malformed segment, the thumbnail is made.
+	defer func() {
+		if recover() != nil {
+			o = 1
+		}
+	}()
+	x, err := exif.Decode(r)
+	if err != nil {
+		return 1
+	}
+	tag, err := x.Get(exif.Orientation)
+	if err != nil {
+		return 1
+	}
+	v, err := tag.Int(0)
+	if err != nil || v < 1 || v > 8 {
+		return 1
+	}
+	return v
+}
+
+// orient applies the source's EXIF orientation to its pixels, once.
+func (src *Source) orient() {
+	if src.orientation <= 1 {
+		return
+	}
+	b := src.img.Bounds()
+	w, h := float64(b.Dx()), float64(b.Dy())
+	// Where each orientation sends a point (x, y) of the stored image, measured from
+	// its corner: dx = a·x + b·y + c, dy = d·x + e·y + f.
+	m := map[int]f64.Aff3{
+		2: {-1, 0, w, 0, 1, 0},  // mirrored left to right
+		3: {-1, 0, w, 0, -1, h}, // upside down
+		4: {1, 0, 0, 0, -1, h},  // mirrored top to bottom
+		5: {0, 1, 0, 1, 0, 0},   // mirrored along the diagonal
+		6: {0, -1, h, 1, 0, 0},  // a quarter turn clockwise
+		7: {0, -1, h, -1, 0, w}, // mirrored along the other diagonal
+		8: {0, 1, 0, -1, 0, w},  // a quarter turn anticlockwise
+	}[src.orientation]
+	dw, dh := b.Dx(), b.Dy()
+	if src.orientation >= 5 {
+		dw, dh = dh, dw
+	}
+	// The corner of the bounds first, so the matrix applies to points from (0, 0).
+	m[2] -= m[0]*float64(b.Min.X) + m[1]*float64(b.Min.Y)
+	m[5] -= m[3]*float64(b.Min.X) + m[4]*float64(b.Min.Y)
+	dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
+	xdraw.NearestNeighbor.Transform(dst, m, src.img, b, xdraw.Src, nil)
+	src.img, src.orientation = dst, 1
 }
 
 // Reduce scales the source, once, down to the largest scale any of sizes takes it
@@ -122,14 +194,18 @@ func (src *Source) Reduce(sizes []Size) {
 	if ratio > 0.5 {
 		return
 	}
-	rw, rh := max(1, int(float64(w)*ratio+0.999)), max(1, int(float64(h)*ratio+0.999))
+	// The stored pixels are scaled, then turned as shown: turning the small copy costs
+	// less than turning the source.
+	rw, rh := max(1, int(float64(b.Dx())*ratio+0.999)), max(1, int(float64(b.Dy())*ratio+0.999))
 	dst := image.NewRGBA(image.Rect(0, 0, rw, rh))
-	xdraw.BiLinear.Scale(dst, dst.Bounds(), src.img, b, draw.Src, nil)
+	xdraw.BiLinear.Scale(dst, dst.Bounds(), src.img, b, xdraw.Src, nil)
 	src.img = dst
+	src.orient()
 }
 
 // Thumbnail makes the thumbnail of size s and encodes it in src.Type.
 func (src *Source) Thumbnail(s Size) ([]byte, error) {
+	src.orient()
 	b := src.img.Bounds()
 	w, h := b.Dx(), b.Dy()
 	var dst *image.RGBA
@@ -143,11 +219,11 @@ func (src *Source) Thumbnail(s Size) ([]byte, error) {
 		cw, ch = max(cw, 1), max(ch, 1)
 		x0, y0 := b.Min.X+(w-cw)/2, b.Min.Y+(h-ch)/2
 		dst = image.NewRGBA(image.Rect(0, 0, s.Width, s.Height))
-		xdraw.BiLinear.Scale(dst, dst.Bounds(), src.img, image.Rect(x0, y0, x0+cw, y0+ch), draw.Src, nil)
+		xdraw.BiLinear.Scale(dst, dst.Bounds(), src.img, image.Rect(x0, y0, x0+cw, y0+ch), xdraw.Src, nil)
 	} else {
 		tw, th := fit(src.w, src.h, s.Width, s.Height)
 		dst = image.NewRGBA(image.Rect(0, 0, tw, th))
-		xdraw.BiLinear.Scale(dst, dst.Bounds(), src.img, b, draw.Src, nil)
+		xdraw.BiLinear.Scale(dst, dst.Bounds(), src.img, b, xdraw.Src, nil)
 	}
 	var buf bytes.Buffer
 	var err error

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"image"
+	"image/color"
+	"image/jpeg"
 	"runtime"
 	"testing"
 
@@ -126,6 +128,7 @@ func TestBombRefusedWithoutMemory(t *testing.T) {
 func FuzzThumbnail(f *testing.F) {
 	f.Add(mediatest.PNG(3, 2), "image/png")
 	f.Add(mediatest.JPEG(4, 4), "image/jpeg")
+	f.Add(mediatest.WithOrientation(mediatest.JPEG(4, 2), 6), "image/jpeg")
 	f.Add(mediatest.GIF(2, 5), "image/gif")
 	f.Add(mediatest.WebP, "image/webp")
 	f.Fuzz(func(t *testing.T, data []byte, ctype string) {
@@ -156,6 +159,51 @@ func BenchmarkThumbnail12MP(b *testing.B) {
 		for _, s := range DefaultSizes {
 			if _, err := src.Thumbnail(s); err != nil {
 				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// A JPEG's EXIF orientation is applied: a photo stored on its side is thumbnailed as
+// shown, with the shown aspect, whether the source is reduced first or not.
+func TestThumbnailOrientation(t *testing.T) {
+	red := func(c color.Color) bool { r, _, b, _ := c.RGBA(); return r > 0xc000 && b < 0x4000 }
+	blue := func(c color.Color) bool { r, _, b, _ := c.RGBA(); return b > 0xc000 && r < 0x4000 }
+	for _, c := range []struct {
+		orientation uint16
+		// w, h is the thumbnail's size; the colour tests say where red and blue are.
+		w, h                 int
+		topLeft, bottomRight func(color.Color) bool
+	}{
+		{1, 64, 32, red, blue},
+		{3, 64, 32, blue, red}, // upside down: the right half shows on the left
+		{6, 32, 64, red, blue}, // a quarter turn clockwise: the left half on top
+		{8, 32, 64, blue, red}, // anticlockwise: the right half on top
+		{2, 64, 32, blue, red}, // mirrored left to right
+		{5, 32, 64, red, blue}, // transposed: the left half on top
+	} {
+		for _, reduced := range []bool{false, true} {
+			data := mediatest.WithOrientation(mediatest.Halves(640, 320), c.orientation)
+			src, err := Decode(bytes.NewReader(data), "image/jpeg", 1<<24)
+			if err != nil {
+				t.Fatal(err)
+			}
+			box := Size{Width: 64, Height: 64, Method: Scale}
+			if reduced {
+				src.Reduce([]Size{box})
+			}
+			out, err := src.Thumbnail(box)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := jpeg.Decode(bytes.NewReader(out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := img.Bounds()
+			if b.Dx() != c.w || b.Dy() != c.h || !c.topLeft(img.At(2, 2)) || !c.bottomRight(img.At(b.Dx()-3, b.Dy()-3)) {
+				t.Errorf("orientation %d (reduced %v): %dx%d, top left %v, bottom right %v", c.orientation, reduced,
+					b.Dx(), b.Dy(), img.At(2, 2), img.At(b.Dx()-3, b.Dy()-3))
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"slices"
 )
 
 // WebP is a 150 × 100 lossy WebP (from golang.org/x/image's test data: Go has no WebP
@@ -95,4 +96,36 @@ func chunk(w io.Writer, kind string, data []byte) {
 	_, _ = w.Write(data)
 	binary.BigEndian.PutUint32(n[:], crc.Sum32())
 	_, _ = w.Write(n[:])
+}
+
+// WithOrientation returns a JPEG with an EXIF segment giving its orientation (1 to 8),
+// right after the start of image.
+func WithOrientation(jpg []byte, orientation uint16) []byte {
+	tiff := []byte{'M', 'M', 0, 42, 0, 0, 0, 8, // big-endian header, first IFD at 8
+		0, 1, // one entry
+		0x01, 0x12, 0, 3, 0, 0, 0, 1, byte(orientation >> 8), byte(orientation), 0, 0, // Orientation, SHORT, 1
+		0, 0, 0, 0} // no next IFD
+	payload := append([]byte("Exif\x00\x00"), tiff...)
+	n := len(payload) + 2
+	segment := append([]byte{0xff, 0xe1, byte(n >> 8), byte(n)}, payload...)
+	return slices.Concat(jpg[:2], segment, jpg[2:])
+}
+
+// Halves is a w × h JPEG whose left half is red and right half blue.
+func Halves(w, h int) []byte {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			c := color.RGBA{R: 255, A: 255}
+			if x >= w/2 {
+				c = color.RGBA{B: 255, A: 255}
+			}
+			img.SetRGBA(x, y, c)
+		}
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 95}); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
 }
