@@ -82,3 +82,12 @@ func (db *DB) RoomListed(ctx context.Context, room string) (bool, error) {
 	}
 	return listed != nil && *listed, nil
 }
+
+// RoomBlocked reports whether the admin API blocked room.
+func (db *DB) RoomBlocked(ctx context.Context, room string) (bool, error) {
+	var blocked bool
+	if err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM blocked_rooms WHERE room_id = $1)`, room).Scan(&blocked); err != nil {
+		return false, fmt.Errorf("persist: room blocked: %w", err)
+	}
+	return blocked, nil
+}

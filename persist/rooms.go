@@ -209,6 +209,19 @@ func RedactsOf(pdu gomatrixserverlib.PDU) string {
 	return c.Redacts
 }
 
+// queuePurge deletes what the events log's projections hold of a purged room, and the
+// receipts and room account data of it (whose streams' projections leave out the rooms
+// of purged_rooms from then on, replays included); the records of its aliases and
+// listing are deleted through the accounts stream before the purge.
+func queuePurge(batch *pgx.Batch, b BatchAt) {
+	room := b.Batch.RoomID
+	for _, table := range []string{"events", "current_state", "event_relations", "event_search", "intent_results",
+		"receipts", "account_data", "event_push_actions", "notification_counts", "rooms"} {
+		batch.Queue(`DELETE FROM `+table+` WHERE room_id = $1`, room)
+	}
+	batch.Queue(`INSERT INTO purged_rooms (room_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING`, room, int64(b.Seq))
+}
+
 // Project writes the projections of log batches appended by writer in one transaction,
 // together with the writer's new position. It is idempotent: replaying a batch that is
 // already projected changes nothing, so recovery can simply replay the log.
@@ -356,6 +369,22 @@ func QueueAdvanceUnlessLost(b *pgx.Batch, stream, writer string, pos, projected 
 func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copyRows) (uint64, error) {
 	if len(batches) == 0 {
 		return 0, nil
+	}
+	// A purged room's rows go after what came before its purge is written.
+	for i, b := range batches {
+		if !b.Batch.Purged {
+			continue
+		}
+		before, err := projection(batch, writer, batches[:i], copied)
+		if err != nil {
+			return 0, err
+		}
+		queuePurge(batch, b)
+		after, err := projection(batch, writer, batches[i+1:], copied)
+		if b.Batch.Writer != writer {
+			return max(before, after), err
+		}
+		return max(before, after, b.Seq), err
 	}
 	var evs []parsedEvent
 	for _, b := range batches {

@@ -73,6 +73,9 @@ const (
 	// AccountMediaDeleted deletes User's Media (its ID only), reserved or uploaded (the
 	// admin API). Its file goes once no media names its content.
 	AccountMediaDeleted = "media_deleted"
+	// AccountRoomBlocked blocks Room (the admin API's room deletion, by User): local
+	// users may not join, knock on or be invited to it.
+	AccountRoomBlocked = "room_blocked"
 )
 
 // The profile fields an AccountProfileSet record may set, named as the client API and
@@ -224,7 +227,7 @@ func DecodeAccounts(data []byte) (*AccountsRecord, error) {
 		ok = r.Alias != "" && r.Room != ""
 	case AccountAliasDeleted:
 		ok = r.Alias != ""
-	case AccountRoomListed, AccountContentReported:
+	case AccountRoomListed, AccountContentReported, AccountRoomBlocked:
 		ok = r.Room != ""
 	case AccountOpenIDTokenCreated:
 		ok = token && r.Expires > 0

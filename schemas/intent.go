@@ -30,6 +30,9 @@ const (
 	// the federation gateway already checked; the persister runs auth, soft-fail and
 	// state resolution. Not handled yet: persisters answer it with 501.
 	KindRemoteEvent IntentKind = "remote_event"
+	// KindPurgeRoom asks for the room's deletion: the persister appends a purged batch
+	// (LogBatch.Purged) and forgets the room.
+	KindPurgeRoom IntentKind = "purge_room"
 )
 
 // Intent is what a gateway publishes to the room's shard subject.
@@ -130,6 +133,10 @@ func (in *Intent) Validate() error {
 			if !ev.storable() {
 				return errors.New("intent: event type or state key holds NUL or invalid UTF-8")
 			}
+		}
+	case KindPurgeRoom:
+		if in.Sender == "" {
+			return errors.New("intent: purge_room needs sender")
 		}
 	case KindRemoteEvent:
 		if in.Remote == nil || in.Remote.Origin == "" || !json.Valid(in.Remote.PDU) {

@@ -18,6 +18,10 @@ type LogBatch struct {
 	RoomVersion string        `json:"room_version"`
 	Writer      string        `json:"writer"`
 	Events      []LoggedEvent `json:"events"`
+	// Purged deletes the room (the admin API's purge): a batch without events after
+	// which every projection holds nothing of the room, and the log keeps none of its
+	// earlier messages once this one is projected.
+	Purged bool `json:"purged,omitempty"`
 }
 
 // LoggedEvent is one accepted event and what it takes to rebuild every projection of it.
@@ -49,8 +53,8 @@ func DecodeLogBatch(data []byte) (*LogBatch, error) {
 	if b.V < 1 || b.V > LogVersion {
 		return nil, fmt.Errorf("log batch: unsupported version %d", b.V)
 	}
-	if b.RoomID == "" || b.RoomVersion == "" || len(b.Events) == 0 {
-		return nil, errors.New("log batch: missing room_id, room_version or events")
+	if b.RoomID == "" || b.RoomVersion == "" || (len(b.Events) == 0) != b.Purged {
+		return nil, errors.New("log batch: missing room_id or room_version, or events and purged both or neither")
 	}
 	return &b, nil
 }

@@ -20,7 +20,7 @@ import (
 // the admin API answers admins only; it creates, changes, lists and deactivates users,
 // resets passwords, and lists rooms; a wrong mac or a used nonce is refused.
 func TestAdminAPI(t *testing.T) {
-	ctx, d, hs, root := withAdmin(t, nil)
+	ctx, d, hs, root := withAdmin(t, deploymentOptions{}, nil)
 	bob := newUser(ctx, t, hs.url(), "bob")
 	admin := func(c *mautrix.Client, method, path string, body any, want int) gjson.Result {
 		t.Helper()
@@ -93,13 +93,14 @@ func TestAdminAPI(t *testing.T) {
 	admin(root, "GET", "v2/users/@remote:elsewhere.example", nil, http.StatusBadRequest)
 }
 
-// withAdmin starts a process with a registration shared secret, the configuration
-// keys extra, and a server admin, root, made by ganglion register-user.
-func withAdmin(t *testing.T, extra map[string]any) (context.Context, *deployment, *process, *mautrix.Client) {
+// withAdmin starts a process of a deployment of o with a registration shared secret,
+// the configuration keys extra, and a server admin, root, made by ganglion
+// register-user.
+func withAdmin(t *testing.T, o deploymentOptions, extra map[string]any) (context.Context, *deployment, *process, *mautrix.Client) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
 	t.Cleanup(cancel)
-	d := newDeployment(t, deploymentOptions{})
+	d := newDeployment(t, o)
 	d.shared["registration_shared_secret"] = "s3cret"
 	maps.Copy(d.shared, extra)
 	hs := d.startMain()

@@ -14,7 +14,7 @@ import (
 // of them; deleted media is not served any more, and its content becomes an orphan for
 // the media jobs only when no other media names the same bytes.
 func TestMediaAdmin(t *testing.T) {
-	ctx, d, hs, root := withAdmin(t, nil)
+	ctx, d, hs, root := withAdmin(t, deploymentOptions{}, nil)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	upload := func(data string) id.ContentURI {
 		t.Helper()

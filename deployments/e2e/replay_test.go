@@ -38,14 +38,14 @@ var notReplayedColumns = map[string]string{
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
 // register and log in devices (one with a refresh token), upload and delete media,
-// report content, get an OpenID token, set profiles, pushers, aliases, filters, account
-// data, tags, push rules, receipts, presence and end-to-end keys (a backup included),
-// send a to-device
-// message, forget a room and log out; the process stops, the database is dropped and made
-// again, `ganglion replay` rebuilds it from the log, and every table equals the
-// original row for row. The restarted process then takes the old access tokens.
+// report content, delete a room, get an OpenID token, set profiles, pushers, aliases,
+// filters, account data, tags, push rules, receipts, presence and end-to-end keys (a
+// backup included), send a to-device message, forget a room and log out; the process
+// stops, the database is dropped and made again, `ganglion replay` rebuilds it from the
+// log, and every table equals the original row for row. The restarted process then
+// takes the old access tokens.
 func TestReplayRebuildsEveryTable(t *testing.T) {
-	ctx, d, hs, root := withAdmin(t, nil)
+	ctx, d, hs, root := withAdmin(t, deploymentOptions{}, nil)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	carol := newUser(ctx, t, hs.url(), "carol")
@@ -181,6 +181,20 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 	if err := call(ctx, alice, http.MethodPost, map[string]any{"reason": "off topic"}, nil, "rooms", lobby.RoomID, "report"); err != nil {
 		t.Fatal(err)
 	}
+
+	// A room an admin deletes, blocked and purged, with a receipt and a tag in it.
+	condemned := createRoomWith(ctx, t, bob, "public_chat")
+	last, err := sendText(ctx, bob, condemned, "c1", "soon gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SendReceipt(ctx, condemned, last, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.AddTag(ctx, condemned, "u.gone", 0.1); err != nil {
+		t.Fatal(err)
+	}
+	adminCall(ctx, t, hs, root, http.MethodDelete, "v1/rooms/"+condemned.String(), map[string]any{"block": true}, http.StatusOK)
 
 	// An OpenID token.
 	if err := call(ctx, alice, http.MethodPost, map[string]any{}, nil, "user", alice.UserID, "openid", "request_token"); err != nil {

@@ -13,7 +13,7 @@ import (
 // they cannot see, unknown rooms and bad bodies are refused with the spec's errors;
 // server admins list the event reports and read one with its event.
 func TestReports(t *testing.T) {
-	ctx, _, hs, root := withAdmin(t, nil)
+	ctx, _, hs, root := withAdmin(t, deploymentOptions{}, nil)
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	carol := newUser(ctx, t, hs.url(), "carol")

@@ -13,7 +13,7 @@ import (
 // and cannot reject the invite; once joined they may leave, and the next notice invites
 // them back to the same room. A notice with a transaction ID is sent once.
 func TestServerNotices(t *testing.T) {
-	ctx, d, hs, root := withAdmin(t, map[string]any{"server_notices": map[string]any{
+	ctx, d, hs, root := withAdmin(t, deploymentOptions{}, map[string]any{"server_notices": map[string]any{
 		"system_mxid_localpart": "notices", "system_mxid_display_name": "Notices", "room_name": "From the operators"}})
 	alice := newUser(ctx, t, hs.url(), "alice")
 	system := id.UserID("@notices:" + d.serverName)

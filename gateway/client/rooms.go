@@ -231,6 +231,16 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request, dev Device, 
 			return
 		}
 	}
+	if membership == "join" || membership == "knock" || membership == "invite" {
+		blocked, err := s.DB.RoomBlocked(r.Context(), room)
+		if err == nil && blocked {
+			err = matrix.Errorf(http.StatusForbidden, matrix.CodeForbidden, "This room has been blocked on this server")
+		}
+		if err != nil {
+			s.writeErr(w, r.Pattern, err)
+			return
+		}
+	}
 	var profile persist.Profile
 	allowed := false
 	if membership == "join" {

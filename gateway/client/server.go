@@ -118,6 +118,7 @@ type Server struct {
 	userSyncs     *userSyncs
 	toDevice      todevice.Store
 	mediaStore    mediaStore
+	deletions     deletions
 	userDir       userDirStore
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
@@ -200,6 +201,7 @@ func (s *Server) Handler() http.Handler {
 	s.registerReports(r)
 	s.registerOpenID(r)
 	s.registerServerNotices(r)
+	s.registerRoomDeletion(r)
 	s.registerDiscovery(r)
 	return s.frontDoor(r.mux)
 }

@@ -146,7 +146,7 @@ func (s *Server) noticeRoom(ctx context.Context, user string) (string, error) {
 			return "", err
 		}
 		if m.Membership != "join" && m.Membership != "invite" {
-			if err := s.noticeMembership(ctx, room, system, user, "invite"); err != nil {
+			if err := s.memberEvent(ctx, room, system, user, "invite"); err != nil {
 				return "", err
 			}
 		}
@@ -155,7 +155,7 @@ func (s *Server) noticeRoom(ctx context.Context, user string) (string, error) {
 		}
 	}
 	if s.Notices.AutoJoin {
-		if err := s.noticeMembership(ctx, room, user, user, "join"); err != nil {
+		if err := s.memberEvent(ctx, room, user, user, "join"); err != nil {
 			return "", err
 		}
 	}
@@ -219,8 +219,9 @@ func (s *Server) createNoticeRoom(ctx context.Context, room, user string) error 
 	return err
 }
 
-// noticeMembership sends sender's member event of membership for target.
-func (s *Server) noticeMembership(ctx context.Context, room, sender, target, membership string) error {
+// memberEvent sends sender's member event of membership for target, without the
+// checks of the membership endpoints (the server acts: notices, room deletion).
+func (s *Server) memberEvent(ctx context.Context, room, sender, target, membership string) error {
 	_, err := s.submit(ctx, &schemas.Intent{Kind: schemas.KindClientEvent, ID: randomIntentID(), RoomID: room, Sender: sender,
 		Event: &schemas.ProtoEvent{Type: "m.room.member", StateKey: &target, Content: mustJSON(map[string]string{"membership": membership})}})
 	return err

@@ -43,6 +43,7 @@ func Project(ctx context.Context, tx pgx.Tx, recs []*schemas.AccountDataRecord, 
 	_, err := tx.Exec(ctx, `INSERT INTO account_data (user_id, room_id, type, content, stream_id)
 		SELECT DISTINCT ON (u, r, t) u, r, t, c::jsonb, s
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS x(u, r, t, c, s)
+		WHERE x.r = '' OR NOT EXISTS (SELECT 1 FROM purged_rooms p WHERE p.room_id = x.r)
 		ORDER BY u, r, t, s DESC
 		ON CONFLICT (user_id, room_id, type) DO UPDATE
 		SET content = excluded.content, stream_id = excluded.stream_id

@@ -122,6 +122,9 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 		b.Queue(`DELETE FROM openid_tokens WHERE expires_at < $1`, ts)
 		b.Queue(`INSERT INTO openid_tokens (token_hash, user_id, expires_at, stream_id) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (token_hash) DO NOTHING`, r.TokenHash, r.User, time.UnixMilli(r.Expires), s)
+	case schemas.AccountRoomBlocked:
+		b.Queue(`INSERT INTO blocked_rooms (room_id, blocked_by, stream_id) VALUES ($1, $2, $3) ON CONFLICT (room_id) DO NOTHING`,
+			r.Room, r.User, s)
 	case schemas.AccountPusherSet:
 		queuePusher(b, r, s)
 	case schemas.AccountPusherDeleted:

@@ -57,6 +57,8 @@ func (s Store) Record(ctx context.Context, ns []Notification, positions map[stri
 				SELECT u, e, r, s, i, t, h, a::json, ts
 				FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::text[], $7::bool[], $8::text[], $9::bigint[])
 					AS x(u, e, r, s, i, t, h, a, ts)
+				-- A purged room's events, met by a pusher behind the purge, notify nobody.
+				WHERE NOT EXISTS (SELECT 1 FROM purged_rooms p WHERE p.room_id = x.r)
 				ON CONFLICT (user_id, seq, idx) DO NOTHING
 				RETURNING user_id, room_id, thread_id, seq, idx, highlight),
 			keys AS (SELECT DISTINCT user_id, room_id, thread_id FROM ins),

@@ -58,6 +58,7 @@ func QueueProject(b *pgx.Batch, recs []*schemas.ReceiptRecord, seqs []uint64) {
 		SELECT DISTINCT ON (r, t, u, th) r, t, u, th, e, es, ei, ts, s
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::int[], $8::bigint[], $9::bigint[])
 			AS x(r, t, u, th, e, es, ei, ts, s)
+		WHERE NOT EXISTS (SELECT 1 FROM purged_rooms p WHERE p.room_id = x.r)
 		ORDER BY r, t, u, th, s DESC
 		ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE
 		SET event_id = excluded.event_id, event_seq = excluded.event_seq, event_idx = excluded.event_idx,

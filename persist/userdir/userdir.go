@@ -30,6 +30,8 @@ type Change struct {
 	// visibility events.
 	PublicJoin    *bool
 	WorldReadable *bool
+	// Purged is set when the room was deleted: nobody is in it any more.
+	Purged bool
 }
 
 // Store reads and writes the directory's tables.
@@ -42,6 +44,13 @@ func (s Store) Apply(ctx context.Context, changes []Change, instance string, pos
 	b := &pgx.Batch{}
 	for _, c := range changes {
 		switch {
+		case c.Purged:
+			// The room stops counting as public first, so its members' flags are
+			// computed without it.
+			b.Queue(`DELETE FROM user_directory_rooms_public WHERE room_id = $1`, c.Room)
+			b.Queue(`UPDATE user_directory d SET in_public_room = `+strings.ReplaceAll(inPublicRoom, "$1", "d.user_id")+`
+				WHERE d.user_id IN (SELECT user_id FROM user_directory_rooms WHERE room_id = $1)`, c.Room)
+			b.Queue(`DELETE FROM user_directory_rooms WHERE room_id = $1`, c.Room)
 		case c.Membership && c.Joined:
 			b.Queue(`INSERT INTO user_directory_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, c.User, c.Room)
 			b.Queue(`INSERT INTO user_directory (user_id, display_name, avatar_url)

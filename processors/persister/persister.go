@@ -469,6 +469,10 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 			continue
 		}
 		ra.room.lastSeq = ra.seq
+		if ra.batch.Purged {
+			// The room is gone: an intent for it finds neither it nor its events.
+			delete(p.rooms, ra.room.id)
+		}
 		done = append(done, persist.BatchAt{Seq: ra.seq, Batch: ra.batch, PDUs: ra.pdus})
 		for _, j := range ra.jobs {
 			if j.result.Error == nil {
@@ -688,6 +692,20 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 	size := 0
 	ra.deferred = nil
 	for i, j := range ra.jobs {
+		if batch.Purged || j.in.Kind == schemas.KindPurgeRoom {
+			if len(batch.Events) > 0 {
+				// The purge is appended alone, after the events before it.
+				ra.jobs, ra.deferred = ra.jobs[:i], ra.jobs[i:]
+				break
+			}
+			if batch.Purged || r.lastEventID == "" {
+				j.result = resultError(http.StatusNotFound, "M_NOT_FOUND", "unknown room")
+				continue
+			}
+			batch.Purged = true
+			j.result = &schemas.IntentResult{}
+			continue
+		}
 		mark := r.checkpoint()
 		evs, n, err := p.buildIntent(ctx, r, j.in, mark, now)
 		if err != nil {
@@ -729,7 +747,7 @@ func (p *Persister) buildBatch(ctx context.Context, ra *roomAppend, now time.Tim
 			pdus = append(pdus, pdu)
 		}
 	}
-	if len(batch.Events) > 0 {
+	if len(batch.Events) > 0 || batch.Purged {
 		ra.batch, ra.pdus = batch, pdus
 	}
 	return nil
@@ -1017,6 +1035,7 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+	p.purgeLog(ctx, done)
 	// Their intents' results are in Postgres: from now on a retry must ask for them,
 	// whoever appended them (this writer behind its answers, or a catch-up).
 	for _, b := range done {
@@ -1070,3 +1089,25 @@ func (f failedFuture) Err() <-chan error {
 	return ch
 }
 func (f failedFuture) Msg() *nats.Msg { return f.msg }
+
+// purgeLog removes from the log the messages of each purged room before its purged
+// batch, once that batch is projected: the batch stays, so a replay deletes whatever
+// of the room it meets. A failure is logged; the room's rows are gone all the same,
+// and the next projection of the batch (a catch-up, a restart) purges again.
+func (p *Persister) purgeLog(ctx context.Context, done []persist.BatchAt) {
+	for _, b := range done {
+		if !b.Batch.Purged {
+			continue
+		}
+		stream, err := p.cfg.JS.Stream(ctx, p.cfg.Topology.EventsStream())
+		if err == nil {
+			err = stream.Purge(ctx, jetstream.WithPurgeSubject(p.cfg.Topology.EventSubject(b.Batch.RoomID)),
+				jetstream.WithPurgeSequence(b.Seq))
+		}
+		if err != nil {
+			p.cfg.Log.Warn("purged room's log messages not removed", zap.String("room_id", b.Batch.RoomID), zap.Error(err))
+			continue
+		}
+		p.cfg.Log.Info("room purged from the log", zap.String("room_id", b.Batch.RoomID), zap.Uint64("seq", b.Seq))
+	}
+}

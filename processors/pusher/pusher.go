@@ -345,6 +345,11 @@ func (p *evaluator) message(ctx context.Context, seq uint64, data []byte) ([]not
 	if err != nil {
 		return nil, streams.Permanent(err)
 	}
+	if batch.Purged {
+		// The room is gone, with its notifications (the events projection deleted them).
+		delete(p.rooms, batch.RoomID)
+		return nil, nil
+	}
 	room, err := p.room(ctx, batch.RoomID, seq)
 	if err != nil {
 		return nil, streams.Unavailable(err)

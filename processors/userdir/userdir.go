@@ -122,6 +122,9 @@ func (d *Directory) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 // history visibility, in order. The log holds only accepted events, each the room's
 // state after it, so applying them in log order keeps the current state.
 func Changes(b *schemas.LogBatch) []userdir.Change {
+	if b.Purged {
+		return []userdir.Change{{Room: b.RoomID, Purged: true}}
+	}
 	var out []userdir.Change
 	for _, e := range b.Events {
 		ev := gjson.ParseBytes(e.JSON)

@@ -64,6 +64,9 @@ const (
 	// OpListRoom lists a room in the room directory, or takes it out, keyed by the
 	// room: ListRoom. The gateway checked that the user may.
 	OpListRoom = "list_room"
+	// OpBlockRoom blocks a room, keyed by the room, for the admin who asks: ListRoom
+	// (its Public unused).
+	OpBlockRoom = "block_room"
 	// OpRefresh exchanges a refresh token of the user's device for a new access token
 	// and refresh token; one already exchanged, or of another device, is 401
 	// M_UNKNOWN_TOKEN: Refresh.
@@ -334,6 +337,15 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 			return wrongShard(), nil
 		}
 		return p.record(w, body.Room, schemas.AccountsRecord{Kind: schemas.AccountRoomListed, Room: body.Room, Public: body.Public}), nil
+	case OpBlockRoom:
+		var body ListRoom
+		if err := decodeStrict(w.Body, &body); err != nil || body.Room == "" {
+			return badBody(w.Op), nil
+		}
+		if body.Room != w.Key {
+			return wrongShard(), nil
+		}
+		return p.record(w, body.Room, schemas.AccountsRecord{Kind: schemas.AccountRoomBlocked, Room: body.Room}), nil
 	}
 	if w.Key != w.User {
 		return wrongShard(), nil
