@@ -36,12 +36,15 @@ func FuzzDecodeIntent(f *testing.F) {
 func FuzzDecodeLogBatch(f *testing.F) {
 	f.Add([]byte(`{"v":1,"room_id":"!r:h","room_version":"11","writer":"w","events":[{"event_id":"$e","json":{}}]}`))
 	f.Add([]byte(`{"v":1,"room_id":"!r:h","room_version":"11","events":[]}`))
+	f.Add([]byte(`{"v":1,"room_id":"!r:h","room_version":"11","writer":"w","purged":true}`))
+	f.Add([]byte(`{"v":1,"room_id":"!r:h","room_version":"11","writer":"w","purged":true,"events":[{"event_id":"$e","json":{}}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := DecodeLogBatch(data)
 		if err != nil {
 			return
 		}
-		if b.RoomID == "" || len(b.Events) == 0 {
+		// A batch has events, or is a purge and has none.
+		if b.RoomID == "" || (len(b.Events) == 0) != b.Purged {
 			t.Fatalf("decoded an incomplete batch: %+v", b)
 		}
 	})

@@ -93,6 +93,9 @@ func TestAdminRoomDeletion(t *testing.T) {
 		t.Errorf("the deleted room in the directory: %v", err)
 	}
 
+	_, err = sendText(ctx, alice, room, "d2", "anyone there?")
+	wantError(t, "a send to the purged room", err, http.StatusNotFound, "M_NOT_FOUND")
+
 	// Postgres holds nothing of it; the other room is untouched.
 	d.query(ctx, func(conn *pgx.Conn) error {
 		for _, table := range []string{"events", "current_state", "rooms", "receipts", "account_data", "event_search", "intent_results"} {
