@@ -252,3 +252,16 @@ func (db *DB) GetFilter(ctx context.Context, userID string, filterID int64) ([]b
 	}
 	return filter, nil
 }
+
+// ErasedUsers lists the users deactivated with erase.
+func (db *DB) ErasedUsers(ctx context.Context) ([]string, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT user_id FROM users WHERE erased`)
+	if err != nil {
+		return nil, fmt.Errorf("persist: erased users: %w", err)
+	}
+	users, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("persist: erased users: %w", err)
+	}
+	return users, nil
+}

@@ -709,7 +709,7 @@ func (db *DB) queryEvents(ctx context.Context, where string, args ...any) ([]Sto
 		}
 		e.Seq, e.JSON = uint64(seq), []byte(js)
 		if e.RedactedBy != "" {
-			if red, err := redact(e.RoomVersion, e.JSON); err == nil {
+			if red, err := Redact(e.RoomVersion, e.JSON); err == nil {
 				e.JSON = red
 			}
 		}
@@ -718,7 +718,8 @@ func (db *DB) queryEvents(ctx context.Context, where string, args ...any) ([]Sto
 	return out, rows.Err()
 }
 
-func redact(roomVersion string, js []byte) ([]byte, error) {
+// Redact returns the redacted form of an event of a room of roomVersion.
+func Redact(roomVersion string, js []byte) ([]byte, error) {
 	v, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(roomVersion))
 	if err != nil {
 		return nil, err

@@ -56,7 +56,8 @@ const (
 	// AccountRoomListed lists Room in the room directory when Public, or takes it out.
 	AccountRoomListed = "room_listed"
 	// AccountUserDeactivated deactivates User: no password, no devices (with their
-	// tokens and pushers); the user ID stays taken.
+	// tokens and pushers); the user ID stays taken. With Erase, the user's events are
+	// shown redacted to those who were not in the room when they were sent.
 	AccountUserDeactivated = "user_deactivated"
 	// AccountMediaReserved reserves Media's ID for User until Media.Expires (an
 	// asynchronous upload's POST /media/v1/create).
@@ -120,6 +121,8 @@ type AccountsRecord struct {
 	Public      bool            `json:"public,omitempty"`
 	// Admin, on user_created and admin_set, says whether User is a server admin.
 	Admin bool `json:"admin,omitempty"`
+	// Erase is a deactivation's erasure.
+	Erase bool `json:"erase,omitempty"`
 	// Reason and Score are a content report's.
 	Reason string `json:"reason,omitempty"`
 	Score  *int   `json:"score,omitempty"`

@@ -197,3 +197,65 @@ func TestRefreshTokens(t *testing.T) {
 		t.Errorf("an unknown refresh token: %d %s", status, code)
 	}
 }
+
+// Deactivation with erase: the user's events are shown redacted to whoever was not in
+// the room when they were sent, in /messages and /sync, and whole to those who were.
+func TestErasure(t *testing.T) {
+	ctx, _, hs := singleProcess(t)
+	alice := newUser(ctx, t, hs.url(), "alice")
+	bob := newUser(ctx, t, hs.url(), "bob")
+	carol := newUser(ctx, t, hs.url(), "carol")
+	room := createRoomWith(ctx, t, bob, "public_chat", alice)
+	secret, err := sendText(ctx, alice, room, "e1", "my secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := hs.url() + "/_matrix/client/v3/account/deactivate"
+	_, _, u := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{})
+	raw, _ := json.Marshal(map[string]any{"auth": passwordAuth("alice", password, u.Session), "erase": true})
+	if status, code, text := rawRequest(ctx, t, http.MethodPost, url, alice.AccessToken, raw); status != http.StatusOK {
+		t.Fatalf("deactivate with erase: %d %s %s", status, code, text)
+	}
+	if _, err := carol.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	bodyOf := func(evs []*event.Event) (string, bool) {
+		for _, ev := range evs {
+			if ev.ID == secret {
+				b, _ := ev.Content.Raw["body"].(string)
+				return b, true
+			}
+		}
+		return "", false
+	}
+	// The erasure shows within the gateway's cache of erased users (erasedTTL).
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		evs, err := messagesBackwards(ctx, carol, room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, found := bodyOf(evs)
+		if found && body == "" {
+			break
+		}
+		if !found || time.Now().After(deadline) {
+			t.Fatalf("carol, who joined after the erasure, reads the erased message: found %v, body %q", found, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	evs, err := messagesBackwards(ctx, bob, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, _ := bodyOf(evs); body != "my secret" {
+		t.Errorf("bob, who was in the room, reads %q", body)
+	}
+	sync, err := carol.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, found := bodyOf(sync.Rooms.Join[room].Timeline.Events); found && body != "" {
+		t.Errorf("carol's sync shows the erased message: %q", body)
+	}
+}

@@ -112,8 +112,8 @@ type deactivateRequest struct {
 
 // deactivate deactivates the account, as Synapse does: the profile is cleared, the
 // user leaves every room and rejects every invite, every device goes, and the user ID
-// stays taken; the password no longer logs in. erase asks for more than Ganglion
-// does (Synapse hides the user's messages from later joiners); it is accepted.
+// stays taken; the password no longer logs in. With erase, the user's events are shown
+// redacted to whoever was not in the room when they were sent, as Synapse does.
 func (s *Server) deactivate(w http.ResponseWriter, r *http.Request, dev Device) {
 	var req deactivateRequest
 	if err := matrix.DecodeBody(r, accountBodyLimit, &req); err != nil {
@@ -143,7 +143,7 @@ func (s *Server) deactivate(w http.ResponseWriter, r *http.Request, dev Device) 
 		if err := s.deleteDevices(ctx, dev, nil, true); err != nil {
 			return nil, err
 		}
-		if _, err = s.writeAccounts(ctx, dev, dev.UserID, userstreams.OpDeactivate, struct{}{}); err != nil {
+		if _, err = s.writeAccounts(ctx, dev, dev.UserID, userstreams.OpDeactivate, userstreams.Deactivate{Erase: req.Erase}); err != nil {
 			return nil, err
 		}
 		// No identity server holds a binding of Ganglion's.

@@ -288,7 +288,7 @@ func (s *Server) adminPutUser(w http.ResponseWriter, r *http.Request, admin Devi
 			if err := s.deleteDevices(ctx, target, nil, true); err != nil {
 				return err
 			}
-			return write(userstreams.OpDeactivate, struct{}{})
+			return write(userstreams.OpDeactivate, userstreams.Deactivate{})
 		}
 		return nil
 	}()

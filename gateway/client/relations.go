@@ -250,7 +250,7 @@ func (s *Server) withBundles(ctx context.Context, evs []persist.StoredEvent, dev
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	out := clientEventsAs(evs, dev, memberships)
+	out := s.asSeen(evs, dev, memberships)
 	return out, addBundles(out, evs, bundles, dev)
 }
 

@@ -119,6 +119,7 @@ type Server struct {
 	toDevice      todevice.Store
 	mediaStore    mediaStore
 	deletions     deletions
+	erased        erasedUsers
 	userDir       userDirStore
 	// streamWrites are the own writes of each per-user stream with a feed here.
 	streamWrites map[string]*ownWrites
@@ -163,6 +164,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	s.presence = presence.Store{Pool: s.DB.Pool}
 	s.mediaStore = store.Store{Pool: s.DB.Pool}
+	s.erased.load = s.DB.ErasedUsers
 	s.userDir = userdir.Store{Pool: s.DB.Pool}
 	s.filters.max = maxCachedFilters
 	s.answered.Store(s.LogTail)

@@ -534,7 +534,7 @@ func (r *roomsStream) timelineEvents(ctx context.Context, rooms []*builtRoom, de
 	}
 	for _, b := range rooms {
 		n := len(b.events)
-		b.tl.Events, memberships = clientEventsAs(b.events, dev, memberships[:n]), memberships[n:]
+		b.tl.Events, memberships = r.s.asSeen(b.events, dev, memberships[:n]), memberships[n:]
 		if b.tl.Limited {
 			if err := addBundles(b.tl.Events, b.events, bundles, dev); err != nil {
 				return err

@@ -60,7 +60,8 @@ func queue(b *pgx.Batch, r *schemas.AccountsRecord, s int64) {
 	case schemas.AccountAdminSet:
 		b.Queue(`UPDATE users SET admin = $2, stream_id = $3 WHERE user_id = $1 AND stream_id < $3`, r.User, r.Admin, s)
 	case schemas.AccountUserDeactivated:
-		b.Queue(`UPDATE users SET password_hash = NULL, deactivated = true, stream_id = $2 WHERE user_id = $1 AND stream_id < $2`, r.User, s)
+		b.Queue(`UPDATE users SET password_hash = NULL, deactivated = true, erased = erased OR $3, stream_id = $2
+			WHERE user_id = $1 AND stream_id < $2`, r.User, s, r.Erase)
 		b.Queue(`DELETE FROM openid_tokens WHERE user_id = $1 AND stream_id < $2`, r.User, s)
 		b.Queue(`DELETE FROM devices WHERE user_id = $1 AND stream_id < $2`, r.User, s)
 		queueDeletePushers(b, s, `user_id = $1`, r.User)

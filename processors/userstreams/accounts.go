@@ -79,7 +79,7 @@ const (
 	// OpSetAdmin makes the user a server admin, or not: SetAdmin.
 	OpSetAdmin = "set_admin"
 	// OpDeactivate deactivates the user: no password, no devices; the user ID stays
-	// taken. No body.
+	// taken: Deactivate.
 	OpDeactivate = "deactivate"
 	// OpReserveMedia reserves a media ID for an asynchronous upload; past the user's
 	// MaxPending unused reservations it is 429 M_LIMIT_EXCEEDED: ReserveMedia. The
@@ -168,6 +168,12 @@ type OpenIDToken struct {
 // DeleteMedia is the body of OpDeleteMedia.
 type DeleteMedia struct {
 	ID string `json:"id"`
+}
+
+// Deactivate is the body of OpDeactivate; Erase erases the user's events for those
+// who join their rooms later.
+type Deactivate struct {
+	Erase bool `json:"erase,omitempty"`
 }
 
 // SetAdmin is the body of OpSetAdmin.
@@ -432,11 +438,15 @@ func (p *accountsBatch) prepare(w *schemas.StreamWrite) (Outcome, error) {
 		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountOpenIDTokenCreated, TokenHash: body.TokenHash,
 			Expires: body.Expires}), nil
 	case OpDeactivate:
+		var body Deactivate
+		if decodeStrict(w.Body, &body) != nil {
+			return badBody(w.Op), nil
+		}
 		if !u.exists {
 			return unknownUser(), nil
 		}
 		clear(u.devices)
-		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountUserDeactivated}), nil
+		return p.record(w, w.User, schemas.AccountsRecord{Kind: schemas.AccountUserDeactivated, Erase: body.Erase}), nil
 	case OpDeleteDevices:
 		var body DeleteDevices
 		if decodeStrict(w.Body, &body) != nil {
