@@ -258,4 +258,27 @@ func TestErasure(t *testing.T) {
 	if body, found := bodyOf(sync.Rooms.Join[room].Timeline.Events); found && body != "" {
 		t.Errorf("carol's sync shows the erased message: %q", body)
 	}
+	// Search finds the message by its words, and shows it as /messages does.
+	for _, c := range []struct {
+		who        *mautrix.Client
+		body, memb string
+	}{{carol, "", "leave"}, {bob, "my secret", "join"}} {
+		res, err := c.who.Search(ctx, &mautrix.ReqSearch{SearchTerm: "secret"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var results []*event.Event
+		for _, r := range res.Results {
+			results = append(results, r.Event)
+		}
+		body, found := bodyOf(results)
+		if !found || body != c.body {
+			t.Errorf("%s's search: found %v, body %q, want %q", c.who.UserID, found, body, c.body)
+		}
+		for _, ev := range results {
+			if ev.ID == secret && string(ev.Unsigned.Membership) != c.memb {
+				t.Errorf("%s's search result's membership: %q, want %q", c.who.UserID, ev.Unsigned.Membership, c.memb)
+			}
+		}
+	}
 }

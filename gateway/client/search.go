@@ -140,9 +140,22 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request, dev Device) {
 			shown = append(shown, h)
 		}
 	}
+	// Each result with the user's membership at it, from the histories the bounds read.
+	histories := map[string][]persist.MemberChange{}
+	evs := make([]persist.StoredEvent, len(shown))
+	for i, h := range shown {
+		evs[i] = h.Event
+		histories[h.Event.RoomID] = bounds[h.Event.RoomID].history
+	}
+	memberships, err := s.membershipsOf(r.Context(), evs, dev.UserID, nil, histories)
+	if err != nil {
+		s.writeErr(w, r.Pattern, err)
+		return
+	}
+	seen := s.asSeen(evs, dev, memberships)
 	out := roomEventsResults{Count: total, Highlights: highlights(q.Terms), Results: []searchResult{}}
-	for _, h := range shown {
-		res := searchResult{Rank: h.Rank, Result: clientEvent(&h.Event, dev)}
+	for i, h := range shown {
+		res := searchResult{Rank: h.Rank, Result: seen[i]}
 		if c.EventContext != nil {
 			if res.Context, err = s.searchContext(r, &h.Event, c, bounds[h.Event.RoomID], dev); err != nil {
 				s.writeErr(w, r.Pattern, err)
