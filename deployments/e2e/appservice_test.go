@@ -108,6 +108,31 @@ func TestAppService(t *testing.T) {
 		}
 	}
 
+	// The user directory leaves the service's users out, as Synapse does: once it
+	// finds dora, who joined after the puppet, it still does not find the puppet.
+	dora := newUser(ctx, t, hs.url(), "dora")
+	if _, err := bob.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: dora.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dora.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		found, err := bob.SearchUserDirectory(ctx, "dora", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(found.Results) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the directory never found dora: %+v", found)
+		}
+	}
+	if found, err := bob.SearchUserDirectory(ctx, "bridge", 10); err != nil || len(found.Results) != 0 {
+		t.Errorf("a search finds the service's users: %+v %v", found, err)
+	}
+
 	// A user of the exclusive namespace nobody knows is asked of the service, which
 	// creates it.
 	carol := id.NewUserID("bridge_carol", d.serverName)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/persist/userdir"
+	"github.com/ganglionhq/ganglion/processors/appservice"
 )
 
 // userDirStore searches the user directory.
@@ -67,11 +69,28 @@ func (s *Server) searchUserDirectory(w http.ResponseWriter, r *http.Request, dev
 		matrix.WriteJSON(w, http.StatusOK, userDirectoryResponse{Results: []userdir.Result{}})
 		return
 	}
+	// Application services' users are left out, as Synapse leaves them out: the
+	// search asks for enough more to make up for those it drops.
+	services := s.AppServices.All()
+	ask := limit
+	if len(services) > 0 {
+		ask = limit + appServiceSlack
+	}
 	found, limited, err := s.userDir.Search(r.Context(), userdir.Query{Searcher: dev.UserID, All: s.UserDirectory.SearchAllUsers,
-		Term: *req.SearchTerm, Limit: limit, ServerName: s.ServerName})
+		Term: *req.SearchTerm, Limit: ask, ServerName: s.ServerName})
 	if err != nil {
 		s.writeErr(w, "user directory", err)
 		return
 	}
+	found = slices.DeleteFunc(found, func(r userdir.Result) bool {
+		return slices.ContainsFunc(services, func(svc *appservice.Service) bool { return svc.OwnsUser(r.UserID) })
+	})
+	if len(found) > limit {
+		found, limited = found[:limit], true
+	}
 	matrix.WriteJSON(w, http.StatusOK, userDirectoryResponse{Limited: limited, Results: found})
 }
+
+// appServiceSlack is how many more results a search asks for when application
+// services' users may be among them and dropped.
+const appServiceSlack = 20
