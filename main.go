@@ -65,6 +65,8 @@ commands:
                              (stop the processes that use an embedded NATS store first)
   dead-letters -c FILE [-c FILE...] [-redeliver SEQ | -redeliver-all]
                              list the messages consumers gave up on, or send them back
+  streams status -c FILE [-c FILE...]
+                             every stream, consumer, position and dead letter of the bus
   frontdoor -listen ADDR -gateway URL [-gateway URL...] [-sync URL...]
                              a reverse proxy applying Synapse's worker routing rules
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
@@ -91,6 +93,8 @@ func main() {
 		err = replayCmd(os.Args[2:])
 	case "dead-letters":
 		err = deadLettersCmd(os.Args[2:])
+	case "streams":
+		err = streamsCmd(os.Args[2:])
 	case "frontdoor":
 		err = frontDoorCmd(os.Args[2:])
 	case "register-user":

@@ -670,6 +670,32 @@ func (db *DB) StreamPositions(ctx context.Context, stream string) (map[string]ui
 	return out, rows.Err()
 }
 
+// StreamPosition is one writer's or consumer's position in a stream, as recorded with
+// the projection it reflects.
+type StreamPosition struct {
+	Stream, Instance string
+	Pos              uint64
+}
+
+// AllStreamPositions lists every recorded position, by stream and instance.
+func (db *DB) AllStreamPositions(ctx context.Context) ([]StreamPosition, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT stream_name, instance_name, stream_id FROM stream_positions ORDER BY stream_name, instance_name`)
+	if err != nil {
+		return nil, fmt.Errorf("persist: stream positions: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (StreamPosition, error) {
+		var p StreamPosition
+		var pos int64
+		err := row.Scan(&p.Stream, &p.Instance, &pos)
+		p.Pos = uint64(pos)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persist: stream positions: %w", err)
+	}
+	return out, nil
+}
+
 // StoredEvent is a projected event. JSON is already redacted when RedactedBy is set.
 type StoredEvent struct {
 	EventID     string
