@@ -160,6 +160,13 @@ func runCmd(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.IsEventWriter() {
+		// An event writer signs with the key: a missing or bad one is a configuration
+		// error, found before anything starts.
+		if _, _, err := cfg.SigningKey(); err != nil {
+			return err
+		}
+	}
 	log := newLogger(cfg.LogLevel).With(zap.String("instance", cfg.InstanceName()))
 	defer func() { _ = log.Sync() }()
 	if *pprofAddr != "" {
@@ -414,7 +421,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		g.Go(func() error { emitter.Run(ctx); return nil })
 	}
 	if cfg.IsEventWriter() {
-		keyID, key, err := config.LoadSigningKey(cfg.SigningKeyPath)
+		keyID, key, err := cfg.SigningKey()
 		if err != nil {
 			return err
 		}

@@ -49,7 +49,9 @@ type Config struct {
 	NATS      NATS
 	// SigningKeyPath is the file holding the server's ed25519 signing key,
 	// in Synapse's format (see LoadSigningKey).
-	SigningKeyPath     string
+	SigningKeyPath string
+	// signingKeyFile is the configuration file that set SigningKeyPath, for errors.
+	signingKeyFile     string
 	EnableRegistration bool
 	// EnableRegistrationWithoutVerification is Synapse's explicit consent to open
 	// registration without a verification step; Load refuses open registration on a

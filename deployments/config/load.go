@@ -968,6 +968,8 @@ func (l *loader) streamWriters(w *StreamWriters, n *yaml.Node, path string) {
 // validate checks what involves several keys, after decoding.
 func (l *loader) validate(c *Config) {
 	l.validateMedia(&c.Media)
+	c.signingKeyFile = l.origin["signing_key_path"]
+	l.checkListeners(c)
 	for _, key := range []string{"server_name", "database", "nats", "signing_key_path"} {
 		if _, ok := l.origin[key]; !ok {
 			l.failAt(key, key, "required")
@@ -1087,4 +1089,35 @@ func checkServerName(s string) error {
 		}
 	}
 	return nil
+}
+
+// checkListeners refuses two listeners of the process on one address and port, and a
+// media resource on a process that serves no media.
+func (l *loader) checkListeners(c *Config) {
+	key, all := "listeners", c.Listeners
+	if !c.IsMain() {
+		key, all = "worker_listeners", c.WorkerListeners
+	}
+	type bound struct {
+		host     string
+		listener int
+	}
+	wildcard := func(host string) bool { return host == "" || host == "0.0.0.0" || host == "::" }
+	byPort := map[string][]bound{}
+	for i, ln := range all {
+		for _, addr := range ln.Addrs() {
+			host, port, _ := net.SplitHostPort(addr)
+			for _, b := range byPort[port] {
+				// An address on every interface takes the port from every other.
+				if b.listener != i && (b.host == host || wildcard(b.host) || wildcard(host)) {
+					l.failAt(key, fmt.Sprintf("%s[%d].port", key, i), "port %s is also %s[%d]'s", port, key, b.listener)
+				}
+			}
+			byPort[port] = append(byPort[port], bound{host, i})
+		}
+		if ln.Has("media") && !c.ServesMedia() {
+			l.failAt(key, fmt.Sprintf("%s[%d].resources", key, i),
+				"this process serves no media: the media resource needs the main process with enable_media_repo or a synapse.app.media_repository worker")
+		}
+	}
 }

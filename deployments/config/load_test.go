@@ -293,6 +293,14 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 			"url_preview_ip_range_blacklist: required when url_preview_enabled is true"},
 		{"server notices user", "server_notices: {system_mxid_localpart: Notices}", 1,
 			`server_notices.system_mxid_localpart: "Notices" is not a valid user localpart`},
+		{"duplicate port", "listeners: [{port: 9000, type: http}, {port: 9000, type: http, bind_addresses: ['::']}]", 1,
+			"listeners[1].port: port 9000 is also listeners[0]'s"},
+		{"media resource where no media is served", "worker_app: synapse.app.generic_worker\nworker_name: w1\n" +
+			"worker_listeners: [{port: 9001, type: http, resources: [{names: [client, media]}]}]", 1,
+			"worker_listeners[0].resources: this process serves no media"},
+		{"media resource with the media repository off", "enable_media_repo: false\n" +
+			"listeners: [{port: 9001, type: http, resources: [{names: [media]}]}]", 1,
+			"listeners[0].resources: this process serves no media"},
 		{"yaml syntax", "listeners: [", 1, "yaml: line 1"},
 		{"top level not a mapping", "- a\n- b", 1,
 			"the top level must be a mapping of keys, got a list"},
@@ -755,6 +763,20 @@ func TestLoadServerNotices(t *testing.T) {
 	if want := (ServerNotices{Localpart: "notices", DisplayName: "Ops", AvatarURL: "mxc://h/a", RoomName: "Alerts", RoomTopic: "t",
 		RoomAvatarURL: "mxc://h/r", AutoJoin: true}); n != want {
 		t.Errorf("set: %+v, want %+v", n, want)
+	}
+}
+
+// A missing signing key is a configuration error naming the file that set its path.
+func TestSigningKeyErrorNamesFileAndKey(t *testing.T) {
+	paths := writeFiles(t, base, "signing_key_path: /nonexistent/ganglion.signing.key")
+	c, err := Load(paths, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.SigningKey()
+	var cerr *Error
+	if !errors.As(err, &cerr) || cerr.File != paths[1] || cerr.Key != "signing_key_path" || !strings.Contains(cerr.Reason, "no such file") {
+		t.Errorf("error %v (%#v)", err, cerr)
 	}
 }
 

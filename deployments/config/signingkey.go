@@ -67,6 +67,16 @@ func GenerateSigningKey(path string) error {
 }
 
 // LoadSigningKey reads the signing key (the first key) from a key file.
+// SigningKey reads the server's signing key from signing_key_path; an error names the
+// configuration file and the key, as the loader's do.
+func (c *Config) SigningKey() (keyID string, priv ed25519.PrivateKey, err error) {
+	keyID, priv, err = LoadSigningKey(c.SigningKeyPath)
+	if err != nil {
+		return "", nil, &Error{File: c.signingKeyFile, Key: "signing_key_path", Reason: strings.TrimPrefix(err.Error(), "config: ")}
+	}
+	return keyID, priv, nil
+}
+
 func LoadSigningKey(path string) (keyID string, priv ed25519.PrivateKey, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
