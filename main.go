@@ -65,6 +65,9 @@ commands:
                              (stop the processes that use an embedded NATS store first)
   dead-letters -c FILE [-c FILE...] [-redeliver SEQ | -redeliver-all]
                              list the messages consumers gave up on, or send them back
+  check-config -c FILE [-c FILE...] [-- -c FILE [-c FILE...]]...
+                             check each process's configuration, then all of them
+                             together (one instance per name, the same stream writers)
   streams status -c FILE [-c FILE...]
                              every stream, consumer, position and dead letter of the bus
   frontdoor -listen ADDR -gateway URL [-gateway URL...] [-sync URL...]
@@ -95,6 +98,8 @@ func main() {
 		err = deadLettersCmd(os.Args[2:])
 	case "streams":
 		err = streamsCmd(os.Args[2:])
+	case "check-config":
+		err = checkConfigCmd(os.Args[2:])
 	case "frontdoor":
 		err = frontDoorCmd(os.Args[2:])
 	case "register-user":

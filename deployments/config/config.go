@@ -50,8 +50,10 @@ type Config struct {
 	// SigningKeyPath is the file holding the server's ed25519 signing key,
 	// in Synapse's format (see LoadSigningKey).
 	SigningKeyPath string
-	// signingKeyFile is the configuration file that set SigningKeyPath, for errors.
-	signingKeyFile     string
+	// origins maps each top-level key that was set to its file, and files lists every
+	// file, for errors found after loading.
+	origins            map[string]string
+	files              string
 	EnableRegistration bool
 	// EnableRegistrationWithoutVerification is Synapse's explicit consent to open
 	// registration without a verification step; Load refuses open registration on a

@@ -968,7 +968,7 @@ func (l *loader) streamWriters(w *StreamWriters, n *yaml.Node, path string) {
 // validate checks what involves several keys, after decoding.
 func (l *loader) validate(c *Config) {
 	l.validateMedia(&c.Media)
-	c.signingKeyFile = l.origin["signing_key_path"]
+	c.origins, c.files = l.origin, l.allFiles
 	l.checkListeners(c)
 	for _, key := range []string{"server_name", "database", "nats", "signing_key_path"} {
 		if _, ok := l.origin[key]; !ok {

@@ -72,7 +72,7 @@ func GenerateSigningKey(path string) error {
 func (c *Config) SigningKey() (keyID string, priv ed25519.PrivateKey, err error) {
 	keyID, priv, err = LoadSigningKey(c.SigningKeyPath)
 	if err != nil {
-		return "", nil, &Error{File: c.signingKeyFile, Key: "signing_key_path", Reason: strings.TrimPrefix(err.Error(), "config: ")}
+		return "", nil, &Error{File: c.originOf("signing_key_path"), Key: "signing_key_path", Reason: strings.TrimPrefix(err.Error(), "config: ")}
 	}
 	return keyID, priv, nil
 }

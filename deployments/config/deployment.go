@@ -1,0 +1,56 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// originOf is the file that set a top-level key, or every file when none did (the
+// key has its default).
+func (c *Config) originOf(key string) string {
+	if f, ok := c.origins[key]; ok {
+		return f
+	}
+	return c.files
+}
+
+// CheckDeployment checks the configurations of a deployment's processes together,
+// each loaded (and so valid) on its own: no two processes are one instance, every
+// process names the same stream writers (they route by them, and a difference forks
+// a room's writer), and every stream writer is one of the processes.
+func CheckDeployment(procs []*Config) error {
+	var errs []error
+	byName := map[string]*Config{}
+	for _, c := range procs {
+		name := c.InstanceName()
+		if other, ok := byName[name]; ok {
+			errs = append(errs, &Error{File: c.originOf("worker_name"), Key: "worker_name",
+				Reason: fmt.Sprintf("instance %q is also the process of %s", name, other.files)})
+			continue
+		}
+		byName[name] = c
+	}
+	if len(procs) == 0 {
+		return nil
+	}
+	first := procs[0]
+	want := first.StreamWriters.streams()
+	for _, c := range procs[1:] {
+		for i, s := range c.StreamWriters.streams() {
+			if !slices.Equal(*s.writers, *want[i].writers) {
+				errs = append(errs, &Error{File: c.originOf("stream_writers"), Key: "stream_writers." + s.name,
+					Reason: fmt.Sprintf("%v, where %s has %v: every process must name the same writers", *s.writers, first.files, *want[i].writers)})
+			}
+		}
+	}
+	for _, s := range want {
+		for _, w := range *s.writers {
+			if _, ok := byName[w]; !ok {
+				errs = append(errs, &Error{File: first.originOf("stream_writers"), Key: "stream_writers." + s.name,
+					Reason: fmt.Sprintf("%s is none of the deployment's processes", w)})
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
