@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -581,11 +582,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		g.Go(func() error { api.Run(ctx); return nil })
 	}
 	fed := (&federation.Server{Tokens: db, Log: log}).Handler()
-	for _, l := range cfg.HTTPListeners() {
-		handler := listenerHandler(l, clientHandler, mediaHandler, fed)
-		if handler == nil {
-			continue
-		}
+	listen := func(l config.Listener, handler http.Handler, what string) error {
 		h, perIP := handler, cfg.HTTPLimits.MaxConnsPerIP
 		if l.XForwarded {
 			// Behind a reverse proxy every connection comes from the proxy, which
@@ -598,8 +595,23 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 				return fmt.Errorf("listener %s: %w", addr, err)
 			}
 			srv := serve.New(h, cfg.HTTPLimits, log)
-			log.Info("HTTP API listening", zap.String("addr", ln.Addr().String()))
+			log.Info(what+" listening", zap.String("addr", ln.Addr().String()))
 			g.Go(func() error { return serveUntilDone(ctx, srv, ln) })
+		}
+		return nil
+	}
+	for _, l := range cfg.HTTPListeners() {
+		if handler := listenerHandler(l, clientHandler, mediaHandler, fed); handler != nil {
+			if err := listen(l, handler, "HTTP API"); err != nil {
+				return err
+			}
+		}
+	}
+	for _, l := range cfg.MetricsListeners() {
+		mux := http.NewServeMux()
+		mux.Handle("GET /_synapse/metrics", promhttp.Handler())
+		if err := listen(l, mux, "metrics"); err != nil {
+			return err
 		}
 	}
 	log.Info("process started", zap.String("server_name", cfg.ServerName), zap.Bool("event_writer", cfg.IsEventWriter()))

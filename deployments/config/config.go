@@ -87,6 +87,9 @@ type Config struct {
 	Media MediaRepo
 	// Discovery is what clients are told of the server and of TURN servers.
 	Discovery Discovery
+	// EnableMetrics is enable_metrics: listeners of type metrics serve Prometheus
+	// metrics at /_synapse/metrics.
+	EnableMetrics bool
 	// UserDirectory is the user_directory section.
 	UserDirectory UserDirectory
 	// ServerNotices is the server_notices section.
@@ -274,6 +277,25 @@ func (c *Config) EventWriters() []string {
 // IsEventWriter reports whether this process persists events.
 func (c *Config) IsEventWriter() bool {
 	return slices.Contains(c.EventWriters(), c.InstanceName())
+}
+
+// MetricsListeners are this process's listeners of type metrics, which serve
+// /_synapse/metrics when enable_metrics is true.
+func (c *Config) MetricsListeners() []Listener {
+	if !c.EnableMetrics {
+		return nil
+	}
+	all := c.Listeners
+	if !c.IsMain() {
+		all = c.WorkerListeners
+	}
+	var out []Listener
+	for _, l := range all {
+		if l.Type == "metrics" {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // HTTPListeners returns this process's HTTP listeners: listeners for the

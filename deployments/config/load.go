@@ -626,6 +626,7 @@ func (l *loader) topFields(c *Config) fields {
 		"stream_writers":                         func(v *yaml.Node, p string) { l.streamWriters(&c.StreamWriters, v, p) },
 		"worker_replication_secret":              str(&c.WorkerReplicationSecret),
 		"run_background_tasks_on":                instance(&c.RunBackgroundTasksOn),
+		"enable_metrics":                         boolean(&c.EnableMetrics),
 		"pusher_instances":                       instances(&c.PusherInstances),
 		"federation_sender_instances":            instances(&c.FederationSenderInstances),
 		"notify_appservices_from_worker":         instance(&c.NotifyAppservicesFromWorker),

@@ -766,6 +766,18 @@ func TestLoadServerNotices(t *testing.T) {
 	}
 }
 
+// Metrics listeners serve only with enable_metrics, as in Synapse.
+func TestMetricsListeners(t *testing.T) {
+	metrics := "listeners: [{port: 8008, type: http, resources: [{names: [client]}]}, {port: 9000, type: metrics}]"
+	if ls := mustLoad(t, base, metrics).MetricsListeners(); len(ls) != 0 {
+		t.Errorf("without enable_metrics: %v", ls)
+	}
+	ls := mustLoad(t, base, metrics+"\nenable_metrics: true").MetricsListeners()
+	if len(ls) != 1 || ls[0].Port != 9000 {
+		t.Errorf("with enable_metrics: %v", ls)
+	}
+}
+
 // A missing signing key is a configuration error naming the file that set its path.
 func TestSigningKeyErrorNamesFileAndKey(t *testing.T) {
 	paths := writeFiles(t, base, "signing_key_path: /nonexistent/ganglion.signing.key")

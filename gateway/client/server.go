@@ -138,12 +138,15 @@ type router struct{ mux *http.ServeMux }
 
 // raw registers a handler at a path outside /_matrix/client/.
 func (r router) raw(method, path string, h http.HandlerFunc) {
-	r.mux.HandleFunc(method+" "+path, storableParams(h))
+	r.mux.HandleFunc(method+" "+path, measured(method, path, storableParams(h)))
 }
 
+// handle registers a handler of the client API under each of versions; its metrics
+// name the route once, whatever the version.
 func (r router) handle(method, path string, versions []string, h http.HandlerFunc) {
+	h = measured(method, "/_matrix/client/*"+path, storableParams(h))
 	for _, v := range versions {
-		r.mux.HandleFunc(method+" /_matrix/client/"+v+path, storableParams(h))
+		r.mux.HandleFunc(method+" /_matrix/client/"+v+path, h)
 	}
 }
 

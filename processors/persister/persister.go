@@ -441,6 +441,7 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 		deferred = append(deferred, ra.deferred...)
 	}
 	var published []*roomAppend
+	publishedAt := time.Now()
 	for _, ra := range appends {
 		if ra.batch != nil {
 			ra.future = p.publish(ra)
@@ -469,6 +470,8 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 			continue
 		}
 		ra.room.lastSeq = ra.seq
+		appendSeconds.Observe(time.Since(publishedAt).Seconds())
+		appendedEvents.Add(float64(len(ra.batch.Events)))
 		if ra.batch.Purged {
 			// The room is gone: an intent for it finds neither it nor its events.
 			delete(p.rooms, ra.room.id)
@@ -1007,6 +1010,7 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 			err = p.cfg.faults.project()
 		}
 		if err == nil {
+			start := time.Now()
 			dctx, cancel := p.dbCtx(ctx)
 			if behind && writer == p.cfg.Name {
 				err = p.cfg.DB.ProjectBehind(dctx, writer, done, p.projected)
@@ -1014,6 +1018,7 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 				err = p.cfg.DB.Project(dctx, writer, done)
 			}
 			cancel()
+			projectSeconds.Observe(time.Since(start).Seconds())
 		}
 		if errors.Is(err, persist.ErrLostCommits) {
 			p.cfg.Log.Warn("Postgres lost projected events; projecting them again from the log", zap.Error(err))

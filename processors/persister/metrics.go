@@ -1,0 +1,25 @@
+package persister
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// The event writer's metrics: what it appends, and how long the log's acknowledgement
+// and the projection into Postgres take.
+var (
+	appendedEvents = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "ganglion_persister_appended_events_total",
+		Help: "Events appended to the events log by this process's writer.",
+	})
+	appendSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ganglion_persister_append_seconds",
+		Help:    "From a loop's first publish to each room's acknowledged append.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	projectSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ganglion_persister_project_seconds",
+		Help:    "One projection transaction into Postgres.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+)
