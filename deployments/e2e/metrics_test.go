@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // With enable_metrics, a listener of type metrics serves Prometheus metrics at
@@ -27,15 +30,17 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(metricsPort)+"/_synapse/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	scrape := func() string {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(metricsPort)+"/_synapse/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	text := string(body)
-	count := func(pattern string) float64 {
+	count := func(text, pattern string) float64 {
 		m := regexp.MustCompile(`(?m)^` + pattern + ` ([0-9.e+]+)$`).FindStringSubmatch(text)
 		if m == nil {
 			return -1
@@ -43,7 +48,7 @@ func TestMetrics(t *testing.T) {
 		v, _ := strconv.ParseFloat(m[1], 64)
 		return v
 	}
-	for _, c := range []struct {
+	wants := []struct {
 		pattern string
 		min     float64
 	}{
@@ -52,9 +57,21 @@ func TestMetrics(t *testing.T) {
 		{`ganglion_persister_appended_events_total`, 3 + 5}, // the messages and the room's initial events
 		{`ganglion_persister_project_seconds_count`, 1},
 		{`go_goroutines`, 1},
-	} {
-		if got := count(c.pattern); got < c.min {
-			t.Errorf("%s = %v, want at least %v", c.pattern, got, c.min)
+	}
+	// Projections follow the answers: the metrics are read until they show them.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		text := scrape()
+		var short []string
+		for _, c := range wants {
+			if got := count(text, c.pattern); got < c.min {
+				short = append(short, fmt.Sprintf("%s = %v, want at least %v", c.pattern, got, c.min))
+			}
+		}
+		if len(short) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics short:\n%s", strings.Join(short, "\n"))
 		}
 	}
 	// The client listener does not serve them.

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -70,6 +71,8 @@ func TestSpaceHierarchy(t *testing.T) {
 		if _, err := alice.SendStateEvent(ctx, parent, event.NewEventType("m.space.child"), child.String(), content); err != nil {
 			t.Fatal(err)
 		}
+		// Children without an order sort by age: no two links in one millisecond.
+		time.Sleep(2 * time.Millisecond)
 	}
 	root := space(alice, "Root", "public_chat")
 	lobby := room(alice, "Lobby", "public_chat")
