@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -311,4 +312,23 @@ func longPoll(ctx context.Context, t *testing.T, c *mautrix.Client, timeout int,
 		done <- r
 	}()
 	return done
+}
+
+// eventually retries check until it succeeds, for reads of what another user (or the
+// server on a user's behalf) just wrote: projections follow the answers, and only a
+// device's own writes are waited for. It fails the test with the last error after 10 s.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: %v", what, err)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

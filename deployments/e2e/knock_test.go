@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -38,11 +39,16 @@ func TestKnocking(t *testing.T) {
 			t.Fatalf("%s knocks: %v %+v", c.UserID, err, res)
 		}
 	}
-	var knock event.MemberEventContent
-	if err := alice.StateEvent(ctx, room, event.StateMember, bob.UserID.String(), &knock); err != nil ||
-		knock.Membership != event.MembershipKnock || knock.Reason != "let me in" {
-		t.Errorf("bob's knock as the room's members see it: %+v %v", knock, err)
-	}
+	eventually(t, "bob's knock as the room's members see it", func() error {
+		var knock event.MemberEventContent
+		if err := alice.StateEvent(ctx, room, event.StateMember, bob.UserID.String(), &knock); err != nil {
+			return err
+		}
+		if knock.Membership != event.MembershipKnock || knock.Reason != "let me in" {
+			return fmt.Errorf("%+v", knock)
+		}
+		return nil
+	})
 
 	sync, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
 	if err != nil {
@@ -78,13 +84,16 @@ func TestKnocking(t *testing.T) {
 	if _, err := alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: carol.UserID, Reason: "not today"}); err != nil {
 		t.Fatalf("a kick of a knocking user: %v", err)
 	}
-	later, err := carol.SyncRequest(ctx, 0, carolSync.NextBatch, "", false, event.PresenceOnline)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := later.Rooms.Leave[room]; !ok || later.Rooms.Knock[room] != nil {
-		t.Errorf("carol's sync after the kick: leave %v, knock %v", ok, later.Rooms.Knock[room] != nil)
-	}
+	eventually(t, "carol's sync after the kick", func() error {
+		later, err := carol.SyncRequest(ctx, 0, carolSync.NextBatch, "", false, event.PresenceOnline)
+		if err != nil {
+			return err
+		}
+		if _, ok := later.Rooms.Leave[room]; !ok || later.Rooms.Knock[room] != nil {
+			return fmt.Errorf("leave %v, knock %v", ok, later.Rooms.Knock[room] != nil)
+		}
+		return nil
+	})
 	joined, err := bob.JoinedRooms(ctx)
 	if err != nil || !slices.Contains(joined.JoinedRooms, room) {
 		t.Errorf("bob's rooms after the invite: %v %v", joined, err)
@@ -121,7 +130,7 @@ func TestRestrictedJoins(t *testing.T) {
 			t.Fatalf("a join by a member of the allowed room: %v", err)
 		}
 		var m event.MemberEventContent
-		if err := alice.StateEvent(ctx, room, event.StateMember, dave.UserID.String(), &m); err != nil ||
+		if err := dave.StateEvent(ctx, room, event.StateMember, dave.UserID.String(), &m); err != nil ||
 			m.Membership != event.MembershipJoin || m.JoinAuthorisedViaUsersServer != alice.UserID {
 			t.Errorf("dave's join of %s: %+v %v", room, m, err)
 		}

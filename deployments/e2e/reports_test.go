@@ -22,6 +22,10 @@ func TestReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Alice's read of her message waits for its projection, so bob's report finds it.
+	if _, err := alice.GetEvent(ctx, room, spam); err != nil {
+		t.Fatal(err)
+	}
 	other := createRoomWith(ctx, t, alice, "public_chat")
 	elsewhere, err := sendText(ctx, alice, other, "r2", "elsewhere")
 	if err != nil {

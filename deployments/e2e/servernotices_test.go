@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -25,22 +26,28 @@ func TestServerNotices(t *testing.T) {
 	adminCall(ctx, t, hs, root, "POST", "v1/send_server_notice", map[string]any{"user_id": alice.UserID, "content": "text"}, http.StatusBadRequest)
 	first := adminCall(ctx, t, hs, root, "POST", "v1/send_server_notice", notice, http.StatusOK).Get("event_id").Str
 
-	sync, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var room id.RoomID
-	for r, inv := range sync.Rooms.Invite {
-		for _, ev := range inv.State.Events {
-			if ev.Type == event.StateMember && ev.GetStateKey() == alice.UserID.String() && ev.Sender == system {
-				room = r
+	eventually(t, "the invite in alice's sync", func() error {
+		sync, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+		if err != nil {
+			return err
+		}
+		for r, inv := range sync.Rooms.Invite {
+			for _, ev := range inv.State.Events {
+				if ev.Type == event.StateMember && ev.GetStateKey() == alice.UserID.String() && ev.Sender == system {
+					room = r
+				}
 			}
 		}
-	}
+		if room == "" {
+			return fmt.Errorf("no invite from %s: %+v", system, sync.Rooms.Invite)
+		}
+		return nil
+	})
 	if room == "" {
-		t.Fatalf("no invite from %s in alice's sync: %+v", system, sync.Rooms.Invite)
+		t.FailNow()
 	}
-	_, err = alice.LeaveRoom(ctx, room)
+	_, err := alice.LeaveRoom(ctx, room)
 	wantError(t, "rejecting the notices room's invite", err, http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
 	if _, err := alice.JoinRoomByID(ctx, room); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -42,10 +43,19 @@ func TestStreamsStatus(t *testing.T) {
 			t.Errorf("the report lacks %q:\n%s", want, report)
 		}
 	}
-	watermark := regexp.MustCompile(`projection watermark[^:]*:\s+(\d+)`).FindStringSubmatch(report)
-	if watermark == nil || watermark[1] == "0" {
-		t.Errorf("the projection watermark: %v", watermark)
-	}
+	// The events writer records its position with its projection, which follows the
+	// answers.
+	eventually(t, "the projection watermark", func() error {
+		out, err := exec.CommandContext(ctx, ganglionBin, "streams", "status", "-c", hs.files[0]).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		watermark := regexp.MustCompile(`projection watermark[^:]*:\s+(\d+)`).FindStringSubmatch(string(out))
+		if watermark == nil || watermark[1] != strconv.FormatUint(last, 10) {
+			return fmt.Errorf("%v, want %d", watermark, last)
+		}
+		return nil
+	})
 	if _, err := exec.CommandContext(ctx, ganglionBin, "streams").CombinedOutput(); err == nil {
 		t.Error("streams without a subcommand succeeded")
 	}
