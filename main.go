@@ -198,23 +198,17 @@ func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 
 // replayCmd rebuilds the projections of the configured database from the events log.
 func replayCmd(args []string) error {
-	cfg, err := loadConfig(flag.NewFlagSet("replay", flag.ContinueOnError), args)
+	bus, err := openBusCommand(flag.NewFlagSet("replay", flag.ContinueOnError), args)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogLevel)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	defer bus.close()
+	ctx, cfg, js, log := bus.ctx, bus.cfg, bus.js, bus.log
 	db, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	_, js, closeBus, err := openNATS(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer closeBus()
 	st, err := replay.Run(ctx, js, topology(cfg), db, log)
 	if err != nil {
 		return err
@@ -234,6 +228,32 @@ func replayCmd(args []string) error {
 	return nil
 }
 
+// busCommand is what an operator's command on the bus holds: its configuration, a
+// context that ends with an interrupt, and the bus.
+type busCommand struct {
+	ctx   context.Context
+	cfg   *config.Config
+	log   *zap.Logger
+	js    jetstream.JetStream
+	close func()
+}
+
+// openBusCommand loads a command's configuration (its flags in fs) and opens the bus.
+func openBusCommand(fs *flag.FlagSet, args []string) (*busCommand, error) {
+	cfg, err := loadConfig(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	log := newLogger(cfg.LogLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	_, js, closeBus, err := openNATS(cfg, log)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return &busCommand{ctx: ctx, cfg: cfg, log: log, js: js, close: func() { closeBus(); stop() }}, nil
+}
+
 // deadLettersCmd lists the dead-letter stream, or redelivers from it once the cause of
 // the failures is fixed.
 func deadLettersCmd(args []string) error {
@@ -241,18 +261,12 @@ func deadLettersCmd(args []string) error {
 	one := fs.Uint64("redeliver", 0, "send dead letter SEQ back to its original subject")
 	all := fs.Bool("redeliver-all", false, "send every dead letter back")
 	limit := fs.Int("limit", 100, "list at most this many (-redeliver-all takes every one)")
-	cfg, err := loadConfig(fs, args)
+	bus, err := openBusCommand(fs, args)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogLevel)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	_, js, closeBus, err := openNATS(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer closeBus()
+	defer bus.close()
+	ctx, cfg, js := bus.ctx, bus.cfg, bus.js
 	stream := topology(cfg).DeadLetterStream()
 	if *one != 0 {
 		return streams.Redeliver(ctx, js, stream, *one)

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"text/tabwriter"
 
 	"github.com/ganglionhq/ganglion/persist"
@@ -24,24 +21,17 @@ func streamsCmd(args []string) error {
 	if len(args) == 0 || args[0] != "status" {
 		return errors.New("usage: ganglion streams status -c homeserver.yaml [-c worker.yaml ...]")
 	}
-	fs := flag.NewFlagSet("streams status", flag.ContinueOnError)
-	cfg, err := loadConfig(fs, args[1:])
+	bus, err := openBusCommand(flag.NewFlagSet("streams status", flag.ContinueOnError), args[1:])
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogLevel)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	_, js, closeBus, err := openNATS(cfg, log)
+	defer bus.close()
+	ctx, cfg := bus.ctx, bus.cfg
+	status, err := streams.Status(ctx, bus.js, topology(cfg))
 	if err != nil {
 		return err
 	}
-	defer closeBus()
-	status, err := streams.Status(ctx, js, topology(cfg))
-	if err != nil {
-		return err
-	}
-	db, err := persist.Open(ctx, cfg.Database.DSN(), log)
+	db, err := persist.Open(ctx, cfg.Database.DSN(), bus.log)
 	if err != nil {
 		return err
 	}

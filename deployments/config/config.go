@@ -285,30 +285,23 @@ func (c *Config) MetricsListeners() []Listener {
 	if !c.EnableMetrics {
 		return nil
 	}
-	all := c.Listeners
-	if !c.IsMain() {
-		all = c.WorkerListeners
-	}
-	var out []Listener
-	for _, l := range all {
-		if l.Type == "metrics" {
-			out = append(out, l)
-		}
-	}
-	return out
+	return c.listenersOf("metrics")
 }
 
 // HTTPListeners returns this process's HTTP listeners: listeners for the
 // main process, worker_listeners for a worker (a worker ignores the main
 // process's listeners from the shared file, as in Synapse).
-func (c *Config) HTTPListeners() []Listener {
+func (c *Config) HTTPListeners() []Listener { return c.listenersOf("http") }
+
+// listenersOf returns this process's listeners of type typ.
+func (c *Config) listenersOf(typ string) []Listener {
 	all := c.Listeners
 	if !c.IsMain() {
 		all = c.WorkerListeners
 	}
 	var out []Listener
 	for _, l := range all {
-		if l.Type == "http" {
+		if l.Type == typ {
 			out = append(out, l)
 		}
 	}
