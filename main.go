@@ -615,7 +615,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		return nil
 	}
 	for _, l := range cfg.HTTPListeners() {
-		if handler := listenerHandler(l, clientHandler, mediaHandler, fed); handler != nil {
+		if handler := listenerHandler(l, clientHandler, mediaHandler, fed, serve.Replication(cfg.WorkerReplicationSecret)); handler != nil {
 			if err := listen(l, handler, "HTTP API"); err != nil {
 				return err
 			}
@@ -775,7 +775,7 @@ func observeAll(fns ...func(seq uint64, h nats.Header, data []byte)) func(seq ui
 // repository alone with only the media resource (nil when this process serves none),
 // and the federation API besides with the federation or openid resource. Nil when it
 // serves nothing here.
-func listenerHandler(l config.Listener, clientHandler, mediaHandler, fed http.Handler) http.Handler {
+func listenerHandler(l config.Listener, clientHandler, mediaHandler, fed, replication http.Handler) http.Handler {
 	var h http.Handler
 	switch {
 	case l.Has("client"):
@@ -784,7 +784,10 @@ func listenerHandler(l config.Listener, clientHandler, mediaHandler, fed http.Ha
 		h = mediaHandler
 	}
 	if l.Has("federation") || l.Has("openid") {
-		return federation.Mount(fed, h)
+		h = federation.Mount(fed, h)
+	}
+	if l.Has("replication") {
+		h = serve.MountReplication(replication, h)
 	}
 	return h
 }

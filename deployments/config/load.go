@@ -1092,8 +1092,9 @@ func checkServerName(s string) error {
 	return nil
 }
 
-// checkListeners refuses two listeners of the process on one address and port, and a
-// media resource on a process that serves no media.
+// checkListeners refuses two listeners of the process on one address and port, a
+// replication listener reachable from other machines without a secret, and a media
+// resource on a process that serves no media.
 func (l *loader) checkListeners(c *Config) {
 	key, all := "listeners", c.Listeners
 	if !c.IsMain() {
@@ -1115,6 +1116,10 @@ func (l *loader) checkListeners(c *Config) {
 				}
 			}
 			byPort[port] = append(byPort[port], bound{host, i})
+		}
+		if ln.Has("replication") && !ln.loopbackOnly() && c.WorkerReplicationSecret == "" {
+			l.failAt(key, fmt.Sprintf("%s[%d].resources", key, i),
+				"a replication listener off loopback needs worker_replication_secret")
 		}
 		if ln.Has("media") && !c.ServesMedia() {
 			l.failAt(key, fmt.Sprintf("%s[%d].resources", key, i),

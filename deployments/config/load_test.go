@@ -295,6 +295,8 @@ func TestLoadErrorsNameFileKeyAndReason(t *testing.T) {
 			`server_notices.system_mxid_localpart: "Notices" is not a valid user localpart`},
 		{"duplicate port", "listeners: [{port: 9000, type: http}, {port: 9000, type: http, bind_addresses: ['::']}]", 1,
 			"listeners[1].port: port 9000 is also listeners[0]'s"},
+		{"replication listener off loopback without a secret", "listeners: [{port: 9002, type: http, resources: [{names: [replication]}]}]", 1,
+			"listeners[0].resources: a replication listener off loopback needs worker_replication_secret"},
 		{"media resource where no media is served", "worker_app: synapse.app.generic_worker\nworker_name: w1\n" +
 			"worker_listeners: [{port: 9001, type: http, resources: [{names: [client, media]}]}]", 1,
 			"worker_listeners[0].resources: this process serves no media"},
