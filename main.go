@@ -784,10 +784,10 @@ func listenerHandler(l config.Listener, clientHandler, mediaHandler, fed, replic
 		h = mediaHandler
 	}
 	if l.Has("federation") || l.Has("openid") {
-		h = federation.Mount(fed, h)
+		h = serve.Mount(federation.Prefix, fed, h)
 	}
 	if l.Has("replication") {
-		h = serve.MountReplication(replication, h)
+		h = serve.Mount(serve.ReplicationPrefix, replication, h)
 	}
 	return h
 }

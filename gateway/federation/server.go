@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,21 +41,6 @@ func (s *Server) Handler() http.Handler {
 		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeUnrecognized, "Unrecognized request"))
 	})
 	return mux
-}
-
-// Mount serves the federation API's paths with fed and the others with rest; rest may
-// be nil for a listener that serves the federation API alone.
-func Mount(fed, rest http.Handler) http.Handler {
-	if rest == nil {
-		return fed
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, Prefix) {
-			fed.ServeHTTP(w, r)
-			return
-		}
-		rest.ServeHTTP(w, r)
-	})
 }
 
 // userinfo answers which user an OpenID token stands for; a missing, unknown or

@@ -29,16 +29,16 @@ func Replication(secret string) http.Handler {
 	})
 }
 
-// MountReplication serves the replication API's paths with the replication handler
-// and the others with rest; rest may be nil for a listener that serves replication
-// alone.
-func MountReplication(replication, rest http.Handler) http.Handler {
+// Mount serves the paths under prefix with h and the others with rest; rest may be
+// nil for a listener that serves h alone (the federation or replication API of a
+// listener with more resources, say).
+func Mount(prefix string, h, rest http.Handler) http.Handler {
 	if rest == nil {
-		return replication
+		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, ReplicationPrefix) {
-			replication.ServeHTTP(w, r)
+		if strings.HasPrefix(r.URL.Path, prefix) {
+			h.ServeHTTP(w, r)
 			return
 		}
 		rest.ServeHTTP(w, r)
