@@ -1,17 +1,28 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ganglionhq/ganglion/deployments/config"
+	"github.com/ganglionhq/ganglion/gateway/frontdoor"
+	"github.com/ganglionhq/ganglion/gateway/serve"
 )
 
-// checkConfigCmd loads the configuration of each process of a deployment (groups of
-// -c files separated by --) and checks them together: `ganglion check-config -c
-// shared.yaml -- -c shared.yaml -c gateway1.yaml -- ...`.
-func checkConfigCmd(args []string) error {
+// loadDeployment loads the configuration of each process of a deployment, given as
+// groups of -c files separated by -- (`-c shared.yaml -- -c shared.yaml -c
+// gateway1.yaml -- ...`), and checks them together. fs holds the command's own flags,
+// which come before the first group's files.
+func loadDeployment(fs *flag.FlagSet, args []string) ([]*config.Config, error) {
 	groups := [][]string{nil}
 	for _, a := range args {
 		if a == "--" {
@@ -21,18 +32,109 @@ func checkConfigCmd(args []string) error {
 		groups[len(groups)-1] = append(groups[len(groups)-1], a)
 	}
 	var procs []*config.Config
-	var names []string
-	for _, group := range groups {
-		c, err := loadConfig(flag.NewFlagSet("check-config", flag.ContinueOnError), group)
+	for i, group := range groups {
+		if i > 0 {
+			fs = flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+		}
+		c, err := loadConfig(fs, group)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		procs = append(procs, c)
-		names = append(names, c.InstanceName())
 	}
-	if err := config.CheckDeployment(procs); err != nil {
+	return procs, config.CheckDeployment(procs)
+}
+
+// checkConfigCmd checks a deployment's configuration (loadDeployment).
+func checkConfigCmd(args []string) error {
+	procs, err := loadDeployment(flag.NewFlagSet("check-config", flag.ContinueOnError), args)
+	if err != nil {
 		return err
+	}
+	var names []string
+	for _, c := range procs {
+		names = append(names, c.InstanceName())
 	}
 	fmt.Printf("ok: %d processes (%s)\n", len(procs), strings.Join(names, ", "))
 	return nil
+}
+
+// deploymentRoutes loads a deployment (loadDeployment) and returns its routing table.
+func deploymentRoutes(fs *flag.FlagSet, args []string) ([]*config.Config, frontdoor.Table, error) {
+	procs, err := loadDeployment(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	table, err := config.Routes(procs)
+	return procs, table, err
+}
+
+// frontDoorCmd runs the routing reverse proxy in front of a deployment's processes.
+func frontDoorCmd(args []string) error {
+	fs := flag.NewFlagSet("frontdoor", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8008", "address to serve on")
+	perIP := fs.Int("max-connections-per-ip", serve.DefaultLimits.MaxConnsPerIP, "open connections one client IP may hold (0: no cap)")
+	_, table, err := deploymentRoutes(fs, args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(zapcore.InfoLevel)
+	limits := serve.DefaultLimits
+	limits.MaxConnsPerIP = *perIP
+	rt, err := frontdoor.New(table, frontdoor.Options{Limits: limits, Log: log})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ln, err := serve.Listen(*listen, limits.MaxConnsPerIP, log)
+	if err != nil {
+		return err
+	}
+	complete, _ := table.Complete()
+	fields := []zap.Field{zap.String("addr", ln.Addr().String())}
+	for _, g := range frontdoor.Groups {
+		var names []string
+		for _, u := range complete[g] {
+			names = append(names, u.Name)
+		}
+		fields = append(fields, zap.Strings(string(g), names))
+	}
+	log.Info("front door listening", fields...)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveUntilDone(ctx, serve.New(rt, limits, log), ln) })
+	g.Go(func() error { rt.Run(ctx); return nil })
+	g.Go(logShutdown(ctx, log))
+	err = g.Wait()
+	logStopped(ctx, log)
+	return err
+}
+
+// generateNginxCmd writes the nginx configuration equivalent to the front door.
+func generateNginxCmd(args []string) error {
+	fs := flag.NewFlagSet("generate-nginx", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8008", "the address nginx listens on")
+	out := fs.String("o", "", "file to write (default: standard output)")
+	procs, table, err := deploymentRoutes(fs, args)
+	if err != nil {
+		return err
+	}
+	var files []string
+	for _, c := range procs {
+		files = append(files, c.Files())
+	}
+	o := frontdoor.NginxOptions{Listen: *listen, MaxBodySize: procs[0].Media.MaxUploadSize,
+		Source: strings.Join(files, "; ")}
+	if *out == "" {
+		return frontdoor.WriteNginx(os.Stdout, table, o)
+	}
+	f, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	if err := frontdoor.WriteNginx(f, table, o); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }

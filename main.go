@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only when -pprof names an address
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -35,7 +34,6 @@ import (
 	"github.com/ganglionhq/ganglion/deployments/load"
 	"github.com/ganglionhq/ganglion/gateway/client"
 	"github.com/ganglionhq/ganglion/gateway/federation"
-	"github.com/ganglionhq/ganglion/gateway/frontdoor"
 	"github.com/ganglionhq/ganglion/gateway/matrix"
 	"github.com/ganglionhq/ganglion/gateway/media"
 	"github.com/ganglionhq/ganglion/gateway/serve"
@@ -71,8 +69,11 @@ commands:
                              together (one instance per name, the same stream writers)
   streams status -c FILE [-c FILE...]
                              every stream, consumer, position and dead letter of the bus
-  frontdoor -listen ADDR -gateway URL [-gateway URL...] [-sync URL...]
-                             a reverse proxy applying Synapse's worker routing rules
+  frontdoor [-listen ADDR] -c FILE [-c FILE...] [-- -c FILE [-c FILE...]]...
+                             a reverse proxy routing by Synapse's worker rules to the
+                             processes of those files (one group of files per process)
+  generate-nginx [-listen ADDR] [-o FILE] -c FILE [-c FILE...] [-- -c FILE...]...
+                             the nginx configuration that routes as the front door does
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
   register-user -c FILE [-c FILE...] -u NAME -p PASSWORD [-admin] [-url URL]
                              register a user with registration_shared_secret
@@ -103,6 +104,8 @@ func main() {
 		err = checkConfigCmd(os.Args[2:])
 	case "frontdoor":
 		err = frontDoorCmd(os.Args[2:])
+	case "generate-nginx":
+		err = generateNginxCmd(os.Args[2:])
 	case "register-user":
 		err = registerUserCmd(os.Args[2:])
 	case "-h", "--help", "help":
@@ -294,59 +297,6 @@ func deadLettersCmd(args []string) error {
 			dl.Consumer, dl.Deliveries, dl.Error)
 	}
 	return nil
-}
-
-// frontDoorCmd runs the routing reverse proxy in front of gateways and sync workers.
-func frontDoorCmd(args []string) error {
-	fs := flag.NewFlagSet("frontdoor", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:8008", "address to serve on")
-	var gateways, syncs fileList
-	fs.Var(&gateways, "gateway", "base URL of a process serving the client API (repeatable)")
-	fs.Var(&syncs, "sync", "base URL of a sync worker (repeatable; default: the gateways)")
-	perIP := fs.Int("max-connections-per-ip", serve.DefaultLimits.MaxConnsPerIP, "open connections one client IP may hold (0: no cap)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if len(gateways) == 0 {
-		return errors.New("at least one -gateway URL is required")
-	}
-	parse := func(raw []string) ([]*url.URL, error) {
-		var out []*url.URL
-		for _, r := range raw {
-			u, err := url.Parse(r)
-			if err != nil || u.Scheme == "" || u.Host == "" {
-				return nil, fmt.Errorf("%q is not a base URL like http://127.0.0.1:8081", r)
-			}
-			out = append(out, u)
-		}
-		return out, nil
-	}
-	log := newLogger(zapcore.InfoLevel)
-	limits := serve.DefaultLimits
-	limits.MaxConnsPerIP = *perIP
-	rt := &frontdoor.Router{Log: log, Limits: limits}
-	var err error
-	if rt.Gateways, err = parse(gateways); err != nil {
-		return err
-	}
-	if rt.SyncWorkers, err = parse(syncs); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ln, err := serve.Listen(*listen, limits.MaxConnsPerIP, log)
-	if err != nil {
-		return err
-	}
-	srv := serve.New(rt.Handler(), limits, log)
-	log.Info("front door listening", zap.String("addr", ln.Addr().String()), zap.Int("gateways", len(rt.Gateways)),
-		zap.Int("sync_workers", len(rt.SyncWorkers)))
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveUntilDone(ctx, srv, ln) })
-	g.Go(logShutdown(ctx, log))
-	err = g.Wait()
-	logStopped(ctx, log)
-	return err
 }
 
 // serveUntilDone serves srv on ln until ctx ends, then shuts it down gracefully.
@@ -773,8 +723,8 @@ func observeAll(fns ...func(seq uint64, h nats.Header, data []byte)) func(seq ui
 // listenerHandler is what an HTTP listener serves: the client API with the client
 // resource (the media repository within it when this process serves media), the media
 // repository alone with only the media resource (nil when this process serves none),
-// and the federation API besides with the federation or openid resource. Nil when it
-// serves nothing here.
+// and the federation API besides with the federation or openid resource; /health on
+// each. Nil when it serves nothing here.
 func listenerHandler(l config.Listener, clientHandler, mediaHandler, fed, replication http.Handler) http.Handler {
 	var h http.Handler
 	switch {
@@ -789,5 +739,8 @@ func listenerHandler(l config.Listener, clientHandler, mediaHandler, fed, replic
 	if l.Has("replication") {
 		h = serve.Mount(serve.ReplicationPrefix, replication, h)
 	}
-	return h
+	if h == nil {
+		return nil
+	}
+	return serve.Health(h)
 }

@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ganglionhq/ganglion/gateway/frontdoor"
 	"github.com/ganglionhq/ganglion/gateway/ratelimit"
 	"github.com/ganglionhq/ganglion/gateway/serve"
 	"github.com/ganglionhq/ganglion/processors/appservice"
@@ -151,6 +152,9 @@ type Listener struct {
 	Type       string
 	XForwarded bool
 	Resources  []Resource
+	// Routes are the front door's groups this listener takes (routes, Ganglion's own
+	// key); nil when not set, which takes the groups of its resources (see Routes).
+	Routes []frontdoor.Group
 }
 
 // Resource is one entry of a listener's resources.

@@ -15,10 +15,14 @@ func (c *Config) originOf(key string) string {
 	return c.files
 }
 
+// Files lists the files this configuration was loaded from.
+func (c *Config) Files() string { return c.files }
+
 // CheckDeployment checks the configurations of a deployment's processes together,
 // each loaded (and so valid) on its own: no two processes are one instance, every
 // process names the same stream writers (they route by them, and a difference forks
-// a room's writer), and every stream writer is one of the processes.
+// a room's writer), every stream writer is one of the processes, and some listener
+// takes the front door's client requests.
 func CheckDeployment(procs []*Config) error {
 	var errs []error
 	byName := map[string]*Config{}
@@ -51,6 +55,9 @@ func CheckDeployment(procs []*Config) error {
 					Reason: fmt.Sprintf("%s is none of the deployment's processes", w)})
 			}
 		}
+	}
+	if _, err := Routes(procs); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -697,6 +697,7 @@ func (l *loader) listeners(n *yaml.Node, path string) []Listener {
 				l.fail(p, "Unix socket listeners are not supported; use port")
 			},
 			"x_forwarded": func(v *yaml.Node, p string) { ln.XForwarded, _ = l.boolean(v, p) },
+			"routes":      func(v *yaml.Node, p string) { ln.Routes = l.routes(v, p) },
 			"resources":   func(v *yaml.Node, p string) { ln.Resources = l.resources(v, p) },
 		})
 		ln.BindAddresses = append(ln.BindAddresses, bindAddress...)
@@ -1120,6 +1121,12 @@ func (l *loader) checkListeners(c *Config) {
 		if ln.Has("replication") && !ln.loopbackOnly() && c.WorkerReplicationSecret == "" {
 			l.failAt(key, fmt.Sprintf("%s[%d].resources", key, i),
 				"a replication listener off loopback needs worker_replication_secret")
+		}
+		for _, g := range ln.Routes {
+			if !c.servesRoute(ln, g) {
+				l.failAt(key, fmt.Sprintf("%s[%d].routes", key, i),
+					"route %s needs a listener with the %s resource", g, routeResource(g))
+			}
 		}
 		if ln.Has("media") && !c.ServesMedia() {
 			l.failAt(key, fmt.Sprintf("%s[%d].resources", key, i),

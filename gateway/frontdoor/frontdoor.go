@@ -1,119 +1,328 @@
-// Package frontdoor is a reverse proxy that applies Synapse's worker routing rules in
-// front of Ganglion's processes, for operators without an nginx of their own: /sync and
-// its relatives go to the sync workers by user, room pagination goes to one gateway per
-// room, and everything else is balanced round robin over the gateways (Ganglion needs
-// no room affinity for sends: any gateway publishes to the room's shard).
+// Package frontdoor is a reverse proxy that applies Synapse's worker routing rules
+// (Rules) in front of Ganglion's processes, for operators without an nginx of their own,
+// and writes the equivalent nginx configuration (WriteNginx). Which processes take which
+// requests comes from the deployment's configuration files (deployments/config.Routes):
+// /sync by user to the sync workers, the stream writers' endpoints to their writer,
+// inbound federation by origin, and the rest round robin.
+//
+// Upstreams are health-checked (GET /health): one that fails a check, or a connection,
+// leaves the rotation until a check passes again, and an idempotent request that could
+// not reach its upstream is retried on another of its group.
 package frontdoor
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"regexp"
-	"strings"
+	"slices"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/gateway/serve"
-	"github.com/ganglionhq/ganglion/streams"
 )
 
-// Rules from Synapse's worker documentation.
-var (
-	syncPaths = []*regexp.Regexp{
-		regexp.MustCompile(`^/_matrix/client/(r0|v3)/sync$`),
-		regexp.MustCompile(`^/_matrix/client/(api/v1|r0|v3)/events$`),
-		regexp.MustCompile(`^/_matrix/client/(api/v1|r0|v3)/initialSync$`),
-		regexp.MustCompile(`^/_matrix/client/(api/v1|r0|v3)/rooms/[^/]+/initialSync$`),
+// Upstream is one listener of one process.
+type Upstream struct {
+	// Name identifies it in logs and hashing: its instance name, with the port when
+	// the instance has several listeners in the table.
+	Name string
+	URL  *url.URL
+}
+
+// Table says which upstreams take each group's requests. Groups missing from it take
+// their Fallback's (see Complete).
+type Table map[Group][]Upstream
+
+// Complete returns the table with every group that has no upstreams of its own given
+// its fallback's, and an error when no upstream takes the Client group.
+func (t Table) Complete() (Table, error) {
+	if len(t[Client]) == 0 {
+		return nil, errors.New("no listener takes the client group: at least one process needs a listener with the client resource")
 	}
-	// Pagination of one room stays on one process.
-	messagesPath = regexp.MustCompile(`^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/([^/]+)/messages$`)
-)
+	out := Table{}
+	for _, g := range Groups {
+		for at := g; len(out[g]) == 0; {
+			out[g] = t[at]
+			next, ok := Fallback[at]
+			if !ok {
+				break
+			}
+			at = next
+		}
+	}
+	return out, nil
+}
 
-// Router chooses a backend for each request. Gateways must not be empty; without sync
-// workers the gateways serve /sync too, still by user.
-type Router struct {
-	Gateways    []*url.URL
-	SyncWorkers []*url.URL
-	// Limits are those of the server serving Handler: long polls extend its write
+// Options tune a Router; zero values take the defaults.
+type Options struct {
+	// HealthInterval is how often each upstream's /health is checked (500 ms), and
+	// HealthTimeout how long a check may take (1 s): a dead upstream leaves the
+	// rotation within their sum.
+	HealthInterval, HealthTimeout time.Duration
+	// MaxReplayBody is the largest request body kept to retry an idempotent request
+	// on another upstream (1 MiB); larger bodies are not retried.
+	MaxReplayBody int64
+	// Limits are those of the server serving the Router: long polls extend its write
 	// timeout.
 	Limits serve.Limits
 	Log    *zap.Logger
-
-	next atomic.Uint64
 }
 
-// Handler returns the proxy.
-func (rt *Router) Handler() http.Handler {
-	log := rt.Log
-	if log == nil {
-		log = zap.NewNop()
+// Router routes requests to a deployment's upstreams.
+type Router struct {
+	opts     Options
+	groups   map[Group][]*backend
+	backends []*backend
+	proxy    http.Handler
+	longPoll http.Handler
+	next     sync.Map // Group -> *atomic.Uint64, the round robin position
+}
+
+// backend is one upstream and its health, shared by every group it is in.
+type backend struct {
+	Upstream
+	down atomic.Bool
+}
+
+// New returns a Router for table, which Complete fills in.
+func New(table Table, opts Options) (*Router, error) {
+	table, err := table.Complete()
+	if err != nil {
+		return nil, err
 	}
-	proxy := &httputil.ReverseProxy{
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = 500 * time.Millisecond
+	}
+	if opts.HealthTimeout <= 0 {
+		opts.HealthTimeout = time.Second
+	}
+	if opts.MaxReplayBody <= 0 {
+		opts.MaxReplayBody = 1 << 20
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	rt := &Router{opts: opts, groups: map[Group][]*backend{}}
+	byURL := map[string]*backend{}
+	for _, g := range Groups {
+		for _, u := range table[g] {
+			b, ok := byURL[u.URL.String()]
+			if !ok {
+				b = &backend{Upstream: u}
+				byURL[u.URL.String()] = b
+				rt.backends = append(rt.backends, b)
+			}
+			rt.groups[g] = append(rt.groups[g], b)
+		}
+	}
+	rt.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(rt.Pick(pr.In))
+			pr.SetURL(pr.In.Context().Value(attemptKey{}).(*attempt).backend.URL)
 			pr.SetXForwarded()
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if r.Context().Err() != nil {
-				// The client went away (a long poll given up); no backend failed.
-				log.Debug("client cancelled", zap.String("path", r.URL.Path), zap.Error(err))
-				return
-			}
-			log.Warn("backend unreachable", zap.String("path", r.URL.Path), zap.Error(err))
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadGateway)
-			_, _ = w.Write([]byte(`{"errcode":"M_UNKNOWN","error":"the homeserver process for this request is unreachable"}`))
+		ErrorHandler: func(_ http.ResponseWriter, r *http.Request, err error) {
+			// Nothing has been written: the handler decides between a retry and a 502.
+			r.Context().Value(attemptKey{}).(*attempt).err = err
 		},
 	}
-	longPoll := serve.LongPoll(proxy, rt.Limits)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isSyncPath(r.URL.Path) {
-			longPoll.ServeHTTP(w, r)
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	})
+	rt.longPoll = serve.LongPoll(rt.proxy, opts.Limits)
+	return rt, nil
 }
 
-func isSyncPath(path string) bool {
-	for _, re := range syncPaths {
-		if re.MatchString(path) {
-			return true
+type attemptKey struct{}
+
+// attempt is one try of a request on one backend.
+type attempt struct {
+	backend *backend
+	err     error
+}
+
+// Run checks the upstreams' health until ctx ends.
+func (rt *Router) Run(ctx context.Context) {
+	client := &http.Client{Timeout: rt.opts.HealthTimeout}
+	var wg sync.WaitGroup
+	for _, b := range rt.backends {
+		wg.Go(func() {
+			tick := time.NewTicker(rt.opts.HealthInterval)
+			defer tick.Stop()
+			for {
+				rt.check(ctx, client, b)
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// check asks b's /health and records the answer.
+func (rt *Router) check(ctx context.Context, client *http.Client, b *backend) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.URL.JoinPath("/health").String(), nil)
+	if err != nil {
+		return
+	}
+	resp, err := client.Do(req)
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("/health answered %d", resp.StatusCode)
 		}
+	}
+	if err != nil {
+		rt.markDown(b, err)
+		return
+	}
+	if b.down.Swap(false) {
+		rt.opts.Log.Info("upstream back in rotation", zap.String("upstream", b.Name), zap.String("url", b.URL.String()))
+	}
+}
+
+func (rt *Router) markDown(b *backend, err error) {
+	if !b.down.Swap(true) {
+		rt.opts.Log.Warn("upstream out of rotation", zap.String("upstream", b.Name), zap.String("url", b.URL.String()), zap.Error(err))
+	}
+}
+
+// Pick returns the upstream for route, skipping those in tried: the healthy one the key
+// ranks first (rendezvous hashing, so adding one of N upstreams moves only 1/N of the
+// keys, and a dead one's keys spread over the rest), or round robin without a key. When
+// every untried upstream is down it picks among them anyway, since a check may lag.
+func (rt *Router) Pick(route Route, tried []*backend) *backend {
+	var live, all []*backend
+	for _, b := range rt.groups[route.Group] {
+		if slices.Contains(tried, b) {
+			continue
+		}
+		all = append(all, b)
+		if !b.down.Load() {
+			live = append(live, b)
+		}
+	}
+	if len(live) == 0 {
+		live = all
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	if route.Key == "" {
+		n, _ := rt.next.LoadOrStore(route.Group, new(atomic.Uint64))
+		return live[(n.(*atomic.Uint64).Add(1)-1)%uint64(len(live))]
+	}
+	best, bestScore := live[0], uint64(0)
+	for _, b := range live {
+		if s := score(route.Key, b.Name); s > bestScore {
+			best, bestScore = b, s
+		}
+	}
+	return best
+}
+
+// score is the rendezvous weight of key on the upstream named name: FNV-1a of both,
+// finished with SplitMix64's mixer so that similar names spread.
+func score(key, name string) uint64 {
+	h := fnv.New64a()
+	_, _ = io.WriteString(h, key)
+	_, _ = h.Write([]byte{0})
+	_, _ = io.WriteString(h, name)
+	z := h.Sum64()
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// idempotent methods may be sent twice without harm (RFC 9110 §9.2.2; Matrix's PUTs
+// carry a transaction ID for the same reason).
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
 	}
 	return false
 }
 
-// Pick returns the backend for r.
-func (rt *Router) Pick(r *http.Request) *url.URL {
-	path := r.URL.Path
-	if isSyncPath(path) {
-		backends := rt.SyncWorkers
-		if len(backends) == 0 {
-			backends = rt.Gateways
+// ServeHTTP routes r.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	route := Classify(r)
+	if route.Refused {
+		writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized request")
+		return
+	}
+	handler := rt.proxy
+	if route.LongPoll {
+		handler = rt.longPoll
+	}
+	retry := idempotent(r.Method)
+	var body []byte
+	if retry && r.Body != nil && r.Body != http.NoBody {
+		// Keep the body to send again; one too large to keep is sent once.
+		var err error
+		body, err = io.ReadAll(io.LimitReader(r.Body, rt.opts.MaxReplayBody+1))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "M_UNKNOWN", "the request body could not be read")
+			return
 		}
-		return backends[streams.ShardIndex(userKey(r), len(backends))]
+		if int64(len(body)) > rt.opts.MaxReplayBody {
+			retry = false
+			r.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
+			body = nil
+		}
 	}
-	if m := messagesPath.FindStringSubmatch(path); m != nil {
-		return rt.Gateways[streams.ShardIndex(m[2], len(rt.Gateways))]
+	var tried []*backend
+	for {
+		b := rt.Pick(route, tried)
+		if b == nil {
+			if len(tried) == 0 {
+				writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "no process of this deployment serves this request")
+			} else {
+				writeError(w, http.StatusBadGateway, "M_UNKNOWN", "the homeserver process for this request is unreachable")
+			}
+			return
+		}
+		at := &attempt{backend: b}
+		req := r.WithContext(context.WithValue(r.Context(), attemptKey{}, at))
+		if body != nil {
+			req.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		handler.ServeHTTP(w, req)
+		switch {
+		case at.err == nil:
+			return
+		case r.Context().Err() != nil:
+			// The client went away (a long poll given up): no upstream failed.
+			rt.opts.Log.Debug("client cancelled", zap.String("path", r.URL.Path), zap.Error(at.err))
+			return
+		}
+		rt.markDown(b, at.err)
+		tried = append(tried, b)
+		if !retry {
+			writeError(w, http.StatusBadGateway, "M_UNKNOWN", "the homeserver process for this request is unreachable")
+			return
+		}
+		rt.opts.Log.Info("retrying elsewhere", zap.String("path", r.URL.Path), zap.String("upstream", b.Name), zap.Error(at.err))
 	}
-	return rt.Gateways[(rt.next.Add(1)-1)%uint64(len(rt.Gateways))]
 }
 
-// userKey identifies the user of a request from their access token without a lookup:
-// Ganglion's tokens (like Synapse's) are "syt_<base64 localpart>_<random>", so the
-// localpart part keeps every device of a user on one sync worker.
-func userKey(r *http.Request) string {
-	token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if token == "" {
-		token = r.URL.Query().Get("access_token")
-	}
-	if rest, ok := strings.CutPrefix(token, "syt_"); ok {
-		if local, _, ok := strings.Cut(rest, "_"); ok {
-			return local
-		}
-	}
-	return token
+func writeError(w http.ResponseWriter, status int, errcode, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, `{"errcode":%q,"error":%q}`, errcode, msg)
 }

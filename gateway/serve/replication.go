@@ -44,3 +44,16 @@ func Mount(prefix string, h, rest http.Handler) http.Handler {
 		rest.ServeHTTP(w, r)
 	})
 }
+
+// Health answers GET /health with 200 "OK", as every HTTP listener of Synapse does, for
+// load balancers and the front door; the other paths go to h.
+func Health(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = w.Write([]byte("OK"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
