@@ -43,7 +43,10 @@ func TestMultiProcess(t *testing.T) {
 	gw2 := d.launchWorker("gateway2", true)
 	p1 := d.launchWorker(writers[0], false)
 	p2 := d.launchWorker(writers[1], false)
-	sync1 := d.launchWorker("sync1", true)
+	syncPort := freePort(t)
+	syncListener := clientListener(syncPort)
+	syncListener[0]["routes"] = []string{"sync", "initial_sync"}
+	sync1 := d.launchWorkerOn("sync1", syncPort, syncListener)
 	for _, p := range []*process{gw1, gw2, p1, p2, sync1} {
 		p.waitReady()
 	}
@@ -67,9 +70,10 @@ func TestMultiProcess(t *testing.T) {
 		{"bob", bob, at(bob, sync1.url())},
 	}, rooms, 100)
 
-	// The front door routes by Synapse's rules: carol's sends reach either gateway,
-	// her /sync the sync worker, and she sees her conversation with alice whole.
-	front := d.startFrontDoor([]*process{gw1, gw2}, []*process{sync1})
+	// The front door, reading the processes' files, routes by Synapse's rules: carol's
+	// sends reach either gateway, her /sync the sync worker, and she sees her
+	// conversation with alice whole.
+	front := d.startFrontDoor(gw1, gw2, p1, p2, sync1)
 	carol := newUser(ctx, t, front.url(), "carol")
 	room := createRoomWith(ctx, t, alice, "", carol)
 	converse(ctx, t, [2]party{

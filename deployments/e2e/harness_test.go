@@ -256,15 +256,24 @@ func (d *deployment) startMainWith(further []map[string]any) *process {
 // it a client listener.
 func (d *deployment) launchWorker(name string, withClient bool) *process {
 	d.t.Helper()
+	if !withClient {
+		return d.launchWorkerOn(name, 0, nil)
+	}
+	port := freePort(d.t)
+	return d.launchWorkerOn(name, port, clientListener(port))
+}
+
+// launchWorkerOn starts a generic worker with the given worker_listeners, port being
+// its client listener's (0: none).
+func (d *deployment) launchWorkerOn(name string, port int, listeners []map[string]any) *process {
+	d.t.Helper()
 	shared := filepath.Join(d.dir, "shared.yaml")
 	if _, err := os.Stat(shared); err != nil {
 		d.writeYAML("shared.yaml", d.shared)
 	}
 	worker := map[string]any{"worker_app": config.GenericWorker, "worker_name": name}
-	port := 0
-	if withClient {
-		port = freePort(d.t)
-		worker["worker_listeners"] = clientListener(port)
+	if listeners != nil {
+		worker["worker_listeners"] = listeners
 	}
 	return d.start(name, port, shared, d.writeYAML(name+".yaml", worker))
 }
@@ -280,22 +289,32 @@ func singleProcess(t *testing.T) (context.Context, *deployment, *process) {
 	return ctx, d, d.startMain()
 }
 
-// startFrontDoor starts `ganglion frontdoor` in front of the gateways and sync workers.
-func (d *deployment) startFrontDoor(gateways, syncs []*process) *process {
+// startFrontDoor starts `ganglion frontdoor` with the configuration files of procs, the
+// deployment's processes.
+func (d *deployment) startFrontDoor(procs ...*process) *process {
 	d.t.Helper()
 	port := freePort(d.t)
-	args := []string{"frontdoor", "-listen", "127.0.0.1:" + strconv.Itoa(port)}
-	for _, g := range gateways {
-		args = append(args, "-gateway", g.url())
-	}
-	for _, s := range syncs {
-		args = append(args, "-sync", s.url())
-	}
+	args := append([]string{"frontdoor", "-listen", "127.0.0.1:" + strconv.Itoa(port)}, deploymentArgs(procs)...)
 	p := &process{t: d.t, name: "frontdoor", port: port, args: args, dir: d.dir}
 	p.launch()
 	d.t.Cleanup(p.cleanup)
 	p.waitClientReady()
 	return p
+}
+
+// deploymentArgs are the -c groups naming procs' configuration files, as the commands
+// reading a whole deployment take them.
+func deploymentArgs(procs []*process) []string {
+	var args []string
+	for i, p := range procs {
+		if i > 0 {
+			args = append(args, "--")
+		}
+		for _, f := range p.files {
+			args = append(args, "-c", f)
+		}
+	}
+	return args
 }
 
 // process is one running ganglion OS process.

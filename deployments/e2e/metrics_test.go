@@ -22,31 +22,13 @@ func TestMetrics(t *testing.T) {
 	d := newDeployment(t, deploymentOptions{})
 	d.shared["enable_metrics"] = true
 	metricsPort := freePort(t)
-	hs := d.startMainWith([]map[string]any{{"port": metricsPort, "bind_addresses": []string{"127.0.0.1"}, "type": "metrics"}})
+	hs := d.startMainWith([]map[string]any{metricsListener(metricsPort)})
 	alice := newUser(ctx, t, hs.url(), "alice")
 	room := createRoomWith(ctx, t, alice, "private_chat")
 	for i := range 3 {
 		if _, err := sendText(ctx, alice, room, "m"+strconv.Itoa(i), "measured"); err != nil {
 			t.Fatal(err)
 		}
-	}
-	scrape := func() string {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(metricsPort)+"/_synapse/metrics", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return string(body)
-	}
-	count := func(text, pattern string) float64 {
-		m := regexp.MustCompile(`(?m)^` + pattern + ` ([0-9.e+]+)$`).FindStringSubmatch(text)
-		if m == nil {
-			return -1
-		}
-		v, _ := strconv.ParseFloat(m[1], 64)
-		return v
 	}
 	wants := []struct {
 		pattern string
@@ -60,10 +42,10 @@ func TestMetrics(t *testing.T) {
 	}
 	// Projections follow the answers: the metrics are read until they show them.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		text := scrape()
+		text := scrapeMetrics(ctx, t, metricsPort)
 		var short []string
 		for _, c := range wants {
-			if got := count(text, c.pattern); got < c.min {
+			if got := metricValue(text, c.pattern); got < c.min {
 				short = append(short, fmt.Sprintf("%s = %v, want at least %v", c.pattern, got, c.min))
 			}
 		}
@@ -78,4 +60,33 @@ func TestMetrics(t *testing.T) {
 	if status, _, _ := rawRequest(ctx, t, http.MethodGet, hs.url()+"/_synapse/metrics", "", nil); status != http.StatusNotFound {
 		t.Errorf("metrics on the client listener: %d", status)
 	}
+}
+
+// metricsListener is a listener of type metrics on port.
+func metricsListener(port int) map[string]any {
+	return map[string]any{"port": port, "bind_addresses": []string{"127.0.0.1"}, "type": "metrics"}
+}
+
+// scrapeMetrics reads the Prometheus metrics of the metrics listener on port.
+func scrapeMetrics(ctx context.Context, t *testing.T, port int) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+"/_synapse/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// metricValue is the value of the sample whose line matches pattern (a regular
+// expression of the name and labels), or -1 when there is none.
+func metricValue(text, pattern string) float64 {
+	m := regexp.MustCompile(`(?m)^` + pattern + ` ([0-9.e+]+)$`).FindStringSubmatch(text)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
 }
