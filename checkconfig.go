@@ -20,9 +20,10 @@ import (
 
 // loadDeployment loads the configuration of each process of a deployment, given as
 // groups of -c files separated by -- (`-c shared.yaml -- -c shared.yaml -c
-// gateway1.yaml -- ...`), and checks them together. fs holds the command's own flags,
-// which come before the first group's files.
-func loadDeployment(fs *flag.FlagSet, args []string) ([]*config.Config, error) {
+// gateway1.yaml -- ...`). fs holds the command's own flags, which come before the first
+// group's files. The error is a file's; check is the result of checking them together
+// (config.CheckDeployment).
+func loadDeployment(fs *flag.FlagSet, args []string) (procs []*config.Config, check, err error) {
 	groups := [][]string{nil}
 	for _, a := range args {
 		if a == "--" {
@@ -31,25 +32,27 @@ func loadDeployment(fs *flag.FlagSet, args []string) ([]*config.Config, error) {
 		}
 		groups[len(groups)-1] = append(groups[len(groups)-1], a)
 	}
-	var procs []*config.Config
 	for i, group := range groups {
 		if i > 0 {
 			fs = flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
 		}
 		c, err := loadConfig(fs, group)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		procs = append(procs, c)
 	}
-	return procs, config.CheckDeployment(procs)
+	return procs, config.CheckDeployment(procs), nil
 }
 
 // checkConfigCmd checks a deployment's configuration (loadDeployment).
 func checkConfigCmd(args []string) error {
-	procs, err := loadDeployment(flag.NewFlagSet("check-config", flag.ContinueOnError), args)
+	procs, check, err := loadDeployment(flag.NewFlagSet("check-config", flag.ContinueOnError), args)
 	if err != nil {
 		return err
+	}
+	if check != nil {
+		return check
 	}
 	var names []string
 	for _, c := range procs {
@@ -60,10 +63,15 @@ func checkConfigCmd(args []string) error {
 }
 
 // deploymentRoutes loads a deployment (loadDeployment) and returns its routing table.
-func deploymentRoutes(fs *flag.FlagSet, args []string) ([]*config.Config, frontdoor.Table, error) {
-	procs, err := loadDeployment(fs, args)
+// What the deployment's check finds is logged, not refused: a front door may be put in
+// front of part of a deployment.
+func deploymentRoutes(fs *flag.FlagSet, args []string, log *zap.Logger) ([]*config.Config, frontdoor.Table, error) {
+	procs, check, err := loadDeployment(fs, args)
 	if err != nil {
 		return nil, nil, err
+	}
+	if check != nil {
+		log.Warn("the deployment's files do not check as a whole (ganglion check-config)", zap.Error(check))
 	}
 	table, err := config.Routes(procs)
 	return procs, table, err
@@ -74,11 +82,11 @@ func frontDoorCmd(args []string) error {
 	fs := flag.NewFlagSet("frontdoor", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8008", "address to serve on")
 	perIP := fs.Int("max-connections-per-ip", serve.DefaultLimits.MaxConnsPerIP, "open connections one client IP may hold (0: no cap)")
-	_, table, err := deploymentRoutes(fs, args)
+	log := newLogger(zapcore.InfoLevel)
+	_, table, err := deploymentRoutes(fs, args, log)
 	if err != nil {
 		return err
 	}
-	log := newLogger(zapcore.InfoLevel)
 	limits := serve.DefaultLimits
 	limits.MaxConnsPerIP = *perIP
 	rt, err := frontdoor.New(table, frontdoor.Options{Limits: limits, Log: log})
@@ -115,7 +123,7 @@ func generateNginxCmd(args []string) error {
 	fs := flag.NewFlagSet("generate-nginx", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8008", "the address nginx listens on")
 	out := fs.String("o", "", "file to write (default: standard output)")
-	procs, table, err := deploymentRoutes(fs, args)
+	procs, table, err := deploymentRoutes(fs, args, newLogger(zapcore.InfoLevel))
 	if err != nil {
 		return err
 	}
