@@ -28,7 +28,9 @@ func TestCheckDeployment(t *testing.T) {
 	}
 	var procs []*Config
 	procs = append(procs, load())
-	for _, w := range []string{"event_persister1.yaml", "event_persister2.yaml", "gateway1.yaml", "gateway2.yaml", "sync1.yaml"} {
+	for _, w := range []string{"gateway1.yaml", "gateway2.yaml", "sync1.yaml", "sync2.yaml", "event_persister1.yaml",
+		"event_persister2.yaml", "stream_writer1.yaml", "pusher1.yaml", "federation_sender1.yaml", "appservice1.yaml",
+		"background1.yaml", "media1.yaml"} {
 		procs = append(procs, load(filepath.Join(dir, w)))
 	}
 	if err := CheckDeployment(procs); err != nil {
@@ -47,7 +49,7 @@ func TestCheckDeployment(t *testing.T) {
 			`worker_name: instance "gateway1" is also the process of`},
 		{"a process with its own events writers", append(procs[:len(procs):len(procs)], load(forked[0])), forked[0],
 			"stream_writers.events: [event_persister1], where"},
-		{"a writer no process runs", procs[:2], shared, "stream_writers.events: event_persister2 is none of the deployment's processes"},
+		{"a writer no process runs", procs[:6], shared, "stream_writers.events: event_persister2 is none of the deployment's processes"},
 	} {
 		err := CheckDeployment(c.procs)
 		var cerr *Error
