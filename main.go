@@ -605,7 +605,7 @@ func openMediaRepo(cfg *config.Config, log *zap.Logger) (*media.Repo, error) {
 
 // topology is the configured shape of the bus: its namespace and stream bounds.
 func topology(cfg *config.Config) streams.Topology {
-	return streams.Topology{Namespace: cfg.NATS.Namespace, ToDevicePerDevice: cfg.MaxToDevicePerDevice}
+	return streams.Topology{Namespace: cfg.NATS.Namespace, ToDevicePerDevice: cfg.MaxToDevicePerDevice, Replicas: cfg.NATS.Replicas}
 }
 
 // openDatabase creates the configured database when it does not exist yet, then opens

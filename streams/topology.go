@@ -26,7 +26,14 @@ type Topology struct {
 	// transactions one sending device is remembered by); 0 means
 	// DefaultToDevicePerDevice. It shapes the to_device stream, so it lives here.
 	ToDevicePerDevice int64
+	// Replicas is how many servers of a NATS cluster hold each stream (nats.replicas);
+	// 0 means 1, a single server.
+	Replicas int
 }
+
+// replicas is the replica count of every stream (and, by JetStream's default, of every
+// consumer on it).
+func (t Topology) replicas() int { return max(t.Replicas, 1) }
 
 func (t Topology) ns() string {
 	if t.Namespace == "" {
@@ -100,7 +107,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		// of a sequential send's CPU). Age removes intents in bulk instead.
 		Retention: jetstream.LimitsPolicy,
 		Storage:   jetstream.FileStorage,
-		Replicas:  1,
+		Replicas:  t.replicas(),
 		// Intents only matter while a gateway waits for the answer (30 s); after a
 		// writer outage longer than this, clients have long retried with the same
 		// transaction ids, which the writer answers from its stored results.
@@ -113,7 +120,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Subjects:    []string{t.EventsWildcard()},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    1,
+		Replicas:    t.replicas(),
 		Duplicates:  dedupWindow,
 		MaxMsgSize:  8 << 20,
 		AllowDirect: true,
@@ -123,7 +130,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Subjects:    []string{t.ns() + ".dlq.>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    1,
+		Replicas:    t.replicas(),
 	}}
 	for _, spec := range UserStreams {
 		configs = append(configs, t.userStreamConfig(spec))

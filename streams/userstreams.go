@@ -128,7 +128,7 @@ func (t Topology) userStreamConfig(s UserStream) jetstream.StreamConfig {
 		Subjects:          []string{t.UserStreamWildcard(s.Name)},
 		Retention:         jetstream.LimitsPolicy,
 		Storage:           jetstream.FileStorage,
-		Replicas:          1,
+		Replicas:          t.replicas(),
 		MaxAge:            s.MaxAge,
 		Duplicates:        dedupWindow,
 		MaxMsgsPerSubject: s.PerSubject,

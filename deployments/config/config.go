@@ -237,6 +237,10 @@ type NATS struct {
 	// Namespace prefixes every stream and subject ("ganglion" when unset) so
 	// several homeservers, or tests, can share one NATS server.
 	Namespace string
+	// Replicas is how many servers of the NATS cluster hold each stream and
+	// consumer (nats.replicas, Ganglion's own key): 1 by default, 3 for a cluster of
+	// three, which then loses nothing acknowledged when one server fails.
+	Replicas int
 }
 
 // EmbeddedNATS configures the NATS server run inside this process.

@@ -857,6 +857,11 @@ func (l *loader) nats(c *NATS, n *yaml.Node, path string) {
 			}
 			c.Namespace = s
 		},
+		"replicas": func(v *yaml.Node, p string) {
+			if n, ok := l.integer(v, p, 1, 5); ok {
+				c.Replicas = int(n)
+			}
+		},
 		"sync_interval": func(v *yaml.Node, p string) {
 			s, ok := l.str(v, p)
 			if !ok {
@@ -885,6 +890,9 @@ func (l *loader) nats(c *NATS, n *yaml.Node, path string) {
 	case set["embedded"]:
 		emb.SyncInterval, emb.SyncAlways = interval, always
 		c.Embedded = &emb
+		if c.Replicas > 1 {
+			l.fail(join(path, "replicas"), "the embedded server is a single server: replicas needs a cluster's url")
+		}
 	default:
 		l.fail(path, "set url (an external server) or embedded (a server in this process)")
 	}

@@ -108,6 +108,9 @@ type deploymentOptions struct {
 	dsn string
 	// streamWriters are further stream_writers entries (typing, receipts, ...).
 	streamWriters map[string][]string
+	// cluster points the processes at a NATS cluster the test started (its nodes'
+	// URLs), with streams of as many replicas as it has nodes.
+	cluster *natsCluster
 }
 
 // generousRateLimits lift Synapse's default rc_* limits (0.2 messages a second, 3
@@ -154,6 +157,18 @@ func newDeployment(t *testing.T, o deploymentOptions) *deployment {
 		d.natsURL = ns.ClientURL()
 		natsSection["url"] = d.natsURL
 		if d.nc, err = nats.Connect(d.natsURL); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(d.nc.Close)
+		if d.js, err = jetstream.New(d.nc); err != nil {
+			t.Fatal(err)
+		}
+	} else if o.cluster != nil {
+		d.natsURL = o.cluster.urls()
+		natsSection["url"] = d.natsURL
+		natsSection["replicas"] = len(o.cluster.nodes)
+		var err error
+		if d.nc, err = nats.Connect(d.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(d.nc.Close)

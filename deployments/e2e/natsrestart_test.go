@@ -97,9 +97,15 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 		return
 	}
 
-	// Every acknowledged send is in Postgres exactly once, under the id it was
-	// acknowledged with, and nothing else was stored. Sends are answered at their append
-	// and projected a moment later.
+	checkStoredOnce(ctx, t, d, room, acked)
+	t.Logf("%d sends acknowledged, %d of them after NATS came back", len(acked), afterAck.Load())
+}
+
+// checkStoredOnce checks that every acknowledged send (body -> event ID) is in Postgres
+// exactly once, under the ID it was acknowledged with, and that no other message of the
+// room was stored. Sends are answered at their append and projected a moment later.
+func checkStoredOnce(ctx context.Context, t *testing.T, d *deployment, room id.RoomID, acked map[string]id.EventID) {
+	t.Helper()
 	var stored map[string][]id.EventID
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		stored = map[string][]id.EventID{}
@@ -135,5 +141,4 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 			t.Errorf("%q acknowledged as %s, stored as %v", body, ev, got)
 		}
 	}
-	t.Logf("%d sends acknowledged, %d of them after NATS came back", len(acked), afterAck.Load())
 }
