@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -20,10 +22,13 @@ import (
 
 // loadDeployment loads the configuration of each process of a deployment, given as
 // groups of -c files separated by -- (`-c shared.yaml -- -c shared.yaml -c
-// gateway1.yaml -- ...`). fs holds the command's own flags, which come before the first
-// group's files. The error is a file's; check is the result of checking them together
-// (config.CheckDeployment).
+// gateway1.yaml -- ...`), or as the first group and -workers DIR, each *.yaml file of
+// which but the first group's own is a worker's file read after the first group's
+// (Synapse's layout of /etc/matrix-synapse/workers). fs holds the command's own flags, which come before the
+// first group's files. The error is a file's; check is the result of checking them
+// together (config.CheckDeployment).
 func loadDeployment(fs *flag.FlagSet, args []string) (procs []*config.Config, check, err error) {
+	workers := fs.String("workers", "", "a directory whose *.yaml files are each a worker's, read after the first -c files")
 	groups := [][]string{nil}
 	for _, a := range args {
 		if a == "--" {
@@ -32,17 +37,47 @@ func loadDeployment(fs *flag.FlagSet, args []string) (procs []*config.Config, ch
 		}
 		groups[len(groups)-1] = append(groups[len(groups)-1], a)
 	}
-	for i, group := range groups {
+	var files [][]string
+	for i := range groups {
 		if i > 0 {
 			fs = flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
 		}
-		c, err := loadConfig(fs, group)
+		var group fileList
+		fs.Var(&group, "c", "configuration file (repeatable)")
+		if err := fs.Parse(groups[i]); err != nil {
+			return nil, nil, err
+		}
+		if len(group) == 0 {
+			return nil, nil, fmt.Errorf("process %d: at least one -c FILE is required", i+1)
+		}
+		files = append(files, group)
+		if i == 0 && *workers != "" {
+			found, err := filepath.Glob(filepath.Join(*workers, "*.yaml"))
+			if err != nil || len(found) == 0 {
+				return nil, nil, fmt.Errorf("-workers %s: no .yaml files", *workers)
+			}
+			for _, f := range found {
+				if !slices.ContainsFunc(group, func(g string) bool { return sameFile(g, f) }) {
+					files = append(files, append(slices.Clip(group), f))
+				}
+			}
+		}
+	}
+	for _, group := range files {
+		c, err := config.Load(group, newLogger(zapcore.InfoLevel))
 		if err != nil {
 			return nil, nil, err
 		}
 		procs = append(procs, c)
 	}
 	return procs, config.CheckDeployment(procs), nil
+}
+
+// sameFile reports whether two paths name one file.
+func sameFile(a, b string) bool {
+	ia, errA := os.Stat(a)
+	ib, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(ia, ib)
 }
 
 // checkConfigCmd checks a deployment's configuration (loadDeployment).

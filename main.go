@@ -64,15 +64,16 @@ commands:
                              (stop the processes that use an embedded NATS store first)
   dead-letters -c FILE [-c FILE...] [-redeliver SEQ | -redeliver-all]
                              list the messages consumers gave up on, or send them back
-  check-config -c FILE [-c FILE...] [-- -c FILE [-c FILE...]]...
+  check-config -c FILE [-c FILE...] [-- -c FILE [-c FILE...]]... | [-workers DIR]
                              check each process's configuration, then all of them
-                             together (one instance per name, the same stream writers)
+                             together (one instance per name, the same stream writers);
+                             with -workers, each other .yaml file of DIR is a worker's
   streams status -c FILE [-c FILE...]
                              every stream, consumer, position and dead letter of the bus
-  frontdoor [-listen ADDR] -c FILE [-c FILE...] [-- -c FILE [-c FILE...]]...
+  frontdoor [-listen ADDR] [-workers DIR] -c FILE [-c FILE...] [-- -c FILE...]...
                              a reverse proxy routing by Synapse's worker rules to the
                              processes of those files (one group of files per process)
-  generate-nginx [-listen ADDR] [-o FILE] -c FILE [-c FILE...] [-- -c FILE...]...
+  generate-nginx [-listen ADDR] [-o FILE] [-workers DIR] -c FILE [-- -c FILE...]...
                              the nginx configuration that routes as the front door does
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
   register-user -c FILE [-c FILE...] -u NAME -p PASSWORD [-admin] [-url URL]
