@@ -206,8 +206,9 @@ type Runner struct {
 // runner is Runner with defaults applied, so Run never mutates its receiver.
 type runner struct {
 	Runner
-	log *zap.Logger
-	m   *Metrics
+	log  *zap.Logger
+	m    *Metrics
+	prom consumerMetrics
 	// progressEvery is how often messages received and not yet settled are reported
 	// in progress, well within the consumer's AckWait.
 	progressEvery time.Duration
@@ -269,6 +270,7 @@ func (r *Runner) Run(ctx context.Context, h BatchHandler) error {
 		rr.log = zap.NewNop()
 	}
 	rr.log = rr.log.With(zap.String("runner", rr.Name))
+	rr.prom = newConsumerMetrics(rr.Name)
 	if rr.m == nil {
 		rr.m = new(Metrics)
 	}
@@ -465,6 +467,7 @@ func (r *runner) reportProgress(done <-chan struct{}) {
 // nil if it panicked.
 func (r *runner) call(ctx context.Context, h BatchHandler, msgs []jetstream.Msg) (errs []error) {
 	r.m.batches.Add(1)
+	r.prom.batch.Observe(float64(len(msgs)))
 	defer func() {
 		if p := recover(); p != nil {
 			r.m.panics.Add(1)
@@ -495,6 +498,7 @@ func (r *runner) settle(ctx context.Context, m jetstream.Msg, herr error) {
 	r.mu.Unlock()
 	if herr == nil {
 		r.m.processed.Add(1)
+		r.prom.observeProcessed(m)
 		if err := m.Ack(); err != nil {
 			r.log.Debug("ack failed; the message will be redelivered", zap.Error(err))
 		}
@@ -514,6 +518,7 @@ func (r *runner) settle(ctx context.Context, m jetstream.Msg, herr error) {
 	}
 	if !IsPermanent(herr) && metaErr == nil && delivery < r.MaxDeliver {
 		r.m.retried.Add(1)
+		r.prom.retried.Inc()
 		if err := m.NakWithDelay(r.Backoff(delivery)); err != nil {
 			r.log.Debug("nak failed; the message will be redelivered after AckWait", zap.Error(err))
 		}
@@ -536,6 +541,7 @@ func (r *runner) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstrea
 			// Terminating without a stored copy would lose the message, so it
 			// stays on the consumer and comes back after the backoff.
 			r.m.retried.Add(1)
+			r.prom.retried.Inc()
 			r.log.Error("dead-letter publish failed; redelivering instead",
 				append(fields, zap.NamedError("publish_error", err))...)
 			_ = m.NakWithDelay(r.Backoff(delivery))
@@ -544,6 +550,7 @@ func (r *runner) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstrea
 		fields = append(fields, zap.String("dead_letter_subject", r.DeadLetterSubject))
 	}
 	r.m.deadLettered.Add(1)
+	r.prom.deadLettered.Inc()
 	if err := m.TermWithReason("dead-lettered"); err != nil {
 		// Redelivered later, it fails again and its copy is deduplicated by
 		// the message id below.

@@ -165,7 +165,9 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	if err != nil {
 		return nil, err
 	}
-	return c.send(ctx, c.Topology.IntentSubject(ShardOwner(in.RoomID, c.Writers)), in.ID, data)
+	owner := ShardOwner(in.RoomID, c.Writers)
+	intentsSent.WithLabelValues(schemas.StreamEvents, owner).Inc()
+	return c.send(ctx, c.Topology.IntentSubject(owner), in.ID, data)
 }
 
 // Write publishes w to the writer of its key among StreamWriters[w.Stream] and waits
@@ -179,7 +181,9 @@ func (c *IntentClient) Write(ctx context.Context, w *schemas.StreamWrite) (*sche
 	if err != nil {
 		return nil, err
 	}
-	return c.send(ctx, c.Topology.UserStreamIntentSubject(w.Stream, ShardOwner(w.Key, writers)), w.ID, data)
+	owner := ShardOwner(w.Key, writers)
+	intentsSent.WithLabelValues(w.Stream, owner).Inc()
+	return c.send(ctx, c.Topology.UserStreamIntentSubject(w.Stream, owner), w.ID, data)
 }
 
 // send publishes data to subject and waits for the answer to intent id. A publish that

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,7 +16,9 @@ import (
 
 // With enable_metrics, a listener of type metrics serves Prometheus metrics at
 // /_synapse/metrics: the client API's requests by route, as Synapse names them, the
-// event writer's appends and projections, and Go's runtime.
+// event writer's builds, appends and projections, intents by shard, every durable
+// consumer's messages, batches and lag, writers' positions, sync wake-ups, and Go's
+// runtime.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
@@ -38,6 +42,15 @@ func TestMetrics(t *testing.T) {
 		{`synapse_http_server_response_time_seconds_count\{code="200",method="PUT",servlet="/_matrix/client/\*/rooms/\{room\}/send/\{type\}/\{txn\}"\}`, 3},
 		{`ganglion_persister_appended_events_total`, 3 + 5}, // the messages and the room's initial events
 		{`ganglion_persister_project_seconds_count`, 1},
+		{`ganglion_persister_build_seconds_count`, 1},
+		// The intents sent to the room's shard, and the writer's consumer of them.
+		{`ganglion_intents_sent_total\{stream="events",writer="master"\}`, 3 + 1}, // the messages and createRoom
+		{`ganglion_consumer_messages_total\{consumer="persister_master",outcome="processed"\}`, 3 + 1},
+		{`ganglion_consumer_batch_messages_count\{consumer="persister_master"\}`, 1},
+		{`ganglion_consumer_lag_messages\{consumer="persister_master"\}`, 0},
+		{`ganglion_consumer_lag_seconds\{consumer="persister_master"\}`, 0},
+		{`ganglion_stream_position\{stream="events",writer="master"\}`, 3 + 1},
+		{`ganglion_sync_wakeup_seconds_count\{stream="events"\}`, 3 + 1},
 		{`go_goroutines`, 1},
 	}
 	// Projections follow the answers: the metrics are read until they show them.
@@ -54,6 +67,21 @@ func TestMetrics(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("metrics short:\n%s", strings.Join(short, "\n"))
+		}
+	}
+	// Every metric the Grafana dashboard queries is one this process serves.
+	dashboard, err := os.ReadFile(filepath.Join("..", "grafana-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := scrapeMetrics(ctx, t, metricsPort)
+	names := regexp.MustCompile(`\b(?:ganglion|synapse|go)_[a-z0-9_]+`).FindAllString(string(dashboard), -1)
+	if len(names) < 10 {
+		t.Fatalf("the dashboard names %d metrics", len(names))
+	}
+	for _, name := range names {
+		if !regexp.MustCompile(`(?m)^` + name + `[{ ]`).MatchString(text) {
+			t.Errorf("the dashboard queries %s, which the process does not serve", name)
 		}
 	}
 	// The client listener does not serve them.
@@ -83,7 +111,7 @@ func scrapeMetrics(ctx context.Context, t *testing.T, port int) string {
 // metricValue is the value of the sample whose line matches pattern (a regular
 // expression of the name and labels), or -1 when there is none.
 func metricValue(text, pattern string) float64 {
-	m := regexp.MustCompile(`(?m)^` + pattern + ` ([0-9.e+]+)$`).FindStringSubmatch(text)
+	m := regexp.MustCompile(`(?m)^` + pattern + ` ([0-9.eE+-]+)$`).FindStringSubmatch(text)
 	if m == nil {
 		return -1
 	}

@@ -5,9 +5,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-// The event writer's metrics: what it appends, and how long the log's acknowledgement
-// and the projection into Postgres take.
+// The event writer's metrics: what it appends, and how long building the events, the
+// log's acknowledgement and the projection into Postgres take. Its batch sizes are its
+// consumer's (streams' ganglion_consumer_batch_messages).
 var (
+	buildSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ganglion_persister_build_seconds",
+		Help:    "Building and checking the events of one batch of intents.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
 	appendedEvents = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "ganglion_persister_appended_events_total",
 		Help: "Events appended to the events log by this process's writer.",

@@ -25,6 +25,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -109,6 +110,8 @@ type Persister struct {
 	// stored position is never below it unless Postgres lost commits. Recovery sets it
 	// before the projector starts, which then owns it.
 	projected uint64
+	// position shows projected as a metric.
+	position prometheus.Gauge
 }
 
 // faults are the test hooks of the failure paths that real runs reach only by bad luck.
@@ -159,6 +162,7 @@ func New(cfg Config) *Persister {
 		behind:     streams.NewBehind[projection](maxQueuedProjections),
 		recent:     streams.NewRecent[string, persist.IntentResult]((2*maxQueuedProjections + 1) * cfg.MaxBatch),
 		seen:       seen{db: cfg.DB, log: cfg.Log},
+		position:   streams.WriterPosition(schemas.StreamEvents, cfg.Name),
 	}
 }
 
@@ -415,7 +419,9 @@ func (p *Persister) appendAndProject(ctx context.Context, jobs []*job) (retry, d
 	known := p.lookupKnown(ctx, jobs, true)
 	appends, err := p.prepareRooms(ctx, jobs)
 	if err == nil {
-		err = p.buildAll(ctx, appends, time.Now())
+		start := time.Now()
+		err = p.buildAll(ctx, appends, start)
+		buildSeconds.Observe(time.Since(start).Seconds())
 	}
 	results, kerr := known()
 	if err == nil {
@@ -1055,6 +1061,7 @@ func (p *Persister) project(ctx context.Context, writer string, done []persist.B
 		return nil
 	}
 	p.projected = max(p.projected, maxSeq)
+	p.position.Set(float64(p.projected))
 	notice, _ := json.Marshal(schemas.Projected{Writer: p.cfg.Name, Seq: maxSeq})
 	if err := p.cfg.NC.Publish(p.cfg.Topology.ProjectedSubject(), notice); err != nil {
 		// Sync feeds poll stream_positions when a notice goes missing.

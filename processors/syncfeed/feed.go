@@ -21,6 +21,7 @@
 package syncfeed
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,12 +33,23 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/persist"
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
 )
+
+// wakeupSeconds is the sync wake-up latency, by stream: from a message's append to the
+// log to its becoming visible, which wakes the long polls it concerns. It includes the
+// wait for the writer's projection into Postgres.
+var wakeupSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+	Name:    "ganglion_sync_wakeup_seconds",
+	Help:    "From a message's append to the log to the waking of the /sync long polls it concerns.",
+	Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+}, []string{"stream"})
 
 // Defaults of the tunables in Config.
 const (
@@ -90,6 +102,8 @@ type entry struct {
 	keys []string
 	// found is set when polling found the message itself in Postgres.
 	found bool
+	// appended is when the log stored the message.
+	appended time.Time
 	// header and data are kept only for an Observe callback.
 	header nats.Header
 	data   []byte
@@ -111,6 +125,8 @@ type waiter struct {
 type Feed struct {
 	cfg Config
 	log *zap.Logger
+	// wakeup observes each message's time from its append to its waking of long polls.
+	wakeup prometheus.Observer
 
 	// kick wakes the poller when a message starts waiting; space wakes the log reader
 	// when pending drops below MaxPending.
@@ -202,6 +218,7 @@ func New(ctx context.Context, d Config) (*Feed, error) {
 		latest:      map[string]uint64{},
 		byKey:       map[string]map[*waiter]struct{}{},
 		waiters:     map[*waiter]struct{}{},
+		wakeup:      wakeupSeconds.WithLabelValues(cmp.Or(d.Stream, schemas.StreamEvents)),
 	}
 	f.visible.Set(start)
 	if d.Stream != "" {
@@ -436,8 +453,12 @@ func (f *Feed) advanceLocked() {
 	visible := f.pending[:n]
 	f.pos = visible[n-1].seq
 	f.visible.Set(f.pos)
+	now := time.Now()
 	for i := range visible {
 		e := &visible[i]
+		if !e.appended.IsZero() {
+			f.wakeup.Observe(now.Sub(e.appended).Seconds())
+		}
 		if f.cfg.Observe != nil {
 			f.cfg.Observe(e.seq, e.header, e.data)
 			e.header, e.data = nil, nil
@@ -686,6 +707,7 @@ func (f *Feed) follow(ctx context.Context) error {
 			return err
 		}
 		e := f.entryOf(meta.Sequence.Stream, msg.Headers())
+		e.appended = meta.Timestamp
 		if f.cfg.Observe != nil {
 			e.header, e.data = msg.Headers(), msg.Data()
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/ganglionhq/ganglion/persist"
@@ -136,6 +137,8 @@ type Writer struct {
 	log  *zap.Logger
 	// Metrics counts what the writer's consumer did.
 	Metrics streams.Metrics
+	// position is the last projected sequence, as a metric.
+	position prometheus.Gauge
 
 	// mu serialises appends: the handler's and those a stream makes on its own
 	// (expiries), so every Prepare sees every earlier record projected.
@@ -177,7 +180,8 @@ func New(cfg Config) (*Writer, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	w := &Writer{cfg: cfg, name: name, spec: spec, log: cfg.Log.Named("writer").With(zap.String("stream", name))}
+	w := &Writer{cfg: cfg, name: name, spec: spec, log: cfg.Log.Named("writer").With(zap.String("stream", name)),
+		position: streams.WriterPosition(name, cfg.Name)}
 	if p, ok := cfg.Stream.(Pipelined); ok && !spec.Memory {
 		w.behind = streams.NewBehind[[]streams.RawMessage](maxQueuedProjections)
 		// Queued and being projected, plus the batch being appended.
@@ -517,6 +521,7 @@ func (w *Writer) project(ctx context.Context, recs []streams.RawMessage) error {
 		}
 		w.projected = max(w.projected, top)
 	}
+	w.position.Set(float64(top))
 	notice, _ := json.Marshal(schemas.Projected{Writer: w.cfg.Name, Seq: top})
 	if err := w.cfg.NC.Publish(w.cfg.Topology.UserStreamProjectedSubject(w.name), notice); err != nil {
 		w.log.Warn("projected notice not sent", zap.Error(err))
