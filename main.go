@@ -70,6 +70,9 @@ commands:
                              with -workers, each other .yaml file of DIR is a worker's
   streams status -c FILE [-c FILE...]
                              every stream, consumer, position and dead letter of the bus
+  consumer rewind -c FILE [-c FILE...] (-to-seq N | -since TIME) [-yes] NAME
+                             make a running consumer of the events log (pusher_*,
+                             appservice_*, user_directory_*) process it again from there
   frontdoor [-listen ADDR] [-workers DIR] -c FILE [-c FILE...] [-- -c FILE...]...
                              a reverse proxy routing by Synapse's worker rules to the
                              processes of those files (one group of files per process)
@@ -101,6 +104,8 @@ func main() {
 		err = deadLettersCmd(os.Args[2:])
 	case "streams":
 		err = streamsCmd(os.Args[2:])
+	case "consumer":
+		err = consumerCmd(os.Args[2:])
 	case "check-config":
 		err = checkConfigCmd(os.Args[2:])
 	case "frontdoor":
@@ -493,14 +498,14 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	// a transaction.
 	services := pusher.NewOutboundClient(cfg.IPRangeBlacklist, cfg.IPRangeWhitelist, appservice.RequestTimeout)
 	if cfg.UserDirectoryUpdater() == instance {
-		dir, err := userdir.New(userdir.Config{Name: instance, Topology: topo, JS: js, DB: db, Log: log})
+		dir, err := userdir.New(userdir.Config{Name: instance, Topology: topo, JS: js, DB: db, Control: nc, Log: log})
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return dir.Run(ctx) })
 	}
 	if isAppServiceSender {
-		sender := appservice.NewSender(appservice.Config{Services: cfg.AppServices, Topology: topo, JS: js, DB: db,
+		sender := appservice.NewSender(appservice.Config{Services: cfg.AppServices, Topology: topo, JS: js, DB: db, Control: nc,
 			Projection: feed, Client: services, Ephemeral: ephemeral, Log: log})
 		g.Go(func() error { return sender.Run(ctx) })
 	}

@@ -201,6 +201,17 @@ type Runner struct {
 	// Local, when set, brings messages handed over in this process (Waiters.Intake)
 	// beside those of the consumer, into the same batches.
 	Local <-chan jetstream.Msg
+	// Control, when set, lets an operator rewind the consumer while it runs (ganglion
+	// consumer rewind): the runner answers RewindRequests for its consumer on
+	// RewindSubject, and between batches makes the consumer again from the asked
+	// sequence. Only for consumers that a role makes again at every start from its
+	// own stored position (Topology.OpenDownstream): any other consumer would be
+	// made with its usual start policy at the next start, refused for a rewound one.
+	Control       *nats.Conn
+	RewindSubject string
+	// SideEffects says what processing messages again does beyond Ganglion's own
+	// tables ("" for nothing): a rewind asks the operator to confirm it.
+	SideEffects string
 }
 
 // runner is Runner with defaults applied, so Run never mutates its receiver.
@@ -281,6 +292,40 @@ func (r *Runner) Run(ctx context.Context, h BatchHandler) error {
 }
 
 func (r *runner) loop(ctx context.Context, h BatchHandler) error {
+	rewinds, unsubscribe, err := r.serveRewinds(ctx)
+	if err != nil {
+		return err
+	}
+	defer unsubscribe()
+	// However long a batch takes (a slow database, a dependency waited for in place),
+	// JetStream must not redeliver it, or what is buffered behind it, behind the
+	// runner's back.
+	var progress sync.WaitGroup
+	progressDone := make(chan struct{})
+	progress.Go(func() { r.reportProgress(progressDone) })
+	defer func() { close(progressDone); progress.Wait() }()
+	for {
+		req, err := r.session(ctx, h, rewinds)
+		if req == nil {
+			return err
+		}
+		pending, err := r.rewindTo(ctx, req.seq)
+		if err != nil {
+			req.reply(RewindReply{Error: err.Error()})
+			if _, ierr := r.Consumer.Info(ctx); ierr != nil {
+				return fmt.Errorf("streams: runner %q: rewind: %w", r.Name, err)
+			}
+			r.log.Error("rewind failed; the consumer goes on where it was", zap.Error(err))
+			continue
+		}
+		r.logRewind(req.seq, pending)
+		req.reply(RewindReply{SideEffects: r.SideEffects, Pending: pending})
+	}
+}
+
+// session consumes r.Consumer until ctx ends, the consumer is gone, or a rewind is
+// asked for, which it returns after stopping the consumption.
+func (r *runner) session(ctx context.Context, h BatchHandler, rewinds <-chan rewind) (*rewind, error) {
 	// Consume keeps pull requests outstanding, so messages arrive without a round
 	// trip per batch; the loop takes whatever has arrived, up to MaxBatch, as one
 	// batch. Latency stays low when idle and batches grow under load.
@@ -293,14 +338,11 @@ func (r *runner) loop(ctx context.Context, h BatchHandler) error {
 	}
 	buffered := make(chan jetstream.Msg, size)
 	gone := make(chan error, 1)
-	// However long a batch takes (a slow database, a dependency waited for in place),
-	// JetStream must not redeliver it, or what is buffered behind it, behind the
-	// runner's back.
-	var progress sync.WaitGroup
-	progressDone := make(chan struct{})
-	progress.Go(func() { r.reportProgress(progressDone) })
-	defer func() { close(progressDone); progress.Wait() }()
+	var stopped atomic.Bool
 	cc, err := r.Consumer.Consume(func(m jetstream.Msg) {
+		if stopped.Load() {
+			return // a rewind replaces the consumer: what it still delivers is moot
+		}
 		r.track(m)
 		select {
 		case buffered <- m:
@@ -321,7 +363,7 @@ func (r *runner) loop(ctx context.Context, h BatchHandler) error {
 			r.log.Warn("consume error; the client retries", zap.Error(err))
 		}))
 	if err != nil {
-		return fmt.Errorf("streams: runner %q: consume: %w", r.Name, err)
+		return nil, fmt.Errorf("streams: runner %q: consume: %w", r.Name, err)
 	}
 	defer cc.Stop()
 	for {
@@ -337,11 +379,22 @@ func (r *runner) loop(ctx context.Context, h BatchHandler) error {
 				case m := <-r.Local:
 					_ = m.Nak()
 				default:
-					return nil
+					return nil, nil
 				}
 			}
 		case err := <-gone:
-			return fmt.Errorf("streams: runner %q: consumer gone: %w", r.Name, err)
+			return nil, fmt.Errorf("streams: runner %q: consumer gone: %w", r.Name, err)
+		case req := <-rewinds:
+			stopped.Store(true)
+			cc.Stop()
+			for {
+				select {
+				case m := <-buffered:
+					r.untrack(m)
+				default:
+					return &req, nil
+				}
+			}
 		case m := <-buffered:
 			msgs = append(msgs, m)
 		case m := <-r.Local:
@@ -434,6 +487,13 @@ func (r *runner) callIsolated(ctx context.Context, h BatchHandler, msgs []jetstr
 func (r *runner) track(m jetstream.Msg) {
 	r.mu.Lock()
 	r.received[m] = time.Now()
+	r.mu.Unlock()
+}
+
+// untrack forgets a received message that will not be settled.
+func (r *runner) untrack(m jetstream.Msg) {
+	r.mu.Lock()
+	delete(r.received, m)
 	r.mu.Unlock()
 }
 

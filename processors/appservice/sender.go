@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
@@ -47,7 +48,9 @@ type Config struct {
 	// Ephemeral queues the ephemeral events of the services that asked for them; nil
 	// sends none.
 	Ephemeral *Ephemeral
-	Log       *zap.Logger
+	// Control, when set, takes operators' rewinds of the services' consumers.
+	Control *nats.Conn
+	Log     *zap.Logger
 	// Sleep waits between attempts; nil is a timer.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
@@ -141,6 +144,9 @@ func (s *Sender) runService(ctx context.Context, svc *Service) error {
 		MaxBatch:          maxTxnEvents,
 		MaxDeliver:        5,
 		Log:               w.log,
+		Control:           s.cfg.Control,
+		RewindSubject:     t.RewindSubject(),
+		SideEffects:       "transactions of these events to the application service " + svc.ID,
 	}
 	if q := s.cfg.Ephemeral.queue(svc.ID); q != nil {
 		ctx, cancel := context.WithCancel(ctx)

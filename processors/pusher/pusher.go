@@ -198,6 +198,9 @@ func (p *Pusher) Run(ctx context.Context) error {
 		MaxBatch:          p.cfg.MaxBatch,
 		MaxDeliver:        5,
 		Log:               p.log,
+		Control:           p.cfg.NC,
+		RewindSubject:     t.RewindSubject(),
+		SideEffects:       "push notifications for any of these events not notified before",
 	}
 	return runner.Run(ctx, p.handle)
 }

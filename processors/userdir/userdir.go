@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/tidwall/gjson"
 	"go.uber.org/zap"
@@ -25,7 +26,9 @@ type Config struct {
 	Topology streams.Topology
 	JS       jetstream.JetStream
 	DB       *persist.DB
-	Log      *zap.Logger
+	// Control, when set, takes operators' rewinds of the directory's consumer.
+	Control *nats.Conn
+	Log     *zap.Logger
 	// MaxBatch bounds the log messages applied in one transaction (64 when 0).
 	MaxBatch int
 }
@@ -80,6 +83,8 @@ func (d *Directory) Run(ctx context.Context) error {
 		MaxBatch:          d.cfg.MaxBatch,
 		MaxDeliver:        5,
 		Log:               d.log,
+		Control:           d.cfg.Control,
+		RewindSubject:     d.cfg.Topology.RewindSubject(),
 	}
 	return runner.Run(ctx, d.handle)
 }
