@@ -4,6 +4,9 @@
 # (started when they are not running), the thirteen Ganglion processes, and the front
 # door on 127.0.0.1:8008, where the single-process quick start listens too. Logs and
 # pid files go to data/cluster. Run through `go tool task cluster` / `cluster-down`.
+#
+# GANGLION_EXTRA_CONFIG names further configuration files (space-separated) that every
+# process reads after its own, e.g. deployments/bench.yaml for load tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +17,9 @@ WORKERS="gateway1 gateway2 sync1 sync2 event_persister1 event_persister2 stream_
          pusher1 federation_sender1 appservice1 background1 media1"
 
 say() { echo "cluster: $*"; }
+
+EXTRA=()
+for f in ${GANGLION_EXTRA_CONFIG:-}; do EXTRA+=(-c "$f"); done
 
 # wait_until NAME SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds.
 wait_until() {
@@ -54,19 +60,19 @@ up() {
 	go build -o bin/ganglion .
 	go build -o bin/nats-server github.com/nats-io/nats-server/v2
 	test -f data/localhost.signing.key || bin/ganglion generate-keys -o data/localhost.signing.key
-	bin/ganglion check-config -c "$W/shared.yaml" -workers "$W"
+	bin/ganglion check-config -c "$W/shared.yaml" "${EXTRA[@]}" -workers "$W"
 
 	for n in 1 2 3; do start "nats-n$n" bin/nats-server -c "deployments/nats-cluster/n$n.conf"; done
 	for n in 1 2 3; do wait_until "nats node n$n" 30 curl -sf "http://127.0.0.1:822$n/healthz"; done
 	say "NATS cluster up (127.0.0.1:4241-4243)"
 
-	start main bin/ganglion run -c "$W/shared.yaml"
+	start main bin/ganglion run -c "$W/shared.yaml" "${EXTRA[@]}"
 	wait_until main 60 curl -sf http://127.0.0.1:8080/health
-	for w in $WORKERS; do start "$w" bin/ganglion run -c "$W/shared.yaml" -c "$W/$w.yaml"; done
+	for w in $WORKERS; do start "$w" bin/ganglion run -c "$W/shared.yaml" -c "$W/$w.yaml" "${EXTRA[@]}"; done
 	for w in $WORKERS; do wait_until "$w" 60 grep -q '"process started"' "$LOGS/$w.log"; done
 	say "13 processes up"
 
-	start frontdoor bin/ganglion frontdoor -listen 127.0.0.1:8008 -c "$W/shared.yaml" -workers "$W"
+	start frontdoor bin/ganglion frontdoor -listen 127.0.0.1:8008 -c "$W/shared.yaml" "${EXTRA[@]}" -workers "$W"
 	wait_until "the front door" 30 curl -sf http://127.0.0.1:8008/_matrix/client/versions
 	say "front door on http://127.0.0.1:8008; logs in $LOGS; stop with: go tool task cluster-down"
 }

@@ -145,6 +145,9 @@ func TestUserDirectoryWorker(t *testing.T) {
 	if _, err := carol.JoinRoomByID(ctx, public); err != nil {
 		t.Fatal(err)
 	}
+	// The directory follows the log: the results compared below are taken once it has
+	// carol's join, which lets bob find her.
+	waitDirectory(ctx, t, bob, "carol", carol.UserID)
 	if data, err := os.ReadFile(filepath.Join(d.dir, "main.1.log")); err != nil || strings.Contains(string(data), "user directory started") {
 		t.Errorf("the main process keeps a user directory too (%v)", err)
 	}
