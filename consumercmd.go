@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ganglionhq/ganglion/deployments/config"
 	"github.com/ganglionhq/ganglion/streams"
 )
 
@@ -40,24 +41,11 @@ func consumerCmd(args []string) error {
 			return err
 		}
 	}
-	// The consumer's process answers over the deployment's NATS, which must be reached,
-	// not started: an embedded server is reached on its port.
-	url := cfg.NATS.URL
-	if e := cfg.NATS.Embedded; e != nil {
-		if e.Port <= 0 {
-			return errors.New("a rewind asks the running process over NATS: with the embedded server, set nats.embedded.port so it can be reached")
-		}
-		url = "nats://127.0.0.1:" + strconv.Itoa(e.Port)
-	}
-	nc, err := nats.Connect(url, nats.Name("ganglion-consumer-rewind"))
-	if err != nil {
-		return fmt.Errorf("nats: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := dialRunningBus(cfg, "consumer-rewind")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	t := topology(cfg)
@@ -91,4 +79,26 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("-since %q: want an RFC 3339 time (2026-12-03T15:00:00Z) or a duration ago (90m)", s)
 	}
 	return t, nil
+}
+
+// dialRunningBus connects to the NATS of a running deployment, which commands that talk
+// to its processes must reach, not start: an embedded server is reached on its port.
+func dialRunningBus(cfg *config.Config, command string) (*nats.Conn, jetstream.JetStream, error) {
+	url := cfg.NATS.URL
+	if e := cfg.NATS.Embedded; e != nil {
+		if e.Port <= 0 {
+			return nil, nil, errors.New("this command talks to the running processes over NATS: with the embedded server, set nats.embedded.port so it can be reached")
+		}
+		url = "nats://127.0.0.1:" + strconv.Itoa(e.Port)
+	}
+	nc, err := nats.Connect(url, nats.Name("ganglion-"+command))
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }

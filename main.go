@@ -73,6 +73,10 @@ commands:
   consumer rewind -c FILE [-c FILE...] (-to-seq N | -since TIME) [-yes] NAME
                              make a running consumer of the events log (pusher_*,
                              appservice_*, user_directory_*) process it again from there
+  persisters show|apply -c FILE [-c FILE...]
+                             show the live list of event writers, or make the
+                             configuration's stream_writers.events live while every
+                             process runs (then wait for the writers taken out to drain)
   frontdoor [-listen ADDR] [-workers DIR] -c FILE [-c FILE...] [-- -c FILE...]...
                              a reverse proxy routing by Synapse's worker rules to the
                              processes of those files (one group of files per process)
@@ -106,6 +110,8 @@ func main() {
 		err = streamsCmd(os.Args[2:])
 	case "consumer":
 		err = consumerCmd(os.Args[2:])
+	case "persisters":
+		err = persistersCmd(os.Args[2:])
 	case "check-config":
 		err = checkConfigCmd(os.Args[2:])
 	case "frontdoor":
@@ -366,11 +372,17 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	if err := topo.Ensure(ctx, js); err != nil {
 		return err
 	}
+	// Rooms are sharded over the live list of event writers, which an operator changes
+	// while every process runs (ganglion persisters apply).
+	shards, err := streams.OpenShardMap(ctx, js, topo, cfg.EventWriters(), log)
+	if err != nil {
+		return err
+	}
 	info, err := topo.EventsInfo(ctx, js)
 	if err != nil {
 		return err
 	}
-	if err := db.CheckLog(ctx, info.Config.Name, info.Created, info.State.LastSeq); err != nil {
+	if err := db.CheckLog(ctx, info.Config.Name, info.Created, topo.EventsLastSeq(js)); err != nil {
 		return err
 	}
 
@@ -408,7 +420,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		p := persister.New(persister.Config{
 			Name: instance, ServerName: spec.ServerName(cfg.ServerName),
 			KeyID: gomatrixserverlib.KeyID(keyID), Key: key,
-			Topology: topo, JS: js, NC: nc, DB: db, Waiters: waiters, Replication: sink, Log: log,
+			Topology: topo, JS: js, NC: nc, DB: db, Waiters: waiters, Shards: shards, Replication: sink, Log: log,
 		})
 		g.Go(func() error { return p.Run(ctx) })
 	}
@@ -460,7 +472,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		ephemeral = appservice.NewEphemeral(cfg.AppServices)
 	}
 	if len(listeners) > 0 || isPusher || isAppServiceSender {
-		feed, err = syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: cfg.EventWriters()})
+		feed, err = syncfeed.New(ctx, syncfeed.Config{JS: js, NC: nc, Topology: topo, DB: db, Log: log, Writers: shards.Writers()})
 		if err != nil {
 			return err
 		}
@@ -483,7 +495,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			streamFeeds[name] = f
 		}
 	}
-	intents := &streams.IntentClient{Topology: topo, JS: js, NC: nc, Writers: cfg.EventWriters(),
+	intents := &streams.IntentClient{Topology: topo, JS: js, NC: nc, Shards: shards,
 		StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log}
 	if isPusher {
 		p, err := pusher.New(pusher.Config{Name: instance, Instances: cfg.Pushers(), ServerName: cfg.ServerName, Topology: topo,

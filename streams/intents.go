@@ -100,14 +100,18 @@ func (w *Waiters) Deliver(id string, res *schemas.IntentResult) bool {
 	return len(list) > 0
 }
 
+// Shards is the list of event writers rooms are sharded over (ShardMap, StaticShards).
+type Shards interface{ Writers() []string }
+
 // IntentClient publishes intents to the shard subject of their room and waits for the
 // answer. It implements the gateway's IntentSubmitter.
 type IntentClient struct {
 	Topology Topology
 	JS       jetstream.JetStream
 	NC       *nats.Conn
-	// Writers is stream_writers.events in configuration order.
-	Writers []string
+	// Shards gives the event writers in sharding order: the live ShardMap, or
+	// StaticShards.
+	Shards Shards
 	// StreamWriters are the writers of each per-user stream, in configuration order.
 	StreamWriters map[string][]string
 	Waiters       *Waiters
@@ -165,7 +169,7 @@ func (c *IntentClient) Submit(ctx context.Context, in *schemas.Intent) (*schemas
 	if err != nil {
 		return nil, err
 	}
-	owner := ShardOwner(in.RoomID, c.Writers)
+	owner := ShardOwner(in.RoomID, c.Shards.Writers())
 	intentsSent.WithLabelValues(schemas.StreamEvents, owner).Inc()
 	return c.send(ctx, c.Topology.IntentSubject(owner), in.ID, data)
 }

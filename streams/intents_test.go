@@ -26,7 +26,7 @@ func TestReplyReachesLocalAndRemoteWaiters(t *testing.T) {
 	writerProcess := &streams.Waiters{} // the writer's process, where a gateway waits too
 	local, stopLocal := writerProcess.Register("intent-1")
 	defer stopLocal()
-	other := &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC, Writers: []string{"master"},
+	other := &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC, Shards: streams.StaticShards{"master"},
 		Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(t)}
 	answered := make(chan error, 1)
 	go func() {
@@ -74,7 +74,7 @@ func TestReplyReachesLocalAndRemoteWaiters(t *testing.T) {
 func TestSubmitRefusesAnIntentTheBusCannotCarry(t *testing.T) {
 	t.Parallel()
 	env := natstest.Start(t)
-	ic := &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC, Writers: []string{"w1"},
+	ic := &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC, Shards: streams.StaticShards{"w1"},
 		Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(t)}
 	content := []byte(`{"body":"` + strings.Repeat("<", int(env.NC.MaxPayload())) + `"}`)
 	_, err := ic.Submit(context.Background(), &schemas.Intent{V: schemas.IntentVersion, Kind: schemas.KindClientEvent,

@@ -26,7 +26,7 @@ func TestIntentHandedOverInProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	waiters := &streams.Waiters{}
-	ic := &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC, Writers: []string{"master"},
+	ic := &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC, Shards: streams.StaticShards{"master"},
 		Waiters: waiters, Log: zaptest.NewLogger(t)}
 	stream, err := env.JS.Stream(ctx, env.Topology.IntentsStream())
 	if err != nil {

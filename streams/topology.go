@@ -77,6 +77,17 @@ func (t Topology) EventsInfo(ctx context.Context, js jetstream.JetStream) (*jets
 	return stream.Info(ctx)
 }
 
+// EventsLastSeq returns a function reading the events log's last sequence now.
+func (t Topology) EventsLastSeq(js jetstream.JetStream) func(context.Context) (uint64, error) {
+	return func(ctx context.Context) (uint64, error) {
+		info, err := t.EventsInfo(ctx, js)
+		if err != nil {
+			return 0, err
+		}
+		return info.State.LastSeq, nil
+	}
+}
+
 // EventsWildcard matches every room's log subject.
 func (t Topology) EventsWildcard() string { return t.ns() + ".events.>" }
 

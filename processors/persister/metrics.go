@@ -14,6 +14,10 @@ var (
 		Help:    "Building and checking the events of one batch of intents.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
+	handedOn = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "ganglion_persister_handed_on_intents_total",
+		Help: "Intents handed on to another writer, which owns their room since the live list of writers changed.",
+	})
 	appendedEvents = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "ganglion_persister_appended_events_total",
 		Help: "Events appended to the events log by this process's writer.",

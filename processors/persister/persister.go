@@ -55,6 +55,9 @@ type Config struct {
 	DB         *persist.DB
 	// Waiters lets answers to gateways of this process skip the network.
 	Waiters     *streams.Waiters
+	// Shards, when set, is the live list of event writers: an intent for a room this
+	// writer no longer owns is handed on to the room's owner instead of handled.
+	Shards streams.Shards
 	Replication ReplicationSink
 	Log         *zap.Logger
 	// MaxBatch bounds the intents handled per loop (default 512).
@@ -269,6 +272,7 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		}
 		jobs = append(jobs, &job{msgIndex: i, in: in, replyTo: m.Headers().Get(streams.ReplyHeader)})
 	}
+	jobs = p.handOn(ctx, msgs, jobs, errs)
 	defer func() {
 		if r := recover(); r != nil {
 			// Building may have applied events to cached rooms that were never appended,
@@ -290,7 +294,8 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		if len(retry) > 0 {
 			attempts++
 		}
-		pending = append(retry, deferred...)
+		// A room found behind the log may have moved to another writer meanwhile.
+		pending = p.handOn(ctx, msgs, append(retry, deferred...), errs)
 	}
 	var pe *panicError
 	switch {
@@ -317,6 +322,37 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		p.reply(d.job)
 	}
 	return errs
+}
+
+// handOn publishes the intents of jobs whose room another writer owns now (the live
+// shard map changed) to that writer, records the outcome in errs, and returns the jobs
+// this writer keeps. The room's log takes appends from one writer at a time anyway (each
+// append expects the room's last sequence), so a copy handled here and there cannot
+// fork it.
+func (p *Persister) handOn(ctx context.Context, msgs []jetstream.Msg, jobs []*job, errs []error) []*job {
+	if p.cfg.Shards == nil {
+		return jobs
+	}
+	writers := p.cfg.Shards.Writers()
+	kept := jobs[:0]
+	for _, j := range jobs {
+		owner := streams.ShardOwner(j.in.RoomID, writers)
+		if owner == p.cfg.Name {
+			kept = append(kept, j)
+			continue
+		}
+		m := msgs[j.msgIndex]
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := p.cfg.JS.PublishMsg(pctx, &nats.Msg{Subject: p.cfg.Topology.IntentSubject(owner), Header: m.Headers(), Data: m.Data()})
+		cancel()
+		if err != nil {
+			errs[j.msgIndex] = streams.Unavailable(fmt.Errorf("hand on to %s: %w", owner, err))
+			continue
+		}
+		handedOn.Inc()
+		p.cfg.Log.Debug("intent handed on to the room's writer", zap.String("room_id", j.in.RoomID), zap.String("writer", owner))
+	}
+	return kept
 }
 
 // resolve catches up the rooms whose last append had an unknown outcome; until it

@@ -70,7 +70,7 @@ func (c *cluster) writer(name string, delay time.Duration, tune ...func(*Config)
 		}
 	})
 	return &streams.IntentClient{Topology: c.env.Topology, JS: c.env.JS, NC: c.env.NC,
-		Writers: []string{name}, Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(c.t)}
+		Shards: streams.StaticShards{name}, Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(c.t)}
 }
 
 // settled waits until every writer projected what it answered: answers come at the

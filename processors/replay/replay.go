@@ -40,7 +40,7 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 		return st, err
 	}
 	// A fresh database records this log; one of another log is refused, not mixed.
-	if err := db.CheckLog(ctx, info.Config.Name, info.Created, info.State.LastSeq); err != nil {
+	if err := db.CheckLog(ctx, info.Config.Name, info.Created, topo.EventsLastSeq(js)); err != nil {
 		return st, err
 	}
 	// Rows first, on nobody's behalf; positions once every writer's messages up to them

@@ -38,7 +38,7 @@ func TestReplayRebuildsTheProjections(t *testing.T) {
 		go func() { defer close(done); _ = p.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
 		clients[name] = &streams.IntentClient{Topology: env.Topology, JS: env.JS, NC: env.NC,
-			Writers: []string{name}, Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(t)}
+			Shards: streams.StaticShards{name}, Waiters: &streams.Waiters{}, Log: zaptest.NewLogger(t)}
 	}
 	n := 0
 	submit := func(w, room string, in schemas.Intent) []string {
