@@ -54,10 +54,10 @@ type Config struct {
 	NC         *nats.Conn
 	DB         *persist.DB
 	// Waiters lets answers to gateways of this process skip the network.
-	Waiters     *streams.Waiters
+	Waiters *streams.Waiters
 	// Shards, when set, is the live list of event writers: an intent for a room this
 	// writer no longer owns is handed on to the room's owner instead of handled.
-	Shards streams.Shards
+	Shards      streams.Shards
 	Replication ReplicationSink
 	Log         *zap.Logger
 	// MaxBatch bounds the intents handled per loop (default 512).
