@@ -59,9 +59,11 @@ commands:
   generate-config [-server-name NAME] [-data-dir DIR] [-o FILE]
                              write a single-process configuration
   generate-keys -o FILE      write a new ed25519 signing key (Synapse's format)
-  replay -c FILE [-c FILE...]
+  replay -c FILE [-c FILE...] [-into DSN [-verify]]
                              rebuild the Postgres projections from the events log
-                             (stop the processes that use an embedded NATS store first)
+                             (stop the processes that use an embedded NATS store first);
+                             -into rebuilds another database while the configured one
+                             serves, -verify compares them table by table, room by room
   dead-letters -c FILE [-c FILE...] [-redeliver SEQ | -redeliver-all]
                              list the messages consumers gave up on, or send them back
   check-config -c FILE [-c FILE...] [-- -c FILE [-c FILE...]]... | [-workers DIR]
@@ -211,36 +213,134 @@ func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 	return config.Load(files, newLogger(zapcore.InfoLevel))
 }
 
-// replayCmd rebuilds the projections of the configured database from the events log.
+// replayCmd rebuilds the projections of the configured database from the events log,
+// or, with -into, of another database while the configured one serves; -verify then
+// compares the two, table by table and room by room.
 func replayCmd(args []string) error {
-	bus, err := openBusCommand(flag.NewFlagSet("replay", flag.ContinueOnError), args)
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	into := fs.String("into", "", "rebuild into this database (a postgres:// URL, made when missing) instead of the configured one, which keeps serving")
+	verify := fs.Bool("verify", false, "with -into: compare the rebuilt database with the configured one, catching up until they are equal")
+	bus, err := openBusCommand(fs, args)
 	if err != nil {
 		return err
 	}
 	defer bus.close()
 	ctx, cfg, js, log := bus.ctx, bus.cfg, bus.js, bus.log
-	db, err := openDatabase(ctx, cfg, log)
+	if *verify && *into == "" {
+		return errors.New("-verify compares a rebuilt database with the configured one: give it with -into")
+	}
+	dsn := cfg.Database.DSN()
+	if *into != "" {
+		dsn = *into
+	}
+	if err := persist.EnsureDatabase(ctx, dsn, log); err != nil {
+		return err
+	}
+	db, err := persist.Open(ctx, dsn, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	st, err := replay.Run(ctx, js, topology(cfg), db, log)
+	if err := rebuild(ctx, cfg, js, db, log, true); err != nil {
+		return err
+	}
+	if !*verify {
+		if *into != "" {
+			fmt.Printf("rebuilt %s; `ganglion replay -into ... -verify` compares it with the configured database\n", *into)
+		}
+		return nil
+	}
+	live, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("replayed %d log messages, %d events; positions %v\n", st.Messages, st.Events, st.Positions)
+	defer live.Close()
+	return verifyRebuild(ctx, cfg, js, live, db, *into, log)
+}
+
+// rebuild projects the logs into db: the events log (with a progress line when shown),
+// the per-user streams, then the pushers' and the user directory's projections.
+func rebuild(ctx context.Context, cfg *config.Config, js jetstream.JetStream, db *persist.DB, log *zap.Logger, show bool) error {
+	start := time.Now()
+	var progress func(replay.Progress)
+	if show {
+		progress = func(p replay.Progress) {
+			secs := max(time.Since(start).Seconds(), 0.001)
+			fmt.Fprintf(os.Stderr, "\rreplaying: %d of %d log messages (%.0f%%), %d events, %.0f events/s   ",
+				p.Messages, p.Total, 100*float64(p.Messages)/float64(max(p.Total, 1)), p.Events, float64(p.Events)/secs)
+		}
+	}
+	st, err := replay.RunWithProgress(ctx, js, topology(cfg), db, log, progress)
+	if show {
+		fmt.Fprintln(os.Stderr)
+	}
+	if err != nil {
+		return err
+	}
+	if show {
+		fmt.Printf("replayed %d log messages, %d events in %s (%.0f events/s); positions %v\n", st.Messages, st.Events,
+			time.Since(start).Round(time.Millisecond), float64(st.Events)/max(time.Since(start).Seconds(), 0.001), st.Positions)
+	}
 	n, err := pusher.Rebuild(ctx, js, topology(cfg), db, cfg.ServerName, cfg.Pushers())
 	if err != nil {
 		return err
 	}
-	fmt.Printf("evaluated push rules again: %d notifications\n", n)
+	if show {
+		fmt.Printf("evaluated push rules again: %d notifications\n", n)
+	}
 	if updater := cfg.UserDirectoryUpdater(); updater != "" {
 		if err := userdir.Rebuild(ctx, js, topology(cfg), db, updater); err != nil {
 			return err
 		}
-		fmt.Println("rebuilt the user directory")
+		if show {
+			fmt.Println("rebuilt the user directory")
+		}
 	}
 	return nil
+}
+
+// verifyRebuild compares the rebuilt database with the live one. The live one moves on
+// while it serves, so the rebuilt one catches up from the logs before each comparison,
+// a few times, until they are equal; what still differs then is in rooms that kept
+// changing, to verify again at a quiet moment.
+func verifyRebuild(ctx context.Context, cfg *config.Config, js jetstream.JetStream, live, rebuilt *persist.DB, into string, log *zap.Logger) error {
+	const rounds = 5
+	var diffs []persist.Difference
+	for round := 1; round <= rounds; round++ {
+		if round > 1 {
+			time.Sleep(time.Second)
+			if err := rebuild(ctx, cfg, js, rebuilt, log, false); err != nil {
+				return err
+			}
+		}
+		want, err := live.Digests(ctx)
+		if err != nil {
+			return err
+		}
+		got, err := rebuilt.Digests(ctx)
+		if err != nil {
+			return err
+		}
+		if diffs = persist.CompareDigests(want, got); len(diffs) == 0 {
+			var rows, rooms int64
+			for _, d := range want {
+				rows += d.Rows
+				rooms += int64(len(d.Rooms))
+			}
+			fmt.Printf("verified: %d tables, %d rows, %d room checksums equal to the configured database\n", len(want), rows, rooms)
+			fmt.Printf("to switch over: set database to %s in every process's configuration and restart them one by one\n", into)
+			return nil
+		}
+		fmt.Printf("round %d: %d differences (the configured database serves meanwhile); catching up\n", round, len(diffs))
+	}
+	for i, d := range diffs {
+		if i == 20 {
+			fmt.Printf("... and %d more\n", len(diffs)-20)
+			break
+		}
+		fmt.Printf("  %s %s: %s\n", d.Table, d.Room, d.What)
+	}
+	return fmt.Errorf("%d differences after %d rounds: verify again at a quiet moment (with the event writers stopped, nothing moves)", len(diffs), rounds)
 }
 
 // busCommand is what an operator's command on the bus holds: its configuration, a

@@ -17,24 +17,9 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
+
+	"github.com/ganglionhq/ganglion/persist"
 )
-
-// Tables the replay comparison leaves out, with the reason. Every other table of the
-// schema is compared, so a table added later is covered without touching this test;
-// its data only has to be added to the setup (an empty table fails the test, since it
-// would prove nothing).
-var notReplayed = map[string]string{
-	"schema_migrations": "the migrator's bookkeeping: applied_at is when this database's schema was made",
-	"uia_sessions":      "user-interactive auth sessions last minutes, are not user data and are in no log",
-	"pusher_delivery":   "how far push gateways were sent to: bookkeeping, and a replay sets every pusher at the log's end",
-	"appservice_txns":   "transactions sent to application services: bookkeeping; after a replay a service starts at the log's end with transaction IDs from the clock, above every earlier one",
-}
-
-// Columns the comparison leaves out: written straight to Postgres, and not user data.
-var notReplayedColumns = map[string]string{
-	"devices.last_seen":    "bumped by token lookups (at most once a minute), not by the log",
-	"devices.last_seen_ip": "set by token lookups with last_seen, not by the log",
-}
 
 // TestReplayRebuildsEveryTable is DESIGN invariant 4 with real processes: users
 // register and log in devices (one with a refresh token), upload and delete media,
@@ -314,7 +299,7 @@ func TestReplayRebuildsEveryTable(t *testing.T) {
 		want, got := original[table], rebuilt[table]
 		switch {
 		case len(want) == 0:
-			t.Errorf("table %s is empty: add its data to this test's setup, or say in notReplayed why it is not rebuilt", table)
+			t.Errorf("table %s is empty: add its data to this test's setup, or say in persist.NotRebuilt why it is not rebuilt", table)
 		case !slices.Equal(want, got):
 			t.Errorf("table %s differs after replay\noriginal (%d rows):\n  %s\nrebuilt (%d rows):\n  %s",
 				table, len(want), strings.Join(want, "\n  "), len(got), strings.Join(got, "\n  "))
@@ -397,7 +382,7 @@ func dumpTables(ctx context.Context, t *testing.T, dsn string) map[string][]stri
 	}
 	out := map[string][]string{}
 	for _, table := range tables {
-		if _, skip := notReplayed[table]; skip {
+		if _, skip := persist.NotRebuilt[table]; skip {
 			continue
 		}
 		rows, err := conn.Query(ctx, "SELECT * FROM "+pgx.Identifier{table}.Sanitize())
@@ -414,7 +399,7 @@ func dumpTables(ctx context.Context, t *testing.T, dsn string) map[string][]stri
 			var cols []string
 			for i, v := range vals {
 				name := fields[i].Name
-				if _, skip := notReplayedColumns[table+"."+name]; !skip {
+				if _, skip := persist.NotRebuiltColumns[table+"."+name]; !skip {
 					cols = append(cols, fmt.Sprintf("%s=%v", name, v))
 				}
 			}

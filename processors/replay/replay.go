@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -32,8 +33,20 @@ type Stats struct {
 	Positions map[string]uint64
 }
 
+// Progress is how far a replay is: log messages and events projected, of the log's
+// messages when it started.
+type Progress struct {
+	Messages, Events, Total uint64
+}
+
 // Run projects every message of the log into db and records each writer's position.
 func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger) (Stats, error) {
+	return RunWithProgress(ctx, js, topo, db, log, nil)
+}
+
+// RunWithProgress is Run, calling progress (when not nil) about once a second as chunks
+// are projected, and once at the end of the events log.
+func RunWithProgress(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger, progress func(Progress)) (Stats, error) {
 	st := Stats{Positions: map[string]uint64{}}
 	info, err := topo.EventsInfo(ctx, js)
 	if err != nil {
@@ -56,7 +69,12 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 	var copying atomic.Bool
 	copying.Store(empty)
 	decoded := make(chan []schemas.LogMessage, 1)
-	prepared := make(chan persist.Prepared, 1)
+	// A chunk ready for Postgres, with what it counts for progress.
+	type chunkOf struct {
+		p            persist.Prepared
+		msgs, events uint64
+	}
+	prepared := make(chan chunkOf, 1)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(decoded)
@@ -78,21 +96,36 @@ func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db 
 			if err != nil {
 				return err
 			}
-			if err := send(gctx, prepared, p); err != nil {
+			c := chunkOf{p: p, msgs: uint64(len(msgs))}
+			for _, m := range msgs {
+				c.events += uint64(len(m.Batch.Events))
+			}
+			if err := send(gctx, prepared, c); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	g.Go(func() error {
-		for p := range prepared {
-			inserted, err := db.ProjectPrepared(gctx, p)
+		done := Progress{Total: info.State.Msgs}
+		reported := time.Now()
+		for c := range prepared {
+			inserted, err := db.ProjectPrepared(gctx, c.p)
 			if err != nil {
 				return err
 			}
 			if inserted && copying.Swap(false) {
 				log.Info("events already in the database: inserting instead of copying")
 			}
+			done.Messages += c.msgs
+			done.Events += c.events
+			if progress != nil && time.Since(reported) >= time.Second {
+				progress(done)
+				reported = time.Now()
+			}
+		}
+		if progress != nil {
+			progress(done)
 		}
 		return nil
 	})
