@@ -11,14 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -271,79 +269,36 @@ func TestNATSClusterDurability(t *testing.T) {
 	}
 	room := createRoomWith(ctx, t, clients[0], "private_chat", clients[1:]...)
 
-	var (
-		mu    sync.Mutex
-		acked = map[string]id.EventID{}
-		total atomic.Int64
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-	)
-	for i, c := range clients {
-		wg.Go(func() {
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				txn, body := fmt.Sprintf("t%d", n), fmt.Sprintf("sender %d message %d", i, n)
-				for {
-					resp, err := c.SendMessageEvent(ctx, room, event.EventMessage, textContent(body), mautrix.ReqSendEvent{TransactionID: txn})
-					if err == nil {
-						mu.Lock()
-						acked[body] = resp.EventID
-						mu.Unlock()
-						total.Add(1)
-						break
-					}
-					if ctx.Err() != nil {
-						t.Errorf("send %s: never acknowledged: %v", txn, err)
-						return
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		})
-	}
-	waitAcked := func(what string, n int64) {
-		t.Helper()
-		for goal := total.Load() + n; total.Load() < goal; time.Sleep(20 * time.Millisecond) {
-			if ctx.Err() != nil {
-				t.Fatalf("%s: %d sends acknowledged of %d", what, total.Load(), goal)
-			}
-		}
-	}
-
+	sends := startSteadySends(ctx, t, clients, []id.RoomID{room}, 20*time.Millisecond)
+	waitAcked := func(what string, n int64) { t.Helper(); sends.waitAcked(ctx, t, what, n) }
 	waitAcked("before the first kill", 30)
 	leader := cluster.node(eventsLeader())
 	cluster.kill9(leader)
-	t.Logf("killed %s, the events log's leader, at %d sends", leader.name, total.Load())
+	t.Logf("killed %s, the events log's leader, at %d sends", leader.name, sends.total.Load())
 	// Two nodes of three still hold a quorum: a new leader is elected and sends go on.
 	waitAcked("with one node down", 30)
 	cluster.restart(leader)
 	eventsLeader() // every replica current again
-	t.Logf("%s back at %d sends", leader.name, total.Load())
+	t.Logf("%s back at %d sends", leader.name, sends.total.Load())
 	waitAcked("after the node came back", 30)
 
 	// Two nodes down: no quorum, no sends, but what was acknowledged stays.
 	down := []*natsNode{cluster.nodes[0], cluster.nodes[1]}
-	before := total.Load()
+	before := sends.total.Load()
 	for _, node := range down {
 		cluster.kill9(node)
 	}
 	time.Sleep(3 * time.Second)
-	t.Logf("with two nodes down: %d sends acknowledged in 3 s", total.Load()-before)
+	t.Logf("with two nodes down: %d sends acknowledged in 3 s", sends.total.Load()-before)
 	for _, node := range down {
 		cluster.restart(node)
 	}
 	eventsLeader()
 	waitAcked("after both nodes came back", 30)
-	close(stop)
-	wg.Wait()
+	sends.finish()
 	if t.Failed() {
 		return
 	}
-	checkStoredOnce(ctx, t, d, room, acked)
-	t.Logf("%d sends acknowledged", len(acked))
+	checkStoredOnce(ctx, t, d, room, sends.acked[room])
+	t.Logf("%d sends acknowledged", sends.total.Load())
 }

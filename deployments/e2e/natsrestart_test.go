@@ -142,3 +142,68 @@ func checkStoredOnce(ctx context.Context, t *testing.T, d *deployment, room id.R
 		}
 	}
 }
+
+// steadySends keeps clients sending while a test breaks and mends the deployment: client
+// i sends its n-th message into rooms[(n+i) % len(rooms)], pausing between sends, and
+// retries a failed send with the same transaction ID until it is acknowledged, as a real
+// client does.
+type steadySends struct {
+	mu    sync.Mutex
+	acked map[id.RoomID]map[string]id.EventID // room -> body -> event ID
+	total atomic.Int64
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startSteadySends(ctx context.Context, t *testing.T, clients []*mautrix.Client, rooms []id.RoomID, pause time.Duration) *steadySends {
+	s := &steadySends{acked: map[id.RoomID]map[string]id.EventID{}, stop: make(chan struct{})}
+	for _, room := range rooms {
+		s.acked[room] = map[string]id.EventID{}
+	}
+	for i, c := range clients {
+		s.wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-s.stop:
+					return
+				default:
+				}
+				room := rooms[(n+i)%len(rooms)]
+				txn, body := fmt.Sprintf("t%d", n), fmt.Sprintf("sender %d message %d", i, n)
+				for {
+					resp, err := c.SendMessageEvent(ctx, room, event.EventMessage, textContent(body), mautrix.ReqSendEvent{TransactionID: txn})
+					if err == nil {
+						s.mu.Lock()
+						s.acked[room][body] = resp.EventID
+						s.mu.Unlock()
+						s.total.Add(1)
+						break
+					}
+					if ctx.Err() != nil {
+						t.Errorf("send %s: never acknowledged: %v", txn, err)
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				time.Sleep(pause)
+			}
+		})
+	}
+	return s
+}
+
+// waitAcked waits until n more sends are acknowledged.
+func (s *steadySends) waitAcked(ctx context.Context, t *testing.T, what string, n int64) {
+	t.Helper()
+	for goal := s.total.Load() + n; s.total.Load() < goal; time.Sleep(20 * time.Millisecond) {
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %d sends acknowledged of %d", what, s.total.Load(), goal)
+		}
+	}
+}
+
+// finish stops the senders once their sends in flight are acknowledged.
+func (s *steadySends) finish() {
+	close(s.stop)
+	s.wg.Wait()
+}

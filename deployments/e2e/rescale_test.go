@@ -6,14 +6,11 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/ganglionhq/ganglion/streams"
@@ -62,53 +59,8 @@ func TestRescaleEventPersisters(t *testing.T) {
 		rooms = append(rooms, room)
 	}
 
-	var (
-		mu    sync.Mutex
-		acked = map[id.RoomID]map[string]id.EventID{}
-		total atomic.Int64
-		stop  = make(chan struct{})
-		wg    sync.WaitGroup
-	)
-	for _, room := range rooms {
-		acked[room] = map[string]id.EventID{}
-	}
-	for i, c := range clients {
-		wg.Go(func() {
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				room := rooms[(n+i)%len(rooms)]
-				txn, body := fmt.Sprintf("t%d", n), fmt.Sprintf("sender %d message %d", i, n)
-				for {
-					resp, err := c.SendMessageEvent(ctx, room, event.EventMessage, textContent(body), mautrix.ReqSendEvent{TransactionID: txn})
-					if err == nil {
-						mu.Lock()
-						acked[room][body] = resp.EventID
-						mu.Unlock()
-						total.Add(1)
-						break
-					}
-					if ctx.Err() != nil {
-						t.Errorf("send %s: never acknowledged: %v", txn, err)
-						return
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
-	}
-	waitAcked := func(what string, n int64) {
-		t.Helper()
-		for goal := total.Load() + n; total.Load() < goal; time.Sleep(20 * time.Millisecond) {
-			if ctx.Err() != nil {
-				t.Fatalf("%s: %d sends acknowledged of %d", what, total.Load(), goal)
-			}
-		}
-	}
+	sends := startSteadySends(ctx, t, clients, rooms, 10*time.Millisecond)
+	waitAcked := func(what string, n int64) { t.Helper(); sends.waitAcked(ctx, t, what, n) }
 	apply := func(writers []string) {
 		t.Helper()
 		d.setStreamWriters(writers, nil)
@@ -133,14 +85,13 @@ func TestRescaleEventPersisters(t *testing.T) {
 	apply(two)
 	p3.stop()
 	waitAcked("after p3", 30)
-	close(stop)
-	wg.Wait()
+	sends.finish()
 	if t.Failed() {
 		return
 	}
 
 	for _, room := range rooms {
-		checkStoredOnce(ctx, t, d, room, acked[room])
+		checkStoredOnce(ctx, t, d, room, sends.acked[room])
 		// The room's writers, in log order, with each run of one writer collapsed.
 		s, err := d.js.Stream(ctx, d.topology().EventsStream())
 		if err != nil {
@@ -166,5 +117,5 @@ func TestRescaleEventPersisters(t *testing.T) {
 			t.Errorf("room %s: writers in log order %s, want %s", room, strings.Join(runs, " → "), strings.Join(want, " → "))
 		}
 	}
-	t.Logf("%d sends acknowledged", total.Load())
+	t.Logf("%d sends acknowledged", sends.total.Load())
 }
