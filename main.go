@@ -41,6 +41,7 @@ import (
 	mediastore "github.com/ganglionhq/ganglion/persist/media"
 	"github.com/ganglionhq/ganglion/persist/notifications"
 	"github.com/ganglionhq/ganglion/processors/appservice"
+	"github.com/ganglionhq/ganglion/processors/housekeeping"
 	"github.com/ganglionhq/ganglion/processors/persister"
 	"github.com/ganglionhq/ganglion/processors/pusher"
 	"github.com/ganglionhq/ganglion/processors/replay"
@@ -597,6 +598,11 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 	}
 	intents := &streams.IntentClient{Topology: topo, JS: js, NC: nc, Shards: shards,
 		StreamWriters: cfg.UserStreamWriters(), Waiters: waiters, Log: log}
+	if cfg.BackgroundTasksOn() == instance {
+		g.Go(func() error {
+			return housekeeping.Run(ctx, housekeeping.Config{JS: js, Topology: topo, Shards: shards, Log: log.Named("housekeeping")})
+		})
+	}
 	if isPusher {
 		p, err := pusher.New(pusher.Config{Name: instance, Instances: cfg.Pushers(), ServerName: cfg.ServerName, Topology: topo,
 			JS: js, NC: nc, DB: db, Projection: feed, Rules: streamFeeds[schemas.StreamPushRules],

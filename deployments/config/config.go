@@ -115,8 +115,8 @@ type Config struct {
 	StreamWriters           StreamWriters
 	WorkerReplicationSecret string
 
-	// RunBackgroundTasksOn names the instance running background tasks;
-	// MainInstance when not set.
+	// RunBackgroundTasksOn is run_background_tasks_on as set ("" when not); see
+	// BackgroundTasksOn.
 	RunBackgroundTasksOn string
 	// PusherInstances and FederationSenderInstances are nil when the key is
 	// not set, which differs from an empty list: unset lets start_pushers /
@@ -314,6 +314,15 @@ func (c *Config) listenersOf(typ string) []Listener {
 		}
 	}
 	return out
+}
+
+// BackgroundTasksOn names the instance running the background tasks: the one
+// run_background_tasks_on names, the main process by default.
+func (c *Config) BackgroundTasksOn() string {
+	if c.RunBackgroundTasksOn == "" {
+		return MainInstance
+	}
+	return c.RunBackgroundTasksOn
 }
 
 // Pushers lists the instances sending push notifications, with Synapse's

@@ -56,6 +56,10 @@ func CheckDeployment(procs []*Config) error {
 			}
 		}
 	}
+	if bg := first.BackgroundTasksOn(); byName[bg] == nil {
+		errs = append(errs, &Error{File: first.originOf("run_background_tasks_on"), Key: "run_background_tasks_on",
+			Reason: fmt.Sprintf("%s is none of the deployment's processes: nobody would run the background tasks", bg)})
+	}
 	if _, err := Routes(procs); err != nil {
 		errs = append(errs, err)
 	}

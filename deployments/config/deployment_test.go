@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,6 +51,8 @@ func TestCheckDeployment(t *testing.T) {
 		{"a process with its own events writers", append(procs[:len(procs):len(procs)], load(forked[0])), forked[0],
 			"stream_writers.events: [event_persister1], where"},
 		{"a writer no process runs", procs[:6], shared, "stream_writers.events: event_persister2 is none of the deployment's processes"},
+		{"background tasks on no process", slices.DeleteFunc(slices.Clone(procs), func(c *Config) bool { return c.InstanceName() == "background1" }),
+			shared, "run_background_tasks_on: background1 is none of the deployment's processes"},
 	} {
 		err := CheckDeployment(c.procs)
 		var cerr *Error

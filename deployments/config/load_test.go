@@ -442,8 +442,8 @@ pusher_instances: [main]
 		t.Errorf("event writers %v, main writes %v", c.EventWriters(), c.IsEventWriter())
 	}
 	if !slices.Equal(c.StreamWriters.Receipts, []string{MainInstance}) ||
-		c.RunBackgroundTasksOn != MainInstance || !slices.Equal(c.Pushers(), []string{MainInstance}) {
-		t.Errorf("receipts %v background %q pushers %v", c.StreamWriters.Receipts, c.RunBackgroundTasksOn, c.Pushers())
+		c.BackgroundTasksOn() != MainInstance || !slices.Equal(c.Pushers(), []string{MainInstance}) {
+		t.Errorf("receipts %v background %q pushers %v", c.StreamWriters.Receipts, c.BackgroundTasksOn(), c.Pushers())
 	}
 }
 

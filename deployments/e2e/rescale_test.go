@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -31,6 +32,14 @@ func TestRescaleEventPersisters(t *testing.T) {
 	p1, p2 := d.launchWorker("p1", false), d.launchWorker("p2", false)
 	p1.waitReady()
 	p2.waitReady()
+	// Background work runs on run_background_tasks_on only: the main process by default.
+	hs.waitLogged("background tasks started")
+	for _, p := range []*process{p1, p2} {
+		_, _, logPath := p.current()
+		if data, err := os.ReadFile(logPath); err != nil || strings.Contains(string(data), "background tasks started") {
+			t.Errorf("%s runs background tasks too (%v)", p.name, err)
+		}
+	}
 
 	const senders = 3
 	clients := make([]*mautrix.Client, senders)
