@@ -12,9 +12,10 @@ cd "$(dirname "$0")/.."
 
 RUN=data/cluster
 LOGS=$RUN/logs
-W=deployments/workers
-WORKERS="gateway1 gateway2 sync1 sync2 event_persister1 event_persister2 stream_writer1
-         pusher1 federation_sender1 appservice1 background1 media1"
+# GANGLION_WORKERS_DIR replaces deployments/workers: its shared.yaml and every other
+# .yaml file, one per worker.
+W=${GANGLION_WORKERS_DIR:-deployments/workers}
+WORKERS=$(for f in "$W"/*.yaml; do b=$(basename "$f" .yaml); [ "$b" = shared ] || echo "$b"; done)
 
 say() { echo "cluster: $*"; }
 
@@ -70,7 +71,7 @@ up() {
 	wait_until main 60 curl -sf http://127.0.0.1:8080/health
 	for w in $WORKERS; do start "$w" bin/ganglion run -c "$W/shared.yaml" -c "$W/$w.yaml" "${EXTRA[@]}"; done
 	for w in $WORKERS; do wait_until "$w" 60 grep -q '"process started"' "$LOGS/$w.log"; done
-	say "13 processes up"
+	say "$(($(echo $WORKERS | wc -w) + 1)) processes up"
 
 	start frontdoor bin/ganglion frontdoor -listen 127.0.0.1:8008 -c "$W/shared.yaml" "${EXTRA[@]}" -workers "$W"
 	wait_until "the front door" 30 curl -sf http://127.0.0.1:8008/_matrix/client/versions
