@@ -259,19 +259,25 @@ func replayCmd(args []string) error {
 	return verifyRebuild(ctx, cfg, js, live, db, *into, log)
 }
 
-// rebuild projects the logs into db: the events log (with a progress line when shown),
-// the per-user streams, then the pushers' and the user directory's projections.
+// rebuild projects the logs into db: the events log (with a progress line when shown)
+// with the pushers' and the user directory's projections following it, and the
+// per-user streams.
 func rebuild(ctx context.Context, cfg *config.Config, js jetstream.JetStream, db *persist.DB, log *zap.Logger, show bool) error {
 	start := time.Now()
-	var progress func(replay.Progress)
+	opt := replay.Options{Followers: map[string]replay.Follower{}}
 	if show {
-		progress = func(p replay.Progress) {
+		opt.Progress = func(p replay.Progress) {
 			secs := max(time.Since(start).Seconds(), 0.001)
 			fmt.Fprintf(os.Stderr, "\rreplaying: %d of %d log messages (%.0f%%), %d events, %.0f events/s   ",
 				p.Messages, p.Total, 100*float64(p.Messages)/float64(max(p.Total, 1)), p.Events, float64(p.Events)/secs)
 		}
 	}
-	st, err := replay.RunWithProgress(ctx, js, topology(cfg), db, log, progress)
+	pushes := pusher.NewRebuild(db, cfg.ServerName, cfg.Pushers())
+	opt.Followers["notifications"] = pushes
+	if updater := cfg.UserDirectoryUpdater(); updater != "" {
+		opt.Followers["user directory"] = userdir.NewRebuild(db, updater)
+	}
+	st, err := replay.RunWith(ctx, js, topology(cfg), db, log, opt)
 	if show {
 		fmt.Fprintln(os.Stderr)
 	}
@@ -279,21 +285,11 @@ func rebuild(ctx context.Context, cfg *config.Config, js jetstream.JetStream, db
 		return err
 	}
 	if show {
-		fmt.Printf("replayed %d log messages, %d events in %s (%.0f events/s); positions %v\n", st.Messages, st.Events,
-			time.Since(start).Round(time.Millisecond), float64(st.Events)/max(time.Since(start).Seconds(), 0.001), st.Positions)
-	}
-	n, err := pusher.Rebuild(ctx, js, topology(cfg), db, cfg.ServerName, cfg.Pushers())
-	if err != nil {
-		return err
-	}
-	if show {
-		fmt.Printf("evaluated push rules again: %d notifications\n", n)
-	}
-	if updater := cfg.UserDirectoryUpdater(); updater != "" {
-		if err := userdir.Rebuild(ctx, js, topology(cfg), db, updater); err != nil {
-			return err
-		}
-		if show {
+		took := time.Since(start)
+		fmt.Printf("replayed %d log messages, %d events, %d records of the other streams in %s (%.0f events/s);"+
+			" evaluated push rules again: %d notifications; positions %v\n", st.Messages, st.Events, st.Records,
+			took.Round(time.Millisecond), float64(st.Events)/max(took.Seconds(), 0.001), pushes.Notifications, st.Positions)
+		if _, ok := opt.Followers["user directory"]; ok {
 			fmt.Println("rebuilt the user directory")
 		}
 	}

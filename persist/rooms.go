@@ -213,13 +213,32 @@ func RedactsOf(pdu gomatrixserverlib.PDU) string {
 // receipts and room account data of it (whose streams' projections leave out the rooms
 // of purged_rooms from then on, replays included); the records of its aliases and
 // listing are deleted through the accounts stream before the purge.
-func queuePurge(batch *pgx.Batch, b BatchAt) {
+func queuePurge(t target, b BatchAt) {
 	room := b.Batch.RoomID
-	for _, table := range []string{"events", "current_state", "event_relations", "event_search", "intent_results",
+	t.searchBatch().Queue(`DELETE FROM event_search WHERE room_id = $1`, room)
+	for _, table := range []string{"events", "current_state", "event_relations", "intent_results",
 		"receipts", "account_data", "event_push_actions", "notification_counts", "rooms"} {
-		batch.Queue(`DELETE FROM `+table+` WHERE room_id = $1`, room)
+		t.batch.Queue(`DELETE FROM `+table+` WHERE room_id = $1`, room)
 	}
-	batch.Queue(`INSERT INTO purged_rooms (room_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING`, room, int64(b.Seq))
+	t.batch.Queue(`INSERT INTO purged_rooms (room_id, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING`, room, int64(b.Seq))
+}
+
+// target is where a projection's statements go.
+type target struct {
+	batch *pgx.Batch
+	// search, when set, takes the statements of event_search, which a replay runs on
+	// a connection of their own behind the rest (to_tsvector is the projection's
+	// costliest part); batch takes them otherwise.
+	search *pgx.Batch
+	// copied, when set, takes the rows of events and intent_results to copy.
+	copied *copyRows
+}
+
+func (t target) searchBatch() *pgx.Batch {
+	if t.search != nil {
+		return t.search
+	}
+	return t.batch
 }
 
 // Project writes the projections of log batches appended by writer in one transaction,
@@ -227,7 +246,7 @@ func queuePurge(batch *pgx.Batch, b BatchAt) {
 // already projected changes nothing, so recovery can simply replay the log.
 func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) error {
 	batch := &pgx.Batch{}
-	maxSeq, err := projection(batch, writer, batches, nil)
+	maxSeq, err := projection(target{batch: batch}, writer, batches)
 	if err != nil || batch.Len() == 0 {
 		return err
 	}
@@ -240,10 +259,12 @@ func (db *DB) Project(ctx context.Context, writer string, batches []BatchAt) err
 }
 
 // Prepared is a projection of batches on nobody's behalf, built ahead of sending it:
-// replay builds the next one while Postgres runs the last.
+// replay builds the next one while Postgres runs the last, and projects the search
+// rows of each (ProjectSearch) once the rest is in, on another connection.
 type Prepared struct {
 	batches []BatchAt
 	batch   *pgx.Batch
+	search  *pgx.Batch
 	// copied holds the rows of events and intent_results to copy, when the batch
 	// leaves them out.
 	copied *copyRows
@@ -269,22 +290,31 @@ func nullIfEmpty(s string) *string {
 // the events and the intents' results are copied (COPY) instead of inserted, which
 // costs Postgres half as much, for a database that holds none of them yet.
 func Prepare(batches []BatchAt, copy bool) (Prepared, error) {
-	p := Prepared{batches: batches, batch: &pgx.Batch{}}
+	p := Prepared{batches: batches, batch: &pgx.Batch{}, search: &pgx.Batch{}}
 	if copy {
 		p.copied = &copyRows{}
 	}
-	_, err := projection(p.batch, "", batches, p.copied)
+	_, err := projection(target{batch: p.batch, search: p.search, copied: p.copied}, "", batches)
 	return p, err
 }
 
-// ProjectPrepared writes a prepared projection in one transaction, as Project does. A
-// copy that meets an event already stored is undone and the projection inserted
-// instead, idempotent as always; inserted says so, and the caller should stop copying.
+// A prepared projection's transactions do not wait for their WAL flush: a replay
+// records the writers' positions only at its end, with a commit that waits for the
+// flush of everything before it, and a crash before that leaves a replay to run again.
+const asynchronousCommit = `SET LOCAL synchronous_commit = off`
+
+// ProjectPrepared writes a prepared projection but its search rows in one
+// transaction, as Project does. A copy that meets an event already stored is undone
+// and the projection inserted instead, idempotent as always; inserted says so, and the
+// caller should stop copying.
 func (db *DB) ProjectPrepared(ctx context.Context, p Prepared) (inserted bool, err error) {
 	if p.copied == nil {
-		return false, db.Pool.SendBatch(ctx, p.batch).Close()
+		return false, db.sendAsynchronous(ctx, p.batch)
 	}
 	err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, asynchronousCommit); err != nil {
+			return err
+		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"events"}, eventsCopy, pgx.CopyFromRows(p.copied.events)); err != nil {
 			return err
 		}
@@ -303,6 +333,23 @@ func (db *DB) ProjectPrepared(ctx context.Context, p Prepared) (inserted bool, e
 	}
 	_, err = db.ProjectPrepared(ctx, again)
 	return true, err
+}
+
+// ProjectSearch writes a prepared projection's search rows, and takes out those of
+// the events it redacts or the rooms it purges. Each must follow its projection's
+// ProjectPrepared, in the log's order, as the search rows of a redaction's target go
+// in before the redaction takes them out, and only unredacted events get rows.
+func (db *DB) ProjectSearch(ctx context.Context, p Prepared) error {
+	if p.search.Len() == 0 {
+		return nil
+	}
+	return db.sendAsynchronous(ctx, p.search)
+}
+
+// sendAsynchronous runs b in one transaction that does not wait for its WAL flush.
+func (db *DB) sendAsynchronous(ctx context.Context, b *pgx.Batch) error {
+	run := &pgx.Batch{QueuedQueries: append([]*pgx.QueuedQuery{{SQL: asynchronousCommit}}, b.QueuedQueries...)}
+	return db.Pool.SendBatch(ctx, run).Close()
 }
 
 // NoEvents reports whether the database holds no event yet.
@@ -325,8 +372,8 @@ var ErrLostCommits = errors.New("persist: the stored position is behind a commit
 func (db *DB) ProjectBehind(ctx context.Context, writer string, batches []BatchAt, projected uint64) error {
 	batch := &pgx.Batch{}
 	// SET LOCAL holds for the pipeline's implicit transaction.
-	batch.Queue(`SET LOCAL synchronous_commit = off`)
-	maxSeq, err := projection(batch, writer, batches, nil)
+	batch.Queue(asynchronousCommit)
+	maxSeq, err := projection(target{batch: batch}, writer, batches)
 	if err != nil {
 		return err
 	}
@@ -366,7 +413,7 @@ func QueueAdvanceUnlessLost(b *pgx.Batch, stream, writer string, pos, projected 
 
 // projection queues on batch the statements that project batches, without the
 // writer's position, and returns the writer's highest own sequence among them.
-func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copyRows) (uint64, error) {
+func projection(t target, writer string, batches []BatchAt) (uint64, error) {
 	if len(batches) == 0 {
 		return 0, nil
 	}
@@ -375,12 +422,12 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		if !b.Batch.Purged {
 			continue
 		}
-		before, err := projection(batch, writer, batches[:i], copied)
+		before, err := projection(t, writer, batches[:i])
 		if err != nil {
 			return 0, err
 		}
-		queuePurge(batch, b)
-		after, err := projection(batch, writer, batches[i+1:], copied)
+		queuePurge(t, b)
+		after, err := projection(t, writer, batches[i+1:])
 		if b.Batch.Writer != writer {
 			return max(before, after), err
 		}
@@ -461,13 +508,13 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		heads[b.Batch.RoomID].version = b.Batch.RoomVersion
 	}
 
-	if copied != nil {
+	if t.copied != nil {
 		for i := range ids {
-			copied.events = append(copied.events, []any{ids[i], rooms[i], seqs[i], idxs[i], types[i], stateKeys[i],
+			t.copied.events = append(t.copied.events, []any{ids[i], rooms[i], seqs[i], idxs[i], types[i], stateKeys[i],
 				senders[i], nullIfEmpty(members[i]), depths[i], tss[i], jsons[i], nullIfEmpty(devices[i]), nullIfEmpty(txns[i])})
 		}
 	} else {
-		batch.Queue(`INSERT INTO events (event_id, room_id, seq, idx, type, state_key, sender, membership,
+		t.batch.Queue(`INSERT INTO events (event_id, room_id, seq, idx, type, state_key, sender, membership,
 			depth, origin_server_ts, json, device_id, txn_id)
 		SELECT u.id, u.room, u.seq, u.idx, u.type, u.sk, u.sender, NULLIF(u.mem, ''), u.depth, u.ts, u.json,
 			NULLIF(u.dev, ''), NULLIF(u.txn, '')
@@ -487,7 +534,7 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 			sIDs, sMem = append(sIDs, e.EventID), append(sMem, e.membership)
 			sSeqs, sIdxs = append(sSeqs, int64(e.seq)), append(sIdxs, int32(e.idx))
 		}
-		batch.Queue(`INSERT INTO current_state (room_id, type, state_key, event_id, seq, idx, membership)
+		t.batch.Queue(`INSERT INTO current_state (room_id, type, state_key, event_id, seq, idx, membership)
 			SELECT u.room, u.type, u.sk, u.id, u.seq, u.idx, NULLIF(u.mem, '')
 			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[], $7::text[])
 				AS u(room, type, sk, id, seq, idx, mem)
@@ -503,7 +550,7 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		hRooms, hVersions, hCreators = append(hRooms, room), append(hVersions, h.version), append(hCreators, h.creator)
 		hLast, hSeqs, hDepths = append(hLast, h.lastEvent), append(hSeqs, int64(h.seq)), append(hDepths, h.depth)
 	}
-	batch.Queue(`INSERT INTO rooms (room_id, room_version, creator, last_seq, last_event_id, depth)
+	t.batch.Queue(`INSERT INTO rooms (room_id, room_version, creator, last_seq, last_event_id, depth)
 		SELECT u.room, u.ver, u.creator, u.seq, u.last, u.depth
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])
 			AS u(room, ver, creator, seq, last, depth)
@@ -512,25 +559,25 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 		WHERE rooms.last_seq < excluded.last_seq`,
 		hRooms, hVersions, hCreators, hSeqs, hLast, hDepths)
 
-	rels.queue(batch)
-	searches.queue(batch)
+	rels.queue(t.batch)
+	searches.queue(t.searchBatch())
 	if len(redTargets) > 0 {
 		// A redacted event is no longer searched, nor related to anything.
-		for _, table := range []string{"event_search", "event_relations"} {
-			batch.Queue(`DELETE FROM `+table+` x USING unnest($1::text[], $2::text[]) AS u(target, by)
-				JOIN events r ON r.event_id = u.by WHERE x.event_id = u.target AND x.room_id = r.room_id`, redTargets, redBy)
-		}
-		batch.Queue(`UPDATE events e SET redacted_by = u.by
+		const unindex = `DELETE FROM %s x USING unnest($1::text[], $2::text[]) AS u(target, by)
+			JOIN events r ON r.event_id = u.by WHERE x.event_id = u.target AND x.room_id = r.room_id`
+		t.searchBatch().Queue(fmt.Sprintf(unindex, "event_search"), redTargets, redBy)
+		t.batch.Queue(fmt.Sprintf(unindex, "event_relations"), redTargets, redBy)
+		t.batch.Queue(`UPDATE events e SET redacted_by = u.by
 			FROM unnest($1::text[], $2::text[]) AS u(target, by)
 			JOIN events r ON r.event_id = u.by
 			WHERE e.event_id = u.target AND e.room_id = r.room_id AND e.redacted_by IS NULL`,
 			redTargets, redBy)
 	}
 
-	if copied != nil {
+	if t.copied != nil {
 		for id, evIDs := range intents {
 			e := intentRoom[id]
-			copied.intents = append(copied.intents, []any{id, e.roomID, int64(e.seq), evIDs})
+			t.copied.intents = append(t.copied.intents, []any{id, e.roomID, int64(e.seq), evIDs})
 		}
 	} else if len(intents) > 0 {
 		var iIDs, iRooms, iEvents []string
@@ -541,7 +588,7 @@ func projection(batch *pgx.Batch, writer string, batches []BatchAt, copied *copy
 			iIDs, iRooms, iEvents = append(iIDs, id), append(iRooms, e.roomID), append(iEvents, string(raw))
 			iSeqs = append(iSeqs, int64(e.seq))
 		}
-		batch.Queue(`INSERT INTO intent_results (intent_id, room_id, seq, event_ids)
+		t.batch.Queue(`INSERT INTO intent_results (intent_id, room_id, seq, event_ids)
 			SELECT u.id, u.room, u.seq, ARRAY(SELECT json_array_elements_text(u.evs::json))
 			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(id, room, seq, evs)
 			ON CONFLICT (intent_id) DO NOTHING`, iIDs, iRooms, iSeqs, iEvents)

@@ -348,6 +348,11 @@ func (p *evaluator) message(ctx context.Context, seq uint64, data []byte) ([]not
 	if err != nil {
 		return nil, streams.Permanent(err)
 	}
+	return p.batch(ctx, seq, batch)
+}
+
+// batch is message, decoded.
+func (p *evaluator) batch(ctx context.Context, seq uint64, batch *schemas.LogBatch) ([]notifications.Notification, error) {
 	if batch.Purged {
 		// The room is gone, with its notifications (the events projection deleted them).
 		delete(p.rooms, batch.RoomID)

@@ -39,14 +39,34 @@ type Progress struct {
 	Messages, Events, Total uint64
 }
 
-// Run projects every message of the log into db and records each writer's position.
-func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger) (Stats, error) {
-	return RunWithProgress(ctx, js, topo, db, log, nil)
+// A Follower projects what lies beside the events' own tables (the pushers'
+// notifications, the user directory) from the events log. A replay hands it each
+// chunk of the log once the chunk's events are in Postgres, in the log's order, on a
+// goroutine of its own, so it runs beside the projection of the next chunks. The
+// accounts and push rules streams are replayed before the events log, for followers
+// that read them.
+type Follower interface {
+	Follow(ctx context.Context, msgs []schemas.LogMessage) error
+	// Finish records the follower's position at the log's end, last.
+	Finish(ctx context.Context, last uint64) error
 }
 
-// RunWithProgress is Run, calling progress (when not nil) about once a second as chunks
-// are projected, and once at the end of the events log.
-func RunWithProgress(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger, progress func(Progress)) (Stats, error) {
+// Options are a replay's optional parts.
+type Options struct {
+	// Progress, when set, is called about once a second as chunks are projected, and
+	// once at the end of the events log.
+	Progress func(Progress)
+	// Followers are named in errors.
+	Followers map[string]Follower
+}
+
+// Run projects every message of the log into db and records each writer's position.
+func Run(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger) (Stats, error) {
+	return RunWith(ctx, js, topo, db, log, Options{})
+}
+
+// RunWith is Run, with progress reports and followers.
+func RunWith(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger, opt Options) (Stats, error) {
 	st := Stats{Positions: map[string]uint64{}}
 	info, err := topo.EventsInfo(ctx, js)
 	if err != nil {
@@ -56,10 +76,21 @@ func RunWithProgress(ctx context.Context, js jetstream.JetStream, topo streams.T
 	if err := db.CheckLog(ctx, info.Config.Name, info.Created, topo.EventsLastSeq(js)); err != nil {
 		return st, err
 	}
+	// The streams that followers read go first: accounts (profiles, pushers) and push
+	// rules. The others come after the events log, as some of them (receipts, room
+	// account data) leave out the rooms it purges.
+	userStreams := userstreams.Streams(userstreams.Deps{DB: db, JS: js, Topology: topo, Log: log})
+	for _, name := range []string{schemas.StreamAccounts, schemas.StreamPushRules} {
+		if err := replayStream(ctx, js, topo, db, log, &st, userStreams[name]); err != nil {
+			return st, err
+		}
+		delete(userStreams, name)
+	}
 	// Rows first, on nobody's behalf; positions once every writer's messages up to them
-	// are in. Three stages run side by side, in order (a redaction finds its target):
-	// the log is read and decoded, a chunk's statements are built, and Postgres runs
-	// the chunk before.
+	// are in. The stages run side by side, in order (a redaction finds its target):
+	// the log is read and decoded, a chunk's statements are built, Postgres runs the
+	// chunk before, and then, on connections of their own, its search rows and the
+	// followers.
 	// Into a database without events (a rebuild), events are copied rather than
 	// inserted, until a copy meets one already there.
 	empty, err := db.NoEvents(ctx)
@@ -71,10 +102,16 @@ func RunWithProgress(ctx context.Context, js jetstream.JetStream, topo streams.T
 	decoded := make(chan []schemas.LogMessage, 1)
 	// A chunk ready for Postgres, with what it counts for progress.
 	type chunkOf struct {
-		p            persist.Prepared
-		msgs, events uint64
+		p      persist.Prepared
+		msgs   []schemas.LogMessage
+		events uint64
 	}
 	prepared := make(chan chunkOf, 1)
+	// Each chunk in Postgres goes to the search rows' stage and to every follower.
+	projected := map[string]chan chunkOf{"search": make(chan chunkOf, 2)}
+	for name := range opt.Followers {
+		projected[name] = make(chan chunkOf, 2)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(decoded)
@@ -96,7 +133,7 @@ func RunWithProgress(ctx context.Context, js jetstream.JetStream, topo streams.T
 			if err != nil {
 				return err
 			}
-			c := chunkOf{p: p, msgs: uint64(len(msgs))}
+			c := chunkOf{p: p, msgs: msgs}
 			for _, m := range msgs {
 				c.events += uint64(len(m.Batch.Events))
 			}
@@ -107,6 +144,11 @@ func RunWithProgress(ctx context.Context, js jetstream.JetStream, topo streams.T
 		return nil
 	})
 	g.Go(func() error {
+		defer func() {
+			for _, ch := range projected {
+				close(ch)
+			}
+		}()
 		done := Progress{Total: info.State.Msgs}
 		reported := time.Now()
 		for c := range prepared {
@@ -117,20 +159,52 @@ func RunWithProgress(ctx context.Context, js jetstream.JetStream, topo streams.T
 			if inserted && copying.Swap(false) {
 				log.Info("events already in the database: inserting instead of copying")
 			}
-			done.Messages += c.msgs
+			for _, ch := range projected {
+				if err := send(gctx, ch, c); err != nil {
+					return err
+				}
+			}
+			done.Messages += uint64(len(c.msgs))
 			done.Events += c.events
-			if progress != nil && time.Since(reported) >= time.Second {
-				progress(done)
+			if opt.Progress != nil && time.Since(reported) >= time.Second {
+				opt.Progress(done)
 				reported = time.Now()
 			}
 		}
-		if progress != nil {
-			progress(done)
+		if opt.Progress != nil {
+			opt.Progress(done)
 		}
 		return nil
 	})
+	g.Go(func() error {
+		for c := range projected["search"] {
+			if err := db.ProjectSearch(gctx, c.p); err != nil {
+				return fmt.Errorf("search rows: %w", err)
+			}
+		}
+		return nil
+	})
+	for name, f := range opt.Followers {
+		g.Go(func() error {
+			for c := range projected[name] {
+				if err := f.Follow(gctx, c.msgs); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+			}
+			return nil
+		})
+	}
 	if err := g.Wait(); err != nil {
 		return st, err
+	}
+	var last uint64
+	for _, pos := range st.Positions {
+		last = max(last, pos)
+	}
+	for name, f := range opt.Followers {
+		if err := f.Finish(ctx, last); err != nil {
+			return st, fmt.Errorf("%s: %w", name, err)
+		}
 	}
 	for writer, pos := range st.Positions {
 		if err := db.AdvanceStreamPosition(ctx, persist.EventsStream, writer, pos); err != nil {
@@ -139,15 +213,23 @@ func RunWithProgress(ctx context.Context, js jetstream.JetStream, topo streams.T
 	}
 	log.Info("replayed the events log", zap.Int("messages", st.Messages), zap.Int("events", st.Events),
 		zap.Int("writers", len(st.Positions)))
-	for name, us := range userstreams.Streams(userstreams.Deps{DB: db, JS: js, Topology: topo, Log: log}) {
-		n, _, err := userstreams.Replay(ctx, js, topo, db, us)
-		if err != nil {
-			return st, fmt.Errorf("replay %s: %w", name, err)
+	for _, us := range userStreams {
+		if err := replayStream(ctx, js, topo, db, log, &st, us); err != nil {
+			return st, err
 		}
-		st.Records += n
-		log.Info("replayed a stream", zap.String("stream", name), zap.Int("records", n))
 	}
 	return st, nil
+}
+
+// replayStream replays one of the per-user streams.
+func replayStream(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, log *zap.Logger, st *Stats, us userstreams.Stream) error {
+	n, _, err := userstreams.Replay(ctx, js, topo, db, us)
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", us.Name(), err)
+	}
+	st.Records += n
+	log.Info("replayed a stream", zap.String("stream", us.Name()), zap.Int("records", n))
+	return nil
 }
 
 // send hands v to the next stage, or gives up when ctx ends.

@@ -166,27 +166,31 @@ func stringField(obj gjson.Result, name string) *string {
 	return &s
 }
 
-// Rebuild projects the whole log into the directory of a database (ganglion replay)
-// and stores instance's position at its end.
-func Rebuild(ctx context.Context, js jetstream.JetStream, topo streams.Topology, db *persist.DB, instance string) error {
-	store := userdir.Store{Pool: db.Pool}
-	_, err := streams.ReadStream(ctx, js, topo.EventsStream(), topo.EventsWildcard(), false, streams.LogRange{Chunk: 512},
-		func(msgs []streams.RawMessage) error {
-			if len(msgs) == 0 {
-				return nil
-			}
-			var changes []userdir.Change
-			for _, m := range msgs {
-				b, err := schemas.DecodeLogBatch(m.Data)
-				if err != nil {
-					continue // the live directory skips it too
-				}
-				changes = append(changes, Changes(b)...)
-			}
-			return store.Apply(ctx, changes, instance, msgs[len(msgs)-1].Seq)
-		})
-	if err != nil {
+// Rebuild projects the whole log into the directory of a database: a follower of a
+// replay (ganglion replay), which stores instance's position at the log's end.
+type Rebuild struct {
+	store    userdir.Store
+	instance string
+}
+
+// NewRebuild returns the rebuild of instance's directory in db.
+func NewRebuild(db *persist.DB, instance string) *Rebuild {
+	return &Rebuild{store: userdir.Store{Pool: db.Pool}, instance: instance}
+}
+
+// Follow projects msgs into the directory, with the position of the last.
+func (r *Rebuild) Follow(ctx context.Context, msgs []schemas.LogMessage) error {
+	var changes []userdir.Change
+	for _, m := range msgs {
+		changes = append(changes, Changes(m.Batch)...)
+	}
+	if err := r.store.Apply(ctx, changes, r.instance, msgs[len(msgs)-1].Seq); err != nil {
 		return fmt.Errorf("userdir: rebuild: %w", err)
 	}
 	return nil
+}
+
+// Finish stores the position at the log's end, which Follow's last chunk holds.
+func (r *Rebuild) Finish(ctx context.Context, last uint64) error {
+	return r.store.Apply(ctx, nil, r.instance, last)
 }
