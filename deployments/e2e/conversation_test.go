@@ -70,6 +70,27 @@ func TestMultiProcess(t *testing.T) {
 		{"bob", bob, at(bob, sync1.url())},
 	}, rooms, 100)
 
+	// A join answered by a gateway is in the next initial /sync of the sync worker,
+	// whichever writer owns the room: an initial sync waits for the log as it was when
+	// it came. (Each such sync here waits half a second for the pusher of the main
+	// process, which this deployment does not run.)
+	for i := range 8 {
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatalf("createRoom: %v", err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("join: %v", err)
+		}
+		resp, err := at(bob, sync1.url()).FullSyncRequest(ctx, mautrix.ReqSync{})
+		if err != nil {
+			t.Fatalf("initial sync: %v", err)
+		}
+		if _, ok := resp.Rooms.Join[room.RoomID]; !ok {
+			t.Fatalf("join %d: the initial /sync at the sync worker right after it lacks %s (%d rooms)", i, room.RoomID, len(resp.Rooms.Join))
+		}
+	}
+
 	// The front door, reading the processes' files, routes by Synapse's rules: carol's
 	// sends reach either gateway, her /sync the sync worker, and she sees her
 	// conversation with alice whole.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // ownWriteWait bounds how long a /sync waits for the sync feed to show the device's own
@@ -102,6 +104,29 @@ func (s *Server) seeAnswered(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, ownWriteWait)
 	defer cancel()
 	s.Feed.WaitPosition(ctx, seq)
+}
+
+// seeLogEnd holds a /sync until the events feed shows the log as it is when the
+// /sync came, or for ownWriteWait at most. A device's writes answered by other
+// processes are then in it: a join answered by a generic worker, then an initial sync
+// at a sync worker. Only syncs that build a whole snapshot wait, as a client takes
+// them for the whole of its state; a long-poll gets what it misses a moment later,
+// and the next incremental sync from a token before the write shows it.
+func (s *Server) seeLogEnd(ctx context.Context) {
+	if s.LogEnd == nil || s.Feed == nil {
+		return
+	}
+	end, err := s.LogEnd(ctx)
+	if err != nil {
+		s.Log.Warn("reading the events log's end for a /sync", zap.Error(err))
+		return
+	}
+	if end <= s.Feed.Position() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, ownWriteWait)
+	defer cancel()
+	s.Feed.WaitPosition(ctx, end)
 }
 
 // startupWait bounds how long a request waits for the feed to show the log as it was

@@ -47,6 +47,10 @@ type Server struct {
 	// (seeAnswered) until Postgres has everything up to it, which a writer recovering
 	// after a crash projects.
 	LogTail uint64
+	// LogEnd, when set, reads the events log's last sequence now: a /sync that
+	// builds a whole snapshot (initial, or full_state) waits until the feed shows it
+	// (seeLogEnd).
+	LogEnd func(context.Context) (uint64, error)
 	// Feed is the sync feed of the events log in this process; nil on processes that
 	// do not serve /sync.
 	Feed Feed

@@ -262,6 +262,9 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		// a long-poll gets any it misses a moment later, as they become visible.
 		s.seeAnswered(ctx)
 	}
+	if !req.incremental || req.fullState {
+		s.seeLogEnd(ctx)
+	}
 	waitCtx := ctx
 	if canWait {
 		var cancel context.CancelFunc
