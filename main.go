@@ -86,6 +86,10 @@ commands:
   generate-nginx [-listen ADDR] [-o FILE] [-workers DIR] -c FILE [-- -c FILE...]...
                              the nginx configuration that routes as the front door does
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
+  faults -c FILE [-c FILE...] [-schedule FILE] [-rate N] [-for D] [-url URL]
+                             send at a steady rate through a running deployment while
+                             a schedule kills and restarts its parts, then check that
+                             every answered send is stored exactly once (-h for flags)
   register-user -c FILE [-c FILE...] -u NAME -p PASSWORD [-admin] [-url URL]
                              register a user with registration_shared_secret
 `
@@ -105,6 +109,14 @@ func main() {
 		err = generateKeysCmd(os.Args[2:])
 	case "load":
 		err = load.Main(os.Args[2:])
+	case "faults":
+		err = load.FaultsMain(os.Args[2:], func(cfg *config.Config) (jetstream.JetStream, streams.Topology, func(), error) {
+			nc, js, err := dialRunningBus(cfg, "faults")
+			if err != nil {
+				return nil, streams.Topology{}, nil, err
+			}
+			return js, topology(cfg), nc.Close, nil
+		})
 	case "replay":
 		err = replayCmd(os.Args[2:])
 	case "dead-letters":

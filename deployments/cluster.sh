@@ -4,6 +4,9 @@
 # (started when they are not running), the thirteen Ganglion processes, and the front
 # door on 127.0.0.1:8008, where the single-process quick start listens too. Logs and
 # pid files go to data/cluster. Run through `go tool task cluster` / `cluster-down`.
+# `kill NAME` kills one process (main, a worker's name, nats-n1..3, frontdoor) with
+# SIGKILL; `restart NAME` starts it again as it was started; `add NAME FILE...` starts
+# one more worker from shared.yaml and FILE...; `stop NAME` stops one with SIGTERM.
 #
 # GANGLION_EXTRA_CONFIG names further configuration files (space-separated) that every
 # process reads after its own, e.g. deployments/bench.yaml for load tests.
@@ -34,12 +37,79 @@ wait_until() {
 	return 1
 }
 
-# start NAME COMMAND...: runs COMMAND in the background, its output in $LOGS/NAME.log.
+# start NAME COMMAND...: runs COMMAND in the background, its output appended to
+# $LOGS/NAME.log, and keeps the command in $RUN/NAME.cmd for `restart`.
 start() {
 	local name=$1
 	shift
-	"$@" >"$LOGS/$name.log" 2>&1 &
+	"$@" >>"$LOGS/$name.log" 2>&1 &
 	echo $! >"$RUN/$name.pid"
+	printf '%q ' "$@" >"$RUN/$name.cmd"
+}
+
+# kill9 NAME: kills the process NAME with SIGKILL, as a crash would.
+kill9() {
+	local name=$1
+	if [ ! -f "$RUN/$name.pid" ]; then
+		say "no process $name (no $RUN/$name.pid)" >&2
+		exit 1
+	fi
+	kill -KILL "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+	say "killed $name with SIGKILL"
+}
+
+# add NAME FILE...: starts one more worker, NAME, from shared.yaml, the extra files
+# and FILE..., and waits until it is up (scaling out, as the seed describes it).
+add() {
+	local name=$1
+	shift
+	local files=() before=0
+	for f in "$@"; do files+=(-c "$f"); done
+	[ -f "$LOGS/$name.log" ] && before=$(grep -c '"process started"' "$LOGS/$name.log" || true)
+	start "$name" bin/ganglion run -c "$W/shared.yaml" "${EXTRA[@]}" "${files[@]}"
+	wait_until "$name" 60 started_since "$name" "$before"
+	say "added $name"
+}
+
+# stop NAME: stops NAME with SIGTERM and waits until it has exited.
+stop() {
+	local name=$1 pid
+	pid=$(cat "$RUN/$name.pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 1 150); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.2
+	done
+	rm -f "$RUN/$name.pid" "$RUN/$name.cmd"
+	say "stopped $name"
+}
+
+# started_since NAME N: NAME's log holds more than N "process started" lines.
+started_since() {
+	[ "$(grep -c '"process started"' "$LOGS/$1.log")" -gt "$2" ]
+}
+
+# restart NAME: starts NAME again with the command it was started with, and waits
+# until it is up.
+restart() {
+	local name=$1
+	if [ ! -f "$RUN/$name.cmd" ]; then
+		say "no process $name was started (no $RUN/$name.cmd)" >&2
+		exit 1
+	fi
+	if kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
+		say "$name is running" >&2
+		exit 1
+	fi
+	local before
+	before=$(grep -c '"process started"' "$LOGS/$name.log" || true)
+	eval "start $name $(cat "$RUN/$name.cmd")"
+	case $name in
+	nats-n*) wait_until "$name" 30 curl -sf "http://127.0.0.1:822${name#nats-n}/healthz" ;;
+	frontdoor) wait_until "the front door" 30 curl -sf http://127.0.0.1:8008/_matrix/client/versions ;;
+	*) wait_until "$name" 60 started_since "$name" "$before" ;;
+	esac
+	say "restarted $name"
 }
 
 up() {
@@ -48,6 +118,7 @@ up() {
 		exit 1
 	fi
 	mkdir -p "$LOGS"
+	rm -f "$LOGS"/*.log "$RUN"/*.cmd
 	bash deployments/ensure-postgres.sh
 	if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 		if command -v redis-server >/dev/null; then
@@ -103,8 +174,12 @@ down() {
 case "${1:-}" in
 up) up ;;
 down) down ;;
+kill) kill9 "${2:?usage: $0 kill NAME}" ;;
+add) add "${2:?usage: $0 add NAME FILE...}" "${@:3}" ;;
+stop) stop "${2:?usage: $0 stop NAME}" ;;
+restart) restart "${2:?usage: $0 restart NAME}" ;;
 *)
-	echo "usage: $0 up|down" >&2
+	echo "usage: $0 up|down|kill NAME|restart NAME|add NAME FILE...|stop NAME" >&2
 	exit 2
 	;;
 esac

@@ -232,6 +232,13 @@ type runner struct {
 // DefaultAckWait is JetStream's AckWait when a consumer sets none.
 const DefaultAckWait = 30 * time.Second
 
+// WriterAckWait is the AckWait of the writers' intent consumers, whose clients wait
+// for the answers: a writer killed while it held intents has them redelivered, to its
+// next run, this long after they were delivered (with JetStream's default, its
+// clients waited 30 s, past their own timeouts). The runner reports the intents it
+// holds in progress every third of it, so a slow batch is never redelivered.
+const WriterAckWait = 5 * time.Second
+
 // maxUnavailableBackoff caps the wait between attempts while a dependency is down.
 const maxUnavailableBackoff = 5 * time.Second
 

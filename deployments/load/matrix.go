@@ -118,8 +118,14 @@ var messageBody = []byte(`{"msgtype":"m.text","body":"Load test message: the qui
 // send PUTs one m.room.message and returns its event id.
 func (hs *homeserver) send(ctx context.Context, u *user, room id.RoomID) (string, error) {
 	u.txn++
-	path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/send/m.room.message/" + u.txnPrefix + "-" + strconv.Itoa(u.txn)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, hs.base+path, bytes.NewReader(messageBody))
+	return hs.sendTxn(ctx, u, room, u.txnPrefix+"-"+strconv.Itoa(u.txn), messageBody)
+}
+
+// sendTxn PUTs one m.room.message with this transaction id and content, and returns
+// its event id.
+func (hs *homeserver) sendTxn(ctx context.Context, u *user, room id.RoomID, txn string, content []byte) (string, error) {
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/send/m.room.message/" + url.PathEscape(txn)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, hs.base+path, bytes.NewReader(content))
 	if err != nil {
 		return "", err
 	}
@@ -215,7 +221,18 @@ func (hs *homeserver) do(req *http.Request, out any) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: %d %s", req.Method, req.URL.Path, resp.StatusCode, bytes.TrimSpace(body))
+		return &statusError{method: req.Method, path: req.URL.Path, code: resp.StatusCode, body: string(bytes.TrimSpace(body))}
 	}
 	return json.Unmarshal(body, out)
+}
+
+// statusError is an answer other than 200.
+type statusError struct {
+	method, path string
+	code         int
+	body         string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s", e.method, e.path, e.code, e.body)
 }

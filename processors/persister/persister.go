@@ -169,6 +169,9 @@ func New(cfg Config) *Persister {
 	}
 }
 
+// unavailable reports whether err is Postgres or the bus out of reach for now.
+func unavailable(err error) bool { return persist.Transient(err) || streams.BusUnavailable(err) }
+
 // dbCtx bounds one database call by DBTimeout.
 func (p *Persister) dbCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, p.cfg.DBTimeout)
@@ -177,28 +180,38 @@ func (p *Persister) dbCtx(ctx context.Context) (context.Context, context.CancelF
 // Run recovers what an earlier run appended but did not project, then handles intents
 // until ctx ends.
 func (p *Persister) Run(ctx context.Context) error {
-	if err := p.recoverUnprojected(ctx); err != nil {
+	if err := streams.Retry(ctx, p.cfg.Log, "event writer recovery", unavailable, p.recoverUnprojected); err != nil {
 		return fmt.Errorf("persister %s: recovery: %w", p.cfg.Name, err)
+	}
+	if ctx.Err() != nil {
+		return nil
 	}
 	// Postgres holds every result of this writer now.
 	p.seen.build(ctx, nil)
 	defer p.seen.wait()
 	t := p.cfg.Topology
-	cons, err := p.cfg.JS.CreateOrUpdateConsumer(ctx, t.IntentsStream(), jetstream.ConsumerConfig{
-		Durable:       t.PersisterConsumer(p.cfg.Name),
-		Description:   "event writer " + p.cfg.Name,
-		FilterSubject: t.IntentSubject(p.cfg.Name),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		// A crashed writer's intents come back after this; recovery at start projects
-		// what it appended, so the redelivered intents find their results.
-		AckWait: 30 * time.Second,
-		// The runner gives up after its own MaxDeliver and dead-letters; the consumer
-		// must keep delivering until then, or a last failure would strand the intent.
-		MaxDeliver:    -1,
-		MaxAckPending: 4 * p.cfg.MaxBatch,
+	var cons jetstream.Consumer
+	err := streams.Retry(ctx, p.cfg.Log, "making the intents consumer", streams.BusUnavailable, func(ctx context.Context) (err error) {
+		cons, err = p.cfg.JS.CreateOrUpdateConsumer(ctx, t.IntentsStream(), jetstream.ConsumerConfig{
+			Durable:       t.PersisterConsumer(p.cfg.Name),
+			Description:   "event writer " + p.cfg.Name,
+			FilterSubject: t.IntentSubject(p.cfg.Name),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			// A crashed writer's intents come back after this; recovery at start projects
+			// what it appended, so the redelivered intents find their results.
+			AckWait: streams.WriterAckWait,
+			// The runner gives up after its own MaxDeliver and dead-letters; the consumer
+			// must keep delivering until then, or a last failure would strand the intent.
+			MaxDeliver:    -1,
+			MaxAckPending: 4 * p.cfg.MaxBatch,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("persister %s: consumer: %w", p.cfg.Name, err)
+	}
+	if ctx.Err() != nil {
+		return nil
 	}
 	p.cfg.Log.Info("event writer started", zap.String("writer", p.cfg.Name))
 	if p.cfg.Replication != nil {
@@ -302,7 +315,7 @@ func (p *Persister) handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	case errors.As(err, &pe):
 		p.cfg.Log.Error("event writer panicked", zap.Any("panic", pe.value), zap.ByteString("stack", pe.stack))
 		panic(pe)
-	case persist.Transient(err) || streams.BusUnavailable(err):
+	case unavailable(err):
 		p.cfg.Log.Warn("database or bus unavailable; the intents wait", zap.Error(err), zap.Int("intents", len(pending)))
 		err = streams.Unavailable(err)
 	case err != nil:

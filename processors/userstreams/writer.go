@@ -192,40 +192,34 @@ func New(cfg Config) (*Writer, error) {
 
 // Run projects what a crash left unprojected, then consumes writes until ctx ends.
 func (w *Writer) Run(ctx context.Context) error {
-	for {
+	anyError := func(error) bool { return true }
+	_ = streams.Retry(ctx, w.log, "recovery", anyError, func(ctx context.Context) error {
 		err := w.recover(ctx)
 		if st, ok := w.cfg.Stream.(Starter); ok && err == nil {
 			err = st.Start(ctx, w)
 		}
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		w.log.Warn("recovery failed; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+		return err
+	})
 	t := w.cfg.Topology
 	consumer := t.UserStreamConsumer(w.name, w.cfg.Name)
-	cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, t.IntentsStream(), jetstream.ConsumerConfig{
-		Durable:       consumer,
-		Description:   w.name + " writer " + w.cfg.Name,
-		FilterSubject: t.UserStreamIntentSubject(w.name, w.cfg.Name),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    -1,
-		MaxAckPending: 4 * w.cfg.MaxBatch,
+	var cons jetstream.Consumer
+	err := streams.Retry(ctx, w.log, "making the intents consumer", streams.BusUnavailable, func(ctx context.Context) (err error) {
+		cons, err = w.cfg.JS.CreateOrUpdateConsumer(ctx, t.IntentsStream(), jetstream.ConsumerConfig{
+			Durable:       consumer,
+			Description:   w.name + " writer " + w.cfg.Name,
+			FilterSubject: t.UserStreamIntentSubject(w.name, w.cfg.Name),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       streams.WriterAckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: 4 * w.cfg.MaxBatch,
+		})
+		return err
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
 		return fmt.Errorf("%s writer: consumer: %w", w.name, err)
+	}
+	if ctx.Err() != nil {
+		return nil // stopped while starting
 	}
 	var wg sync.WaitGroup
 	if w.cfg.Replication != nil {
