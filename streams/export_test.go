@@ -10,10 +10,30 @@ import (
 // their first wait a millisecond, as on a server too busy to answer at once, until
 // the returned function restores them.
 func SimulateSlowServer() (restore func()) {
-	oldNow, oldWait := fetchNow, fetchWait
-	fetchNow = func(c jetstream.Consumer, n int) (jetstream.MessageBatch, error) {
-		return c.Fetch(n, jetstream.FetchMaxWait(time.Microsecond))
+	oldFetch, oldWait := fetch, fetchWait
+	fetch = func(c jetstream.Consumer, n int, wait time.Duration) (jetstream.MessageBatch, error) {
+		return oldFetch(c, n, max(wait, time.Microsecond))
 	}
 	fetchWait = time.Millisecond
-	return func() { fetchNow, fetchWait = oldNow, oldWait }
+	return func() { fetch, fetchWait = oldFetch, oldWait }
+}
+
+// SimulateLostConsumer makes the first consumer ReadLog fetches from answer nothing
+// from then on, as one whose stream leader moved away with it, and the first wait a
+// millisecond, until the returned function restores them. empty is a consumer that
+// has nothing to deliver.
+func SimulateLostConsumer(empty jetstream.Consumer) (restore func()) {
+	oldFetch, oldWait := fetch, fetchWait
+	var lost jetstream.Consumer
+	fetch = func(c jetstream.Consumer, n int, wait time.Duration) (jetstream.MessageBatch, error) {
+		if lost == nil {
+			lost = c
+		}
+		if c == lost {
+			return empty.FetchNoWait(n)
+		}
+		return oldFetch(c, n, wait)
+	}
+	fetchWait = time.Millisecond
+	return func() { fetch, fetchWait = oldFetch, oldWait }
 }

@@ -32,8 +32,14 @@ var fetchWait = time.Second
 
 const maxFetchWait = 10 * time.Second
 
-// fetchNow takes what the server has for c right away (a test slows it down).
-var fetchNow = func(c jetstream.Consumer, n int) (jetstream.MessageBatch, error) { return c.FetchNoWait(n) }
+// fetch takes up to n messages of c: what the server has right away, or with wait,
+// what comes within it (tests slow it down, or lose the consumer).
+var fetch = func(c jetstream.Consumer, n int, wait time.Duration) (jetstream.MessageBatch, error) {
+	if wait == 0 {
+		return c.FetchNoWait(n)
+	}
+	return c.Fetch(n, jetstream.FetchMaxWait(wait))
+}
 
 // ReadLog reads the EVENTS log in order, from r.From up to the last sequence the range
 // holds when ReadLog is called, and hands the messages to fn in chunks. It returns
@@ -100,35 +106,35 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, streamName, subject
 	if chunk <= 0 {
 		chunk = 256
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
-		HeadersOnly:    r.Writer != "",
-	})
-	if err != nil {
-		return 0, err
-	}
+	var cons jetstream.Consumer
 	// The server would keep an ephemeral consumer for minutes after its last use; a
 	// writer may catch rooms up often, so each read removes its own.
-	defer func() {
+	drop := func() {
 		if info := cons.CachedInfo(); info != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			_ = stream.DeleteConsumer(dctx, info.Name)
 		}
-	}()
+	}
+	open := func(start uint64) error {
+		cons, err = stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{subject},
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    start,
+			HeadersOnly:    r.Writer != "",
+		})
+		return err
+	}
+	if err := open(from); err != nil {
+		return 0, err
+	}
+	defer func() { drop() }()
 	// Everything up to last is stored, so a fetch takes what the server has at once;
 	// only when that comes back empty while more is stored does the next one wait.
 	var wait time.Duration
 	for seq := from - 1; seq < last; {
 		n := min(chunk, int(min(last-seq, 1<<20)))
-		var msgs jetstream.MessageBatch
-		if wait == 0 {
-			msgs, err = fetchNow(cons, n)
-		} else {
-			msgs, err = cons.Fetch(n, jetstream.FetchMaxWait(wait))
-		}
+		msgs, err := fetch(cons, n, wait)
 		if err != nil {
 			return 0, err
 		}
@@ -175,7 +181,16 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, streamName, subject
 			if err != nil {
 				return 0, err
 			}
-			// More is stored: wait for it, longer each time it does not come.
+			// More is stored: wait for it, longer each time it does not come. A fetch
+			// that waited and still got nothing may be asking a consumer that the
+			// stream's leader took with it when it moved (a NATS node lost): read on
+			// from a new one.
+			if wait > 0 {
+				drop()
+				if err := open(seq + 1); err != nil {
+					return 0, err
+				}
+			}
 			wait = min(max(2*wait, fetchWait), maxFetchWait)
 		} else {
 			wait = 0

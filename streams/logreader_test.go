@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ganglionhq/ganglion/schemas"
 	"github.com/ganglionhq/ganglion/streams"
@@ -104,4 +106,38 @@ func TestReadLogEndsAtDeletedMessages(t *testing.T) {
 	}
 	sameSeqs(t, "with a gap", readSeqs(t, env, streams.LogRange{}), []uint64{1, 2, 3, 4, 7, 8, 10})
 	sameSeqs(t, "writer", readSeqs(t, env, streams.LogRange{Writer: "w1", From: 5}), []uint64{7, 8, 10})
+}
+
+// TestReadLogOutlivesItsConsumer: the consumer of a read stops answering (its stream's
+// leader moved with a lost NATS node) while the stream holds more; the read goes on
+// from a new consumer rather than wait on the lost one for ever longer.
+func TestReadLogOutlivesItsConsumer(t *testing.T) {
+	env := natstest.Start(t)
+	appendLog(t, env, 100, []string{"!a:t"}, []string{"w1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := env.JS.Stream(ctx, env.Topology.EventsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{env.Topology.EventSubject("!none:t")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer streams.SimulateLostConsumer(empty)()
+	var seqs []uint64
+	_, err = streams.ReadLog(ctx, env.JS, env.Topology, streams.LogRange{Chunk: 10}, func(msgs []schemas.LogMessage) error {
+		for _, m := range msgs {
+			seqs = append(seqs, m.Seq)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []uint64
+	for i := range 100 {
+		all = append(all, uint64(i+1))
+	}
+	sameSeqs(t, "read past the lost consumer", seqs, all)
 }
