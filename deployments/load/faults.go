@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
@@ -344,6 +345,7 @@ func runFaults(ctx context.Context, out io.Writer, o faultOptions, faults []*fau
 	writers, err := roomWriters(readCtx, js, topo, logStart+1, owned)
 	if err != nil {
 		fmt.Fprintf(out, "reading the events log's writer headers: %v\n", err)
+		writers = nil
 	}
 	return r.report(out, faults, records, series, syncs, stored, writers, drained)
 }
@@ -478,21 +480,29 @@ func (s *syncFollower) run(ctx context.Context, r *faultRun) {
 // rooms, the writers that appended its messages, one entry per run of messages by the
 // same writer.
 func roomWriters(ctx context.Context, js jetstream.JetStream, topo streams.Topology, from uint64, owned [][]id.RoomID) (map[string][]string, error) {
-	out := map[string][]string{}
-	for _, rooms := range owned {
-		for _, room := range rooms {
-			out[string(room)] = nil
-		}
-	}
-	_, err := streams.ReadLog(ctx, js, topo, streams.LogRange{From: from, Chunk: 1024}, func(msgs []schemas.LogMessage) error {
-		for _, m := range msgs {
-			runs, ours := out[m.Batch.RoomID]
-			if ours && (len(runs) == 0 || runs[len(runs)-1] != m.Writer) {
-				out[m.Batch.RoomID] = append(runs, m.Writer)
+	var out map[string][]string
+	// The bus may still be settling after the run's faults: read again from the start.
+	err := streams.Retry(ctx, zap.NewNop(), "reading the log", streams.BusUnavailable, func(ctx context.Context) error {
+		out = map[string][]string{}
+		for _, rooms := range owned {
+			for _, room := range rooms {
+				out[string(room)] = nil
 			}
 		}
-		return nil
+		_, err := streams.ReadLog(ctx, js, topo, streams.LogRange{From: from, Chunk: 1024}, func(msgs []schemas.LogMessage) error {
+			for _, m := range msgs {
+				runs, ours := out[m.Batch.RoomID]
+				if ours && (len(runs) == 0 || runs[len(runs)-1] != m.Writer) {
+					out[m.Batch.RoomID] = append(runs, m.Writer)
+				}
+			}
+			return nil
+		})
+		return err
 	})
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
 	return out, err
 }
 
@@ -653,7 +663,7 @@ func (r *faultRun) report(out io.Writer, faults []*fault, records []*sendRecord,
 	if len(line) > 0 {
 		fmt.Fprintln(out, "  "+strings.Join(line, " "))
 	}
-	if lost+duplicated+wrongID+turns > 0 || refused > 0 || len(stored) == 0 {
+	if lost+duplicated+wrongID+turns > 0 || refused > 0 || len(stored) == 0 || writers == nil {
 		return fmt.Errorf("faults: %d lost, %d duplicated, %d under another id, %d refused, %d rooms with writers taking turns",
 			lost, duplicated, wrongID, refused, turns)
 	}
