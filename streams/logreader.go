@@ -25,6 +25,10 @@ type LogRange struct {
 	Chunk int
 }
 
+// readerOpenTimeout bounds the making of a read's consumer: past it, the read fails
+// and its caller tries again later, rather than wait on a disturbed bus.
+const readerOpenTimeout = 5 * time.Second
+
 // fetchWait is how long a fetch first waits for messages that are known to be stored,
 // once one that did not wait came back empty; each further empty fetch doubles it, up
 // to maxFetchWait.
@@ -106,29 +110,50 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, streamName, subject
 	if chunk <= 0 {
 		chunk = 256
 	}
+	// The read is one ephemeral consumer, kept across fetches, not an ordered consumer:
+	// that one makes a new server-side consumer at every fetch, and, when the bus is
+	// disturbed, retries making it for as long as it takes (a writer's room catch-up
+	// stalled 34 s behind it when a NATS node was killed). Here a consumer is made
+	// again only when it seems lost, within the caller's time.
 	var cons jetstream.Consumer
-	// The server would keep an ephemeral consumer for minutes after its last use; a
-	// writer may catch rooms up often, so each read removes its own.
+	// consumerSeq is the consumer's sequence of the last message received: a jump
+	// means messages lost on the way, read again from a new consumer.
+	var consumerSeq uint64
+	// The server would keep an ephemeral consumer after its last use; a writer may
+	// catch rooms up often, so each read removes its own.
 	drop := func() {
-		if info := cons.CachedInfo(); info != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = stream.DeleteConsumer(dctx, info.Name)
+		if cons == nil {
+			return
 		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+		cons = nil
 	}
 	open := func(start uint64) error {
-		cons, err = stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{subject},
-			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:    start,
-			HeadersOnly:    r.Writer != "",
+		drop()
+		octx, cancel := context.WithTimeout(ctx, readerOpenTimeout)
+		defer cancel()
+		c, err := stream.CreateConsumer(octx, jetstream.ConsumerConfig{
+			FilterSubjects:    []string{subject},
+			DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:       start,
+			AckPolicy:         jetstream.AckNonePolicy,
+			HeadersOnly:       r.Writer != "",
+			InactiveThreshold: time.Minute,
+			Replicas:          1,
+			MemoryStorage:     true,
 		})
-		return err
+		if err != nil {
+			return fmt.Errorf("streams: reading %s: %w", streamName, err)
+		}
+		cons, consumerSeq = c, 0
+		return nil
 	}
 	if err := open(from); err != nil {
 		return 0, err
 	}
-	defer func() { drop() }()
+	defer drop()
 	// Everything up to last is stored, so a fetch takes what the server has at once;
 	// only when that comes back empty while more is stored does the next one wait.
 	var wait time.Duration
@@ -140,12 +165,17 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, streamName, subject
 		}
 		var out []RawMessage
 		received := 0
+		lost := false
 		for m := range msgs.Messages() {
-			received++
 			meta, err := m.Metadata()
 			if err != nil {
 				return 0, err
 			}
+			if lost = meta.Sequence.Consumer != consumerSeq+1; lost {
+				break // what follows comes again from a new consumer
+			}
+			received++
+			consumerSeq = meta.Sequence.Consumer
 			seq = meta.Sequence.Stream
 			writer := m.Headers().Get(HeaderWriter)
 			if seq > last || (r.Writer != "" && writer != r.Writer) {
@@ -169,6 +199,12 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, streamName, subject
 				return 0, err
 			}
 		}
+		if lost {
+			if err := open(seq + 1); err != nil {
+				return 0, err
+			}
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
@@ -186,7 +222,6 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, streamName, subject
 			// stream's leader took with it when it moved (a NATS node lost): read on
 			// from a new one.
 			if wait > 0 {
-				drop()
 				if err := open(seq + 1); err != nil {
 					return 0, err
 				}
