@@ -18,26 +18,26 @@ import (
 // one; the other devices are logged out (their pushers with them) unless
 // logout_devices is false; the old password stops working and the new one works.
 func TestChangePassword(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	other, err := tryLogin(ctx, hs.url(), "alice", password, "")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	other, err := tryLogin(ctx, base, alice.UserID.Localpart(), password, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := other.SetPusher(ctx, httpPusher("app", "other-device", false)); err != nil {
 		t.Fatal(err)
 	}
-	url := hs.url() + "/_matrix/client/v3/account/password"
+	url := base + "/_matrix/client/v3/account/password"
 	status, _, u := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "new-pw"})
 	if status != http.StatusUnauthorized || u.Session == "" || len(u.Flows) != 1 || u.Flows[0].Stages[0] != "m.login.password" {
 		t.Fatalf("without auth: %d %+v", status, u)
 	}
 	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "new-pw",
-		"auth": passwordAuth("alice", "wrong", u.Session)}); status != http.StatusUnauthorized || code != "M_FORBIDDEN" {
+		"auth": passwordAuth(alice.UserID.Localpart(), "wrong", u.Session)}); status != http.StatusUnauthorized || code != "M_FORBIDDEN" {
 		t.Errorf("with a wrong password: %d %s", status, code)
 	}
 	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "new-pw",
-		"auth": passwordAuth("alice", password, u.Session)}); status != http.StatusOK {
+		"auth": passwordAuth(alice.UserID.Localpart(), password, u.Session)}); status != http.StatusOK {
 		t.Fatalf("change: %d %s", status, code)
 	}
 	if _, err := other.Whoami(ctx); !errors.Is(err, mautrix.MUnknownToken) {
@@ -49,17 +49,17 @@ func TestChangePassword(t *testing.T) {
 	if ps, err := alice.GetPushers(ctx); err != nil || len(ps.Pushers) != 0 {
 		t.Errorf("pushers after the change: %+v %v, want the other device's gone", ps, err)
 	}
-	if _, err := tryLogin(ctx, hs.url(), "alice", password, ""); !errors.Is(err, mautrix.MForbidden) {
+	if _, err := tryLogin(ctx, base, alice.UserID.Localpart(), password, ""); !errors.Is(err, mautrix.MForbidden) {
 		t.Errorf("login with the old password: %v", err)
 	}
-	kept, err := tryLogin(ctx, hs.url(), "alice", "new-pw", "")
+	kept, err := tryLogin(ctx, base, alice.UserID.Localpart(), "new-pw", "")
 	if err != nil {
 		t.Fatalf("login with the new password: %v", err)
 	}
 	// Without logging out the others.
 	status, _, u = uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "newer", "logout_devices": false})
 	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"new_password": "newer", "logout_devices": false,
-		"auth": passwordAuth("alice", "new-pw", u.Session)}); status != http.StatusOK {
+		"auth": passwordAuth(alice.UserID.Localpart(), "new-pw", u.Session)}); status != http.StatusOK {
 		t.Fatalf("change keeping devices: %d %s", status, code)
 	}
 	if _, err := kept.Whoami(ctx); err != nil {
@@ -75,9 +75,9 @@ func TestChangePassword(t *testing.T) {
 // their rooms and rejected their invites, their profile is empty, no device works, the
 // password does not log in, and the user ID stays taken.
 func TestDeactivate(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	if err := alice.SetDisplayName(ctx, "Alice A"); err != nil {
 		t.Fatal(err)
 	}
@@ -86,15 +86,15 @@ func TestDeactivate(t *testing.T) {
 	if _, err := bob.InviteUser(ctx, invited, &mautrix.ReqInviteUser{UserID: alice.UserID}); err != nil {
 		t.Fatal(err)
 	}
-	url := hs.url() + "/_matrix/client/v3/account/deactivate"
+	url := base + "/_matrix/client/v3/account/deactivate"
 	status, _, u := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{})
 	if status != http.StatusUnauthorized || u.Session == "" {
 		t.Fatalf("without auth: %d %+v", status, u)
 	}
-	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"auth": passwordAuth("alice", "wrong", u.Session)}); status != http.StatusUnauthorized || code != "M_FORBIDDEN" {
+	if status, code, _ := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{"auth": passwordAuth(alice.UserID.Localpart(), "wrong", u.Session)}); status != http.StatusUnauthorized || code != "M_FORBIDDEN" {
 		t.Errorf("with a wrong password: %d %s", status, code)
 	}
-	raw, _ := json.Marshal(map[string]any{"auth": passwordAuth("alice", password, u.Session)})
+	raw, _ := json.Marshal(map[string]any{"auth": passwordAuth(alice.UserID.Localpart(), password, u.Session)})
 	status, code, text := rawRequest(ctx, t, http.MethodPost, url, alice.AccessToken, raw)
 	var body map[string]string
 	if err := json.Unmarshal([]byte(text), &body); err != nil || status != http.StatusOK || body["id_server_unbind_result"] != "no-support" {
@@ -103,7 +103,7 @@ func TestDeactivate(t *testing.T) {
 	if _, err := alice.Whoami(ctx); !errors.Is(err, mautrix.MUnknownToken) {
 		t.Errorf("the token after deactivation: %v", err)
 	}
-	if _, err := tryLogin(ctx, hs.url(), "alice", password, ""); !errors.Is(err, mautrix.MForbidden) {
+	if _, err := tryLogin(ctx, base, alice.UserID.Localpart(), password, ""); !errors.Is(err, mautrix.MForbidden) {
 		t.Errorf("login after deactivation: %v, want M_FORBIDDEN", err)
 	}
 	for _, room := range []id.RoomID{joined, invited} {
@@ -117,8 +117,8 @@ func TestDeactivate(t *testing.T) {
 	if p, err := bob.GetProfile(ctx, alice.UserID); err != nil || p.DisplayName != "" {
 		t.Errorf("the profile after deactivation: %+v %v", p, err)
 	}
-	reg, _ := mautrix.NewClient(hs.url(), "", "")
-	_, err := reg.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "alice", Password: "again"})
+	reg, _ := mautrix.NewClient(base, "", "")
+	_, err := reg.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: alice.UserID.Localpart(), Password: "again"})
 	wantError(t, "registering the deactivated user's ID", err, http.StatusBadRequest, "M_USER_IN_USE")
 }
 
@@ -201,18 +201,18 @@ func TestRefreshTokens(t *testing.T) {
 // Deactivation with erase: the user's events are shown redacted to whoever was not in
 // the room when they were sent, in /messages and /sync, and whole to those who were.
 func TestErasure(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	carol := newUser(ctx, t, hs.url(), "carol")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	carol := newUser(ctx, t, base, "carol")
 	room := createRoomWith(ctx, t, bob, "public_chat", alice)
 	secret, err := sendText(ctx, alice, room, "e1", "my secret")
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := hs.url() + "/_matrix/client/v3/account/deactivate"
+	url := base + "/_matrix/client/v3/account/deactivate"
 	_, _, u := uiaRequest(ctx, t, alice, http.MethodPost, url, map[string]any{})
-	raw, _ := json.Marshal(map[string]any{"auth": passwordAuth("alice", password, u.Session), "erase": true})
+	raw, _ := json.Marshal(map[string]any{"auth": passwordAuth(alice.UserID.Localpart(), password, u.Session), "erase": true})
 	if status, code, text := rawRequest(ctx, t, http.MethodPost, url, alice.AccessToken, raw); status != http.StatusOK {
 		t.Fatalf("deactivate with erase: %d %s %s", status, code, text)
 	}

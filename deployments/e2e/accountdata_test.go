@@ -12,9 +12,9 @@ import (
 // TestAccountData: global and room account data and tags are stored, read back,
 // private to their owner, and reach /sync, initial and incremental.
 func TestAccountData(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "private_chat")
 
 	first, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)

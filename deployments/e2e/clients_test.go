@@ -29,6 +29,10 @@ const password = "correct horse battery staple"
 // returns a client holding the login's device and token.
 func newUser(ctx context.Context, t *testing.T, baseURL, localpart string) *mautrix.Client {
 	t.Helper()
+	if externalURL != "" {
+		// A deployment shared by every test and run: names of their own.
+		localpart += "-" + randomLetters(8)
+	}
 	reg, err := mautrix.NewClient(baseURL, "", "")
 	if err != nil {
 		t.Fatal(err)

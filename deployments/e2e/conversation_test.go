@@ -18,10 +18,10 @@ import (
 // each send 100 messages, and both see all 200 in one order through incremental /sync
 // and once each through /messages; a repeated PUT with the same txnId changes nothing.
 func TestSingleProcess(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
+	ctx, base := clientScenario(t)
 
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "", bob)
 	converse(ctx, t, [2]party{{"alice", alice, alice}, {"bob", bob, bob}}, []id.RoomID{room}, 100)
 }

@@ -50,11 +50,11 @@ func uiaRequest(ctx context.Context, t *testing.T, c *mautrix.Client, method, ur
 // user-interactive auth with their password; a deleted device's token is refused at
 // once; someone else's device is never theirs; every error has the spec's status.
 func TestDevices(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	phone := login(ctx, t, hs.url(), "alice", "")
-	laptop := login(ctx, t, hs.url(), "alice", "")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	phone := login(ctx, t, base, alice.UserID.Localpart(), "")
+	laptop := login(ctx, t, base, alice.UserID.Localpart(), "")
+	bob := newUser(ctx, t, base, "bob")
 
 	// The list: every device of alice's (the registration's, three logins), never bob's.
 	list, err := alice.GetDevicesInfo(ctx)
@@ -134,19 +134,19 @@ func TestDevices(t *testing.T) {
 	if s != 401 || u.Session == "" || len(u.Flows) != 1 || len(u.Flows[0].Stages) != 1 || u.Flows[0].Stages[0] != "m.login.password" {
 		t.Fatalf("DELETE without auth: %d %+v", s, u)
 	}
-	s, _, wrong := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth("alice", "wrong", u.Session)})
+	s, _, wrong := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth(alice.UserID.Localpart(), "wrong", u.Session)})
 	if s != 401 || wrong.ErrCode != "M_FORBIDDEN" || wrong.Session != u.Session || len(wrong.Completed) != 0 {
 		t.Errorf("DELETE with a wrong password: %d %+v", s, wrong)
 	}
 	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth(bob.UserID.String(), password, u.Session)}); s != 403 || c != "M_FORBIDDEN" {
 		t.Errorf("DELETE authenticated as bob: %d %s", s, c)
 	}
-	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth("alice", password, "nosuchsession")}); s != 400 || c != "M_UNKNOWN" {
+	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth(alice.UserID.Localpart(), password, "nosuchsession")}); s != 400 || c != "M_UNKNOWN" {
 		t.Errorf("DELETE with an unknown session: %d %s", s, c)
 	}
 	// A session is bound to its request: it authorises no other deletion.
 	other := alice.BuildClientURL("v3", "devices", laptop.DeviceID)
-	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, other, map[string]any{"auth": passwordAuth("alice", password, u.Session)}); s != 400 || c != "M_UNKNOWN" {
+	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, other, map[string]any{"auth": passwordAuth(alice.UserID.Localpart(), password, u.Session)}); s != 400 || c != "M_UNKNOWN" {
 		t.Errorf("another device's deletion in the session: %d %s", s, c)
 	}
 	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": map[string]any{"type": "m.login.recaptcha", "session": u.Session}}); s != 401 || c != "M_UNRECOGNIZED" {
@@ -162,7 +162,7 @@ func TestDevices(t *testing.T) {
 	if _, err := phone.Whoami(ctx); err != nil {
 		t.Fatalf("the phone's token before its deletion: %v", err)
 	}
-	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth("alice", password, u.Session)}); s != 200 {
+	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth(alice.UserID.Localpart(), password, u.Session)}); s != 200 {
 		t.Fatalf("DELETE with the password: %d %s", s, c)
 	}
 	_, err = phone.Whoami(ctx)
@@ -170,7 +170,7 @@ func TestDevices(t *testing.T) {
 	_, err = alice.GetDeviceInfo(ctx, phone.DeviceID)
 	wantError(t, "GET the deleted device", err, 404, "M_NOT_FOUND")
 	// The session authorised that one deletion.
-	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth("alice", password, u.Session)}); s != 400 || c != "M_UNKNOWN" {
+	if s, c, _ := uiaRequest(ctx, t, alice, http.MethodDelete, delURL, map[string]any{"auth": passwordAuth(alice.UserID.Localpart(), password, u.Session)}); s != 400 || c != "M_UNKNOWN" {
 		t.Errorf("the session used again: %d %s", s, c)
 	}
 

@@ -217,10 +217,10 @@ func waitUntilOr(ctx context.Context, t *testing.T, what string, cond func() boo
 // device decrypts every one; a third device added later gets the earlier keys from the
 // key backup and the later ones by key sharing; a deleted device stops receiving keys.
 func TestEncryptionEndToEnd(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice1 := newUser(ctx, t, hs.url(), "alice")
-	bob1 := newUser(ctx, t, hs.url(), "bob")
-	alice2, bob2 := login(ctx, t, hs.url(), "alice", ""), login(ctx, t, hs.url(), "bob", "")
+	ctx, base := clientScenario(t)
+	alice1 := newUser(ctx, t, base, "alice")
+	bob1 := newUser(ctx, t, base, "bob")
+	alice2, bob2 := login(ctx, t, base, alice1.UserID.Localpart(), ""), login(ctx, t, base, bob1.UserID.Localpart(), "")
 	members := []id.UserID{alice1.UserID, bob1.UserID}
 
 	created, err := alice1.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob1.UserID},
@@ -293,7 +293,7 @@ func TestEncryptionEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	version := makeBackup(ctx, t, devices[0], backupKey)
-	alice3 := newCryptoDevice(ctx, t, "alice3", login(ctx, t, hs.url(), "alice", ""), room)
+	alice3 := newCryptoDevice(ctx, t, "alice3", login(ctx, t, base, alice1.UserID.Localpart(), ""), room)
 	if v, err := alice3.mach.DownloadAndStoreLatestKeyBackup(ctx, backupKey); err != nil || v != version {
 		t.Fatalf("restore the backup: version %q, %v", v, err)
 	}

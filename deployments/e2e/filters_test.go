@@ -14,10 +14,10 @@ import (
 // sender, room and url, count their limits over what they keep, lazily load members,
 // and invalid ones are refused rather than ignored.
 func TestFilters(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	carol := newUser(ctx, t, hs.url(), "carol")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	carol := newUser(ctx, t, base, "carol")
 	room := createRoomWith(ctx, t, alice, "private_chat", bob, carol)
 	other := createRoomWith(ctx, t, alice, "private_chat")
 

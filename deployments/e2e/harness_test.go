@@ -304,6 +304,26 @@ func singleProcess(t *testing.T) (context.Context, *deployment, *process) {
 	return ctx, d, d.startMain()
 }
 
+// externalURL is GANGLION_E2E_URL: the base URL of a running deployment (such as the
+// front door of `go tool task cluster`) that the client scenarios, the tests that talk
+// to the server only as clients do, run against instead of a process of their own.
+var externalURL = os.Getenv("GANGLION_E2E_URL")
+
+// clientScenario starts, for a test that runs in parallel and talks to the server only
+// as a client does, one homeserver process of its own, or uses the running deployment
+// at externalURL; it returns the server's base URL. The context ends with the test or
+// after flowTimeout.
+func clientScenario(t *testing.T) (context.Context, string) {
+	if externalURL == "" {
+		ctx, _, hs := singleProcess(t)
+		return ctx, hs.url()
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	t.Cleanup(cancel)
+	return ctx, externalURL
+}
+
 // startFrontDoor starts `ganglion frontdoor` with the configuration files of procs, the
 // deployment's processes.
 func (d *deployment) startFrontDoor(procs ...*process) *process {

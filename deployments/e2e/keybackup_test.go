@@ -47,9 +47,9 @@ func sessionKey(index, forwarded int, verified bool, data string) map[string]any
 // and version checks and Synapse's rule for which copy of a session key is kept; a
 // user's backups are theirs alone.
 func TestKeyBackup(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	const alg = "m.megolm_backup.v1.curve25519-aes-sha2"
 	room := "!room:" + alice.UserID.Homeserver()
 
@@ -118,7 +118,7 @@ func TestKeyBackup(t *testing.T) {
 	_, err = put(alice, "1", sessionKey(0, 0, true, "late"), room, "s9")
 	wantError(t, "keys for an old version", err, 403, "M_WRONG_ROOM_KEYS_VERSION")
 	raw, _ := json.Marshal(sessionKey(0, 0, true, "late"))
-	status, _, body := rawRequest(ctx, t, http.MethodPut, hs.url()+"/_matrix/client/v3/room_keys/keys/"+room+"/s9?version=1", alice.AccessToken, raw)
+	status, _, body := rawRequest(ctx, t, http.MethodPut, base+"/_matrix/client/v3/room_keys/keys/"+room+"/s9?version=1", alice.AccessToken, raw)
 	if status != 403 || !strings.Contains(body, `"current_version":"2"`) {
 		t.Errorf("wrong version answer: %d %s", status, body)
 	}
@@ -157,7 +157,7 @@ func TestKeyBackup(t *testing.T) {
 		t.Errorf("a version after a deleted one is not reused: %+v %v", created, err)
 	}
 
-	api := hs.url() + "/_matrix/client/v3/room_keys/"
+	api := base + "/_matrix/client/v3/room_keys/"
 	for _, tc := range []struct {
 		what, method, path, body string
 		status                   int

@@ -86,9 +86,9 @@ func keyCounts(ctx context.Context, t *testing.T, c *mautrix.Client) map[string]
 // each one-time key once, then the fallback key; forgeries and malformed keys are
 // refused with the spec's errors.
 func TestKeysUploadQueryClaim(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newKeyDevice(newUser(ctx, t, hs.url(), "alice"))
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newKeyDevice(newUser(ctx, t, base, "alice"))
+	bob := newUser(ctx, t, base, "bob")
 	upload := map[string]any{
 		"device_keys":   alice.deviceKeys(t),
 		"one_time_keys": alice.oneTimeKeys(t, "A", 3),
@@ -145,7 +145,7 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 		t.Errorf("counts after the claims: %v", c)
 	}
 	// /sync tells the device its counts and that its fallback key was used: [] not null.
-	status, _, body := rawRequest(ctx, t, http.MethodGet, hs.url()+"/_matrix/client/v3/sync", alice.c.AccessToken, nil)
+	status, _, body := rawRequest(ctx, t, http.MethodGet, base+"/_matrix/client/v3/sync", alice.c.AccessToken, nil)
 	if status != http.StatusOK || !strings.Contains(body, `"device_unused_fallback_key_types":[]`) ||
 		!strings.Contains(body, `"device_one_time_keys_count":{"signed_curve25519":0}`) {
 		t.Errorf("sync of the device: %d %s", status, body)
@@ -161,7 +161,7 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 	if err := call(ctx, alice.c, http.MethodPost, map[string]any{"one_time_keys": alice.oneTimeKeys(t, "B", 1)}, nil, "keys", "upload"); err != nil {
 		t.Fatal(err)
 	}
-	mallory := newKeyDevice(newUser(ctx, t, hs.url(), "mallory"))
+	mallory := newKeyDevice(newUser(ctx, t, base, "mallory"))
 	forged := mallory.deviceKeys(t)
 	forged["keys"].(map[string]any)["curve25519:"+mallory.c.DeviceID.String()] = "c29tZXRoaW5nIGVsc2U"
 	wrongUser := alice.sign(t, map[string]any{"user_id": bob.UserID, "device_id": alice.c.DeviceID,
@@ -197,7 +197,7 @@ func TestKeysUploadQueryClaim(t *testing.T) {
 	} {
 		wantError(t, tc.what, call(ctx, tc.c, http.MethodPost, tc.body, nil, "keys", "upload"), tc.status, tc.code)
 	}
-	api := hs.url() + "/_matrix/client/v3/keys/"
+	api := base + "/_matrix/client/v3/keys/"
 	for _, tc := range []struct {
 		what, path, body string
 		status           int
@@ -245,11 +245,11 @@ func syncDeviceLists(ctx context.Context, t *testing.T, c *mautrix.Client, since
 // keys changed among those sharing a room with them, who started sharing one, and who
 // stopped sharing any.
 func TestDeviceListsInSyncAndKeyChanges(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newKeyDevice(newUser(ctx, t, hs.url(), "alice"))
-	bob := newUser(ctx, t, hs.url(), "bob")
-	carol := newUser(ctx, t, hs.url(), "carol")
-	stranger := newKeyDevice(newUser(ctx, t, hs.url(), "stranger"))
+	ctx, base := clientScenario(t)
+	alice := newKeyDevice(newUser(ctx, t, base, "alice"))
+	bob := newUser(ctx, t, base, "bob")
+	carol := newUser(ctx, t, base, "carol")
+	stranger := newKeyDevice(newUser(ctx, t, base, "stranger"))
 	room := createRoomWith(ctx, t, bob, "private_chat", alice.c)
 	first, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
 	if err != nil {
@@ -329,7 +329,7 @@ func TestDeviceListsInSyncAndKeyChanges(t *testing.T) {
 		what, query string
 		code        string
 	}{{"without from", "", "M_MISSING_PARAM"}, {"with a bad from", "?from=garbage", "M_INVALID_PARAM"}, {"with a bad to", "?from=s1&to=x", "M_INVALID_PARAM"}} {
-		status, code, _ := rawRequest(ctx, t, http.MethodGet, hs.url()+"/_matrix/client/v3/keys/changes"+tc.query, bob.AccessToken, nil)
+		status, code, _ := rawRequest(ctx, t, http.MethodGet, base+"/_matrix/client/v3/keys/changes"+tc.query, bob.AccessToken, nil)
 		if status != 400 || code != tc.code {
 			t.Errorf("/keys/changes %s: %d %s, want 400 %s", tc.what, status, code, tc.code)
 		}
@@ -371,10 +371,10 @@ func (k *crossKeys) upload() map[string]any {
 // them needs the password; signatures are verified before they are stored, and a
 // user's signature of another's master key is seen by them alone.
 func TestCrossSigning(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newKeyDevice(newUser(ctx, t, hs.url(), "alice"))
-	bob := newKeyDevice(newUser(ctx, t, hs.url(), "bob"))
-	carol := newUser(ctx, t, hs.url(), "carol")
+	ctx, base := clientScenario(t)
+	alice := newKeyDevice(newUser(ctx, t, base, "alice"))
+	bob := newKeyDevice(newUser(ctx, t, base, "bob"))
+	carol := newUser(ctx, t, base, "carol")
 	createRoomWith(ctx, t, alice.c, "private_chat", bob.c)
 	for _, d := range []*keyDevice{alice, bob} {
 		if err := call(ctx, d.c, http.MethodPost, map[string]any{"device_keys": d.deviceKeys(t)}, nil, "keys", "upload"); err != nil {
@@ -413,7 +413,7 @@ func TestCrossSigning(t *testing.T) {
 		ErrCode string `json:"errcode"`
 	}
 	raw, _ := json.Marshal(ak2.upload())
-	status, _, body := rawRequest(ctx, t, http.MethodPost, hs.url()+"/_matrix/client/v3/keys/device_signing/upload", alice.c.AccessToken, raw)
+	status, _, body := rawRequest(ctx, t, http.MethodPost, base+"/_matrix/client/v3/keys/device_signing/upload", alice.c.AccessToken, raw)
 	_ = json.Unmarshal([]byte(body), &uia)
 	if status != 401 || uia.Session == "" || len(uia.Flows) != 1 || uia.Flows[0].Stages[0] != "m.login.password" {
 		t.Fatalf("replacing cross-signing keys: %d %s", status, body)
@@ -425,7 +425,7 @@ func TestCrossSigning(t *testing.T) {
 		return b
 	}
 	raw, _ = json.Marshal(withAuth("wrong"))
-	status, code, body := rawRequest(ctx, t, http.MethodPost, hs.url()+"/_matrix/client/v3/keys/device_signing/upload", alice.c.AccessToken, raw)
+	status, code, body := rawRequest(ctx, t, http.MethodPost, base+"/_matrix/client/v3/keys/device_signing/upload", alice.c.AccessToken, raw)
 	if status != 401 || code != "M_FORBIDDEN" {
 		t.Errorf("a wrong password: %d %s", status, body)
 	}

@@ -16,10 +16,10 @@ import (
 // lists the room under rooms.knock with its stripped state, and an invite lets them in
 // while a kick turns them away. Rooms whose join rule does not allow knocking refuse it.
 func TestKnocking(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	carol := newUser(ctx, t, hs.url(), "carol")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	carol := newUser(ctx, t, base, "carol")
 	room := createWithJoinRule(ctx, t, alice, event.JoinRulesEventContent{JoinRule: event.JoinRuleKnock})
 	public := createRoomWith(ctx, t, alice, "public_chat")
 
@@ -104,10 +104,10 @@ func TestKnocking(t *testing.T) {
 // a local member who may invite, others are refused; knock_restricted rooms also take
 // knocks; and a room left with no local member who may invite cannot grant a join.
 func TestRestrictedJoins(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	dave := newUser(ctx, t, hs.url(), "dave")
-	erin := newUser(ctx, t, hs.url(), "erin")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	dave := newUser(ctx, t, base, "dave")
+	erin := newUser(ctx, t, base, "erin")
 	space := createRoomWith(ctx, t, alice, "public_chat")
 	allow := []event.JoinRuleAllow{{Type: event.JoinRuleAllowRoomMembership, RoomID: space}}
 	restricted := createWithJoinRule(ctx, t, alice, event.JoinRulesEventContent{JoinRule: event.JoinRuleRestricted, Allow: allow})

@@ -18,11 +18,11 @@ import (
 // user, answer with the existing event and create none. A join's body keys go into
 // its member event; a ban can still be lifted.
 func TestMembershipAsSynapse(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	carol := newUser(ctx, t, hs.url(), "carol")
-	dave := newUser(ctx, t, hs.url(), "dave")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	carol := newUser(ctx, t, base, "carol")
+	dave := newUser(ctx, t, base, "dave")
 	room := createRoomWith(ctx, t, alice, "public_chat", bob)
 
 	if _, err := bob.LeaveRoom(ctx, room); err != nil {
@@ -92,9 +92,9 @@ func TestMembershipAsSynapse(t *testing.T) {
 // given to createRoom has its m.topic block; GET /rooms/{id}/aliases lists the room's
 // aliases to members, and to anyone when its history is world readable.
 func TestRoomCreationAsSynapse(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	if err := alice.SetDisplayName(ctx, "Alice A."); err != nil {
 		t.Fatal(err)
 	}
@@ -156,9 +156,9 @@ func TestRoomCreationAsSynapse(t *testing.T) {
 // under "invited" history visibility shows a joined user what was sent between their
 // invite and their join.
 func TestFetchEventAsSynapse(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	fetch := func(c *mautrix.Client, room id.RoomID, ev id.EventID) error {
 		_, err := c.GetEvent(ctx, room, ev)
 		return err
@@ -283,10 +283,10 @@ func TestAliasesAsSynapse(t *testing.T) {
 // TestIgnoredInviter: an invite from a user in the invitee's m.ignored_user_list does
 // not appear in their /sync; another's does.
 func TestIgnoredInviter(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	carol := newUser(ctx, t, hs.url(), "carol")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	carol := newUser(ctx, t, base, "carol")
 	if err := bob.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{alice.UserID.String(): map[string]any{}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -70,9 +70,9 @@ func getNotifications(ctx context.Context, t *testing.T, c *mautrix.Client, quer
 // mention highlights, the user's own messages and a muted room do not count, a read
 // receipt clears the count, and /notifications lists them newest first.
 func TestNotificationCounts(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "private_chat", bob)
 	muted := createRoomWith(ctx, t, alice, "private_chat", bob)
 	if err := alice.PutPushRule(ctx, "global", pushrules.RoomRule, muted.String(), &mautrix.ReqPutPushRule{Actions: []*pushrules.PushAction{}}); err != nil {
@@ -170,9 +170,9 @@ type rawUnread struct {
 // thread's notifications are counted apart from the main timeline's (MSC3773); a
 // threaded read receipt clears only its thread, an unthreaded one everything.
 func TestThreadNotificationCounts(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "private_chat", bob)
 	root, err := sendText(ctx, bob, room, "t1", "root")
 	if err != nil {

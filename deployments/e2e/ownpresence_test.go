@@ -11,8 +11,8 @@ import (
 // the change lands before that sync's token, as with Synapse: the next long-poll is
 // woken by what comes next (here a push rule), not by the user's own presence.
 func TestOwnPresenceBeforeTheToken(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
 	first, err := alice.SyncRequest(ctx, 0, "", "", false, "")
 	if err != nil {
 		t.Fatal(err)

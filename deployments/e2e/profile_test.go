@@ -54,8 +54,8 @@ func TestProfiles(t *testing.T) {
 // TestProfileAnnouncedAfterClientLeaves: a client that goes away while its profile
 // change is being announced still gets it announced in every room it is joined to.
 func TestProfileAnnouncedAfterClientLeaves(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
 	rooms := make([]id.RoomID, 40)
 	for i := range rooms {
 		rooms[i] = createRoomWith(ctx, t, alice, "")

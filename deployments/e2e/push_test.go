@@ -121,10 +121,10 @@ func (g *testGateway) waitPush(t *testing.T, ev id.EventID, pushkey string) gate
 // the matching rule, the unread count; nothing for a muted room; a gateway error is
 // retried and the push arrives once; a rejected pushkey removes its pusher.
 func TestPushGateway(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
+	ctx, base := clientScenario(t)
 	gw := newTestGateway(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "private_chat", bob)
 	muted := createRoomWith(ctx, t, alice, "private_chat", bob)
 	if err := alice.PutPushRule(ctx, "global", pushrules.RoomRule, muted.String(), &mautrix.ReqPutPushRule{Actions: []*pushrules.PushAction{}}); err != nil {
@@ -146,7 +146,7 @@ func TestPushGateway(t *testing.T) {
 	}
 	p := gw.waitPush(t, hello, "full").Notification
 	dev := p.Devices[0]
-	if p.RoomID != room.String() || p.Type != "m.room.message" || p.Sender != bob.UserID.String() || p.SenderDisplayName != "bob" ||
+	if p.RoomID != room.String() || p.Type != "m.room.message" || p.Sender != bob.UserID.String() || p.SenderDisplayName != bob.UserID.Localpart() ||
 		!json.Valid(p.Content) || p.Counts.Unread != 1 || p.Prio != "high" || dev.AppID != "org.example.app" ||
 		dev.PushkeyTS <= 0 || dev.Data["extra"] != 1.0 || dev.Data["url"] != nil || dev.Tweaks["sound"] != "default" {
 		t.Errorf("the push for a message in a room of two: %+v", p)
@@ -219,7 +219,7 @@ func TestPushGateway(t *testing.T) {
 // another gateway gets every push, for another user and for the same user's other
 // pusher.
 func TestPushGatewayIsolation(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
+	ctx, base := clientScenario(t)
 	hung, slow, fine := newTestGateway(t), newTestGateway(t), newTestGateway(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) }) // runs before the gateways close
@@ -239,9 +239,9 @@ func TestPushGatewayIsolation(t *testing.T) {
 		return 200, `{}`
 	})
 	garbage, garbageAnswers := garbageServer(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	carol := newUser(ctx, t, hs.url(), "carol")
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	carol := newUser(ctx, t, base, "carol")
 	room := createRoomWith(ctx, t, bob, "private_chat", alice, carol)
 	for _, p := range []struct {
 		c   *mautrix.Client

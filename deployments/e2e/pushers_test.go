@@ -38,9 +38,9 @@ func pusherKeys(ctx context.Context, t *testing.T, c *mautrix.Client) []string {
 // with kind null, removed with the device that set them, and the spec's errors, driven
 // with mautrix-go against a single process.
 func TestPushers(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 
 	if got := pusherKeys(ctx, t, alice); len(got) != 0 {
 		t.Fatalf("a new user's pushers: %v", got)
@@ -103,7 +103,7 @@ func TestPushers(t *testing.T) {
 	if err := alice.SetPusher(ctx, httpPusher("app", "k3", false)); err != nil {
 		t.Fatal(err)
 	}
-	phone := login(ctx, t, hs.url(), "alice", "")
+	phone := login(ctx, t, base, alice.UserID.Localpart(), "")
 	if err := phone.SetPusher(ctx, httpPusher("app", "k4", false)); err != nil {
 		t.Fatal(err)
 	}
@@ -117,11 +117,11 @@ func TestPushers(t *testing.T) {
 		t.Errorf("alice's pushers after the phone logged out: %v", got)
 	}
 	// A new login as a device replaces its token, and the pushers set with the old one go.
-	tablet := login(ctx, t, hs.url(), "alice", "TABLET")
+	tablet := login(ctx, t, base, alice.UserID.Localpart(), "TABLET")
 	if err := tablet.SetPusher(ctx, httpPusher("app", "k5", false)); err != nil {
 		t.Fatal(err)
 	}
-	login(ctx, t, hs.url(), "alice", "TABLET")
+	login(ctx, t, base, alice.UserID.Localpart(), "TABLET")
 	if got := pusherKeys(ctx, t, alice); !slices.Equal(got, []string{"app/k3"}) {
 		t.Errorf("alice's pushers after a new login as the tablet: %v", got)
 	}

@@ -56,9 +56,9 @@ func senderIs(user string) []*pushrules.PushCondition {
 // given actions and deleted with mautrix-go, m.push_rules in /sync (initial, incremental,
 // waking a long-poll), and every error with Synapse's status and errcode.
 func TestPushRules(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	notify := []*pushrules.PushAction{{Action: pushrules.ActionNotify}}
 
 	// The defaults, in the spec's order, as an initial /sync also carries them.
@@ -80,7 +80,7 @@ func TestPushRules(t *testing.T) {
 	if got := ruleIDs(rules.Underride); !reflect.DeepEqual(got, defaultUnderrides) {
 		t.Errorf("underride defaults %v", got)
 	}
-	if len(rules.Content) != 1 || rules.Content[0].Pattern != "alice" || !rules.Content[0].Default ||
+	if len(rules.Content) != 1 || rules.Content[0].Pattern != alice.UserID.Localpart() || !rules.Content[0].Default ||
 		len(rules.Room.Map) != 0 || len(rules.Sender.Map) != 0 || rules.Override[0].Enabled {
 		t.Errorf("content %+v, room %v, sender %v, master %+v", rules.Content[0], rules.Room.Map, rules.Sender.Map, rules.Override[0])
 	}

@@ -18,9 +18,9 @@ import (
 // /state/{type}/{key}, /members or /joined_members, and /sync; and another user
 // sends a read receipt for the new event (an event ID handed over, as clients do).
 func TestReadsSeeTheirWrites(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "public_chat", bob)
 	since := ""
 	if resp, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOffline); err != nil {
@@ -110,8 +110,8 @@ func TestReadsSeeTheirWrites(t *testing.T) {
 // append, and resolving the alias at once, without authentication (the directory
 // needs none), finds the room, 50 times.
 func TestAliasResolvesRightAfterCreate(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
 	server := alice.UserID.Homeserver()
 	for i := range 50 {
 		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: fmt.Sprint("fresh", i)})
@@ -119,7 +119,7 @@ func TestAliasResolvesRightAfterCreate(t *testing.T) {
 			t.Fatalf("%d: create: %v", i, err)
 		}
 		alias := fmt.Sprintf("#fresh%d:%s", i, server)
-		status, _, body := rawRequest(ctx, t, "GET", hs.url()+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias), "", nil)
+		status, _, body := rawRequest(ctx, t, "GET", base+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias), "", nil)
 		if status != 200 || !strings.Contains(body, created.RoomID.String()) {
 			t.Fatalf("%d: %s right after the create: %d %s", i, alias, status, body)
 		}

@@ -49,10 +49,10 @@ func fullyReadOf(ctx context.Context, t *testing.T, c *mautrix.Client, room id.R
 // private ones only their owner's; a receipt never moves back; the read marker is the
 // room's m.fully_read account data. Every refusal has the spec's status and errcode.
 func TestReceipts(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	eve := newUser(ctx, t, hs.url(), "eve")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	eve := newUser(ctx, t, base, "eve")
 	room := createRoomWith(ctx, t, alice, "private_chat", bob)
 	other := createRoomWith(ctx, t, eve, "private_chat")
 	m1, err := sendText(ctx, alice, room, "m1", "first")
@@ -229,7 +229,7 @@ func TestReceipts(t *testing.T) {
 		_, err := c.by.MakeRequest(ctx, http.MethodPost, c.url, c.body, nil)
 		wantError(t, "receipt with "+c.what, err, c.status, c.code)
 	}
-	roomPath := hs.url() + "/_matrix/client/v3/rooms/" + url.PathEscape(room.String())
+	roomPath := base + "/_matrix/client/v3/rooms/" + url.PathEscape(room.String())
 	for _, c := range []struct {
 		what, path, body string
 		status           int

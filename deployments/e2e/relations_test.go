@@ -224,9 +224,9 @@ func ids(list gjson.Result) []string {
 // event (unsigned.membership) in /sync, /messages and /event: leave before they joined,
 // join from their join, leave from their leave.
 func TestUnsignedMembership(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "public_chat")
 	before, err := alice.SendText(ctx, room, "before bob")
 	if err != nil {
@@ -278,9 +278,9 @@ func TestUnsignedMembership(t *testing.T) {
 // TestEmptyTimelineIsAList: a room whose timeline has no events in a /sync answer (a
 // left room seen with a filter taking none of its events) still gets "events": [].
 func TestEmptyTimelineIsAList(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "public_chat", bob)
 	if _, err := bob.LeaveRoom(ctx, room); err != nil {
 		t.Fatal(err)
@@ -295,9 +295,9 @@ func TestEmptyTimelineIsAList(t *testing.T) {
 // initial sync's prev_batch reaching the create event) lists the members the room was
 // created with, not later joiners and not nobody.
 func TestMembersBeforeTheRoom(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "public_chat")
 	if _, err := alice.SendText(ctx, room, "hello"); err != nil {
 		t.Fatal(err)

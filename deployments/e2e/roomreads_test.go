@@ -17,10 +17,10 @@ import (
 // joined rooms, one event, redaction) and what a user may still read after leaving:
 // history up to the leave, nothing after it.
 func TestRoomReads(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	eve := newUser(ctx, t, hs.url(), "eve")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	eve := newUser(ctx, t, base, "eve")
 
 	caps, err := alice.Capabilities(ctx)
 	if err != nil || caps.RoomVersions == nil || caps.RoomVersions.Default != "11" ||
@@ -156,9 +156,9 @@ func TestRoomReads(t *testing.T) {
 // its leave to an incremental sync from before the leave (another device learns of it,
 // as Synapse), and no longer to an initial sync.
 func TestForgottenLeaveInIncrementalSync(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "public_chat", bob)
 	withLeave := `{"room":{"include_leave":true}}`
 	before, err := bob.SyncRequest(ctx, 0, "", withLeave, false, "")
@@ -191,9 +191,9 @@ func TestForgottenLeaveInIncrementalSync(t *testing.T) {
 // one state type, shows the room's events up to the leave, and in state only what
 // came before the timeline.
 func TestArchivedRoomInitialSync(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	room := createRoomWith(ctx, t, alice, "public_chat", bob)
 	if _, err := alice.SendText(ctx, room, "before"); err != nil {
 		t.Fatal(err)

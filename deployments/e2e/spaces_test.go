@@ -41,9 +41,9 @@ func (p hierarchyPage) ids() []id.RoomID {
 // strings, then age), bounded by max_depth and suggested_only, paged with next_batch,
 // showing only the rooms the user may see and walking only into spaces.
 func TestSpaceHierarchy(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 	server := alice.UserID.Homeserver()
 	space := func(c *mautrix.Client, name, preset string) id.RoomID {
 		res, err := c.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: name, Preset: preset,
@@ -97,7 +97,7 @@ func TestSpaceHierarchy(t *testing.T) {
 
 	get := func(c *mautrix.Client, room id.RoomID, q url.Values) (hierarchyPage, int, string) {
 		t.Helper()
-		u := hs.url() + "/_matrix/client/v1/rooms/" + url.PathEscape(room.String()) + "/hierarchy?" + q.Encode()
+		u := base + "/_matrix/client/v1/rooms/" + url.PathEscape(room.String()) + "/hierarchy?" + q.Encode()
 		status, code, body := rawRequest(ctx, t, http.MethodGet, u, c.AccessToken, nil)
 		var page hierarchyPage
 		if status == http.StatusOK {

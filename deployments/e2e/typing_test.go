@@ -64,10 +64,10 @@ func syncForEphemeral(ctx context.Context, t *testing.T, c *mautrix.Client, sinc
 // room) reaches the other's /sync and wakes their long-poll; only the user themselves,
 // in a room they are joined to, may set it; malformed requests get the spec's errors.
 func TestTyping(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	eve := newUser(ctx, t, hs.url(), "eve")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	eve := newUser(ctx, t, base, "eve")
 	room := createRoomWith(ctx, t, alice, "private_chat", bob)
 	since, err := syncUntilJoined(ctx, bob, []id.RoomID{room})
 	if err != nil {
@@ -147,7 +147,7 @@ func TestTyping(t *testing.T) {
 		{"timeout not a number", `{"typing":true,"timeout":"30000"}`, http.StatusBadRequest, "M_BAD_JSON"},
 		{"too large", `{"typing":true,"x":"` + strings.Repeat("a", 5000) + `"}`, http.StatusRequestEntityTooLarge, "M_TOO_LARGE"},
 	} {
-		status, code, body := rawRequest(ctx, t, http.MethodPut, hs.url()+"/_matrix/client/v3/rooms/"+url.PathEscape(room.String())+
+		status, code, body := rawRequest(ctx, t, http.MethodPut, base+"/_matrix/client/v3/rooms/"+url.PathEscape(room.String())+
 			"/typing/"+url.PathEscape(alice.UserID.String()), alice.AccessToken, []byte(c.body))
 		if status != c.status || code != c.code {
 			t.Errorf("typing body %s: %d %s (%s), want %d %s", c.what, status, code, body, c.status, c.code)

@@ -56,11 +56,11 @@ func waitDirectory(ctx context.Context, t *testing.T, c *mautrix.Client, term st
 // display name changes and leaves; is limited; and answers bad requests with the
 // spec's errors.
 func TestUserDirectory(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
-	carol := newUser(ctx, t, hs.url(), "carol")
-	dave := newUser(ctx, t, hs.url(), "dave")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
+	carol := newUser(ctx, t, base, "carol")
+	dave := newUser(ctx, t, base, "dave")
 	shared := createRoomWith(ctx, t, alice, "private_chat", bob)
 	createRoomWith(ctx, t, carol, "public_chat")
 	createRoomWith(ctx, t, dave, "private_chat")
@@ -83,7 +83,7 @@ func TestUserDirectory(t *testing.T) {
 	// Three Zeds in a public room: an exact match comes first, the limit cuts.
 	zeds := make([]*mautrix.Client, 3)
 	for i, name := range []string{"zedd", "zed", "zedekiah"} {
-		zeds[i] = newUser(ctx, t, hs.url(), name)
+		zeds[i] = newUser(ctx, t, base, name)
 	}
 	createRoomWith(ctx, t, zeds[0], "public_chat", zeds[1], zeds[2])
 	waitDirectory(ctx, t, alice, "zed", zeds[1].UserID, zeds[0].UserID, zeds[2].UserID)
@@ -103,12 +103,12 @@ func TestUserDirectory(t *testing.T) {
 		{"a limit that is not a number", `{"search_term": "a", "limit": "ten"}`, http.StatusBadRequest, "M_INVALID_PARAM"},
 		{"not JSON", `search`, http.StatusBadRequest, "M_NOT_JSON"},
 	} {
-		status, code, _ := rawRequest(ctx, t, "POST", hs.url()+"/_matrix/client/v3/user_directory/search", alice.AccessToken, []byte(c.body))
+		status, code, _ := rawRequest(ctx, t, "POST", base+"/_matrix/client/v3/user_directory/search", alice.AccessToken, []byte(c.body))
 		if status != c.status || code != c.code {
 			t.Errorf("%s: HTTP %d %s, want %d %s", c.what, status, code, c.status, c.code)
 		}
 	}
-	if status, code, _ := rawRequest(ctx, t, "POST", hs.url()+"/_matrix/client/v3/user_directory/search", "", []byte(`{"search_term":"a"}`)); status != http.StatusUnauthorized {
+	if status, code, _ := rawRequest(ctx, t, "POST", base+"/_matrix/client/v3/user_directory/search", "", []byte(`{"search_term":"a"}`)); status != http.StatusUnauthorized {
 		t.Errorf("without a token: HTTP %d %s", status, code)
 	}
 }

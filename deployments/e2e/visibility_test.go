@@ -14,9 +14,9 @@ import (
 // newcomer sees nothing from before their join, in /sync, /messages or /event, and a
 // profile change does not move that point; in a room with shared history they see it.
 func TestHistoryVisibility(t *testing.T) {
-	ctx, _, hs := singleProcess(t)
-	alice := newUser(ctx, t, hs.url(), "alice")
-	bob := newUser(ctx, t, hs.url(), "bob")
+	ctx, base := clientScenario(t)
+	alice := newUser(ctx, t, base, "alice")
+	bob := newUser(ctx, t, base, "bob")
 
 	for _, vis := range []event.HistoryVisibility{event.HistoryVisibilityJoined, event.HistoryVisibilityShared} {
 		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
