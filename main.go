@@ -676,6 +676,16 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		}
 		clientHandler, mediaHandler = api.Handler(), api.MediaHandler()
 		g.Go(func() error { api.Run(ctx); return nil })
+		// Tokens that another process revokes are forgotten here as its records pass.
+		revocations, err := nc.Subscribe(topo.UserStreamWildcard(schemas.StreamAccounts), func(m *nats.Msg) {
+			if r, err := schemas.DecodeAccounts(m.Data); err == nil && r.RevokesTokens() {
+				api.TokensRevokedElsewhere(r.User)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("subscribing to the accounts stream: %w", err)
+		}
+		defer func() { _ = revocations.Unsubscribe() }()
 	}
 	fed := (&federation.Server{Tokens: db, Log: log}).Handler()
 	listen := func(l config.Listener, handler http.Handler, what string) error {

@@ -185,6 +185,16 @@ type Pusher struct {
 	Data              json.RawMessage `json:"data,omitempty"`
 }
 
+// RevokesTokens reports whether the record takes access tokens of its user away: a
+// device's token replaced, devices deleted, the user deactivated.
+func (r *AccountsRecord) RevokesTokens() bool {
+	switch r.Kind {
+	case AccountTokenAdded, AccountDevicesDeleted, AccountUserDeactivated:
+		return true
+	}
+	return false
+}
+
 // DecodeAccounts parses an accounts record strictly: unknown fields, a version this
 // build does not know, or a field its kind needs missing are errors.
 func DecodeAccounts(data []byte) (*AccountsRecord, error) {

@@ -651,3 +651,9 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	s.tokens.forget(func(d Device) bool { return d.UserID == userID && d.DeviceID == deviceID })
 	matrix.WriteJSON(w, http.StatusOK, toks)
 }
+
+// TokensRevokedElsewhere tells the process that another process revokes access
+// tokens of user (a logout, a device deleted, a deactivation, a token replaced): the
+// tokens cached for them here are forgotten, and none of theirs is cached for the
+// cache's lifetime, so the revocation counts here as soon as Postgres has it.
+func (s *Server) TokensRevokedElsewhere(user string) { s.tokens.forgetUser(user) }

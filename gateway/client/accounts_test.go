@@ -511,8 +511,9 @@ func TestMalformedBodies(t *testing.T) {
 
 // Two gateways share Postgres; each caches token lookups. A token from a registration or
 // a login through one works on the other at once (the accounts writer answers once the
-// token is in Postgres). A logout through one stops the token there at once and on the
-// other within tokenTTL.
+// token is in Postgres). A logout through one stops the token there at once; on the
+// other, within tokenTTL, or at once when the accounts record reaches it
+// (TokensRevokedElsewhere, which main calls for each record that revokes tokens).
 func TestTokenRevocationAcrossGateways(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -552,6 +553,47 @@ func TestTokenRevocationAcrossGateways(t *testing.T) {
 	b.srv.tokens.mu.Unlock()
 	_, err = onB.Whoami(ctx)
 	wantMatrixErr(t, err, 401, matrix.CodeUnknownToken)
+
+	// The other login's token, cached on b, stops there as soon as b hears of its logout.
+	onBLogin := b.client(t, string(reg.UserID), login.AccessToken)
+	if _, err := onBLogin.Whoami(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.client(t, string(reg.UserID), login.AccessToken).Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.srv.TokensRevokedElsewhere(string(reg.UserID))
+	_, err = onBLogin.Whoami(ctx)
+	wantMatrixErr(t, err, 401, matrix.CodeUnknownToken)
+}
+
+// TestTokenCacheHoldsOffWhileAnotherProcessRevokes: a revocation heard of before its
+// projection lands keeps the user's lookups out of the cache for tokenTTL, so the one
+// that still finds the old token in Postgres is not remembered.
+func TestTokenCacheHoldsOffWhileAnotherProcessRevokes(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := tokenCache{now: func() time.Time { return now }}
+	h := hashToken("tok")
+	dev := Device{UserID: "@a:x", DeviceID: "D"}
+	c.put(h, dev, c.generation(), time.Time{})
+	c.forgetUser("@a:x")
+	if _, ok := c.get(h); ok {
+		t.Fatal("a token of a user another process revokes is still cached")
+	}
+	c.put(h, dev, c.generation(), time.Time{}) // read before the revocation's projection
+	if _, ok := c.get(h); ok {
+		t.Fatal("a lookup made while another process revokes was cached")
+	}
+	other := Device{UserID: "@b:x", DeviceID: "E"}
+	c.put(hashToken("other"), other, c.generation(), time.Time{})
+	if _, ok := c.get(hashToken("other")); !ok {
+		t.Fatal("another user's lookups are not cached")
+	}
+	now = now.Add(tokenTTL)
+	c.put(h, dev, c.generation(), time.Time{})
+	if _, ok := c.get(h); !ok {
+		t.Fatal("lookups are not cached again after tokenTTL")
+	}
 }
 
 func TestTokenCacheIgnoresLookupsRacingRevocation(t *testing.T) {

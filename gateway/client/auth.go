@@ -173,6 +173,9 @@ type tokenCache struct {
 	gen uint64
 	// now is the clock; nil means time.Now. Tests replace it to step past the TTL.
 	now func() time.Time
+	// uncached holds, per user, until when their lookups are not cached: another
+	// process is revoking tokens of theirs, and Postgres may not show it yet.
+	uncached map[string]time.Time
 }
 
 type cachedToken struct {
@@ -208,10 +211,10 @@ func (c *tokenCache) generation() uint64 {
 func (c *tokenCache) put(h [sha256.Size]byte, dev Device, gen uint64, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if gen != c.gen {
+	now := c.clock()
+	if gen != c.gen || now.Before(c.uncached[dev.UserID]) {
 		return
 	}
-	now := c.clock()
 	if c.entries == nil {
 		c.entries = map[[sha256.Size]byte]cachedToken{}
 	}
@@ -230,6 +233,25 @@ func (c *tokenCache) put(h [sha256.Size]byte, dev Device, gen uint64, expires ti
 		until = expires
 	}
 	c.entries[h] = cachedToken{dev: dev, expires: until}
+}
+
+// forgetUser drops the tokens cached for user, and caches none of theirs for
+// tokenTTL: another process revokes some of them, and its projection may land a
+// moment later, after which every lookup here reads it.
+func (c *tokenCache) forgetUser(user string) {
+	c.forget(func(d Device) bool { return d.UserID == user })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.clock()
+	if c.uncached == nil {
+		c.uncached = map[string]time.Time{}
+	}
+	for u, until := range c.uncached {
+		if !now.Before(until) {
+			delete(c.uncached, u)
+		}
+	}
+	c.uncached[user] = now.Add(tokenTTL)
 }
 
 // forget drops every cached token whose device matches; callers revoke in Postgres

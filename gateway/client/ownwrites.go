@@ -74,12 +74,15 @@ func (o *ownWrites) take(dev Device, pos uint64) (ownWrite, bool) {
 }
 
 // seeAnswered holds a request until the events feed, and so Postgres, shows every
-// event this process answered before it came, and everything the log held when the
-// process started (a writer recovering after a crash projects it), or for
-// ownWriteWait at most: events are answered at their append and projected a moment
-// later, and a client may pass an event ID it was just given to another (a receipt, a
-// reply, /event), as it can with Synapse. Between processes the wait is the device's
-// own writes' (in /sync), as for Synapse's workers.
+// event this process answered before it came, every one the feed had read from the
+// log by then, and everything the log held when the process started (a writer
+// recovering after a crash projects it), or for ownWriteWait at most: events are
+// answered at their append and projected a moment later, and a client may pass an
+// event ID it was just given to another (a receipt, a reply, /event), as it can with
+// Synapse. The feed's messages are those answered by other processes: a room
+// created through one gateway is there for a read through another, unless the read
+// comes before the log's message reached this process (NATS delivers it in about a
+// millisecond; the client's answer and next request take longer).
 func (s *Server) seeAnswered(ctx context.Context) {
 	if s.Feed == nil {
 		return // a gateway that serves no reads of rooms
@@ -97,7 +100,7 @@ func (s *Server) seeAnswered(ctx context.Context) {
 			s.caughtUp.Store(true)
 		}
 	}
-	seq := s.answered.Load()
+	seq := max(s.answered.Load(), s.Feed.Received())
 	if seq <= s.Feed.Position() {
 		return
 	}

@@ -20,6 +20,8 @@ import (
 // implements it.
 type Feed interface {
 	Position() uint64
+	// Received is the sequence of the last message read, visible or not.
+	Received() uint64
 	// Wait returns once the position passes since with a message of one of rooms or
 	// one changing userID's membership, or when ctx ends; it returns the position.
 	Wait(ctx context.Context, since uint64, userID string, rooms []string) uint64

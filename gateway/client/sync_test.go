@@ -79,6 +79,9 @@ func (f *stepFeed) WaitPosition(ctx context.Context, seq uint64) {
 	}
 }
 
+// Received is the position: the feed shows whatever it reads.
+func (f *stepFeed) Received() uint64 { return f.Position() }
+
 // NewSince knows nothing of keys: anything after since may concern anyone.
 func (f *stepFeed) NewSince(since uint64, _ []string) (bool, bool) {
 	return f.Position() > since, true

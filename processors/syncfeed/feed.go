@@ -250,6 +250,14 @@ func startPosition(positions map[string]uint64, writers []string) uint64 {
 	return lo
 }
 
+// Received is the sequence of the last log message this feed has read, visible or
+// not: what the log held, as this process heard of it.
+func (f *Feed) Received() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.next - 1
+}
+
 // Position is the visible position: every log message up to it is in Postgres.
 func (f *Feed) Position() uint64 {
 	f.mu.Lock()
