@@ -676,10 +676,10 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 		}
 		clientHandler, mediaHandler = api.Handler(), api.MediaHandler()
 		g.Go(func() error { api.Run(ctx); return nil })
-		// Tokens that another process revokes are forgotten here as its records pass.
+		// What another process revokes or erases counts here as its records pass.
 		revocations, err := nc.Subscribe(topo.UserStreamWildcard(schemas.StreamAccounts), func(m *nats.Msg) {
-			if r, err := schemas.DecodeAccounts(m.Data); err == nil && r.RevokesTokens() {
-				api.TokensRevokedElsewhere(r.User)
+			if r, err := schemas.DecodeAccounts(m.Data); err == nil {
+				api.AccountsRecordElsewhere(r)
 			}
 		})
 		if err != nil {

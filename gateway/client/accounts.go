@@ -652,8 +652,18 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	matrix.WriteJSON(w, http.StatusOK, toks)
 }
 
-// TokensRevokedElsewhere tells the process that another process revokes access
-// tokens of user (a logout, a device deleted, a deactivation, a token replaced): the
-// tokens cached for them here are forgotten, and none of theirs is cached for the
-// cache's lifetime, so the revocation counts here as soon as Postgres has it.
-func (s *Server) TokensRevokedElsewhere(user string) { s.tokens.forgetUser(user) }
+// AccountsRecordElsewhere tells the process of a record of the accounts stream,
+// whichever process wrote it, so what it changes counts here as soon as Postgres has
+// it:
+//   - one that revokes access tokens of its user (a logout, a device deleted, a
+//     deactivation, a token replaced): the tokens cached for them here are forgotten,
+//     and none of theirs is cached for the cache's lifetime;
+//   - an erasure: the erased users are read again at every read for a while.
+func (s *Server) AccountsRecordElsewhere(r *schemas.AccountsRecord) {
+	if r.RevokesTokens() {
+		s.tokens.forgetUser(r.User)
+	}
+	if r.Kind == schemas.AccountUserDeactivated && r.Erase {
+		s.erased.erasedElsewhere()
+	}
+}

@@ -513,7 +513,7 @@ func TestMalformedBodies(t *testing.T) {
 // a login through one works on the other at once (the accounts writer answers once the
 // token is in Postgres). A logout through one stops the token there at once; on the
 // other, within tokenTTL, or at once when the accounts record reaches it
-// (TokensRevokedElsewhere, which main calls for each record that revokes tokens).
+// (AccountsRecordElsewhere, which main calls for each record of the accounts stream).
 func TestTokenRevocationAcrossGateways(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -562,7 +562,7 @@ func TestTokenRevocationAcrossGateways(t *testing.T) {
 	if _, err := a.client(t, string(reg.UserID), login.AccessToken).Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b.srv.TokensRevokedElsewhere(string(reg.UserID))
+	b.srv.AccountsRecordElsewhere(&schemas.AccountsRecord{Kind: schemas.AccountDevicesDeleted, User: string(reg.UserID)})
 	_, err = onBLogin.Whoami(ctx)
 	wantMatrixErr(t, err, 401, matrix.CodeUnknownToken)
 }
@@ -634,5 +634,24 @@ func TestNewAccessToken(t *testing.T) {
 			t.Fatalf("token %q: bad hash or repeated", tok)
 		}
 		seen[tok] = true
+	}
+}
+
+// TestErasedUsersReadAgainAfterAnErasureElsewhere: the set of erased users is cached;
+// once another process erases someone, every read takes it from Postgres again for a
+// while, since the erasure's record arrives before its projection.
+func TestErasedUsersReadAgainAfterAnErasureElsewhere(t *testing.T) {
+	loads := 0
+	e := erasedUsers{load: func(context.Context) ([]string, error) { loads++; return nil, nil }}
+	e.get()
+	e.get()
+	if loads != 1 {
+		t.Fatalf("%d reads of the erased users within their TTL, want 1", loads)
+	}
+	e.erasedElsewhere()
+	e.get()
+	e.get()
+	if loads != 3 {
+		t.Fatalf("%d reads after an erasure elsewhere, want one per get (3)", loads)
 	}
 }

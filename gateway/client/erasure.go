@@ -20,6 +20,17 @@ type erasedUsers struct {
 	at   time.Time
 	set  map[string]bool
 	load func(ctx context.Context) ([]string, error)
+	// rereadUntil is when reads stop reading the set again each time: another process
+	// erases a user, and Postgres may not show it yet.
+	rereadUntil time.Time
+}
+
+// erasedElsewhere makes the set be read again at every get for erasedTTL: another
+// process erases a user, and its projection lands a moment after its record.
+func (e *erasedUsers) erasedElsewhere() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rereadUntil = time.Now().Add(erasedTTL)
 }
 
 // get returns the erased users, read again when the cache is older than erasedTTL; a
@@ -27,7 +38,7 @@ type erasedUsers struct {
 func (e *erasedUsers) get() map[string]bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.load == nil || time.Since(e.at) < erasedTTL {
+	if e.load == nil || time.Since(e.at) < erasedTTL && time.Now().After(e.rereadUntil) {
 		return e.set
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

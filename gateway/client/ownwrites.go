@@ -74,8 +74,9 @@ func (o *ownWrites) take(dev Device, pos uint64) (ownWrite, bool) {
 }
 
 // seeAnswered holds a request until the events feed, and so Postgres, shows every
-// event this process answered before it came, every one the feed had read from the
-// log by then, and everything the log held when the process started (a writer
+// event this process answered before it came, every message the feeds (the events
+// log's and the per-user streams') had read by then, and everything the log held
+// when the process started (a writer
 // recovering after a crash projects it), or for ownWriteWait at most: events are
 // answered at their append and projected a moment later, and a client may pass an
 // event ID it was just given to another (a receipt, a reply, /event), as it can with
@@ -100,13 +101,23 @@ func (s *Server) seeAnswered(ctx context.Context) {
 			s.caughtUp.Store(true)
 		}
 	}
-	seq := max(s.answered.Load(), s.Feed.Received())
-	if seq <= s.Feed.Position() {
-		return
+	// What the per-user streams' feeds had read counts too: a read receipt sent
+	// through the receipts writer, then a /sync here, shows the counts it cleared.
+	type target struct {
+		feed Feed
+		seq  uint64
+	}
+	targets := []target{{s.Feed, max(s.answered.Load(), s.Feed.Received())}}
+	for _, f := range s.StreamFeeds {
+		targets = append(targets, target{f, f.Received()})
 	}
 	ctx, cancel := context.WithTimeout(ctx, ownWriteWait)
 	defer cancel()
-	s.Feed.WaitPosition(ctx, seq)
+	for _, t := range targets {
+		if t.seq > t.feed.Position() {
+			t.feed.WaitPosition(ctx, t.seq)
+		}
+	}
 }
 
 // seeLogEnd holds a /sync until the events feed shows the log as it is when the
