@@ -86,6 +86,9 @@ func (s *Server) lookupAlias(w http.ResponseWriter, r *http.Request) (alias, roo
 		return "", "", "", false
 	}
 	room, creator, err = s.DB.ResolveAlias(r.Context(), alias)
+	if errors.Is(err, persist.ErrNotFound) && s.missedAnything(r.Context()) {
+		room, creator, err = s.DB.ResolveAlias(r.Context(), alias)
+	}
 	// An alias of an application service's exclusive namespace that nobody knows is
 	// asked of the service, which may create it.
 	if errors.Is(err, persist.ErrNotFound) && r.Method == http.MethodGet && s.askAppServiceForAlias(r.Context(), alias) {

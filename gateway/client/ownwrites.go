@@ -143,6 +143,20 @@ func (s *Server) seeLogEnd(ctx context.Context) {
 	s.Feed.WaitPosition(ctx, end)
 }
 
+// missedAnything is for a read that found nothing: it waits until the events feed
+// shows the log's end (seeLogEnd) and reports whether the feed moved meanwhile, when
+// the read is worth making again. A write answered by another process can reach the
+// log before this process's feed has it: the client's answer and next request can
+// beat the log's delivery here. Only misses pay for reading the log's end.
+func (s *Server) missedAnything(ctx context.Context) bool {
+	if s.Feed == nil {
+		return false
+	}
+	before := s.Feed.Position()
+	s.seeLogEnd(ctx)
+	return s.Feed.Position() > before
+}
+
 // startupWait bounds how long a request waits for the feed to show the log as it was
 // when the process started.
 const startupWait = 10 * time.Second

@@ -194,6 +194,15 @@ func (s *Server) postReadMarkers(w http.ResponseWriter, r *http.Request, dev Dev
 // see one, 404 M_NOT_FOUND for an event not in the room. (Synapse answers a receipt
 // for an unknown event with 200 and stores nothing.)
 func (s *Server) receiptEvents(ctx context.Context, dev Device, room string, ids []string) (map[string]*persist.StoredEvent, error) {
+	found, err := s.receiptEventsOnce(ctx, dev, room, ids)
+	if err != nil && (hasCode(err, matrix.CodeNotFound) || hasCode(err, matrix.CodeForbidden)) && s.missedAnything(ctx) {
+		return s.receiptEventsOnce(ctx, dev, room, ids)
+	}
+	return found, err
+}
+
+// receiptEventsOnce is one try of receiptEvents.
+func (s *Server) receiptEventsOnce(ctx context.Context, dev Device, room string, ids []string) (map[string]*persist.StoredEvent, error) {
 	// The events are read beside the membership check (one wait instead of two) and
 	// only shown once it passed.
 	var m persist.Membership

@@ -564,19 +564,22 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request, dev Device) {
 		matrix.WriteError(w, err)
 		return
 	}
-	_, bound, err := s.readBoundOf(r.Context(), room, dev)
-	if hasCode(err, matrix.CodeForbidden) {
-		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "event not found"))
-		return
-	}
-	if err != nil {
-		s.writeErr(w, r.Pattern, err)
-		return
-	}
-	ev, err := s.DB.GetEvent(r.Context(), r.PathValue("event"))
-	if errors.Is(err, persist.ErrNotFound) || (err == nil && (ev.RoomID != room || !bound.allows(persist.Pos{Seq: ev.Seq, Idx: ev.Idx}))) {
-		matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "event not found"))
-		return
+	var bound readBound
+	var ev *persist.StoredEvent
+	for again := true; ; again = false {
+		_, bound, err = s.readBoundOf(r.Context(), room, dev)
+		missing := hasCode(err, matrix.CodeForbidden)
+		if err == nil {
+			ev, err = s.DB.GetEvent(r.Context(), r.PathValue("event"))
+			missing = errors.Is(err, persist.ErrNotFound) || (err == nil && (ev.RoomID != room || !bound.allows(persist.Pos{Seq: ev.Seq, Idx: ev.Idx})))
+		}
+		if !missing {
+			break
+		}
+		if !again || !s.missedAnything(r.Context()) {
+			matrix.WriteError(w, matrix.Errorf(http.StatusNotFound, matrix.CodeNotFound, "event not found"))
+			return
+		}
 	}
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)
