@@ -85,6 +85,10 @@ commands:
                              processes of those files (one group of files per process)
   generate-nginx [-listen ADDR] [-o FILE] [-workers DIR] -c FILE [-- -c FILE...]...
                              the nginx configuration that routes as the front door does
+  check-routing [-workers DIR] -c FILE [-c FILE...] [-- -c FILE...]...
+                             read every process's request counts from its metrics
+                             listener and check each endpoint was served where the
+                             seed's routing sends it
   load [-url URL] [flags]    drive a running server and measure it (-h for flags)
   faults -c FILE [-c FILE...] [-schedule FILE] [-rate N] [-for D] [-url URL]
                              send at a steady rate through a running deployment while
@@ -133,6 +137,8 @@ func main() {
 		err = frontDoorCmd(os.Args[2:])
 	case "generate-nginx":
 		err = generateNginxCmd(os.Args[2:])
+	case "check-routing":
+		err = checkRoutingCmd(os.Args[2:])
 	case "register-user":
 		err = registerUserCmd(os.Args[2:])
 	case "-h", "--help", "help":
