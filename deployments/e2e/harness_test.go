@@ -297,10 +297,16 @@ func (d *deployment) launchWorkerOn(name string, port int, listeners []map[strin
 // its own database and embedded NATS; the context ends with the test or after
 // flowTimeout.
 func singleProcess(t *testing.T) (context.Context, *deployment, *process) {
+	return mainProcess(t, deploymentOptions{})
+}
+
+// mainProcess starts, for a test that runs in parallel, the main process of a
+// deployment made with opts; the context ends with the test or after flowTimeout.
+func mainProcess(t *testing.T, opts deploymentOptions) (context.Context, *deployment, *process) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
 	t.Cleanup(cancel)
-	d := newDeployment(t, deploymentOptions{})
+	d := newDeployment(t, opts)
 	return ctx, d, d.startMain()
 }
 

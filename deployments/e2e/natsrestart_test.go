@@ -20,11 +20,7 @@ import (
 // Every acknowledged send is stored exactly once, and no send fails: the gateway holds
 // the sends of the outage until NATS is back, then sends them again.
 func TestNATSRestartUnderLoad(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{externalNATS: true})
-	hs := d.startMain()
+	ctx, d, hs := mainProcess(t, deploymentOptions{externalNATS: true})
 
 	const senders, before, after = 6, 20, 10
 	clients := make([]*mautrix.Client, senders)

@@ -23,11 +23,7 @@ import (
 // room, finds a row changed in the rebuilt one, and passes once it is put back; the
 // process switched over to the rebuilt database serves the same rooms and tokens.
 func TestTrustedRebuild(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{externalNATS: true})
-	hs := d.startMain()
+	ctx, d, hs := mainProcess(t, deploymentOptions{externalNATS: true})
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	rooms := []id.RoomID{createRoomWith(ctx, t, alice, "private_chat", bob), createRoomWith(ctx, t, bob, "public_chat", alice)}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -16,11 +15,7 @@ import (
 // log to exactly what it was; the pusher, whose processing sends pushes, is rewound
 // only with -yes; a consumer that is not the log's is refused.
 func TestConsumerRewind(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{externalNATS: true})
-	hs := d.startMain()
+	ctx, d, hs := mainProcess(t, deploymentOptions{externalNATS: true})
 	alice := newUser(ctx, t, hs.url(), "alice")
 	bob := newUser(ctx, t, hs.url(), "bob")
 	carol := newUser(ctx, t, hs.url(), "carol")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -14,11 +13,7 @@ import (
 // events log with its messages, the durable consumers that follow it, the recorded
 // positions, the projection watermark and the dead letters.
 func TestStreamsStatus(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{externalNATS: true})
-	hs := d.startMain()
+	ctx, d, hs := mainProcess(t, deploymentOptions{externalNATS: true})
 	alice := newUser(ctx, t, hs.url(), "alice")
 	room := createRoomWith(ctx, t, alice, "private_chat")
 	if _, err := sendText(ctx, alice, room, "s1", "counted"); err != nil {

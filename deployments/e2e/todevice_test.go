@@ -121,11 +121,7 @@ func (d *deployment) waitInbox(ctx context.Context, user id.UserID, device id.De
 // syncs past them, 1,200 messages arrive in order in two syncs whose token stops at the
 // last one given, and every malformed request gets the spec's error.
 func TestToDevice(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
-	defer cancel()
-	d := newDeployment(t, deploymentOptions{externalNATS: true})
-	hs := d.startMain()
+	ctx, d, hs := mainProcess(t, deploymentOptions{externalNATS: true})
 	alice := newUser(ctx, t, hs.url(), "alice")
 	alice2 := login(ctx, t, hs.url(), "alice", "")
 	bob1 := newUser(ctx, t, hs.url(), "bob")

@@ -117,9 +117,7 @@ type fault struct {
 
 // recovery reports whether the fault brings a part back ("recover …") or changes the
 // event writers ("rescale …"): the run times the consumers' catch-up after it.
-func (f *fault) recovery() bool { return f.recover() || f.rescale() }
-
-func (f *fault) recover() bool { return strings.HasPrefix(f.label, "recover") }
+func (f *fault) recovery() bool { return strings.HasPrefix(f.label, "recover") || f.rescale() }
 
 // rescale reports whether the fault moves rooms between event writers: each such line
 // may give a room one more writer in its log.

@@ -107,9 +107,19 @@ func RunWith(ctx context.Context, js jetstream.JetStream, topo streams.Topology,
 		events uint64
 	}
 	prepared := make(chan chunkOf, 1)
-	// Each chunk in Postgres goes to the search rows' stage and to every follower.
-	projected := map[string]chan chunkOf{"search": make(chan chunkOf, 2)}
-	for name := range opt.Followers {
+	// Each chunk in Postgres goes on to the stages after it, each on a goroutine of
+	// its own: its search rows, and every follower.
+	after := map[string]func(context.Context, chunkOf) error{
+		"search rows": func(ctx context.Context, c chunkOf) error { return db.ProjectSearch(ctx, c.p) },
+	}
+	for name, f := range opt.Followers {
+		if _, taken := after[name]; taken {
+			return st, fmt.Errorf("replay: a follower may not be called %q", name)
+		}
+		after[name] = func(ctx context.Context, c chunkOf) error { return f.Follow(ctx, c.msgs) }
+	}
+	projected := map[string]chan chunkOf{}
+	for name := range after {
 		projected[name] = make(chan chunkOf, 2)
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -176,18 +186,10 @@ func RunWith(ctx context.Context, js jetstream.JetStream, topo streams.Topology,
 		}
 		return nil
 	})
-	g.Go(func() error {
-		for c := range projected["search"] {
-			if err := db.ProjectSearch(gctx, c.p); err != nil {
-				return fmt.Errorf("search rows: %w", err)
-			}
-		}
-		return nil
-	})
-	for name, f := range opt.Followers {
+	for name, stage := range after {
 		g.Go(func() error {
 			for c := range projected[name] {
-				if err := f.Follow(gctx, c.msgs); err != nil {
+				if err := stage(gctx, c); err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 			}
