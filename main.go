@@ -662,7 +662,7 @@ func runProcess(ctx context.Context, cfg *config.Config, log *zap.Logger) error 
 			return err
 		}
 		api := &client.Server{
-			ServerName: cfg.ServerName, DB: db, Evaluated: evaluated, NoPushers: len(cfg.Pushers()) == 0, LogTail: logTail, LogEnd: topo.EventsLastSeq(js), StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
+			ServerName: cfg.ServerName, DB: db, Evaluated: evaluated, NoPushers: len(cfg.Pushers()) == 0, LogTail: logTail, SharedBus: cfg.NATS.Embedded == nil || cfg.NATS.Embedded.Port != 0, StreamFeeds: streamFeeds, Views: views, Log: log, EnableRegistration: cfg.EnableRegistration,
 			Intents: intents, AppServices: cfg.AppServices, AppServiceHTTP: services,
 			HTTP: cfg.HTTPLimits, RateLimits: cfg.RateLimits, Presence: cfg.Presence,
 			UserSyncs: streams.Notices{NC: nc, Subject: topo.UserSyncSubject(cfg.StreamWriters.Presence[0])},

@@ -35,6 +35,13 @@ type Topology struct {
 // consumer on it).
 func (t Topology) replicas() int { return max(t.Replicas, 1) }
 
+// allowDirect is whether reads of single messages (GetMsg, GetLastMsgForSubject) may
+// be answered by any server holding the stream rather than its leader. With replicas,
+// a follower may not have applied a message its leader has delivered yet and answers
+// "not found" for it: a reader then stops short of the end, or fails on a message it
+// was just handed. So only a single server's streams allow it.
+func (t Topology) allowDirect() bool { return t.replicas() == 1 }
+
 func (t Topology) ns() string {
 	if t.Namespace == "" {
 		return DefaultNamespace
@@ -134,7 +141,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Replicas:    t.replicas(),
 		Duplicates:  dedupWindow,
 		MaxMsgSize:  8 << 20,
-		AllowDirect: true,
+		AllowDirect: t.allowDirect(),
 	}, {
 		Name:        t.DeadLetterStream(),
 		Description: "messages that kept failing, with their context",

@@ -133,7 +133,7 @@ func (t Topology) userStreamConfig(s UserStream) jetstream.StreamConfig {
 		Duplicates:        dedupWindow,
 		MaxMsgsPerSubject: s.PerSubject,
 		Discard:           jetstream.DiscardOld,
-		AllowDirect:       true,
+		AllowDirect:       t.allowDirect(),
 	}
 	if s.Name == schemas.StreamToDevice {
 		// The one bound an operator sets (max_to_device_messages_per_device).

@@ -62,9 +62,10 @@ func TestAccountData(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSyncAccountData(t, "initial", all, room)
-	// Nothing new after that: a long-poll with a short timeout comes back empty.
+	// Nothing new after that: a long-poll with a short timeout comes back empty (and,
+	// on a server of the test's own, where nobody else moves a stream, at the same token).
 	empty, err := alice.SyncRequest(ctx, 100, all.NextBatch, "", false, event.PresenceOnline)
-	if err != nil || len(empty.AccountData.Events) != 0 || empty.NextBatch != all.NextBatch {
+	if err != nil || len(empty.AccountData.Events) != 0 || (externalURL == "" && empty.NextBatch != all.NextBatch) {
 		t.Errorf("sync with nothing new: %d account data, next %q (was %q), %v", len(empty.AccountData.Events), empty.NextBatch, all.NextBatch, err)
 	}
 

@@ -315,6 +315,16 @@ func mainProcess(t *testing.T, opts deploymentOptions) (context.Context, *deploy
 // to the server only as clients do, run against instead of a process of their own.
 var externalURL = os.Getenv("GANGLION_E2E_URL")
 
+// runTag is empty for a server of the test's own, and a few random letters for the
+// deployment at externalURL, which every test and run shares: user names searched for
+// and room aliases built with it are this run's own.
+var runTag = func() string {
+	if externalURL == "" {
+		return ""
+	}
+	return randomLetters(6)
+}()
+
 // clientScenario starts, for a test that runs in parallel and talks to the server only
 // as a client does, one homeserver process of its own, or uses the running deployment
 // at externalURL; it returns the server's base URL. The context ends with the test or

@@ -99,7 +99,7 @@ func TestRoomCreationAsSynapse(t *testing.T) {
 		t.Fatal(err)
 	}
 	topic := "what we talk about"
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Topic: topic, RoomAliasName: "talk"})
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Topic: topic, RoomAliasName: "talk" + runTag})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestRoomCreationAsSynapse(t *testing.T) {
 		Aliases []string `json:"aliases"`
 	}
 	url := alice.BuildClientURL("v3", "rooms", room, "aliases")
-	want := "#talk:" + alice.UserID.Homeserver()
+	want := "#talk" + runTag + ":" + alice.UserID.Homeserver()
 	if _, err := alice.MakeRequest(ctx, http.MethodGet, url, nil, &aliases); err != nil || len(aliases.Aliases) != 1 || aliases.Aliases[0] != want {
 		t.Errorf("a member's aliases: %v (%v), want [%s]", aliases.Aliases, err, want)
 	}

@@ -189,9 +189,10 @@ func TestPushRules(t *testing.T) {
 	if synced == nil || !reflect.DeepEqual(ruleIDs(synced.Override)[:4], []string{".m.rule.master", "o3", "o1", "o2"}) {
 		t.Fatalf("incremental m.push_rules %+v", synced)
 	}
+	// On a server of the test's own, where nobody else moves a stream, at the same token.
 	idle, err := alice.SyncRequest(ctx, 100, next.NextBatch, "", false, event.PresenceOnline)
-	if err != nil || syncPushRules(t, idle) != nil || idle.NextBatch != next.NextBatch {
-		t.Errorf("sync with nothing new: %+v, %v", idle, err)
+	if err != nil || syncPushRules(t, idle) != nil || (externalURL == "" && idle.NextBatch != next.NextBatch) {
+		t.Errorf("sync with nothing new: %+v (since %s), %v", idle, next.NextBatch, err)
 	}
 	// Other users' rules are their own.
 	if theirs, err := bob.GetPushRules(ctx); err != nil || len(theirs.Override) != 1+len(defaultOverrides) || len(theirs.Sender.Map) != 0 {

@@ -114,11 +114,11 @@ func TestAliasResolvesRightAfterCreate(t *testing.T) {
 	alice := newUser(ctx, t, base, "alice")
 	server := alice.UserID.Homeserver()
 	for i := range 50 {
-		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: fmt.Sprint("fresh", i)})
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: fmt.Sprint("fresh", runTag, i)})
 		if err != nil {
 			t.Fatalf("%d: create: %v", i, err)
 		}
-		alias := fmt.Sprintf("#fresh%d:%s", i, server)
+		alias := fmt.Sprintf("#fresh%s%d:%s", runTag, i, server)
 		status, _, body := rawRequest(ctx, t, "GET", base+"/_matrix/client/v3/directory/room/"+url.PathEscape(alias), "", nil)
 		if status != 200 || !strings.Contains(body, created.RoomID.String()) {
 			t.Fatalf("%d: %s right after the create: %d %s", i, alias, status, body)

@@ -57,18 +57,18 @@ func waitDirectory(ctx context.Context, t *testing.T, c *mautrix.Client, term st
 // spec's errors.
 func TestUserDirectory(t *testing.T) {
 	ctx, base := clientScenario(t)
-	alice := newUser(ctx, t, base, "alice")
-	bob := newUser(ctx, t, base, "bob")
-	carol := newUser(ctx, t, base, "carol")
-	dave := newUser(ctx, t, base, "dave")
+	alice := newUser(ctx, t, base, runTag+"alice")
+	bob := newUser(ctx, t, base, runTag+"bob")
+	carol := newUser(ctx, t, base, runTag+"carol")
+	dave := newUser(ctx, t, base, runTag+"dave")
 	shared := createRoomWith(ctx, t, alice, "private_chat", bob)
 	createRoomWith(ctx, t, carol, "public_chat")
 	createRoomWith(ctx, t, dave, "private_chat")
 
-	waitDirectory(ctx, t, alice, "bo", bob.UserID)
-	waitDirectory(ctx, t, alice, "carol", carol.UserID)
-	waitDirectory(ctx, t, alice, "dave") // shares no room, in no public room
-	waitDirectory(ctx, t, dave, "bob")   // bob's only room is private, without dave
+	waitDirectory(ctx, t, alice, runTag+"bo", bob.UserID)
+	waitDirectory(ctx, t, alice, runTag+"carol", carol.UserID)
+	waitDirectory(ctx, t, alice, runTag+"dave") // shares no room, in no public room
+	waitDirectory(ctx, t, dave, runTag+"bob")   // bob's only room is private, without dave
 
 	if err := bob.SetDisplayName(ctx, "Robert Paulson"); err != nil {
 		t.Fatal(err)
@@ -83,14 +83,14 @@ func TestUserDirectory(t *testing.T) {
 	// Three Zeds in a public room: an exact match comes first, the limit cuts.
 	zeds := make([]*mautrix.Client, 3)
 	for i, name := range []string{"zedd", "zed", "zedekiah"} {
-		zeds[i] = newUser(ctx, t, base, name)
+		zeds[i] = newUser(ctx, t, base, runTag+name)
 	}
 	createRoomWith(ctx, t, zeds[0], "public_chat", zeds[1], zeds[2])
-	waitDirectory(ctx, t, alice, "zed", zeds[1].UserID, zeds[0].UserID, zeds[2].UserID)
-	if got, limited := directoryUsers(ctx, t, alice, "zed", 2); len(got) != 2 || !limited || got[0] != string(zeds[1].UserID) {
+	waitDirectory(ctx, t, alice, runTag+"zed", zeds[1].UserID, zeds[0].UserID, zeds[2].UserID)
+	if got, limited := directoryUsers(ctx, t, alice, runTag+"zed", 2); len(got) != 2 || !limited || got[0] != string(zeds[1].UserID) {
 		t.Errorf("limit 2: %v limited %v", got, limited)
 	}
-	if got, limited := directoryUsers(ctx, t, alice, "zed", 3); len(got) != 3 || limited {
+	if got, limited := directoryUsers(ctx, t, alice, runTag+"zed", 3); len(got) != 3 || limited {
 		t.Errorf("limit 3: %v limited %v", got, limited)
 	}
 

@@ -120,27 +120,48 @@ func (s *Server) seeAnswered(ctx context.Context) {
 	}
 }
 
-// seeLogEnd holds a /sync until the events feed shows the log as it is when the
-// /sync came, or for ownWriteWait at most. A device's writes answered by other
-// processes are then in it: a join answered by a generic worker, then an initial sync
-// at a sync worker. Only syncs that build a whole snapshot wait, as a client takes
-// them for the whole of its state; a long-poll gets what it misses a moment later,
-// and the next incremental sync from a token before the write shows it.
-func (s *Server) seeLogEnd(ctx context.Context) {
-	if s.LogEnd == nil || s.Feed == nil {
-		return
-	}
-	end, err := s.LogEnd(ctx)
-	if err != nil {
-		s.Log.Warn("reading the events log's end for a /sync", zap.Error(err))
-		return
-	}
-	if end <= s.Feed.Position() {
-		return
-	}
+// seeEnds holds a read until each of feeds shows its stream as it is when the read
+// came, or for ownWriteWait at most. A device's writes answered by other processes
+// are then in it: a join answered by a generic worker, then an initial sync at a sync
+// worker; a topic set through one gateway, then the room's state read through
+// another. Only reads of a whole snapshot wait, as a client takes them for all there
+// is: a /sync that answers at once, a room's current state, members or latest page
+// of /messages. A long-poll gets what it misses a moment later, and a page from a
+// token before the write shows it. The streams' ends are read side by side.
+func (s *Server) seeEnds(ctx context.Context, feeds ...Feed) {
 	ctx, cancel := context.WithTimeout(ctx, ownWriteWait)
 	defer cancel()
-	s.Feed.WaitPosition(ctx, end)
+	var wg sync.WaitGroup
+	for _, f := range feeds {
+		wg.Go(func() {
+			end, err := f.End(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.Log.Warn("reading a stream's end for a read", zap.Error(err))
+				}
+				return
+			}
+			if end > f.Position() {
+				f.WaitPosition(ctx, end)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// seeLatest is seeLogEnd for a read of a room's latest state or page, where only
+// writes answered elsewhere can be missing: when the bus is shared.
+func (s *Server) seeLatest(ctx context.Context) {
+	if s.SharedBus {
+		s.seeLogEnd(ctx)
+	}
+}
+
+// seeLogEnd is seeEnds for the events log alone.
+func (s *Server) seeLogEnd(ctx context.Context) {
+	if s.Feed != nil {
+		s.seeEnds(ctx, s.Feed)
+	}
 }
 
 // missedAnything is for a read that found nothing: it waits until the events feed

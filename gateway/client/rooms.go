@@ -506,6 +506,7 @@ func (s *Server) readBoundOf(ctx context.Context, room string, dev Device) (pers
 
 // readableState returns the room's state as the user may see it, or writes the error.
 func (s *Server) readableState(w http.ResponseWriter, r *http.Request, dev Device) ([]persist.StoredEvent, bool) {
+	s.seeLatest(r.Context())
 	room, bound, ok := s.readableRoom(w, r, dev)
 	if !ok {
 		return nil, false
@@ -602,6 +603,9 @@ type messagesResponse struct {
 }
 
 func (s *Server) messages(w http.ResponseWriter, r *http.Request, dev Device) {
+	if q := r.URL.Query(); q.Get("from") == "" && q.Get("dir") == "b" {
+		s.seeLatest(r.Context()) // the room's latest page
+	}
 	room, bound, ok := s.readableRoom(w, r, dev)
 	if !ok {
 		return
@@ -741,6 +745,7 @@ type joinedMember struct {
 }
 
 func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request, dev Device) {
+	s.seeLatest(r.Context())
 	room, err := roomParam(r)
 	if err != nil {
 		s.writeErr(w, r.Pattern, err)

@@ -47,10 +47,11 @@ type Server struct {
 	// (seeAnswered) until Postgres has everything up to it, which a writer recovering
 	// after a crash projects.
 	LogTail uint64
-	// LogEnd, when set, reads the events log's last sequence now: a /sync that
-	// builds a whole snapshot (initial, or full_state) waits until the feed shows it
-	// (seeLogEnd).
-	LogEnd func(context.Context) (uint64, error)
+	// SharedBus says that other processes write to the streams this process reads
+	// (its bus is not an embedded one of its own): an incremental /sync that answers
+	// at once waits for every feed to show its stream's end (seeEnds), as a write
+	// answered elsewhere can reach the client before the feed here reads it.
+	SharedBus bool
 	// Feed is the sync feed of the events log in this process; nil on processes that
 	// do not serve /sync.
 	Feed Feed

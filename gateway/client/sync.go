@@ -35,6 +35,8 @@ type Feed interface {
 	ChangedKeys(since uint64, keys []string) (changed map[string]bool, known bool)
 	// WaitPosition returns once the position reaches seq, or when ctx ends.
 	WaitPosition(ctx context.Context, seq uint64)
+	// End reads the sequence of the stream's last message now, from the bus.
+	End(ctx context.Context) (uint64, error)
 }
 
 // syncStream is one stream's part of /sync, one file each (sync_<stream>.go): adding
@@ -264,8 +266,12 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, dev Device) {
 		// a long-poll gets any it misses a moment later, as they become visible.
 		s.seeAnswered(ctx)
 	}
-	if !req.incremental || req.fullState {
-		s.seeLogEnd(ctx)
+	if s.Feed != nil && (!req.incremental || req.fullState || (!canWait && s.SharedBus)) {
+		feeds := []Feed{s.Feed}
+		for _, f := range s.StreamFeeds {
+			feeds = append(feeds, f)
+		}
+		s.seeEnds(ctx, feeds...)
 	}
 	waitCtx := ctx
 	if canWait {

@@ -79,6 +79,9 @@ func (f *stepFeed) WaitPosition(ctx context.Context, seq uint64) {
 	}
 }
 
+// End is the position: the feed has read everything there is.
+func (f *stepFeed) End(context.Context) (uint64, error) { return f.Position(), nil }
+
 // Received is the position: the feed shows whatever it reads.
 func (f *stepFeed) Received() uint64 { return f.Position() }
 

@@ -674,17 +674,33 @@ func (f *Feed) followLoop(ctx context.Context) {
 	}
 }
 
+// followed names the stream the feed follows, and the subjects it reads of it.
+func (f *Feed) followed() (stream, subject string) {
+	t := f.cfg.Topology
+	if f.cfg.Stream != "" {
+		return t.UserStreamName(f.cfg.Stream), t.UserStreamWildcard(f.cfg.Stream)
+	}
+	return t.EventsStream(), t.EventsWildcard()
+}
+
+// End is the sequence of the last message of the stream the feed follows, as the
+// server holds it now: one request to it.
+func (f *Feed) End(ctx context.Context) (uint64, error) {
+	name, _ := f.followed()
+	s, err := f.cfg.JS.Stream(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	return s.CachedInfo().State.LastSeq, nil
+}
+
 // follow reads the log from where the feed stands with an ordered consumer that gets
 // headers only: the feed routes by headers and never needs the events themselves.
 func (f *Feed) follow(ctx context.Context) error {
 	f.mu.Lock()
 	start := f.next
 	f.mu.Unlock()
-	t := f.cfg.Topology
-	streamName, subject := t.EventsStream(), t.EventsWildcard()
-	if f.cfg.Stream != "" {
-		streamName, subject = t.UserStreamName(f.cfg.Stream), t.UserStreamWildcard(f.cfg.Stream)
-	}
+	streamName, subject := f.followed()
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
 		HeadersOnly:    f.cfg.Observe == nil,

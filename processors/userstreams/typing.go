@@ -181,26 +181,27 @@ func (t *Typing) Start(ctx context.Context, w *Writer) error {
 	if restored > 0 {
 		w.log.Info("restored typers from the stream", zap.Int("typers", restored))
 	}
-	run, err := t.followLeaves(ctx, w)
+	run, err := t.followLeaves(ctx, w, 0)
 	if err != nil {
 		return err
 	}
 	go t.expireLoop(ctx, w)
 	go func() {
+		var read uint64
 		for {
 			if run != nil {
-				err = run(ctx)
+				read, err = run(ctx)
 			}
 			if ctx.Err() != nil {
 				return
 			}
-			w.log.Warn("typing writer's reader of the events log stopped; restarting", zap.Error(err))
+			w.log.Warn("typing writer's reader of the events log stopped; restarting", zap.Uint64("after", read), zap.Error(err))
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(time.Second):
 			}
-			run, err = t.followLeaves(ctx, w)
+			run, err = t.followLeaves(ctx, w, read)
 		}
 	}()
 	return nil
@@ -210,19 +211,24 @@ func (t *Typing) Start(ctx context.Context, w *Writer) error {
 // from it, as Synapse does, rather than leave them typing until their timeout. It
 // follows the EVENTS log from its end, headers only, and reads a message itself only
 // when it changes the membership of someone typing in its room. The reader is created
-// before it returns, so nothing appended after Start is missed; run reads until ctx
-// ends or the reader fails.
-func (t *Typing) followLeaves(ctx context.Context, w *Writer) (run func(context.Context) error, err error) {
+// before it returns, so nothing appended after Start is missed. It reads from after
+// the sequence after, or from the log's end when after is 0; run reads until ctx ends
+// or the reader fails, and returns the last sequence it read, to go on from.
+func (t *Typing) followLeaves(ctx context.Context, w *Writer, after uint64) (run func(context.Context) (uint64, error), err error) {
 	topo := w.cfg.Topology
 	stream, err := w.cfg.JS.Stream(ctx, topo.EventsStream())
 	if err != nil {
 		return nil, err
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{topo.EventsWildcard()},
 		HeadersOnly:    true,
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
-	})
+	}
+	if after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -230,26 +236,29 @@ func (t *Typing) followLeaves(ctx context.Context, w *Writer) (run func(context.
 	if err != nil {
 		return nil, err
 	}
-	return func(ctx context.Context) error {
+	return func(ctx context.Context) (uint64, error) {
 		defer it.Stop()
+		read := after
 		for {
 			msg, err := it.Next(jetstream.NextContext(ctx))
 			if err != nil {
-				return err
+				return read, err
+			}
+			meta, err := msg.Metadata()
+			if err != nil {
+				return read, err
 			}
 			room := msg.Headers().Get(streams.HeaderRoom)
 			typing := t.typingAmong(room, strings.Fields(msg.Headers().Get(streams.HeaderMembers)))
 			if len(typing) == 0 {
+				read = meta.Sequence.Stream
 				continue
-			}
-			meta, err := msg.Metadata()
-			if err != nil {
-				return err
 			}
 			raw, err := stream.GetMsg(ctx, meta.Sequence.Stream)
 			if err != nil {
-				return err
+				return read, err
 			}
+			read = meta.Sequence.Stream
 			batch, err := schemas.DecodeLogBatch(raw.Data)
 			if err != nil {
 				w.log.Warn("undecodable events log message", zap.Uint64("seq", meta.Sequence.Stream), zap.Error(err))
