@@ -112,11 +112,17 @@ func deploymentRoutes(fs *flag.FlagSet, args []string, log *zap.Logger) ([]*conf
 	return procs, table, err
 }
 
+// frontDoorFlags are the front door's own flags; the deployment's files follow.
+func frontDoorFlags() (fs *flag.FlagSet, listen *string, perIP *int) {
+	fs = flag.NewFlagSet("frontdoor", flag.ContinueOnError)
+	listen = fs.String("listen", "127.0.0.1:8008", "address to serve on")
+	perIP = fs.Int("max-connections-per-ip", serve.DefaultLimits.MaxConnsPerIP, "open connections one client IP may hold (0: no cap)")
+	return fs, listen, perIP
+}
+
 // frontDoorCmd runs the routing reverse proxy in front of a deployment's processes.
 func frontDoorCmd(args []string) error {
-	fs := flag.NewFlagSet("frontdoor", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:8008", "address to serve on")
-	perIP := fs.Int("max-connections-per-ip", serve.DefaultLimits.MaxConnsPerIP, "open connections one client IP may hold (0: no cap)")
+	fs, listen, perIP := frontDoorFlags()
 	log := newLogger(zapcore.InfoLevel)
 	_, table, err := deploymentRoutes(fs, args, log)
 	if err != nil {
@@ -147,10 +153,39 @@ func frontDoorCmd(args []string) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveUntilDone(ctx, serve.New(rt, limits, log), ln) })
 	g.Go(func() error { rt.Run(ctx); return nil })
+	g.Go(func() error { reloadOnHangup(ctx, args, rt, log); return nil })
 	g.Go(logShutdown(ctx, log))
 	err = g.Wait()
 	logStopped(ctx, log)
 	return err
+}
+
+// reloadOnHangup reads the deployment's files again at each SIGHUP, as nginx does on a
+// reload, and routes by them from then on: a sync worker or gateway started with its
+// own file (in the -workers directory) takes requests without a restart. Files that
+// do not load leave the routing as it was.
+func reloadOnHangup(ctx context.Context, args []string, rt *frontdoor.Router, log *zap.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		fs, _, _ := frontDoorFlags()
+		_, table, err := deploymentRoutes(fs, args, log)
+		var added, removed []string
+		if err == nil {
+			added, removed, err = rt.Reload(table)
+		}
+		if err != nil {
+			log.Error("reload refused; routing as before", zap.Error(err))
+			continue
+		}
+		log.Info("reloaded the deployment's files", zap.Strings("added", added), zap.Strings("removed", removed))
+	}
 }
 
 // generateNginxCmd writes the nginx configuration equivalent to the front door.

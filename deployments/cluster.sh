@@ -6,7 +6,9 @@
 # pid files go to data/cluster. Run through `go tool task cluster` / `cluster-down`.
 # `kill NAME` kills one process (main, a worker's name, nats-n1..3, frontdoor) with
 # SIGKILL; `restart NAME` starts it again as it was started; `add NAME FILE...` starts
-# one more worker from shared.yaml and FILE...; `stop NAME` stops one with SIGTERM.
+# one more worker from shared.yaml and FILE... and has the front door read its files
+# again (a worker whose file is in the workers directory then takes requests);
+# `reload` does only the latter (SIGHUP); `stop NAME` stops one with SIGTERM.
 #
 # GANGLION_EXTRA_CONFIG names further configuration files (space-separated) that every
 # process reads after its own, e.g. deployments/bench.yaml for load tests.
@@ -69,6 +71,21 @@ add() {
 	start "$name" bin/ganglion run -c "$W/shared.yaml" "${EXTRA[@]}" "${files[@]}"
 	wait_until "$name" 60 started_since "$name" "$before"
 	say "added $name"
+	if [ -f "$RUN/frontdoor.pid" ]; then reload; fi
+}
+
+# reload: the front door reads the deployment's files again (SIGHUP), as nginx -s reload.
+reload() {
+	local before
+	before=$(grep -c '"reloaded the deployment' "$LOGS/frontdoor.log" || true)
+	kill -HUP "$(cat "$RUN/frontdoor.pid")"
+	wait_until "the front door's reload" 10 reloaded_since "$before"
+	grep '"reloaded the deployment' "$LOGS/frontdoor.log" | tail -1
+}
+
+# reloaded_since N: the front door's log holds more than N reloads.
+reloaded_since() {
+	[ "$(grep -c '"reloaded the deployment' "$LOGS/frontdoor.log" || true)" -gt "$1" ]
 }
 
 # stop NAME: stops NAME with SIGTERM and waits until it has exited.
@@ -177,9 +194,10 @@ down) down ;;
 kill) kill9 "${2:?usage: $0 kill NAME}" ;;
 add) add "${2:?usage: $0 add NAME FILE...}" "${@:3}" ;;
 stop) stop "${2:?usage: $0 stop NAME}" ;;
+reload) reload ;;
 restart) restart "${2:?usage: $0 restart NAME}" ;;
 *)
-	echo "usage: $0 up|down|kill NAME|restart NAME|add NAME FILE...|stop NAME" >&2
+	echo "usage: $0 up|down|kill NAME|restart NAME|add NAME FILE...|stop NAME|reload" >&2
 	exit 2
 	;;
 esac

@@ -80,25 +80,29 @@ type Options struct {
 // Router routes requests to a deployment's upstreams.
 type Router struct {
 	opts     Options
-	groups   map[Group][]*backend
-	backends []*backend
+	groups   atomic.Pointer[map[Group][]*backend]
 	proxy    http.Handler
 	longPoll http.Handler
 	next     sync.Map // Group -> *atomic.Uint64, the round robin position
+
+	mu sync.Mutex
+	// backends are the upstreams of the table in use, by URL; checking says that Run
+	// checks their health, each until its stop is called.
+	backends map[string]*backend
+	checking bool
+	checks   sync.WaitGroup
+	runCtx   context.Context
 }
 
 // backend is one upstream and its health, shared by every group it is in.
 type backend struct {
 	Upstream
 	down atomic.Bool
+	stop context.CancelFunc
 }
 
 // New returns a Router for table, which Complete fills in.
 func New(table Table, opts Options) (*Router, error) {
-	table, err := table.Complete()
-	if err != nil {
-		return nil, err
-	}
 	if opts.HealthInterval <= 0 {
 		opts.HealthInterval = 500 * time.Millisecond
 	}
@@ -111,18 +115,9 @@ func New(table Table, opts Options) (*Router, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	rt := &Router{opts: opts, groups: map[Group][]*backend{}}
-	byURL := map[string]*backend{}
-	for _, g := range Groups {
-		for _, u := range table[g] {
-			b, ok := byURL[u.URL.String()]
-			if !ok {
-				b = &backend{Upstream: u}
-				byURL[u.URL.String()] = b
-				rt.backends = append(rt.backends, b)
-			}
-			rt.groups[g] = append(rt.groups[g], b)
-		}
+	rt := &Router{opts: opts, backends: map[string]*backend{}}
+	if _, _, err := rt.Reload(table); err != nil {
+		return nil, err
 	}
 	rt.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -138,6 +133,48 @@ func New(table Table, opts Options) (*Router, error) {
 	return rt, nil
 }
 
+// Reload routes by table from now on, which Complete fills in: as an operator adds a
+// sync worker or a gateway and tells the front door (SIGHUP). An upstream in both the
+// old and the new table keeps its health; a new one is checked at once and an old one
+// no more. Requests already sent finish where they went. It returns the upstreams
+// added and removed, by name.
+func (rt *Router) Reload(table Table) (added, removed []string, err error) {
+	table, err = table.Complete()
+	if err != nil {
+		return nil, nil, err
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	groups := map[Group][]*backend{}
+	kept := map[string]*backend{}
+	for _, g := range Groups {
+		for _, u := range table[g] {
+			key := u.URL.String()
+			b, ok := kept[key]
+			if !ok {
+				if b, ok = rt.backends[key]; !ok || b.Name != u.Name {
+					b = &backend{Upstream: u}
+					added = append(added, u.Name)
+					rt.startCheck(b)
+				}
+				kept[key] = b
+			}
+			groups[g] = append(groups[g], b)
+		}
+	}
+	for key, b := range rt.backends {
+		if kept[key] != b {
+			removed = append(removed, b.Name)
+			if b.stop != nil {
+				b.stop()
+			}
+		}
+	}
+	rt.backends = kept
+	rt.groups.Store(&groups)
+	return added, removed, nil
+}
+
 type attemptKey struct{}
 
 // attempt is one try of a request on one backend.
@@ -146,25 +183,42 @@ type attempt struct {
 	err     error
 }
 
-// Run checks the upstreams' health until ctx ends.
+// Run checks the upstreams' health until ctx ends, those of later Reloads too.
 func (rt *Router) Run(ctx context.Context) {
-	client := &http.Client{Timeout: rt.opts.HealthTimeout}
-	var wg sync.WaitGroup
+	rt.mu.Lock()
+	rt.runCtx, rt.checking = ctx, true
 	for _, b := range rt.backends {
-		wg.Go(func() {
-			tick := time.NewTicker(rt.opts.HealthInterval)
-			defer tick.Stop()
-			for {
-				rt.check(ctx, client, b)
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-			}
-		})
+		rt.startCheck(b)
 	}
-	wg.Wait()
+	rt.mu.Unlock()
+	<-ctx.Done()
+	rt.mu.Lock()
+	rt.checking = false
+	rt.mu.Unlock()
+	rt.checks.Wait()
+}
+
+// startCheck checks b's health every HealthInterval until its stop, once Run runs;
+// rt.mu is held.
+func (rt *Router) startCheck(b *backend) {
+	if !rt.checking || b.stop != nil {
+		return
+	}
+	ctx, stop := context.WithCancel(rt.runCtx)
+	b.stop = stop
+	client := &http.Client{Timeout: rt.opts.HealthTimeout}
+	rt.checks.Go(func() {
+		tick := time.NewTicker(rt.opts.HealthInterval)
+		defer tick.Stop()
+		for {
+			rt.check(ctx, client, b)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
 }
 
 // check asks b's /health and records the answer.
@@ -205,7 +259,7 @@ func (rt *Router) markDown(b *backend, err error) {
 // every untried upstream is down it picks among them anyway, since a check may lag.
 func (rt *Router) Pick(route Route, tried []*backend) *backend {
 	var live, all []*backend
-	for _, b := range rt.groups[route.Group] {
+	for _, b := range (*rt.groups.Load())[route.Group] {
 		if slices.Contains(tried, b) {
 			continue
 		}

@@ -2,11 +2,13 @@ package frontdoor
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +145,13 @@ func upstreams(us ...*upstream) []Upstream {
 // sending a request through it that answers the upstream's name and the status.
 func front(t *testing.T, table Table) func(method, target, auth string) (string, int) {
 	t.Helper()
+	do, _ := frontRouter(t, table)
+	return do
+}
+
+// frontRouter is front, with the Router.
+func frontRouter(t *testing.T, table Table) (func(method, target, auth string) (string, int), *Router) {
+	t.Helper()
 	rt, err := New(table, Options{HealthInterval: 20 * time.Millisecond, HealthTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +175,7 @@ func front(t *testing.T, table Table) func(method, target, auth string) (string,
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
 		return string(body), resp.StatusCode
-	}
+	}, rt
 }
 
 func TestRouting(t *testing.T) {
@@ -340,6 +349,65 @@ func TestHealth(t *testing.T) {
 	})
 }
 
+// A reload (SIGHUP) adds a sync worker: a fifth of the users move to it and no other
+// moves, it is health-checked from then on, and a removed gateway takes no more
+// requests.
+func TestReload(t *testing.T) {
+	t.Parallel()
+	gw0, gw1 := startUpstream(t, "gw0"), startUpstream(t, "gw1")
+	syncs := []*upstream{startUpstream(t, "s0"), startUpstream(t, "s1"), startUpstream(t, "s2"), startUpstream(t, "s3")}
+	do, rt := frontRouter(t, Table{Client: upstreams(gw0, gw1), Sync: upstreams(syncs...)})
+	users := make([]string, 200)
+	before := map[string]string{}
+	for i := range users {
+		users[i] = fmt.Sprintf("Bearer syt_%s_x_1", base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "user%d", i)))
+		before[users[i]], _ = do("GET", "/_matrix/client/v3/sync?since=s1", users[i])
+	}
+
+	s4 := startUpstream(t, "s4")
+	added, removed, err := rt.Reload(Table{Client: upstreams(gw0), Sync: upstreams(append(syncs, s4)...)})
+	if err != nil || !slices.Equal(added, []string{"s4"}) || !slices.Equal(removed, []string{"gw1"}) {
+		t.Fatalf("reload: added %v, removed %v, %v", added, removed, err)
+	}
+	moved := 0
+	for _, u := range users {
+		got, _ := do("GET", "/_matrix/client/v3/sync?since=s1", u)
+		switch {
+		case got == "s4":
+			moved++
+		case got != before[u]:
+			t.Errorf("%s moved from %s to %s, not to the new worker", u, before[u], got)
+		}
+	}
+	if moved < 20 || moved > 60 {
+		t.Errorf("%d of %d users moved to the fifth sync worker, want about a fifth", moved, len(users))
+	}
+	for range 4 {
+		if got, _ := do("GET", "/_matrix/client/versions", ""); got != "gw0" {
+			t.Fatalf("a request after gw1 was removed went to %s", got)
+		}
+	}
+	// The new upstream is checked: when it falls sick, its users go elsewhere.
+	s4.set("sick")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n := 0
+		for _, u := range users {
+			if got, _ := do("GET", "/_matrix/client/v3/sync?since=s1", u); got == "s4" {
+				n++
+			}
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the added upstream, sick, still takes %d users", n)
+		}
+	}
+	if _, _, err := rt.Reload(Table{Sync: upstreams(s4)}); err == nil {
+		t.Error("a reload to a table without the client group was taken")
+	}
+}
+
 // A POST to a dead upstream the health checks have not caught yet is answered 502,
 // never sent twice.
 func TestPostNotRetried(t *testing.T) {
@@ -402,7 +470,7 @@ func TestClientCancelIsNotBackendFailure(t *testing.T) {
 	if n := logs.Len(); n != 0 {
 		t.Fatalf("a client cancellation logged %d lines at info or above: %v", n, logs.All()[0].Message)
 	}
-	if rt.backends[0].down.Load() {
+	if rt.backends[u.String()].down.Load() {
 		t.Fatal("a client cancellation took the upstream out of rotation")
 	}
 }
