@@ -70,8 +70,10 @@ type Config struct {
 	// DBTimeout bounds every database call (default 10 s): a hung Postgres fails the
 	// call, and the loop waits and tries again instead of hanging.
 	DBTimeout time.Duration
-	// AppendTimeout bounds the wait for an append's acknowledgement (default 15 s); past
-	// it the append's outcome is unknown and the room is caught up from the log.
+	// AppendTimeout bounds the wait for an append's acknowledgement (default 5 s); past
+	// it the append's outcome is unknown and the room is caught up from the log. An
+	// append in flight to a NATS node that dies is never acknowledged: this is how long
+	// its rooms wait before the catch-up, which finds a new leader of the log.
 	AppendTimeout time.Duration
 	// Backoff is the runner's redelivery delay after a failed delivery (default
 	// streams.DefaultBackoff); tests shorten it.
@@ -84,7 +86,7 @@ type Config struct {
 // Defaults of Config's bounds.
 const (
 	DefaultDBTimeout     = 10 * time.Second
-	DefaultAppendTimeout = 15 * time.Second
+	DefaultAppendTimeout = 5 * time.Second
 )
 
 // Persister is one event writer.
