@@ -684,14 +684,19 @@ func (f *Feed) followed() (stream, subject string) {
 }
 
 // End is the sequence of the last message of the stream the feed follows, as the
-// server holds it now: one request to it.
+// server holds it now (one request to it), or 0 when it holds none: the last
+// sequence of an empty stream, or of one whose messages all expired (typing's), is
+// no message the feed can read, so it is nothing to wait for.
 func (f *Feed) End(ctx context.Context) (uint64, error) {
 	name, _ := f.followed()
 	s, err := f.cfg.JS.Stream(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	return s.CachedInfo().State.LastSeq, nil
+	if st := s.CachedInfo().State; st.Msgs > 0 {
+		return st.LastSeq, nil
+	}
+	return 0, nil
 }
 
 // follow reads the log from where the feed stands with an ordered consumer that gets

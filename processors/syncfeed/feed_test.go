@@ -578,3 +578,43 @@ func TestRememberedIndexAgreesWithTheRing(t *testing.T) {
 		}
 	}
 }
+
+// End is a position the feed reaches: 0 for a stream without messages (an empty
+// typing stream's last sequence is its clock-based first one less one, which no
+// message will ever have), and the last message's once there is one. A read that waits
+// for End must not wait out its bound on a quiet server.
+func TestEndIsAPositionTheFeedReaches(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t)
+	events := fx.config()
+	events.Writers = []string{"w1"}
+	typing := fx.config()
+	typing.Stream = schemas.StreamTyping
+	feeds := map[string]*Feed{"events": fx.run(events), "typing": fx.run(typing)}
+	ctx := context.Background()
+	for name, f := range feeds {
+		if end, err := f.End(ctx); err != nil || end != 0 {
+			t.Errorf("%s: End of an empty stream %d, %v; want 0", name, end, err)
+		}
+	}
+
+	seq := fx.publish("w1", "!r:hs", "@a:hs")
+	fx.notice("w1", seq)
+	ack, err := fx.js.Publish(ctx, fx.topo.UserStreamSubject(schemas.StreamTyping, "!r:hs"), []byte("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]uint64{"events": seq, "typing": ack.Sequence} {
+		f := feeds[name]
+		end, err := f.End(ctx)
+		if err != nil || end != want {
+			t.Fatalf("%s: End %d, %v; want %d", name, end, err, want)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		f.WaitPosition(wctx, end)
+		cancel()
+		if f.Position() < end {
+			t.Errorf("%s: the feed stays at %d, before End %d", name, f.Position(), end)
+		}
+	}
+}
