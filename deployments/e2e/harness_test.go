@@ -344,8 +344,15 @@ func clientScenario(t *testing.T) (context.Context, string) {
 // deployment's processes.
 func (d *deployment) startFrontDoor(procs ...*process) *process {
 	d.t.Helper()
+	return d.startFrontDoorWith(deploymentArgs(procs)...)
+}
+
+// startFrontDoorWith starts `ganglion frontdoor` with files, its arguments naming the
+// deployment's configuration files.
+func (d *deployment) startFrontDoorWith(files ...string) *process {
+	d.t.Helper()
 	port := freePort(d.t)
-	args := append([]string{"frontdoor", "-listen", "127.0.0.1:" + strconv.Itoa(port)}, deploymentArgs(procs)...)
+	args := append([]string{"frontdoor", "-listen", "127.0.0.1:" + strconv.Itoa(port)}, files...)
 	p := &process{t: d.t, name: "frontdoor", port: port, args: args, dir: d.dir}
 	p.launch()
 	d.t.Cleanup(p.cleanup)
@@ -482,6 +489,15 @@ func (p *process) waitLogged(text string) {
 		}
 	}
 	p.t.Fatalf("%s did not log %q within %s", p.name, text, startTimeout)
+}
+
+// hangup sends the process SIGHUP, which it lives through.
+func (p *process) hangup() {
+	p.t.Helper()
+	cmd, _, _ := p.current()
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		p.t.Fatalf("%s: SIGHUP: %v", p.name, err)
+	}
 }
 
 // signal sends sig to a process the test stops on purpose and returns the channel

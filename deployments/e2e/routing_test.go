@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -247,5 +248,67 @@ http {
 		if time.Now().After(deadline) {
 			t.Fatal("nginx did not listen")
 		}
+	}
+}
+
+// TestFrontDoorReload: a sync worker added while the deployment runs takes its share
+// of the users once the front door, reading its files from the workers directory,
+// gets SIGHUP: no restart, and no user of the first worker moves anywhere but to it.
+func TestFrontDoorReload(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), flowTimeout)
+	defer cancel()
+	d := newDeployment(t, deploymentOptions{externalNATS: true})
+	d.shared["enable_metrics"] = true
+	d.startMain()
+	syncWorker := func(name string) (*process, int) {
+		port, metrics := freePort(t), freePort(t)
+		p := d.launchWorkerOn(name, port, []map[string]any{{
+			"port": port, "bind_addresses": []string{"127.0.0.1"}, "type": "http",
+			"resources": []map[string]any{{"names": []string{"client"}}}, "routes": []string{"sync", "initial_sync"},
+		}, metricsListener(metrics)})
+		p.waitReady()
+		return p, metrics
+	}
+	_, metrics1 := syncWorker("sync1")
+	// The layout of deployments/workers: the shared file first, every other file of
+	// the directory a process's own (the main process's homeserver.yaml among them).
+	fd := d.startFrontDoorWith("-c", filepath.Join(d.dir, "shared.yaml"), "-workers", d.dir)
+	syncs := func(port int) float64 {
+		line := regexp.MustCompile(`(?m)^synapse_http_server_requests_received_total\{method="GET",servlet="/_matrix/client/\*/sync"\} ([0-9.e+]+)$`)
+		m := line.FindStringSubmatch(scrapeMetrics(ctx, t, port))
+		if m == nil {
+			return 0
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v
+	}
+	// 60 users' incremental syncs: the front door routes them by the token's user;
+	// the worker answers 401 for these made-up tokens, after counting them.
+	syncAll := func() {
+		for i := range 60 {
+			token := "syt_" + base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "user%d", i)) + "_x_1"
+			status, _, _ := rawRequest(ctx, t, "GET", fd.url()+"/_matrix/client/v3/sync?since=s1&timeout=0", token, nil)
+			if status != http.StatusUnauthorized {
+				t.Fatalf("a sync with a made-up token: HTTP %d", status)
+			}
+		}
+	}
+	syncAll()
+	if got := syncs(metrics1); got != 60 {
+		t.Fatalf("sync1 served %v of 60 syncs with one sync worker", got)
+	}
+
+	_, metrics2 := syncWorker("sync2")
+	syncAll()
+	if got := syncs(metrics1); got != 120 {
+		t.Fatalf("before the reload sync1 served %v of 120", got)
+	}
+	fd.hangup()
+	fd.waitLogged("reloaded the deployment's files")
+	syncAll()
+	moved := syncs(metrics2)
+	if moved < 15 || moved > 45 || syncs(metrics1)+moved != 180 {
+		t.Errorf("after the reload: sync2 served %v of 60, sync1 %v in all (want about half to sync2, none lost)", moved, syncs(metrics1))
 	}
 }
