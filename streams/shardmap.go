@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -60,21 +61,9 @@ func OpenShardMap(ctx context.Context, js jetstream.JetStream, t Topology, seed 
 		return nil, fmt.Errorf("streams: shard map: %w", err)
 	}
 	m := &ShardMap{}
-	w, err := kv.Watch(ctx, shardsKey)
+	w, err := watchList(ctx, kv, m)
 	if err != nil {
-		return nil, fmt.Errorf("streams: shard map: %w", err)
-	}
-	// The watcher gives the current value first, then each change.
-	select {
-	case e := <-w.Updates():
-		if e == nil {
-			return nil, errors.New("streams: shard map: no list")
-		}
-		if err := m.set(e.Value()); err != nil {
-			return nil, err
-		}
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, err
 	}
 	if live := m.Writers(); !slices.Equal(live, seed) {
 		log.Warn("stream_writers.events differs from the live list of event writers, which rules (ganglion persisters apply makes the configuration's list live)",
@@ -102,6 +91,41 @@ func OpenShardMap(ctx context.Context, js jetstream.JetStream, t Topology, seed 
 		}
 	}()
 	return m, nil
+}
+
+// watchList watches the list and sets m to its current value, which the watcher gives
+// first, before each change. On a cluster the watcher's consumer may sit on a server
+// that has not yet applied the list just written, and report none: the list exists
+// (OpenShardMap wrote it, or found it), so it watches again, for up to 5 s.
+func watchList(ctx context.Context, kv jetstream.KeyValue, m *ShardMap) (jetstream.KeyWatcher, error) {
+	for attempt := 1; ; attempt++ {
+		w, err := kv.Watch(ctx, shardsKey)
+		if err != nil {
+			return nil, fmt.Errorf("streams: shard map: %w", err)
+		}
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				if err := m.set(e.Value()); err != nil {
+					_ = w.Stop()
+					return nil, err
+				}
+				return w, nil
+			}
+		case <-ctx.Done():
+			_ = w.Stop()
+			return nil, ctx.Err()
+		}
+		_ = w.Stop()
+		if attempt == 50 {
+			return nil, errors.New("streams: shard map: no list")
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 func (m *ShardMap) set(data []byte) error {
